@@ -1,0 +1,34 @@
+// swift-tools-version:5.9
+// Language mode 5: the engine's thread-local and registry globals are guarded by
+// construction (pthread keys, lazy `let`s), which Swift 6's checker cannot see.
+import PackageDescription
+
+let package = Package(
+    name: "keras-swift",
+    products: [
+        .library(name: "TensorEngine", targets: ["TensorEngine"]),
+        .library(name: "TensorEngineC", type: .dynamic, targets: ["TensorEngineC"]),
+        .library(name: "SwiftKeras", targets: ["SwiftKeras"]),
+        .executable(name: "DigitsMLP", targets: ["DigitsMLP"]),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "COpenBLAS",
+            path: "Sources/COpenBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .target(name: "TensorEngine", dependencies: ["COpenBLAS"]),
+        .target(name: "TensorEngineC", dependencies: ["TensorEngine"], exclude: ["include"]),
+        .target(name: "SwiftKeras", dependencies: ["TensorEngine"]),
+        .executableTarget(
+            name: "DigitsMLP",
+            dependencies: ["SwiftKeras", "TensorEngine"],
+            path: "Examples/DigitsMLP",
+            exclude: ["digits.bin"]
+        ),
+        .testTarget(name: "TensorEngineTests", dependencies: ["TensorEngine"]),
+        .testTarget(name: "TensorEngineCTests", dependencies: ["TensorEngineC", "TensorEngine"]),
+        .testTarget(name: "SwiftKerasTests", dependencies: ["SwiftKeras", "TensorEngine"]),
+    ]
+)

@@ -1,0 +1,27 @@
+#include <stddef.h>
+#include <cblas.h>
+
+/* LAPACK's Fortran entry points, as exported by OpenBLAS (built with LAPACK but without
+ * LAPACKE). Column-major; every argument by pointer; character arguments carry gfortran's
+ * hidden trailing length arguments. */
+#define TE_LAPACK_REAL(T, P) \
+  void P##getrf_(const int *m, const int *n, T *a, const int *lda, int *ipiv, int *info); \
+  void P##getri_(const int *n, T *a, const int *lda, const int *ipiv, T *work, const int *lwork, int *info); \
+  void P##getrs_(const char *trans, const int *n, const int *nrhs, const T *a, const int *lda, const int *ipiv, \
+                 T *b, const int *ldb, int *info, size_t trans_len); \
+  void P##potrf_(const char *uplo, const int *n, T *a, const int *lda, int *info, size_t uplo_len); \
+  void P##trtrs_(const char *uplo, const char *trans, const char *diag, const int *n, const int *nrhs, const T *a, \
+                 const int *lda, T *b, const int *ldb, int *info, size_t uplo_len, size_t trans_len, size_t diag_len); \
+  void P##geqrf_(const int *m, const int *n, T *a, const int *lda, T *tau, T *work, const int *lwork, int *info); \
+  void P##orgqr_(const int *m, const int *n, const int *k, T *a, const int *lda, const T *tau, T *work, \
+                 const int *lwork, int *info); \
+  void P##syevd_(const char *jobz, const char *uplo, const int *n, T *a, const int *lda, T *w, T *work, \
+                 const int *lwork, int *iwork, const int *liwork, int *info, size_t jobz_len, size_t uplo_len); \
+  void P##gesdd_(const char *jobz, const int *m, const int *n, T *a, const int *lda, T *s, T *u, const int *ldu, \
+                 T *vt, const int *ldvt, T *work, const int *lwork, int *iwork, int *info, size_t jobz_len); \
+  void P##gelsd_(const int *m, const int *n, const int *nrhs, T *a, const int *lda, T *b, const int *ldb, T *s, \
+                 const T *rcond, int *rank, T *work, const int *lwork, int *iwork, int *info);
+
+TE_LAPACK_REAL(float, s)
+TE_LAPACK_REAL(double, d)
+#undef TE_LAPACK_REAL

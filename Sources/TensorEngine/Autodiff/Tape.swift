@@ -1,0 +1,148 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// One recorded op application: the tracked inputs and how to map the output's gradient
+/// to theirs. Released (inputs and closure dropped) when its tape is popped, which also
+/// breaks the output → node → closure → output cycle.
+final class TapeNode {
+    var inputs: [Tensor]
+    var backward: ((Tensor) throws -> [Tensor?])?
+    let outputShape: [Int]
+    let outputDType: DType
+
+    init(inputs: [Tensor], outputShape: [Int], outputDType: DType, backward: @escaping (Tensor) throws -> [Tensor?]) {
+        self.inputs = inputs
+        self.backward = backward
+        self.outputShape = outputShape
+        self.outputDType = outputDType
+    }
+
+    var isLive: Bool { backward != nil }
+
+    func release() {
+        inputs = []
+        backward = nil
+    }
+}
+
+/// Per-thread autodiff state: a stack of tapes and a pause counter (gradient computation and
+/// `stop_gradient` run with recording paused).
+final class TapeState {
+    var tapes: [[TapeNode]] = []
+    var paused = 0
+}
+
+private let tapeKey: pthread_key_t = {
+    var key = pthread_key_t()
+    pthread_key_create(&key) { ptr in
+        Unmanaged<TapeState>.fromOpaque(ptr!).release()
+    }
+    return key
+}()
+
+func currentTapeState() -> TapeState {
+    if let p = pthread_getspecific(tapeKey) {
+        return Unmanaged<TapeState>.fromOpaque(p).takeUnretainedValue()
+    }
+    let s = TapeState()
+    pthread_setspecific(tapeKey, Unmanaged.passRetained(s).toOpaque())
+    return s
+}
+
+/// Reverse-mode autodiff. Ops record onto the innermost tape of the calling thread when an
+/// input requires a gradient or was itself recorded there.
+public enum Tape {
+    /// Starts recording (tapes nest).
+    public static func push() { currentTapeState().tapes.append([]) }
+
+    /// Stops the innermost tape and frees what it recorded.
+    public static func pop() throws {
+        let s = currentTapeState()
+        guard let nodes = s.tapes.popLast() else { throw EngineError.value("no active tape to pop") }
+        for n in nodes { n.release() }
+    }
+
+    public static var depth: Int { currentTapeState().tapes.count }
+
+    /// Runs `body` with recording paused.
+    public static func paused<R>(_ body: () throws -> R) rethrows -> R {
+        let s = currentTapeState()
+        s.paused += 1
+        defer { s.paused -= 1 }
+        return try body()
+    }
+
+    static func isTracked(_ t: Tensor) -> Bool {
+        t.requiresGrad || (t.node?.isLive ?? false)
+    }
+
+    /// Whether an op over `inputs` must record now.
+    @inline(__always)
+    static func shouldRecord(_ inputs: [Tensor]) -> Bool {
+        let s = currentTapeState()
+        guard !s.tapes.isEmpty, s.paused == 0 else { return false }
+        return inputs.contains(where: isTracked)
+    }
+
+    /// Records `output = op(inputs)`; `backward` maps the output gradient to one gradient
+    /// (or nil) per input, in order. A no-op when nothing needs recording.
+    @inline(__always)
+    static func record(_ output: Tensor, _ inputs: [Tensor], _ backward: @escaping (Tensor) throws -> [Tensor?]) {
+        guard shouldRecord(inputs) else { return }
+        let s = currentTapeState()
+        let node = TapeNode(inputs: inputs, outputShape: output.shape, outputDType: output.dtype, backward: backward)
+        output.node = node
+        s.tapes[s.tapes.count - 1].append(node)
+    }
+
+    /// Gradients of `target` (seeded with `seed`, default ones) with respect to `sources`,
+    /// nil for a source that does not influence `target`.
+    public static func gradient(of target: Tensor, seed: Tensor? = nil, wrt sources: [Tensor]) throws -> [Tensor?] {
+        let s = currentTapeState()
+        guard let nodes = s.tapes.last else { throw EngineError.value("gradient() needs an active tape") }
+        let seedGrad: Tensor
+        if let g = seed {
+            guard g.shape == target.shape else {
+                throw EngineError.value("gradient seed shape \(g.shape) does not match target shape \(target.shape)")
+            }
+            seedGrad = g
+        } else {
+            seedGrad = try full(target.shape, value: 1, dtype: target.dtype)
+        }
+        return try paused {
+            var grads: [ObjectIdentifier: Tensor] = [:]
+            // Keys: a recorded tensor by its node, a leaf by itself (both alive here).
+            func key(_ t: Tensor) -> ObjectIdentifier {
+                if let n = t.node, n.isLive { return ObjectIdentifier(n) }
+                return ObjectIdentifier(t)
+            }
+            let sourceKeys = Set(sources.map(key))
+            grads[key(target)] = seedGrad
+            for node in nodes.reversed() {
+                let k = ObjectIdentifier(node)
+                guard let g = grads[k], let backward = node.backward else { continue }
+                if !sourceKeys.contains(k) { grads[k] = nil }
+                let inputGrads = try backward(g)
+                for (input, ig) in zip(node.inputs, inputGrads) {
+                    guard let ig = ig, isTracked(input) else { continue }
+                    let ik = key(input)
+                    if let prev = grads[ik] { grads[ik] = try add(prev, ig) } else { grads[ik] = ig }
+                }
+            }
+            return sources.map { grads[key($0)] }
+        }
+    }
+}
+
+/// Reduces a broadcast gradient back to `shape` (sums over broadcast dimensions).
+func sumToShape(_ g: Tensor, _ shape: [Int]) throws -> Tensor {
+    if g.shape == shape { return g }
+    let lead = g.rank - shape.count
+    var axes: [Int] = Array(0..<Swift.max(lead, 0))
+    for (i, d) in shape.enumerated() where d == 1 && g.shape[i + lead] != 1 { axes.append(i + lead) }
+    let s = axes.isEmpty ? g : try sum(g, axes: axes, keepdims: true)
+    return try reshape(s, shape)
+}

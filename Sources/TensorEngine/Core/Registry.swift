@@ -1,0 +1,120 @@
+/// A typed attribute value, as the C ABI and Python pass them.
+public enum AttrValue {
+    case int(Int), float(Double), bool(Bool), string(String), ints([Int]), floats([Double])
+}
+
+/// Named attributes of one op call, with typed, validating accessors.
+public struct Attrs {
+    public var values: [String: AttrValue]
+    public init(_ values: [String: AttrValue] = [:]) { self.values = values }
+
+    public func has(_ k: String) -> Bool { values[k] != nil }
+
+    public func int(_ k: String, default d: Int? = nil) throws -> Int {
+        switch values[k] {
+        case .int(let v): return v
+        case .bool(let v): return v ? 1 : 0
+        case .none: if let d = d { return d }; throw EngineError.value("missing attribute '\(k)'")
+        default: throw EngineError.type("attribute '\(k)' must be an int")
+        }
+    }
+
+    public func float(_ k: String, default d: Double? = nil) throws -> Double {
+        switch values[k] {
+        case .float(let v): return v
+        case .int(let v): return Double(v)
+        case .bool(let v): return v ? 1 : 0
+        case .none: if let d = d { return d }; throw EngineError.value("missing attribute '\(k)'")
+        default: throw EngineError.type("attribute '\(k)' must be a float")
+        }
+    }
+
+    public func bool(_ k: String, default d: Bool? = nil) throws -> Bool {
+        switch values[k] {
+        case .bool(let v): return v
+        case .int(let v): return v != 0
+        case .none: if let d = d { return d }; throw EngineError.value("missing attribute '\(k)'")
+        default: throw EngineError.type("attribute '\(k)' must be a bool")
+        }
+    }
+
+    public func string(_ k: String, default d: String? = nil) throws -> String {
+        switch values[k] {
+        case .string(let v): return v
+        case .none: if let d = d { return d }; throw EngineError.value("missing attribute '\(k)'")
+        default: throw EngineError.type("attribute '\(k)' must be a string")
+        }
+    }
+
+    /// An int list; a single int is accepted as a list of one. nil when absent.
+    public func ints(_ k: String) throws -> [Int]? {
+        switch values[k] {
+        case .ints(let v): return v
+        case .int(let v): return [v]
+        case .floats(let v) where v.isEmpty: return []
+        case .none: return nil
+        default: throw EngineError.type("attribute '\(k)' must be a list of ints")
+        }
+    }
+
+    public func requiredInts(_ k: String) throws -> [Int] {
+        guard let v = try ints(k) else { throw EngineError.value("missing attribute '\(k)'") }
+        return v
+    }
+
+    public func dtype(_ k: String, default d: DType? = nil) throws -> DType {
+        guard values[k] != nil else {
+            if let d = d { return d }
+            throw EngineError.value("missing attribute '\(k)'")
+        }
+        let name = try string(k)
+        guard let dt = DType(name: name) else { throw EngineError.type("unknown dtype '\(name)'") }
+        return dt
+    }
+}
+
+/// One registered op: a name and an entry point that validates its inputs and attributes,
+/// then calls the op's typed Swift function (where its forward, shape rule and VJP live).
+public struct OpDef {
+    public let name: String
+    public let run: ([Tensor], Attrs) throws -> [Tensor]
+
+    public init(_ name: String, _ run: @escaping ([Tensor], Attrs) throws -> [Tensor]) {
+        self.name = name
+        self.run = run
+    }
+
+    /// An op of exactly `arity` inputs and one output.
+    public init(_ name: String, arity: Int, _ run: @escaping ([Tensor], Attrs) throws -> Tensor) {
+        self.name = name
+        self.run = { inputs, attrs in
+            guard inputs.count == arity else {
+                throw EngineError.value("\(name) takes \(arity) input(s), got \(inputs.count)")
+            }
+            return [try run(inputs, attrs)]
+        }
+    }
+}
+
+/// Every op, by name and by index (the C ABI's op handle). Built once, immutable after.
+public enum OpRegistry {
+    public static let ops: [OpDef] = {
+        let all = creationOps + elementwiseOps + reductionOps + linalgOps + shapeOps + nnOps + randomOps
+            + indexingOps + sortingOps + convOps + lapackOps + fftOps
+        return all
+    }()
+
+    static let index: [String: Int] = {
+        var d: [String: Int] = [:]
+        for (i, op) in ops.enumerated() { d[op.name] = i }
+        return d
+    }()
+
+    public static func lookup(_ name: String) -> Int? { index[name] }
+
+    /// Calls an op by name, as the C ABI and Python do.
+    public static func call(_ name: String, _ inputs: [Tensor], _ attrs: Attrs = Attrs()) throws -> [Tensor] {
+        guard let i = index[name] else { throw EngineError.value("unknown op '\(name)'") }
+        return try ops[i].run(inputs, attrs)
+    }
+}

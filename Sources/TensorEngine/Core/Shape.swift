@@ -1,0 +1,84 @@
+/// Shape helpers shared by every op family.
+
+/// Row-major strides (in elements).
+func contiguousStrides(_ shape: [Int]) -> [Int] {
+    var strides = [Int](repeating: 1, count: shape.count)
+    var s = 1
+    for i in stride(from: shape.count - 1, through: 0, by: -1) {
+        strides[i] = s
+        s *= shape[i]
+    }
+    return strides
+}
+
+/// numpy broadcasting of two shapes.
+public func broadcastShapes(_ a: [Int], _ b: [Int]) throws -> [Int] {
+    let r = Swift.max(a.count, b.count)
+    var out = [Int](repeating: 1, count: r)
+    for i in 0..<r {
+        let da = i < r - a.count ? 1 : a[i - (r - a.count)]
+        let db = i < r - b.count ? 1 : b[i - (r - b.count)]
+        if da == db || db == 1 { out[i] = da }
+        else if da == 1 { out[i] = db }
+        else { throw EngineError.value("shapes \(a) and \(b) cannot be broadcast together") }
+    }
+    return out
+}
+
+/// Strides of `shape` seen through the broadcast `target` shape (0 where broadcast).
+func broadcastStrides(_ shape: [Int], to target: [Int]) -> [Int] {
+    let base = contiguousStrides(shape)
+    let off = target.count - shape.count
+    var out = [Int](repeating: 0, count: target.count)
+    for i in 0..<shape.count where shape[i] != 1 || target[i + off] == 1 {
+        out[i + off] = shape[i] == 1 ? 0 : base[i]
+    }
+    return out
+}
+
+/// Normalises a possibly negative axis against `rank`.
+public func normalizeAxis(_ axis: Int, rank: Int) throws -> Int {
+    let a = axis < 0 ? axis + rank : axis
+    guard a >= 0 && a < Swift.max(rank, 1) && (rank > 0 || a == 0) else {
+        throw EngineError.value("axis \(axis) is out of bounds for a tensor of rank \(rank)")
+    }
+    return a
+}
+
+/// Sorted, unique, normalised axes; nil means every axis.
+func normalizeAxes(_ axes: [Int]?, rank: Int) throws -> [Int] {
+    guard let axes = axes else { return Array(0..<rank) }
+    var out: [Int] = []
+    for a in axes {
+        let n = try normalizeAxis(a, rank: rank)
+        guard !out.contains(n) else { throw EngineError.value("repeated axis \(a)") }
+        out.append(n)
+    }
+    return out.sorted()
+}
+
+/// Merges adjacent dimensions that every operand walks contiguously, so broadcast loops get
+/// long inner runs ([N,H,W,C] + [C] becomes [N*H*W, C]).
+func coalesce(_ shape: [Int], _ strides: [[Int]]) -> ([Int], [[Int]]) {
+    guard shape.count > 1 else { return (shape, strides) }
+    var outShape: [Int] = [shape[0]]
+    var outStrides: [[Int]] = strides.map { [$0[0]] }
+    for i in 1..<shape.count {
+        let last = outShape.count - 1
+        let mergeable = strides.indices.allSatisfy { k in
+            outStrides[k][last] == strides[k][i] * shape[i]
+        }
+        if shape[i] == 1 { continue }
+        if outShape[last] == 1 {
+            outShape[last] = shape[i]
+            for k in strides.indices { outStrides[k][last] = strides[k][i] }
+        } else if mergeable {
+            outShape[last] *= shape[i]
+            for k in strides.indices { outStrides[k][last] = strides[k][i] }
+        } else {
+            outShape.append(shape[i])
+            for k in strides.indices { outStrides[k].append(strides[k][i]) }
+        }
+    }
+    return (outShape, outStrides)
+}

@@ -1,0 +1,245 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Reference-counted, 64-byte-aligned bytes, recycled through `BufferPool`.
+public final class Storage {
+    public let pointer: UnsafeMutableRawPointer
+    public let byteCount: Int
+    private let capacity: Int
+
+    init(byteCount: Int, zeroed: Bool = true) throws {
+        guard byteCount <= maxTensorBytes else {
+            throw EngineError.value("cannot allocate \(byteCount) bytes (limit \(maxTensorBytes))")
+        }
+        let (ptr, cap) = try BufferPool.shared.allocate(byteCount)
+        if zeroed { memset(ptr, 0, byteCount) }
+        pointer = ptr
+        capacity = cap
+        self.byteCount = byteCount
+    }
+
+    deinit { BufferPool.shared.release(pointer, capacity) }
+}
+
+/// A size-bucketed cache of freed buffers. Training allocates the same shapes every step;
+/// reusing their pages avoids an mmap, page faults and kernel zeroing per op. Buckets are
+/// four per power of two (at most 25% slack); the cache holds at most `limit` bytes.
+final class BufferPool {
+    static let shared = BufferPool()
+    private var free: [Int: [UnsafeMutableRawPointer]] = [:]
+    private var cached = 0
+    private let limit: Int
+    private let lock: UnsafeMutablePointer<pthread_mutex_t>
+
+    private init() {
+        lock = .allocate(capacity: 1)
+        pthread_mutex_init(lock, nil)
+        limit = Swift.min(1 << 30, maxTensorBytes / 8)
+    }
+
+    /// Bucket capacity for a request: 64 bytes minimum, then 4 steps per octave.
+    static func bucket(_ n: Int) -> Int {
+        if n <= 64 { return 64 }
+        let top = Int.bitWidth - (n - 1).leadingZeroBitCount  // 2^top >= n
+        let step = Swift.max(64, 1 << (top - 3))
+        return (n + step - 1) / step * step
+    }
+
+    func allocate(_ n: Int) throws -> (UnsafeMutableRawPointer, Int) {
+        let cap = BufferPool.bucket(n)
+        pthread_mutex_lock(lock)
+        if var list = free[cap], let p = list.popLast() {
+            free[cap] = list
+            cached -= cap
+            pthread_mutex_unlock(lock)
+            return (p, cap)
+        }
+        pthread_mutex_unlock(lock)
+        var p: UnsafeMutableRawPointer? = nil
+        guard posix_memalign(&p, 64, cap) == 0, let ptr = p else {
+            throw EngineError.value("cannot allocate \(n) bytes")
+        }
+        return (ptr, cap)
+    }
+
+    func release(_ p: UnsafeMutableRawPointer, _ cap: Int) {
+        pthread_mutex_lock(lock)
+        if cached + cap <= limit {
+            free[cap, default: []].append(p)
+            cached += cap
+            pthread_mutex_unlock(lock)
+            return
+        }
+        pthread_mutex_unlock(lock)
+        Glibc.free(p)
+    }
+
+    /// Returns every cached buffer to the system.
+    func trim() {
+        pthread_mutex_lock(lock)
+        let all = free.values.flatMap { $0 }
+        free = [:]
+        cached = 0
+        pthread_mutex_unlock(lock)
+        for p in all { Glibc.free(p) }
+    }
+
+    var cachedBytes: Int {
+        pthread_mutex_lock(lock)
+        defer { pthread_mutex_unlock(lock) }
+        return cached
+    }
+}
+
+/// Largest tensor the engine agrees to allocate: the machine's physical memory (at most
+/// 1 TiB). Beyond it a caller gets a ValueError instead of an out-of-memory kill, since
+/// Linux overcommit would otherwise accept the allocation and kill the process later.
+public let maxTensorBytes: Int = {
+    let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+    guard pages > 0, size > 0 else { return 1 << 40 }
+    let (bytes, o) = pages.multipliedReportingOverflow(by: size)
+    return o ? 1 << 40 : Swift.min(bytes, 1 << 40)
+}()
+
+/// Number of elements of `shape`, validated: no negative dimension, no overflow.
+public func elementCount(_ shape: [Int]) throws -> Int {
+    var n = 1
+    for d in shape {
+        guard d >= 0 else { throw EngineError.value("negative dimension in shape \(shape)") }
+        let (p, o) = n.multipliedReportingOverflow(by: d)
+        guard !o, p <= maxTensorBytes else { throw EngineError.value("shape \(shape) is too large") }
+        n = p
+    }
+    return n
+}
+
+/// A dense, contiguous, row-major tensor with a runtime dtype. Immutable once built by an op;
+/// reshape shares storage. `requiresGrad` marks an autodiff leaf.
+public final class Tensor {
+    public let storage: Storage
+    public let shape: [Int]
+    public let dtype: DType
+    public let count: Int
+    /// Set by `Tape` on tensors produced by a recorded op.
+    var node: TapeNode?
+    public var requiresGrad: Bool = false
+
+    init(storage: Storage, shape: [Int], dtype: DType, count: Int) {
+        self.storage = storage
+        self.shape = shape
+        self.dtype = dtype
+        self.count = count
+    }
+
+    /// A zero-filled tensor.
+    public convenience init(zeros shape: [Int], dtype: DType = .float32) throws {
+        try self.init(shape: shape, dtype: dtype, zeroed: true)
+    }
+
+    /// An uninitialised tensor, for kernels that write every element.
+    convenience init(empty shape: [Int], dtype: DType) throws {
+        try self.init(shape: shape, dtype: dtype, zeroed: false)
+    }
+
+    private convenience init(shape: [Int], dtype: DType, zeroed: Bool) throws {
+        let n = try elementCount(shape)
+        let (bytes, o) = n.multipliedReportingOverflow(by: dtype.itemSize)
+        guard !o, bytes <= maxTensorBytes else { throw EngineError.value("shape \(shape) of \(dtype) is too large") }
+        self.init(storage: try Storage(byteCount: bytes, zeroed: zeroed), shape: shape, dtype: dtype, count: n)
+    }
+
+    /// Copies `bytes` of host memory laid out row-major (zeros when `bytes` is nil).
+    public convenience init(bytes: UnsafeRawPointer?, byteCount: Int, shape: [Int], dtype: DType) throws {
+        try self.init(shape: shape, dtype: dtype, zeroed: bytes == nil)
+        if let src = bytes {
+            guard byteCount == nbytes else {
+                throw EngineError.value("expected \(nbytes) bytes for shape \(shape) of \(dtype), got \(byteCount)")
+            }
+            storage.pointer.copyMemory(from: src, byteCount: byteCount)
+        }
+    }
+
+    /// A tensor holding `values` with the given shape (default: 1-D).
+    public convenience init<T: TensorElement>(_ values: [T], shape: [Int]? = nil) throws {
+        let s = shape ?? [values.count]
+        try self.init(zeros: s, dtype: T.dtype)
+        guard count == values.count else {
+            throw EngineError.value("\(values.count) values do not fill shape \(s)")
+        }
+        values.withUnsafeBytes { storage.pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    }
+
+    /// A 0-d tensor.
+    public convenience init<T: TensorElement>(scalar: T) throws {
+        try self.init([scalar], shape: [])
+    }
+
+    /// A tensor sharing this one's storage with another shape of the same element count.
+    func sharing(shape newShape: [Int]) -> Tensor {
+        Tensor(storage: storage, shape: newShape, dtype: dtype, count: count)
+    }
+
+    public var rank: Int { shape.count }
+    public var nbytes: Int { count * dtype.itemSize }
+    public var rawPointer: UnsafeMutableRawPointer { storage.pointer }
+
+    @inline(__always)
+    func pointer<T>(_: T.Type) -> UnsafeMutablePointer<T> {
+        storage.pointer.assumingMemoryBound(to: T.self)
+    }
+
+    /// The elements as a Swift array (must be the tensor's own element type).
+    public func array<T: TensorElement>(_: T.Type = T.self) throws -> [T] {
+        guard T.dtype == dtype else {
+            throw EngineError.type("tensor holds \(dtype), not \(T.dtype)")
+        }
+        return Array(UnsafeBufferPointer(start: pointer(T.self), count: count))
+    }
+
+    /// Every element converted to Double, whatever the dtype.
+    public func doubles() -> [Double] {
+        var out = [Double](repeating: 0, count: count)
+        withElementPointer { p, conv in for i in 0..<count { out[i] = conv(p, i) } }
+        return out
+    }
+
+    /// Element `i` (row-major) as Double.
+    public func double(at i: Int) throws -> Double {
+        guard i >= 0 && i < count else { throw EngineError.index("index \(i) out of range for \(count) elements") }
+        var v = 0.0
+        withElementPointer { p, conv in v = conv(p, i) }
+        return v
+    }
+
+    private func withElementPointer(_ body: (UnsafeMutableRawPointer, (UnsafeMutableRawPointer, Int) -> Double) -> Void) {
+        let p = storage.pointer
+        func read<T: TensorElement>(_: T.Type) -> (UnsafeMutableRawPointer, Int) -> Double {
+            { $0.assumingMemoryBound(to: T.self)[$1].doubleValue }
+        }
+        switch dtype {
+        case .bool: body(p, read(Bool.self))
+        case .int8: body(p, read(Int8.self))
+        case .int16: body(p, read(Int16.self))
+        case .int32: body(p, read(Int32.self))
+        case .int64: body(p, read(Int64.self))
+        case .uint8: body(p, read(UInt8.self))
+        case .uint16: body(p, read(UInt16.self))
+        case .uint32: body(p, read(UInt32.self))
+        case .uint64: body(p, read(UInt64.self))
+        case .float16: body(p, read(Float16.self))
+        case .bfloat16: body(p, read(BFloat16.self))
+        case .float32: body(p, read(Float.self))
+        case .float64: body(p, read(Double.self))
+        }
+    }
+}
+
+extension Tensor: CustomStringConvertible {
+    public var description: String {
+        let vals = doubles().prefix(8).map { "\($0)" }.joined(separator: ", ")
+        return "Tensor(shape: \(shape), dtype: \(dtype), values: [\(vals)\(count > 8 ? ", ..." : "")])"
+    }
+}

@@ -1,0 +1,253 @@
+/// N-D convolution (1 to 3 spatial dimensions, channels last) via im2col + GEMM, with groups
+/// (depthwise = groups == channels) and its adjoint, the transposed convolution.
+/// Every shape is handled as 3-D: missing leading spatial dimensions have size 1.
+
+struct ConvGeometry {
+    var n = 0, c = 0, o = 0, groups = 1
+    var inSize = [1, 1, 1], kernel = [1, 1, 1], outSize = [1, 1, 1]
+    var strides = [1, 1, 1], dilation = [1, 1, 1], pads = [0, 0, 0]
+    var cg: Int { c / groups }
+    var og: Int { o / groups }
+    var rowsPerImage: Int { outSize.reduce(1, *) }
+    var kk: Int { kernel.reduce(1, *) * cg }
+    var inPerImage: Int { inSize.reduce(1, *) * c }
+}
+
+/// Pads a spatial list of rank 1...3 to 3 entries with `fill` in front.
+private func spatial3(_ v: [Int], _ fill: Int) -> [Int] { [Int](repeating: fill, count: 3 - v.count) + v }
+
+/// Columns (kernel position, group channel) for images [n0, n1) and group `gi`.
+private func im2col<T: BLASFloat>(_ x: UnsafePointer<T>, _ g: ConvGeometry, _ gi: Int, _ n0: Int, _ n1: Int,
+                                  _ cols: UnsafeMutablePointer<T>) {
+    let (od, oh, ow) = (g.outSize[0], g.outSize[1], g.outSize[2])
+    let (d, h, w) = (g.inSize[0], g.inSize[1], g.inSize[2])
+    parallelFor((n1 - n0) * od * oh, cost: ow * g.kk) { range in
+        for r in range {
+            let img = n0 + r / (od * oh), oz = (r / oh) % od, oy = r % oh
+            for ox in 0..<ow {
+                var dst = cols + ((r * ow) + ox) * g.kk
+                for kz in 0..<g.kernel[0] {
+                    let iz = oz * g.strides[0] - g.pads[0] + kz * g.dilation[0]
+                    for ky in 0..<g.kernel[1] {
+                        let iy = oy * g.strides[1] - g.pads[1] + ky * g.dilation[1]
+                        for kx in 0..<g.kernel[2] {
+                            let ix = ox * g.strides[2] - g.pads[2] + kx * g.dilation[2]
+                            if iz >= 0 && iz < d && iy >= 0 && iy < h && ix >= 0 && ix < w {
+                                dst.update(from: x + (((img * d + iz) * h + iy) * w + ix) * g.c + gi * g.cg, count: g.cg)
+                            } else {
+                                dst.update(repeating: 0, count: g.cg)
+                            }
+                            dst += g.cg
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds columns back into the input-shaped buffer (the adjoint of im2col).
+private func col2im<T: BLASFloat>(_ cols: UnsafePointer<T>, _ g: ConvGeometry, _ gi: Int, _ n0: Int, _ n1: Int,
+                                  _ dx: UnsafeMutablePointer<T>) {
+    let (od, oh, ow) = (g.outSize[0], g.outSize[1], g.outSize[2])
+    let (d, h, w) = (g.inSize[0], g.inSize[1], g.inSize[2])
+    // One task per image: windows never cross images, so writes never race.
+    parallelFor(n1 - n0, cost: g.rowsPerImage * g.kk) { range in
+        for li in range {
+            let img = n0 + li
+            for oz in 0..<od { for oy in 0..<oh { for ox in 0..<ow {
+                var src = cols + (((li * od + oz) * oh + oy) * ow + ox) * g.kk
+                for kz in 0..<g.kernel[0] {
+                    let iz = oz * g.strides[0] - g.pads[0] + kz * g.dilation[0]
+                    for ky in 0..<g.kernel[1] {
+                        let iy = oy * g.strides[1] - g.pads[1] + ky * g.dilation[1]
+                        for kx in 0..<g.kernel[2] {
+                            let ix = ox * g.strides[2] - g.pads[2] + kx * g.dilation[2]
+                            if iz >= 0 && iz < d && iy >= 0 && iy < h && ix >= 0 && ix < w {
+                                let dst = dx + (((img * d + iz) * h + iy) * w + ix) * g.c + gi * g.cg
+                                for ch in 0..<g.cg { dst[ch] += src[ch] }
+                            }
+                            src += g.cg
+                        }
+                    }
+                }
+            } } }
+        }
+    }
+}
+
+/// Images per im2col chunk, bounding the column buffer to about 32 MB.
+private func chunkImages(_ g: ConvGeometry, _ itemSize: Int) -> Int {
+    let perImage = Swift.max(1, g.rowsPerImage * g.kk * itemSize)
+    return Swift.max(1, Swift.min(g.n, (32 << 20) / perImage))
+}
+
+private enum ConvPass { case forward, inputGrad, kernelGrad }
+
+/// The three GEMM passes of a convolution with geometry `g`:
+/// forward: y = conv(x, w); inputGrad: dx = conv^T(dy, w); kernelGrad: dw = conv^T_w(x, dy).
+private struct ConvKernel: BLASVisitor {
+    let pass: ConvPass, g: ConvGeometry
+    let a: Tensor, b: Tensor, out: Tensor
+    func visit<T: BLASFloat>(_: T.Type) throws {
+        guard g.n > 0, g.kk > 0, g.rowsPerImage > 0 else { return }
+        let chunk = chunkImages(g, MemoryLayout<T>.size)
+        let cols = try Tensor(zeros: [chunk * g.rowsPerImage * g.kk], dtype: T.dtype)
+        let pc = cols.pointer(T.self)
+        for gi in 0..<g.groups {
+            var n0 = 0
+            while n0 < g.n {
+                let n1 = Swift.min(g.n, n0 + chunk), rows = (n1 - n0) * g.rowsPerImage
+                switch pass {
+                case .forward:
+                    // y[:, group cols] = cols @ W[:, group cols]
+                    im2col(a.pointer(T.self), g, gi, n0, n1, pc)
+                    T.gemm(transA: false, transB: false, m: rows, n: g.og, k: g.kk, a: pc, lda: g.kk,
+                           b: b.pointer(T.self) + gi * g.og, ldb: g.o, beta: 0,
+                           c: out.pointer(T.self) + n0 * g.rowsPerImage * g.o + gi * g.og, ldc: g.o)
+                case .inputGrad:
+                    // cols = dy[:, group] @ W[:, group]^T, then scatter into dx
+                    T.gemm(transA: false, transB: true, m: rows, n: g.kk, k: g.og,
+                           a: a.pointer(T.self) + n0 * g.rowsPerImage * g.o + gi * g.og, lda: g.o,
+                           b: b.pointer(T.self) + gi * g.og, ldb: g.o, beta: 0, c: pc, ldc: g.kk)
+                    col2im(pc, g, gi, n0, n1, out.pointer(T.self))
+                case .kernelGrad:
+                    // dW[:, group] += cols^T @ dy[:, group]
+                    im2col(a.pointer(T.self), g, gi, n0, n1, pc)
+                    T.gemm(transA: true, transB: false, m: g.kk, n: g.og, k: rows, a: pc, lda: g.kk,
+                           b: b.pointer(T.self) + n0 * g.rowsPerImage * g.o + gi * g.og, ldb: g.o, beta: 1,
+                           c: out.pointer(T.self) + gi * g.og, ldc: g.o)
+                }
+                n0 = n1
+            }
+        }
+    }
+}
+
+private func runConv(_ pass: ConvPass, _ g: ConvGeometry, _ a: Tensor, _ b: Tensor, outShape: [Int]) throws -> Tensor {
+    // Only the forward pass overwrites every output element; the others accumulate.
+    let out = pass == .forward && g.kk > 0 ? try Tensor(empty: outShape, dtype: a.dtype) : try Tensor(zeros: outShape, dtype: a.dtype)
+    try dispatchBLAS(a.dtype, ConvKernel(pass: pass, g: g, a: a, b: b, out: out))
+    return out
+}
+
+/// Records the VJP shared by conv and conv_transpose: both are linear in each argument,
+/// so each one's gradient is a pass of the other with geometry `g`.
+private func recordConv(_ out: Tensor, x: Tensor, w: Tensor, g: ConvGeometry, transposed: Bool) {
+    Tape.record(out, [x, w]) { gy0 in
+        let gy = try cast(gy0, to: x.dtype)
+        if transposed {
+            // out = conv^T(x, w): dx = conv(gy, w), dw = kernelGrad(gy, x)
+            return [try runConv(.forward, g, gy, w, outShape: x.shape), try runConv(.kernelGrad, g, gy, x, outShape: w.shape)]
+        }
+        return [try runConv(.inputGrad, g, gy, w, outShape: x.shape), try runConv(.kernelGrad, g, x, gy, outShape: w.shape)]
+    }
+}
+
+private func convOperands(_ x0: Tensor, _ w0: Tensor, _ name: String) throws -> (Tensor, Tensor, Int) {
+    let spatial = x0.rank - 2
+    guard (1...3).contains(spatial), w0.rank == x0.rank else {
+        throw EngineError.value("\(name) expects input (N, *spatial, C) with 1 to 3 spatial dims and a kernel of the same rank; got \(x0.shape) and \(w0.shape)")
+    }
+    let (x, w) = try promote(x0, w0)
+    guard x.dtype.isFloatingPoint else { throw EngineError.type("\(name) needs float inputs, got \(x.dtype)") }
+    return (x, w, spatial)
+}
+
+private func spatialAttr(_ v: [Int], _ spatial: Int, _ name: String) throws -> [Int] {
+    if v.count == 1 { return spatial3([Int](repeating: v[0], count: spatial), 1) }
+    guard v.count == spatial, v.allSatisfy({ $0 > 0 }) else {
+        throw EngineError.value("\(name) needs 1 or \(spatial) positive values, got \(v)")
+    }
+    return spatial3(v, 1)
+}
+
+/// Convolution of x (N, *spatial, C) with kernel (*k, C / groups, O), "valid" or "same"
+/// padding (TensorFlow's split: the extra pad goes after). Differentiable in both.
+public func conv(_ x0: Tensor, _ w0: Tensor, strides: [Int] = [1], padding: String = "valid", dilation: [Int] = [1],
+                 groups: Int = 1) throws -> Tensor {
+    let (x, w, spatial) = try convOperands(x0, w0, "conv")
+    if x.dtype.isHalf {
+        let r = try conv(try cast(x, to: .float32), try cast(w, to: .float32), strides: strides, padding: padding,
+                         dilation: dilation, groups: groups)
+        return try cast(r, to: x.dtype)
+    }
+    var g = ConvGeometry()
+    g.n = x.shape[0]
+    g.c = x.shape[x.rank - 1]
+    g.o = w.shape[w.rank - 1]
+    g.groups = groups
+    guard groups >= 1, g.c % groups == 0, g.o % groups == 0, w.shape[w.rank - 2] == g.c / groups else {
+        throw EngineError.value("conv: input has \(g.c) channels, kernel \(w.shape) expects \(w.shape[w.rank - 2]) per group with \(groups) group(s)")
+    }
+    g.inSize = spatial3(Array(x.shape[1...spatial]), 1)
+    g.kernel = spatial3(Array(w.shape[0..<spatial]), 1)
+    g.strides = try spatialAttr(strides, spatial, "strides")
+    g.dilation = try spatialAttr(dilation, spatial, "dilation")
+    for d in 0..<3 {
+        (g.outSize[d], g.pads[d]) = try windowGeometry(g.inSize[d], g.kernel[d], g.strides[d], g.dilation[d], padding)
+    }
+    let outShape = [g.n] + Array(g.outSize.suffix(spatial)) + [g.o]
+    let out = try runConv(.forward, g, x, w, outShape: outShape)
+    recordConv(out, x: x, w: w, g: g, transposed: false)
+    return out
+}
+
+/// 2-D convenience form of `conv` (NHWC input, (KH, KW, C, O) kernel).
+public func conv2d(_ x: Tensor, _ w: Tensor, strides: [Int] = [1, 1], padding: String = "valid", dilation: [Int] = [1, 1]) throws -> Tensor {
+    guard x.rank == 4 else { throw EngineError.value("conv2d expects a rank-4 NHWC input, got \(x.shape)") }
+    return try conv(x, w, strides: strides, padding: padding, dilation: dilation)
+}
+
+/// Transposed convolution (the adjoint of `conv` w.r.t. its input): x (N, *spatial, C_in),
+/// kernel (*k, C_out, C_in), output spatial size and leading pads given explicitly.
+public func convTranspose(_ x0: Tensor, _ w0: Tensor, strides: [Int], padsBefore: [Int], outputSize: [Int],
+                          dilation: [Int] = [1]) throws -> Tensor {
+    let (x, w, spatial) = try convOperands(x0, w0, "conv_transpose")
+    if x.dtype.isHalf {
+        let r = try convTranspose(try cast(x, to: .float32), try cast(w, to: .float32), strides: strides,
+                                  padsBefore: padsBefore, outputSize: outputSize, dilation: dilation)
+        return try cast(r, to: x.dtype)
+    }
+    guard w.shape[w.rank - 1] == x.shape[x.rank - 1] else {
+        throw EngineError.value("conv_transpose: input has \(x.shape[x.rank - 1]) channels, kernel \(w.shape) expects \(w.shape[w.rank - 1])")
+    }
+    guard outputSize.count == spatial, padsBefore.count == spatial, outputSize.allSatisfy({ $0 >= 0 }) else {
+        throw EngineError.value("conv_transpose needs \(spatial) output sizes and pads")
+    }
+    var g = ConvGeometry()
+    g.n = x.shape[0]
+    g.c = w.shape[w.rank - 2]
+    g.o = x.shape[x.rank - 1]
+    g.inSize = spatial3(outputSize, 1)
+    g.kernel = spatial3(Array(w.shape[0..<spatial]), 1)
+    g.strides = try spatialAttr(strides, spatial, "strides")
+    g.dilation = try spatialAttr(dilation, spatial, "dilation")
+    g.pads = spatial3(padsBefore, 0)
+    g.outSize = spatial3(Array(x.shape[1...spatial]), 1)
+    // The conv this is the adjoint of must map outputSize back onto x's spatial size.
+    for d in 0..<3 {
+        let span = (g.outSize[d] - 1) * g.strides[d] + (g.kernel[d] - 1) * g.dilation[d] + 1
+        guard g.outSize[d] == 0 || span - g.pads[d] > 0 else {
+            throw EngineError.value("conv_transpose: pads \(padsBefore) do not fit output size \(outputSize)")
+        }
+    }
+    let out = try runConv(.inputGrad, g, x, w, outShape: [g.n] + outputSize + [g.c])
+    recordConv(out, x: x, w: w, g: g, transposed: true)
+    return out
+}
+
+let convOps: [OpDef] = [
+    OpDef("conv", arity: 2) { t, a in
+        try conv(t[0], t[1], strides: a.ints("strides") ?? [1], padding: a.string("padding", default: "valid"),
+                 dilation: a.ints("dilation") ?? [1], groups: a.int("groups", default: 1))
+    },
+    OpDef("conv2d", arity: 2) { t, a in
+        try conv2d(t[0], t[1], strides: a.ints("strides") ?? [1, 1], padding: a.string("padding", default: "valid"),
+                   dilation: a.ints("dilation") ?? [1, 1])
+    },
+    OpDef("conv_transpose", arity: 2) { t, a in
+        try convTranspose(t[0], t[1], strides: a.ints("strides") ?? [1], padsBefore: a.requiredInts("pads_before"),
+                          outputSize: a.requiredInts("output_size"), dilation: a.ints("dilation") ?? [1])
+    },
+]

@@ -1,0 +1,665 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+// MARK: - Loop drivers
+//
+// Kernels are functor structs, not closures: a closure captured by the threaded loop body
+// stays an indirect call per element (no inlining, no vectorisation), while a functor's
+// concrete type is known wherever the driver is specialised.
+
+protocol UnaryKernel {
+    associatedtype A
+    associatedtype R
+    func callAsFunction(_ x: A) -> R
+}
+
+protocol BinaryKernel {
+    associatedtype A
+    associatedtype B
+    associatedtype R
+    func callAsFunction(_ a: A, _ b: B) -> R
+}
+
+/// out[i] = f(x[i]) over contiguous memory, threaded above the grain.
+@inline(__always)
+func mapUnary<F: UnaryKernel>(_ x: Tensor, _ out: Tensor, _ f: F) {
+    let px = x.pointer(F.A.self), po = out.pointer(F.R.self)
+    parallelFor(out.count) { r in for i in r { po[i] = f(px[i]) } }
+}
+
+/// out = f(a, b) with numpy broadcasting; `out` already has the broadcast shape.
+@inline(__always)
+func mapBinary<F: BinaryKernel>(_ a: Tensor, _ b: Tensor, _ out: Tensor, _ f: F) {
+    let pa = a.pointer(F.A.self), pb = b.pointer(F.B.self), po = out.pointer(F.R.self)
+    let n = out.count
+    if a.count == n && b.count == n {
+        parallelFor(n) { r in for i in r { po[i] = f(pa[i], pb[i]) } }
+        return
+    }
+    if b.count == 1 && a.count == n {
+        let s = pb[0]
+        parallelFor(n) { r in for i in r { po[i] = f(pa[i], s) } }
+        return
+    }
+    if a.count == 1 && b.count == n {
+        let s = pa[0]
+        parallelFor(n) { r in for i in r { po[i] = f(s, pb[i]) } }
+        return
+    }
+    if n == 0 { return }
+    let (shape, st) = coalesce(out.shape, [broadcastStrides(a.shape, to: out.shape), broadcastStrides(b.shape, to: out.shape)])
+    let inner = shape.last!, sa = st[0].last!, sb = st[1].last!
+    let outerShape = Array(shape.dropLast())
+    let outerA = Array(st[0].dropLast()), outerB = Array(st[1].dropLast())
+    let outer = n / inner
+    parallelFor(outer, cost: inner) { range in
+        var idx = [Int](repeating: 0, count: outerShape.count)
+        var rem = range.lowerBound, offA = 0, offB = 0
+        for d in stride(from: outerShape.count - 1, through: 0, by: -1) {
+            idx[d] = rem % outerShape[d]
+            rem /= outerShape[d]
+            offA += idx[d] * outerA[d]
+            offB += idx[d] * outerB[d]
+        }
+        for o in range {
+            let base = o * inner
+            if sa == 1 && sb == 0 {
+                let s = pb[offB]
+                for i in 0..<inner { po[base + i] = f(pa[offA + i], s) }
+            } else if sa == 0 && sb == 1 {
+                let s = pa[offA]
+                for i in 0..<inner { po[base + i] = f(s, pb[offB + i]) }
+            } else {
+                for i in 0..<inner { po[base + i] = f(pa[offA + i * sa], pb[offB + i * sb]) }
+            }
+            var d = outerShape.count - 1
+            while d >= 0 {
+                idx[d] += 1
+                offA += outerA[d]
+                offB += outerB[d]
+                if idx[d] < outerShape[d] { break }
+                offA -= outerA[d] * outerShape[d]
+                offB -= outerB[d] * outerShape[d]
+                idx[d] = 0
+                d -= 1
+            }
+        }
+    }
+}
+
+// MARK: - Cast
+
+/// Calls `visit` with the storage type of any dtype.
+protocol ElementVisitor {
+    associatedtype Result
+    func visit<T: TensorElement>(_ t: T.Type) throws -> Result
+}
+
+func dispatchElement<V: ElementVisitor>(_ dt: DType, _ v: V) throws -> V.Result {
+    switch dt {
+    case .bool: return try v.visit(Bool.self)
+    case .int8: return try v.visit(Int8.self)
+    case .int16: return try v.visit(Int16.self)
+    case .int32: return try v.visit(Int32.self)
+    case .int64: return try v.visit(Int64.self)
+    case .uint8: return try v.visit(UInt8.self)
+    case .uint16: return try v.visit(UInt16.self)
+    case .uint32: return try v.visit(UInt32.self)
+    case .uint64: return try v.visit(UInt64.self)
+    case .float16: return try v.visit(Float16.self)
+    case .bfloat16: return try v.visit(BFloat16.self)
+    case .float32: return try v.visit(Float.self)
+    case .float64: return try v.visit(Double.self)
+    }
+}
+
+private struct ViaInt64<S: TensorElement, D: TensorElement>: UnaryKernel {
+    @inline(__always) func callAsFunction(_ v: S) -> D { D(fromInt64: v.int64Value) }
+}
+private struct ViaDouble<S: TensorElement, D: TensorElement>: UnaryKernel {
+    @inline(__always) func callAsFunction(_ v: S) -> D { D(fromDouble: v.doubleValue) }
+}
+private struct FloatToDouble: UnaryKernel {
+    @inline(__always) func callAsFunction(_ v: Float) -> Double { Double(v) }
+}
+private struct DoubleToFloat: UnaryKernel {
+    @inline(__always) func callAsFunction(_ v: Double) -> Float { Float(v) }
+}
+
+private struct CastInner<S: TensorElement>: ElementVisitor {
+    let x: Tensor, out: Tensor
+    func visit<D: TensorElement>(_: D.Type) throws {
+        if S.dtype.isInteger || S.dtype == .bool, D.dtype.isInteger || D.dtype == .bool {
+            mapUnary(x, out, ViaInt64<S, D>())
+        } else if S.self == Float.self, D.self == Double.self {
+            mapUnary(x, out, FloatToDouble())
+        } else if S.self == Double.self, D.self == Float.self {
+            mapUnary(x, out, DoubleToFloat())
+        } else {
+            mapUnary(x, out, ViaDouble<S, D>())
+        }
+    }
+}
+
+/// `x` converted to `dtype`: floats to ints truncate toward zero and saturate (NaN → 0),
+/// ints wrap, anything to bool is `!= 0`. Differentiable between float dtypes.
+public func cast(_ x: Tensor, to dtype: DType) throws -> Tensor {
+    if x.dtype == dtype { return x }
+    let out = try Tensor(empty: x.shape, dtype: dtype)
+    struct Outer: ElementVisitor {
+        let x: Tensor, out: Tensor
+        func visit<S: TensorElement>(_: S.Type) throws {
+            try dispatchElement(out.dtype, CastInner<S>(x: x, out: out))
+        }
+    }
+    try dispatchElement(x.dtype, Outer(x: x, out: out))
+    if x.dtype.isFloatingPoint && dtype.isFloatingPoint {
+        let src = x.dtype
+        Tape.record(out, [x]) { g in [try cast(g, to: src)] }
+    }
+    return out
+}
+
+/// Identity that is never recorded: gradients stop here.
+public func stopGradient(_ x: Tensor) -> Tensor {
+    Tensor(storage: x.storage, shape: x.shape, dtype: x.dtype, count: x.count)
+}
+
+// MARK: - Kernel functors
+
+struct Add<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.add(a, b) } }
+struct Sub<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.sub(a, b) } }
+struct Mul<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.mul(a, b) } }
+struct Div<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.div(a, b) } }
+struct Pow<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.pow(a, b) } }
+struct Max<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.maximum(a, b) } }
+struct Min<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.minimum(a, b) } }
+struct FloorDiv<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.floorDiv(a, b) } }
+struct Mod<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.mod(a, b) } }
+struct Eq<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a == b } }
+struct Ne<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a != b } }
+struct Lt<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a < b } }
+struct Le<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a <= b } }
+struct Gt<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a > b } }
+struct Ge<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a >= b } }
+struct Atan2<T: FloatElem>: BinaryKernel { @inline(__always) func callAsFunction(_ y: T, _ x: T) -> T { T.atan2(y, x) } }
+struct BoolAnd: BinaryKernel { @inline(__always) func callAsFunction(_ a: Bool, _ b: Bool) -> Bool { a && b } }
+struct BoolOr: BinaryKernel { @inline(__always) func callAsFunction(_ a: Bool, _ b: Bool) -> Bool { a || b } }
+struct BoolXor: BinaryKernel { @inline(__always) func callAsFunction(_ a: Bool, _ b: Bool) -> Bool { a != b } }
+struct First<T>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: UInt8) -> T { a } }
+
+struct Neg<T: NumElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { T.neg(x) } }
+struct Abs<T: NumElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { T.abs(x) } }
+struct Sign<T: NumElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { T.sign(x) } }
+struct Square<T: NumElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { T.mul(x, x) } }
+/// max(x, 0), NaN-propagating for floats.
+struct Relu<T: NumElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { x > T.zeroValue || x.isNaNValue ? x : T.zeroValue } }
+struct Identity<T>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { x } }
+struct Not: UnaryKernel { @inline(__always) func callAsFunction(_ x: Bool) -> Bool { !x } }
+struct AlwaysTrue: UnaryKernel { @inline(__always) func callAsFunction(_ x: Bool) -> Bool { true } }
+struct IsNaN<T: FloatElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> Bool { x.isNaN } }
+struct IsInf<T: FloatElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> Bool { x.isInfinite } }
+struct IsFinite<T: FloatElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> Bool { x.isFinite } }
+struct Sqrt<T: FloatElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { T.sqrt(x) } }
+struct Rsqrt<T: FloatElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { 1 / T.sqrt(x) } }
+struct Reciprocal<T: FloatElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { 1 / x } }
+struct Exp<T: FloatElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { T.exp(x) } }
+struct Log<T: FloatElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { T.log(x) } }
+struct Tanh<T: FloatElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { T.tanh(x) } }
+struct Sigmoid<T: FloatElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { UnaryOp.sigmoid.apply(x) } }
+/// Any unary op; the switch runs per element, so the hot ops above have their own functors.
+struct Apply<T: FloatElem>: UnaryKernel {
+    let op: UnaryOp
+    @inline(__always) func callAsFunction(_ x: T) -> T { op.apply(x) }
+}
+struct Derivative<T: FloatElem>: BinaryKernel {
+    let op: UnaryOp
+    @inline(__always) func callAsFunction(_ x: T, _ y: T) -> T { op.derivative(x, y) }
+}
+
+// MARK: - Binary ops
+
+public enum BinaryOp: String, CaseIterable {
+    case add, subtract, multiply, divide, power, maximum, minimum
+    case floorDivide = "floor_divide", mod, arctan2
+    case equal, notEqual = "not_equal", less, lessEqual = "less_equal", greater, greaterEqual = "greater_equal"
+    case logicalAnd = "logical_and", logicalOr = "logical_or", logicalXor = "logical_xor"
+
+    var isComparison: Bool {
+        switch self {
+        case .equal, .notEqual, .less, .lessEqual, .greater, .greaterEqual: return true
+        default: return false
+        }
+    }
+    var isLogical: Bool { self == .logicalAnd || self == .logicalOr || self == .logicalXor }
+    var floatOnly: Bool { self == .arctan2 }
+}
+
+/// Promotes two operands to their common dtype (Keras's lattice), recording the casts.
+func promote(_ a: Tensor, _ b: Tensor) throws -> (Tensor, Tensor) {
+    if a.dtype == b.dtype { return (a, b) }
+    let dt = DType.result(a.dtype, b.dtype)
+    return (try cast(a, to: dt), try cast(b, to: dt))
+}
+
+/// Applies a binary op with broadcasting and dtype promotion. Comparisons and logical ops
+/// return bool; half types compute in float32; bool arithmetic computes in uint8.
+public func binary(_ op: BinaryOp, _ a0: Tensor, _ b0: Tensor) throws -> Tensor {
+    if op.isLogical {
+        let a = try cast(a0, to: .bool), b = try cast(b0, to: .bool)
+        let out = try Tensor(empty: try broadcastShapes(a.shape, b.shape), dtype: .bool)
+        switch op {
+        case .logicalAnd: mapBinary(a, b, out, BoolAnd())
+        case .logicalOr: mapBinary(a, b, out, BoolOr())
+        default: mapBinary(a, b, out, BoolXor())
+        }
+        return out
+    }
+    let (a, b) = try promote(a0, b0)
+    let dt = a.dtype
+    if dt.isHalf || (op.floatOnly && !dt.isFloatingPoint) {
+        let r = try binary(op, cast(a, to: .float32), cast(b, to: .float32))
+        return op.isComparison || !dt.isHalf ? r : try cast(r, to: dt)
+    }
+    if dt == .bool {
+        let r = try binary(op, cast(a, to: .uint8), cast(b, to: .uint8))
+        return op.isComparison ? r : try cast(r, to: .bool)
+    }
+    let shape = try broadcastShapes(a.shape, b.shape)
+    let out = try Tensor(empty: shape, dtype: op.isComparison ? .bool : dt)
+    struct K: NumericVisitor {
+        let op: BinaryOp, a: Tensor, b: Tensor, out: Tensor
+        func visit<T: NumElem>(_: T.Type) throws {
+            switch op {
+            case .add: mapBinary(a, b, out, Add<T>())
+            case .subtract: mapBinary(a, b, out, Sub<T>())
+            case .multiply: mapBinary(a, b, out, Mul<T>())
+            case .divide: mapBinary(a, b, out, Div<T>())
+            case .power: mapBinary(a, b, out, Pow<T>())
+            case .maximum: mapBinary(a, b, out, Max<T>())
+            case .minimum: mapBinary(a, b, out, Min<T>())
+            case .floorDivide: mapBinary(a, b, out, FloorDiv<T>())
+            case .mod: mapBinary(a, b, out, Mod<T>())
+            case .equal: mapBinary(a, b, out, Eq<T>())
+            case .notEqual: mapBinary(a, b, out, Ne<T>())
+            case .less: mapBinary(a, b, out, Lt<T>())
+            case .lessEqual: mapBinary(a, b, out, Le<T>())
+            case .greater: mapBinary(a, b, out, Gt<T>())
+            case .greaterEqual: mapBinary(a, b, out, Ge<T>())
+            case .arctan2, .logicalAnd, .logicalOr, .logicalXor:
+                throw EngineError.internal("\(op.rawValue) has no generic kernel")
+            }
+        }
+    }
+    struct F: FloatVisitor {
+        let a: Tensor, b: Tensor, out: Tensor
+        func visit<T: FloatElem>(_: T.Type) throws { mapBinary(a, b, out, Atan2<T>()) }
+    }
+    if op == .arctan2 { try dispatchFloat(dt, F(a: a, b: b, out: out)) } else { try dispatchNumeric(dt, K(op: op, a: a, b: b, out: out)) }
+    if dt.isFloatingPoint && !op.isComparison {
+        Tape.record(out, [a, b]) { g in try binaryVJP(op, a, b, out, g) }
+    }
+    return out
+}
+
+private func binaryVJP(_ op: BinaryOp, _ a: Tensor, _ b: Tensor, _ out: Tensor, _ g: Tensor) throws -> [Tensor?] {
+    let ga: Tensor?, gb: Tensor?
+    switch op {
+    case .add: (ga, gb) = (g, g)
+    case .subtract: (ga, gb) = (g, try negative(g))
+    case .multiply: (ga, gb) = (try multiply(g, b), try multiply(g, a))
+    case .divide:
+        ga = try divide(g, b)
+        gb = try negative(try divide(try multiply(g, out), b))
+    case .power:
+        // d/da a^b = b a^(b-1);  d/db a^b = a^b log a (0 where a <= 0, as numpy-based frameworks do)
+        ga = try multiply(g, try multiply(b, try binary(.power, a, try subtract(b, try full([], value: 1, dtype: b.dtype)))))
+        let positive = try binary(.greater, a, try zerosLike(a))
+        let safeA = try `where`(positive, a, try onesLike(a))
+        gb = try multiply(g, try `where`(positive, try multiply(out, try unary(.log, safeA)), try zerosLike(out)))
+    case .maximum:
+        let m = try cast(try binary(.greaterEqual, a, b), to: g.dtype)
+        (ga, gb) = (try multiply(g, m), try multiply(g, try subtract(try onesLike(m), m)))
+    case .minimum:
+        let m = try cast(try binary(.lessEqual, a, b), to: g.dtype)
+        (ga, gb) = (try multiply(g, m), try multiply(g, try subtract(try onesLike(m), m)))
+    case .floorDivide: (ga, gb) = (nil, nil)
+    case .mod: (ga, gb) = (g, try negative(try multiply(g, try binary(.floorDivide, a, b))))
+    case .arctan2:
+        let den = try add(try square(a), try square(b))
+        (ga, gb) = (try divide(try multiply(g, b), den), try negative(try divide(try multiply(g, a), den)))
+    default: (ga, gb) = (nil, nil)
+    }
+    return [try ga.map { try sumToShape($0, a.shape) }, try gb.map { try sumToShape($0, b.shape) }]
+}
+
+/// a + b (broadcasting, promoting).
+public func add(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binary(.add, a, b) }
+/// a - b.
+public func subtract(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binary(.subtract, a, b) }
+/// a * b.
+public func multiply(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binary(.multiply, a, b) }
+/// a / b (integer division by zero gives 0).
+public func divide(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binary(.divide, a, b) }
+/// Elementwise maximum (NaN-propagating).
+public func maximum(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binary(.maximum, a, b) }
+/// Elementwise minimum (NaN-propagating).
+public func minimum(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binary(.minimum, a, b) }
+/// a ** b.
+public func power(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binary(.power, a, b) }
+
+/// Ones with the shape and dtype of `x`.
+public func onesLike(_ x: Tensor) throws -> Tensor { try full(x.shape, value: 1, dtype: x.dtype) }
+
+/// A 0-d tensor holding `v` in `dtype`.
+public func scalar(_ v: Double, _ dtype: DType = .float32) throws -> Tensor { try full([], value: v, dtype: dtype) }
+
+// MARK: - Unary ops
+
+public enum UnaryOp: Equatable {
+    // dtype-preserving
+    case negative, abs, sign, square, floor, ceil, round, relu
+    // float (ints are widened to float32)
+    case exp, expm1, log, log1p, sqrt, rsqrt, reciprocal, sin, cos, tan, tanh, sinh, cosh
+    case arcsin, arccos, arctan, sigmoid, softplus, softsign, silu, selu, erf, relu6
+    case gelu(approximate: Bool), elu(alpha: Double), leakyRelu(slope: Double)
+    // -> bool
+    case logicalNot, isnan, isinf, isfinite
+
+    static let byName: [String: UnaryOp] = [
+        "negative": .negative, "abs": .abs, "sign": .sign, "square": .square, "floor": .floor,
+        "ceil": .ceil, "round": .round, "relu": .relu, "exp": .exp, "expm1": .expm1, "log": .log,
+        "log1p": .log1p, "sqrt": .sqrt, "rsqrt": .rsqrt, "reciprocal": .reciprocal, "sin": .sin,
+        "cos": .cos, "tan": .tan, "tanh": .tanh, "sinh": .sinh, "cosh": .cosh, "arcsin": .arcsin,
+        "arccos": .arccos, "arctan": .arctan, "sigmoid": .sigmoid, "softplus": .softplus,
+        "softsign": .softsign, "silu": .silu, "selu": .selu, "erf": .erf, "relu6": .relu6,
+        "logical_not": .logicalNot, "isnan": .isnan, "isinf": .isinf, "isfinite": .isfinite,
+    ]
+
+    var preservesInts: Bool {
+        switch self {
+        case .negative, .abs, .sign, .square, .floor, .ceil, .round, .relu: return true
+        default: return false
+        }
+    }
+    var returnsBool: Bool {
+        switch self {
+        case .logicalNot, .isnan, .isinf, .isfinite: return true
+        default: return false
+        }
+    }
+
+    static let seluAlpha = 1.6732632423543772848170429916717
+    static let seluScale = 1.0507009873554804934193349852946
+
+    /// The op on one float value.
+    @inline(__always)
+    func apply<T: FloatElem>(_ x: T) -> T {
+        switch self {
+        case .negative: return -x
+        case .abs: return Swift.abs(x)
+        case .sign: return T.sign(x)
+        case .square: return x * x
+        case .floor: return T.floorf(x)
+        case .ceil: return T.ceilf(x)
+        case .round: return T.rintf(x)
+        case .relu: return x > 0 ? x : (x.isNaN ? x : 0)
+        case .exp: return T.exp(x)
+        case .expm1: return T.expm1(x)
+        case .log: return T.log(x)
+        case .log1p: return T.log1p(x)
+        case .sqrt: return T.sqrt(x)
+        case .rsqrt: return 1 / T.sqrt(x)
+        case .reciprocal: return 1 / x
+        case .sin: return T.sin(x)
+        case .cos: return T.cos(x)
+        case .tan: return T.tan(x)
+        case .tanh: return T.tanh(x)
+        case .sinh: return T.sinh(x)
+        case .cosh: return T.cosh(x)
+        case .arcsin: return T.asin(x)
+        case .arccos: return T.acos(x)
+        case .arctan: return T.atan(x)
+        case .sigmoid: return x >= 0 ? 1 / (1 + T.exp(-x)) : T.exp(x) / (1 + T.exp(x))
+        case .softplus: return x > 0 ? x + T.log1p(T.exp(-x)) : T.log1p(T.exp(x))
+        case .softsign: return x / (1 + Swift.abs(x))
+        case .silu: return x / (1 + T.exp(-x))
+        case .selu:
+            return T(Self.seluScale) * (x > 0 ? x : T(Self.seluAlpha) * T.expm1(x))
+        case .erf: return T.erf(x)
+        case .relu6: return x.isNaN ? x : Swift.min(Swift.max(x, 0), 6)
+        case .gelu(let approximate):
+            if approximate {
+                let k = T(0.7978845608028654)
+                return T(0.5) * x * (1 + T.tanh(k * (x + T(0.044715) * x * x * x)))
+            }
+            return T(0.5) * x * (1 + T.erf(x * T(0.7071067811865476)))
+        case .elu(let alpha): return x > 0 ? x : T(alpha) * T.expm1(x)
+        case .leakyRelu(let slope): return x >= 0 ? x : T(slope) * x
+        case .logicalNot, .isnan, .isinf, .isfinite: return x
+        }
+    }
+
+    /// dy/dx given x and y = apply(x).
+    @inline(__always)
+    func derivative<T: FloatElem>(_ x: T, _ y: T) -> T {
+        switch self {
+        case .negative: return -1
+        case .abs: return T.sign(x)
+        case .sign, .floor, .ceil, .round: return 0
+        case .square: return 2 * x
+        case .relu: return x > 0 ? 1 : 0
+        case .exp: return y
+        case .expm1: return y + 1
+        case .log: return 1 / x
+        case .log1p: return 1 / (1 + x)
+        case .sqrt: return T(0.5) / y
+        case .rsqrt: return T(-0.5) * y / x
+        case .reciprocal: return -y * y
+        case .sin: return T.cos(x)
+        case .cos: return -T.sin(x)
+        case .tan: return 1 + y * y
+        case .tanh: return 1 - y * y
+        case .sinh: return T.cosh(x)
+        case .cosh: return T.sinh(x)
+        case .arcsin: return 1 / T.sqrt(1 - x * x)
+        case .arccos: return -1 / T.sqrt(1 - x * x)
+        case .arctan: return 1 / (1 + x * x)
+        case .sigmoid: return y * (1 - y)
+        case .softplus: return UnaryOp.sigmoid.apply(x)
+        case .softsign: let d = 1 + Swift.abs(x); return 1 / (d * d)
+        case .silu: let s = UnaryOp.sigmoid.apply(x); return s * (1 + x * (1 - s))
+        case .selu: return x > 0 ? T(Self.seluScale) : y + T(Self.seluScale * Self.seluAlpha)
+        case .erf: return T(1.1283791670955126) * T.exp(-x * x)
+        case .relu6: return (x > 0 && x < 6) ? 1 : 0
+        case .gelu(let approximate):
+            if approximate {
+                let k = T(0.7978845608028654), c = T(0.044715)
+                let t = T.tanh(k * (x + c * x * x * x))
+                return T(0.5) * (1 + t) + T(0.5) * x * (1 - t * t) * k * (1 + 3 * c * x * x)
+            }
+            return T(0.5) * (1 + T.erf(x * T(0.7071067811865476))) + x * T.exp(T(-0.5) * x * x) * T(0.3989422804014327)
+        case .elu(let alpha): return x > 0 ? 1 : y + T(alpha)
+        case .leakyRelu(let slope): return x >= 0 ? 1 : T(slope)
+        case .logicalNot, .isnan, .isinf, .isfinite: return 0
+        }
+    }
+}
+
+/// Applies a unary op. Float ops widen integer and bool inputs to float32 and compute half
+/// types in float32.
+public func unary(_ op: UnaryOp, _ x0: Tensor) throws -> Tensor {
+    if op.returnsBool {
+        let out = try Tensor(zeros: x0.shape, dtype: .bool)
+        if op == .logicalNot {
+            mapUnary(try cast(x0, to: .bool), out, Not())
+            return out
+        }
+        guard x0.dtype.isFloatingPoint else {
+            if op == .isfinite { mapUnary(try cast(x0, to: .bool), out, AlwaysTrue()) }
+            return out
+        }
+        let x = x0.dtype.isHalf ? try cast(x0, to: .float32) : x0
+        struct K: FloatVisitor {
+            let op: UnaryOp, x: Tensor, out: Tensor
+            func visit<T: FloatElem>(_: T.Type) throws {
+                switch op {
+                case .isnan: mapUnary(x, out, IsNaN<T>())
+                case .isinf: mapUnary(x, out, IsInf<T>())
+                default: mapUnary(x, out, IsFinite<T>())
+                }
+            }
+        }
+        try dispatchFloat(x.dtype, K(op: op, x: x, out: out))
+        return out
+    }
+    if x0.dtype.isHalf {
+        return try cast(try unary(op, try cast(x0, to: .float32)), to: x0.dtype)
+    }
+    if !x0.dtype.isFloatingPoint {
+        guard op.preservesInts else { return try unary(op, try cast(x0, to: .float32)) }
+        if x0.dtype == .bool {
+            switch op {
+            case .abs, .square, .floor, .ceil, .round, .relu, .sign: return x0
+            default: return try cast(try unary(op, try cast(x0, to: .int8)), to: .bool)
+            }
+        }
+        let out = try Tensor(empty: x0.shape, dtype: x0.dtype)
+        struct K: NumericVisitor {
+            let op: UnaryOp, x: Tensor, out: Tensor
+            func visit<T: NumElem>(_: T.Type) throws {
+                switch op {
+                case .negative: mapUnary(x, out, Neg<T>())
+                case .abs: mapUnary(x, out, Abs<T>())
+                case .sign: mapUnary(x, out, Sign<T>())
+                case .square: mapUnary(x, out, Square<T>())
+                case .relu: mapUnary(x, out, Relu<T>())
+                default: mapUnary(x, out, Identity<T>())
+                }
+            }
+        }
+        try dispatchNumeric(x0.dtype, K(op: op, x: x0, out: out))
+        return out
+    }
+    let x = x0
+    let out = try Tensor(empty: x.shape, dtype: x.dtype)
+    struct K: FloatVisitor {
+        let op: UnaryOp, x: Tensor, out: Tensor
+        func visit<T: FloatElem>(_: T.Type) throws {
+            switch op {
+            // The hottest ops get their own loops so they vectorise.
+            case .negative: mapUnary(x, out, Neg<T>())
+            case .square: mapUnary(x, out, Square<T>())
+            case .relu: mapUnary(x, out, Relu<T>())
+            case .abs: mapUnary(x, out, Abs<T>())
+            case .sqrt: mapUnary(x, out, Sqrt<T>())
+            case .exp: mapUnary(x, out, Exp<T>())
+            case .log: mapUnary(x, out, Log<T>())
+            case .tanh: mapUnary(x, out, Tanh<T>())
+            case .sigmoid: mapUnary(x, out, Sigmoid<T>())
+            case .reciprocal: mapUnary(x, out, Reciprocal<T>())
+            case .rsqrt: mapUnary(x, out, Rsqrt<T>())
+            default: mapUnary(x, out, Apply<T>(op: op))
+            }
+        }
+    }
+    try dispatchFloat(x.dtype, K(op: op, x: x, out: out))
+    Tape.record(out, [x]) { g in
+        let d = try Tensor(empty: x.shape, dtype: x.dtype)
+        struct D: FloatVisitor {
+            let op: UnaryOp, x: Tensor, y: Tensor, d: Tensor
+            func visit<T: FloatElem>(_: T.Type) throws { mapBinary(x, y, d, Derivative<T>(op: op)) }
+        }
+        try dispatchFloat(x.dtype, D(op: op, x: x, y: out, d: d))
+        return [try multiply(g, d)]
+    }
+    return out
+}
+
+/// -x.
+public func negative(_ x: Tensor) throws -> Tensor { try unary(.negative, x) }
+/// x * x.
+public func square(_ x: Tensor) throws -> Tensor { try unary(.square, x) }
+/// e^x.
+public func exp(_ x: Tensor) throws -> Tensor { try unary(.exp, x) }
+/// Natural log.
+public func log(_ x: Tensor) throws -> Tensor { try unary(.log, x) }
+/// Square root.
+public func sqrt(_ x: Tensor) throws -> Tensor { try unary(.sqrt, x) }
+/// tanh.
+public func tanh(_ x: Tensor) throws -> Tensor { try unary(.tanh, x) }
+/// Logistic sigmoid.
+public func sigmoid(_ x: Tensor) throws -> Tensor { try unary(.sigmoid, x) }
+/// max(x, 0).
+public func relu(_ x: Tensor) throws -> Tensor { try unary(.relu, x) }
+
+// MARK: - where / clip
+
+/// Broadcasts `x` to `shape` as a new contiguous tensor (or `x` itself when it already fits).
+func materialize(_ x: Tensor, _ shape: [Int]) throws -> Tensor {
+    if x.shape == shape { return x }
+    let out = try Tensor(empty: shape, dtype: x.dtype)
+    // Broadcasting against a same-shaped dummy reuses the binary loop: out = first(x, _).
+    let dummy = try Tensor(zeros: [], dtype: .uint8)
+    struct Copy: ElementVisitor {
+        let x: Tensor, d: Tensor, out: Tensor
+        func visit<T: TensorElement>(_: T.Type) throws { mapBinary(x, d, out, First<T>()) }
+    }
+    try dispatchElement(x.dtype, Copy(x: x, d: dummy, out: out))
+    return out
+}
+
+/// cond ? x : y with broadcasting; cond is read as truthy. Differentiable in x and y.
+public func `where`(_ cond0: Tensor, _ x0: Tensor, _ y0: Tensor) throws -> Tensor {
+    let (x1, y1) = try promote(x0, y0)
+    let shape = try broadcastShapes(try broadcastShapes(cond0.shape, x1.shape), y1.shape)
+    let c = try materialize(try cast(cond0, to: .bool), shape)
+    let x = try materialize(x1, shape), y = try materialize(y1, shape)
+    let out = try Tensor(empty: shape, dtype: x.dtype)
+    let size = x.dtype.itemSize
+    let pc = c.pointer(Bool.self), px = x.rawPointer, py = y.rawPointer, po = out.rawPointer
+    parallelFor(out.count) { r in
+        for i in r { (po + i * size).copyMemory(from: (pc[i] ? px : py) + i * size, byteCount: size) }
+    }
+    if x.dtype.isFloatingPoint {
+        let xs = x1.shape, ys = y1.shape
+        Tape.record(out, [x1, y1]) { g in
+            let z = try zerosLike(g)
+            return [try sumToShape(try `where`(c, g, z), xs), try sumToShape(try `where`(c, z, g), ys)]
+        }
+    }
+    return out
+}
+
+/// Limits x to [lo, hi]. Gradient passes where lo <= x <= hi.
+public func clip(_ x: Tensor, min lo: Double, max hi: Double) throws -> Tensor {
+    let dt = x.dtype
+    let r = try minimum(try maximum(x, try scalar(lo, dt)), try scalar(hi, dt))
+    return r
+}
+
+// MARK: - Registry
+
+let elementwiseOps: [OpDef] = {
+    var defs: [OpDef] = BinaryOp.allCases.map { op in
+        OpDef(op.rawValue, arity: 2) { t, _ in try binary(op, t[0], t[1]) }
+    }
+    for (name, op) in UnaryOp.byName {
+        defs.append(OpDef(name, arity: 1) { t, _ in try unary(op, t[0]) })
+    }
+    defs += [
+        OpDef("gelu", arity: 1) { t, a in try unary(.gelu(approximate: a.bool("approximate", default: true)), t[0]) },
+        OpDef("elu", arity: 1) { t, a in try unary(.elu(alpha: a.float("alpha", default: 1)), t[0]) },
+        OpDef("leaky_relu", arity: 1) { t, a in try unary(.leakyRelu(slope: a.float("negative_slope", default: 0.2)), t[0]) },
+        OpDef("cast", arity: 1) { t, a in try cast(t[0], to: a.dtype("dtype")) },
+        OpDef("stop_gradient", arity: 1) { t, _ in stopGradient(t[0]) },
+        OpDef("where", arity: 3) { t, _ in try `where`(t[0], t[1], t[2]) },
+        OpDef("clip", arity: 1) { t, a in
+            try clip(t[0], min: a.float("min", default: -.infinity), max: a.float("max", default: .infinity))
+        },
+    ]
+    return defs
+}()

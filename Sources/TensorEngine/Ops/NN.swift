@@ -1,0 +1,229 @@
+/// Moves `axis` last (copying if needed) so row kernels see contiguous rows.
+private func withAxisLast(_ x: Tensor, _ axis: Int, _ body: (Tensor) throws -> Tensor) throws -> Tensor {
+    let ax = try normalizeAxis(axis, rank: x.rank)
+    if ax == x.rank - 1 || x.rank == 0 { return try body(x) }
+    var perm = Array(0..<x.rank)
+    perm.remove(at: ax)
+    perm.append(ax)
+    var inverse = [Int](repeating: 0, count: perm.count)
+    for (i, p) in perm.enumerated() { inverse[p] = i }
+    return try transpose(try body(try transpose(x, perm)), inverse)
+}
+
+/// Float dtype an op computes in: float32/float64 as is, everything else float32.
+private func computeDType(_ dt: DType) -> DType { dt == .float64 ? .float64 : .float32 }
+
+/// softmax (or log-softmax) along `axis`, max-shifted for stability.
+public func softmax(_ x0: Tensor, axis: Int = -1, log: Bool = false) throws -> Tensor {
+    if x0.dtype != computeDType(x0.dtype) {
+        let r = try softmax(try cast(x0, to: .float32), axis: axis, log: log)
+        return x0.dtype.isHalf ? try cast(r, to: x0.dtype) : r
+    }
+    if x0.rank == 0 { return log ? try zerosLike(x0) : try onesLike(x0) }
+    return try withAxisLast(x0, axis) { x in
+        let out = try Tensor(empty: x.shape, dtype: x.dtype)
+        let r = x.shape.last!
+        struct K: FloatVisitor {
+            let x: Tensor, out: Tensor, r: Int, log: Bool
+            func visit<T: FloatElem>(_: T.Type) throws {
+                let px = x.pointer(T.self), po = out.pointer(T.self), (r, log) = (self.r, self.log)
+                guard r > 0 else { return }
+                parallelFor(x.count / r, cost: r * 8) { range in
+                    for row in range {
+                        let s = px + row * r, d = po + row * r
+                        var m = s[0]
+                        for i in 1..<r where s[i] > m || s[i].isNaN { m = s[i] }
+                        if !m.isFinite && !m.isNaN { m = 0 }
+                        var total: T = 0
+                        for i in 0..<r { let e = T.exp(s[i] - m); d[i] = e; total += e }
+                        if log {
+                            let lt = T.log(total)
+                            for i in 0..<r { d[i] = s[i] - m - lt }
+                        } else {
+                            let inv = 1 / total
+                            for i in 0..<r { d[i] *= inv }
+                        }
+                    }
+                }
+            }
+        }
+        try dispatchFloat(x.dtype, K(x: x, out: out, r: r, log: log))
+        Tape.record(out, [x]) { g in
+            if log {
+                return [try subtract(g, try multiply(try exp(out), try sum(g, axes: [-1], keepdims: true)))]
+            }
+            let gy = try multiply(g, out)
+            return [try subtract(gy, try multiply(out, try sum(gy, axes: [-1], keepdims: true)))]
+        }
+        return out
+    }
+}
+
+/// One-hot encoding of integer `indices`; out-of-range indices give all-zero rows.
+public func oneHot(_ indices: Tensor, numClasses: Int, axis: Int = -1, dtype: DType = .float32) throws -> Tensor {
+    guard numClasses >= 0 else { throw EngineError.value("num_classes must be non-negative, got \(numClasses)") }
+    guard indices.dtype.isInteger || indices.dtype == .bool || indices.count == 0 else {
+        throw EngineError.type("one_hot needs integer indices, got \(indices.dtype)")
+    }
+    let idx = try cast(indices, to: .int64)
+    let flat = try Tensor(zeros: indices.shape + [numClasses], dtype: .uint8)
+    let pi = idx.pointer(Int64.self), po = flat.pointer(UInt8.self)
+    for i in 0..<idx.count where pi[i] >= 0 && pi[i] < numClasses { po[i * numClasses + Int(pi[i])] = 1 }
+    let out = try cast(flat, to: dtype)
+    let ax = try normalizeAxis(axis, rank: indices.rank + 1)
+    if ax == indices.rank { return out }
+    var perm = Array(0..<indices.rank)
+    perm.insert(indices.rank, at: ax)
+    return try transpose(out, perm)
+}
+
+// MARK: - Convolution and pooling (NHWC)
+
+/// Output size and leading pad of one spatial dimension (TensorFlow's "valid"/"same").
+func windowGeometry(_ size: Int, _ k: Int, _ stride: Int, _ dilation: Int, _ padding: String) throws -> (out: Int, pad: Int) {
+    guard k > 0, stride > 0, dilation > 0 else { throw EngineError.value("window, stride and dilation must be positive") }
+    let effective = (k - 1) * dilation + 1
+    switch padding {
+    case "valid":
+        return (size >= effective ? (size - effective) / stride + 1 : 0, 0)
+    case "same":
+        let out = (size + stride - 1) / stride
+        let total = Swift.max((out - 1) * stride + effective - size, 0)
+        return (out, total / 2)
+    default:
+        throw EngineError.value("padding must be 'valid' or 'same', got '\(padding)'")
+    }
+}
+
+public enum PoolKind: String { case max, avg }
+
+/// Max / average pooling over 1 to 3 spatial dimensions, channels last. Average pooling with
+/// "same" padding divides by the number of in-bounds elements (TensorFlow semantics).
+/// Differentiable; max pooling sends each gradient to the first maximum of its window.
+public func pool(_ kind: PoolKind, _ x0: Tensor, poolSize: [Int], strides: [Int], padding: String = "valid") throws -> Tensor {
+    let spatial = x0.rank - 2
+    guard (1...3).contains(spatial) else {
+        throw EngineError.value("pooling expects input (N, *spatial, C) with 1 to 3 spatial dims, got \(x0.shape)")
+    }
+    func per(_ v: [Int], _ name: String) throws -> [Int] {
+        let full = v.count == 1 ? [Int](repeating: v[0], count: spatial) : v
+        guard full.count == spatial, full.allSatisfy({ $0 > 0 }) else {
+            throw EngineError.value("\(name) needs 1 or \(spatial) positive values, got \(v)")
+        }
+        return [Int](repeating: 1, count: 3 - spatial) + full
+    }
+    if x0.dtype != computeDType(x0.dtype) {
+        let r = try pool(kind, try cast(x0, to: .float32), poolSize: poolSize, strides: strides, padding: padding)
+        return try cast(r, to: x0.dtype)
+    }
+    let x = x0
+    let k = try per(poolSize, "pool_size"), st = try per(strides, "strides")
+    let inSize = [Int](repeating: 1, count: 3 - spatial) + Array(x.shape[1...spatial])
+    var outSize = [1, 1, 1], pads = [0, 0, 0]
+    for d in 0..<3 { (outSize[d], pads[d]) = try windowGeometry(inSize[d], k[d], st[d], 1, padding) }
+    let n = x.shape[0], c = x.shape[x.rank - 1]
+    let out = try Tensor(empty: [n] + Array(outSize.suffix(spatial)) + [c], dtype: x.dtype)
+    let cells = outSize.reduce(1, *)
+    /// Clipped window [lo, hi) of output cell `o` along dimension d.
+    @inline(__always) func window(_ o: Int, _ d: Int) -> (Int, Int) {
+        let lo = o * st[d] - pads[d]
+        return (Swift.max(0, lo), Swift.min(inSize[d], lo + k[d]))
+    }
+    struct Fwd: FloatVisitor {
+        let isMax: Bool, x: Tensor, out: Tensor, n: Int, c: Int, cells: Int, outSize: [Int], inSize: [Int]
+        let window: (Int, Int) -> (Int, Int)
+        func visit<T: FloatElem>(_: T.Type) throws {
+            let px = x.pointer(T.self), po = out.pointer(T.self)
+            let (c, outSize, inSize, isMax) = (self.c, self.outSize, self.inSize, self.isMax)
+            parallelFor(n * cells, cost: c * 8) { range in
+                for cell in range {
+                    let img = cell / cells, r = cell % cells
+                    let (oz, oy, ox) = (r / (outSize[1] * outSize[2]), (r / outSize[2]) % outSize[1], r % outSize[2])
+                    let (z0, z1) = window(oz, 0), (y0, y1) = window(oy, 1), (x0, x1) = window(ox, 2)
+                    let d = po + cell * c
+                    for ch in 0..<c { d[ch] = isMax ? -T.infinity : 0 }
+                    for iz in z0..<Swift.max(z0, z1) { for iy in y0..<Swift.max(y0, y1) { for ix in x0..<Swift.max(x0, x1) {
+                        let s = px + (((img * inSize[0] + iz) * inSize[1] + iy) * inSize[2] + ix) * c
+                        if isMax { for ch in 0..<c { d[ch] = T.maximum(d[ch], s[ch]) } } else { for ch in 0..<c { d[ch] += s[ch] } }
+                    } } }
+                    if !isMax {
+                        let inv = 1 / T(Swift.max(1, (z1 - z0) * (y1 - y0) * (x1 - x0)))
+                        for ch in 0..<c { d[ch] *= inv }
+                    }
+                }
+            }
+        }
+    }
+    try dispatchFloat(x.dtype, Fwd(isMax: kind == .max, x: x, out: out, n: n, c: c, cells: cells, outSize: outSize, inSize: inSize, window: window))
+    Tape.record(out, [x]) { gy0 in
+        let gy = try cast(gy0, to: x.dtype)
+        let dx = try zerosLike(x)
+        struct Bwd: FloatVisitor {
+            let isMax: Bool, x: Tensor, y: Tensor, gy: Tensor, dx: Tensor, n: Int, c: Int, cells: Int, outSize: [Int], inSize: [Int]
+            let window: (Int, Int) -> (Int, Int)
+            func visit<T: FloatElem>(_: T.Type) throws {
+                let px = x.pointer(T.self), py = y.pointer(T.self), pg = gy.pointer(T.self), pd = dx.pointer(T.self)
+                let (c, cells, outSize, inSize, isMax) = (self.c, self.cells, self.outSize, self.inSize, self.isMax)
+                // One task per image: windows never cross images, so writes never race.
+                parallelFor(n, cost: cells * c * 8) { range in
+                    for img in range { for r in 0..<cells {
+                        let (oz, oy, ox) = (r / (outSize[1] * outSize[2]), (r / outSize[2]) % outSize[1], r % outSize[2])
+                        let (z0, z1) = window(oz, 0), (y0, y1) = window(oy, 1), (x0, x1) = window(ox, 2)
+                        guard z1 > z0 && y1 > y0 && x1 > x0 else { continue }
+                        let o = (img * cells + r) * c
+                        func offset(_ iz: Int, _ iy: Int, _ ix: Int) -> Int { (((img * inSize[0] + iz) * inSize[1] + iy) * inSize[2] + ix) * c }
+                        if isMax {
+                            for ch in 0..<c {
+                                var done = false
+                                for iz in z0..<z1 where !done { for iy in y0..<y1 where !done { for ix in x0..<x1 where !done {
+                                    let i = offset(iz, iy, ix) + ch
+                                    if px[i] == py[o + ch] || (px[i].isNaN && py[o + ch].isNaN) { pd[i] += pg[o + ch]; done = true }
+                                } } }
+                            }
+                        } else {
+                            let inv = 1 / T((z1 - z0) * (y1 - y0) * (x1 - x0))
+                            for iz in z0..<z1 { for iy in y0..<y1 { for ix in x0..<x1 {
+                                let d = pd + offset(iz, iy, ix)
+                                for ch in 0..<c { d[ch] += pg[o + ch] * inv }
+                            } } }
+                        }
+                    } }
+                }
+            }
+        }
+        try dispatchFloat(x.dtype, Bwd(isMax: kind == .max, x: x, y: out, gy: gy, dx: dx, n: n, c: c, cells: cells,
+                                       outSize: outSize, inSize: inSize, window: window))
+        return [dx]
+    }
+    return out
+}
+
+/// 2-D pooling over NHWC input (the 2-D form of `pool`).
+public func pool2d(_ kind: PoolKind, _ x: Tensor, poolSize: [Int], strides: [Int], padding: String = "valid") throws -> Tensor {
+    guard x.rank == 4 else { throw EngineError.value("pool2d expects a rank-4 NHWC input, got \(x.shape)") }
+    return try pool(kind, x, poolSize: poolSize, strides: strides, padding: padding)
+}
+
+let nnOps: [OpDef] = [
+    OpDef("softmax", arity: 1) { t, a in try softmax(t[0], axis: a.int("axis", default: -1)) },
+    OpDef("log_softmax", arity: 1) { t, a in try softmax(t[0], axis: a.int("axis", default: -1), log: true) },
+    OpDef("one_hot", arity: 1) { t, a in
+        try oneHot(t[0], numClasses: a.int("num_classes"), axis: a.int("axis", default: -1), dtype: a.dtype("dtype", default: .float32))
+    },
+    OpDef("max_pool", arity: 1) { t, a in
+        let p = try a.requiredInts("pool_size")
+        return try pool(.max, t[0], poolSize: p, strides: a.ints("strides") ?? p, padding: a.string("padding", default: "valid"))
+    },
+    OpDef("avg_pool", arity: 1) { t, a in
+        let p = try a.requiredInts("pool_size")
+        return try pool(.avg, t[0], poolSize: p, strides: a.ints("strides") ?? p, padding: a.string("padding", default: "valid"))
+    },
+    OpDef("max_pool2d", arity: 1) { t, a in
+        let p = try a.requiredInts("pool_size")
+        return try pool2d(.max, t[0], poolSize: p, strides: a.ints("strides") ?? p, padding: a.string("padding", default: "valid"))
+    },
+    OpDef("avg_pool2d", arity: 1) { t, a in
+        let p = try a.requiredInts("pool_size")
+        return try pool2d(.avg, t[0], poolSize: p, strides: a.ints("strides") ?? p, padding: a.string("padding", default: "valid"))
+    },
+]

@@ -1,0 +1,204 @@
+public enum ReduceOp: String, CaseIterable {
+    case sum, mean, prod, max, min, any, all
+}
+
+/// (outer, reduced, inner) view of `x` for reducing `axes`; transposes (copies) first when
+/// the reduced axes are not one contiguous block.
+private func reductionLayout(_ x: Tensor, _ axes: [Int]) throws -> (Tensor, Int, Int, Int) {
+    let contiguousBlock = axes.last! - axes.first! + 1 == axes.count
+    if contiguousBlock {
+        let outer = x.shape[..<axes.first!].reduce(1, *)
+        let r = axes.map { x.shape[$0] }.reduce(1, *)
+        let inner = x.shape[(axes.last! + 1)...].reduce(1, *)
+        return (x, outer, r, inner)
+    }
+    let kept = (0..<x.rank).filter { !axes.contains($0) }
+    let t = try Tape.paused { try transpose(x, kept + axes) }
+    let r = axes.map { x.shape[$0] }.reduce(1, *)
+    return (t, x.count / Swift.max(r, 1), r, 1)
+}
+
+/// Reduces `x` over `axes` (nil = all). `mean` of integers gives float32; `any`/`all` give
+/// bool; half types accumulate in float32.
+public func reduce(_ op: ReduceOp, _ x0: Tensor, axes axes0: [Int]? = nil, keepdims: Bool = false) throws -> Tensor {
+    let axes = try normalizeAxes(axes0, rank: x0.rank)
+    var keptShape = x0.shape
+    for a in axes { keptShape[a] = 1 }
+    let outShape = keepdims ? keptShape : x0.shape.enumerated().filter { !axes.contains($0.offset) }.map { $0.element }
+
+    if op == .any || op == .all {
+        // Truthiness first: a cast straight to uint8 would truncate 0.5 to 0.
+        let b = try cast(try cast(x0, to: .bool), to: .uint8)
+        let r = try reduce(op == .any ? .max : .min, b, axes: axes0, keepdims: keepdims)
+        return try cast(r, to: .bool)
+    }
+    if x0.dtype.isHalf { return try cast(try reduce(op, try cast(x0, to: .float32), axes: axes0, keepdims: keepdims), to: x0.dtype) }
+    if x0.dtype == .bool {
+        let wide: DType = (op == .sum || op == .prod) ? .int32 : (op == .mean ? .float32 : .uint8)
+        let r = try reduce(op, try cast(x0, to: wide), axes: axes0, keepdims: keepdims)
+        return (op == .max || op == .min) ? try cast(r, to: .bool) : r
+    }
+    if op == .mean && !x0.dtype.isFloatingPoint {
+        return try reduce(.mean, try cast(x0, to: .float32), axes: axes0, keepdims: keepdims)
+    }
+    if axes.isEmpty { return try reshape(x0, outShape) }
+    let rcount = axes.map { x0.shape[$0] }.reduce(1, *)
+    if (op == .max || op == .min) && rcount == 0 {
+        throw EngineError.value("zero-size reduction \(op.rawValue) over axes \(axes) of shape \(x0.shape) has no identity")
+    }
+    let (x, outer, r, inner) = try reductionLayout(x0, axes)
+    let out = try Tensor(empty: outShape, dtype: x0.dtype)
+    struct K: NumericVisitor {
+        let op: ReduceOp, x: Tensor, out: Tensor, outer: Int, r: Int, inner: Int
+        func visit<T: NumElem>(_: T.Type) throws {
+            let px = x.pointer(T.self), po = out.pointer(T.self)
+            let (r, inner) = (self.r, self.inner)
+            let identity: T
+            switch op {
+            case .prod: identity = T.oneValue
+            case .max: identity = T.lowest
+            case .min: identity = T.highest
+            default: identity = T.zeroValue
+            }
+            @inline(__always) func combine(_ a: T, _ b: T) -> T {
+                switch op {
+                case .prod: return T.mul(a, b)
+                case .max: return T.maximum(a, b)
+                case .min: return T.minimum(a, b)
+                default: return T.add(a, b)
+                }
+            }
+            @inline(__always) func reduceRow(_ base: Int, _ lo: Int, _ hi: Int) -> T {
+                if op == .sum || op == .mean { return T.sumRow(px + base + lo, hi - lo) }
+                var acc = identity
+                for i in lo..<hi { acc = combine(acc, px[base + i]) }
+                return acc
+            }
+            if inner == 1 {
+                if outer >= Threading.threads || r < Threading.grain {
+                    parallelFor(outer, cost: r) { range in
+                        for o in range { po[o] = reduceRow(o * r, 0, r) }
+                    }
+                } else {
+                    // Few long rows: split each row, then combine the partials.
+                    let parts = Threading.threads
+                    let chunk = (r + parts - 1) / parts
+                    var partial = [T](repeating: identity, count: parts)
+                    for o in 0..<outer {
+                        partial.withUnsafeMutableBufferPointer { pp in
+                            let base = pp.baseAddress!
+                            parallelFor(parts, cost: Threading.grain) { range in
+                                for p in range { base[p] = reduceRow(o * r, p * chunk, Swift.min(r, (p + 1) * chunk)) }
+                            }
+                        }
+                        var acc = identity
+                        for p in partial { acc = combine(acc, p) }
+                        po[o] = acc
+                    }
+                }
+            } else {
+                parallelFor(outer * inner, cost: r) { range in
+                    // Each task owns whole (outer, inner-block) cells of the output.
+                    var idx = range.lowerBound
+                    while idx < range.upperBound {
+                        let o = idx / inner, i0 = idx % inner
+                        let i1 = Swift.min(inner, i0 + (range.upperBound - idx))
+                        let dst = po + o * inner
+                        for i in i0..<i1 { dst[i] = identity }
+                        for k in 0..<r {
+                            let src = px + (o * r + k) * inner
+                            for i in i0..<i1 { dst[i] = combine(dst[i], src[i]) }
+                        }
+                        idx += i1 - i0
+                    }
+                }
+            }
+            if op == .mean {
+                let n = T(fromDouble: Double(r))
+                let cnt = out.count
+                for i in 0..<cnt { po[i] = T.div(po[i], n) }
+            }
+        }
+    }
+    try dispatchNumeric(x0.dtype, K(op: op, x: x, out: out, outer: outer, r: r, inner: inner))
+    if x0.dtype.isFloatingPoint {
+        let kept = keptShape
+        Tape.record(out, [x0]) { g in
+            let gk = try reshape(g, kept)
+            switch op {
+            case .sum: return [try broadcastTo(gk, x0.shape)]
+            case .mean: return [try broadcastTo(try divide(gk, try scalar(Double(rcount), g.dtype)), x0.shape)]
+            case .prod: return [try divide(try multiply(gk, try reshape(out, kept)), x0)]
+            case .max, .min:
+                let mask = try cast(try binary(.equal, x0, try reshape(out, kept)), to: g.dtype)
+                let ties = try reduce(.sum, mask, axes: axes, keepdims: true)
+                return [try multiply(mask, try divide(gk, ties))]
+            default: return [nil]
+            }
+        }
+    }
+    return out
+}
+
+/// Sum over `axes` (nil = all).
+public func sum(_ x: Tensor, axes: [Int]? = nil, keepdims: Bool = false) throws -> Tensor {
+    try reduce(.sum, x, axes: axes, keepdims: keepdims)
+}
+/// Mean over `axes` (nil = all).
+public func mean(_ x: Tensor, axes: [Int]? = nil, keepdims: Bool = false) throws -> Tensor {
+    try reduce(.mean, x, axes: axes, keepdims: keepdims)
+}
+
+public enum ArgReduce: String { case argmax, argmin }
+
+/// Index (int32) of the first maximum / minimum along `axis` (nil = flattened); NaN wins.
+public func argReduce(_ op: ArgReduce, _ x0: Tensor, axis: Int?, keepdims: Bool = false) throws -> Tensor {
+    var x = x0
+    if x.dtype.isHalf { x = try cast(x, to: .float32) }
+    if x.dtype == .bool { x = try cast(x, to: .uint8) }
+    let ax: Int
+    var outShape: [Int]
+    if let a = axis {
+        ax = try normalizeAxis(a, rank: x.rank)
+        outShape = x.shape
+        if keepdims { outShape[ax] = 1 } else { outShape.remove(at: ax) }
+    } else {
+        x = x.sharing(shape: [x.count])
+        ax = 0
+        outShape = keepdims ? [Int](repeating: 1, count: x0.rank) : []
+    }
+    guard x.shape[ax] > 0 else { throw EngineError.value("\(op.rawValue) of an empty axis") }
+    let outer = x.shape[..<ax].reduce(1, *), r = x.shape[ax], inner = x.shape[(ax + 1)...].reduce(1, *)
+    let out = try Tensor(empty: outShape, dtype: .int32)
+    struct K: NumericVisitor {
+        let isMax: Bool, x: Tensor, out: Tensor, outer: Int, r: Int, inner: Int
+        func visit<T: NumElem>(_: T.Type) throws {
+            let px = x.pointer(T.self), po = out.pointer(Int32.self)
+            let (r, inner, isMax) = (self.r, self.inner, self.isMax)
+            parallelFor(outer * inner, cost: r) { range in
+                for cell in range {
+                    let o = cell / inner, i = cell % inner
+                    var best = px[o * r * inner + i], bi = 0
+                    if !best.isNaNValue {
+                        for k in 1..<r {
+                            let v = px[(o * r + k) * inner + i]
+                            if v.isNaNValue { bi = k; break }
+                            if isMax ? v > best : v < best { best = v; bi = k }
+                        }
+                    }
+                    po[cell] = Int32(truncatingIfNeeded: bi)
+                }
+            }
+        }
+    }
+    try dispatchNumeric(x.dtype, K(isMax: op == .argmax, x: x, out: out, outer: outer, r: r, inner: inner))
+    return out
+}
+
+let reductionOps: [OpDef] = ReduceOp.allCases.map { op in
+    OpDef(op.rawValue, arity: 1) { t, a in try reduce(op, t[0], axes: a.ints("axes"), keepdims: a.bool("keepdims", default: false)) }
+} + [ArgReduce.argmax, .argmin].map { op in
+    OpDef(op.rawValue, arity: 1) { t, a in
+        try argReduce(op, t[0], axis: a.has("axis") ? a.int("axis") : nil, keepdims: a.bool("keepdims", default: false))
+    }
+}

@@ -1,0 +1,340 @@
+/// Copies `n` elements of `size` bytes from `src` (stride `ss` elements) to contiguous `dst`.
+@inline(__always)
+private func copyStrided(_ dst: UnsafeMutableRawPointer, _ src: UnsafeRawPointer, _ n: Int, _ ss: Int, _ size: Int) {
+    if ss == 1 { dst.copyMemory(from: src, byteCount: n * size); return }
+    switch size {
+    case 1: let d = dst.assumingMemoryBound(to: UInt8.self), s = src.assumingMemoryBound(to: UInt8.self); for i in 0..<n { d[i] = s[i * ss] }
+    case 2: let d = dst.assumingMemoryBound(to: UInt16.self), s = src.assumingMemoryBound(to: UInt16.self); for i in 0..<n { d[i] = s[i * ss] }
+    case 4: let d = dst.assumingMemoryBound(to: UInt32.self), s = src.assumingMemoryBound(to: UInt32.self); for i in 0..<n { d[i] = s[i * ss] }
+    default: let d = dst.assumingMemoryBound(to: UInt64.self), s = src.assumingMemoryBound(to: UInt64.self); for i in 0..<n { d[i] = s[i * ss] }
+    }
+}
+
+/// Gathers `x` viewed with `strides` (elements, may be negative) starting at `offset` into a
+/// new contiguous tensor of `shape`. Shared by transpose, slicing and broadcasting.
+func gatherView(_ x: Tensor, shape: [Int], strides: [Int], offset: Int) throws -> Tensor {
+    let out = try Tensor(empty: shape, dtype: x.dtype)
+    let n = out.count
+    if n == 0 { return out }
+    let size = x.dtype.itemSize
+    let (cs, st) = coalesce(shape, [strides])
+    let inner = cs.last ?? 1, si = st[0].last ?? 1
+    let outerShape = Array(cs.dropLast()), outerStrides = Array(st[0].dropLast())
+    let src = x.rawPointer, dst = out.rawPointer
+    parallelFor(n / inner, cost: inner) { range in
+        var idx = [Int](repeating: 0, count: outerShape.count)
+        var rem = range.lowerBound, off = offset
+        for d in stride(from: outerShape.count - 1, through: 0, by: -1) {
+            idx[d] = rem % outerShape[d]
+            rem /= outerShape[d]
+            off += idx[d] * outerStrides[d]
+        }
+        for o in range {
+            copyStrided(dst + o * inner * size, src + off * size, inner, si, size)
+            var d = outerShape.count - 1
+            while d >= 0 {
+                idx[d] += 1
+                off += outerStrides[d]
+                if idx[d] < outerShape[d] { break }
+                off -= outerStrides[d] * outerShape[d]
+                idx[d] = 0
+                d -= 1
+            }
+        }
+    }
+    return out
+}
+
+/// Same data, new shape (one -1 is inferred). Shares storage.
+public func reshape(_ x: Tensor, _ shape0: [Int]) throws -> Tensor {
+    var shape = shape0
+    let unknown = shape.indices.filter { shape[$0] == -1 }
+    guard unknown.count <= 1, !shape.contains(where: { $0 < -1 }) else {
+        throw EngineError.value("invalid reshape target \(shape0)")
+    }
+    if let u = unknown.first {
+        let known = shape.enumerated().filter { $0.offset != u }.map { $0.element }.reduce(1, *)
+        guard known > 0, x.count % known == 0 else {
+            throw EngineError.value("cannot reshape tensor of shape \(x.shape) into \(shape0)")
+        }
+        shape[u] = x.count / known
+    }
+    guard try elementCount(shape) == x.count else {
+        throw EngineError.value("cannot reshape tensor of shape \(x.shape) (\(x.count) elements) into \(shape0)")
+    }
+    let out = x.sharing(shape: shape)
+    let xs = x.shape
+    Tape.record(out, [x]) { g in [try reshape(g, xs)] }
+    return out
+}
+
+/// Inserts a unit axis at `axis`.
+public func expandDims(_ x: Tensor, axis: Int) throws -> Tensor {
+    let a = try normalizeAxis(axis < 0 ? axis + x.rank + 1 : axis, rank: x.rank + 1)
+    var s = x.shape
+    s.insert(1, at: a)
+    return try reshape(x, s)
+}
+
+/// Removes unit axes (all of them when `axes` is nil).
+public func squeeze(_ x: Tensor, axes: [Int]? = nil) throws -> Tensor {
+    let ax = try axes.map { try normalizeAxes($0, rank: x.rank) } ?? x.shape.indices.filter { x.shape[$0] == 1 }
+    for a in ax where x.shape[a] != 1 {
+        throw EngineError.value("cannot squeeze axis \(a) of size \(x.shape[a])")
+    }
+    return try reshape(x, x.shape.enumerated().filter { !ax.contains($0.offset) }.map { $0.element })
+}
+
+/// Permutes axes (nil = reverse them).
+public func transpose(_ x: Tensor, _ perm0: [Int]? = nil) throws -> Tensor {
+    let perm = try perm0.map { p in try p.map { try normalizeAxis($0, rank: x.rank) } } ?? Array((0..<x.rank).reversed())
+    guard perm.count == x.rank, Set(perm).count == x.rank else {
+        throw EngineError.value("transpose permutation \(perm0 ?? []) does not match rank \(x.rank)")
+    }
+    let strides = contiguousStrides(x.shape)
+    let out = try gatherView(x, shape: perm.map { x.shape[$0] }, strides: perm.map { strides[$0] }, offset: 0)
+    var inverse = [Int](repeating: 0, count: perm.count)
+    for (i, p) in perm.enumerated() { inverse[p] = i }
+    Tape.record(out, [x]) { g in [try transpose(g, inverse)] }
+    return out
+}
+
+/// Broadcasts `x` to `shape` (materialised).
+public func broadcastTo(_ x: Tensor, _ shape: [Int]) throws -> Tensor {
+    guard try broadcastShapes(x.shape, shape) == shape else {
+        throw EngineError.value("cannot broadcast shape \(x.shape) to \(shape)")
+    }
+    if x.shape == shape { return x }
+    let out = try gatherView(x, shape: shape, strides: broadcastStrides(x.shape, to: shape), offset: 0)
+    let xs = x.shape
+    Tape.record(out, [x]) { g in [try sumToShape(g, xs)] }
+    return out
+}
+
+/// Joins tensors along `axis` (dtypes promoted).
+public func concatenate(_ xs0: [Tensor], axis: Int) throws -> Tensor {
+    guard let first = xs0.first else { throw EngineError.value("concatenate needs at least one tensor") }
+    let dt = xs0.dropFirst().reduce(first.dtype) { DType.result($0, $1.dtype) }
+    let xs = try xs0.map { try cast($0, to: dt) }
+    guard first.rank > 0 else { throw EngineError.value("cannot concatenate 0-d tensors") }
+    let ax = try normalizeAxis(axis, rank: first.rank)
+    var shape = first.shape
+    shape[ax] = 0
+    for x in xs {
+        guard x.rank == first.rank, x.shape.enumerated().allSatisfy({ $0.offset == ax || $0.element == first.shape[$0.offset] }) else {
+            throw EngineError.value("concatenate: shape \(x.shape) does not match \(first.shape) outside axis \(ax)")
+        }
+        shape[ax] += x.shape[ax]
+    }
+    let out = try Tensor(empty: shape, dtype: dt)
+    let outer = shape[..<ax].reduce(1, *), inner = shape[(ax + 1)...].reduce(1, *), size = dt.itemSize
+    let rowBytes = shape[ax] * inner * size
+    var offset = 0
+    for x in xs {
+        let chunk = x.shape[ax] * inner * size
+        let src = x.rawPointer, dst = out.rawPointer + offset
+        parallelFor(outer, cost: chunk / size) { r in
+            for o in r { (dst + o * rowBytes).copyMemory(from: src + o * chunk, byteCount: chunk) }
+        }
+        offset += chunk
+    }
+    if dt.isFloatingPoint {
+        let sizes = xs.map { $0.shape[ax] }
+        Tape.record(out, xs) { g in
+            var start = 0
+            return try sizes.map { n in
+                var b = [Int](repeating: 0, count: g.rank), e = g.shape, s = [Int](repeating: 1, count: g.rank)
+                b[ax] = start
+                e[ax] = start + n
+                s[ax] = 1
+                start += n
+                return try stridedSlice(g, begin: b, end: e, strides: s)
+            }
+        }
+    }
+    return out
+}
+
+/// Stacks same-shaped tensors along a new `axis`.
+public func stack(_ xs: [Tensor], axis: Int = 0) throws -> Tensor {
+    guard let first = xs.first else { throw EngineError.value("stack needs at least one tensor") }
+    let a = try normalizeAxis(axis < 0 ? axis + first.rank + 1 : axis, rank: first.rank + 1)
+    return try concatenate(try xs.map { try expandDims($0, axis: a) }, axis: a)
+}
+
+/// Python-style strided slice; begin/end/strides are already normalised per dimension
+/// (as `slice.indices(dim)` gives them; end may be -1 for negative strides).
+public func stridedSlice(_ x: Tensor, begin: [Int], end: [Int], strides: [Int]) throws -> Tensor {
+    guard begin.count == x.rank, end.count == x.rank, strides.count == x.rank else {
+        throw EngineError.value("strided_slice needs begin/end/strides of length \(x.rank)")
+    }
+    var shape: [Int] = [], st: [Int] = [], offset = 0
+    let base = contiguousStrides(x.shape)
+    for d in 0..<x.rank {
+        let n = x.shape[d]
+        guard strides[d] != 0 else { throw EngineError.value("slice step cannot be zero") }
+        // Clamping keeps every later product in range; a step longer than the dimension
+        // selects at most one element either way.
+        let b = Swift.min(Swift.max(begin[d], -1), n), e = Swift.min(Swift.max(end[d], -1), n)
+        let s = Swift.min(Swift.max(strides[d], -(n + 1)), n + 1)
+        let len = s > 0 ? Swift.max(0, (e - b + s - 1) / s) : Swift.max(0, (b - e + (-s) - 1) / (-s))
+        if len > 0 {
+            guard b >= 0, b < n, b + (len - 1) * s >= 0, b + (len - 1) * s < n else {
+                throw EngineError.index("slice \(b):\(e):\(s) is out of range for dimension \(d) of size \(n)")
+            }
+        }
+        shape.append(len)
+        st.append(base[d] * s)
+        if len > 0 { offset += b * base[d] }
+    }
+    let out = try gatherView(x, shape: shape, strides: st, offset: offset)
+    if x.dtype.isFloatingPoint {
+        let xs = x.shape, dt = x.dtype
+        Tape.record(out, [x]) { g in
+            // Scatter g back into zeros of x's shape at the sliced positions.
+            let gx = try Tensor(zeros: xs, dtype: dt)
+            let gc = try cast(g, to: dt)
+            let size = dt.itemSize
+            let (cs, cst) = coalesce(shape, [st])
+            let inner = cs.last ?? 1, si = cst[0].last ?? 1
+            let outerShape = Array(cs.dropLast()), outerStrides = Array(cst[0].dropLast())
+            var idx = [Int](repeating: 0, count: outerShape.count), off = offset
+            let src = gc.rawPointer, dst = gx.rawPointer
+            for o in 0..<(gc.count / Swift.max(inner, 1)) {
+                for i in 0..<inner {
+                    (dst + (off + i * si) * size).copyMemory(from: src + (o * inner + i) * size, byteCount: size)
+                }
+                var d = outerShape.count - 1
+                while d >= 0 {
+                    idx[d] += 1
+                    off += outerStrides[d]
+                    if idx[d] < outerShape[d] { break }
+                    off -= outerStrides[d] * outerShape[d]
+                    idx[d] = 0
+                    d -= 1
+                }
+            }
+            return [gx]
+        }
+    }
+    return out
+}
+
+/// Validated int64 copy of an index tensor; negative indices wrap once.
+private func indexValues(_ indices: Tensor, bound n: Int) throws -> [Int] {
+    guard indices.dtype.isInteger || (indices.dtype.isFloatingPoint && indices.count == 0) else {
+        throw EngineError.type("indices must be integers, got \(indices.dtype)")
+    }
+    let vals = try cast(indices, to: .int64)
+    let p = vals.pointer(Int64.self)
+    var out = [Int](repeating: 0, count: indices.count)
+    for i in 0..<indices.count {
+        var v = Int(p[i])
+        if v < 0 { v += n }
+        guard v >= 0 && v < n else {
+            throw EngineError.index("index \(p[i]) is out of bounds for axis with size \(n)")
+        }
+        out[i] = v
+    }
+    return out
+}
+
+/// Gathers slices of `x` along `axis` (nil = flattened x) at `indices`.
+public func take(_ x0: Tensor, _ indices: Tensor, axis: Int?) throws -> Tensor {
+    let x = axis == nil ? try reshape(x0, [x0.count]) : x0
+    guard x.rank > 0 else { throw EngineError.value("take from a 0-d tensor") }
+    let ax = try normalizeAxis(axis ?? 0, rank: x.rank)
+    let idx = try indexValues(indices, bound: x.shape[ax])
+    let outer = x.shape[..<ax].reduce(1, *), n = x.shape[ax], inner = x.shape[(ax + 1)...].reduce(1, *)
+    let shape = Array(x.shape[..<ax]) + indices.shape + Array(x.shape[(ax + 1)...])
+    let out = try Tensor(empty: shape, dtype: x.dtype)
+    let size = x.dtype.itemSize, chunk = inner * size
+    let src = x.rawPointer, dst = out.rawPointer, k = idx.count
+    parallelFor(outer * k, cost: inner) { r in
+        for cell in r {
+            let o = cell / k, j = cell % k
+            (dst + cell * chunk).copyMemory(from: src + (o * n + idx[j]) * chunk, byteCount: chunk)
+        }
+    }
+    if x.dtype.isFloatingPoint {
+        let xs = x.shape, dt = x.dtype
+        Tape.record(out, [x]) { g in
+            let gx = try Tensor(zeros: xs, dtype: dt)
+            let gc = try cast(g, to: dt)
+            struct S: FloatVisitor {
+                let gx: Tensor, g: Tensor, idx: [Int], outer: Int, n: Int, inner: Int
+                func visit<T: FloatElem>(_: T.Type) throws {
+                    let pg = g.pointer(T.self), px = gx.pointer(T.self), k = idx.count
+                    for o in 0..<outer { for j in 0..<k {
+                        let s = pg + (o * k + j) * inner, d = px + (o * n + idx[j]) * inner
+                        for i in 0..<inner { d[i] += s[i] }
+                    } }
+                }
+            }
+            if dt.isHalf {
+                let g32 = try cast(gc, to: .float32), gx32 = try cast(gx, to: .float32)
+                try dispatchFloat(.float32, S(gx: gx32, g: g32, idx: idx, outer: outer, n: n, inner: inner))
+                return [try cast(gx32, to: dt)]
+            }
+            try dispatchFloat(dt, S(gx: gx, g: gc, idx: idx, outer: outer, n: n, inner: inner))
+            return [gx]
+        }
+        if axis == nil { return out }
+    }
+    return out
+}
+
+/// out[..., j, ...] = x[..., indices[..., j, ...], ...] along `axis`; other axes broadcast.
+public func takeAlongAxis(_ x0: Tensor, _ indices0: Tensor, axis: Int) throws -> Tensor {
+    guard x0.rank == indices0.rank, x0.rank > 0 else {
+        throw EngineError.value("take_along_axis needs indices of the same rank as x (\(x0.rank)), got \(indices0.rank)")
+    }
+    let ax = try normalizeAxis(axis, rank: x0.rank)
+    var xShape = x0.shape, iShape = indices0.shape
+    xShape[ax] = 1; iShape[ax] = 1
+    let common = try broadcastShapes(xShape, iShape)
+    var xt = common, it = common
+    xt[ax] = x0.shape[ax]; it[ax] = indices0.shape[ax]
+    let x = try broadcastTo(x0, xt)
+    let idx = try indexValues(try broadcastTo(indices0, it), bound: x0.shape[ax])
+    let outer = common[..<ax].reduce(1, *), inner = common[(ax + 1)...].reduce(1, *)
+    let n = xt[ax], k = it[ax]
+    let out = try Tensor(empty: it, dtype: x.dtype)
+    let size = x.dtype.itemSize, src = x.rawPointer, dst = out.rawPointer
+    parallelFor(outer * k, cost: inner) { r in
+        for cell in r {
+            let o = cell / k, j = cell % k
+            for i in 0..<inner {
+                let pos = (o * k + j) * inner + i
+                (dst + pos * size).copyMemory(from: src + ((o * n + idx[pos]) * inner + i) * size, byteCount: size)
+            }
+        }
+    }
+    if x.dtype.isFloatingPoint {
+        let dt = x.dtype
+        Tape.record(out, [x]) { g in
+            let gx = try Tensor(zeros: xt, dtype: .float64)
+            let g64 = try cast(g, to: .float64)
+            let pg = g64.pointer(Double.self), px = gx.pointer(Double.self)
+            for o in 0..<outer { for j in 0..<k { for i in 0..<inner {
+                let pos = (o * k + j) * inner + i
+                px[(o * n + idx[pos]) * inner + i] += pg[pos]
+            } } }
+            return [try cast(gx, to: dt)]
+        }
+    }
+    return out
+}
+
+let shapeOps: [OpDef] = [
+    OpDef("reshape", arity: 1) { t, a in try reshape(t[0], a.requiredInts("shape")) },
+    OpDef("transpose", arity: 1) { t, a in try transpose(t[0], a.ints("perm")) },
+    OpDef("broadcast_to", arity: 1) { t, a in try broadcastTo(t[0], a.requiredInts("shape")) },
+    OpDef("concatenate") { t, a in [try concatenate(t, axis: a.int("axis", default: 0))] },
+    OpDef("stack") { t, a in [try stack(t, axis: a.int("axis", default: 0))] },
+    OpDef("strided_slice", arity: 1) { t, a in
+        try stridedSlice(t[0], begin: a.requiredInts("begin"), end: a.requiredInts("end"), strides: a.requiredInts("strides"))
+    },
+    OpDef("take", arity: 2) { t, a in try take(t[0], t[1], axis: a.has("axis") ? a.int("axis") : nil) },
+    OpDef("take_along_axis", arity: 2) { t, a in try takeAlongAxis(t[0], t[1], axis: a.int("axis")) },
+]

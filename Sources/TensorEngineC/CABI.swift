@@ -1,0 +1,245 @@
+// The C ABI declared in include/tensor_engine.h. Every entry point catches every engine error
+// and turns it into a status code plus a thread-local message; handles are retained
+// `Tensor` references.
+import TensorEngine
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+private let abiVersion: UInt32 = 1
+
+private let errorKey: pthread_key_t = {
+    var key = pthread_key_t()
+    pthread_key_create(&key) { free($0) }
+    return key
+}()
+
+private let emptyMessage: UnsafeMutablePointer<CChar> = strdup("")
+
+private func setError(_ message: String) {
+    if let old = pthread_getspecific(errorKey) { free(old) }
+    pthread_setspecific(errorKey, strdup(message))
+}
+
+private enum Status: Int32 {
+    case ok = 0, value, type, index, notImplemented, `internal`
+}
+
+/// Runs `body`, mapping any error to a status and the thread-local message.
+private func guarded(_ body: () throws -> Void) -> Int32 {
+    do {
+        try body()
+        return Status.ok.rawValue
+    } catch let e as EngineError {
+        setError(e.message)
+        switch e {
+        case .value: return Status.value.rawValue
+        case .type: return Status.type.rawValue
+        case .index: return Status.index.rawValue
+        case .notImplemented: return Status.notImplemented.rawValue
+        case .internal: return Status.internal.rawValue
+        }
+    } catch {
+        setError("\(error)")
+        return Status.internal.rawValue
+    }
+}
+
+private func tensor(_ h: OpaquePointer?) throws -> Tensor {
+    guard let h = h else { throw EngineError.value("null tensor handle") }
+    return Unmanaged<Tensor>.fromOpaque(UnsafeRawPointer(h)).takeUnretainedValue()
+}
+
+private func handle(_ t: Tensor) -> OpaquePointer {
+    OpaquePointer(Unmanaged.passRetained(t).toOpaque())
+}
+
+@_cdecl("te_abi_version")
+public func te_abi_version() -> UInt32 { abiVersion }
+
+@_cdecl("te_last_error")
+public func te_last_error() -> UnsafePointer<CChar> {
+    if let p = pthread_getspecific(errorKey) { return UnsafePointer(p.assumingMemoryBound(to: CChar.self)) }
+    return UnsafePointer(emptyMessage)
+}
+
+@_cdecl("te_set_num_threads")
+public func te_set_num_threads(_ n: Int32) { Threading.numThreads = Int(n) }
+
+@_cdecl("te_get_num_threads")
+public func te_get_num_threads() -> Int32 { Int32(Threading.numThreads) }
+
+@_cdecl("te_dtype_itemsize")
+public func te_dtype_itemsize(_ dtype: Int32) -> Int32 {
+    guard let d = DType(rawValue: dtype) else { return 0 }
+    return Int32(d.itemSize)
+}
+
+@_cdecl("te_tensor_create")
+public func te_tensor_create(_ dtype: Int32, _ shape: UnsafePointer<Int64>?, _ ndim: Int32,
+                             _ data: UnsafeRawPointer?, _ nbytes: Int64, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    guarded {
+        guard let out = out else { throw EngineError.value("null output pointer") }
+        out.pointee = nil
+        guard let dt = DType(rawValue: dtype) else { throw EngineError.type("unknown dtype code \(dtype)") }
+        guard ndim >= 0, ndim <= 64 else { throw EngineError.value("rank \(ndim) is out of range [0, 64]") }
+        guard ndim == 0 || shape != nil else { throw EngineError.value("null shape pointer") }
+        let dims = (0..<Int(ndim)).map { Int(shape![$0]) }
+        let t = try Tensor(bytes: data, byteCount: Int(nbytes), shape: dims, dtype: dt)
+        out.pointee = handle(t)
+    }
+}
+
+@_cdecl("te_tensor_retain")
+public func te_tensor_retain(_ h: OpaquePointer?) -> OpaquePointer? {
+    guard let h = h else { return nil }
+    _ = Unmanaged<Tensor>.fromOpaque(UnsafeRawPointer(h)).retain()
+    return h
+}
+
+@_cdecl("te_tensor_release")
+public func te_tensor_release(_ h: OpaquePointer?) {
+    guard let h = h else { return }
+    Unmanaged<Tensor>.fromOpaque(UnsafeRawPointer(h)).release()
+}
+
+@_cdecl("te_tensor_dtype")
+public func te_tensor_dtype(_ h: OpaquePointer?) -> Int32 { (try? tensor(h).dtype.rawValue) ?? -1 }
+
+@_cdecl("te_tensor_ndim")
+public func te_tensor_ndim(_ h: OpaquePointer?) -> Int32 { (try? Int32(tensor(h).rank)) ?? -1 }
+
+@_cdecl("te_tensor_shape")
+public func te_tensor_shape(_ h: OpaquePointer?, _ out: UnsafeMutablePointer<Int64>?, _ cap: Int32) -> Int32 {
+    guard let t = try? tensor(h) else { return -1 }
+    if let out = out {
+        for i in 0..<Swift.min(Int(Swift.max(cap, 0)), t.rank) { out[i] = Int64(t.shape[i]) }
+    }
+    return Int32(t.rank)
+}
+
+@_cdecl("te_tensor_size")
+public func te_tensor_size(_ h: OpaquePointer?) -> Int64 { (try? Int64(tensor(h).count)) ?? -1 }
+
+@_cdecl("te_tensor_nbytes")
+public func te_tensor_nbytes(_ h: OpaquePointer?) -> Int64 { (try? Int64(tensor(h).nbytes)) ?? -1 }
+
+@_cdecl("te_tensor_data")
+public func te_tensor_data(_ h: OpaquePointer?) -> UnsafeRawPointer? {
+    guard let t = try? tensor(h) else { return nil }
+    return UnsafeRawPointer(t.rawPointer)
+}
+
+@_cdecl("te_op_lookup")
+public func te_op_lookup(_ name: UnsafePointer<CChar>?, _ op: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guarded {
+        guard let name = name, let op = op else { throw EngineError.value("null argument to te_op_lookup") }
+        let s = String(cString: name)
+        guard let i = OpRegistry.lookup(s) else { throw EngineError.value("unknown op '\(s)'") }
+        op.pointee = Int32(i)
+    }
+}
+
+@_cdecl("te_op_count")
+public func te_op_count() -> Int32 { Int32(OpRegistry.ops.count) }
+
+private let opNames: [UnsafeMutablePointer<CChar>] = OpRegistry.ops.map { strdup($0.name) }
+
+@_cdecl("te_op_name")
+public func te_op_name(_ op: Int32) -> UnsafePointer<CChar>? {
+    guard op >= 0, Int(op) < opNames.count else { return nil }
+    return UnsafePointer(opNames[Int(op)])
+}
+
+/// Reads a te_attr array (64-byte records; offsets fixed by the header's static assert).
+private func readAttrs(_ attrs: UnsafeRawPointer?, _ n: Int32) throws -> Attrs {
+    guard n >= 0 else { throw EngineError.value("negative attribute count") }
+    guard n == 0 || attrs != nil else { throw EngineError.value("null attribute array") }
+    var out = Attrs()
+    for i in 0..<Int(n) {
+        let rec = attrs! + i * 64
+        guard let namePtr = rec.load(fromByteOffset: 0, as: UnsafePointer<CChar>?.self) else {
+            throw EngineError.value("attribute \(i) has no name")
+        }
+        let name = String(cString: namePtr)
+        let kind = rec.load(fromByteOffset: 8, as: Int32.self)
+        let count = Int(rec.load(fromByteOffset: 56, as: Int64.self))
+        switch kind {
+        case 0: out.values[name] = .int(Int(rec.load(fromByteOffset: 16, as: Int64.self)))
+        case 1: out.values[name] = .float(rec.load(fromByteOffset: 24, as: Double.self))
+        case 2: out.values[name] = .bool(rec.load(fromByteOffset: 16, as: Int64.self) != 0)
+        case 3:
+            guard let s = rec.load(fromByteOffset: 32, as: UnsafePointer<CChar>?.self) else {
+                throw EngineError.value("attribute '\(name)' has a null string")
+            }
+            out.values[name] = .string(String(cString: s))
+        case 4, 5:
+            guard count >= 0, count <= 1 << 20 else { throw EngineError.value("attribute '\(name)' has a bad length \(count)") }
+            if kind == 4 {
+                let p = rec.load(fromByteOffset: 40, as: UnsafePointer<Int64>?.self)
+                guard count == 0 || p != nil else { throw EngineError.value("attribute '\(name)' has a null list") }
+                out.values[name] = .ints((0..<count).map { Int(p![$0]) })
+            } else {
+                let p = rec.load(fromByteOffset: 48, as: UnsafePointer<Double>?.self)
+                guard count == 0 || p != nil else { throw EngineError.value("attribute '\(name)' has a null list") }
+                out.values[name] = .floats((0..<count).map { p![$0] })
+            }
+        default: throw EngineError.type("attribute '\(name)' has unknown kind \(kind)")
+        }
+    }
+    return out
+}
+
+@_cdecl("te_op_call")
+public func te_op_call(_ op: Int32, _ inputs: UnsafePointer<OpaquePointer?>?, _ nInputs: Int32,
+                       _ attrs: UnsafeRawPointer?, _ nAttrs: Int32,
+                       _ outputs: UnsafeMutablePointer<OpaquePointer?>?, _ maxOutputs: Int32,
+                       _ nOutputs: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guarded {
+        nOutputs?.pointee = 0
+        guard op >= 0, Int(op) < OpRegistry.ops.count else { throw EngineError.value("unknown op handle \(op)") }
+        guard nInputs >= 0, nInputs == 0 || inputs != nil else { throw EngineError.value("bad input array") }
+        let ins = try (0..<Int(nInputs)).map { try tensor(inputs![$0]) }
+        let a = try readAttrs(attrs, nAttrs)
+        let results = try OpRegistry.ops[Int(op)].run(ins, a)
+        guard results.count <= Int(maxOutputs), results.isEmpty || outputs != nil else {
+            throw EngineError.value("op \(OpRegistry.ops[Int(op)].name) returns \(results.count) outputs, room for \(maxOutputs)")
+        }
+        for (i, r) in results.enumerated() { outputs![i] = handle(r) }
+        nOutputs?.pointee = Int32(results.count)
+    }
+}
+
+@_cdecl("te_tape_push")
+public func te_tape_push() -> Int32 { guarded { Tape.push() } }
+
+@_cdecl("te_tape_pop")
+public func te_tape_pop() -> Int32 { guarded { try Tape.pop() } }
+
+@_cdecl("te_tape_depth")
+public func te_tape_depth() -> Int32 { Int32(Tape.depth) }
+
+@_cdecl("te_set_requires_grad")
+public func te_set_requires_grad(_ h: OpaquePointer?, _ flag: Int32) -> Int32 {
+    guarded { try tensor(h).requiresGrad = flag != 0 }
+}
+
+@_cdecl("te_requires_grad")
+public func te_requires_grad(_ h: OpaquePointer?) -> Int32 { ((try? tensor(h).requiresGrad) ?? false) ? 1 : 0 }
+
+@_cdecl("te_gradient")
+public func te_gradient(_ target: OpaquePointer?, _ seed: OpaquePointer?, _ sources: UnsafePointer<OpaquePointer?>?,
+                        _ nSources: Int32, _ grads: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    guarded {
+        guard nSources >= 0, nSources == 0 || (sources != nil && grads != nil) else {
+            throw EngineError.value("bad source or gradient array")
+        }
+        let t = try tensor(target)
+        let s = try seed.map { try tensor($0) }
+        let srcs = try (0..<Int(nSources)).map { try tensor(sources![$0]) }
+        let gs = try Tape.gradient(of: t, seed: s, wrt: srcs)
+        for (i, g) in gs.enumerated() { grads![i] = g.map(handle) }
+    }
+}

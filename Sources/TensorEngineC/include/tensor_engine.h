@@ -1,0 +1,124 @@
+/*
+ * tensor_engine.h — the stable C ABI of the keras-swift tensor engine.
+ *
+ * Every function returns a te_status (or a plain value for pure accessors).
+ * On failure the message stays readable through te_last_error() until the
+ * next failing call on the same thread. No input reachable through this ABI
+ * may trap: bad shapes, dtypes, indices and attributes come back as a status.
+ *
+ * Tensors are opaque, reference-counted handles. Every handle this ABI hands
+ * out is owned by the caller and must be released exactly once with
+ * te_tensor_release(). Storage is contiguous, row-major, 64-byte aligned.
+ *
+ * Versioning: TE_ABI_VERSION increases on any incompatible change; a caller
+ * compares te_abi_version() with the header it was built against.
+ */
+#ifndef TENSOR_ENGINE_H
+#define TENSOR_ENGINE_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TE_ABI_VERSION 1
+
+typedef enum {
+  TE_OK = 0,
+  TE_ERR_VALUE = 1,           /* bad shape, bad attribute value, ... */
+  TE_ERR_TYPE = 2,            /* unsupported or mismatched dtype */
+  TE_ERR_INDEX = 3,           /* index out of range */
+  TE_ERR_NOT_IMPLEMENTED = 4, /* known op or feature that is not there yet */
+  TE_ERR_INTERNAL = 5
+} te_status;
+
+typedef enum {
+  TE_BOOL = 0,
+  TE_INT8 = 1,
+  TE_INT16 = 2,
+  TE_INT32 = 3,
+  TE_INT64 = 4,
+  TE_UINT8 = 5,
+  TE_UINT16 = 6,
+  TE_UINT32 = 7,
+  TE_UINT64 = 8,
+  TE_FLOAT16 = 9,
+  TE_BFLOAT16 = 10,
+  TE_FLOAT32 = 11,
+  TE_FLOAT64 = 12
+} te_dtype;
+
+typedef struct te_tensor_s *te_tensor;
+
+typedef enum {
+  TE_ATTR_INT = 0,    /* i */
+  TE_ATTR_FLOAT = 1,  /* f */
+  TE_ATTR_BOOL = 2,   /* i != 0 */
+  TE_ATTR_STRING = 3, /* s (NUL-terminated UTF-8) */
+  TE_ATTR_INTS = 4,   /* ints[0..n) */
+  TE_ATTR_FLOATS = 5  /* floats[0..n) */
+} te_attr_kind;
+
+typedef struct {
+  const char *name;
+  int32_t kind; /* te_attr_kind */
+  int64_t i;
+  double f;
+  const char *s;
+  const int64_t *ints;
+  const double *floats;
+  int64_t n;
+} te_attr;
+
+#if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+_Static_assert(sizeof(te_attr) == 64, "te_attr layout is part of the ABI");
+#endif
+
+uint32_t te_abi_version(void);
+const char *te_last_error(void);
+
+/* Threads used by our kernels and by OpenBLAS (one knob for both). */
+void te_set_num_threads(int32_t n);
+int32_t te_get_num_threads(void);
+
+/* Tensors. data may be NULL (zero-filled); otherwise nbytes are copied. */
+te_status te_tensor_create(int32_t dtype, const int64_t *shape, int32_t ndim,
+                           const void *data, int64_t nbytes, te_tensor *out);
+te_tensor te_tensor_retain(te_tensor t);
+void te_tensor_release(te_tensor t);
+int32_t te_tensor_dtype(te_tensor t);
+int32_t te_tensor_ndim(te_tensor t);
+/* Writes min(ndim, cap) dimensions. */
+int32_t te_tensor_shape(te_tensor t, int64_t *out, int32_t cap);
+int64_t te_tensor_size(te_tensor t);
+int64_t te_tensor_nbytes(te_tensor t);
+/* Borrowed pointer, valid while t is alive. Treat as read-only: storage may be shared. */
+const void *te_tensor_data(te_tensor t);
+int32_t te_dtype_itemsize(int32_t dtype);
+
+/* Ops: look up once by name, call many times. */
+te_status te_op_lookup(const char *name, int32_t *op);
+int32_t te_op_count(void);
+const char *te_op_name(int32_t op); /* NULL when out of range */
+te_status te_op_call(int32_t op, const te_tensor *inputs, int32_t n_inputs,
+                     const te_attr *attrs, int32_t n_attrs, te_tensor *outputs,
+                     int32_t max_outputs, int32_t *n_outputs);
+
+/* Reverse-mode autodiff. Ops record onto the innermost active tape when an
+ * input requires a gradient or was itself recorded. */
+te_status te_tape_push(void);
+te_status te_tape_pop(void);
+int32_t te_tape_depth(void);
+te_status te_set_requires_grad(te_tensor t, int32_t flag);
+int32_t te_requires_grad(te_tensor t);
+/* grads[i] is NULL when sources[i] does not influence target. seed is the
+ * output gradient (same shape as target), or NULL for ones_like(target).
+ * Gradients flow through the ops recorded on the innermost tape. */
+te_status te_gradient(te_tensor target, te_tensor seed, const te_tensor *sources,
+                      int32_t n_sources, te_tensor *grads);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,150 @@
+import XCTest
+@testable import TensorEngineC
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Exercises the exported C entry points exactly as a C caller would: raw handles, 64-byte
+/// te_attr records, status codes and the thread-local message.
+final class CABITests: XCTestCase {
+    private func make(_ values: [Float], _ shape: [Int64]) -> OpaquePointer? {
+        var h: OpaquePointer? = nil
+        let st = values.withUnsafeBytes { buf in
+            shape.withUnsafeBufferPointer { s in
+                te_tensor_create(11, s.baseAddress, Int32(shape.count), buf.baseAddress, Int64(buf.count), &h)
+            }
+        }
+        XCTAssertEqual(st, 0, String(cString: te_last_error()))
+        return h
+    }
+
+    private func floats(_ h: OpaquePointer?) -> [Float] {
+        let n = Int(te_tensor_size(h))
+        let p = te_tensor_data(h)!.assumingMemoryBound(to: Float.self)
+        return Array(UnsafeBufferPointer(start: p, count: n))
+    }
+
+    private func op(_ name: String) -> Int32 {
+        var id: Int32 = -1
+        XCTAssertEqual(te_op_lookup(name, &id), 0)
+        return id
+    }
+
+    /// Calls op `name` with ints attributes given as (name, values) pairs.
+    private func call(_ name: String, _ inputs: [OpaquePointer?], ints: [(String, [Int64])] = []) -> (Int32, OpaquePointer?) {
+        let names = ints.map { strdup($0.0)! }
+        defer { names.forEach { free($0) } }
+        let lists = ints.map { $0.1 }
+        let rec = UnsafeMutableRawPointer.allocate(byteCount: 64 * max(1, ints.count), alignment: 8)
+        rec.initializeMemory(as: UInt8.self, repeating: 0, count: 64 * max(1, ints.count))
+        defer { rec.deallocate() }
+        var storage: [UnsafeMutablePointer<Int64>] = []
+        defer { storage.forEach { $0.deallocate() } }
+        for (i, l) in lists.enumerated() {
+            let p = UnsafeMutablePointer<Int64>.allocate(capacity: max(1, l.count))
+            p.initialize(from: l, count: l.count)
+            storage.append(p)
+            rec.storeBytes(of: UnsafePointer(names[i]), toByteOffset: i * 64, as: UnsafePointer<CChar>.self)
+            rec.storeBytes(of: Int32(4), toByteOffset: i * 64 + 8, as: Int32.self)
+            rec.storeBytes(of: UnsafePointer(p), toByteOffset: i * 64 + 40, as: UnsafePointer<Int64>.self)
+            rec.storeBytes(of: Int64(l.count), toByteOffset: i * 64 + 56, as: Int64.self)
+        }
+        var out: OpaquePointer? = nil
+        var n: Int32 = 0
+        let st = inputs.withUnsafeBufferPointer { ins in
+            te_op_call(op(name), ins.baseAddress, Int32(inputs.count), rec, Int32(ints.count), &out, 1, &n)
+        }
+        return (st, out)
+    }
+
+    func testCreateReadRelease() {
+        XCTAssertEqual(te_abi_version(), 1)
+        let h = make([1, 2, 3, 4, 5, 6], [2, 3])
+        XCTAssertEqual(te_tensor_ndim(h), 2)
+        var shape = [Int64](repeating: 0, count: 4)
+        XCTAssertEqual(te_tensor_shape(h, &shape, 4), 2)
+        XCTAssertEqual(Array(shape.prefix(2)), [2, 3])
+        XCTAssertEqual(te_tensor_dtype(h), 11)
+        XCTAssertEqual(te_tensor_nbytes(h), 24)
+        XCTAssertEqual(Int(bitPattern: te_tensor_data(h)) % 64, 0, "storage is 64-byte aligned")
+        XCTAssertEqual(te_tensor_retain(h), h)
+        te_tensor_release(h)
+        te_tensor_release(h)
+        te_tensor_release(nil)
+        XCTAssertEqual(te_tensor_ndim(nil), -1)
+    }
+
+    func testOpCallWithAttributes() {
+        let a = make([1, 2, 3, 4, 5, 6], [2, 3])
+        defer { te_tensor_release(a) }
+        let (st, t) = call("transpose", [a], ints: [("perm", [1, 0])])
+        XCTAssertEqual(st, 0)
+        XCTAssertEqual(floats(t), [1, 4, 2, 5, 3, 6])
+        let (st2, s) = call("sum", [t], ints: [("axes", [0])])
+        XCTAssertEqual(st2, 0)
+        XCTAssertEqual(floats(s), [6, 15])
+        te_tensor_release(t)
+        te_tensor_release(s)
+        XCTAssertGreaterThan(te_op_count(), 80)
+        XCTAssertNotNil(te_op_name(0))
+        XCTAssertNil(te_op_name(-1))
+    }
+
+    func testErrorsAreStatusesNotCrashes() {
+        let a = make([1, 2, 3], [3]), b = make([1, 2], [2])
+        defer { te_tensor_release(a); te_tensor_release(b) }
+        XCTAssertEqual(call("add", [a, b]).0, 1)
+        XCTAssertTrue(String(cString: te_last_error()).contains("broadcast"))
+        XCTAssertEqual(call("add", [a]).0, 1)
+        XCTAssertEqual(call("add", [a, nil]).0, 1)
+        XCTAssertEqual(call("reshape", [a], ints: [("shape", [4])]).0, 1)
+        var id: Int32 = 0
+        XCTAssertEqual(te_op_lookup("no_such_op", &id), 1)
+        XCTAssertEqual(te_op_lookup(nil, &id), 1)
+        var out: OpaquePointer? = nil
+        var n: Int32 = 0
+        XCTAssertEqual(te_op_call(9999, nil, 0, nil, 0, &out, 1, &n), 1)
+        XCTAssertEqual(te_op_call(0, nil, -1, nil, 0, &out, 1, &n), 1)
+        var h: OpaquePointer? = nil
+        XCTAssertEqual(te_tensor_create(99, nil, 0, nil, 0, &h), 2)
+        var shape: [Int64] = [-3]
+        XCTAssertEqual(te_tensor_create(11, &shape, 1, nil, 0, &h), 1)
+        shape = [1 << 62]
+        XCTAssertEqual(te_tensor_create(11, &shape, 1, nil, 0, &h), 1)
+        shape = [4]
+        var bytes: [UInt8] = [1, 2]
+        XCTAssertEqual(te_tensor_create(11, &shape, 1, &bytes, 2, &h), 1)
+        let idx = make([5], [1])
+        var idxI: OpaquePointer? = nil
+        let castName = strdup("dtype")!, castValue = strdup("int32")!
+        defer { free(castName); free(castValue); te_tensor_release(idx); te_tensor_release(idxI) }
+        let rec = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 8)
+        rec.initializeMemory(as: UInt8.self, repeating: 0, count: 64)
+        defer { rec.deallocate() }
+        rec.storeBytes(of: UnsafePointer(castName), toByteOffset: 0, as: UnsafePointer<CChar>.self)
+        rec.storeBytes(of: Int32(3), toByteOffset: 8, as: Int32.self)
+        rec.storeBytes(of: UnsafePointer(castValue), toByteOffset: 32, as: UnsafePointer<CChar>.self)
+        var ins: [OpaquePointer?] = [idx]
+        XCTAssertEqual(te_op_call(op("cast"), &ins, 1, rec, 1, &idxI, 1, &n), 0)
+        XCTAssertEqual(call("take", [a, idxI]).0, 3, "out-of-range index is TE_ERR_INDEX")
+    }
+
+    func testGradientThroughTheABI() {
+        let x = make([1, 2, 3], [3])
+        defer { te_tensor_release(x) }
+        XCTAssertEqual(te_tape_push(), 0)
+        XCTAssertEqual(te_set_requires_grad(x, 1), 0)
+        let (_, sq) = call("multiply", [x, x])
+        let (_, s) = call("sum", [sq])
+        var srcs: [OpaquePointer?] = [x]
+        var grads: [OpaquePointer?] = [nil]
+        XCTAssertEqual(te_gradient(s, nil, &srcs, 1, &grads), 0)
+        XCTAssertEqual(floats(grads[0]), [2, 4, 6])
+        te_tensor_release(grads[0])
+        te_tensor_release(sq)
+        te_tensor_release(s)
+        XCTAssertEqual(te_tape_pop(), 0)
+        XCTAssertEqual(te_tape_pop(), 1)
+        XCTAssertEqual(te_gradient(nil, nil, nil, 0, nil), 1)
+    }
+}

@@ -1,0 +1,163 @@
+import XCTest
+@testable import TensorEngine
+
+/// Deterministic pseudo-random doubles in [lo, hi) for test inputs.
+func testValues(_ n: Int, seed: Int, lo: Double = -1, hi: Double = 1) -> [Double] {
+    var s = UInt64(truncatingIfNeeded: seed &* 6364136223846793005 &+ 1442695040888963407)
+    return (0..<n).map { _ in
+        s = s &* 6364136223846793005 &+ 1442695040888963407
+        return lo + (hi - lo) * Double(s >> 11) / Double(1 << 53)
+    }
+}
+
+func f64(_ shape: [Int], seed: Int, lo: Double = -1, hi: Double = 1) throws -> Tensor {
+    try Tensor(testValues(shape.reduce(1, *), seed: seed, lo: lo, hi: hi), shape: shape)
+}
+
+/// Compares the tape's gradient of sum(f(inputs) * w) (w fixed and random, so every output
+/// gradient differs) with central finite differences, for every element of every input.
+func checkGradient(_ name: String, _ inputs: [Tensor], tolerance: Double = 1e-5, eps: Double = 1e-6,
+                   file: StaticString = #filePath, line: UInt = #line,
+                   _ f: ([Tensor]) throws -> Tensor) throws {
+    let probe = try Tape.paused { try f(inputs) }
+    let w = try f64(probe.shape, seed: 99)
+    func loss(_ xs: [Tensor]) throws -> Double {
+        try Tape.paused { try sum(try multiply(try cast(f(xs), to: .float64), w)).double(at: 0) }
+    }
+    Tape.push()
+    defer { try? Tape.pop() }
+    for x in inputs { x.requiresGrad = true }
+    let l = try sum(try multiply(try cast(f(inputs), to: .float64), w))
+    let grads = try Tape.gradient(of: l, wrt: inputs)
+    for x in inputs { x.requiresGrad = false }
+    for (k, x) in inputs.enumerated() {
+        let base = x.doubles()
+        let analytic = grads[k]?.doubles() ?? [Double](repeating: 0, count: x.count)
+        XCTAssertEqual(analytic.count, x.count, "\(name): gradient \(k) has the wrong size", file: file, line: line)
+        for i in 0..<x.count {
+            var plus = base, minus = base
+            plus[i] += eps
+            minus[i] -= eps
+            var xp = inputs, xm = inputs
+            xp[k] = try Tensor(plus, shape: x.shape)
+            xm[k] = try Tensor(minus, shape: x.shape)
+            let numeric = (try loss(xp) - loss(xm)) / (2 * eps)
+            let err = abs(numeric - analytic[i]) / max(1, abs(numeric))
+            XCTAssertLessThan(err, tolerance, "\(name): d/dx\(k)[\(i)] analytic \(analytic[i]) vs numeric \(numeric)", file: file, line: line)
+            if err >= tolerance { return }
+        }
+    }
+}
+
+final class GradientTests: XCTestCase {
+    func testBinaryOps() throws {
+        let a = try f64([2, 3], seed: 1), b = try f64([3], seed: 2, lo: 0.5, hi: 2)
+        for op in [BinaryOp.add, .subtract, .multiply, .divide, .maximum, .minimum, .arctan2, .mod] {
+            try checkGradient(op.rawValue, [a, b]) { try binary(op, $0[0], $0[1]) }
+        }
+        let pa = try f64([2, 3], seed: 3, lo: 0.5, hi: 2)
+        try checkGradient("power", [pa, b]) { try power($0[0], $0[1]) }
+        // broadcasting on both sides
+        let c = try f64([2, 1, 3], seed: 4), d = try f64([4, 1], seed: 5)
+        try checkGradient("multiply-broadcast", [c, d]) { try multiply($0[0], $0[1]) }
+    }
+
+    func testUnaryOps() throws {
+        let x = try f64([7], seed: 6, lo: -2, hi: 2)
+        let positive = try f64([7], seed: 7, lo: 0.2, hi: 0.9)
+        let ops: [(String, UnaryOp, Tensor)] = [
+            ("negative", .negative, x), ("abs", .abs, x), ("square", .square, x), ("relu", .relu, x),
+            ("exp", .exp, x), ("expm1", .expm1, x), ("log", .log, positive), ("log1p", .log1p, positive),
+            ("sqrt", .sqrt, positive), ("rsqrt", .rsqrt, positive), ("reciprocal", .reciprocal, positive),
+            ("sin", .sin, x), ("cos", .cos, x), ("tan", .tan, positive), ("tanh", .tanh, x), ("sinh", .sinh, x),
+            ("cosh", .cosh, x), ("arcsin", .arcsin, positive), ("arccos", .arccos, positive), ("arctan", .arctan, x),
+            ("sigmoid", .sigmoid, x), ("softplus", .softplus, x), ("softsign", .softsign, x), ("silu", .silu, x),
+            ("selu", .selu, x), ("erf", .erf, x), ("relu6", .relu6, try f64([7], seed: 8, lo: -3, hi: 9)),
+            ("gelu", .gelu(approximate: false), x), ("gelu-approx", .gelu(approximate: true), x),
+            ("elu", .elu(alpha: 0.7), x), ("leaky_relu", .leakyRelu(slope: 0.1), x),
+        ]
+        for (name, op, input) in ops {
+            try checkGradient(name, [input]) { try unary(op, $0[0]) }
+        }
+    }
+
+    func testReductions() throws {
+        let x = try f64([2, 3, 4], seed: 9)
+        for op in [ReduceOp.sum, .mean, .max, .min, .prod] {
+            for axes in [nil, [1], [0, 2], [-1]] as [[Int]?] {
+                try checkGradient("\(op.rawValue) \(String(describing: axes))", [x]) { try reduce(op, $0[0], axes: axes) }
+            }
+        }
+        try checkGradient("sum keepdims", [x]) { try reduce(.sum, $0[0], axes: [1], keepdims: true) }
+    }
+
+    func testMatmul() throws {
+        try checkGradient("matmul 2d", [try f64([3, 4], seed: 10), try f64([4, 2], seed: 11)]) { try matmul($0[0], $0[1]) }
+        try checkGradient("matmul batched broadcast", [try f64([2, 1, 3, 4], seed: 12), try f64([3, 4, 2], seed: 13)]) {
+            try matmul($0[0], $0[1])
+        }
+        try checkGradient("matmul vec-mat", [try f64([4], seed: 14), try f64([4, 3], seed: 15)]) { try matmul($0[0], $0[1]) }
+        try checkGradient("matmul mat-vec", [try f64([2, 4], seed: 16), try f64([4], seed: 17)]) { try matmul($0[0], $0[1]) }
+        try checkGradient("matmul float32", [try cast(try f64([3, 4], seed: 18), to: .float32), try cast(try f64([4, 2], seed: 19), to: .float32)],
+                          tolerance: 1e-2) { try matmul($0[0], $0[1]) }
+    }
+
+    func testShapeOps() throws {
+        let x = try f64([2, 3, 4], seed: 20)
+        try checkGradient("reshape", [x]) { try reshape($0[0], [6, -1]) }
+        try checkGradient("transpose", [x]) { try transpose($0[0], [2, 0, 1]) }
+        try checkGradient("broadcast_to", [try f64([3, 1], seed: 21)]) { try broadcastTo($0[0], [2, 3, 5]) }
+        try checkGradient("concatenate", [x, try f64([2, 1, 4], seed: 22)]) { try concatenate([$0[0], $0[1]], axis: 1) }
+        try checkGradient("stack", [x, try f64([2, 3, 4], seed: 23)]) { try stack([$0[0], $0[1]], axis: -1) }
+        try checkGradient("strided_slice", [x]) { try stridedSlice($0[0], begin: [1, 2, 0], end: [2, -1, 4], strides: [1, -1, 2]) }
+        let idx = try Tensor([Int32(2), 0, 2, -1], shape: [2, 2])
+        try checkGradient("take", [x]) { try take($0[0], idx, axis: 1) }
+        try checkGradient("take flat", [x]) { try take($0[0], idx, axis: nil) }
+        let along = try Tensor([Int64(0), 3, 1, 1, 2, 0], shape: [2, 3, 1])
+        try checkGradient("take_along_axis", [x]) { try takeAlongAxis($0[0], along, axis: 2) }
+        let cond = try Tensor([true, false, true], shape: [3, 1])
+        try checkGradient("where", [x, try f64([4], seed: 24)]) { try `where`(cond, $0[0], $0[1]) }
+        try checkGradient("clip", [x]) { try clip($0[0], min: -0.5, max: 0.4) }
+        // float32 rounding needs a wide step; cast is linear, so a wide step is exact.
+        try checkGradient("cast", [x], tolerance: 1e-4, eps: 1e-2) { try cast(try cast($0[0], to: .float32), to: .float64) }
+    }
+
+    func testNN() throws {
+        let x = try f64([2, 3, 4], seed: 25, lo: -3, hi: 3)
+        try checkGradient("softmax", [x]) { try softmax($0[0], axis: -1) }
+        try checkGradient("softmax axis 1", [x]) { try softmax($0[0], axis: 1) }
+        try checkGradient("log_softmax", [x]) { try softmax($0[0], axis: 0, log: true) }
+        let img = try f64([2, 5, 6, 3], seed: 26), k = try f64([3, 2, 3, 4], seed: 27)
+        for (padding, strides, dilation) in [("valid", [1, 1], [1, 1]), ("same", [2, 1], [1, 1]), ("same", [1, 2], [2, 1])] {
+            try checkGradient("conv2d \(padding) \(strides) \(dilation)", [img, k]) {
+                try conv2d($0[0], $0[1], strides: strides, padding: padding, dilation: dilation)
+            }
+        }
+        try checkGradient("conv1d same stride 2", [try f64([2, 7, 3], seed: 28), try f64([3, 3, 2], seed: 29)]) {
+            try conv($0[0], $0[1], strides: [2], padding: "same")
+        }
+        try checkGradient("conv3d", [try f64([1, 3, 4, 3, 2], seed: 30), try f64([2, 2, 2, 2, 3], seed: 31)]) {
+            try conv($0[0], $0[1], strides: [1, 2, 1], padding: "same", dilation: [1, 1, 2])
+        }
+        try checkGradient("depthwise (groups = channels)", [try f64([2, 5, 5, 4], seed: 32), try f64([3, 3, 1, 8], seed: 33)]) {
+            try conv($0[0], $0[1], padding: "same", groups: 4)
+        }
+        try checkGradient("grouped", [try f64([1, 4, 4, 4], seed: 34), try f64([2, 2, 2, 6], seed: 35)]) {
+            try conv($0[0], $0[1], groups: 2)
+        }
+        try checkGradient("conv_transpose", [try f64([2, 3, 4, 3], seed: 36), try f64([3, 3, 2, 3], seed: 37)]) {
+            try convTranspose($0[0], $0[1], strides: [2, 2], padsBefore: [1, 0], outputSize: [6, 8])
+        }
+        for kind in [PoolKind.max, .avg] {
+            try checkGradient("\(kind.rawValue)_pool 1d", [try f64([2, 7, 3], seed: 38)]) { try pool(kind, $0[0], poolSize: [3], strides: [2], padding: "same") }
+            try checkGradient("\(kind.rawValue)_pool 3d", [try f64([1, 4, 3, 5, 2], seed: 39)]) {
+                try pool(kind, $0[0], poolSize: [2, 2, 3], strides: [2, 1, 2], padding: "same")
+            }
+            for padding in ["valid", "same"] {
+                try checkGradient("\(kind.rawValue)_pool \(padding)", [img]) {
+                    try pool2d(kind, $0[0], poolSize: [2, 3], strides: [2, 2], padding: padding)
+                }
+            }
+        }
+    }
+}

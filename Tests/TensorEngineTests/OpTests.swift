@@ -1,0 +1,170 @@
+import XCTest
+@testable import TensorEngine
+
+final class OpTests: XCTestCase {
+    func testBroadcastArithmetic() throws {
+        let a = try Tensor([Float(1), 2, 3, 4, 5, 6], shape: [2, 3])
+        let b = try Tensor([Float(10), 20, 30])
+        XCTAssertEqual(try add(a, b).array(Float.self), [11, 22, 33, 14, 25, 36])
+        XCTAssertEqual(try binary(.greater, a, try scalar(3)).array(Bool.self), [false, false, false, true, true, true])
+        XCTAssertThrowsError(try add(a, try Tensor([Float(1), 2])))
+    }
+
+    func testIntegerSemanticsNeverTrap() throws {
+        let a = try Tensor([Int32(7), -7, Int32.min, 5])
+        let b = try Tensor([Int32(2), 2, -1, 0])
+        XCTAssertEqual(try binary(.floorDivide, a, b).array(Int32.self), [3, -4, Int32.min, 0])
+        XCTAssertEqual(try binary(.mod, a, b).array(Int32.self), [1, 1, 0, 0])
+        XCTAssertEqual(try add(a, a).array(Int32.self)[2], 0) // wraps
+        XCTAssertEqual(try cast(try Tensor([Float.nan, 1e20, -1e20, 2.7]), to: .int32).array(Int32.self), [0, Int32.max, Int32.min, 2])
+    }
+
+    func testPromotion() {
+        XCTAssertEqual(DType.result(.int32, .float32), .float32)
+        XCTAssertEqual(DType.result(.uint8, .int8), .int16)
+        XCTAssertEqual(DType.result(.float16, .bfloat16), .float32)
+        XCTAssertEqual(DType.result(.bool, .int32), .int32)
+        XCTAssertEqual(DType.result(.int64, .float16), .float16)
+        XCTAssertEqual(DType.result(.uint32, .int32), .int64)
+    }
+
+    func testHalfTypes() throws {
+        let x = try cast(try Tensor([Float(1.5), -2.25, 3]), to: .bfloat16)
+        XCTAssertEqual(try cast(x, to: .float32).array(Float.self), [1.5, -2.25, 3])
+        let y = try add(x, x)
+        XCTAssertEqual(y.dtype, .bfloat16)
+        XCTAssertEqual(try cast(y, to: .float32).array(Float.self), [3, -4.5, 6])
+        let h = try exp(try cast(try Tensor([Float(0), 1]), to: .float16))
+        XCTAssertEqual(h.dtype, .float16)
+        XCTAssertEqual(try cast(h, to: .float32).array(Float.self)[1], 2.71875, accuracy: 1e-3)
+    }
+
+    func testReductions() throws {
+        let x = try Tensor([Float(1), 5, 3, 4, 2, 6], shape: [2, 3])
+        XCTAssertEqual(try sum(x, axes: [0]).array(Float.self), [5, 7, 9])
+        XCTAssertEqual(try mean(x, axes: [1], keepdims: true).shape, [2, 1])
+        XCTAssertEqual(try reduce(.max, x).array(Float.self), [6])
+        XCTAssertEqual(try argReduce(.argmax, x, axis: 1).array(Int32.self), [1, 2])
+        XCTAssertEqual(try argReduce(.argmin, x, axis: nil).array(Int32.self), [0])
+        XCTAssertEqual(try reduce(.mean, try Tensor([Int32(1), 2])).dtype, .float32)
+        XCTAssertEqual(try reduce(.any, try Tensor([Float(0), 0, 1])).array(Bool.self), [true])
+        XCTAssertEqual(try reduce(.any, try Tensor([Float(0.5), 0, 0.25, 0.75], shape: [2, 2]), axes: [-1]).array(Bool.self), [true, true])
+        XCTAssertEqual(try reduce(.all, try Tensor([Float(0.5), 0, 0.25, 0.75], shape: [2, 2]), axes: [-1]).array(Bool.self), [false, true])
+        // long rows take the split path
+        let big = try full([1 << 20], value: 0.5)
+        XCTAssertEqual(try sum(big).array(Float.self)[0], Float(1 << 19))
+        XCTAssertThrowsError(try reduce(.max, try Tensor(zeros: [0])))
+    }
+
+    func testMatmulAgainstLoop() throws {
+        for dt in [DType.float32, .float64, .int32] {
+            let a = try cast(try f64([2, 3, 5], seed: 1, lo: -3, hi: 3), to: dt)
+            let b = try cast(try f64([5, 4], seed: 2, lo: -3, hi: 3), to: dt)
+            let c = try matmul(a, b).doubles(), av = a.doubles(), bv = b.doubles()
+            for bi in 0..<2 { for i in 0..<3 { for j in 0..<4 {
+                var s = 0.0
+                for k in 0..<5 { s += av[(bi * 3 + i) * 5 + k] * bv[k * 4 + j] }
+                XCTAssertEqual(c[(bi * 3 + i) * 4 + j], s, accuracy: 1e-4)
+            } } }
+        }
+        XCTAssertThrowsError(try matmul(try zeros([2, 3]), try zeros([4, 2])))
+    }
+
+    func testSlicingAndGather() throws {
+        let x = try Tensor((0..<12).map { Float($0) }, shape: [3, 4])
+        XCTAssertEqual(try stridedSlice(x, begin: [2, 3], end: [-1, 0], strides: [-2, -2]).array(Float.self), [11, 9, 3, 1])
+        XCTAssertEqual(try take(x, try Tensor([Int32(-1), 0]), axis: 0).array(Float.self), [8, 9, 10, 11, 0, 1, 2, 3])
+        XCTAssertThrowsError(try take(x, try Tensor([Int32(3)]), axis: 0)) { e in
+            guard case EngineError.index = e else { return XCTFail("expected an index error, got \(e)") }
+        }
+        XCTAssertEqual(try transpose(x).shape, [4, 3])
+        XCTAssertEqual(try transpose(x).array(Float.self)[1], 4)
+        XCTAssertEqual(try concatenate([x, x], axis: 0).shape, [6, 4])
+        XCTAssertEqual(try oneHot(try Tensor([Int32(1), 5, 0]), numClasses: 3).array(Float.self), [0, 1, 0, 0, 0, 0, 1, 0, 0])
+        XCTAssertEqual(try oneHot(try Tensor([Int32(1), 0]), numClasses: 2, axis: 0).array(Float.self), [0, 1, 1, 0])
+    }
+
+    func testConvMatchesDirectLoop() throws {
+        let x = try f64([1, 4, 5, 2], seed: 3), k = try f64([3, 2, 2, 3], seed: 4)
+        let y = try conv2d(x, k, strides: [1, 1], padding: "same")
+        XCTAssertEqual(y.shape, [1, 4, 5, 3])
+        let xv = x.doubles(), kv = k.doubles(), yv = y.doubles()
+        // same padding: pad_top = 1, pad_left = 0 (total 1 on width, put on the right)
+        for oy in 0..<4 { for ox in 0..<5 { for o in 0..<3 {
+            var s = 0.0
+            for ky in 0..<3 { for kx in 0..<2 { for c in 0..<2 {
+                let iy = oy - 1 + ky, ix = ox + kx
+                if iy >= 0 && iy < 4 && ix >= 0 && ix < 5 { s += xv[(iy * 5 + ix) * 2 + c] * kv[((ky * 2 + kx) * 2 + c) * 3 + o] }
+            } } }
+            XCTAssertEqual(yv[(oy * 5 + ox) * 3 + o], s, accuracy: 1e-9)
+        } } }
+        XCTAssertThrowsError(try conv2d(x, try zeros([3, 3, 5, 1], dtype: .float64)))
+    }
+
+    func testConvTransposeIsTheAdjointOfConv() throws {
+        // <conv(x, w), y> == <x, conv_transpose(y, w)> for the same geometry.
+        let x = try f64([2, 7, 6, 3], seed: 5), w = try f64([3, 2, 3, 4], seed: 6)
+        let y = try conv(x, w, strides: [2, 2], padding: "same")
+        let r = try f64(y.shape, seed: 7)
+        // "same" with stride 2: output 4x3; pad totals 2 and 0 → before = 1, 0
+        let xt = try convTranspose(r, w, strides: [2, 2], padsBefore: [1, 0], outputSize: [7, 6])
+        let lhs = try sum(try multiply(y, r)).double(at: 0), rhs = try sum(try multiply(x, xt)).double(at: 0)
+        XCTAssertEqual(lhs, rhs, accuracy: 1e-9)
+    }
+
+    func testRandomIsAPureFunctionOfTheSeed() throws {
+        let a = try random(.uniform(0, 1), shape: [1000], seed: [42, 7])
+        let b = try random(.uniform(0, 1), shape: [1000], seed: [42, 7])
+        let c = try random(.uniform(0, 1), shape: [1000], seed: [42, 8])
+        XCTAssertEqual(try a.array(Float.self), try b.array(Float.self))
+        XCTAssertNotEqual(try a.array(Float.self), try c.array(Float.self))
+        let v = try a.array(Float.self)
+        XCTAssertTrue(v.allSatisfy { $0 >= 0 && $0 < 1 })
+        XCTAssertEqual(Double(v.reduce(0, +)) / 1000, 0.5, accuracy: 0.05)
+        let n = try random(.normal(0, 1), shape: [20000], seed: [1, 2]).doubles()
+        let m = n.reduce(0, +) / Double(n.count)
+        let sd = (n.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(n.count)).squareRoot()
+        XCTAssertEqual(m, 0, accuracy: 0.03)
+        XCTAssertEqual(sd, 1, accuracy: 0.03)
+        let t = try random(.truncatedNormal(0, 1), shape: [20000], seed: [1, 2]).doubles()
+        XCTAssertTrue(t.allSatisfy { abs($0) <= 2 })
+    }
+
+    func testHostileArgumentsThrowInsteadOfTrapping() throws {
+        XCTAssertThrowsError(try arange(start: 0, stop: 1e19, step: 1))
+        XCTAssertThrowsError(try arange(start: 0, stop: 1e30, step: 1e-30))
+        XCTAssertThrowsError(try zeros([1 << 20, 1 << 20]), "bigger than physical memory")
+        let x = try zeros([2, 3])
+        XCTAssertEqual(try stridedSlice(x, begin: [0, 0], end: [2, 3], strides: [1 << 62, 1]).shape, [1, 3])
+        XCTAssertEqual(try stridedSlice(x, begin: [1, 2], end: [-1, -1], strides: [-(1 << 62), -(1 << 62)]).shape, [1, 1])
+        XCTAssertThrowsError(try stridedSlice(x, begin: [Int.min, 0], end: [Int.max, 3], strides: [1, 1]))
+        XCTAssertEqual(try arange(start: 0, stop: 5, step: 2, dtype: .int64).array(Int64.self), [0, 2, 4])
+    }
+
+    func testRegistryAndAttrs() throws {
+        let out = try OpRegistry.call("full", [], Attrs(["shape": .ints([2, 2]), "value": .float(3), "dtype": .string("int64")]))
+        XCTAssertEqual(try out[0].array(Int64.self), [3, 3, 3, 3])
+        XCTAssertThrowsError(try OpRegistry.call("nope", []))
+        XCTAssertThrowsError(try OpRegistry.call("add", [out[0]]))
+        XCTAssertThrowsError(try OpRegistry.call("full", [], Attrs(["shape": .string("x")])))
+        XCTAssertThrowsError(try OpRegistry.call("full", [], Attrs(["shape": .ints([-1])])))
+        XCTAssertThrowsError(try OpRegistry.call("full", [], Attrs(["shape": .ints([1 << 40, 1 << 40])])))
+        XCTAssertEqual(Set(OpRegistry.ops.map { $0.name }).count, OpRegistry.ops.count, "op names are unique")
+    }
+
+    func testTapeRecordsOnlyWhatNeedsIt() throws {
+        let x = try Tensor([Float(1), 2, 3])
+        Tape.push()
+        let y = try multiply(x, x)
+        XCTAssertNil(y.node, "nothing requires a gradient")
+        x.requiresGrad = true
+        let z = try sum(try multiply(x, x))
+        let g = try Tape.gradient(of: z, wrt: [x])
+        XCTAssertEqual(try g[0]!.array(Float.self), [2, 4, 6])
+        let w = stopGradient(try multiply(x, x))
+        XCTAssertNil(try Tape.gradient(of: try sum(w), wrt: [x])[0])
+        try Tape.pop()
+        XCTAssertThrowsError(try Tape.pop())
+        XCTAssertThrowsError(try Tape.gradient(of: z, wrt: [x]))
+    }
+}

@@ -1,0 +1,1471 @@
+/*
+ * _swiftkeras._C — CPython binding of the keras-swift tensor engine.
+ *
+ * This module knows the C ABI (tensor_engine.h) and CPython, nothing else: no
+ * numpy, no Keras. It owns three things the engine cannot do for Python:
+ *
+ *   - object lifetime: a Tensor holds exactly one engine reference, dropped in
+ *     tp_dealloc; buffers exported to numpy keep the Tensor (hence the storage)
+ *     alive, which is what makes zero-copy reads safe;
+ *   - argument translation: Python values become te_attr records, Python errors
+ *     come out of te_status codes;
+ *   - the GIL: it is released around kernels, and every Python object the engine
+ *     reads through a raw pointer is kept alive by a reference we own, because
+ *     other threads may run and mutate the caller's containers meanwhile.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <string.h>
+
+#include "tensor_engine.h"
+
+#define N_DTYPES 13
+
+/* The engine refuses ranks above this (te_tensor_create), so a larger rank
+ * reported for a handle means a broken engine, not a big tensor. */
+#define MAX_RANK 64
+
+/* Most tensors are rank <= 4; their shape and strides live inside the object
+ * so wrapping an op output costs one allocation. */
+#define INLINE_RANK 4
+
+/* te_op_call needs the output array up front and has no "ask for the count"
+ * mode, so this is the most outputs one op may return through this module. */
+#define MAX_OUTPUTS 64
+
+/* Inputs and attributes of a typical op fit in stack arrays; more spill to the
+ * heap. */
+#define SMALL_INPUTS 8
+#define SMALL_ATTRS 8
+
+/* Copies into the engine above this size run without the GIL. */
+#define NOGIL_COPY_BYTES (1 << 20)
+
+static const char *const dtype_names[N_DTYPES] = {
+    "bool",   "int8",   "int16",   "int32",    "int64",    "uint8",   "uint16",
+    "uint32", "uint64", "float16", "bfloat16", "float32",  "float64",
+};
+
+/* Native struct-module codes with fixed sizes on every platform we target
+ * ('l' would be 4 bytes on Windows, hence 'q'). bfloat16 has no code: it is
+ * exported as its raw 16 bits and reinterpreted by the caller (ml_dtypes). */
+static const char *const dtype_formats[N_DTYPES] = {
+    "?", "b", "h", "i", "q", "B", "H", "I", "Q", "e", "H", "f", "d",
+};
+
+/* -------------------------------------------------------------------------- */
+/* Module state                                                                */
+/* -------------------------------------------------------------------------- */
+
+/* Single-phase init with static state: the engine itself is process-global
+ * (one registry, per-thread tapes), so per-interpreter module state would
+ * suggest an isolation that does not exist. */
+static PyTypeObject TensorType;
+static PyTypeObject *tensor_class = NULL; /* strong ref; the class op() outputs use */
+static PyObject *op_cache = NULL;         /* str -> int op handle */
+
+/* -------------------------------------------------------------------------- */
+/* Errors                                                                      */
+/* -------------------------------------------------------------------------- */
+
+/* Maps a failed status to the Python exception Keras code expects to catch.
+ * te_last_error() is thread-local, so it must be read on the thread that made
+ * the failing call, before any other engine call: callers do that. */
+static PyObject *
+set_engine_error(te_status st)
+{
+    PyObject *exc;
+    switch (st) {
+    case TE_ERR_VALUE: exc = PyExc_ValueError; break;
+    case TE_ERR_TYPE: exc = PyExc_TypeError; break;
+    case TE_ERR_INDEX: exc = PyExc_IndexError; break;
+    case TE_ERR_NOT_IMPLEMENTED: exc = PyExc_NotImplementedError; break;
+    default: exc = PyExc_RuntimeError; break;
+    }
+    const char *msg = te_last_error();
+    if (msg == NULL || msg[0] == '\0') {
+        PyErr_Format(exc, "tensor engine error (status %d)", (int)st);
+    }
+    else {
+        /* The engine's text is UTF-8 but not guaranteed valid; a message must
+         * never turn into a UnicodeDecodeError. */
+        PyObject *text = PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "replace");
+        if (text == NULL) {
+            return NULL;
+        }
+        PyErr_SetObject(exc, text);
+        Py_DECREF(text);
+    }
+    return NULL;
+}
+
+/* -------------------------------------------------------------------------- */
+/* Tensor                                                                      */
+/* -------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    te_tensor handle;
+    int32_t dtype;
+    int32_t ndim;
+    /* shape[0..ndim) then C-contiguous byte strides[0..ndim): the buffer
+     * protocol hands these pointers out, so they live as long as the object. */
+    Py_ssize_t *dims;
+    PyObject *shape_tuple; /* built on first use; a handle's shape never changes */
+    Py_ssize_t inline_dims[2 * INLINE_RANK];
+} TensorObject;
+
+#define Tensor_Check(op) PyObject_TypeCheck(op, &TensorType)
+
+/* Wraps an engine handle in a new instance of the current tensor class.
+ * Steals `h` in every case: on failure it has been released. */
+static PyObject *
+wrap_handle(te_tensor h)
+{
+    if (h == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tensor engine returned a null tensor");
+        return NULL;
+    }
+    int32_t dt = te_tensor_dtype(h);
+    int32_t nd = te_tensor_ndim(h);
+    if (dt < 0 || dt >= N_DTYPES || nd < 0 || nd > MAX_RANK) {
+        te_tensor_release(h);
+        PyErr_Format(PyExc_RuntimeError,
+                     "tensor engine returned a tensor with dtype code %d and rank %d",
+                     (int)dt, (int)nd);
+        return NULL;
+    }
+    int64_t shape[MAX_RANK];
+    if (nd > 0 && te_tensor_shape(h, shape, nd) != nd) {
+        te_tensor_release(h);
+        PyErr_SetString(PyExc_RuntimeError, "tensor engine reported an inconsistent rank");
+        return NULL;
+    }
+
+    PyTypeObject *cls = tensor_class;
+    TensorObject *self = (TensorObject *)cls->tp_alloc(cls, 0);
+    if (self == NULL) {
+        te_tensor_release(h);
+        return NULL;
+    }
+    /* From here on tp_dealloc owns the handle. */
+    self->handle = h;
+    self->dtype = dt;
+    self->ndim = nd;
+    self->shape_tuple = NULL;
+    if (nd <= INLINE_RANK) {
+        self->dims = self->inline_dims;
+    }
+    else {
+        self->dims = PyMem_New(Py_ssize_t, 2 * (size_t)nd);
+        if (self->dims == NULL) {
+            Py_DECREF(self);
+            return PyErr_NoMemory();
+        }
+    }
+    /* Strides of a zero-sized dimension follow numpy (computed as if it were 1)
+     * so consumers comparing strides see the usual C-contiguous layout. */
+    Py_ssize_t stride = te_dtype_itemsize(dt);
+    for (int32_t i = nd - 1; i >= 0; i--) {
+        if (shape[i] < 0) {
+            Py_DECREF(self);
+            PyErr_SetString(PyExc_RuntimeError,
+                            "tensor engine returned a negative dimension");
+            return NULL;
+        }
+        self->dims[i] = (Py_ssize_t)shape[i];
+        self->dims[nd + i] = stride;
+        stride *= shape[i] > 1 ? (Py_ssize_t)shape[i] : 1;
+    }
+    return (PyObject *)self;
+}
+
+static void
+Tensor_dealloc(TensorObject *self)
+{
+    if (self->handle != NULL) {
+        te_tensor_release(self->handle);
+        self->handle = NULL;
+    }
+    if (self->dims != NULL && self->dims != self->inline_dims) {
+        PyMem_Free(self->dims);
+    }
+    self->dims = NULL;
+    Py_CLEAR(self->shape_tuple);
+    /* Subclass instances may be GC objects; their type's tp_free knows. */
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Tensor_get_shape(TensorObject *self, void *closure)
+{
+    if (self->shape_tuple == NULL) {
+        PyObject *t = PyTuple_New(self->ndim);
+        if (t == NULL) {
+            return NULL;
+        }
+        for (int32_t i = 0; i < self->ndim; i++) {
+            PyObject *d = PyLong_FromSsize_t(self->dims[i]);
+            if (d == NULL) {
+                Py_DECREF(t);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(t, i, d);
+        }
+        self->shape_tuple = t;
+    }
+    return Py_NewRef(self->shape_tuple);
+}
+
+static PyObject *
+Tensor_get_dtype(TensorObject *self, void *closure)
+{
+    return PyUnicode_FromString(dtype_names[self->dtype]);
+}
+
+static PyObject *
+Tensor_get_ndim(TensorObject *self, void *closure)
+{
+    return PyLong_FromLong(self->ndim);
+}
+
+static PyObject *
+Tensor_get_size(TensorObject *self, void *closure)
+{
+    return PyLong_FromLongLong(te_tensor_size(self->handle));
+}
+
+static PyObject *
+Tensor_get_nbytes(TensorObject *self, void *closure)
+{
+    return PyLong_FromLongLong(te_tensor_nbytes(self->handle));
+}
+
+static PyObject *
+Tensor_get_itemsize(TensorObject *self, void *closure)
+{
+    return PyLong_FromLong(te_dtype_itemsize(self->dtype));
+}
+
+static PyObject *
+Tensor_get_requires_grad(TensorObject *self, void *closure)
+{
+    return PyBool_FromLong(te_requires_grad(self->handle));
+}
+
+static int
+Tensor_set_requires_grad(TensorObject *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete requires_grad");
+        return -1;
+    }
+    int flag = PyObject_IsTrue(value);
+    if (flag < 0) {
+        return -1;
+    }
+    te_status st = te_set_requires_grad(self->handle, flag);
+    if (st != TE_OK) {
+        set_engine_error(st);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+Tensor_get_handle(TensorObject *self, void *closure)
+{
+    return PyLong_FromVoidPtr((void *)self->handle);
+}
+
+static PyGetSetDef Tensor_getset[] = {
+    {"shape", (getter)Tensor_get_shape, NULL, "Dimensions, a tuple of ints.", NULL},
+    {"dtype", (getter)Tensor_get_dtype, NULL, "Element type name, e.g. 'float32'.", NULL},
+    {"ndim", (getter)Tensor_get_ndim, NULL, "Number of dimensions.", NULL},
+    {"size", (getter)Tensor_get_size, NULL, "Number of elements.", NULL},
+    {"nbytes", (getter)Tensor_get_nbytes, NULL, "Bytes of element storage.", NULL},
+    {"itemsize", (getter)Tensor_get_itemsize, NULL, "Bytes per element.", NULL},
+    {"requires_grad", (getter)Tensor_get_requires_grad, (setter)Tensor_set_requires_grad,
+     "Whether tapes record ops on this tensor (an autodiff leaf).", NULL},
+    {"_handle", (getter)Tensor_get_handle, NULL,
+     "Address of the engine handle: equal for the same engine tensor.", NULL},
+    {NULL},
+};
+
+static PyObject *
+Tensor_repr(TensorObject *self)
+{
+    PyObject *shape = Tensor_get_shape(self, NULL);
+    if (shape == NULL) {
+        return NULL;
+    }
+    const char *name = Py_TYPE(self)->tp_name;
+    const char *dot = strrchr(name, '.');
+    PyObject *r = PyUnicode_FromFormat("<%s shape=%R dtype=%s>", dot ? dot + 1 : name,
+                                       shape, dtype_names[self->dtype]);
+    Py_DECREF(shape);
+    return r;
+}
+
+/* A C-contiguous array is also Fortran-contiguous when at most one dimension
+ * is longer than 1 (or it is empty). */
+static int
+Tensor_is_f_contiguous(TensorObject *self)
+{
+    int long_dims = 0;
+    for (int32_t i = 0; i < self->ndim; i++) {
+        if (self->dims[i] == 0) {
+            return 1;
+        }
+        if (self->dims[i] > 1) {
+            long_dims++;
+        }
+    }
+    return long_dims <= 1;
+}
+
+/* Any non-NULL address will do for an empty buffer; consumers never read it. */
+static char empty_buffer[1];
+
+static int
+Tensor_getbuffer(TensorObject *self, Py_buffer *view, int flags)
+{
+    view->obj = NULL;
+    /* Engine storage may be shared between tensors (reshape), and tensors are
+     * immutable, so nobody may write through an exported view. */
+    if ((flags & PyBUF_WRITABLE) == PyBUF_WRITABLE) {
+        PyErr_SetString(PyExc_BufferError, "Tensor storage is read-only");
+        return -1;
+    }
+    if ((flags & PyBUF_F_CONTIGUOUS) == PyBUF_F_CONTIGUOUS &&
+        !Tensor_is_f_contiguous(self)) {
+        PyErr_SetString(PyExc_BufferError, "Tensor storage is C-contiguous, not Fortran");
+        return -1;
+    }
+    /* bfloat16 has no buffer format code: a typed request would hand numpy raw uint16,
+     * so refuse it (numpy then falls back to __array__); flat byte requests, as
+     * numpy.frombuffer makes, still get the storage. */
+    if (self->dtype == TE_BFLOAT16 && (flags & PyBUF_FORMAT) == PyBUF_FORMAT) {
+        PyErr_SetString(PyExc_BufferError,
+                        "bfloat16 tensors export no typed buffer; use numpy.asarray(t) or "
+                        "numpy.frombuffer(t, ml_dtypes.bfloat16)");
+        return -1;
+    }
+    int64_t nbytes = te_tensor_nbytes(self->handle);
+    const void *data = te_tensor_data(self->handle);
+    if (data == NULL) {
+        if (nbytes != 0) {
+            PyErr_SetString(PyExc_BufferError, "tensor engine returned no storage");
+            return -1;
+        }
+        data = empty_buffer;
+    }
+    view->buf = (void *)data;
+    view->obj = Py_NewRef((PyObject *)self);
+    view->len = (Py_ssize_t)nbytes;
+    view->readonly = 1;
+    view->itemsize = te_dtype_itemsize(self->dtype);
+    view->format = (flags & PyBUF_FORMAT) ? (char *)dtype_formats[self->dtype] : NULL;
+    if ((flags & PyBUF_ND) == PyBUF_ND) {
+        view->ndim = self->ndim;
+        view->shape = self->ndim ? self->dims : NULL;
+    }
+    else {
+        /* A simple request gets flat bytes (CPython's convention for them). */
+        view->ndim = 1;
+        view->shape = NULL;
+    }
+    view->strides =
+        ((flags & PyBUF_STRIDES) == PyBUF_STRIDES && view->shape != NULL)
+            ? self->dims + self->ndim
+            : NULL;
+    view->suboffsets = NULL;
+    view->internal = NULL;
+    return 0;
+}
+
+static PyBufferProcs Tensor_as_buffer = {
+    .bf_getbuffer = (getbufferproc)Tensor_getbuffer,
+    .bf_releasebuffer = NULL, /* view->obj keeps everything the view points to */
+};
+
+PyDoc_STRVAR(Tensor_doc,
+"An immutable n-dimensional array held by the Swift tensor engine.\n\n"
+"Tensors are only created by this module (from_buffer, op, gradient); the\n"
+"class cannot be instantiated from Python. Subclasses registered with\n"
+"set_tensor_class() become the type of every tensor created afterwards.\n"
+"The buffer protocol gives a read-only, zero-copy, C-contiguous view.");
+
+static PyTypeObject TensorType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "_swiftkeras._C.Tensor",
+    .tp_doc = Tensor_doc,
+    .tp_basicsize = sizeof(TensorObject),
+    .tp_itemsize = 0,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .tp_new = NULL,
+    .tp_dealloc = (destructor)Tensor_dealloc,
+    .tp_repr = (reprfunc)Tensor_repr,
+    .tp_getset = Tensor_getset,
+    .tp_as_buffer = &Tensor_as_buffer,
+};
+
+/* -------------------------------------------------------------------------- */
+/* Argument helpers                                                            */
+/* -------------------------------------------------------------------------- */
+
+static int
+dtype_from_name(PyObject *name, int32_t *out)
+{
+    if (!PyUnicode_Check(name)) {
+        PyErr_Format(PyExc_TypeError, "dtype must be a str, not %.200s",
+                     Py_TYPE(name)->tp_name);
+        return -1;
+    }
+    for (int32_t i = 0; i < N_DTYPES; i++) {
+        if (PyUnicode_CompareWithASCIIString(name, dtype_names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    }
+    PyErr_Format(PyExc_TypeError, "unsupported dtype %R", name);
+    return -1;
+}
+
+/* Converts a Python sequence of Tensors into a tuple we own (so the objects,
+ * and thus the handles, outlive a GIL-free engine call even if the caller's
+ * list is mutated meanwhile) and an array of borrowed handles. The array is
+ * `small` when it fits, else heap memory the caller frees with PyMem_Free when
+ * it differs from `small`. */
+static PyObject *
+collect_tensors(PyObject *seq, const char *what, PyObject *opname, te_tensor *small,
+                Py_ssize_t small_cap, te_tensor **handles, int32_t *count)
+{
+    /* Error messages name the op (or gradient()); `opname` is only formatted
+     * on failure, keeping string work off the success path. */
+    *handles = NULL;
+    *count = 0;
+    if (Tensor_Check(seq) || PyUnicode_Check(seq) || PyBytes_Check(seq) ||
+        !PySequence_Check(seq)) {
+        if (opname != NULL) {
+            PyErr_Format(PyExc_TypeError, "op %R: %s must be a sequence of Tensors, not %.200s",
+                         opname, what, Py_TYPE(seq)->tp_name);
+        }
+        else {
+            PyErr_Format(PyExc_TypeError,
+                         "gradient(): %s must be a sequence of Tensors, not %.200s", what,
+                         Py_TYPE(seq)->tp_name);
+        }
+        return NULL;
+    }
+    PyObject *tuple = PySequence_Tuple(seq);
+    if (tuple == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(tuple);
+    if (n > INT32_MAX) {
+        Py_DECREF(tuple);
+        PyErr_Format(PyExc_ValueError, "too many %s (%zd)", what, n);
+        return NULL;
+    }
+    te_tensor *arr = small;
+    if (n > small_cap) {
+        arr = PyMem_New(te_tensor, (size_t)n);
+        if (arr == NULL) {
+            Py_DECREF(tuple);
+            PyErr_NoMemory();
+            return NULL;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(tuple, i);
+        if (!Tensor_Check(item)) {
+            if (opname != NULL) {
+                PyErr_Format(PyExc_TypeError, "op %R: %s[%zd] must be a Tensor, not %.200s",
+                             opname, what, i, Py_TYPE(item)->tp_name);
+            }
+            else {
+                PyErr_Format(PyExc_TypeError, "gradient(): %s[%zd] must be a Tensor, not %.200s",
+                             what, i, Py_TYPE(item)->tp_name);
+            }
+            if (arr != small) {
+                PyMem_Free(arr);
+            }
+            Py_DECREF(tuple);
+            return NULL;
+        }
+        arr[i] = ((TensorObject *)item)->handle;
+    }
+    *handles = arr;
+    *count = (int32_t)n;
+    return tuple;
+}
+
+/* Builds a tuple of Tensors from engine outputs, stealing every handle in
+ * outs[0..n) whatever happens. */
+static PyObject *
+wrap_outputs(te_tensor *outs, int32_t n)
+{
+    PyObject *tuple = PyTuple_New(n);
+    if (tuple == NULL) {
+        for (int32_t i = 0; i < n; i++) {
+            te_tensor_release(outs[i]);
+        }
+        return NULL;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        PyObject *t = wrap_handle(outs[i]);
+        outs[i] = NULL;
+        if (t == NULL) {
+            for (int32_t j = i + 1; j < n; j++) {
+                te_tensor_release(outs[j]);
+                outs[j] = NULL;
+            }
+            Py_DECREF(tuple);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(tuple, i, t);
+    }
+    return tuple;
+}
+
+/* numpy.bool is neither a bool nor an int subclass, and has no __index__;
+ * recognising it by name keeps numpy out of this module's dependencies. */
+static int
+is_numpy_bool(PyObject *v)
+{
+    const char *name = Py_TYPE(v)->tp_name;
+    return strcmp(name, "numpy.bool") == 0 || strcmp(name, "numpy.bool_") == 0;
+}
+
+static int
+has_float(PyObject *v)
+{
+    PyNumberMethods *nb = Py_TYPE(v)->tp_as_number;
+    return nb != NULL && nb->nb_float != NULL;
+}
+
+/* Integer-like: Python ints and bools, and anything with __index__ (numpy
+ * integers, 0-d integer tensors). */
+static int
+is_int_like(PyObject *v)
+{
+    return PyLong_Check(v) || is_numpy_bool(v) || PyIndex_Check(v);
+}
+
+static int
+as_int64(PyObject *v, const char *attr, int64_t *out)
+{
+    PyObject *num;
+    if (is_numpy_bool(v)) {
+        int b = PyObject_IsTrue(v);
+        if (b < 0) {
+            return -1;
+        }
+        *out = b;
+        return 0;
+    }
+    num = PyNumber_Index(v);
+    if (num == NULL) {
+        return -1;
+    }
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(num, &overflow);
+    Py_DECREF(num);
+    if (overflow != 0) {
+        PyErr_Format(PyExc_ValueError, "attribute '%s': integer %R does not fit in int64",
+                     attr, v);
+        return -1;
+    }
+    if (x == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *out = (int64_t)x;
+    return 0;
+}
+
+static int
+as_double(PyObject *v, const char *attr, double *out)
+{
+    double x = PyFloat_AsDouble(v);
+    if (x == -1.0 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError,
+                         "attribute '%s': %R does not fit in a double", attr, v);
+        }
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+/* Converts a list/tuple value. Ints stay exact unless a float is present,
+ * in which case every element becomes a double. */
+static int
+convert_list(PyObject *value, const char *attr, te_attr *a)
+{
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(value);
+    PyObject **items = PySequence_Fast_ITEMS(value);
+    int any_float = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *e = items[i];
+        if (PyBool_Check(e) || is_int_like(e)) {
+            continue;
+        }
+        if (PyFloat_Check(e) || has_float(e)) {
+            any_float = 1;
+            continue;
+        }
+        PyErr_Format(PyExc_TypeError,
+                     "attribute '%s': list elements must be ints or floats, "
+                     "element %zd is %.200s",
+                     attr, i, Py_TYPE(e)->tp_name);
+        return -1;
+    }
+    a->n = (int64_t)n;
+    if (!any_float) {
+        a->kind = TE_ATTR_INTS;
+        if (n == 0) {
+            return 0;
+        }
+        int64_t *ints = PyMem_New(int64_t, (size_t)n);
+        if (ints == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        a->ints = ints; /* owned from here: the cleanup path frees it */
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (as_int64(items[i], attr, &ints[i]) < 0) {
+                return -1;
+            }
+        }
+        return 0;
+    }
+    a->kind = TE_ATTR_FLOATS;
+    double *floats = PyMem_New(double, (size_t)n);
+    if (floats == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    a->floats = floats;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (as_double(items[i], attr, &floats[i]) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Fills one te_attr. `value` must stay alive (and `list_ref` receives a new
+ * reference that must too) while the record is in use: string pointers point
+ * into Python objects. Returns 1 when filled, 0 when the value is None (the
+ * attribute is omitted), -1 on error. */
+static int
+convert_attr(const char *name, PyObject *value, te_attr *a, PyObject **list_ref)
+{
+    memset(a, 0, sizeof(*a));
+    a->name = name;
+    if (value == Py_None) {
+        return 0;
+    }
+    /* bool before int: bool is an int subclass. */
+    if (PyBool_Check(value) || is_numpy_bool(value)) {
+        int b = PyObject_IsTrue(value);
+        if (b < 0) {
+            return -1;
+        }
+        a->kind = TE_ATTR_BOOL;
+        a->i = b;
+        return 1;
+    }
+    if (PyLong_Check(value)) {
+        a->kind = TE_ATTR_INT;
+        return as_int64(value, name, &a->i) < 0 ? -1 : 1;
+    }
+    if (PyFloat_Check(value)) {
+        a->kind = TE_ATTR_FLOAT;
+        a->f = PyFloat_AS_DOUBLE(value);
+        return 1;
+    }
+    if (PyUnicode_Check(value)) {
+        Py_ssize_t len;
+        const char *s = PyUnicode_AsUTF8AndSize(value, &len);
+        if (s == NULL) {
+            return -1;
+        }
+        if ((size_t)len != strlen(s)) {
+            PyErr_Format(PyExc_ValueError, "attribute '%s': string contains a NUL character",
+                         name);
+            return -1;
+        }
+        a->kind = TE_ATTR_STRING;
+        a->s = s;
+        return 1;
+    }
+    if (PyList_Check(value) || PyTuple_Check(value)) {
+        /* Converting an element may run Python code (__index__, __float__)
+         * that mutates a list; iterate over a tuple snapshot instead. The
+         * engine then reads our own int64/double copy, never the list. */
+        PyObject *fast = PySequence_Tuple(value);
+        if (fast == NULL) {
+            return -1;
+        }
+        *list_ref = fast;
+        return convert_list(fast, name, a) < 0 ? -1 : 1;
+    }
+    if (is_int_like(value)) {
+        a->kind = TE_ATTR_INT;
+        return as_int64(value, name, &a->i) < 0 ? -1 : 1;
+    }
+    if (has_float(value)) {
+        a->kind = TE_ATTR_FLOAT;
+        return as_double(value, name, &a->f) < 0 ? -1 : 1;
+    }
+    PyErr_Format(PyExc_TypeError,
+                 "attribute '%s' must be a bool, int, float, str, list/tuple of numbers "
+                 "or None, not %.200s",
+                 name, Py_TYPE(value)->tp_name);
+    return -1;
+}
+
+/* Everything an op call borrows or allocates for its attributes, released in
+ * one place whatever path the call takes. */
+typedef struct {
+    te_attr small[SMALL_ATTRS];
+    PyObject *small_refs[3 * SMALL_ATTRS];
+    te_attr *attrs;
+    PyObject **refs; /* per attribute: key, value, list snapshot (or NULL) */
+    Py_ssize_t n_refs;
+    int32_t n;
+} AttrSet;
+
+static void
+attrs_free(AttrSet *set)
+{
+    if (set->attrs != NULL) {
+        for (int32_t i = 0; i < set->n; i++) {
+            PyMem_Free((void *)set->attrs[i].ints);
+            PyMem_Free((void *)set->attrs[i].floats);
+        }
+        if (set->attrs != set->small) {
+            PyMem_Free(set->attrs);
+        }
+    }
+    if (set->refs != NULL) {
+        for (Py_ssize_t i = 0; i < set->n_refs; i++) {
+            Py_XDECREF(set->refs[i]);
+        }
+        if (set->refs != set->small_refs) {
+            PyMem_Free(set->refs);
+        }
+    }
+    set->attrs = NULL;
+    set->refs = NULL;
+    set->n = 0;
+    set->n_refs = 0;
+}
+
+static int
+attrs_convert(PyObject *dict, AttrSet *set)
+{
+    set->attrs = NULL;
+    set->refs = NULL;
+    set->n = 0;
+    set->n_refs = 0;
+    if (dict == NULL || dict == Py_None) {
+        return 0;
+    }
+    if (!PyDict_Check(dict)) {
+        PyErr_Format(PyExc_TypeError, "attrs must be a dict or None, not %.200s",
+                     Py_TYPE(dict)->tp_name);
+        return -1;
+    }
+    Py_ssize_t n = PyDict_GET_SIZE(dict);
+    if (n == 0) {
+        return 0;
+    }
+    if (n > INT32_MAX / 4) {
+        PyErr_SetString(PyExc_ValueError, "too many attributes");
+        return -1;
+    }
+    if (n <= SMALL_ATTRS) {
+        set->attrs = set->small;
+        set->refs = set->small_refs;
+    }
+    else {
+        set->attrs = PyMem_New(te_attr, (size_t)n);
+        set->refs = PyMem_New(PyObject *, 3 * (size_t)n);
+        if (set->attrs == NULL || set->refs == NULL) {
+            PyMem_Free(set->attrs);
+            PyMem_Free(set->refs);
+            set->attrs = NULL;
+            set->refs = NULL;
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    memset(set->attrs, 0, (size_t)n * sizeof(te_attr));
+
+    /* Snapshot keys and values first: converting a value may run Python code
+     * (__index__, __float__) that could mutate the dict under PyDict_Next. */
+    Py_ssize_t pos = 0, k = 0;
+    PyObject *key, *value;
+    while (k < n && PyDict_Next(dict, &pos, &key, &value)) {
+        set->refs[3 * k] = Py_NewRef(key);
+        set->refs[3 * k + 1] = Py_NewRef(value);
+        set->refs[3 * k + 2] = NULL;
+        k++;
+    }
+    set->n_refs = 3 * k;
+
+    int32_t filled = 0;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        key = set->refs[3 * i];
+        value = set->refs[3 * i + 1];
+        if (!PyUnicode_Check(key)) {
+            PyErr_Format(PyExc_TypeError, "attribute names must be str, not %.200s",
+                         Py_TYPE(key)->tp_name);
+            goto fail;
+        }
+        Py_ssize_t name_len;
+        const char *name = PyUnicode_AsUTF8AndSize(key, &name_len);
+        if (name == NULL) {
+            goto fail;
+        }
+        if ((size_t)name_len != strlen(name)) {
+            PyErr_SetString(PyExc_ValueError, "attribute name contains a NUL character");
+            goto fail;
+        }
+        /* Count the slot as used before converting, so a half-converted list
+         * buffer is freed by attrs_free. */
+        set->n = filled + 1;
+        int r = convert_attr(name, value, &set->attrs[filled], &set->refs[3 * i + 2]);
+        if (r < 0) {
+            goto fail;
+        }
+        if (r > 0) {
+            filled++;
+        }
+        set->n = filled;
+    }
+    return 0;
+
+fail:
+    attrs_free(set);
+    return -1;
+}
+
+/* Minimal METH_FASTCALL|METH_KEYWORDS parser: op() is on every Keras op's
+ * path, and PyArg_ParseTupleAndKeywords would cost more than the call itself
+ * for small tensors. */
+static int
+parse_fast(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+           const char *const *names, int n_names, int n_required, PyObject **out)
+{
+    for (int i = 0; i < n_names; i++) {
+        out[i] = NULL;
+    }
+    if (nargs > n_names) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname,
+                     n_names, nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        out[i] = args[i];
+    }
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t j = 0; j < nkw; j++) {
+        PyObject *kw = PyTuple_GET_ITEM(kwnames, j);
+        int found = -1;
+        for (int i = 0; i < n_names; i++) {
+            if (PyUnicode_CompareWithASCIIString(kw, names[i]) == 0) {
+                found = i;
+                break;
+            }
+        }
+        if (found < 0) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R",
+                         fname, kw);
+            return -1;
+        }
+        if (out[found] != NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
+                         names[found]);
+            return -1;
+        }
+        out[found] = args[nargs + j];
+    }
+    for (int i = 0; i < n_required; i++) {
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname,
+                         names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* -------------------------------------------------------------------------- */
+/* Module functions                                                            */
+/* -------------------------------------------------------------------------- */
+
+PyDoc_STRVAR(set_tensor_class_doc,
+"set_tensor_class(cls)\n--\n\n"
+"Make every tensor created from now on an instance of cls, a subclass of\n"
+"Tensor. Tensors created earlier keep their class.");
+
+static PyObject *
+py_set_tensor_class(PyObject *mod, PyObject *cls)
+{
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, &TensorType)) {
+        PyErr_Format(PyExc_TypeError, "set_tensor_class() needs a subclass of Tensor, not %R",
+                     cls);
+        return NULL;
+    }
+    /* wrap_handle fills the object through the C layout, so a subclass must
+     * not have reshaped it (it cannot from Python, but a C subclass could). */
+    if (((PyTypeObject *)cls)->tp_itemsize != 0) {
+        PyErr_SetString(PyExc_TypeError, "set_tensor_class() needs a fixed-size subclass");
+        return NULL;
+    }
+    Py_INCREF(cls);
+    Py_SETREF(tensor_class, (PyTypeObject *)cls);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(get_tensor_class_doc,
+"get_tensor_class()\n--\n\n"
+"The class new tensors are created with.");
+
+static PyObject *
+py_get_tensor_class(PyObject *mod, PyObject *unused)
+{
+    return Py_NewRef((PyObject *)tensor_class);
+}
+
+PyDoc_STRVAR(from_buffer_doc,
+"from_buffer(obj, dtype)\n--\n\n"
+"Copy the contents of obj, any object exposing the buffer protocol, into a\n"
+"new tensor of the given dtype name. The shape is the buffer's shape; its\n"
+"item size must equal the dtype's (bfloat16 data may come as uint16 or as\n"
+"an ml_dtypes bfloat16 array). Non-contiguous buffers are copied in C order.");
+
+static PyObject *
+py_from_buffer(PyObject *mod, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"obj", "dtype", NULL};
+    PyObject *obj, *dtype_name;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:from_buffer", kwlist, &obj,
+                                     &dtype_name)) {
+        return NULL;
+    }
+    int32_t dt;
+    if (dtype_from_name(dtype_name, &dt) < 0) {
+        return NULL;
+    }
+    if (!PyObject_CheckBuffer(obj)) {
+        PyErr_Format(PyExc_TypeError,
+                     "from_buffer() needs an object with the buffer protocol, not %.200s",
+                     Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+
+    /* The format is deliberately not requested: only the item size matters
+     * here, and numpy refuses to describe dtypes such as ml_dtypes' bfloat16
+     * in a format string while happily exporting their bytes. */
+    Py_buffer view;
+    void *copy = NULL;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_C_CONTIGUOUS) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_BufferError) &&
+            !PyErr_ExceptionMatches(PyExc_ValueError)) {
+            return NULL;
+        }
+        /* Strided exporters (sliced numpy arrays) refuse contiguous requests;
+         * take any layout and gather it into C order ourselves. */
+        PyErr_Clear();
+        if (PyObject_GetBuffer(obj, &view, PyBUF_INDIRECT) < 0) {
+            return NULL;
+        }
+        if (!PyBuffer_IsContiguous(&view, 'C')) {
+            copy = PyMem_Malloc(view.len > 0 ? (size_t)view.len : 1);
+            if (copy == NULL) {
+                PyBuffer_Release(&view);
+                return PyErr_NoMemory();
+            }
+            if (PyBuffer_ToContiguous(copy, &view, view.len, 'C') < 0) {
+                PyMem_Free(copy);
+                PyBuffer_Release(&view);
+                return NULL;
+            }
+        }
+    }
+
+    PyObject *result = NULL;
+    int32_t itemsize = te_dtype_itemsize(dt);
+    if (view.itemsize != itemsize) {
+        PyErr_Format(PyExc_ValueError,
+                     "from_buffer(): buffer items are %zd bytes but %s needs %d",
+                     view.itemsize, dtype_names[dt], (int)itemsize);
+        goto done;
+    }
+    if (view.ndim < 0 || view.ndim > MAX_RANK) {
+        PyErr_Format(PyExc_ValueError, "from_buffer(): rank %d is out of range [0, %d]",
+                     view.ndim, MAX_RANK);
+        goto done;
+    }
+    int64_t shape[MAX_RANK];
+    int32_t ndim = view.ndim;
+    if (view.shape == NULL) {
+        /* Shapeless exporters describe flat data; rank 0 stays a scalar. */
+        if (ndim > 1) {
+            PyErr_SetString(PyExc_ValueError, "from_buffer(): buffer has no shape");
+            goto done;
+        }
+        if (ndim == 1) {
+            shape[0] = (int64_t)(view.len / itemsize);
+        }
+    }
+    else {
+        for (int32_t i = 0; i < ndim; i++) {
+            shape[i] = (int64_t)view.shape[i];
+        }
+    }
+
+    const void *src = copy != NULL ? copy : view.buf;
+    te_tensor h = NULL;
+    te_status st;
+    if (view.len >= NOGIL_COPY_BYTES) {
+        /* The exporter stays pinned by `view` (numpy refuses to resize an
+         * exported array), so the bytes stay valid without the GIL. */
+        Py_BEGIN_ALLOW_THREADS
+        st = te_tensor_create(dt, shape, ndim, src, (int64_t)view.len, &h);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        st = te_tensor_create(dt, shape, ndim, src, (int64_t)view.len, &h);
+    }
+    if (st != TE_OK) {
+        set_engine_error(st);
+        goto done;
+    }
+    result = wrap_handle(h);
+
+done:
+    PyMem_Free(copy);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* Op handles by name; failures are not cached so a later registration (or a
+ * typo fixed in a retry) is seen. */
+static int
+lookup_op(PyObject *name, int32_t *op)
+{
+    PyObject *cached = PyDict_GetItemWithError(op_cache, name);
+    if (cached != NULL) {
+        *op = (int32_t)PyLong_AsLong(cached);
+        return 0;
+    }
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    Py_ssize_t len;
+    const char *s = PyUnicode_AsUTF8AndSize(name, &len);
+    if (s == NULL) {
+        return -1;
+    }
+    if ((size_t)len != strlen(s)) {
+        PyErr_SetString(PyExc_ValueError, "op name contains a NUL character");
+        return -1;
+    }
+    te_status st = te_op_lookup(s, op);
+    if (st != TE_OK) {
+        set_engine_error(st);
+        return -1;
+    }
+    PyObject *v = PyLong_FromLong(*op);
+    if (v == NULL) {
+        return -1;
+    }
+    int r = PyDict_SetItem(op_cache, name, v);
+    Py_DECREF(v);
+    return r;
+}
+
+PyDoc_STRVAR(op_doc,
+"op(name, inputs, attrs=None)\n--\n\n"
+"Run the engine op `name` on a sequence of Tensors with a dict of\n"
+"attributes and return its outputs as a tuple of Tensors.\n\n"
+"Attribute values: bool, int (or numpy integer), float (or numpy floating),\n"
+"str, list/tuple of ints (ints) or of numbers with a float (floats); None\n"
+"omits the attribute. Engine errors raise ValueError (bad values/shapes),\n"
+"TypeError (dtypes), IndexError (indices) or NotImplementedError.");
+
+static PyObject *
+py_op(PyObject *mod, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"name", "inputs", "attrs"};
+    PyObject *a[3];
+    if (parse_fast("op", args, nargs, kwnames, names, 3, 2, a) < 0) {
+        return NULL;
+    }
+    PyObject *name = a[0], *inputs = a[1], *attr_dict = a[2];
+    if (!PyUnicode_Check(name)) {
+        PyErr_Format(PyExc_TypeError, "op() name must be a str, not %.200s",
+                     Py_TYPE(name)->tp_name);
+        return NULL;
+    }
+    int32_t op;
+    if (lookup_op(name, &op) < 0) {
+        return NULL;
+    }
+
+    te_tensor small_inputs[SMALL_INPUTS];
+    te_tensor *in_handles;
+    int32_t n_in;
+    PyObject *keep_inputs = collect_tensors(inputs, "inputs", name, small_inputs,
+                                            SMALL_INPUTS, &in_handles, &n_in);
+    if (keep_inputs == NULL) {
+        return NULL;
+    }
+
+    PyObject *result = NULL;
+    AttrSet attrs;
+    if (attrs_convert(attr_dict, &attrs) < 0) {
+        goto done_inputs;
+    }
+
+    te_tensor outs[MAX_OUTPUTS];
+    memset(outs, 0, sizeof(outs));
+    int32_t n_out = 0;
+    te_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = te_op_call(op, in_handles, n_in, attrs.attrs, attrs.n, outs, MAX_OUTPUTS, &n_out);
+    Py_END_ALLOW_THREADS
+
+    if (st != TE_OK) {
+        set_engine_error(st);
+        /* The ABI promises nothing about outputs after a failure; anything the
+         * engine did hand out is ours to release. */
+        for (int i = 0; i < MAX_OUTPUTS; i++) {
+            if (outs[i] != NULL) {
+                te_tensor_release(outs[i]);
+            }
+        }
+    }
+    else if (n_out < 0 || n_out > MAX_OUTPUTS) {
+        PyErr_Format(PyExc_RuntimeError, "op %R reported %d outputs", name, (int)n_out);
+        for (int i = 0; i < MAX_OUTPUTS; i++) {
+            if (outs[i] != NULL) {
+                te_tensor_release(outs[i]);
+            }
+        }
+    }
+    else {
+        result = wrap_outputs(outs, n_out);
+    }
+    attrs_free(&attrs);
+
+done_inputs:
+    if (in_handles != small_inputs) {
+        PyMem_Free(in_handles);
+    }
+    Py_DECREF(keep_inputs);
+    return result;
+}
+
+PyDoc_STRVAR(op_names_doc,
+"op_names()\n--\n\n"
+"Names of every op registered in the engine, in registry order.");
+
+static PyObject *
+py_op_names(PyObject *mod, PyObject *unused)
+{
+    int32_t n = te_op_count();
+    PyObject *list = PyList_New(0);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        const char *s = te_op_name(i);
+        if (s == NULL) {
+            continue;
+        }
+        PyObject *str = PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "replace");
+        if (str == NULL || PyList_Append(list, str) < 0) {
+            Py_XDECREF(str);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(str);
+    }
+    return list;
+}
+
+PyDoc_STRVAR(tape_push_doc,
+"tape_push()\n--\n\n"
+"Start recording ops (on this thread) onto a new innermost tape.");
+
+static PyObject *
+py_tape_push(PyObject *mod, PyObject *unused)
+{
+    te_status st = te_tape_push();
+    if (st != TE_OK) {
+        return set_engine_error(st);
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(tape_pop_doc,
+"tape_pop()\n--\n\n"
+"Discard the innermost tape of this thread.");
+
+static PyObject *
+py_tape_pop(PyObject *mod, PyObject *unused)
+{
+    te_status st = te_tape_pop();
+    if (st != TE_OK) {
+        return set_engine_error(st);
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(tape_depth_doc,
+"tape_depth()\n--\n\n"
+"Number of active tapes on this thread.");
+
+static PyObject *
+py_tape_depth(PyObject *mod, PyObject *unused)
+{
+    return PyLong_FromLong(te_tape_depth());
+}
+
+PyDoc_STRVAR(gradient_doc,
+"gradient(target, sources, seed=None)\n--\n\n"
+"Gradients of target with respect to each source through the ops on the\n"
+"innermost tape: a list holding a Tensor, or None where a source does not\n"
+"influence target. seed is the output gradient (default: ones).");
+
+static PyObject *
+py_gradient(PyObject *mod, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"target", "sources", "seed", NULL};
+    PyObject *target, *sources, *seed = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:gradient", kwlist, &target,
+                                     &sources, &seed)) {
+        return NULL;
+    }
+    if (!Tensor_Check(target)) {
+        PyErr_Format(PyExc_TypeError, "gradient(): target must be a Tensor, not %.200s",
+                     Py_TYPE(target)->tp_name);
+        return NULL;
+    }
+    if (seed != Py_None && !Tensor_Check(seed)) {
+        PyErr_Format(PyExc_TypeError, "gradient(): seed must be a Tensor or None, not %.200s",
+                     Py_TYPE(seed)->tp_name);
+        return NULL;
+    }
+    te_tensor small_src[SMALL_INPUTS];
+    te_tensor *src;
+    int32_t n;
+    PyObject *keep = collect_tensors(sources, "sources", NULL, small_src,
+                                     SMALL_INPUTS, &src, &n);
+    if (keep == NULL) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    te_tensor small_grads[SMALL_INPUTS] = {0};
+    te_tensor *grads = small_grads;
+    if (n > SMALL_INPUTS) {
+        grads = PyMem_Calloc((size_t)n, sizeof(te_tensor));
+        if (grads == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+
+    te_tensor target_h = ((TensorObject *)target)->handle;
+    te_tensor seed_h = seed == Py_None ? NULL : ((TensorObject *)seed)->handle;
+    te_status st;
+    /* target and seed are kept alive by the argument tuple, sources by `keep`. */
+    Py_BEGIN_ALLOW_THREADS
+    st = te_gradient(target_h, seed_h, src, n, grads);
+    Py_END_ALLOW_THREADS
+
+    if (st != TE_OK) {
+        set_engine_error(st);
+        for (int32_t i = 0; i < n; i++) {
+            if (grads[i] != NULL) {
+                te_tensor_release(grads[i]);
+            }
+        }
+        goto done;
+    }
+    result = PyList_New(n);
+    for (int32_t i = 0; i < n; i++) {
+        te_tensor g = grads[i];
+        grads[i] = NULL;
+        PyObject *item;
+        if (result == NULL) {
+            if (g != NULL) {
+                te_tensor_release(g);
+            }
+            continue;
+        }
+        if (g == NULL) {
+            item = Py_NewRef(Py_None);
+        }
+        else {
+            item = wrap_handle(g);
+            if (item == NULL) {
+                Py_CLEAR(result);
+                continue;
+            }
+        }
+        PyList_SET_ITEM(result, i, item);
+    }
+
+done:
+    if (grads != small_grads) {
+        PyMem_Free(grads);
+    }
+    if (src != small_src) {
+        PyMem_Free(src);
+    }
+    Py_DECREF(keep);
+    return result;
+}
+
+PyDoc_STRVAR(set_num_threads_doc,
+"set_num_threads(n)\n--\n\n"
+"Threads used by the engine's kernels and by OpenBLAS (one knob for both).");
+
+static PyObject *
+py_set_num_threads(PyObject *mod, PyObject *arg)
+{
+    PyObject *num = PyNumber_Index(arg);
+    if (num == NULL) {
+        return NULL;
+    }
+    int overflow = 0;
+    long long n = PyLong_AsLongLongAndOverflow(num, &overflow);
+    Py_DECREF(num);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (overflow != 0 || n < 1 || n > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "set_num_threads() needs a count >= 1, got %R", arg);
+        return NULL;
+    }
+    te_set_num_threads((int32_t)n);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(get_num_threads_doc,
+"get_num_threads()\n--\n\n"
+"Threads used by the engine's kernels and by OpenBLAS.");
+
+static PyObject *
+py_get_num_threads(PyObject *mod, PyObject *unused)
+{
+    return PyLong_FromLong(te_get_num_threads());
+}
+
+PyDoc_STRVAR(abi_version_doc,
+"abi_version()\n--\n\n"
+"The C ABI version of the loaded engine library.");
+
+static PyObject *
+py_abi_version(PyObject *mod, PyObject *unused)
+{
+    return PyLong_FromUnsignedLong(te_abi_version());
+}
+
+static PyMethodDef module_methods[] = {
+    {"set_tensor_class", (PyCFunction)py_set_tensor_class, METH_O, set_tensor_class_doc},
+    {"get_tensor_class", (PyCFunction)py_get_tensor_class, METH_NOARGS, get_tensor_class_doc},
+    {"from_buffer", (PyCFunction)(void (*)(void))py_from_buffer, METH_VARARGS | METH_KEYWORDS,
+     from_buffer_doc},
+    {"op", (PyCFunction)(void (*)(void))py_op, METH_FASTCALL | METH_KEYWORDS, op_doc},
+    {"op_names", (PyCFunction)py_op_names, METH_NOARGS, op_names_doc},
+    {"tape_push", (PyCFunction)py_tape_push, METH_NOARGS, tape_push_doc},
+    {"tape_pop", (PyCFunction)py_tape_pop, METH_NOARGS, tape_pop_doc},
+    {"tape_depth", (PyCFunction)py_tape_depth, METH_NOARGS, tape_depth_doc},
+    {"gradient", (PyCFunction)(void (*)(void))py_gradient, METH_VARARGS | METH_KEYWORDS,
+     gradient_doc},
+    {"set_num_threads", (PyCFunction)py_set_num_threads, METH_O, set_num_threads_doc},
+    {"get_num_threads", (PyCFunction)py_get_num_threads, METH_NOARGS, get_num_threads_doc},
+    {"abi_version", (PyCFunction)py_abi_version, METH_NOARGS, abi_version_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_swiftkeras._C",
+    .m_doc = "CPython binding of the keras-swift tensor engine (tensor_engine.h).",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__C(void)
+{
+    /* A library built from another header would misread te_attr records or
+     * status codes; refusing to load beats corrupting memory later. */
+    uint32_t found = te_abi_version();
+    if (found != TE_ABI_VERSION) {
+        PyErr_Format(PyExc_ImportError,
+                     "_swiftkeras: the tensor engine library has ABI version %u but this "
+                     "extension was built for version %u; rebuild keras-swift",
+                     (unsigned)found, (unsigned)TE_ABI_VERSION);
+        return NULL;
+    }
+    if (PyType_Ready(&TensorType) < 0) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&module_def);
+    if (m == NULL) {
+        return NULL;
+    }
+    if (op_cache == NULL) {
+        op_cache = PyDict_New();
+        if (op_cache == NULL) {
+            goto fail;
+        }
+    }
+    if (tensor_class == NULL) {
+        tensor_class = (PyTypeObject *)Py_NewRef((PyObject *)&TensorType);
+    }
+    if (PyModule_AddObjectRef(m, "Tensor", (PyObject *)&TensorType) < 0) {
+        goto fail;
+    }
+    PyObject *dtypes = PyTuple_New(N_DTYPES);
+    if (dtypes == NULL) {
+        goto fail;
+    }
+    for (int i = 0; i < N_DTYPES; i++) {
+        PyObject *s = PyUnicode_FromString(dtype_names[i]);
+        if (s == NULL) {
+            Py_DECREF(dtypes);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(dtypes, i, s);
+    }
+    if (PyModule_AddObject(m, "DTYPES", dtypes) < 0) {
+        Py_DECREF(dtypes);
+        goto fail;
+    }
+    if (PyModule_AddIntConstant(m, "ABI_VERSION", TE_ABI_VERSION) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_OUTPUTS", MAX_OUTPUTS) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_RANK", MAX_RANK) < 0) {
+        goto fail;
+    }
+    return m;
+
+fail:
+    Py_DECREF(m);
+    return NULL;
+}

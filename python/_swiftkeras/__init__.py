@@ -1,0 +1,57 @@
+"""Native binding of the keras-swift tensor engine.
+
+The package is a thin shell around the C extension ``_swiftkeras._C``, which
+links ``libTensorEngineC.so`` (shipped next to it and found through an
+``$ORIGIN`` rpath). It lives outside the ``keras*`` namespace on purpose:
+``keras.config.set_backend`` purges ``keras*`` modules from ``sys.modules``,
+and a C extension cannot be initialised twice in one process.
+"""
+
+try:
+    from ._C import *  # noqa: F401,F403
+    from ._C import ABI_VERSION
+    from ._C import DTYPES
+    from ._C import MAX_OUTPUTS
+    from ._C import MAX_RANK
+    from ._C import Tensor
+    from ._C import abi_version
+    from ._C import from_buffer
+    from ._C import get_num_threads
+    from ._C import get_tensor_class
+    from ._C import gradient
+    from ._C import op
+    from ._C import op_names
+    from ._C import set_num_threads
+    from ._C import set_tensor_class
+    from ._C import tape_depth
+    from ._C import tape_pop
+    from ._C import tape_push
+except ImportError as e:
+    # The usual cause on a new machine is a missing system OpenBLAS, which the
+    # engine links dynamically; say so instead of leaving only the loader's
+    # message.
+    raise ImportError(
+        f"{e}\n_swiftkeras could not load the Swift tensor engine. The engine "
+        "needs the system OpenBLAS (libopenblas.so.0; e.g. `apt-get install "
+        "libopenblas0`); a source checkout must be built with `pip install .`."
+    ) from e
+
+__all__ = [
+    "ABI_VERSION",
+    "DTYPES",
+    "MAX_OUTPUTS",
+    "MAX_RANK",
+    "Tensor",
+    "abi_version",
+    "from_buffer",
+    "get_num_threads",
+    "get_tensor_class",
+    "gradient",
+    "op",
+    "op_names",
+    "set_num_threads",
+    "set_tensor_class",
+    "tape_depth",
+    "tape_pop",
+    "tape_push",
+]

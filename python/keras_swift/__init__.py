@@ -1,0 +1,18 @@
+"""keras-swift: a Keras 3 backend computed by the Swift tensor engine.
+
+Select it with ``KERAS_BACKEND=swift``. The backend itself lives in
+``keras_swift.src``; ``install()`` activates the import hook by hand for
+interpreters that skip ``.pth`` files (``python -S``/``-I``, embedding).
+"""
+
+__version__ = "0.1.0"
+
+try:
+    from keras_swift_hook import install  # noqa: F401
+except ImportError:  # the hook ships separately; the backend works without it
+
+    def install():
+        raise ImportError(
+            "keras_swift_hook is not installed; reinstall keras-swift "
+            "(`pip install .`) to get the KERAS_BACKEND=swift import hook."
+        )

@@ -1,0 +1,12 @@
+"""The keras-swift backend package (upstream pluggable-backend layout).
+
+Keras 3.15 star-imports ``keras_swift.src.compat_3_15`` (the flat namespace
+of ``keras.src.backend``); this package only carries the feature flags.
+"""
+
+SUPPORTS_SPARSE_TENSORS = False
+SUPPORTS_RAGGED_TENSORS = False
+SUPPORTS_COMPLEX_DTYPES = False
+IS_THREAD_SAFE = False
+SUPPORTS_GRADIENT = True
+distribution_lib = None

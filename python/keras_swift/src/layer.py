@@ -1,0 +1,5 @@
+"""The layer mixin: a tape-based engine needs no per-layer machinery."""
+
+
+class BackendLayer:
+    pass

@@ -1,0 +1,170 @@
+"""``keras.random`` on the Swift engine.
+
+Every sampler is a pure function of Keras's 2-element seed tensor
+(``draw_seed``): the engine's random ops are counter-based (Philox keyed by
+``seed[0]``, counter ``seed[1]``), with no hidden global state.
+"""
+
+from keras.src.backend.common.variables import standardize_dtype
+from keras.src.backend.config import floatx
+from keras.src.random.seed_generator import SeedGenerator  # noqa: F401
+from keras.src.random.seed_generator import draw_seed
+from keras.src.random.seed_generator import make_default_seed  # noqa: F401
+from keras_swift.src.core import cast
+from keras_swift.src.core import convert_to_numpy
+from keras_swift.src.core import convert_to_tensor
+from keras_swift.src.core import is_float_dtype
+from keras_swift.src.core import not_implemented
+from keras_swift.src.core import op
+from keras_swift.src.ops import numpy as knp
+
+
+def _seed(seed):
+    """The engine's ``seed`` attribute: two Python ints from draw_seed."""
+    return [int(v) for v in convert_to_numpy(draw_seed(seed)).reshape(-1)]
+
+
+def _shape(shape):
+    return [int(d) for d in shape]
+
+
+def _float_dtype(dtype):
+    dtype = standardize_dtype(dtype or floatx())
+    if not is_float_dtype(dtype):
+        raise ValueError(
+            f"dtype must be a floating point type, got dtype={dtype}"
+        )
+    return dtype
+
+
+def normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
+    return op(
+        "random_normal",
+        shape=_shape(shape),
+        dtype=_float_dtype(dtype),
+        seed=_seed(seed),
+        mean=float(mean),
+        stddev=float(stddev),
+    )
+
+
+def uniform(shape, minval=0.0, maxval=1.0, dtype=None, seed=None):
+    return op(
+        "random_uniform",
+        shape=_shape(shape),
+        dtype=_float_dtype(dtype),
+        seed=_seed(seed),
+        minval=float(minval),
+        maxval=float(maxval),
+    )
+
+
+def truncated_normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
+    return op(
+        "random_truncated_normal",
+        shape=_shape(shape),
+        dtype=_float_dtype(dtype),
+        seed=_seed(seed),
+        mean=float(mean),
+        stddev=float(stddev),
+    )
+
+
+def randint(shape, minval, maxval, dtype="int32", seed=None):
+    dtype = standardize_dtype(dtype)
+    minval, maxval = int(minval), int(maxval)
+    u = op(
+        "random_uniform",
+        shape=_shape(shape),
+        dtype="float64",
+        seed=_seed(seed),
+        minval=float(minval),
+        maxval=float(maxval),
+    )
+    u = op("clip", op("floor", u), min=float(minval), max=float(maxval - 1))
+    return cast(u, dtype)
+
+
+def categorical(logits, num_samples, dtype="int64", seed=None):
+    logits = convert_to_tensor(logits)
+    if logits.ndim != 2:
+        raise ValueError(
+            "`logits` should be a 2-D tensor with shape "
+            f"[batch_size, num_classes]. Received: logits={logits.shape}"
+        )
+    batch, classes = logits.shape
+    num_samples = int(num_samples)
+    compute = "float64" if logits.dtype == "float64" else "float32"
+    # Gumbel-max: argmax(logits + Gumbel noise) is a categorical sample.
+    tiny = 1e-12
+    u = op(
+        "random_uniform",
+        shape=[batch, num_samples, classes],
+        dtype=compute,
+        seed=_seed(seed),
+        minval=tiny,
+        maxval=1.0,
+    )
+    gumbel = op("negative", op("log", op("negative", op("log", u))))
+    scores = op("add", op("reshape", cast(logits, compute), shape=[batch, 1, classes]), gumbel)
+    return cast(op("argmax", scores, axis=-1), standardize_dtype(dtype))
+
+
+def dropout(inputs, rate, noise_shape=None, seed=None):
+    inputs = convert_to_tensor(inputs)
+    rate = float(rate)
+    if rate == 1.0:
+        return knp.zeros_like(inputs)
+    if rate == 0.0:
+        return inputs
+    keep_prob = 1.0 - rate
+    if noise_shape is None:
+        noise_shape = inputs.shape
+    else:
+        noise_shape = [
+            n if n is not None else inputs.shape[i]
+            for i, n in enumerate(noise_shape)
+        ]
+    u = op(
+        "random_uniform",
+        shape=_shape(noise_shape),
+        dtype="float32",
+        seed=_seed(seed),
+        minval=0.0,
+        maxval=1.0,
+    )
+    keep = op("less", u, convert_to_tensor(keep_prob, "float32"))
+    if tuple(keep.shape) != tuple(inputs.shape):
+        keep = op("broadcast_to", keep, shape=list(inputs.shape))
+    scaled = op("divide", inputs, convert_to_tensor(keep_prob, inputs.dtype))
+    return op("where", keep, scaled, convert_to_tensor(0, inputs.dtype))
+
+
+def shuffle(x, axis=0, seed=None):
+    x = convert_to_tensor(x)
+    n = x.shape[axis]
+    keys = op(
+        "random_uniform",
+        shape=[n],
+        dtype="float32",
+        seed=_seed(seed),
+        minval=0.0,
+        maxval=1.0,
+    )
+    return op("take", x, op("argsort", keys, axis=0), axis=int(axis))
+
+
+# Not implemented yet (generated stubs: keras.ops signatures; each raises
+# NotImplementedError until the engine grows the op or a composition lands).
+
+
+def beta(shape, alpha, beta, dtype=None, seed=None):
+    raise not_implemented("random.beta")
+
+
+def binomial(shape, counts, probabilities, dtype=None, seed=None):
+    raise not_implemented("random.binomial")
+
+
+def gamma(shape, alpha, dtype=None, seed=None):
+    raise not_implemented("random.gamma")

@@ -1,0 +1,272 @@
+"""The Python face of an engine tensor.
+
+``SwiftTensor`` subclasses the native ``_swiftkeras.Tensor`` and is registered
+with ``set_tensor_class``, so every tensor the engine hands out is one. It adds
+the numpy-like protocol Keras applies to backend tensors: operators (routed to
+``keras_swift.src.ops.numpy``), indexing, scalar conversion and ``__array__``.
+Tensors are immutable; nothing here writes into engine storage.
+"""
+
+import ml_dtypes
+import numpy as np
+
+try:
+    import _swiftkeras as _C
+except ImportError as e:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "keras_swift needs the native module `_swiftkeras` (the Swift "
+        "engine's CPython extension). Build and install it with "
+        "`pip install .` from the keras-swift repository. "
+        f"Original error: {e}"
+    ) from e
+
+NUMPY_DTYPES = {
+    "bool": np.dtype(np.bool_),
+    "int8": np.dtype(np.int8),
+    "int16": np.dtype(np.int16),
+    "int32": np.dtype(np.int32),
+    "int64": np.dtype(np.int64),
+    "uint8": np.dtype(np.uint8),
+    "uint16": np.dtype(np.uint16),
+    "uint32": np.dtype(np.uint32),
+    "uint64": np.dtype(np.uint64),
+    "float16": np.dtype(np.float16),
+    "bfloat16": np.dtype(ml_dtypes.bfloat16),
+    "float32": np.dtype(np.float32),
+    "float64": np.dtype(np.float64),
+}
+
+
+def numpy_view(t):
+    """Zero-copy, read-only ndarray over an engine tensor's storage.
+
+    The array keeps the tensor alive.
+    """
+    want = NUMPY_DTYPES[t.dtype]
+    if t.dtype == "bfloat16":
+        # The engine exports bfloat16 only as flat bytes (see _swiftkeras).
+        a = np.frombuffer(t, dtype=want)
+    else:
+        a = np.asarray(memoryview(t))
+    shape = t.shape
+    if a.shape != shape:
+        a = a.reshape(shape)
+    return a
+
+
+def _knp():
+    from keras_swift.src.ops import numpy as knp
+
+    return knp
+
+
+def _indexing():
+    from keras_swift.src import indexing
+
+    return indexing
+
+
+def _is_foreign(other):
+    """Operands our operators leave to the other side (NotImplemented)."""
+    if other is None or isinstance(other, (str, bytes)):
+        return True
+    # Symbolic tensors handle the reflected operator themselves.
+    return type(other).__name__ == "KerasTensor"
+
+
+def _binary(fname, reflected=False):
+    def method(self, other):
+        if _is_foreign(other):
+            return NotImplemented
+        fn = getattr(_knp(), fname)
+        return fn(other, self) if reflected else fn(self, other)
+
+    method.__name__ = fname
+    return method
+
+
+def _bitwise_or_logical(logical, bitwise, reflected=False):
+    def method(self, other):
+        if _is_foreign(other):
+            return NotImplemented
+        knp = _knp()
+        a, b = (other, self) if reflected else (self, other)
+        other_dtype = getattr(other, "dtype", None)
+        is_bool = self.dtype == "bool" and (
+            isinstance(other, bool) or str(other_dtype) == "bool"
+        )
+        return getattr(knp, logical if is_bool else bitwise)(a, b)
+
+    return method
+
+
+class SwiftTensor(_C.Tensor):
+    """An n-dimensional array computed by the Swift engine."""
+
+    __array_priority__ = 100.0
+
+    # -- numpy interop -----------------------------------------------------
+    def __array__(self, dtype=None, copy=None):
+        a = numpy_view(self)
+        if dtype is not None and np.dtype(dtype) != a.dtype:
+            if copy is False:
+                raise ValueError(
+                    "Unable to avoid a copy while converting a SwiftTensor "
+                    f"of dtype {self.dtype} to {np.dtype(dtype)}."
+                )
+            return a.astype(dtype)
+        if copy:
+            return a.copy()
+        return a
+
+    def numpy(self):
+        """A writable numpy copy of the tensor."""
+        return numpy_view(self).copy()
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError(
+                "Only tensors with exactly one element can be converted to a "
+                f"Python scalar. Got shape={self.shape}"
+            )
+        return numpy_view(self).reshape(()).item()
+
+    def tolist(self):
+        return numpy_view(self).tolist()
+
+    def astype(self, dtype):
+        from keras_swift.src.core import cast
+
+        return cast(self, dtype)
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+        return _knp().reshape(self, shape)
+
+    @property
+    def T(self):
+        return _knp().transpose(self)
+
+    def __reduce__(self):
+        from keras_swift.src.core import convert_to_tensor
+
+        return (convert_to_tensor, (self.numpy(),))
+
+    # Tensors are immutable: a copy is the tensor itself.
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    # -- python protocol ---------------------------------------------------
+    __hash__ = object.__hash__
+
+    def __repr__(self):
+        try:
+            body = np.array2string(
+                numpy_view(self), separator=", ", prefix="SwiftTensor("
+            )
+        except Exception:  # keep repr usable even on odd storage
+            body = "..."
+        return f"SwiftTensor({body}, shape={self.shape}, dtype={self.dtype})"
+
+    __str__ = __repr__
+
+    def __format__(self, spec):
+        if self.size == 1 and self.ndim == 0:
+            return format(self.item(), spec)
+        return format(str(self), spec)
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
+
+    def __contains__(self, value):
+        knp = _knp()
+        return bool(knp.any(knp.equal(self, value)))
+
+    def __bool__(self):
+        if self.size != 1:
+            raise ValueError(
+                "The truth value of a tensor with more than one element is "
+                "ambiguous. Use keras.ops.any() or keras.ops.all()."
+            )
+        return bool(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __float__(self):
+        return float(self.item())
+
+    def __index__(self):
+        if self.dtype == "bool" or not (
+            self.dtype.startswith("int") or self.dtype.startswith("uint")
+        ):
+            raise TypeError(
+                f"Only integer scalar tensors can be used as an index, "
+                f"got dtype={self.dtype}"
+            )
+        return int(self.item())
+
+    def __getitem__(self, key):
+        return _indexing().getitem(self, key)
+
+    # -- arithmetic --------------------------------------------------------
+    __add__ = _binary("add")
+    __radd__ = _binary("add", reflected=True)
+    __sub__ = _binary("subtract")
+    __rsub__ = _binary("subtract", reflected=True)
+    __mul__ = _binary("multiply")
+    __rmul__ = _binary("multiply", reflected=True)
+    __truediv__ = _binary("true_divide")
+    __rtruediv__ = _binary("true_divide", reflected=True)
+    __floordiv__ = _binary("floor_divide")
+    __rfloordiv__ = _binary("floor_divide", reflected=True)
+    __mod__ = _binary("mod")
+    __rmod__ = _binary("mod", reflected=True)
+    __pow__ = _binary("power")
+    __rpow__ = _binary("power", reflected=True)
+    __matmul__ = _binary("matmul")
+    __rmatmul__ = _binary("matmul", reflected=True)
+    __eq__ = _binary("equal")
+    __ne__ = _binary("not_equal")
+    __lt__ = _binary("less")
+    __le__ = _binary("less_equal")
+    __gt__ = _binary("greater")
+    __ge__ = _binary("greater_equal")
+    __and__ = _bitwise_or_logical("logical_and", "bitwise_and")
+    __rand__ = _bitwise_or_logical("logical_and", "bitwise_and", True)
+    __or__ = _bitwise_or_logical("logical_or", "bitwise_or")
+    __ror__ = _bitwise_or_logical("logical_or", "bitwise_or", True)
+    __xor__ = _bitwise_or_logical("logical_xor", "bitwise_xor")
+    __rxor__ = _bitwise_or_logical("logical_xor", "bitwise_xor", True)
+
+    def __neg__(self):
+        return _knp().negative(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return _knp().absolute(self)
+
+    def __invert__(self):
+        knp = _knp()
+        if self.dtype == "bool":
+            return knp.logical_not(self)
+        return knp.bitwise_invert(self)
+
+    def __round__(self, ndigits=None):
+        return _knp().round(self, decimals=ndigits or 0)
+
+
+_C.set_tensor_class(SwiftTensor)

@@ -1,0 +1,51 @@
+"""Keras Variable backed by an engine tensor (contract §2.1).
+
+The stored tensor of a trainable variable is a gradient leaf
+(``requires_grad``); the trainer asks the tape for gradients with respect to
+these leaves. Assignments swap in a fresh, detached tensor, so they are never
+recorded and never alias the previous value.
+"""
+
+from keras.src.backend.common.variables import Variable as KerasVariable
+from keras_swift.src.core import convert_to_tensor
+from keras_swift.src.core import op
+
+
+def _detached_leaf(value, requires_grad):
+    # stop_gradient hands back a new, unrecorded tensor handle (storage is
+    # shared), so flagging it never touches a tensor someone else holds.
+    leaf = op("stop_gradient", value)
+    leaf.requires_grad = bool(requires_grad)
+    return leaf
+
+
+class Variable(KerasVariable):
+    def _initialize(self, value):
+        value = convert_to_tensor(value, dtype=self._dtype)
+        self._value = _detached_leaf(value, self.trainable)
+
+    def _direct_assign(self, value):
+        value = convert_to_tensor(value, dtype=self._dtype)
+        self._value = _detached_leaf(value, self.trainable)
+
+    def _convert_to_tensor(self, value, dtype=None):
+        return convert_to_tensor(value, dtype=dtype)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.value.__array__(dtype, copy)
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        self._trainable = bool(value)
+        if getattr(self, "_value", None) is not None:
+            self._value.requires_grad = self._trainable
+
+    def __eq__(self, other):
+        try:
+            return super().__eq__(other)
+        except Exception:
+            return False

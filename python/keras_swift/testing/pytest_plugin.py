@@ -1,0 +1,263 @@
+"""pytest plugin for running Keras's own test files on any backend.
+
+    cd "$(python -c 'import importlib.util as u, os
+print(os.path.dirname(os.path.dirname(u.find_spec("keras").origin)))')"
+    KERAS_BACKEND=swift pytest -p keras_swift.testing.pytest_plugin \\
+        -p no:cacheprovider keras/src/ops
+
+(python/tests/conformance/run.py does this one file per process and
+tabulates the results.)
+
+The Keras wheel ships its ``*_test.py`` files but not the repository's
+``conftest.py``, which registers the custom markers and skips tests the
+backend cannot run. This plugin stands in for it:
+
+* registers ``requires_trainable_backend`` and ``multi_device``;
+* provides ``conftest.skip_if_backend``, which seven test files import from
+  the repository's conftest (only when no real ``conftest`` module is loaded,
+  so a Keras source checkout keeps its own);
+* skips ``requires_trainable_backend`` tests on numpy/openvino (as upstream)
+  and ``multi_device`` tests unless the backend sees more than one device;
+* on the swift backend, skips the tests listed in
+  ``keras_swift/excluded_tests.txt`` (format described in that file;
+  ``--keras-swift-exclusions=PATH`` reads another file, ``=none`` none);
+* on the swift backend, lets ``trainers/trainer_test.py`` import: its own
+  backend if-chain raises for unknown names, and pytest imports test modules
+  through its assertion rewriter, bypassing keras_swift_hook's finder. The
+  hook's patch is applied to that file's AST just before pytest rewrites its
+  asserts. (With ``--assert=plain`` the file still fails to import.)
+
+Importing this plugin also installs keras_swift_hook when it is available, so
+``pytest -p keras_swift.testing.pytest_plugin`` works without the .pth file.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+try:
+    import keras_swift_hook
+except ImportError:  # the plugin is still useful for built-in backends
+    keras_swift_hook = None
+
+SWIFT = "swift"
+DEFAULT_EXCLUSIONS = Path(__file__).resolve().parent.parent / "excluded_tests.txt"
+
+# Every custom marker used by Keras 3.15.1's test files (the rest are pytest's
+# own skipif/xfail/parametrize).
+MARKERS = {
+    "requires_trainable_backend": "mark test for trainable backend only",
+    "multi_device": "mark test for running with multiple devices only",
+}
+
+# Test modules whose import-time backend chains keras_swift_hook can patch.
+_TEST_MODULE_PATHS = {
+    ("keras", "src", "trainers", "trainer_test.py"): "keras.src.trainers.trainer_test",
+}
+
+_state = {"exclusions": [], "exclusions_file": None}
+
+
+class ExclusionFileError(pytest.UsageError):
+    pass
+
+
+def parse_exclusions(path):
+    """``[(substring, reason), ...]`` from an exclusion file.
+
+    Raises ``ExclusionFileError`` naming the line for an entry with no
+    reason: an unexplained skip is how regressions hide.
+    """
+    entries = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            pattern, sep, reason = line.partition(" #")
+            pattern, reason = pattern.strip(), reason.strip()
+            if not sep or not reason or not pattern:
+                raise ExclusionFileError(
+                    f"{path}:{lineno}: expected '<node-id substring> # <reason>', "
+                    f"got {line!r}"
+                )
+            entries.append((pattern, reason))
+    return entries
+
+
+def current_backend():
+    """The Keras backend name, without importing Keras if it is not loaded."""
+    import sys
+
+    config = sys.modules.get("keras.src.backend.config")
+    if config is not None and hasattr(config, "backend"):
+        return config.backend()
+    if keras_swift_hook is not None:
+        return keras_swift_hook.configured_backend()
+    return os.environ.get("KERAS_BACKEND") or "tensorflow"
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("keras_swift")
+    group.addoption(
+        "--keras-swift-exclusions",
+        default=None,
+        metavar="PATH",
+        help=(
+            "exclusion list applied on the swift backend "
+            f"(default: {DEFAULT_EXCLUSIONS}; 'none' disables it)"
+        ),
+    )
+
+
+def pytest_configure(config):
+    for name, description in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {description}")
+    _import_torch_before_tensorflow()
+
+    option = config.getoption("--keras-swift-exclusions")
+    if option != "none":
+        path = Path(option) if option else DEFAULT_EXCLUSIONS
+        if option or path.exists():
+            _state["exclusions"] = parse_exclusions(path)
+            _state["exclusions_file"] = path
+
+    backend = current_backend()
+    if backend == SWIFT:
+        _patch_test_module_imports()
+    elif backend == "jax":
+        _jax_full_precision_on_gpu()
+
+
+def pytest_report_header(config):
+    backend = current_backend()
+    line = f"keras_swift plugin: backend={backend}"
+    if backend == SWIFT and _state["exclusions_file"] is not None:
+        line += (
+            f", {len(_state['exclusions'])} exclusion(s) from {_state['exclusions_file']}"
+        )
+    return line
+
+
+def pytest_collection_modifyitems(config, items):
+    backend = current_backend()
+    trainable = pytest.mark.skip(
+        reason="Trainer not implemented for NumPy and OpenVINO backend."
+    )
+    multi_device = None
+    if not _has_multiple_devices(backend):
+        multi_device = pytest.mark.skip(reason="Requires multiple devices")
+    exclusions = _state["exclusions"] if backend == SWIFT else []
+    for item in items:
+        if backend in ("numpy", "openvino") and "requires_trainable_backend" in item.keywords:
+            item.add_marker(trainable)
+        if multi_device is not None and "multi_device" in item.keywords:
+            item.add_marker(multi_device)
+        for pattern, reason in exclusions:
+            if pattern in item.nodeid:
+                item.add_marker(pytest.mark.skip(reason=f"excluded on swift: {reason}"))
+                break
+
+
+def skip_if_backend(given_backend, reason):
+    """The helper Keras's repository conftest.py exports to its tests."""
+    return pytest.mark.skipif(current_backend() == given_backend, reason=reason)
+
+
+def pytest_collectstart(collector):
+    # Runs before each test module is imported, after pytest has loaded any
+    # conftest.py on the way there: a real repository conftest wins.
+    import sys
+    import types
+
+    if isinstance(collector, pytest.Module) and "conftest" not in sys.modules:
+        stand_in = types.ModuleType(
+            "conftest", "keras_swift stand-in for Keras's repository conftest.py"
+        )
+        stand_in.skip_if_backend = skip_if_backend
+        sys.modules["conftest"] = stand_in
+
+
+def _has_multiple_devices(backend):
+    # Upstream's conftest asks jax and torch; the Swift engine is one CPU.
+    try:
+        if backend == "jax":
+            import jax
+
+            return jax.device_count() > 1
+        if backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return torch.cuda.device_count() > 1
+            if hasattr(torch, "xpu") and torch.xpu.is_available():
+                return torch.xpu.device_count() > 1
+    except ImportError:
+        pass
+    return False
+
+
+def _import_torch_before_tensorflow():
+    # Upstream's conftest: importing tensorflow before torch can segfault
+    # when a test later imports torch. Only matters when both exist.
+    import importlib.util
+
+    if importlib.util.find_spec("torch") and importlib.util.find_spec("tensorflow"):
+        import torch  # noqa: F401
+
+
+def _jax_full_precision_on_gpu():
+    # Upstream's conftest disables TF32 matmuls so tolerances hold on GPU.
+    try:
+        import jax
+    except ImportError:
+        return
+    if jax.default_backend() == "gpu":
+        jax.config.update("jax_default_matmul_precision", "float32")
+
+
+def _test_module_name(filename):
+    parts = Path(filename).parts
+    for suffix, module in _TEST_MODULE_PATHS.items():
+        if parts[-len(suffix) :] == suffix:
+            return module
+    return None
+
+
+def _patch_test_module_imports():
+    """Apply keras_swift_hook's patch to test modules pytest rewrites.
+
+    Hooks two functions of pytest's assertion rewriter (stable for years, but
+    private): ``rewrite_asserts`` gets the swift branch spliced in first, and
+    ``_read_pyc`` ignores any cached bytecode of those files, which would hold
+    the unpatched chain.
+    """
+    if keras_swift_hook is None:
+        return
+    try:
+        from _pytest.assertion import rewrite
+    except ImportError:
+        return
+    if getattr(rewrite.rewrite_asserts, "_keras_swift_wrapped", False):
+        return
+    original_rewrite = rewrite.rewrite_asserts
+    original_read_pyc = getattr(rewrite, "_read_pyc", None)
+
+    def rewrite_asserts(mod, source, module_path=None, config=None):
+        name = _test_module_name(module_path) if module_path else None
+        if name is not None:
+            keras_swift_hook.patch_tree(name, mod, str(module_path))
+        return original_rewrite(mod, source, module_path, config)
+
+    rewrite_asserts._keras_swift_wrapped = True
+    rewrite.rewrite_asserts = rewrite_asserts
+
+    if original_read_pyc is not None:
+
+        def _read_pyc(source, pyc, trace=lambda x: None):
+            if _test_module_name(source) is not None:
+                return None
+            return original_read_pyc(source, pyc, trace)
+
+        rewrite._read_pyc = _read_pyc

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The project's test command (README, and .ci/run on a clean clone): installs what the tests
+# need, then runs the Swift tests, the Python tests and a slice of Keras's own test suite
+# against KERAS_BACKEND=swift.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! pkg-config --exists openblas 2>/dev/null; then
+    sudo=$(command -v sudo || true)
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq libopenblas-dev pkg-config >/dev/null
+fi
+
+venv=.venv-test
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q -r requirements-test.txt
+
+echo "== Swift tests"
+swift build --build-tests --scratch-path .build-test
+swift test --skip-build --scratch-path .build-test
+
+echo "== install keras-swift"
+"$venv/bin/pip" install -q .
+
+echo "== Python tests"
+"$venv/bin/python" -m pytest -q -p no:cacheprovider python/tests
+
+# A representative slice that runs in a few minutes; the full suite is the README's
+# conformance command. The runner exits non-zero on any failure, crash or timeout.
+echo "== Keras conformance slice (KERAS_BACKEND=swift)"
+k=keras/src
+"$venv/bin/python" python/tests/conformance/run.py --python "$venv/bin/python" --backend swift -j 2 --timeout 600 \
+    $k/ops/ops_test.py $k/ops/core_test.py $k/ops/linalg_test.py $k/ops/operation_test.py \
+    $k/ops/function_test.py $k/ops/symbolic_arguments_test.py $k/ops/node_test.py $k/ops/einops_test.py \
+    $k/ops/operation_utils_test.py $k/tree $k/random/seed_generator_test.py $k/backend/tests \
+    $k/backend/common --ignore $k/backend/common/variables_test.py

@@ -1,0 +1,241 @@
+"""Build keras-swift: the Swift engine, its CPython binding and the Python packages.
+
+``pip install .`` and ``pip wheel .`` run, in this order:
+
+* ``build_py`` copies the pure-Python code under ``python/`` (``_swiftkeras``,
+  ``keras_swift`` and its subpackages, the ``keras_swift_hook`` module) and puts
+  ``keras_swift_hook.pth`` at the root of the build tree, so that it lands in
+  site-packages itself, where the interpreter reads ``.pth`` files.
+* ``build_ext``
+    1. ``swift build -c release --product TensorEngineC`` with the Swift
+       standard library linked statically and only the ``te_*`` C ABI exported,
+       so the wheel runs without a Swift toolchain and cannot clash with another
+       Swift runtime loaded into the same process;
+    2. copies (and strips) ``libTensorEngineC.so`` into ``_swiftkeras/``;
+    3. compiles ``python/_swiftkeras/_C.c`` against
+       ``Sources/TensorEngineC/include``, linked to that copy with an ``$ORIGIN``
+       rpath so the pair works from wherever it is installed.
+
+The library still links the system OpenBLAS (``libopenblas.so.0``) dynamically.
+
+Environment variables:
+
+``KERAS_SWIFT_SWIFT``
+    The ``swift`` executable (default: ``swift`` on ``PATH``, then
+    ``/opt/swift/usr/bin/swift``).
+``SWIFT_BUILD_JOBS``
+    Parallel jobs for ``swift build`` (its ``-j``).
+``KERAS_SWIFT_SCRATCH_PATH``
+    SwiftPM scratch directory (default: ``build/swift`` in the source tree; kept
+    apart from ``.build`` so a packaging build never relinks a developer's
+    ``swift build`` products with other flags).
+``KERAS_SWIFT_ENGINE_LIB``
+    Path of a prebuilt ``libTensorEngineC.so`` to ship instead of running
+    ``swift build``.
+``KERAS_SWIFT_NO_STRIP=1``
+    Ship the library with its symbol table (for debugging; about 2.5x larger).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from setuptools import Extension
+from setuptools import find_packages
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
+from setuptools.errors import ExecError
+from setuptools.errors import PlatformError
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+PY_DIR = "python"
+ENGINE_PRODUCT = "TensorEngineC"
+ENGINE_LIB = "libTensorEngineC.so"
+ENGINE_HEADER_DIR = os.path.join("Sources", "TensorEngineC", "include")
+HOOK_MODULE = "keras_swift_hook"
+HOOK_PTH = "keras_swift_hook.pth"
+
+# Only the C ABI leaves the library. Everything else (TensorEngine's Swift
+# symbols and the statically linked Swift runtime) stays local.
+VERSION_SCRIPT = "{\n  global: te_*;\n  local: *;\n};\n"
+
+
+def _log(msg):
+    print(f"keras-swift: {msg}", flush=True)
+
+
+def _find_swift():
+    explicit = os.environ.get("KERAS_SWIFT_SWIFT")
+    if explicit:
+        return explicit
+    found = shutil.which("swift")
+    if found:
+        return found
+    fallback = "/opt/swift/usr/bin/swift"
+    if os.access(fallback, os.X_OK):
+        return fallback
+    raise ExecError(
+        "keras-swift needs a Swift toolchain (6.0 or newer) to build its "
+        "engine: put `swift` on PATH or set KERAS_SWIFT_SWIFT."
+    )
+
+
+def _build_jobs():
+    jobs = os.environ.get("SWIFT_BUILD_JOBS", "").strip()
+    if not jobs:
+        return []
+    if not jobs.isdigit() or int(jobs) < 1:
+        raise ExecError(f"SWIFT_BUILD_JOBS must be a positive integer, got {jobs!r}")
+    return ["-j", jobs]
+
+
+def _write_if_changed(path, text):
+    # SwiftPM relinks when a linker input changes; rewriting an identical file
+    # would only churn timestamps.
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return
+    except OSError:
+        pass
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def build_engine():
+    """Run SwiftPM and return the path of the built libTensorEngineC.so."""
+    prebuilt = os.environ.get("KERAS_SWIFT_ENGINE_LIB")
+    if prebuilt:
+        if not os.path.isfile(prebuilt):
+            raise ExecError(f"KERAS_SWIFT_ENGINE_LIB={prebuilt!r} is not a file")
+        _log(f"using prebuilt engine {prebuilt}")
+        return prebuilt
+
+    swift = _find_swift()
+    scratch = os.path.abspath(
+        os.environ.get("KERAS_SWIFT_SCRATCH_PATH")
+        or os.path.join(ROOT, "build", "swift")
+    )
+    os.makedirs(scratch, exist_ok=True)
+    version_script = os.path.join(scratch, "tensor_engine.map")
+    _write_if_changed(version_script, VERSION_SCRIPT)
+
+    common = ["-c", "release", "--package-path", ROOT, "--scratch-path", scratch]
+    cmd = [
+        swift, "build", *common,
+        "--product", ENGINE_PRODUCT,
+        # SwiftPM applies --static-swift-stdlib to executables only (6.3 still
+        # links a dynamic library product against libswiftCore.so with it), so
+        # the driver flag is passed as well; together they say what we mean
+        # whatever SwiftPM version runs.
+        "--static-swift-stdlib",
+        "-Xswiftc", "-static-stdlib",
+        # Keep the archive symbols of the static runtime out of the dynamic
+        # symbol table, then export the ABI alone.
+        "-Xlinker", "--exclude-libs=ALL",
+        "-Xlinker", f"--version-script={version_script}",
+        *_build_jobs(),
+    ]
+    _log("building the Swift engine: " + " ".join(cmd))
+    try:
+        subprocess.run(cmd, cwd=ROOT, check=True)
+    except FileNotFoundError as e:
+        raise ExecError(f"cannot run {swift!r}: {e}") from e
+    except subprocess.CalledProcessError as e:
+        raise ExecError(f"swift build failed with exit status {e.returncode}") from e
+
+    bin_dir = subprocess.run(
+        [swift, "build", *common, "--show-bin-path"],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    ).stdout.strip().splitlines()[-1]
+    lib = os.path.join(bin_dir, ENGINE_LIB)
+    if not os.path.isfile(lib):
+        raise ExecError(f"swift build succeeded but {lib} does not exist")
+    return lib
+
+
+class BuildPy(build_py):
+    """build_py that also ships the import hook's .pth at the site-packages root."""
+
+    def run(self):
+        super().run()
+        src = os.path.join(PY_DIR, HOOK_PTH)
+        if os.path.isfile(src):
+            self.copy_file(src, os.path.join(self.build_lib, HOOK_PTH))
+
+    def get_outputs(self, include_bytecode=1):
+        outputs = super().get_outputs(include_bytecode)
+        if os.path.isfile(os.path.join(PY_DIR, HOOK_PTH)):
+            outputs.append(os.path.join(self.build_lib, HOOK_PTH))
+        return outputs
+
+
+class BuildExt(build_ext):
+    """build_ext that first builds the Swift engine and places it by the extension."""
+
+    def _engine_dest(self):
+        ext_path = self.get_ext_fullpath("_swiftkeras._C")
+        return os.path.join(os.path.dirname(ext_path), ENGINE_LIB)
+
+    def run(self):
+        if not sys.platform.startswith("linux"):
+            raise PlatformError(
+                "keras-swift builds on Linux only for now "
+                f"(this is {sys.platform!r})"
+            )
+        lib = build_engine()
+        dest = self._engine_dest()
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        # A fresh copy every time: stripping edits the file in place, and the
+        # SwiftPM original must keep its symbols for incremental rebuilds.
+        if os.path.exists(dest):
+            os.unlink(dest)  # never write through a file a running process maps
+        shutil.copyfile(lib, dest)
+        os.chmod(dest, 0o755)
+        if os.environ.get("KERAS_SWIFT_NO_STRIP", "") in ("", "0"):
+            strip = shutil.which("strip")
+            if strip:
+                subprocess.run([strip, "--strip-unneeded", dest], check=True)
+            else:
+                _log("`strip` not found; shipping an unstripped engine library")
+        for ext in self.extensions:
+            ext.library_dirs.append(os.path.dirname(dest))
+        super().run()
+
+    def get_outputs(self):
+        return super().get_outputs() + [self._engine_dest()]
+
+
+def _py_modules():
+    path = os.path.join(PY_DIR, HOOK_MODULE + ".py")
+    return [HOOK_MODULE] if os.path.isfile(path) else []
+
+
+native = Extension(
+    "_swiftkeras._C",
+    sources=[os.path.join(PY_DIR, "_swiftkeras", "_C.c")],
+    include_dirs=[ENGINE_HEADER_DIR],
+    depends=[os.path.join(ENGINE_HEADER_DIR, "tensor_engine.h")],
+    libraries=["TensorEngineC"],
+    extra_compile_args=["-std=c11", "-fvisibility=hidden", "-Wall", "-Wextra",
+                        "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
+    # Through the compiler driver, not runtime_library_dirs, to be sure the
+    # literal `$ORIGIN` reaches the linker: the engine library sits next to
+    # the extension wherever the package is installed.
+    extra_link_args=["-Wl,-rpath,$ORIGIN"],
+)
+
+setup(
+    package_dir={"": PY_DIR},
+    packages=find_packages(where=PY_DIR, exclude=["tests", "tests.*", "*.tests", "*.tests.*"]),
+    py_modules=_py_modules(),
+    # Explicit package data: with include_package_data the C source of the
+    # extension (in the sdist via MANIFEST.in) would be installed too.
+    include_package_data=False,
+    package_data={"keras_swift": ["excluded_tests.txt"]},
+    ext_modules=[native],
+    cmdclass={"build_py": BuildPy, "build_ext": BuildExt},
+    zip_safe=False,
+)
