@@ -29,7 +29,7 @@ echo "== Python tests"
 # conformance command. The runner exits non-zero on any failure, crash or timeout.
 echo "== Keras conformance slice (KERAS_BACKEND=swift)"
 k=keras/src
-"$venv/bin/python" python/tests/conformance/run.py --python "$venv/bin/python" --backend swift -j 2 --timeout 600 \
+"$venv/bin/python" python/tests/conformance/run.py --python "$PWD/$venv/bin/python" --backend swift -j 2 --timeout 600 \
     $k/ops/ops_test.py $k/ops/core_test.py $k/ops/linalg_test.py $k/ops/operation_test.py \
     $k/ops/function_test.py $k/ops/symbolic_arguments_test.py $k/ops/node_test.py $k/ops/einops_test.py \
     $k/ops/operation_utils_test.py $k/tree $k/random/seed_generator_test.py $k/backend/tests \

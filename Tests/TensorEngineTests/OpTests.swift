@@ -19,6 +19,18 @@ final class OpTests: XCTestCase {
         XCTAssertEqual(try cast(try Tensor([Float.nan, 1e20, -1e20, 2.7]), to: .int32).array(Int32.self), [0, Int32.max, Int32.min, 2])
     }
 
+    func testBitwise() throws {
+        let a = try Tensor([Int32(12), -1, 5]), b = try Tensor([Int32(10), 3, 40])
+        XCTAssertEqual(try bitwise(.and, a, b).array(Int32.self), [8, 3, 0])
+        XCTAssertEqual(try bitwise(.or, a, b).array(Int32.self), [14, -1, 45])
+        XCTAssertEqual(try bitwise(.xor, a, b).array(Int32.self), [6, -4, 45])
+        XCTAssertEqual(try bitwise(.leftShift, a, try Tensor([Int32(1), 2, 40])).array(Int32.self), [24, -4, 0])
+        XCTAssertEqual(try bitwise(.rightShift, a, try Tensor([Int32(2), 40, 1])).array(Int32.self), [3, -1, 2])
+        XCTAssertEqual(try bitwiseInvert(try Tensor([UInt8(0), 255])).array(UInt8.self), [255, 0])
+        XCTAssertEqual(try bitwise(.and, try Tensor([true, true]), try Tensor([true, false])).array(Bool.self), [true, false])
+        XCTAssertThrowsError(try bitwise(.and, try Tensor([Float(1)]), try Tensor([Float(1)])))
+    }
+
     func testPromotion() {
         XCTAssertEqual(DType.result(.int32, .float32), .float32)
         XCTAssertEqual(DType.result(.uint8, .int8), .int16)

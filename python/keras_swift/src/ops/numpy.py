@@ -2027,36 +2027,66 @@ def vectorize(pyfunc, *, excluded=None, signature=None):
     return vectorize_impl(pyfunc, vmap, excluded=excluded, signature=signature)
 
 
+def _bitwise(name, x, y):
+    x = convert_to_tensor(x)
+    y = convert_to_tensor(y)
+    dtype = result_type(x.dtype, y.dtype)
+    return op(name, cast(x, dtype), cast(y, dtype))
+
+
+def _shift(name, x, y):
+    # A Python int shift count keeps x's dtype (as the numpy and jax backends do).
+    x = convert_to_tensor(x)
+    if isinstance(y, int) and not isinstance(y, bool):
+        return op(name, x, convert_to_tensor(y, x.dtype))
+    return _bitwise(name, x, y)
+
+
+def bitwise_and(x, y):
+    return _bitwise("bitwise_and", x, y)
+
+
+def bitwise_or(x, y):
+    return _bitwise("bitwise_or", x, y)
+
+
+def bitwise_xor(x, y):
+    return _bitwise("bitwise_xor", x, y)
+
+
+def bitwise_invert(x):
+    return op("bitwise_invert", convert_to_tensor(x))
+
+
+def bitwise_not(x):
+    return bitwise_invert(x)
+
+
+def bitwise_left_shift(x, y):
+    return _shift("left_shift", x, y)
+
+
+def left_shift(x, y):
+    return bitwise_left_shift(x, y)
+
+
+def bitwise_right_shift(x, y):
+    return _shift("right_shift", x, y)
+
+
+def right_shift(x, y):
+    return bitwise_right_shift(x, y)
+
+
 # Not implemented yet (generated stubs: keras.ops signatures; each raises
 # NotImplementedError until the engine grows the op or a composition lands).
 
 
-def bitwise_and(x, y):
-    raise not_implemented("numpy.bitwise_and")
 
 
-def bitwise_invert(x):
-    raise not_implemented("numpy.bitwise_invert")
 
 
-def bitwise_left_shift(x, y):
-    raise not_implemented("numpy.bitwise_left_shift")
 
-
-def bitwise_not(x):
-    raise not_implemented("numpy.bitwise_not")
-
-
-def bitwise_or(x, y):
-    raise not_implemented("numpy.bitwise_or")
-
-
-def bitwise_right_shift(x, y):
-    raise not_implemented("numpy.bitwise_right_shift")
-
-
-def bitwise_xor(x, y):
-    raise not_implemented("numpy.bitwise_xor")
 
 
 def corrcoef(x):
@@ -2091,16 +2121,10 @@ def lcm(x1, x2):
     raise not_implemented("numpy.lcm")
 
 
-def left_shift(x, y):
-    raise not_implemented("numpy.left_shift")
-
 
 def nextafter(x1, x2):
     raise not_implemented("numpy.nextafter")
 
-
-def right_shift(x, y):
-    raise not_implemented("numpy.right_shift")
 
 
 def unique(x, sorted=True, return_index=False, return_inverse=False, return_counts=False, axis=None, size=None, fill_value=None):

@@ -1,0 +1,77 @@
+/// Bitwise ops on integer and bool tensors (numpy semantics; shifts past the bit width
+/// give 0, or -1 for right shifts of negative values, never a trap).
+
+public enum BitwiseOp: String, CaseIterable {
+    case and = "bitwise_and", or = "bitwise_or", xor = "bitwise_xor"
+    case leftShift = "left_shift", rightShift = "right_shift"
+}
+
+protocol IntVisitor {
+    associatedtype Result
+    func visit<T: NumElem & FixedWidthInteger>(_ t: T.Type) throws -> Result
+}
+
+private func dispatchInt<V: IntVisitor>(_ dt: DType, _ v: V) throws -> V.Result {
+    switch dt {
+    case .int8: return try v.visit(Int8.self)
+    case .int16: return try v.visit(Int16.self)
+    case .int32: return try v.visit(Int32.self)
+    case .int64: return try v.visit(Int64.self)
+    case .uint8: return try v.visit(UInt8.self)
+    case .uint16: return try v.visit(UInt16.self)
+    case .uint32: return try v.visit(UInt32.self)
+    case .uint64: return try v.visit(UInt64.self)
+    default: throw EngineError.type("bitwise ops need integer or bool tensors, got \(dt)")
+    }
+}
+
+struct BitAnd<T: FixedWidthInteger>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { a & b } }
+struct BitOr<T: FixedWidthInteger>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { a | b } }
+struct BitXor<T: FixedWidthInteger>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { a ^ b } }
+struct ShiftLeft<T: FixedWidthInteger>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { a << b } }
+struct ShiftRight<T: FixedWidthInteger>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { a >> b } }
+struct BitNot<T: FixedWidthInteger>: UnaryKernel { @inline(__always) func callAsFunction(_ a: T) -> T { ~a } }
+
+/// Elementwise bitwise op with broadcasting and promotion. Bool and/or/xor are logical.
+public func bitwise(_ op: BitwiseOp, _ a0: Tensor, _ b0: Tensor) throws -> Tensor {
+    let (a, b) = try promote(a0, b0)
+    if a.dtype == .bool {
+        switch op {
+        case .and: return try binary(.logicalAnd, a, b)
+        case .or: return try binary(.logicalOr, a, b)
+        case .xor: return try binary(.logicalXor, a, b)
+        default: return try cast(try bitwise(op, try cast(a, to: .uint8), try cast(b, to: .uint8)), to: .bool)
+        }
+    }
+    let out = try Tensor(empty: try broadcastShapes(a.shape, b.shape), dtype: a.dtype)
+    struct K: IntVisitor {
+        let op: BitwiseOp, a: Tensor, b: Tensor, out: Tensor
+        func visit<T: NumElem & FixedWidthInteger>(_: T.Type) throws {
+            switch op {
+            case .and: mapBinary(a, b, out, BitAnd<T>())
+            case .or: mapBinary(a, b, out, BitOr<T>())
+            case .xor: mapBinary(a, b, out, BitXor<T>())
+            case .leftShift: mapBinary(a, b, out, ShiftLeft<T>())
+            case .rightShift: mapBinary(a, b, out, ShiftRight<T>())
+            }
+        }
+    }
+    try dispatchInt(a.dtype, K(op: op, a: a, b: b, out: out))
+    return out
+}
+
+/// ~x for integers, logical not for bool.
+public func bitwiseInvert(_ x: Tensor) throws -> Tensor {
+    if x.dtype == .bool { return try unary(.logicalNot, x) }
+    let out = try Tensor(empty: x.shape, dtype: x.dtype)
+    struct K: IntVisitor {
+        let x: Tensor, out: Tensor
+        func visit<T: NumElem & FixedWidthInteger>(_: T.Type) throws { mapUnary(x, out, BitNot<T>()) }
+    }
+    try dispatchInt(x.dtype, K(x: x, out: out))
+    return out
+}
+
+let bitwiseOps: [OpDef] = BitwiseOp.allCases.map { op in
+    OpDef(op.rawValue, arity: 2) { t, _ in try bitwise(op, t[0], t[1]) }
+} + [OpDef("bitwise_invert", arity: 1) { t, _ in try bitwiseInvert(t[0]) }]
