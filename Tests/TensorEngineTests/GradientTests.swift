@@ -75,6 +75,7 @@ final class GradientTests: XCTestCase {
             ("selu", .selu, x), ("erf", .erf, x), ("relu6", .relu6, try f64([7], seed: 8, lo: -3, hi: 9)),
             ("gelu", .gelu(approximate: false), x), ("gelu-approx", .gelu(approximate: true), x),
             ("elu", .elu(alpha: 0.7), x), ("leaky_relu", .leakyRelu(slope: 0.1), x),
+            ("erfinv", .erfinv, try f64([7], seed: 9, lo: -0.9, hi: 0.9)), ("i0", .i0, x), ("i1", .i1, x),
         ]
         for (name, op, input) in ops {
             try checkGradient(name, [input]) { try unary(op, $0[0]) }

@@ -31,6 +31,24 @@ final class OpTests: XCTestCase {
         XCTAssertThrowsError(try bitwise(.and, try Tensor([Float(1)]), try Tensor([Float(1)])))
     }
 
+    func testSpecialFunctionsAndIntegerOps() throws {
+        let x = try Tensor([0.0, 0.3, -0.95, 1.5])
+        let back = try unary(.erfinv, try unary(.erf, x)).doubles()
+        for (a, b) in zip(back, x.doubles()) { XCTAssertEqual(a, b, accuracy: 1e-12) }
+        XCTAssertEqual(try unary(.erfinv, try Tensor([1.0, -1.0])).doubles(), [.infinity, -.infinity])
+        let i = try Tensor([1.0, -1.0, 50.0])
+        let i0 = try unary(.i0, i).doubles(), i1 = try unary(.i1, i).doubles()
+        XCTAssertEqual(i0[0], 1.2660658777520082, accuracy: 1e-14)
+        XCTAssertEqual(i0[1], 1.2660658777520082, accuracy: 1e-14)
+        XCTAssertEqual(i0[2] / 2.932553783849336e20, 1, accuracy: 1e-12)
+        XCTAssertEqual(i1[0], 0.5651591039924851, accuracy: 1e-14)
+        XCTAssertEqual(i1[1], -0.5651591039924851, accuracy: 1e-14)
+        XCTAssertEqual(try gcdLcm(try Tensor([Int32(12), -18, 0]), try Tensor([Int32(18), 12, 5]), lcm: false).array(Int32.self), [6, 6, 5])
+        XCTAssertEqual(try gcdLcm(try Tensor([Int32(4), -6, 0]), try Tensor([Int32(6), 4, 5]), lcm: true).array(Int32.self), [12, 12, 0])
+        let n = try binary(.nextafter, try Tensor([Float(1), 1]), try Tensor([Float(2), 0])).array(Float.self)
+        XCTAssertEqual(n, [Float(1).nextUp, Float(1).nextDown])
+    }
+
     func testPromotion() {
         XCTAssertEqual(DType.result(.int32, .float32), .float32)
         XCTAssertEqual(DType.result(.uint8, .int8), .int16)

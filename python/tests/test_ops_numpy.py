@@ -63,6 +63,11 @@ CASES = [
     ("bitwise_invert", ops.bitwise_invert, np.invert, (I,)),
     ("left_shift", ops.left_shift, np.left_shift, (I, J)),
     ("right_shift_int", lambda x: ops.right_shift(x, 1), lambda x: x >> 1, (I,)),
+    ("gcd", ops.gcd, np.gcd, (I, J)),
+    ("lcm", ops.lcm, np.lcm, (I, J)),
+    ("nextafter", ops.nextafter, np.nextafter, (A, B)),
+    ("i0", ops.i0, lambda x: np.i0(x).astype("float32"), (A,)),
+    ("kaiser", lambda: ops.kaiser(7, 2.5), lambda: np.kaiser(7, 2.5).astype("float32"), ()),
     ("mod", ops.mod, np.mod, (I, J)),
     ("power", ops.power, np.power, (P, A)),
     ("maximum", ops.maximum, np.maximum, (A, B)),
@@ -536,6 +541,12 @@ def test_any_all_on_float_inputs():
     x = np.array([[0.5, 0.0], [0.25, 0.75]], "float32")
     np.testing.assert_array_equal(ops.convert_to_numpy(ops.any(x, axis=1)), [True, True])
     np.testing.assert_array_equal(ops.convert_to_numpy(ops.all(x, axis=1)), [False, True])
+
+
+def test_erfinv_inverts_erf():
+    from scipy.special import erfinv
+
+    np.testing.assert_allclose(ops.convert_to_numpy(keras.ops.erfinv(U)), erfinv(U), rtol=1e-5, atol=1e-6)
 
 
 def test_bfloat16_tensors_convert_to_bfloat16_arrays():

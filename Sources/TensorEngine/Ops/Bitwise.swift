@@ -72,6 +72,39 @@ public func bitwiseInvert(_ x: Tensor) throws -> Tensor {
     return out
 }
 
+/// Greatest common divisor (non-negative) or least common multiple of integers.
+public func gcdLcm(_ a0: Tensor, _ b0: Tensor, lcm: Bool) throws -> Tensor {
+    let (a, b) = try promote(a0, b0)
+    if a.dtype == .bool { return try cast(try gcdLcm(try cast(a, to: .uint8), try cast(b, to: .uint8), lcm: lcm), to: .bool) }
+    let out = try Tensor(empty: try broadcastShapes(a.shape, b.shape), dtype: a.dtype)
+    struct K: IntVisitor {
+        let a: Tensor, b: Tensor, out: Tensor, lcm: Bool
+        func visit<T: NumElem & FixedWidthInteger>(_: T.Type) throws {
+            if lcm { mapBinary(a, b, out, Lcm<T>()) } else { mapBinary(a, b, out, Gcd<T>()) }
+        }
+    }
+    try dispatchInt(a.dtype, K(a: a, b: b, out: out, lcm: lcm))
+    return out
+}
+
+@inline(__always) private func gcdValue<T: FixedWidthInteger>(_ a: T, _ b: T) -> T {
+    var (x, y) = (a.magnitude, b.magnitude)
+    while y != 0 { (x, y) = (y, x % y) }
+    return T(truncatingIfNeeded: x)
+}
+struct Gcd<T: FixedWidthInteger>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { gcdValue(a, b) } }
+struct Lcm<T: FixedWidthInteger>: BinaryKernel {
+    @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T {
+        let g = gcdValue(a, b)
+        if g == 0 { return 0 }
+        return T(truncatingIfNeeded: (a.magnitude / g.magnitude) &* b.magnitude)
+    }
+}
+
 let bitwiseOps: [OpDef] = BitwiseOp.allCases.map { op in
     OpDef(op.rawValue, arity: 2) { t, _ in try bitwise(op, t[0], t[1]) }
-} + [OpDef("bitwise_invert", arity: 1) { t, _ in try bitwiseInvert(t[0]) }]
+} + [
+    OpDef("bitwise_invert", arity: 1) { t, _ in try bitwiseInvert(t[0]) },
+    OpDef("gcd", arity: 2) { t, _ in try gcdLcm(t[0], t[1], lcm: false) },
+    OpDef("lcm", arity: 2) { t, _ in try gcdLcm(t[0], t[1], lcm: true) },
+]

@@ -186,6 +186,13 @@ struct Le<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a:
 struct Gt<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a > b } }
 struct Ge<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a >= b } }
 struct Atan2<T: FloatElem>: BinaryKernel { @inline(__always) func callAsFunction(_ y: T, _ x: T) -> T { T.atan2(y, x) } }
+/// The next representable value after a in the direction of b.
+struct NextAfter<T: FloatElem>: BinaryKernel {
+    @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T {
+        if a.isNaN || b.isNaN { return .nan }
+        return a == b ? b : (a < b ? a.nextUp : a.nextDown)
+    }
+}
 struct BoolAnd: BinaryKernel { @inline(__always) func callAsFunction(_ a: Bool, _ b: Bool) -> Bool { a && b } }
 struct BoolOr: BinaryKernel { @inline(__always) func callAsFunction(_ a: Bool, _ b: Bool) -> Bool { a || b } }
 struct BoolXor: BinaryKernel { @inline(__always) func callAsFunction(_ a: Bool, _ b: Bool) -> Bool { a != b } }
@@ -224,7 +231,7 @@ struct Derivative<T: FloatElem>: BinaryKernel {
 
 public enum BinaryOp: String, CaseIterable {
     case add, subtract, multiply, divide, power, maximum, minimum
-    case floorDivide = "floor_divide", mod, arctan2
+    case floorDivide = "floor_divide", mod, arctan2, nextafter
     case equal, notEqual = "not_equal", less, lessEqual = "less_equal", greater, greaterEqual = "greater_equal"
     case logicalAnd = "logical_and", logicalOr = "logical_or", logicalXor = "logical_xor"
 
@@ -235,7 +242,7 @@ public enum BinaryOp: String, CaseIterable {
         }
     }
     var isLogical: Bool { self == .logicalAnd || self == .logicalOr || self == .logicalXor }
-    var floatOnly: Bool { self == .arctan2 }
+    var floatOnly: Bool { self == .arctan2 || self == .nextafter }
 }
 
 /// Promotes two operands to their common dtype (Keras's lattice), recording the casts.
@@ -289,17 +296,19 @@ public func binary(_ op: BinaryOp, _ a0: Tensor, _ b0: Tensor) throws -> Tensor 
             case .lessEqual: mapBinary(a, b, out, Le<T>())
             case .greater: mapBinary(a, b, out, Gt<T>())
             case .greaterEqual: mapBinary(a, b, out, Ge<T>())
-            case .arctan2, .logicalAnd, .logicalOr, .logicalXor:
+            case .arctan2, .nextafter, .logicalAnd, .logicalOr, .logicalXor:
                 throw EngineError.internal("\(op.rawValue) has no generic kernel")
             }
         }
     }
     struct F: FloatVisitor {
-        let a: Tensor, b: Tensor, out: Tensor
-        func visit<T: FloatElem>(_: T.Type) throws { mapBinary(a, b, out, Atan2<T>()) }
+        let op: BinaryOp, a: Tensor, b: Tensor, out: Tensor
+        func visit<T: FloatElem>(_: T.Type) throws {
+            if op == .arctan2 { mapBinary(a, b, out, Atan2<T>()) } else { mapBinary(a, b, out, NextAfter<T>()) }
+        }
     }
-    if op == .arctan2 { try dispatchFloat(dt, F(a: a, b: b, out: out)) } else { try dispatchNumeric(dt, K(op: op, a: a, b: b, out: out)) }
-    if dt.isFloatingPoint && !op.isComparison {
+    if op.floatOnly { try dispatchFloat(dt, F(op: op, a: a, b: b, out: out)) } else { try dispatchNumeric(dt, K(op: op, a: a, b: b, out: out)) }
+    if dt.isFloatingPoint && !op.isComparison && op != .nextafter {
         Tape.record(out, [a, b]) { g in try binaryVJP(op, a, b, out, g) }
     }
     return out
@@ -364,7 +373,7 @@ public enum UnaryOp: Equatable {
     case negative, abs, sign, square, floor, ceil, round, relu
     // float (ints are widened to float32)
     case exp, expm1, log, log1p, sqrt, rsqrt, reciprocal, sin, cos, tan, tanh, sinh, cosh
-    case arcsin, arccos, arctan, sigmoid, softplus, softsign, silu, selu, erf, relu6
+    case arcsin, arccos, arctan, sigmoid, softplus, softsign, silu, selu, erf, relu6, erfinv, i0, i1
     case gelu(approximate: Bool), elu(alpha: Double), leakyRelu(slope: Double)
     // -> bool
     case logicalNot, isnan, isinf, isfinite
@@ -376,6 +385,7 @@ public enum UnaryOp: Equatable {
         "cos": .cos, "tan": .tan, "tanh": .tanh, "sinh": .sinh, "cosh": .cosh, "arcsin": .arcsin,
         "arccos": .arccos, "arctan": .arctan, "sigmoid": .sigmoid, "softplus": .softplus,
         "softsign": .softsign, "silu": .silu, "selu": .selu, "erf": .erf, "relu6": .relu6,
+        "erfinv": .erfinv, "i0": .i0, "i1": .i1,
         "logical_not": .logicalNot, "isnan": .isnan, "isinf": .isinf, "isfinite": .isfinite,
     ]
 
@@ -430,6 +440,9 @@ public enum UnaryOp: Equatable {
         case .selu:
             return T(Self.seluScale) * (x > 0 ? x : T(Self.seluAlpha) * T.expm1(x))
         case .erf: return T.erf(x)
+        case .erfinv: return T(SpecialFunctions.erfinv(Double(x)))
+        case .i0: return T(SpecialFunctions.besselI(Double(x), order1: false))
+        case .i1: return T(SpecialFunctions.besselI(Double(x), order1: true))
         case .relu6: return x.isNaN ? x : Swift.min(Swift.max(x, 0), 6)
         case .gelu(let approximate):
             if approximate {
@@ -474,6 +487,13 @@ public enum UnaryOp: Equatable {
         case .silu: let s = UnaryOp.sigmoid.apply(x); return s * (1 + x * (1 - s))
         case .selu: return x > 0 ? T(Self.seluScale) : y + T(Self.seluScale * Self.seluAlpha)
         case .erf: return T(1.1283791670955126) * T.exp(-x * x)
+        case .erfinv: return T(0.886226925452758) * T.exp(y * y)
+        case .i0: return T(SpecialFunctions.besselI(Double(x), order1: true))
+        case .i1:
+            // I1'(x) = I0(x) - I1(x) / x, and 1/2 at 0.
+            if x == 0 { return T(0.5) }
+            let xd = Double(x)
+            return T(SpecialFunctions.besselI(xd, order1: false) - SpecialFunctions.besselI(xd, order1: true) / xd)
         case .relu6: return (x > 0 && x < 6) ? 1 : 0
         case .gelu(let approximate):
             if approximate {

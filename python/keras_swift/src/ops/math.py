@@ -231,7 +231,7 @@ def _get_complex_tensor_from_tuple(x):
 
 
 def erfinv(x):
-    raise not_implemented("math.erfinv")
+    return op("erfinv", _float(x))
 
 
 def istft(x, sequence_length, sequence_stride, fft_length, length=None, window='hann', center=True):

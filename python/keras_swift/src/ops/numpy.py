@@ -2078,6 +2078,43 @@ def right_shift(x, y):
     return bitwise_right_shift(x, y)
 
 
+def gcd(x1, x2):
+    return _bitwise("gcd", x1, x2)
+
+
+def lcm(x1, x2):
+    return _bitwise("lcm", x1, x2)
+
+
+def nextafter(x1, x2):
+    x1 = convert_to_tensor(x1)
+    x2 = convert_to_tensor(x2)
+    dtype = result_type(x1.dtype, x2.dtype, float)
+    return op("nextafter", cast(x1, dtype), cast(x2, dtype))
+
+
+def i0(x):
+    x = convert_to_tensor(x)
+    dtype = standardize_dtype(x.dtype)
+    if dtype in ("int64", "float64"):
+        dtype = "float64"
+    elif dtype not in ("bfloat16", "float16"):
+        dtype = floatx()
+    return op("i0", cast(x, dtype))
+
+
+def kaiser(x, beta):
+    def fn(k, n):
+        # I0(beta * sqrt(1 - (2k / (n - 1) - 1)^2)) / I0(beta), in float64 for accuracy
+        k = cast(k, "float64")
+        r = op("subtract", op("multiply", k, _scalar(2.0 / (n - 1), "float64")), _scalar(1.0, "float64"))
+        arg = op("sqrt", op("subtract", _scalar(1.0, "float64"), op("square", r)))
+        num = op("i0", op("multiply", arg, _scalar(float(beta), "float64")))
+        return op("divide", num, op("i0", _scalar(float(beta), "float64")))
+
+    return _window(x, fn)
+
+
 # Not implemented yet (generated stubs: keras.ops signatures; each raises
 # NotImplementedError until the engine grows the op or a composition lands).
 
@@ -2101,29 +2138,14 @@ def cross(x1, x2, axisa=-1, axisb=-1, axisc=-1, axis=None):
     raise not_implemented("numpy.cross")
 
 
-def gcd(x1, x2):
-    raise not_implemented("numpy.gcd")
-
 
 def histogram(x, bins=10, range=None):
     raise not_implemented("numpy.histogram")
 
 
-def i0(x):
-    raise not_implemented("numpy.i0")
-
-
-def kaiser(x, beta):
-    raise not_implemented("numpy.kaiser")
-
-
-def lcm(x1, x2):
-    raise not_implemented("numpy.lcm")
 
 
 
-def nextafter(x1, x2):
-    raise not_implemented("numpy.nextafter")
 
 
 
