@@ -49,6 +49,14 @@ def op_multi(name, inputs, attrs=None):
     return _C.op(name, inputs, attrs)
 
 
+def to_float(x):
+    """x as a tensor of a float dtype (integers and bools promote as Keras does)."""
+    x = convert_to_tensor(x)
+    if not is_float_dtype(x.dtype):
+        x = cast(x, result_type(x.dtype, float))
+    return x
+
+
 def not_implemented(qualname):
     """The error every not-yet-implemented entry point raises."""
     return NotImplementedError(

@@ -2,21 +2,13 @@
 
 
 from keras_swift.src.core import cast
+from keras_swift.src.core import to_float as _float
 from keras_swift.src.core import convert_to_tensor
-from keras_swift.src.core import is_float_dtype
 from keras_swift.src.core import is_int_dtype
 from keras_swift.src.core import not_implemented
 from keras_swift.src.core import op
 from keras_swift.src.core import op_multi
-from keras_swift.src.core import result_type
 from keras_swift.src.ops import numpy as knp
-
-
-def _float(x):
-    x = convert_to_tensor(x)
-    if not is_float_dtype(x.dtype):
-        x = cast(x, result_type(x.dtype, float))
-    return x
 
 
 def rsqrt(x):

@@ -17,6 +17,7 @@ from keras.src.backend.common.backend_utils import (
 from keras.src.backend.config import epsilon
 from keras.src.backend.config import standardize_data_format
 from keras_swift.src.core import cast
+from keras_swift.src.core import to_float as _float
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.core import is_float_dtype
 from keras_swift.src.core import is_int_dtype
@@ -28,13 +29,6 @@ from keras_swift.src.ops import numpy as knp
 
 def _scalar(value, dtype):
     return convert_to_tensor(value, dtype)
-
-
-def _float(x):
-    x = convert_to_tensor(x)
-    if not is_float_dtype(x.dtype):
-        x = cast(x, result_type(x.dtype, float))
-    return x
 
 
 def _unary(name, x, **attrs):
