@@ -281,11 +281,16 @@ public protocol FloatVisitor {
     func visit<T: FloatElem>(_ t: T.Type) throws -> Result
 }
 
+/// Calls `visit` with the Swift type of an integer dtype.
+protocol IntVisitor {
+    associatedtype Result
+    func visit<T: NumElem & FixedWidthInteger>(_ t: T.Type) throws -> Result
+}
+
+/// The one switch over integer dtypes; `dispatchNumeric` and the bitwise ops share it.
 @inline(__always)
-func dispatchNumeric<V: NumericVisitor>(_ dt: DType, _ v: V) throws -> V.Result {
+func dispatchInt<V: IntVisitor>(_ dt: DType, _ v: V, orThrow error: @autoclosure () -> EngineError) throws -> V.Result {
     switch dt {
-    case .float32: return try v.visit(Float.self)
-    case .float64: return try v.visit(Double.self)
     case .int32: return try v.visit(Int32.self)
     case .int64: return try v.visit(Int64.self)
     case .int8: return try v.visit(Int8.self)
@@ -294,8 +299,24 @@ func dispatchNumeric<V: NumericVisitor>(_ dt: DType, _ v: V) throws -> V.Result 
     case .uint16: return try v.visit(UInt16.self)
     case .uint32: return try v.visit(UInt32.self)
     case .uint64: return try v.visit(UInt64.self)
-    case .bool, .float16, .bfloat16:
-        throw EngineError.internal("no numeric kernel for \(dt) (it should have been widened)")
+    default: throw error()
+    }
+}
+
+/// Adapts a numeric visitor to the integer switch.
+private struct NumericAsInt<V: NumericVisitor>: IntVisitor {
+    let v: V
+    @inline(__always) func visit<T: NumElem & FixedWidthInteger>(_ t: T.Type) throws -> V.Result { try v.visit(t) }
+}
+
+@inline(__always)
+func dispatchNumeric<V: NumericVisitor>(_ dt: DType, _ v: V) throws -> V.Result {
+    switch dt {
+    case .float32: return try v.visit(Float.self)
+    case .float64: return try v.visit(Double.self)
+    default:
+        return try dispatchInt(dt, NumericAsInt(v: v),
+                               orThrow: .internal("no numeric kernel for \(dt) (it should have been widened)"))
     }
 }
 

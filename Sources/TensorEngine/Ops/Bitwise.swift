@@ -6,23 +6,8 @@ public enum BitwiseOp: String, CaseIterable {
     case leftShift = "left_shift", rightShift = "right_shift"
 }
 
-protocol IntVisitor {
-    associatedtype Result
-    func visit<T: NumElem & FixedWidthInteger>(_ t: T.Type) throws -> Result
-}
-
 private func dispatchInt<V: IntVisitor>(_ dt: DType, _ v: V) throws -> V.Result {
-    switch dt {
-    case .int8: return try v.visit(Int8.self)
-    case .int16: return try v.visit(Int16.self)
-    case .int32: return try v.visit(Int32.self)
-    case .int64: return try v.visit(Int64.self)
-    case .uint8: return try v.visit(UInt8.self)
-    case .uint16: return try v.visit(UInt16.self)
-    case .uint32: return try v.visit(UInt32.self)
-    case .uint64: return try v.visit(UInt64.self)
-    default: throw EngineError.type("bitwise ops need integer or bool tensors, got \(dt)")
-    }
+    try dispatchInt(dt, v, orThrow: .type("bitwise ops need integer or bool tensors, got \(dt)"))
 }
 
 struct BitAnd<T: FixedWidthInteger>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { a & b } }
