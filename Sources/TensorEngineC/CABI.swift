@@ -243,3 +243,54 @@ public func te_gradient(_ target: OpaquePointer?, _ seed: OpaquePointer?, _ sour
         for (i, g) in gs.enumerated() { grads![i] = g.map(handle) }
     }
 }
+
+@_cdecl("te_set_last_error")
+public func te_set_last_error(_ message: UnsafePointer<CChar>?) {
+    setError(message.map { String(cString: $0) } ?? "")
+}
+
+public typealias VJPCallback = @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafeMutablePointer<OpaquePointer?>?, Int32) -> Int32
+public typealias ReleaseCallback = @convention(c) (UnsafeMutableRawPointer?) -> Void
+
+/// Owns a foreign VJP context: the tape node's closure holds it, so the context is released
+/// exactly when the node (or the unrecorded closure) goes away.
+private final class ForeignVJP {
+    let vjp: VJPCallback, ctx: UnsafeMutableRawPointer?, release: ReleaseCallback?
+    init(_ vjp: VJPCallback, _ ctx: UnsafeMutableRawPointer?, _ release: ReleaseCallback?) {
+        (self.vjp, self.ctx, self.release) = (vjp, ctx, release)
+    }
+    deinit { release?(ctx) }
+
+    func callAsFunction(_ g: Tensor, count: Int) throws -> [Tensor?] {
+        var out = [OpaquePointer?](repeating: nil, count: count)
+        let status = withExtendedLifetime(g) {
+            vjp(ctx, OpaquePointer(Unmanaged.passUnretained(g).toOpaque()), &out, Int32(count))
+        }
+        // Take ownership first, so a failing callback's partial results are released too.
+        let grads = out.map { $0.map { Unmanaged<Tensor>.fromOpaque(UnsafeRawPointer($0)).takeRetainedValue() } }
+        guard status == Status.ok.rawValue else {
+            let text = String(cString: te_last_error())
+            throw EngineError.value(text.isEmpty ? "custom gradient callback failed (status \(status))" : text)
+        }
+        return grads
+    }
+}
+
+@_cdecl("te_record_custom")
+public func te_record_custom(_ output: OpaquePointer?, _ inputs: UnsafePointer<OpaquePointer?>?, _ nInputs: Int32,
+                             _ vjp: VJPCallback?, _ ctx: UnsafeMutableRawPointer?, _ release: ReleaseCallback?,
+                             _ result: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    // The context is owned from here on, whatever happens below.
+    let foreign = vjp.map { ForeignVJP($0, ctx, release) }
+    if foreign == nil { release?(ctx) }
+    return guarded {
+        guard let foreign = foreign else { throw EngineError.value("te_record_custom needs a vjp callback") }
+        guard let result = result else { throw EngineError.value("te_record_custom needs a result pointer") }
+        result.pointee = nil
+        guard nInputs >= 0, nInputs == 0 || inputs != nil else { throw EngineError.value("bad input array") }
+        let out = try tensor(output)
+        let ins = try (0..<Int(nInputs)).map { try tensor(inputs![$0]) }
+        let n = ins.count
+        result.pointee = handle(Tape.recordCustom(out, inputs: ins) { g in try foreign(g, count: n) })
+    }
+}

@@ -147,4 +147,47 @@ final class CABITests: XCTestCase {
         XCTAssertEqual(te_tape_pop(), 1)
         XCTAssertEqual(te_gradient(nil, nil, nil, 0, nil), 1)
     }
+
+    func testCustomVJPThroughTheABI() {
+        // ctx counts releases; the callback returns 10 * g (and fails when g sums to 0).
+        final class Box { var released = 0 }
+        let box = Box()
+        let ctx = Unmanaged.passRetained(box).toOpaque()
+        let vjp: VJPCallback = { _, g, out, n in
+            var id: Int32 = -1
+            _ = te_op_lookup("multiply", &id)
+            var ten: OpaquePointer? = nil
+            var v: Float = 10
+            _ = te_tensor_create(11, nil, 0, &v, 4, &ten)
+            var ins: [OpaquePointer?] = [g, ten]
+            var n1: Int32 = 0
+            let st = te_op_call(id, &ins, 2, nil, 0, out, n, &n1)
+            te_tensor_release(ten)
+            return st
+        }
+        let release: ReleaseCallback = { ctx in
+            Unmanaged<Box>.fromOpaque(ctx!).takeUnretainedValue().released += 1
+        }
+        let x = make([1, 2, 3], [3])
+        defer { te_tensor_release(x) }
+        XCTAssertEqual(te_tape_push(), 0)
+        XCTAssertEqual(te_set_requires_grad(x, 1), 0)
+        var ins: [OpaquePointer?] = [x]
+        var y: OpaquePointer? = nil
+        XCTAssertEqual(te_record_custom(x, &ins, 1, vjp, ctx, release, &y), 0, String(cString: te_last_error()))
+        let (_, s) = call("sum", [y])
+        var grads: [OpaquePointer?] = [nil]
+        XCTAssertEqual(te_gradient(s, nil, &ins, 1, &grads), 0, String(cString: te_last_error()))
+        XCTAssertEqual(floats(grads[0]), [10, 10, 10])
+        te_tensor_release(grads[0])
+        te_tensor_release(s)
+        te_tensor_release(y)
+        XCTAssertEqual(box.released, 0)
+        XCTAssertEqual(te_tape_pop(), 0)
+        XCTAssertEqual(box.released, 1, "popping the tape releases the context once")
+        // Without a callback: an error status, and the context is still released.
+        XCTAssertEqual(te_record_custom(x, &ins, 1, nil, ctx, release, &y), 1)
+        XCTAssertEqual(box.released, 2)
+        Unmanaged<Box>.fromOpaque(ctx).release()
+    }
 }

@@ -103,6 +103,26 @@ final class GradientTests: XCTestCase {
                           tolerance: 1e-2) { try matmul($0[0], $0[1]) }
     }
 
+    func testCustomGradient() throws {
+        // A custom VJP equal to the true derivative must pass the finite-difference check.
+        try checkGradient("custom square", [try f64([2, 3], seed: 40)]) { xs in
+            let x = xs[0]
+            let y = try Tape.paused { try multiply(x, x) }
+            return Tape.recordCustom(y, inputs: [x]) { g in [try multiply(g, try multiply(x, try full([], value: 2, dtype: .float64)))] }
+        }
+        // Straight-through estimator: round forward, identity backward.
+        let x = try f64([4], seed: 41)
+        Tape.push()
+        defer { try? Tape.pop() }
+        x.requiresGrad = true
+        let y = Tape.recordCustom(try Tape.paused { try unary(.round, x) }, inputs: [x]) { g in [g] }
+        XCTAssertEqual(try sum(y).double(at: 0), try sum(try unary(.round, x)).double(at: 0))
+        XCTAssertEqual(try Tape.gradient(of: try sum(y), wrt: [x])[0]?.doubles(), [1, 1, 1, 1])
+        // A gradient of the wrong shape is an error, not a crash.
+        let bad = Tape.recordCustom(try Tape.paused { try unary(.round, x) }, inputs: [x]) { _ in [try full([3], value: 1, dtype: .float64)] }
+        XCTAssertThrowsError(try Tape.gradient(of: try sum(bad), wrt: [x]))
+    }
+
     func testShapeOps() throws {
         let x = try f64([2, 3, 4], seed: 20)
         try checkGradient("reshape", [x]) { try reshape($0[0], [6, -1]) }

@@ -1243,6 +1243,154 @@ py_tape_depth(PyObject *mod, PyObject *unused)
     return PyLong_FromLong(te_tape_depth());
 }
 
+/* -------------------------------------------------------------------------- */
+/* Custom gradients                                                            */
+/* -------------------------------------------------------------------------- */
+
+/* A Python exception raised by a VJP callback, kept until the gradient() call
+ * that ran it returns, so the caller sees the original exception rather than
+ * the engine's text copy of it. Tapes are per thread, and so is this. */
+static _Thread_local PyObject *pending_type, *pending_value, *pending_tb;
+
+static void
+stash_python_error(void)
+{
+    Py_CLEAR(pending_type);
+    Py_CLEAR(pending_value);
+    Py_CLEAR(pending_tb);
+    PyErr_Fetch(&pending_type, &pending_value, &pending_tb);
+    PyErr_NormalizeException(&pending_type, &pending_value, &pending_tb);
+    PyObject *text = pending_value ? PyObject_Str(pending_value) : NULL;
+    const char *msg = text ? PyUnicode_AsUTF8(text) : NULL;
+    te_set_last_error(msg ? msg : "custom gradient function raised");
+    Py_XDECREF(text);
+    PyErr_Clear();
+}
+
+/* True (with the exception set) when a VJP callback of this thread raised. */
+static int
+restore_python_error(void)
+{
+    if (pending_type == NULL) {
+        return 0;
+    }
+    PyErr_Restore(pending_type, pending_value, pending_tb);
+    pending_type = pending_value = pending_tb = NULL;
+    return 1;
+}
+
+static te_status
+python_vjp(void *ctx, te_tensor output_grad, te_tensor *input_grads, int32_t n_inputs)
+{
+    /* gradient() runs the engine without the GIL; callbacks take it back. */
+    PyGILState_STATE gil = PyGILState_Ensure();
+    te_status st = TE_ERR_VALUE;
+    PyObject *result = NULL, *seq = NULL;
+    PyObject *grad = wrap_handle(te_tensor_retain(output_grad));
+    if (grad == NULL) {
+        goto fail;
+    }
+    result = PyObject_CallOneArg((PyObject *)ctx, grad);
+    Py_DECREF(grad);
+    if (result == NULL) {
+        goto fail;
+    }
+    seq = PySequence_Fast(result, "a custom gradient function must return a sequence");
+    if (seq == NULL) {
+        goto fail;
+    }
+    if (PySequence_Fast_GET_SIZE(seq) != n_inputs) {
+        PyErr_Format(PyExc_ValueError,
+                     "custom gradient function returned %zd gradients for %d inputs",
+                     PySequence_Fast_GET_SIZE(seq), (int)n_inputs);
+        goto fail;
+    }
+    for (int32_t i = 0; i < n_inputs; i++) {
+        PyObject *g = PySequence_Fast_GET_ITEM(seq, i);
+        if (g != Py_None && !Tensor_Check(g)) {
+            PyErr_Format(PyExc_TypeError,
+                         "custom gradient %d must be a Tensor or None, not %.200s", (int)i,
+                         Py_TYPE(g)->tp_name);
+            goto fail;
+        }
+    }
+    for (int32_t i = 0; i < n_inputs; i++) {
+        PyObject *g = PySequence_Fast_GET_ITEM(seq, i);
+        input_grads[i] = g == Py_None ? NULL : te_tensor_retain(((TensorObject *)g)->handle);
+    }
+    st = TE_OK;
+    goto done;
+fail:
+    stash_python_error();
+done:
+    Py_XDECREF(seq);
+    Py_XDECREF(result);
+    PyGILState_Release(gil);
+    return st;
+}
+
+static void
+python_release(void *ctx)
+{
+    /* Tape state is dropped at thread exit too, possibly after finalization. */
+#if PY_VERSION_HEX >= 0x030D0000
+    int finalizing = Py_IsFinalizing();
+#else
+    int finalizing = _Py_IsFinalizing();
+#endif
+    if (!Py_IsInitialized() || finalizing) {
+        return;
+    }
+    PyGILState_STATE gil = PyGILState_Ensure();
+    Py_DECREF((PyObject *)ctx);
+    PyGILState_Release(gil);
+}
+
+PyDoc_STRVAR(record_custom_doc,
+"record_custom(output, inputs, vjp)\n--\n\n"
+"A new Tensor sharing output's storage whose gradient flows to `inputs`\n"
+"through `vjp(output_grad) -> [Tensor or None per input]` (custom gradients).\n"
+"Run the forward computation untracked first.");
+
+static PyObject *
+py_record_custom(PyObject *mod, PyObject *args)
+{
+    PyObject *output, *inputs, *vjp;
+    if (!PyArg_ParseTuple(args, "OOO:record_custom", &output, &inputs, &vjp)) {
+        return NULL;
+    }
+    if (!Tensor_Check(output)) {
+        PyErr_Format(PyExc_TypeError, "record_custom(): output must be a Tensor, not %.200s",
+                     Py_TYPE(output)->tp_name);
+        return NULL;
+    }
+    if (!PyCallable_Check(vjp)) {
+        PyErr_Format(PyExc_TypeError, "record_custom(): vjp must be callable, not %.200s",
+                     Py_TYPE(vjp)->tp_name);
+        return NULL;
+    }
+    te_tensor small_in[SMALL_INPUTS];
+    te_tensor *in;
+    int32_t n;
+    PyObject *keep = collect_tensors(inputs, "inputs", NULL, small_in, SMALL_INPUTS, &in, &n);
+    if (keep == NULL) {
+        return NULL;
+    }
+    te_tensor result = NULL;
+    /* The engine owns this reference from the call on (released via python_release). */
+    Py_INCREF(vjp);
+    te_status st = te_record_custom(((TensorObject *)output)->handle, in, n, python_vjp, vjp,
+                                    python_release, &result);
+    if (in != small_in) {
+        PyMem_Free(in);
+    }
+    Py_DECREF(keep);
+    if (st != TE_OK) {
+        return set_engine_error(st);
+    }
+    return wrap_handle(result);
+}
+
 PyDoc_STRVAR(gradient_doc,
 "gradient(target, sources, seed=None)\n--\n\n"
 "Gradients of target with respect to each source through the ops on the\n"
@@ -1296,7 +1444,9 @@ py_gradient(PyObject *mod, PyObject *args, PyObject *kwargs)
     Py_END_ALLOW_THREADS
 
     if (st != TE_OK) {
-        set_engine_error(st);
+        if (!restore_python_error()) {
+            set_engine_error(st);
+        }
         for (int32_t i = 0; i < n; i++) {
             if (grads[i] != NULL) {
                 te_tensor_release(grads[i]);
@@ -1396,6 +1546,7 @@ static PyMethodDef module_methods[] = {
     {"tape_depth", (PyCFunction)py_tape_depth, METH_NOARGS, tape_depth_doc},
     {"gradient", (PyCFunction)(void (*)(void))py_gradient, METH_VARARGS | METH_KEYWORDS,
      gradient_doc},
+    {"record_custom", (PyCFunction)py_record_custom, METH_VARARGS, record_custom_doc},
     {"set_num_threads", (PyCFunction)py_set_num_threads, METH_O, set_num_threads_doc},
     {"get_num_threads", (PyCFunction)py_get_num_threads, METH_NOARGS, get_num_threads_doc},
     {"abi_version", (PyCFunction)py_abi_version, METH_NOARGS, abi_version_doc},

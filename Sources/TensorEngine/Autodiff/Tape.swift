@@ -98,6 +98,33 @@ public enum Tape {
         s.tapes[s.tapes.count - 1].append(node)
     }
 
+    /// Makes `output` differentiable with respect to `inputs` through a caller-supplied VJP
+    /// (custom gradients): the forward ran however the caller chose (typically paused), and
+    /// `backward` maps the output gradient to one gradient (or nil) per input. Returns a new
+    /// handle sharing `output`'s storage, so a tensor the forward passed through unchanged
+    /// keeps its own history. A gradient of the wrong shape is an error at gradient time;
+    /// one of another dtype is cast to the input's.
+    public static func recordCustom(_ output: Tensor, inputs: [Tensor],
+                                    backward: @escaping (Tensor) throws -> [Tensor?]) -> Tensor {
+        let result = stopGradient(output)
+        guard result.dtype.isFloatingPoint else { return result }
+        let shapes = inputs.map(\.shape), dtypes = inputs.map(\.dtype)
+        record(result, inputs) { g in
+            let grads = try backward(g)
+            guard grads.count == shapes.count else {
+                throw EngineError.value("custom gradient returned \(grads.count) gradients for \(shapes.count) inputs")
+            }
+            return try grads.enumerated().map { i, gi in
+                guard let gi = gi else { return nil }
+                guard gi.shape == shapes[i] else {
+                    throw EngineError.value("custom gradient for input \(i) has shape \(gi.shape), expected \(shapes[i])")
+                }
+                return gi.dtype == dtypes[i] ? gi : try cast(gi, to: dtypes[i])
+            }
+        }
+        return result
+    }
+
     /// Gradients of `target` (seeded with `seed`, default ones) with respect to `sources`,
     /// nil for a source that does not influence `target`.
     public static func gradient(of target: Tensor, seed: Tensor? = nil, wrt sources: [Tensor]) throws -> [Tensor?] {

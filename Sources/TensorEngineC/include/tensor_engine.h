@@ -118,6 +118,24 @@ int32_t te_requires_grad(te_tensor t);
 te_status te_gradient(te_tensor target, te_tensor seed, const te_tensor *sources,
                       int32_t n_sources, te_tensor *grads);
 
+/* Custom gradients. A VJP callback receives the output gradient (borrowed,
+ * valid during the call) and writes one new tensor reference or NULL per input
+ * into input_grads (the engine takes those references). It returns TE_OK, or
+ * an error status after te_set_last_error(). release(ctx) runs once, when the
+ * recording is dropped (tape popped) or right away when nothing was recorded;
+ * it may run on the thread that pops the tape or ends. */
+typedef te_status (*te_vjp_fn)(void *ctx, te_tensor output_grad, te_tensor *input_grads,
+                               int32_t n_inputs);
+typedef void (*te_release_fn)(void *ctx);
+/* *result: a new handle sharing output's storage whose gradient flows to
+ * inputs through vjp (when a tape is recording and an input is tracked;
+ * non-float outputs are never recorded). Pair with a forward run untracked. */
+te_status te_record_custom(te_tensor output, const te_tensor *inputs, int32_t n_inputs,
+                           te_vjp_fn vjp, void *ctx, te_release_fn release,
+                           te_tensor *result);
+/* Sets this thread's te_last_error() text (for callbacks reporting failure). */
+void te_set_last_error(const char *message);
+
 #ifdef __cplusplus
 }
 #endif

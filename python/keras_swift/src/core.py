@@ -574,23 +574,54 @@ def scatter_update(inputs, indices, updates, reduction=None):
 
 
 class custom_gradient:
-    """Decorator for custom gradients (forward pass only for now).
+    """``fun(*args, **kwargs)`` returns ``(outputs, grad_fn)``; gradients of the
+    outputs flow to the positional tensor arguments through ``grad_fn`` instead
+    of through the forward ops.
 
-    The engine has no hook for a user-supplied VJP yet, so gradients flow
-    through the ops of the forward pass itself.
+    ``grad_fn`` receives the upstream gradient (one per output, positionally)
+    and returns one gradient per positional argument (a single tensor when there
+    is one argument); ``None`` or a non-tensor argument gets no gradient.
     """
 
     def __init__(self, fun):
-        warnings.warn(
-            "`custom_gradient` for the swift backend acts as a pass-through "
-            "to support the forward pass. The custom gradient function is "
-            "not used: gradients flow through the forward ops."
-        )
         self.fun = fun
+        functools.update_wrapper(self, fun)
 
     def __call__(self, *args, **kwargs):
-        outputs, _ = self.fun(*args, **kwargs)
-        return outputs
+        positions = [
+            i for i, a in enumerate(args) if isinstance(a, (SwiftTensor, KerasVariable))
+        ]
+        inputs = [convert_to_tensor(args[i]) for i in positions]
+        with no_grad():
+            outputs, grad_fn = self.fun(*args, **kwargs)
+        if _C.tape_depth() == 0 or not inputs:
+            return outputs
+        flat = [convert_to_tensor(o) for o in tree.flatten(outputs)]
+
+        def vjp_for(k):
+            def vjp(upstream):
+                ups = [
+                    upstream if j == k else op("full", shape=list(o.shape), dtype=o.dtype)
+                    for j, o in enumerate(flat)
+                ]
+                grads = grad_fn(*ups)
+                if len(args) == 1 and not isinstance(grads, (list, tuple)):
+                    grads = [grads]
+                grads = list(grads)
+                if len(grads) != len(args):
+                    raise ValueError(
+                        f"custom_gradient: the gradient function returned "
+                        f"{len(grads)} gradients for {len(args)} positional arguments"
+                    )
+                return [
+                    None if grads[i] is None else convert_to_tensor(grads[i])
+                    for i in positions
+                ]
+
+            return vjp
+
+        recorded = [_C.record_custom(o, inputs, vjp_for(k)) for k, o in enumerate(flat)]
+        return tree.pack_sequence_as(outputs, recorded)
 
 
 def remat(f):
