@@ -197,4 +197,21 @@ final class OpTests: XCTestCase {
         XCTAssertThrowsError(try Tape.pop())
         XCTAssertThrowsError(try Tape.gradient(of: z, wrt: [x]))
     }
+
+    func testAdamUpdateMatchesTheFormula() throws {
+        let x = try f64([5], seed: 60), g = try f64([5], seed: 61), m = try f64([5], seed: 62)
+        let v = try f64([5], seed: 63, lo: 0, hi: 1)
+        let (alpha, b1, b2, eps) = (0.01, 0.9, 0.999, 1e-7)
+        let (nx, nm, nv) = try adamUpdate(variable: x, grad: g, m: m, v: v, alpha: alpha, beta1: b1, beta2: b2, epsilon: eps)
+        for i in 0..<5 {
+            let (xi, gi, mi, vi) = (x.doubles()[i], g.doubles()[i], m.doubles()[i], v.doubles()[i])
+            let em = mi + (gi - mi) * (1 - b1), ev = vi + (gi * gi - vi) * (1 - b2)
+            XCTAssertEqual(nm.doubles()[i], em, accuracy: 1e-12)
+            XCTAssertEqual(nv.doubles()[i], ev, accuracy: 1e-12)
+            XCTAssertEqual(nx.doubles()[i], xi - em * alpha / (ev.squareRoot() + eps), accuracy: 1e-12)
+        }
+        XCTAssertThrowsError(try adamUpdate(variable: x, grad: try f64([4], seed: 1), m: m, v: v, alpha: 1, beta1: 0.9, beta2: 0.9, epsilon: 0))
+        let xi = try cast(x, to: .int32)
+        XCTAssertThrowsError(try adamUpdate(variable: xi, grad: xi, m: xi, v: xi, alpha: 1, beta1: 0.9, beta2: 0.9, epsilon: 0))
+    }
 }

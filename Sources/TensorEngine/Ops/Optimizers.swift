@@ -1,0 +1,53 @@
+/// Fused optimizer updates. Keras's per-variable Adam is a dozen small ops, each a full pass
+/// over the variable plus an allocation; one pass that reads (variable, grad, m, v) once and
+/// writes their successors is what makes the update cost memory bandwidth only. Updates are
+/// never recorded on the tape.
+
+/// One Adam step: m' = m + (g - m)(1 - β1), v' = v + (g² - v)(1 - β2),
+/// x' = x - α·m' / (√v' + ε), with α = lr·√(1 - β2^t) / (1 - β1^t) computed once per step by
+/// the caller (it is shared by every variable). Returns (x', m', v').
+public func adamUpdate(variable x: Tensor, grad g: Tensor, m: Tensor, v: Tensor, alpha: Double,
+                       beta1: Double, beta2: Double, epsilon: Double) throws -> (Tensor, Tensor, Tensor) {
+    for (name, t) in [("grad", g), ("m", m), ("v", v)] {
+        guard t.shape == x.shape, t.dtype == x.dtype else {
+            throw EngineError.value("adam_update: \(name) has shape \(t.shape) and dtype \(t.dtype); the variable has \(x.shape) and \(x.dtype)")
+        }
+    }
+    guard x.dtype == .float32 || x.dtype == .float64 else {
+        throw EngineError.type("adam_update needs float32 or float64 variables, got \(x.dtype)")
+    }
+    let nx = try Tensor(empty: x.shape, dtype: x.dtype)
+    let nm = try Tensor(empty: x.shape, dtype: x.dtype)
+    let nv = try Tensor(empty: x.shape, dtype: x.dtype)
+    struct K: FloatVisitor {
+        let x: Tensor, g: Tensor, m: Tensor, v: Tensor, nx: Tensor, nm: Tensor, nv: Tensor
+        let alpha: Double, beta1: Double, beta2: Double, epsilon: Double
+        func visit<T: FloatElem>(_: T.Type) throws {
+            let (px, pg, pm, pv) = (x.pointer(T.self), g.pointer(T.self), m.pointer(T.self), v.pointer(T.self))
+            let (ox, om, ov) = (nx.pointer(T.self), nm.pointer(T.self), nv.pointer(T.self))
+            let a = T(alpha), c1 = T(1 - beta1), c2 = T(1 - beta2), eps = T(epsilon)
+            parallelFor(x.count, cost: 8) { range in
+                for i in range {
+                    let gi = pg[i]
+                    let mi = pm[i] + (gi - pm[i]) * c1
+                    let vi = pv[i] + (gi * gi - pv[i]) * c2
+                    om[i] = mi
+                    ov[i] = vi
+                    ox[i] = px[i] - (mi * a) / (vi.squareRoot() + eps)
+                }
+            }
+        }
+    }
+    try dispatchFloat(x.dtype, K(x: x, g: g, m: m, v: v, nx: nx, nm: nm, nv: nv,
+                                 alpha: alpha, beta1: beta1, beta2: beta2, epsilon: epsilon))
+    return (nx, nm, nv)
+}
+
+let optimizerOps: [OpDef] = [
+    OpDef("adam_update") { t, a in
+        guard t.count == 4 else { throw EngineError.value("adam_update takes 4 inputs (variable, grad, m, v), got \(t.count)") }
+        let r = try adamUpdate(variable: t[0], grad: t[1], m: t[2], v: t[3], alpha: a.float("alpha"),
+                               beta1: a.float("beta1"), beta2: a.float("beta2"), epsilon: a.float("epsilon"))
+        return [r.0, r.1, r.2]
+    },
+]

@@ -1,0 +1,59 @@
+"""The optimizer mixin (``BackendOptimizer``, contract §5.6).
+
+Keras's Adam (and AdamW, which shares its ``update_step``) costs a dozen small
+ops per variable per step; the engine's ``adam_update`` does the same update in
+one pass. Anything else — other optimizers, amsgrad, subclasses that override
+``update_step``, non-float32/64 variables, symbolic hyperparameters — keeps
+Keras's generic path.
+"""
+
+import numbers
+
+from keras.src.optimizers import base_optimizer
+from keras_swift.src.core import cast
+from keras_swift.src.core import convert_to_numpy
+from keras_swift.src.core import convert_to_tensor
+from keras_swift.src.core import op_multi
+
+_FUSED_DTYPES = ("float32", "float64")
+
+
+def _adam_update_step():
+    from keras.src.optimizers.adam import Adam
+
+    return Adam.update_step
+
+
+class BackendOptimizer(base_optimizer.BaseOptimizer):
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        if not self._can_fuse_adam():
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        step = float(convert_to_numpy(self.iterations)) + 1.0
+        lr = float(convert_to_numpy(learning_rate))
+        b1, b2 = float(self.beta_1), float(self.beta_2)
+        alpha = lr * (1.0 - b2**step) ** 0.5 / (1.0 - b1**step)
+        attrs = {"alpha": alpha, "beta1": b1, "beta2": b2, "epsilon": float(self.epsilon)}
+        for grad, var in zip(grads, trainable_variables):
+            if var.dtype not in _FUSED_DTYPES:
+                self.update_step(grad, var, learning_rate)
+                continue
+            grad = convert_to_tensor(grad)
+            if grad.dtype != var.dtype:
+                grad = cast(grad, var.dtype)
+            index = self._get_variable_index(var)
+            m, v = self._momentums[index], self._velocities[index]
+            new_var, new_m, new_v = op_multi(
+                "adam_update", (var.value, grad, m.value, v.value), attrs
+            )
+            self.assign(m, new_m)
+            self.assign(v, new_v)
+            self.assign(var, new_var)
+
+    def _can_fuse_adam(self):
+        return (
+            type(self).update_step is _adam_update_step()
+            and not self.amsgrad
+            and all(
+                isinstance(h, numbers.Real) for h in (self.beta_1, self.beta_2, self.epsilon)
+            )
+        )
