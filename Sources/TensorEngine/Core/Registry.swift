@@ -101,6 +101,7 @@ public enum OpRegistry {
     public static let ops: [OpDef] = {
         let all = creationOps + elementwiseOps + reductionOps + linalgOps + shapeOps + nnOps + randomOps
             + indexingOps + sortingOps + convOps + lapackOps + fftOps + bitwiseOps
+            + numericOps + samplerOps
         return all
     }()
 
