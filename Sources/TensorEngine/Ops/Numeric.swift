@@ -98,7 +98,7 @@ public func correlate(_ a0: Tensor, _ v0: Tensor, mode: String = "valid") throws
 /// float32 for non-float x).
 public func histogram(_ x0: Tensor, bins: Int, range: (Double, Double)? = nil) throws -> (counts: Tensor, edges: Tensor) {
     guard x0.rank == 1 else { throw EngineError.value("Input tensor must be 1-dimensional, got shape \(x0.shape)") }
-    guard bins >= 0 else { throw EngineError.value("bins must be a non-negative integer, got \(bins)") }
+    guard bins >= 0, bins < maxTensorBytes else { throw EngineError.value("bins must be a non-negative integer below the tensor size limit, got \(bins)") }
     let x = try cast(x0, to: .float64)
     let px = x.pointer(Double.self), n = x.count
     var lo: Double, hi: Double
@@ -113,23 +113,26 @@ public func histogram(_ x0: Tensor, bins: Int, range: (Double, Double)? = nil) t
     guard lo.isFinite, hi.isFinite else { throw EngineError.value("histogram range [\(lo), \(hi)] is not finite") }
     guard lo <= hi else { throw EngineError.value("histogram range needs min <= max, got [\(lo), \(hi)]") }
     if lo == hi { lo -= 0.5; hi += 0.5 }
-    var edges = [Double](repeating: 0, count: bins + 1)
-    for i in 0...bins { edges[i] = lo + (hi - lo) * Double(i) / Double(Swift.max(bins, 1)) }
+    guard (hi - lo).isFinite else { throw EngineError.value("histogram range [\(lo), \(hi)] is too wide for float64") }
+    // Allocating the outputs first bounds `bins` by the tensor size limit before any loop.
+    let countsT = try Tensor(zeros: [bins], dtype: .int32), edgesT = try Tensor(zeros: [bins + 1], dtype: .float64)
+    let edges = edgesT.pointer(Double.self), counts = countsT.pointer(Int32.self)
+    let step = (hi - lo) / Double(Swift.max(bins, 1))
+    for i in 0...bins { edges[i] = Double(i) * step + lo }  // numpy's linspace
     if bins > 0 { edges[bins] = hi }
-    var counts = [Int32](repeating: 0, count: bins)
     if bins > 0 {
-        let scale = Double(bins) / (hi - lo)
         for i in 0..<n {
             let v = px[i]
             guard v >= lo && v <= hi else { continue }  // also drops NaN
-            var b = Swift.min(Int((v - lo) * scale), bins - 1)
+            // (v - lo) / (hi - lo) lies in [0, 1], so the product cannot overflow Int.
+            var b = Swift.min(Int((v - lo) / (hi - lo) * Double(bins)), bins - 1)
             // Rounding in the scaled index can land one bin off; the edges decide, as numpy does.
             if b > 0 && v < edges[b] { b -= 1 } else if b < bins - 1 && v >= edges[b + 1] { b += 1 }
-            counts[b] += 1
+            counts[b] &+= 1
         }
     }
     let edgeType: DType = x0.dtype.isFloatingPoint ? x0.dtype : .float32
-    return (try Tensor(counts, shape: [bins]), try cast(try Tensor(edges, shape: [bins + 1]), to: edgeType))
+    return (countsT, try cast(edgesT, to: edgeType))
 }
 
 // MARK: - unique
@@ -142,7 +145,7 @@ public func histogram(_ x0: Tensor, bins: Int, range: (Double, Double)? = nil) t
 /// the first unique's index.
 public func unique(_ x0: Tensor, axis: Int? = nil, size: Int? = nil, fill: Double? = nil) throws
     -> (values: Tensor, index: Tensor, inverse: Tensor, counts: Tensor) {
-    if let s = size, s < 0 { throw EngineError.value("unique size must be >= 0, got \(s)") }
+    if let s = size, s < 0 || s > maxTensorBytes / 8 { throw EngineError.value("unique size must be >= 0 and within the tensor size limit, got \(s)") }
     let ax: Int? = try axis.map { try normalizeAxis($0, rank: x0.rank) }
     // Rows to compare: axis moved to the front, everything else flattened into the row.
     var moved = x0
@@ -271,7 +274,10 @@ public func overlapAdd(_ x0: Tensor, stride: Int, length: Int? = nil) throws -> 
         return try cast(try overlapAdd(try cast(x0, to: .float32), stride: stride, length: length), to: x0.dtype)
     }
     let frames = x0.shape[x0.rank - 2], fl = x0.shape[x0.rank - 1]
-    let natural = frames == 0 ? 0 : (frames - 1) * stride + fl
+    let (span, o1) = Swift.max(frames - 1, 0).multipliedReportingOverflow(by: stride)
+    let (natural0, o2) = span.addingReportingOverflow(fl)
+    guard !o1, !o2 else { throw EngineError.value("overlap_add output length overflows: \(frames) frames of \(fl), stride \(stride)") }
+    let natural = frames == 0 ? 0 : natural0
     let n = length ?? natural
     guard n >= 0 else { throw EngineError.value("overlap_add length must be >= 0, got \(n)") }
     let outer = frames * fl == 0 ? x0.shape.dropLast(2).reduce(1, *) : x0.count / (frames * fl)
@@ -296,11 +302,10 @@ public func overlapAdd(_ x0: Tensor, stride: Int, length: Int? = nil) throws -> 
     try dispatchFloat(x0.dtype, K(x: x0, out: out, outer: outer, frames: frames, fl: fl, stride: stride, n: n))
     Tape.record(out, [x0]) { g in
         // Frames of g; frames reaching past a short output get zero gradient there.
-        let need = frames == 0 ? 0 : (frames - 1) * stride + fl
         var gg = g
-        if need > n {
+        if natural > n {
             var pads = [Int](repeating: 0, count: 2 * g.rank)
-            pads[2 * g.rank - 1] = need - n
+            pads[2 * g.rank - 1] = natural - n
             gg = try pad(g, pads)
         }
         return [try frame(gg, length: fl, stride: stride)]

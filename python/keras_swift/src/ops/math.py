@@ -113,15 +113,9 @@ def cdist(x, y):
 
 def extract_sequences(x, sequence_length, sequence_stride):
     x = convert_to_tensor(x)
-    n = x.shape[-1]
-    count = (n - (sequence_length - sequence_stride)) // sequence_stride
-    frames = [
-        x[..., i * sequence_stride : i * sequence_stride + sequence_length]
-        for i in range(count)
-    ]
-    if not frames:
-        return knp.zeros((*x.shape[:-1], 0, sequence_length), x.dtype)
-    return knp.stack(frames, axis=-2)
+    return op(
+        "frame", x, length=int(sequence_length), stride=int(sequence_stride)
+    )
 
 
 def _complex_pair(x):
