@@ -180,14 +180,26 @@ public func unique(_ x0: Tensor, axis: Int? = nil, size: Int? = nil, fill: Doubl
                 }
                 return 0
             }
-            let order = (0..<rows).sorted { a, b in
-                let c = cmp(a, b)
-                return c != 0 ? c < 0 : a < b
+            var order = Array(0..<rows)
+            if width == 1 {
+                // The flattened case, without the row loop (several times faster).
+                order.sort { a, b in
+                    let va = p[a], vb = p[b]
+                    let na = va.isNaNValue, nb = vb.isNaNValue
+                    if na || nb { return na != nb ? nb : a < b }
+                    return va < vb || (va == vb && a < b)
+                }
+            } else {
+                order.sort { a, b in
+                    let c = cmp(a, b)
+                    return c != 0 ? c < 0 : a < b
+                }
             }
             var first: [Int] = [], counts: [Int32] = []
             var inverse = [Int32](repeating: 0, count: rows)
             for (k, r) in order.enumerated() {
-                if k == 0 || cmp(order[k - 1], r) != 0 {
+                let fresh = k == 0 || (width == 1 ? !(p[order[k - 1]] == p[r]) : cmp(order[k - 1], r) != 0)
+                if fresh {
                     first.append(r)  // stable sort: the first of a group is its first occurrence
                     counts.append(0)
                 }
