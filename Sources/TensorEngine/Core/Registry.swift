@@ -100,7 +100,9 @@ public struct OpDef {
 public enum OpRegistry {
     public static let ops: [OpDef] = {
         let all = creationOps + elementwiseOps + reductionOps + linalgOps + shapeOps + nnOps + randomOps
-            + indexingOps + sortingOps + convOps + lapackOps + fftOps + bitwiseOps + optimizerOps
+            + indexingOps + sortingOps + convOps + lapackOps + fftOps + bitwiseOps
+            + numericOps + samplerOps
+            + optimizerOps
         return all
     }()
 

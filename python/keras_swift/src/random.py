@@ -14,7 +14,6 @@ from keras_swift.src.core import cast
 from keras_swift.src.core import convert_to_numpy
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.core import is_float_dtype
-from keras_swift.src.core import not_implemented
 from keras_swift.src.core import op
 from keras_swift.src.ops import numpy as knp
 
@@ -154,17 +153,37 @@ def shuffle(x, axis=0, seed=None):
     return op("take", x, op("argsort", keys, axis=0), axis=int(axis))
 
 
-# Not implemented yet (generated stubs: keras.ops signatures; each raises
-# NotImplementedError until the engine grows the op or a composition lands).
-
-
-def beta(shape, alpha, beta, dtype=None, seed=None):
-    raise not_implemented("random.beta")
-
-
-def binomial(shape, counts, probabilities, dtype=None, seed=None):
-    raise not_implemented("random.binomial")
+def _param(value):
+    return convert_to_tensor(value, "float64")
 
 
 def gamma(shape, alpha, dtype=None, seed=None):
-    raise not_implemented("random.gamma")
+    return op(
+        "random_gamma",
+        _param(alpha),
+        shape=_shape(shape),
+        dtype=_float_dtype(dtype),
+        seed=_seed(seed),
+    )
+
+
+def beta(shape, alpha, beta, dtype=None, seed=None):
+    return op(
+        "random_beta",
+        _param(alpha),
+        _param(beta),
+        shape=_shape(shape),
+        dtype=_float_dtype(dtype),
+        seed=_seed(seed),
+    )
+
+
+def binomial(shape, counts, probabilities, dtype=None, seed=None):
+    return op(
+        "random_binomial",
+        _param(counts),
+        _param(probabilities),
+        shape=_shape(shape),
+        dtype=_float_dtype(dtype),
+        seed=_seed(seed),
+    )

@@ -1,5 +1,6 @@
 """``keras.ops.math`` on the Swift engine."""
 
+import math as pymath
 
 from keras_swift.src.core import cast
 from keras_swift.src.core import to_float as _float
@@ -112,15 +113,9 @@ def cdist(x, y):
 
 def extract_sequences(x, sequence_length, sequence_stride):
     x = convert_to_tensor(x)
-    n = x.shape[-1]
-    count = (n - (sequence_length - sequence_stride)) // sequence_stride
-    frames = [
-        x[..., i * sequence_stride : i * sequence_stride + sequence_length]
-        for i in range(count)
-    ]
-    if not frames:
-        return knp.zeros((*x.shape[:-1], 0, sequence_length), x.dtype)
-    return knp.stack(frames, axis=-2)
+    return op(
+        "frame", x, length=int(sequence_length), stride=int(sequence_stride)
+    )
 
 
 def _complex_pair(x):
@@ -218,17 +213,103 @@ def _get_complex_tensor_from_tuple(x):
     raise not_implemented("math._get_complex_tensor_from_tuple (complex dtypes)")
 
 
-# Not implemented yet (generated stubs: keras.ops signatures; each raises
-# NotImplementedError until the engine grows the op or a composition lands).
-
-
 def erfinv(x):
     return op("erfinv", _float(x))
 
 
+def _check_stride(sequence_stride):
+    if not isinstance(sequence_stride, int) or sequence_stride <= 0:
+        raise ValueError(
+            "`sequence_stride` must be a positive integer. "
+            f"Received: sequence_stride={sequence_stride}"
+        )
+
+
+def _stft_window(window, sequence_length, fft_length, dtype):
+    """The window zero-padded (centred) to fft_length, or None for no window."""
+    if window is None:
+        return None
+    if isinstance(window, str):
+        if window not in ("hann", "hamming"):
+            raise ValueError(
+                "If a string is passed to `window`, it must be one of "
+                f'`"hann"`, `"hamming"`. Received: window={window}'
+            )
+        # scipy.signal.get_window's periodic (fftbins=True) cosine windows.
+        a = 0.5 if window == "hann" else 0.54
+        n = op("arange", start=0.0, stop=float(sequence_length), step=1.0, dtype="float64")
+        phase = op("multiply", n, convert_to_tensor(2.0 * pymath.pi / sequence_length, "float64"))
+        win = op(
+            "subtract",
+            convert_to_tensor(a, "float64"),
+            op("multiply", op("cos", phase), convert_to_tensor(1.0 - a, "float64")),
+        )
+        win = cast(win, dtype)
+    else:
+        win = convert_to_tensor(window, dtype)
+    if win.ndim != 1 or win.shape[-1] != sequence_length:
+        raise ValueError(
+            "The shape of `window` must be equal to [sequence_length]."
+            f"Received: window shape={win.shape}"
+        )
+    l_pad = (fft_length - sequence_length) // 2
+    r_pad = fft_length - sequence_length - l_pad
+    if l_pad or r_pad:
+        win = op("pad", win, pads=[l_pad, r_pad], mode="constant", value=0.0)
+    return win
+
+
+def stft(x, sequence_length, sequence_stride, fft_length, window="hann", center=True):
+    _check_stride(sequence_stride)
+    x = convert_to_tensor(x)
+    if x.dtype not in ("float32", "float64"):
+        raise TypeError(
+            "Invalid input type. Expected `float32` or `float64`. "
+            f"Received: input type={x.dtype}"
+        )
+    if fft_length < sequence_length:
+        raise ValueError(
+            "`fft_length` must equal or larger than `sequence_length`. "
+            f"Received: sequence_length={sequence_length}, "
+            f"fft_length={fft_length}"
+        )
+    win = _stft_window(window, sequence_length, fft_length, x.dtype)
+    if center:
+        pads = [0] * (2 * x.ndim)
+        pads[-2] = pads[-1] = fft_length // 2
+        x = op("pad", x, pads=pads, mode="reflect", value=0.0)
+    frames = op("frame", x, length=int(fft_length), stride=int(sequence_stride))
+    if win is not None:
+        frames = op("multiply", frames, win)
+    return rfft(frames, fft_length)
+
+
 def istft(x, sequence_length, sequence_stride, fft_length, length=None, window='hann', center=True):
-    raise not_implemented("math.istft")
-
-
-def stft(x, sequence_length, sequence_stride, fft_length, window='hann', center=True):
-    raise not_implemented("math.stft")
+    _check_stride(sequence_stride)
+    real, imag = _complex_pair(x)
+    if real.ndim < 2:
+        raise ValueError(
+            "Input `x` must have at least 2 dimensions. "
+            f"Received shape: {real.shape}"
+        )
+    frames = irfft((real, imag), fft_length)
+    expected_output_len = fft_length + sequence_stride * (frames.shape[-2] - 1)
+    win = _stft_window(window, sequence_length, fft_length, frames.dtype)
+    if win is not None:
+        # Divide the window by the steady-state overlap of its square, so
+        # overlap-adding windowed frames inverts the stft (as tf.signal does).
+        overlaps = -(-fft_length // sequence_stride)
+        sq = op("square", win)
+        sq = op("pad", sq, pads=[0, overlaps * sequence_stride - fft_length], mode="constant", value=0.0)
+        denom = op("sum", op("reshape", sq, shape=[overlaps, sequence_stride]), axes=[0], keepdims=True)
+        denom = op("reshape", op("broadcast_to", denom, shape=[overlaps, sequence_stride]), shape=[overlaps * sequence_stride])
+        frames = op("multiply", frames, op("divide", win, denom[:fft_length]))
+    y = op("overlap_add", frames, stride=int(sequence_stride))
+    start = fft_length // 2 if center else 0
+    if length is not None:
+        end = start + length
+    elif center:
+        end = -(fft_length // 2)
+    else:
+        end = expected_output_len
+    return y[..., start:end]

@@ -2115,43 +2115,126 @@ def kaiser(x, beta):
     return _window(x, fn)
 
 
-# Not implemented yet (generated stubs: keras.ops signatures; each raises
-# NotImplementedError until the engine grows the op or a composition lands).
+def cross(x1, x2, axisa=-1, axisb=-1, axisc=-1, axis=None):
+    x1, x2 = _promote(x1, x2)
+    if axis is not None:
+        axisa = axisb = axisc = axis
+    a = moveaxis(x1, axisa, -1)
+    b = moveaxis(x2, axisb, -1)
+    if a.shape[-1] not in (2, 3) or b.shape[-1] not in (2, 3):
+        raise ValueError(
+            "Incompatible dimensions for cross product (dimension must be 2 "
+            f"or 3). Received: x1.shape={x1.shape}, x2.shape={x2.shape}"
+        )
+    # A 2-vector is a 3-vector with z = 0: its missing terms are dropped.
+    a0, a1 = a[..., 0], a[..., 1]
+    b0, b1 = b[..., 0], b[..., 1]
+    a2 = a[..., 2] if a.shape[-1] == 3 else None
+    b2 = b[..., 2] if b.shape[-1] == 3 else None
+
+    def mul(u, v):
+        return None if u is None or v is None else op("multiply", u, v)
+
+    def diff(p, q):
+        if p is None and q is None:
+            return None
+        if q is None:
+            return p
+        return op("negative", q) if p is None else op("subtract", p, q)
+
+    z = diff(mul(a0, b1), mul(a1, b0))
+    if a2 is None and b2 is None:
+        return z
+    x = diff(mul(a1, b2), mul(a2, b1))
+    y = diff(mul(a2, b0), mul(a0, b2))
+    shape = list(z.shape)
+    x = op("broadcast_to", x, shape=shape)
+    y = op("broadcast_to", y, shape=shape)
+    c = op("stack", x, y, z, axis=-1)
+    return moveaxis(c, -1, axisc)
 
 
+def _correlation_dtype(*dtypes):
+    dtype = result_type(*dtypes)
+    if dtype == "int64":
+        return "float64"
+    if dtype not in ("bfloat16", "float16", "float64"):
+        return "float32"
+    return dtype
 
 
-
-
-
+def correlate(x1, x2, mode="valid"):
+    x1 = convert_to_tensor(x1)
+    x2 = convert_to_tensor(x2)
+    dtype = _correlation_dtype(x1.dtype, x2.dtype)
+    return op("correlate", cast(x1, dtype), cast(x2, dtype), mode=str(mode))
 
 
 def corrcoef(x):
-    raise not_implemented("numpy.corrcoef")
-
-
-def correlate(x1, x2, mode='valid'):
-    raise not_implemented("numpy.correlate")
-
-
-def cross(x1, x2, axisa=-1, axisb=-1, axisc=-1, axis=None):
-    raise not_implemented("numpy.cross")
-
+    x = convert_to_tensor(x)
+    dtype = "float64" if x.dtype == "int64" else result_type(x.dtype, float)
+    if x.ndim not in (1, 2):
+        raise ValueError(f"corrcoef takes a 1-D or 2-D tensor, got shape {x.shape}")
+    compute = "float32" if dtype in ("float16", "bfloat16") else dtype
+    rows = op("reshape", cast(x, compute), shape=[-1, x.shape[-1]])
+    centred = op(
+        "subtract", rows, op("mean", rows, axes=[1], keepdims=True)
+    )
+    # The 1/(n-1) of the covariance cancels in the normalisation.
+    cov = op("matmul", centred, op("transpose", centred, perm=[1, 0]))
+    std = op("sqrt", op("sum", op("square", centred), axes=[1], keepdims=True))
+    c = op("divide", op("divide", cov, std), op("transpose", std, perm=[1, 0]))
+    c = op("clip", c, min=-1.0, max=1.0)
+    if x.ndim == 1:
+        c = op("reshape", c, shape=[])
+    return cast(c, dtype)
 
 
 def histogram(x, bins=10, range=None):
-    raise not_implemented("numpy.histogram")
+    x = convert_to_tensor(x)
+    if x.ndim != 1:
+        raise ValueError(
+            f"Input tensor must be 1-dimensional. Received: shape={x.shape}"
+        )
+    attrs = {"bins": int(bins)}
+    if range is not None:
+        attrs["min"], attrs["max"] = float(range[0]), float(range[1])
+    counts, edges = op_multi("histogram", [x], attrs)
+    return counts, edges
 
 
-
-
-
-
-
-
-def unique(x, sorted=True, return_index=False, return_inverse=False, return_counts=False, axis=None, size=None, fill_value=None):
-    raise not_implemented("numpy.unique")
+def unique(
+    x,
+    sorted=True,
+    return_index=False,
+    return_inverse=False,
+    return_counts=False,
+    axis=None,
+    size=None,
+    fill_value=None,
+):
+    # Results always come sorted (sorted=False only allows any order).
+    x = convert_to_tensor(x)
+    attrs = {}
+    if axis is not None:
+        attrs["axis"] = int(axis)
+    if size is not None:
+        attrs["size"] = int(size)
+    if fill_value is not None:
+        attrs["fill_value"] = float(fill_value)
+    values, index, inverse, counts = op_multi("unique", [x], attrs or None)
+    outputs = [values]
+    if return_index:
+        outputs.append(index)
+    if return_inverse:
+        outputs.append(inverse)
+    if return_counts:
+        outputs.append(counts)
+    return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
 def view(x, dtype=None):
-    raise not_implemented("numpy.view")
+    x = convert_to_tensor(x)
+    if dtype is None:
+        return x
+    return op("bitcast", x, dtype=standardize_dtype(dtype))
