@@ -25,7 +25,8 @@ backend cannot run. This plugin stands in for it:
   backend if-chain raises for unknown names, and pytest imports test modules
   through its assertion rewriter, bypassing keras_swift_hook's finder. The
   hook's patch is applied to that file's AST just before pytest rewrites its
-  asserts. (With ``--assert=plain`` the file still fails to import.)
+  asserts; the same patch gives its per-backend CPU-device table a swift
+  entry. (With ``--assert=plain`` the file still fails to import.)
 
 Importing this plugin also installs keras_swift_hook when it is available, so
 ``pytest -p keras_swift.testing.pytest_plugin`` works without the .pth file.
