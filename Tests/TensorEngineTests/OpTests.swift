@@ -214,4 +214,24 @@ final class OpTests: XCTestCase {
         let xi = try cast(x, to: .int32)
         XCTAssertThrowsError(try adamUpdate(variable: xi, grad: xi, m: xi, v: xi, alpha: 1, beta1: 0.9, beta2: 0.9, epsilon: 0))
     }
+
+    func testFloat8Casts() throws {
+        let x = try Tensor([1.0, -2.5, 448, 500, 0.001953125, 0.0009765625, 1e-6, 0.3, Double.nan] as [Double])
+        let e4 = try cast(x, to: .float8_e4m3fn)
+        XCTAssertEqual(e4.dtype.itemSize, 1)
+        let bits4 = (0..<e4.count).map { e4.pointer(UInt8.self)[$0] }
+        // 1.0, -2.5, max 448, overflow -> NaN, min subnormal 2^-9, 2^-10 ties to even (0), 1e-6 -> 0, 0.3 -> 0.3125
+        XCTAssertEqual(Array(bits4.prefix(8)), [0x38, 0xC2, 0x7E, 0x7F, 0x01, 0x00, 0x00, 0x2A])
+        XCTAssertEqual(bits4[8] & 0x7F, 0x7F)
+        let back = try cast(e4, to: .float32).doubles()
+        XCTAssertEqual(Array(back.prefix(3)), [1, -2.5, 448])
+        XCTAssertTrue(back[3].isNaN)
+        XCTAssertEqual(back[7], 0.3125)
+        let e5 = try cast(try Tensor([1.0, 57344, 1e6, -0.0] as [Double]), to: .float8_e5m2)
+        XCTAssertEqual((0..<4).map { e5.pointer(UInt8.self)[$0] }, [0x3C, 0x7B, 0x7C, 0x80])
+        // Arithmetic widens to float32 and rounds back, like the other narrow floats.
+        let s = try add(e4, e4)
+        XCTAssertEqual(s.dtype, .float8_e4m3fn)
+        XCTAssertEqual(try cast(s, to: .float64).doubles()[1], -5)
+    }
 }

@@ -21,7 +21,7 @@
 
 #include "tensor_engine.h"
 
-#define N_DTYPES 13
+#define N_DTYPES 15
 
 /* The engine refuses ranks above this (te_tensor_create), so a larger rank
  * reported for a handle means a broken engine, not a big tensor. */
@@ -46,6 +46,7 @@
 static const char *const dtype_names[N_DTYPES] = {
     "bool",   "int8",   "int16",   "int32",    "int64",    "uint8",   "uint16",
     "uint32", "uint64", "float16", "bfloat16", "float32",  "float64",
+    "float8_e4m3fn", "float8_e5m2",
 };
 
 /* Native struct-module codes with fixed sizes on every platform we target
@@ -53,6 +54,7 @@ static const char *const dtype_names[N_DTYPES] = {
  * exported as its raw 16 bits and reinterpreted by the caller (ml_dtypes). */
 static const char *const dtype_formats[N_DTYPES] = {
     "?", "b", "h", "i", "q", "B", "H", "I", "Q", "e", "H", "f", "d",
+    "B", "B",
 };
 
 /* -------------------------------------------------------------------------- */
@@ -344,13 +346,16 @@ Tensor_getbuffer(TensorObject *self, Py_buffer *view, int flags)
         PyErr_SetString(PyExc_BufferError, "Tensor storage is C-contiguous, not Fortran");
         return -1;
     }
-    /* bfloat16 has no buffer format code: a typed request would hand numpy raw uint16,
-     * so refuse it (numpy then falls back to __array__); flat byte requests, as
-     * numpy.frombuffer makes, still get the storage. */
-    if (self->dtype == TE_BFLOAT16 && (flags & PyBUF_FORMAT) == PyBUF_FORMAT) {
-        PyErr_SetString(PyExc_BufferError,
-                        "bfloat16 tensors export no typed buffer; use numpy.asarray(t) or "
-                        "numpy.frombuffer(t, ml_dtypes.bfloat16)");
+    /* bfloat16 and float8 have no buffer format code: a typed request would hand
+     * numpy raw unsigned ints, so refuse it (numpy then falls back to __array__);
+     * flat byte requests, as numpy.frombuffer makes, still get the storage. */
+    if ((self->dtype == TE_BFLOAT16 || self->dtype == TE_FLOAT8_E4M3FN ||
+         self->dtype == TE_FLOAT8_E5M2) &&
+        (flags & PyBUF_FORMAT) == PyBUF_FORMAT) {
+        PyErr_Format(PyExc_BufferError,
+                     "%s tensors export no typed buffer; use numpy.asarray(t) or "
+                     "numpy.frombuffer(t, ml_dtypes.%s)",
+                     dtype_names[self->dtype], dtype_names[self->dtype]);
         return -1;
     }
     int64_t nbytes = te_tensor_nbytes(self->handle);

@@ -35,12 +35,17 @@ NUMPY_DTYPES = {
     "bfloat16": np.dtype(ml_dtypes.bfloat16),
     "float32": np.dtype(np.float32),
     "float64": np.dtype(np.float64),
+    "float8_e4m3fn": np.dtype(ml_dtypes.float8_e4m3fn),
+    "float8_e5m2": np.dtype(ml_dtypes.float8_e5m2),
 }
+# No buffer format code exists for these: they travel as raw bits.
+BYTES_ONLY = {"bfloat16": np.uint16, "float8_e4m3fn": np.uint8, "float8_e5m2": np.uint8}
 
 FORMATS = {
     "bool": "?", "int8": "b", "int16": "h", "int32": "i", "int64": "q",
     "uint8": "B", "uint16": "H", "uint32": "I", "uint64": "Q",
     "float16": "e", "bfloat16": "H", "float32": "f", "float64": "d",
+    "float8_e4m3fn": "B", "float8_e5m2": "B",
 }
 
 
@@ -61,19 +66,19 @@ def sample(dtype, shape=(2, 3), seed=0):
 
 
 def tensor(a, dtype=None):
-    """An engine tensor holding numpy data (bfloat16 goes over as raw bits)."""
+    """An engine tensor holding numpy data (bfloat16/float8 go over as raw bits)."""
     a = np.ascontiguousarray(a)
     if dtype is None:
-        dtype = "bfloat16" if a.dtype == NUMPY_DTYPES["bfloat16"] else str(a.dtype)
-    if dtype == "bfloat16":
-        a = a.view(np.uint16)
+        dtype = str(a.dtype)
+    if dtype in BYTES_ONLY:
+        a = a.view(BYTES_ONLY[dtype])
     return C.from_buffer(a, dtype)
 
 
 def to_numpy(t):
-    """A numpy view of an engine tensor in its own dtype (bfloat16 exports only bytes)."""
+    """A numpy view of an engine tensor in its own dtype (bfloat16/float8 export only bytes)."""
     want = NUMPY_DTYPES[t.dtype]
-    if t.dtype == "bfloat16":
+    if t.dtype in BYTES_ONLY:
         return np.frombuffer(t, dtype=want).reshape(t.shape)
     return np.asarray(t)
 
@@ -185,7 +190,7 @@ def test_round_trip_every_dtype(dtype):
     back = to_numpy(t)
     assert back.dtype == a.dtype and back.shape == a.shape
     assert back.tobytes() == a.tobytes()
-    if dtype == "bfloat16":
+    if dtype in BYTES_ONLY:
         return  # no typed buffer (see test_bfloat16_refuses_a_typed_buffer)
     m = memoryview(t)
     assert m.format == FORMATS[dtype] and m.readonly
@@ -906,3 +911,22 @@ def test_no_leak_in_hot_paths():
     growth = int(result.stdout.split("GROWTH_KB")[1])
     # 20000 iterations leaking even one 64x64 float tensor would be ~300 MB.
     assert growth < 20000, growth
+
+
+@pytest.mark.parametrize("dtype", ["float8_e4m3fn", "float8_e5m2"])
+def test_float8_casts_round_like_ml_dtypes(dtype):
+    nd = NUMPY_DTYPES[dtype]
+    # Every code's value, the midpoints between neighbours (ties), and out-of-range values.
+    codes = np.arange(256, dtype=np.uint8).view(nd).astype(np.float32)
+    finite = np.unique(codes[np.isfinite(codes)])
+    mids = (finite[:-1] + finite[1:]) / 2
+    rng = np.random.default_rng(1)
+    x = np.concatenate([finite, mids, rng.standard_normal(500).astype(np.float32) * 50,
+                        np.float32([1e6, -1e6, np.inf, -np.inf, np.nan, 1e-12])]).astype(np.float32)
+    got = to_numpy(C.op("cast", [tensor(x)], {"dtype": dtype})[0])
+    want = x.astype(nd)
+    np.testing.assert_array_equal(got.view(np.uint8)[~np.isnan(want.astype(np.float32))],
+                                  want.view(np.uint8)[~np.isnan(want.astype(np.float32))])
+    assert np.isnan(got.astype(np.float32)[np.isnan(want.astype(np.float32))]).all()
+    back = to_numpy(C.op("cast", [tensor(want)], {"dtype": "float32"})[0])
+    np.testing.assert_array_equal(back, want.astype(np.float32))

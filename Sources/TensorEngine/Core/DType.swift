@@ -2,10 +2,11 @@
 public enum DType: Int32, CaseIterable, Sendable, CustomStringConvertible {
     case bool = 0, int8, int16, int32, int64, uint8, uint16, uint32, uint64
     case float16, bfloat16, float32, float64
+    case float8_e4m3fn, float8_e5m2
 
     public var itemSize: Int {
         switch self {
-        case .bool, .int8, .uint8: return 1
+        case .bool, .int8, .uint8, .float8_e4m3fn, .float8_e5m2: return 1
         case .int16, .uint16, .float16, .bfloat16: return 2
         case .int32, .uint32, .float32: return 4
         case .int64, .uint64, .float64: return 8
@@ -27,6 +28,8 @@ public enum DType: Int32, CaseIterable, Sendable, CustomStringConvertible {
         case .bfloat16: return "bfloat16"
         case .float32: return "float32"
         case .float64: return "float64"
+        case .float8_e4m3fn: return "float8_e4m3fn"
+        case .float8_e5m2: return "float8_e5m2"
         }
     }
 
@@ -38,12 +41,14 @@ public enum DType: Int32, CaseIterable, Sendable, CustomStringConvertible {
     }
 
     public var isFloatingPoint: Bool {
-        self == .float16 || self == .bfloat16 || self == .float32 || self == .float64
+        self == .float32 || self == .float64 || isHalf
     }
     public var isInteger: Bool { !isFloatingPoint && self != .bool }
     public var isUnsigned: Bool { self == .uint8 || self == .uint16 || self == .uint32 || self == .uint64 }
-    /// Half types are stored as such but computed in float32.
-    public var isHalf: Bool { self == .float16 || self == .bfloat16 }
+    /// Narrow floats (float16, bfloat16, float8) are stored as such but computed in float32.
+    public var isHalf: Bool {
+        self == .float16 || self == .bfloat16 || self == .float8_e4m3fn || self == .float8_e5m2
+    }
 
     /// Keras's type-promotion lattice (keras.backend.result_type) restricted to concrete
     /// dtypes: the least upper bound of `a` and `b`. Integer/float mixes go to the float;

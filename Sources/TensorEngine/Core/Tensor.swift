@@ -231,6 +231,8 @@ public final class Tensor {
         case .uint64: body(p, read(UInt64.self))
         case .float16: body(p, read(Float16.self))
         case .bfloat16: body(p, read(BFloat16.self))
+        case .float8_e4m3fn: body(p, read(Float8E4M3FN.self))
+        case .float8_e5m2: body(p, read(Float8E5M2.self))
         case .float32: body(p, read(Float.self))
         case .float64: body(p, read(Double.self))
         }

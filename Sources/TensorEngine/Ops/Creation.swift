@@ -15,6 +15,8 @@ public func full(_ shape: [Int], value: Double, dtype: DType = .float32) throws 
     case .bool: let p = t.pointer(Bool.self); for i in 0..<t.count { p[i] = true }
     case .float16: let p = t.pointer(Float16.self), v = Float16(value); for i in 0..<t.count { p[i] = v }
     case .bfloat16: let p = t.pointer(BFloat16.self), v = BFloat16(Float(value)); for i in 0..<t.count { p[i] = v }
+    case .float8_e4m3fn: let p = t.pointer(Float8E4M3FN.self), v = Float8E4M3FN(value); for i in 0..<t.count { p[i] = v }
+    case .float8_e5m2: let p = t.pointer(Float8E5M2.self), v = Float8E5M2(value); for i in 0..<t.count { p[i] = v }
     default: try dispatchNumeric(dtype, Fill(t: t, value: value))
     }
     return t

@@ -111,6 +111,8 @@ func dispatchElement<V: ElementVisitor>(_ dt: DType, _ v: V) throws -> V.Result 
     case .uint64: return try v.visit(UInt64.self)
     case .float16: return try v.visit(Float16.self)
     case .bfloat16: return try v.visit(BFloat16.self)
+    case .float8_e4m3fn: return try v.visit(Float8E4M3FN.self)
+    case .float8_e5m2: return try v.visit(Float8E5M2.self)
     case .float32: return try v.visit(Float.self)
     case .float64: return try v.visit(Double.self)
     }

@@ -46,7 +46,9 @@ typedef enum {
   TE_FLOAT16 = 9,
   TE_BFLOAT16 = 10,
   TE_FLOAT32 = 11,
-  TE_FLOAT64 = 12
+  TE_FLOAT64 = 12,
+  TE_FLOAT8_E4M3FN = 13, /* OCP FP8 (ml_dtypes' names), computed in float32 */
+  TE_FLOAT8_E5M2 = 14
 } te_dtype;
 
 typedef struct te_tensor_s *te_tensor;

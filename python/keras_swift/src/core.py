@@ -133,6 +133,8 @@ def from_numpy(a, dtype):
         a = a.copy(order="C")
     if dtype == "bfloat16":
         a = a.view(np.uint16)
+    elif dtype.startswith("float8"):
+        a = a.view(np.uint8)
     return _C.from_buffer(a, dtype)
 
 

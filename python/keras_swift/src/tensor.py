@@ -34,7 +34,12 @@ NUMPY_DTYPES = {
     "bfloat16": np.dtype(ml_dtypes.bfloat16),
     "float32": np.dtype(np.float32),
     "float64": np.dtype(np.float64),
+    "float8_e4m3fn": np.dtype(ml_dtypes.float8_e4m3fn),
+    "float8_e5m2": np.dtype(ml_dtypes.float8_e5m2),
 }
+
+# Exported by the engine as flat bytes only (no buffer format code exists).
+_BYTES_ONLY = frozenset(("bfloat16", "float8_e4m3fn", "float8_e5m2"))
 
 
 def numpy_view(t):
@@ -43,8 +48,7 @@ def numpy_view(t):
     The array keeps the tensor alive.
     """
     want = NUMPY_DTYPES[t.dtype]
-    if t.dtype == "bfloat16":
-        # The engine exports bfloat16 only as flat bytes (see _swiftkeras).
+    if t.dtype in _BYTES_ONLY:
         a = np.frombuffer(t, dtype=want)
     else:
         a = np.asarray(memoryview(t))
