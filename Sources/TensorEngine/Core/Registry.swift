@@ -100,7 +100,7 @@ public struct OpDef {
 public enum OpRegistry {
     public static let ops: [OpDef] = {
         let all = creationOps + elementwiseOps + reductionOps + linalgOps + shapeOps + nnOps + randomOps
-            + indexingOps + sortingOps + convOps + lapackOps + fftOps + bitwiseOps
+            + indexingOps + sortingOps + convOps + lapackOps + fftOps + bitwiseOps + nnExtraOps + ctcOps
         return all
     }()
 
