@@ -90,7 +90,7 @@ public func ctcLoss(labels: Tensor, logits logits0: Tensor, labelLengths: Tensor
                     }
                     // skip[s]: the s-2 → s transition is allowed (a label differing from the previous one).
                     var skip = [Bool](repeating: false, count: sx)
-                    for j in stride(from: 3, to: sx, by: 2) { skip[j] = ext[j] != blank && ext[j] != ext[j - 2] }
+                    for j in stride(from: 3, to: sx, by: 2) { skip[j] = ext[j] != ext[j - 2] }
                     var alpha = [T](repeating: -T.infinity, count: tb * sx)
                     alpha[0] = lp[blank]
                     if sx > 1 { alpha[1] = lp[ext[1]] }
