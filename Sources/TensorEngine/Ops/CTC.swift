@@ -77,7 +77,7 @@ public func ctcLoss(labels: Tensor, logits logits0: Tensor, labelLengths: Tensor
             let px = logits.pointer(T.self), pl = labels.pointer(Int64.self), po = loss.pointer(T.self)
             let pg = grad?.pointer(T.self)
             let (t, k, s, blank, labLen, outLen) = (self.t, self.k, self.s, self.blank, self.labLen, self.outLen)
-            parallelFor(b, cost: t * (k + 4 * s + 2) * 8) { range in
+            parallelFor(b, cost: t * (k + 8) * 8) { range in
                 for row in range {
                     let tb = outLen[row], l = labLen[row], sx = 2 * l + 1
                     if tb == 0 { po[row] = l == 0 ? 0 : T.infinity; continue }
@@ -222,7 +222,7 @@ public func ctcBeamSearchDecode(_ inputs0: Tensor, sequenceLengths: Tensor, beam
                 all.sort { x, y in x.2 != y.2 ? x.2 > y.2 : lexLess(y.0, x.0) }
                 return Array(all.prefix(n))
             }
-            parallelFor(b, cost: t * k * beamWidth * 16) { range in
+            parallelFor(b, cost: t * k * Swift.min(beamWidth, 1024) * 16) { range in
                 var lp = [T](repeating: 0, count: k)
                 for row in range {
                     let len = lens[row]

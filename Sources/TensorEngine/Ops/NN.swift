@@ -251,7 +251,14 @@ struct BlockGeometry {
 
     func blocks(_ size: [Int]) throws -> [Int] {
         try (0..<2).map { i in
-            let span = d[i] * (k[i] - 1) + 1, padded = size[i] + 2 * p[i]
+            // Checked: kernel, dilation and padding come from the caller unbounded.
+            let (dk, o1) = d[i].multipliedReportingOverflow(by: k[i] - 1)
+            let (p2, o2) = p[i].multipliedReportingOverflow(by: 2)
+            let (padded, o3) = size[i].addingReportingOverflow(p2)
+            guard !o1, !o2, !o3, dk < Int.max, padded <= maxTensorBytes else {
+                throw EngineError.value("kernel_size, dilation or padding too large: \(k), \(d), \(p)")
+            }
+            let span = dk + 1
             guard padded >= span else {
                 throw EngineError.value("sliding blocks of span \(span) do not fit the padded size \(padded) (dim \(i))")
             }
@@ -302,8 +309,10 @@ public func unfold(_ x0: Tensor, kernelSize: [Int], dilation: [Int] = [1], paddi
     let geo = try BlockGeometry(kernel: kernelSize, dilation: dilation, padding: padding, stride: stride)
     let (n, c, h, w) = (x0.shape[0], x0.shape[1], x0.shape[2], x0.shape[3])
     let nb = try geo.blocks([h, w])
+    let rows = try elementCount([c, geo.k[0], geo.k[1]]), blocks = try elementCount(nb)
     return try inFloat(x0) { x in
-        let out = try Tensor(zeros: [n, c * geo.k[0] * geo.k[1], nb[0] * nb[1]], dtype: x.dtype)
+        let out = try Tensor(zeros: [n, rows, blocks], dtype: x.dtype)
+        if out.count == 0 { return out }
         try dispatchFloat(x.dtype, Im2Col(image: x, cols: out, geo: geo, planes: n * c, h: h, w: w, nb: nb, toCols: true))
         Tape.record(out, [x]) { g in
             [try fold(try cast(g, to: x.dtype), outputSize: [h, w], kernelSize: kernelSize, dilation: dilation, padding: padding, stride: stride)]
@@ -321,16 +330,17 @@ public func fold(_ x0: Tensor, outputSize: [Int], kernelSize: [Int], dilation: [
     let size = outputSize.count == 1 ? [outputSize[0], outputSize[0]] : outputSize
     guard size.count == 2, size.allSatisfy({ $0 >= 0 }) else { throw EngineError.value("output_size needs 1 or 2 non-negative values, got \(outputSize)") }
     let (n, ckk, l) = (x0.shape[0], x0.shape[1], x0.shape[2])
-    let kk = geo.k[0] * geo.k[1]
+    let kk = try elementCount(geo.k)
     guard ckk % kk == 0 else {
         throw EngineError.value("fold: input dim 1 (\(ckk)) must be divisible by the kernel size product (\(kk))")
     }
     let nb = try geo.blocks(size)
-    guard l == nb[0] * nb[1] else {
-        throw EngineError.value("fold: input has \(l) blocks but output_size \(size) with these parameters gives \(nb[0] * nb[1])")
+    guard l == (try elementCount(nb)) else {
+        throw EngineError.value("fold: input has \(l) blocks but output_size \(size) with these parameters gives \(nb[0]) x \(nb[1])")
     }
     return try inFloat(x0) { x in
         let out = try Tensor(zeros: [n, ckk / kk, size[0], size[1]], dtype: x.dtype)
+        if out.count == 0 || x.count == 0 { return out }
         try dispatchFloat(x.dtype, Im2Col(image: out, cols: x, geo: geo, planes: n * (ckk / kk), h: size[0], w: size[1], nb: nb, toCols: false))
         Tape.record(out, [x]) { g in
             [try unfold(try cast(g, to: x.dtype), kernelSize: kernelSize, dilation: dilation, padding: padding, stride: stride)]
@@ -415,8 +425,13 @@ public func adaptivePool(_ kind: PoolKind, _ x0: Tensor, outputSize: [Int]) thro
         throw EngineError.value("adaptive pooling needs non-empty spatial dims, got \(x0.shape)")
     }
     return try inFloat(x0) { x in
+        let n = x.shape[0], c = x.shape[x.rank - 1]
+        // Allocated first: it validates the requested size before the bin tables are built.
+        let out = try Tensor(empty: [n] + sizes + [c], dtype: x.dtype)
         let inSize = [Int](repeating: 1, count: 3 - spatial) + Array(x.shape[1...spatial])
         let outSize = [Int](repeating: 1, count: 3 - spatial) + sizes
+        let cells = try elementCount(outSize)
+        if out.count == 0 { return out }
         // Bins per padded dim: lo[d][i], hi[d][i].
         var lo = [[Int]](), hi = [[Int]]()
         for d in 0..<3 {
@@ -424,8 +439,6 @@ public func adaptivePool(_ kind: PoolKind, _ x0: Tensor, outputSize: [Int]) thro
             lo.append(bins.map { $0.0 })
             hi.append(bins.map { $0.1 })
         }
-        let n = x.shape[0], c = x.shape[x.rank - 1], cells = outSize.reduce(1, *)
-        let out = try Tensor(empty: [n] + sizes + [c], dtype: x.dtype)
         struct Fwd: FloatVisitor {
             let isMax: Bool, x: Tensor, out: Tensor, n: Int, c: Int, cells: Int, outSize: [Int], inSize: [Int], lo: [[Int]], hi: [[Int]]
             func visit<T: FloatElem>(_: T.Type) throws {
