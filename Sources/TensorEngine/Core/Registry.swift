@@ -103,6 +103,7 @@ public enum OpRegistry {
             + indexingOps + sortingOps + convOps + lapackOps + fftOps + bitwiseOps
             + numericOps + samplerOps
             + optimizerOps
+            + nnExtraOps + ctcOps
         return all
     }()
 

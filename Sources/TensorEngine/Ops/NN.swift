@@ -227,3 +227,294 @@ let nnOps: [OpDef] = [
         return try pool2d(.avg, t[0], poolSize: p, strides: a.ints("strides") ?? p, padding: a.string("padding", default: "valid"))
     },
 ]
+
+// MARK: - im2col / col2im (torch's Unfold / Fold, NCHW)
+
+/// Geometry shared by `unfold` and `fold`: kernel, dilation, padding and stride per spatial dim
+/// (one value or two), and the number of sliding blocks along each dim for an image of `size`.
+struct BlockGeometry {
+    let k: [Int], d: [Int], p: [Int], s: [Int]
+
+    init(kernel: [Int], dilation: [Int], padding: [Int], stride: [Int]) throws {
+        func pair(_ v: [Int], _ name: String, min: Int) throws -> [Int] {
+            let r = v.count == 1 ? [v[0], v[0]] : v
+            guard r.count == 2, r.allSatisfy({ $0 >= min }) else {
+                throw EngineError.value("\(name) needs 1 or 2 values >= \(min), got \(v)")
+            }
+            return r
+        }
+        k = try pair(kernel, "kernel_size", min: 1)
+        d = try pair(dilation, "dilation", min: 1)
+        p = try pair(padding, "padding", min: 0)
+        s = try pair(stride, "stride", min: 1)
+    }
+
+    func blocks(_ size: [Int]) throws -> [Int] {
+        try (0..<2).map { i in
+            // Checked: kernel, dilation and padding come from the caller unbounded.
+            let (dk, o1) = d[i].multipliedReportingOverflow(by: k[i] - 1)
+            let (p2, o2) = p[i].multipliedReportingOverflow(by: 2)
+            let (padded, o3) = size[i].addingReportingOverflow(p2)
+            guard !o1, !o2, !o3, dk < Int.max, padded <= maxTensorBytes else {
+                throw EngineError.value("kernel_size, dilation or padding too large: \(k), \(d), \(p)")
+            }
+            let span = dk + 1
+            guard padded >= span else {
+                throw EngineError.value("sliding blocks of span \(span) do not fit the padded size \(padded) (dim \(i))")
+            }
+            return (padded - span) / s[i] + 1
+        }
+    }
+}
+
+/// Copies patches between an image (N, C, H, W) and its columns (N, C*kH*kW, L): unfold
+/// writes columns, fold adds them back into the image. One task per (n, c) plane, which owns
+/// both its image plane and its kH*kW column rows, so tasks never write the same memory.
+private struct Im2Col: FloatVisitor {
+    let image: Tensor, cols: Tensor, geo: BlockGeometry, planes: Int, h: Int, w: Int, nb: [Int], toCols: Bool
+    func visit<T: FloatElem>(_: T.Type) throws {
+        let pimg = image.pointer(T.self), pcol = cols.pointer(T.self)
+        let (k, d, p, s, h, w, nb, toCols) = (geo.k, geo.d, geo.p, geo.s, self.h, self.w, self.nb, self.toCols)
+        let l = nb[0] * nb[1]
+        parallelFor(planes, cost: k[0] * k[1] * l) { range in
+            for plane in range {
+                let img = pimg + plane * h * w
+                for i in 0..<k[0] { for j in 0..<k[1] {
+                    let col = pcol + (plane * k[0] * k[1] + i * k[1] + j) * l
+                    for oy in 0..<nb[0] {
+                        let iy = oy * s[0] - p[0] + i * d[0]
+                        guard iy >= 0 && iy < h else { continue }
+                        for ox in 0..<nb[1] {
+                            let ix = ox * s[1] - p[1] + j * d[1]
+                            guard ix >= 0 && ix < w else { continue }
+                            if toCols { col[oy * nb[1] + ox] = img[iy * w + ix] } else { img[iy * w + ix] += col[oy * nb[1] + ox] }
+                        }
+                    }
+                } }
+            }
+        }
+    }
+}
+
+/// Runs a float kernel on `x`, widening other dtypes to float32 and narrowing the result back.
+private func inFloat(_ x: Tensor, _ body: (Tensor) throws -> Tensor) throws -> Tensor {
+    if x.dtype == computeDType(x.dtype) { return try body(x) }
+    return try cast(try body(try cast(x, to: .float32)), to: x.dtype)
+}
+
+/// Sliding local blocks of an NCHW image (torch `Unfold`): (N, C, H, W) → (N, C*kH*kW, L),
+/// padding reads as zeros. Differentiable; its VJP is `fold`.
+public func unfold(_ x0: Tensor, kernelSize: [Int], dilation: [Int] = [1], padding: [Int] = [0], stride: [Int] = [1]) throws -> Tensor {
+    guard x0.rank == 4 else { throw EngineError.value("unfold expects a 4D (N, C, H, W) input, got shape \(x0.shape)") }
+    let geo = try BlockGeometry(kernel: kernelSize, dilation: dilation, padding: padding, stride: stride)
+    let (n, c, h, w) = (x0.shape[0], x0.shape[1], x0.shape[2], x0.shape[3])
+    let nb = try geo.blocks([h, w])
+    let rows = try elementCount([c, geo.k[0], geo.k[1]]), blocks = try elementCount(nb)
+    return try inFloat(x0) { x in
+        let out = try Tensor(zeros: [n, rows, blocks], dtype: x.dtype)
+        if out.count == 0 { return out }
+        try dispatchFloat(x.dtype, Im2Col(image: x, cols: out, geo: geo, planes: n * c, h: h, w: w, nb: nb, toCols: true))
+        Tape.record(out, [x]) { g in
+            [try fold(try cast(g, to: x.dtype), outputSize: [h, w], kernelSize: kernelSize, dilation: dilation, padding: padding, stride: stride)]
+        }
+        return out
+    }
+}
+
+/// Sums sliding local blocks back into an image (torch `Fold`): (N, C*kH*kW, L) →
+/// (N, C, oH, oW); L must equal the number of blocks of an oH×oW image. Differentiable;
+/// its VJP is `unfold`.
+public func fold(_ x0: Tensor, outputSize: [Int], kernelSize: [Int], dilation: [Int] = [1], padding: [Int] = [0], stride: [Int] = [1]) throws -> Tensor {
+    guard x0.rank == 3 else { throw EngineError.value("fold expects a 3D (N, C*kH*kW, L) input, got shape \(x0.shape)") }
+    let geo = try BlockGeometry(kernel: kernelSize, dilation: dilation, padding: padding, stride: stride)
+    let size = outputSize.count == 1 ? [outputSize[0], outputSize[0]] : outputSize
+    guard size.count == 2, size.allSatisfy({ $0 >= 0 }) else { throw EngineError.value("output_size needs 1 or 2 non-negative values, got \(outputSize)") }
+    let (n, ckk, l) = (x0.shape[0], x0.shape[1], x0.shape[2])
+    let kk = try elementCount(geo.k)
+    guard ckk % kk == 0 else {
+        throw EngineError.value("fold: input dim 1 (\(ckk)) must be divisible by the kernel size product (\(kk))")
+    }
+    let nb = try geo.blocks(size)
+    guard l == (try elementCount(nb)) else {
+        throw EngineError.value("fold: input has \(l) blocks but output_size \(size) with these parameters gives \(nb[0]) x \(nb[1])")
+    }
+    return try inFloat(x0) { x in
+        let out = try Tensor(zeros: [n, ckk / kk, size[0], size[1]], dtype: x.dtype)
+        if out.count == 0 || x.count == 0 { return out }
+        try dispatchFloat(x.dtype, Im2Col(image: out, cols: x, geo: geo, planes: n * (ckk / kk), h: size[0], w: size[1], nb: nb, toCols: false))
+        Tape.record(out, [x]) { g in
+            [try unfold(try cast(g, to: x.dtype), kernelSize: kernelSize, dilation: dilation, padding: padding, stride: stride)]
+        }
+        return out
+    }
+}
+
+// MARK: - sparsemax
+
+/// Sparsemax along `axis` (Martins & Astudillo 2016): the Euclidean projection of each row
+/// onto the probability simplex, max(x - tau, 0). Differentiable: inside the support the
+/// gradient is g minus its mean over the support, zero outside.
+public func sparsemax(_ x0: Tensor, axis: Int = -1) throws -> Tensor {
+    if x0.rank == 0 { return try reshape(try sparsemax(try reshape(x0, [1]), axis: 0), []) }
+    return try inFloat(x0) { x1 in
+        try withAxisLast(x1, axis) { x in
+            let out = try Tensor(empty: x.shape, dtype: x.dtype)
+            let r = x.shape.last!
+            struct K: FloatVisitor {
+                let x: Tensor, out: Tensor, r: Int
+                func visit<T: FloatElem>(_: T.Type) throws {
+                    let px = x.pointer(T.self), po = out.pointer(T.self), r = self.r
+                    guard r > 0 else { return }
+                    parallelFor(x.count / r, cost: r * 16) { range in
+                        var z = [T](repeating: 0, count: r)
+                        for row in range {
+                            let s = px + row * r, d = po + row * r
+                            for i in 0..<r { z[i] = s[i] }
+                            z.sort(by: >)
+                            // Support size k: the largest j with 1 + j*z_j > sum of the top j.
+                            var cum: T = 0, kept: T = 0, k = 0
+                            for j in 0..<r {
+                                cum += z[j]
+                                if 1 + T(j + 1) * z[j] > cum { k = j + 1; kept = cum }
+                            }
+                            let tau = (kept - 1) / T(Swift.max(k, 1))
+                            for i in 0..<r { d[i] = T.maximum(s[i] - tau, 0) }
+                        }
+                    }
+                }
+            }
+            try dispatchFloat(x.dtype, K(x: x, out: out, r: r))
+            Tape.record(out, [x]) { g0 in
+                let g = try cast(g0, to: out.dtype)
+                let support = try cast(try binary(.greater, out, try zerosLike(out)), to: out.dtype)
+                let gs = try multiply(g, support)
+                let mean = try divide(try sum(gs, axes: [-1], keepdims: true), try sum(support, axes: [-1], keepdims: true))
+                return [try multiply(support, try subtract(g, mean))]
+            }
+            return out
+        }
+    }
+}
+
+// MARK: - adaptive pooling (torch bins)
+
+/// Torch's adaptive bin `i` of `out` over `n`: [floor(i*n/out), ceil((i+1)*n/out)),
+/// computed in double width so huge sizes cannot overflow.
+@inline(__always)
+private func adaptiveBin(_ i: Int, _ n: Int, _ out: Int) -> (Int, Int) {
+    let lo = out.dividingFullWidth(i.multipliedFullWidth(by: n)).quotient
+    let hiFull = (i + 1).multipliedFullWidth(by: n)
+    let (q, r) = out.dividingFullWidth(hiFull)
+    return (lo, r == 0 ? q : q + 1)
+}
+
+/// Adaptive max / average pooling over 1 to 3 spatial dims, channels last: (N, *in, C) →
+/// (N, *outputSize, C), output cell i of a dim pooling the torch bin
+/// [floor(i*in/out), ceil((i+1)*in/out)). Differentiable; max sends each gradient to the
+/// first maximum of its bin.
+public func adaptivePool(_ kind: PoolKind, _ x0: Tensor, outputSize: [Int]) throws -> Tensor {
+    let spatial = x0.rank - 2
+    guard (1...3).contains(spatial) else {
+        throw EngineError.value("adaptive pooling expects input (N, *spatial, C) with 1 to 3 spatial dims, got \(x0.shape)")
+    }
+    let sizes = outputSize.count == 1 ? [Int](repeating: outputSize[0], count: spatial) : outputSize
+    guard sizes.count == spatial, sizes.allSatisfy({ $0 > 0 }) else {
+        throw EngineError.value("output_size needs 1 or \(spatial) positive values, got \(outputSize)")
+    }
+    guard x0.shape[1...spatial].allSatisfy({ $0 > 0 }) else {
+        throw EngineError.value("adaptive pooling needs non-empty spatial dims, got \(x0.shape)")
+    }
+    return try inFloat(x0) { x in
+        let n = x.shape[0], c = x.shape[x.rank - 1]
+        // Allocated first: it validates the requested size before the bin tables are built.
+        let out = try Tensor(empty: [n] + sizes + [c], dtype: x.dtype)
+        let inSize = [Int](repeating: 1, count: 3 - spatial) + Array(x.shape[1...spatial])
+        let outSize = [Int](repeating: 1, count: 3 - spatial) + sizes
+        let cells = try elementCount(outSize)
+        if out.count == 0 { return out }
+        // Bins per padded dim: lo[d][i], hi[d][i].
+        var lo = [[Int]](), hi = [[Int]]()
+        for d in 0..<3 {
+            let bins = (0..<outSize[d]).map { adaptiveBin($0, inSize[d], outSize[d]) }
+            lo.append(bins.map { $0.0 })
+            hi.append(bins.map { $0.1 })
+        }
+        struct Fwd: FloatVisitor {
+            let isMax: Bool, x: Tensor, out: Tensor, n: Int, c: Int, cells: Int, outSize: [Int], inSize: [Int], lo: [[Int]], hi: [[Int]]
+            func visit<T: FloatElem>(_: T.Type) throws {
+                let px = x.pointer(T.self), po = out.pointer(T.self)
+                let (c, cells, outSize, inSize, isMax, lo, hi) = (self.c, self.cells, self.outSize, self.inSize, self.isMax, self.lo, self.hi)
+                parallelFor(n * cells, cost: c * 8) { range in
+                    for cell in range {
+                        let img = cell / cells, r = cell % cells
+                        let (oz, oy, ox) = (r / (outSize[1] * outSize[2]), (r / outSize[2]) % outSize[1], r % outSize[2])
+                        let d = po + cell * c
+                        for ch in 0..<c { d[ch] = isMax ? -T.infinity : 0 }
+                        for iz in lo[0][oz]..<hi[0][oz] { for iy in lo[1][oy]..<hi[1][oy] { for ix in lo[2][ox]..<hi[2][ox] {
+                            let s = px + (((img * inSize[0] + iz) * inSize[1] + iy) * inSize[2] + ix) * c
+                            if isMax { for ch in 0..<c { d[ch] = T.maximum(d[ch], s[ch]) } } else { for ch in 0..<c { d[ch] += s[ch] } }
+                        } } }
+                        if !isMax {
+                            let inv = 1 / T((hi[0][oz] - lo[0][oz]) * (hi[1][oy] - lo[1][oy]) * (hi[2][ox] - lo[2][ox]))
+                            for ch in 0..<c { d[ch] *= inv }
+                        }
+                    }
+                }
+            }
+        }
+        try dispatchFloat(x.dtype, Fwd(isMax: kind == .max, x: x, out: out, n: n, c: c, cells: cells, outSize: outSize, inSize: inSize, lo: lo, hi: hi))
+        Tape.record(out, [x]) { gy0 in
+            let gy = try cast(gy0, to: x.dtype)
+            let dx = try zerosLike(x)
+            struct Bwd: FloatVisitor {
+                let isMax: Bool, x: Tensor, y: Tensor, gy: Tensor, dx: Tensor, n: Int, c: Int, cells: Int, outSize: [Int], inSize: [Int], lo: [[Int]], hi: [[Int]]
+                func visit<T: FloatElem>(_: T.Type) throws {
+                    let px = x.pointer(T.self), py = y.pointer(T.self), pg = gy.pointer(T.self), pd = dx.pointer(T.self)
+                    let (c, cells, outSize, inSize, isMax, lo, hi) = (self.c, self.cells, self.outSize, self.inSize, self.isMax, self.lo, self.hi)
+                    // One task per image: bins never cross images, so writes never race.
+                    parallelFor(n, cost: cells * c * 8) { range in
+                        for img in range { for r in 0..<cells {
+                            let (oz, oy, ox) = (r / (outSize[1] * outSize[2]), (r / outSize[2]) % outSize[1], r % outSize[2])
+                            let (z0, z1, y0, y1, x0, x1) = (lo[0][oz], hi[0][oz], lo[1][oy], hi[1][oy], lo[2][ox], hi[2][ox])
+                            let o = (img * cells + r) * c
+                            func offset(_ iz: Int, _ iy: Int, _ ix: Int) -> Int { (((img * inSize[0] + iz) * inSize[1] + iy) * inSize[2] + ix) * c }
+                            if isMax {
+                                for ch in 0..<c {
+                                    var done = false
+                                    for iz in z0..<z1 where !done { for iy in y0..<y1 where !done { for ix in x0..<x1 where !done {
+                                        let i = offset(iz, iy, ix) + ch
+                                        if px[i] == py[o + ch] || (px[i].isNaN && py[o + ch].isNaN) { pd[i] += pg[o + ch]; done = true }
+                                    } } }
+                                }
+                            } else {
+                                let inv = 1 / T((z1 - z0) * (y1 - y0) * (x1 - x0))
+                                for iz in z0..<z1 { for iy in y0..<y1 { for ix in x0..<x1 {
+                                    let d = pd + offset(iz, iy, ix)
+                                    for ch in 0..<c { d[ch] += pg[o + ch] * inv }
+                                } } }
+                            }
+                        } }
+                    }
+                }
+            }
+            try dispatchFloat(x.dtype, Bwd(isMax: kind == .max, x: x, y: out, gy: gy, dx: dx, n: n, c: c, cells: cells,
+                                           outSize: outSize, inSize: inSize, lo: lo, hi: hi))
+            return [dx]
+        }
+        return out
+    }
+}
+
+let nnExtraOps: [OpDef] = [
+    OpDef("unfold", arity: 1) { t, a in
+        try unfold(t[0], kernelSize: a.requiredInts("kernel_size"), dilation: a.ints("dilation") ?? [1],
+                   padding: a.ints("padding") ?? [0], stride: a.ints("stride") ?? [1])
+    },
+    OpDef("fold", arity: 1) { t, a in
+        try fold(t[0], outputSize: a.requiredInts("output_size"), kernelSize: a.requiredInts("kernel_size"),
+                 dilation: a.ints("dilation") ?? [1], padding: a.ints("padding") ?? [0], stride: a.ints("stride") ?? [1])
+    },
+    OpDef("sparsemax", arity: 1) { t, a in try sparsemax(t[0], axis: a.int("axis", default: -1)) },
+    OpDef("adaptive_max_pool", arity: 1) { t, a in try adaptivePool(.max, t[0], outputSize: a.requiredInts("output_size")) },
+    OpDef("adaptive_avg_pool", arity: 1) { t, a in try adaptivePool(.avg, t[0], outputSize: a.requiredInts("output_size")) },
+]

@@ -21,8 +21,8 @@ from keras_swift.src.core import to_float as _float
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.core import is_float_dtype
 from keras_swift.src.core import is_int_dtype
-from keras_swift.src.core import not_implemented
 from keras_swift.src.core import op
+from keras_swift.src.core import op_multi
 from keras_swift.src.core import result_type
 from keras_swift.src.ops import numpy as knp
 
@@ -587,12 +587,8 @@ def dot_product_attention(
     flash_attention=None,
     attn_logits_soft_cap=None,
 ):
-    if flash_attention:
-        raise ValueError("Flash attention is not supported by the swift backend.")
-    if attn_logits_soft_cap is not None:
-        raise ValueError(
-            "attn_logits_soft_cap is not supported by the swift backend."
-        )
+    # `flash_attention` only selects a kernel on accelerators; on the CPU engine
+    # the result is the same attention, so the flag is accepted and ignored.
     query = convert_to_tensor(query)
     key = convert_to_tensor(key)
     value = convert_to_tensor(value)
@@ -612,11 +608,21 @@ def dot_product_attention(
     k = op("transpose", key, perm=[0, 2, 3, 1])
     v = op("transpose", value, perm=[0, 2, 1, 3])
     n_q, n_kv = q.shape[1], k.shape[1]
+    if n_kv == 0 or n_q % n_kv:
+        raise ValueError(
+            "The number of query heads must be a multiple of the number of "
+            f"key/value heads. Received: query.shape={query.shape}, "
+            f"key.shape={key.shape}"
+        )
     if n_q != n_kv:  # grouped-query attention: repeat the kv heads
         reps = n_q // n_kv
         k = knp.repeat(k, reps, axis=1)
         v = knp.repeat(v, reps, axis=1)
     logits = op("multiply", op("matmul", q, k), _scalar(scale, q.dtype))
+    if attn_logits_soft_cap is not None:
+        # Splash attention's soft cap: cap * tanh(logits / cap).
+        cap = _scalar(attn_logits_soft_cap, logits.dtype)
+        logits = op("multiply", cap, op("tanh", op("divide", logits, cap)))
     if bias is not None:
         logits = op("add", logits, convert_to_tensor(bias, logits.dtype))
     t_q, t_k = logits.shape[-2], logits.shape[-1]
@@ -675,33 +681,120 @@ def space_to_depth(x, block_size, data_format="channels_last"):
     return y
 
 
-# Not implemented yet (generated stubs: keras.ops signatures; each raises
-# NotImplementedError until the engine grows the op or a composition lands).
+# ---------------------------------------------------------------------------
+# CTC, im2col, sparsemax, adaptive pooling (one engine kernel each)
+# ---------------------------------------------------------------------------
+
+
+def _ints(value):
+    if isinstance(value, int):
+        return [int(value)]
+    return [int(v) for v in value]
+
+
+def _adaptive_pool(name, inputs, output_size, data_format):
+    data_format = standardize_data_format(data_format)
+    inputs = convert_to_tensor(inputs)
+    if inputs.ndim not in (3, 4, 5):
+        raise ValueError(
+            f"{name} supports only 1D/2D/3D inputs (rank 3 to 5), got "
+            f"shape {inputs.shape}"
+        )
+    y = op(
+        name,
+        _channels_last(inputs, data_format),
+        output_size=_ints(output_size),
+    )
+    return _channels_back(y, data_format)
 
 
 def adaptive_average_pool(inputs, output_size, data_format=None):
-    raise not_implemented("nn.adaptive_average_pool")
+    return _adaptive_pool("adaptive_avg_pool", inputs, output_size, data_format)
 
 
 def adaptive_max_pool(inputs, output_size, data_format=None):
-    raise not_implemented("nn.adaptive_max_pool")
-
-
-def ctc_decode(inputs, sequence_lengths, strategy='greedy', beam_width=100, top_paths=1, merge_repeated=True, mask_index=0):
-    raise not_implemented("nn.ctc_decode")
+    return _adaptive_pool("adaptive_max_pool", inputs, output_size, data_format)
 
 
 def ctc_loss(target, output, target_length, output_length, mask_index=0):
-    raise not_implemented("nn.ctc_loss")
+    target = convert_to_tensor(target)
+    if not is_int_dtype(target.dtype):
+        target = cast(target, "int32")
+    output = _float(output)
+    return op(
+        "ctc_loss",
+        target,
+        output,
+        cast(convert_to_tensor(target_length), "int32"),
+        cast(convert_to_tensor(output_length), "int32"),
+        mask_index=int(mask_index),
+    )
 
 
-def fold(x, output_size, kernel_size, dilation=1, padding=0, stride=1):
-    raise not_implemented("nn.fold")
-
-
-def sparsemax(x, axis=-1):
-    raise not_implemented("nn.sparsemax")
+def ctc_decode(
+    inputs,
+    sequence_lengths,
+    strategy="greedy",
+    beam_width=100,
+    top_paths=1,
+    merge_repeated=True,
+    mask_index=0,
+):
+    if strategy not in ("greedy", "beam_search"):
+        raise ValueError(
+            f"Invalid strategy {strategy}. Supported values are "
+            "'greedy' and 'beam_search'."
+        )
+    inputs = _float(inputs)
+    if mask_index is None:
+        mask_index = inputs.shape[-1] - 1
+    lengths = cast(convert_to_tensor(sequence_lengths), "int32")
+    decoded, scores = op_multi(
+        "ctc_decode",
+        [inputs, lengths],
+        {
+            "strategy": strategy,
+            "beam_width": int(beam_width),
+            "top_paths": int(top_paths),
+            "merge_repeated": bool(merge_repeated),
+            "mask_index": int(mask_index),
+        },
+    )
+    return decoded, scores
 
 
 def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
-    raise not_implemented("nn.unfold")
+    x = convert_to_tensor(input)
+    if x.ndim != 4:
+        raise ValueError(
+            f"unfold expects a 4D (N, C, H, W) input, got shape {x.shape}"
+        )
+    return op(
+        "unfold",
+        x,
+        kernel_size=_ints(kernel_size),
+        dilation=_ints(dilation),
+        padding=_ints(padding),
+        stride=_ints(stride),
+    )
+
+
+def fold(x, output_size, kernel_size, dilation=1, padding=0, stride=1):
+    x = convert_to_tensor(x)
+    if x.ndim != 3:
+        raise ValueError(
+            f"Input must be a 3D tensor. Received: input.shape={x.shape}"
+        )
+    return op(
+        "fold",
+        x,
+        output_size=_ints(output_size),
+        kernel_size=_ints(kernel_size),
+        dilation=_ints(dilation),
+        padding=_ints(padding),
+        stride=_ints(stride),
+    )
+
+
+def sparsemax(x, axis=-1):
+    return op("sparsemax", _float(x), axis=int(axis))
