@@ -62,6 +62,18 @@ public struct Attrs {
         return v
     }
 
+    /// A float list (ints accepted); a single number is a list of one.
+    public func requiredFloats(_ k: String) throws -> [Double] {
+        switch values[k] {
+        case .floats(let v): return v
+        case .ints(let v): return v.map(Double.init)
+        case .float(let v): return [v]
+        case .int(let v): return [Double(v)]
+        case .none: throw EngineError.value("missing attribute '\(k)'")
+        default: throw EngineError.type("attribute '\(k)' must be a list of floats")
+        }
+    }
+
     public func dtype(_ k: String, default d: DType? = nil) throws -> DType {
         guard values[k] != nil else {
             if let d = d { return d }
@@ -103,6 +115,7 @@ public enum OpRegistry {
             + indexingOps + sortingOps + convOps + lapackOps + fftOps + bitwiseOps
             + numericOps + samplerOps
             + optimizerOps
+            + imageOps
         return all
     }()
 
