@@ -71,6 +71,23 @@ final class ImageTests: XCTestCase {
         }
     }
 
+    func testSeparableFilterSamePadding() throws {
+        let x = try Tensor([1.0, 2, 3, 4], shape: [4])
+        // Odd kernel centred; zero padding at both ends.
+        assertClose(try separableFilter(x, axes: [0], taps: [[-1, 0, 1]]), [2, 2, 2, -3])
+        // Even kernel: (n - 1) / 2 = 0 taps before, the extra one after (TensorFlow SAME).
+        assertClose(try separableFilter(x, axes: [0], taps: [[1, 10]]), [21, 32, 43, 4])
+        let g = try gaussianBlur(try full([5, 6], value: 2, dtype: .float64), axes: [0, 1], sizes: [3, 4], sigmas: [0.8, -1.5])
+        XCTAssertEqual(g.doubles()[1 * 6 + 1], 2, accuracy: 1e-12)  // interior: normalised taps
+        XCTAssertLessThan(g.doubles()[0], 2)  // corner: zero padding
+        XCTAssertThrowsError(try gaussianBlur(x, axes: [0], sizes: [0], sigmas: [1]))
+        XCTAssertThrowsError(try gaussianBlur(x, axes: [0], sizes: [3], sigmas: [0]))
+        XCTAssertThrowsError(try separableFilter(x, axes: [0], taps: [[]]))
+        let y = try f64([2, 5, 6, 3], seed: 11)
+        try checkGradient("gaussian_blur", [y]) { try gaussianBlur($0[0], axes: [1, 2], sizes: [3, 4], sigmas: [0.7, 1.3]) }
+        try checkGradient("separable_filter", [y]) { try separableFilter($0[0], axes: [2, 1], taps: [[1, -2, 0.5], [2, 1]]) }
+    }
+
     func testMapCoordinatesFillModes() throws {
         let x = try Tensor([10.0, 20, 30, 40], shape: [4])
         let c = try Tensor([-2.0, -1, 4, 5, 6, 1.5], shape: [1, 6])

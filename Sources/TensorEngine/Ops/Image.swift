@@ -75,6 +75,25 @@ struct ResamplePlan {
         return p
     }
 
+    /// 'same' zero-padded correlation with `taps` (jax/TensorFlow SAME: the extra pad of an
+    /// even kernel goes after): out[j] = sum_t taps[t] * x[j - (n - 1) / 2 + t].
+    static func filter(_ taps: [Double], size: Int) -> ResamplePlan {
+        let n = taps.count, padLo = (n - 1) / 2
+        var p = ResamplePlan(inSize: size, outSize: size, span: n)
+        p.starts = [Int](repeating: 0, count: size)
+        p.counts = [Int](repeating: 0, count: size)
+        p.weights = [Double](repeating: 0, count: size * n)
+        for j in 0..<size {
+            let first = j - padLo
+            let a = Swift.max(0, first), b = Swift.min(size - 1, first + n - 1)
+            guard b >= a else { continue }
+            p.starts[j] = a
+            p.counts[j] = b - a + 1
+            for u in 0..<(b - a + 1) { p.weights[j * n + u] = taps[a - first + u] }
+        }
+        return p
+    }
+
     /// Kernel weights of jax's compute_weight_mat (no edge padding): output pixel centre j + 0.5
     /// maps to input position (j + 0.5 - translation) / scale; the kernel is widened by 1 / scale
     /// when downsampling with antialiasing; weights are normalised over the in-range taps and
@@ -256,6 +275,40 @@ public func scaleAndTranslate(_ x: Tensor, axes: [Int], sizes: [Int], scales: [D
         y = try resampleAxis(y, axis: norm[i], plan: plan)
     }
     return y
+}
+
+/// Separable 'same' zero-padded correlation: along each of `axes` in turn, the 1-D `taps`.
+/// Float compute (integers as float32); differentiable in x.
+public func separableFilter(_ x: Tensor, axes: [Int], taps: [[Double]]) throws -> Tensor {
+    guard axes.count == taps.count else { throw EngineError.value("separable_filter: \(axes.count) axes but \(taps.count) kernels") }
+    let norm = try resampleAxes(x, axes: axes, sizes: [Int](repeating: 0, count: axes.count), name: "separable_filter")
+    guard taps.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isFinite } }) else {
+        throw EngineError.value("separable_filter: every kernel needs at least one finite tap")
+    }
+    var y = x
+    if !y.dtype.isFloatingPoint { y = try cast(y, to: .float32) }
+    for (ax, k) in zip(norm, taps) { y = try resampleAxis(y, axis: ax, plan: ResamplePlan.filter(k, size: y.shape[ax])) }
+    return y
+}
+
+/// Gaussian blur along `axes`: normalised taps exp(-((t - (n - 1) / 2) / sigma)^2 / 2), n taps
+/// per axis, 'same' zero padding (jax's gaussian_blur, as two 1-D passes). Differentiable in x.
+public func gaussianBlur(_ x: Tensor, axes: [Int], sizes: [Int], sigmas: [Double]) throws -> Tensor {
+    guard sizes.count == axes.count, sigmas.count == axes.count else {
+        throw EngineError.value("gaussian_blur needs one kernel size and one sigma per axis (\(axes.count))")
+    }
+    guard sizes.allSatisfy({ $0 >= 1 && $0 <= 1 << 20 }), sigmas.allSatisfy({ $0.isFinite && $0 != 0 }) else {
+        throw EngineError.value("gaussian_blur: kernel sizes must be in 1...2^20 and sigmas finite and non-zero; got \(sizes), \(sigmas)")
+    }
+    let taps = zip(sizes, sigmas).map { n, s -> [Double] in
+        let k = (0..<n).map { t -> Double in
+            let u = (Double(t) - Double(n - 1) / 2) / s
+            return exp(-0.5 * u * u)
+        }
+        let total = k.reduce(0, +)
+        return k.map { $0 / total }
+    }
+    return try separableFilter(x, axes: axes, taps: taps)
 }
 
 // MARK: - Sampling at coordinates
@@ -490,6 +543,18 @@ let imageOps: [OpDef] = [
         try scaleAndTranslate(t[0], axes: a.requiredInts("axes"), sizes: a.requiredInts("sizes"),
                               scales: a.requiredFloats("scales"), translations: a.requiredFloats("translations"),
                               method: a.string("method"), antialias: a.bool("antialias", default: true))
+    },
+    OpDef("separable_filter", arity: 1) { t, a in
+        let axes = try a.requiredInts("axes"), sizes = try a.requiredInts("sizes"), flat = try a.requiredFloats("taps")
+        guard sizes.count == axes.count, sizes.allSatisfy({ $0 >= 1 && $0 <= flat.count }), sizes.reduce(0, +) == flat.count else {
+            throw EngineError.value("separable_filter: sizes \(sizes) must be positive, one per axis, and sum to the \(flat.count) taps")
+        }
+        var taps: [[Double]] = [], at = 0
+        for n in sizes { taps.append(Array(flat[at..<(at + n)])); at += n }
+        return try separableFilter(t[0], axes: axes, taps: taps)
+    },
+    OpDef("gaussian_blur", arity: 1) { t, a in
+        try gaussianBlur(t[0], axes: a.requiredInts("axes"), sizes: a.requiredInts("sizes"), sigmas: a.requiredFloats("sigmas"))
     },
     OpDef("grid_sample", arity: 2) { t, a in
         try gridSample(t[0], t[1], order: a.int("order", default: 1), mode: a.string("fill_mode", default: "constant"),

@@ -485,22 +485,9 @@ def perspective_transform(
     return _from_nhwc(out, squeeze, data_format)
 
 
-def _gaussian_kernel1d(size, sigma, dtype):
-    x = knp.subtract(knp.arange(size, dtype=dtype), (size - 1) / 2)
-    kernel = knp.exp(knp.multiply(knp.square(knp.divide(x, sigma)), -0.5))
-    return knp.divide(kernel, knp.sum(kernel))
-
-
-def _depthwise_same(images, kernel):
-    """Depthwise 'same' convolution of NHWC images with kernel (KH, KW, 1, C * M)."""
-    return op(
-        "conv",
-        images,
-        kernel,
-        strides=[1, 1],
-        padding="same",
-        groups=images.shape[-1],
-    )
+def _spatial_axes(ndim, data_format):
+    h_axis = ndim - 3 if data_format == "channels_last" else ndim - 2
+    return [h_axis, h_axis + 1]
 
 
 def gaussian_blur(
@@ -511,29 +498,25 @@ def gaussian_blur(
     _check_rank(images)
     if not is_float_dtype(images.dtype):
         images = cast(images, result_type(images.dtype, float))
-    dtype = images.dtype
     kernel_size = [int(k) for k in convert_to_numpy(kernel_size).reshape(-1)]
-    if len(kernel_size) != 2 or min(kernel_size) < 1:
+    sigma = [float(s) for s in convert_to_numpy(sigma).reshape(-1)]
+    if len(sigma) == 1:
+        sigma = sigma * 2
+    if len(kernel_size) != 2 or min(kernel_size) < 1 or len(sigma) != 2:
         raise ValueError(
-            "`kernel_size` must be two positive integers. "
-            f"Received: kernel_size={kernel_size}"
+            "`kernel_size` must be two positive integers and `sigma` two "
+            f"floats. Received: kernel_size={kernel_size}, sigma={sigma}"
         )
-    sigma = convert_to_tensor(sigma, dtype)
-    if sigma.ndim == 0:
-        sigma = op("reshape", knp.stack([sigma, sigma]), shape=[2])
-    images, squeeze = _to_nhwc(images, data_format)
-    channels = images.shape[-1]
-    # As the jax backend: rows use kernel_size[1] / sigma[1], columns index 0.
-    kernel = knp.outer(
-        _gaussian_kernel1d(kernel_size[1], sigma[1], dtype),
-        _gaussian_kernel1d(kernel_size[0], sigma[0], dtype),
+    # The jax backend's kernel is outer(k(size[1], sigma[1]), k(size[0],
+    # sigma[0])): rows use index 1, columns index 0. Separable, so it runs
+    # as one 1-D pass per axis.
+    return op(
+        "gaussian_blur",
+        images,
+        axes=_spatial_axes(images.ndim, data_format),
+        sizes=[kernel_size[1], kernel_size[0]],
+        sigmas=[sigma[1], sigma[0]],
     )
-    kernel = op(
-        "broadcast_to",
-        op("reshape", kernel, shape=[kernel_size[1], kernel_size[0], 1, 1]),
-        shape=[kernel_size[1], kernel_size[0], 1, channels],
-    )
-    return _from_nhwc(_depthwise_same(images, kernel), squeeze, data_format)
 
 
 def elastic_transform(
@@ -605,25 +588,9 @@ def sobel_edges(images, data_format=None):
         )
     if not is_float_dtype(images.dtype):
         images = cast(images, result_type(images.dtype, float))
-    images, _ = _to_nhwc(images, data_format)
-    channels = images.shape[-1]
-    # One depthwise conv with two outputs per channel, [dy, dx], so the
-    # (N, H, W, 2C) result is already (N, H, W, C, 2) in memory.
-    sobel = convert_to_tensor(
-        [
-            [[-1, -1], [-2, 0], [-1, 1]],
-            [[0, -2], [0, 0], [0, 2]],
-            [[1, -1], [2, 0], [1, 1]],
-        ],
-        images.dtype,
-    )
-    kernel = op(
-        "reshape",
-        op("broadcast_to", op("reshape", sobel, shape=[3, 3, 1, 1, 2]), shape=[3, 3, 1, channels, 2]),
-        shape=[3, 3, 1, channels * 2],
-    )
-    edges = _depthwise_same(images, kernel)
-    edges = op("reshape", edges, shape=[*edges.shape[:3], channels, 2])
-    if data_format == "channels_first":
-        edges = op("transpose", edges, perm=[0, 3, 1, 2, 4])
-    return edges
+    axes = _spatial_axes(4, data_format)
+    # The 3 x 3 Sobel kernels are separable: a derivative along one axis
+    # times a [1, 2, 1] smoothing along the other.
+    dy = op("separable_filter", images, axes=axes, sizes=[3, 3], taps=[-1, 0, 1, 1, 2, 1])
+    dx = op("separable_filter", images, axes=axes, sizes=[3, 3], taps=[1, 2, 1, -1, 0, 1])
+    return knp.stack([dy, dx], axis=-1)
