@@ -77,8 +77,12 @@ struct ResamplePlan {
 
     /// 'same' zero-padded correlation with `taps` (jax/TensorFlow SAME: the extra pad of an
     /// even kernel goes after): out[j] = sum_t taps[t] * x[j - (n - 1) / 2 + t].
-    static func filter(_ taps: [Double], size: Int) -> ResamplePlan {
+    static func filter(_ taps: [Double], size: Int) throws -> ResamplePlan {
         let n = taps.count, padLo = (n - 1) / 2
+        let (cells, o) = size.multipliedReportingOverflow(by: n)
+        guard !o, cells <= maxTensorBytes / 8 else {
+            throw EngineError.value("a \(n)-tap filter over an axis of \(size) needs a weight table too large to build")
+        }
         var p = ResamplePlan(inSize: size, outSize: size, span: n)
         p.starts = [Int](repeating: 0, count: size)
         p.counts = [Int](repeating: 0, count: size)
@@ -120,6 +124,10 @@ struct ResamplePlan {
             lo[j] = a
             cnt[j] = b - a + 1
             span = Swift.max(span, b - a + 1)
+        }
+        let (cells, o) = outSize.multipliedReportingOverflow(by: span)
+        guard !o, cells <= maxTensorBytes / 8 else {
+            throw EngineError.value("resampling \(inSize) -> \(outSize) with scale \(scale) needs a weight table too large to build")
         }
         var p = ResamplePlan(inSize: inSize, outSize: outSize, span: span)
         p.starts = lo
@@ -226,13 +234,20 @@ func resampleAxis(_ x0: Tensor, axis: Int, plan: ResamplePlan, adjoint: Bool = f
     return out
 }
 
-private func resampleAxes(_ x: Tensor, axes: [Int], sizes: [Int], name: String) throws -> [Int] {
-    guard axes.count == sizes.count else {
-        throw EngineError.value("\(name): \(axes.count) axes but \(sizes.count) sizes")
+/// Normalised axes, validated with their output sizes (nil: sizes unchanged) before any
+/// per-output table is built, so an oversized request is a ValueError, not a failed allocation.
+private func resampleAxes(_ x: Tensor, axes: [Int], sizes: [Int]?, name: String) throws -> [Int] {
+    guard axes.count == (sizes?.count ?? axes.count) else {
+        throw EngineError.value("\(name): \(axes.count) axes but \(sizes?.count ?? 0) sizes")
     }
     let norm = try axes.map { try normalizeAxis($0, rank: x.rank) }
     guard Set(norm).count == norm.count else { throw EngineError.value("\(name): repeated axis in \(axes)") }
+    guard let sizes = sizes else { return norm }
     guard sizes.allSatisfy({ $0 >= 0 }) else { throw EngineError.value("\(name): negative output size in \(sizes)") }
+    var shape = x.shape
+    for (a, n) in zip(norm, sizes) { shape[a] = n }
+    let (bytes, o) = try elementCount(shape).multipliedReportingOverflow(by: 8)
+    guard !o, bytes <= maxTensorBytes else { throw EngineError.value("\(name): output shape \(shape) is too large") }
     return norm
 }
 
@@ -248,6 +263,7 @@ public func resize(_ x: Tensor, axes: [Int], sizes: [Int], method: String, antia
         let m = y.shape[ax]
         // All kernels interpolate, so an unchanged size is the identity (as in jax).
         if m == n { continue }
+        guard m > 0 else { throw EngineError.value("cannot resize an axis of size 0 to \(n)") }
         let plan = k == .nearest
             ? try ResamplePlan.nearest(inSize: m, outSize: n)
             : try ResamplePlan.kernel(k, inSize: m, outSize: n, scale: n == 0 ? 1 : Double(n) / Double(m),
@@ -281,13 +297,13 @@ public func scaleAndTranslate(_ x: Tensor, axes: [Int], sizes: [Int], scales: [D
 /// Float compute (integers as float32); differentiable in x.
 public func separableFilter(_ x: Tensor, axes: [Int], taps: [[Double]]) throws -> Tensor {
     guard axes.count == taps.count else { throw EngineError.value("separable_filter: \(axes.count) axes but \(taps.count) kernels") }
-    let norm = try resampleAxes(x, axes: axes, sizes: [Int](repeating: 0, count: axes.count), name: "separable_filter")
+    let norm = try resampleAxes(x, axes: axes, sizes: nil, name: "separable_filter")
     guard taps.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isFinite } }) else {
         throw EngineError.value("separable_filter: every kernel needs at least one finite tap")
     }
     var y = x
     if !y.dtype.isFloatingPoint { y = try cast(y, to: .float32) }
-    for (ax, k) in zip(norm, taps) { y = try resampleAxis(y, axis: ax, plan: ResamplePlan.filter(k, size: y.shape[ax])) }
+    for (ax, k) in zip(norm, taps) { y = try resampleAxis(y, axis: ax, plan: try ResamplePlan.filter(k, size: y.shape[ax])) }
     return y
 }
 

@@ -290,6 +290,11 @@ def scale_and_translate(
             f"received output_shape={output_shape} for images.shape="
             f"{images.shape}"
         )
+    if any(not -images.ndim <= d < images.ndim for d in spatial_dims):
+        raise ValueError(
+            f"`spatial_dims` {spatial_dims} out of range for images of rank "
+            f"{images.ndim}"
+        )
     spatial = {d % images.ndim for d in spatial_dims}
     for d in range(images.ndim):
         if d not in spatial and output_shape[d] != images.shape[d]:
