@@ -50,7 +50,8 @@ def _weights(method, in_size, out_size, scale, translation, antialias):
     x = np.abs(sample[None, :] - np.arange(in_size)[:, None]) / kernel_scale
     w = _kernel(method, x)
     total = w.sum(axis=0, keepdims=True)
-    w = np.where(np.abs(total) > 1000 * np.finfo(np.float32).eps, w / np.where(total != 0, total, 1), 0)
+    big = np.abs(total) > 1000 * np.finfo(np.float32).eps
+    w = np.where(big, w / np.where(total != 0, total, 1), 0)
     inside = (sample >= -0.5) & (sample <= in_size - 0.5)
     return np.where(inside[None, :], w, 0)
 
@@ -119,7 +120,12 @@ def _map_coordinates_ref(x, coords, order, mode, cval):
         else:
             lo = np.floor(c)
             pairs = [(lo.astype(int), 1 - (c - lo)), (lo.astype(int) + 1, c - lo)]
-        nodes.append([(_FIXERS[mode](i, n), (i >= 0) & (i < n) if mode == "constant" else np.ones(i.shape, bool), w) for i, w in pairs])
+        nodes.append(
+            [
+                (_FIXERS[mode](i, n), (i >= 0) & (i < n) | (mode != "constant"), w)
+                for i, w in pairs
+            ]
+        )
     out = 0.0
     for combo in np.ndindex(*[len(n) for n in nodes]):
         idx, ok, w = zip(*[nodes[d][k] for d, k in enumerate(combo)])

@@ -52,6 +52,11 @@ def _check_fill_mode(fill_mode):
         )
 
 
+def _spatial_axes(ndim, data_format):
+    h_axis = ndim - 3 if data_format == "channels_last" else ndim - 2
+    return [h_axis, h_axis + 1]
+
+
 def _to_nhwc(images, data_format):
     """images as a batch (N, H, W, C), and whether a batch axis was added."""
     squeeze = images.ndim == 3
@@ -64,8 +69,7 @@ def _to_nhwc(images, data_format):
 
 def _from_nhwc(images, squeeze, data_format):
     if data_format == "channels_first":
-        perm = [0, 3, 1, 2] + list(range(4, images.ndim))
-        images = op("transpose", images, perm=perm)
+        images = op("transpose", images, perm=[0, 3, 1, 2])
     if squeeze:
         images = op("reshape", images, shape=list(images.shape[1:]))
     return images
@@ -104,15 +108,9 @@ def resize(
             f"(height, width). Received: size={size}"
         )
     images = convert_to_tensor(images)
-    if images.ndim not in (3, 4):
-        raise ValueError(
-            "Invalid images rank: expected rank 3 (single image) "
-            "or rank 4 (batch of images). Received input with shape: "
-            f"images.shape={images.shape}"
-        )
+    _check_rank(images)
     target_h, target_w = int(size[0]), int(size[1])
-    h_axis = images.ndim - 3 if data_format == "channels_last" else images.ndim - 2
-    w_axis = h_axis + 1
+    h_axis, w_axis = _spatial_axes(images.ndim, data_format)
     height, width = images.shape[h_axis], images.shape[w_axis]
 
     def window(x, h0, h1, w0, w1):
@@ -490,11 +488,6 @@ def perspective_transform(
     return _from_nhwc(out, squeeze, data_format)
 
 
-def _spatial_axes(ndim, data_format):
-    h_axis = ndim - 3 if data_format == "channels_last" else ndim - 2
-    return [h_axis, h_axis + 1]
-
-
 def gaussian_blur(
     images, kernel_size=(3, 3), sigma=(1.0, 1.0), data_format=None
 ):
@@ -563,13 +556,12 @@ def elastic_transform(
         data_format="channels_last",
     )
     field = knp.multiply(field, alpha)
-    grid = knp.stack(
-        [
-            op("broadcast_to", op("reshape", knp.arange(height, dtype=compute_dtype), shape=[1, height, 1]), shape=[1, height, width]),
-            op("broadcast_to", op("reshape", knp.arange(width, dtype=compute_dtype), shape=[1, 1, width]), shape=[1, height, width]),
-        ],
-        axis=-1,
+    rows, cols = knp.meshgrid(
+        knp.arange(height, dtype=compute_dtype),
+        knp.arange(width, dtype=compute_dtype),
+        indexing="ij",
     )
+    grid = op("reshape", knp.stack([rows, cols], axis=-1), shape=[1, height, width, 2])
     # field channel 0 displaces x, channel 1 displaces y.
     coordinates = knp.add(grid, knp.flip(field, axis=-1))
     out = op(
