@@ -559,5 +559,3 @@ def test_bfloat16_tensors_convert_to_bfloat16_arrays():
 def test_not_implemented_entry_points_say_so():
     with pytest.raises(NotImplementedError, match="keras_swift: linalg.eig"):
         ops.eig(A[:, :3])
-    with pytest.raises(NotImplementedError, match="keras_swift: image.sobel_edges"):
-        ops.image.sobel_edges(np.zeros((1, 4, 4, 1), "float32"))

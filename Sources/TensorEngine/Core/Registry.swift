@@ -62,6 +62,18 @@ public struct Attrs {
         return v
     }
 
+    /// A float list (ints accepted); a single number is a list of one.
+    public func requiredFloats(_ k: String) throws -> [Double] {
+        switch values[k] {
+        case .floats(let v): return v
+        case .ints(let v): return v.map(Double.init)
+        case .float(let v): return [v]
+        case .int(let v): return [Double(v)]
+        case .none: throw EngineError.value("missing attribute '\(k)'")
+        default: throw EngineError.type("attribute '\(k)' must be a list of floats")
+        }
+    }
+
     public func dtype(_ k: String, default d: DType? = nil) throws -> DType {
         guard values[k] != nil else {
             if let d = d { return d }
@@ -104,6 +116,7 @@ public enum OpRegistry {
             + numericOps + samplerOps
             + optimizerOps
             + nnExtraOps + ctcOps
+            + imageOps
         return all
     }()
 
