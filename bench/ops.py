@@ -171,6 +171,10 @@ OPS = {
     ),
 }
 RANDOM_OPS = {"dropout(0.5)"}
+# Where the ratio does not compare like with like.
+NOTES = {
+    "transpose(0,2,1,3)": "the numpy backend returns a strided view (no copy); swift and jax copy",
+}
 
 
 # --------------------------------------------------------------------------
@@ -346,6 +350,9 @@ def report(table, backends, sizes, infos, failures):
             print(line + "  " + ", ".join(flags))
     print()
     print("swift/X = swift time / X time (below 1: swift faster)")
+    for name in names:
+        if name in NOTES:
+            print(f"note: {name}: {NOTES[name]}")
     print_openblas_env()
     for b, info in infos.items():
         print(f"  {b}: {info.get('backend_version') or ''} OpenBLAS {describe_openblas(info['openblas'])}")
