@@ -31,6 +31,7 @@ sizes (both variables override its CPU detection, so unset them together):
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/ops.py
     python bench/ops.py --sizes large --ops add,softmax,conv --json ops.json
+    python bench/ops.py --ops "tanh,moments(axes=0)" --backends swift,numpy
 
 Every op where swift is slower than the numpy backend at the large size is
 flagged (``SLOWER``) and listed at the end. Roughly 2-4 minutes on 2 cores.
@@ -40,6 +41,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -395,10 +397,15 @@ def parse_args(argv):
     args.size_names = [s.strip() for s in args.sizes.split(",") if s.strip()]
     if set(args.size_names) - set(SIZES):
         parser.error(f"--sizes takes {', '.join(SIZES)}")
-    args.op_names = list(OPS) if not args.ops else [o.strip() for o in args.ops.split(",")]
-    unknown = [o for o in args.op_names if o not in OPS]
-    if unknown:
-        parser.error(f"unknown op(s) {unknown}; known: {', '.join(OPS)}")
+    args.op_names = list(OPS)
+    if args.ops:
+        # Commas inside a label's parentheses do not separate names; a bare name
+        # ("transpose") selects its labelled variant ("transpose(0,2,1,3)").
+        wanted = [o.strip() for o in re.split(r",(?![^(]*\))", args.ops) if o.strip()]
+        unknown = [w for w in wanted if w not in OPS and w not in {n.split("(")[0] for n in OPS}]
+        if unknown:
+            parser.error(f"unknown op(s) {unknown}; known: {', '.join(OPS)}")
+        args.op_names = [n for n in OPS if n in wanted or n.split("(")[0] in wanted]
     return args
 
 
