@@ -8,7 +8,7 @@ warm) the RSS must not grow by more than 5% by the end: a tensor, tape node or
 gradient buffer leaked per step (~100 steps per epoch) would show up as steady
 growth over the 19 later epochs.
 
-The fit takes about 20 s (the whole test about 25 s on a loaded 2-core
+The fit takes 20-30 s (the whole test 25-36 s on a loaded 2-core
 machine), so it runs with the rest of the suite.
 """
 
