@@ -35,10 +35,20 @@ import sys
 import time
 from pathlib import Path
 
-BACKENDS = ("swift", "jax", "tensorflow", "torch")
-REPO_PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
+from _common import (
+    BACKENDS,
+    activate_swift,
+    available,
+    backend_version,
+    cpu_count,
+    describe_openblas,
+    openblas_env,
+    openblas_info,
+    parse_backends,
+    print_openblas_env,
+)
+
 RESULT_PREFIX = "MLP_FIT_RESULT "
-OPENBLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 
 
 # --------------------------------------------------------------------------
@@ -56,60 +66,9 @@ def make_data(samples, seed):
     return x, y
 
 
-def openblas_info():
-    """Every OpenBLAS loaded in this process: path, version, kernel, threads."""
-    found = []
-    try:
-        import threadpoolctl
-
-        for lib in threadpoolctl.threadpool_info():
-            if lib.get("internal_api") == "openblas":
-                found.append(
-                    {
-                        "path": lib.get("filepath"),
-                        "version": lib.get("version"),
-                        "corename": lib.get("architecture"),
-                        "threads": lib.get("num_threads"),
-                        "threading": lib.get("threading_layer"),
-                    }
-                )
-        return found
-    except ImportError:
-        pass
-    # Without threadpoolctl: ask each mapped libopenblas directly. Bundled
-    # copies (numpy's scipy_openblas) prefix and suffix their symbols.
-    import ctypes
-
-    try:
-        with open("/proc/self/maps") as f:
-            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower()})
-    except OSError:
-        return found
-    for path in paths:
-        if not os.path.isfile(path):
-            continue
-        entry = {"path": path, "corename": None}
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix, suffix in (("", ""), ("", "64_"), ("scipy_", "64_"), ("scipy_", "")):
-            fn = getattr(lib, f"{prefix}openblas_get_corename{suffix}", None)
-            if fn is not None:
-                fn.restype = ctypes.c_char_p
-                entry["corename"] = fn().decode()
-                break
-        found.append(entry)
-    return found
-
-
 def worker(args):
     backend = os.environ["KERAS_BACKEND"]
-    if backend == "swift":
-        try:  # activates KERAS_BACKEND=swift where no .pth file did
-            import keras_swift_hook  # noqa: F401
-        except ImportError:
-            pass
+    activate_swift()
     import keras
     import numpy as np
 
@@ -162,61 +121,18 @@ def worker(args):
         "samples_per_s": args.samples * len(timed) / sum(timed),
         "loss": [float(v) for v in history.history["loss"]],
         "keras": keras.version(),
-        "backend_version": _backend_version(backend),
+        "backend_version": backend_version(backend),
         "numpy": np.__version__,
-        "cpus": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
+        "cpus": cpu_count(),
         "openblas": openblas_info(),
-        "env": {k: os.environ.get(k) for k in OPENBLAS_ENV},
+        "env": openblas_env(),
     }
     print(RESULT_PREFIX + json.dumps(result), flush=True)
-
-
-def _backend_version(backend):
-    module = {"swift": "keras_swift"}.get(backend, backend)
-    try:
-        return getattr(sys.modules.get(module) or __import__(module), "__version__", None)
-    except ImportError:
-        return None
 
 
 # --------------------------------------------------------------------------
 # driver
 # --------------------------------------------------------------------------
-
-
-def child_env(backend):
-    env = dict(os.environ)
-    env["KERAS_BACKEND"] = backend
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return env
-
-
-def available(backend, python):
-    """(env, None) when ``backend`` can run, else (None, why not)."""
-    env = child_env(backend)
-    if backend != "swift":
-        # Ask the interpreter that will run it, without importing anything.
-        code = (
-            "import importlib.util, sys; "
-            f"sys.exit(importlib.util.find_spec({backend!r}) is None)"
-        )
-        if subprocess.run([python, "-c", code], env=env).returncode != 0:
-            return None, f"{backend} is not installed"
-        return env, None
-    probe = [python, "-c", "import _swiftkeras, keras_swift_hook, keras_swift.src"]
-    if subprocess.run(probe, env=env, capture_output=True).returncode == 0:
-        return env, None
-    # Not installed: try this checkout's python/ (an in-place build).
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_PYTHON_DIR)] + [p for p in [env.get("PYTHONPATH")] if p]
-    )
-    out = subprocess.run(probe, env=env, capture_output=True, text=True)
-    if out.returncode == 0:
-        return env, None
-    lines = out.stderr.strip().splitlines()
-    return None, lines[-1] if lines else "keras-swift is not importable"
 
 
 def run_backend(backend, env, args):
@@ -241,25 +157,13 @@ def run_backend(backend, env, args):
     return None, "\n".join(tail) or f"exit status {out.returncode}"
 
 
-def describe_openblas(libs):
-    if not libs:
-        return "none loaded"
-    return "; ".join(
-        f"{Path(lib['path']).name} {lib.get('version') or ''} core={lib.get('corename')}"
-        f"{'' if lib.get('threads') is None else ' threads=' + str(lib['threads'])}"
-        for lib in libs
-    )
-
-
 def report(results, failures, args):
     print()
     print(
         f"MLP 784-512-512-10 fit: {args.samples} samples x {args.epochs} timed epochs "
         f"(+1 warm-up), batch {args.batch_size}"
     )
-    for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-        value = os.environ.get(name)
-        print(f"{name}: {'set to ' + repr(value) if value is not None else 'not set'}")
+    print_openblas_env()
     swift = results.get("swift")
     header = (
         f"{'backend':<11}{'samples/s':>11}{'epoch s':>9}{'warm-up s':>11}"
@@ -310,10 +214,7 @@ def main(argv=None):
     if args.worker:
         worker(args)
         return 0
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = set(backends) - set(BACKENDS)
-    if unknown:
-        sys.exit(f"unknown backend(s): {', '.join(sorted(unknown))}")
+    backends = parse_backends(args.backends)
     results, failures = {}, {}
     for backend in backends:
         env, why = available(backend, args.python)

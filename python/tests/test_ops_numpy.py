@@ -559,3 +559,87 @@ def test_bfloat16_tensors_convert_to_bfloat16_arrays():
 def test_not_implemented_entry_points_say_so():
     with pytest.raises(NotImplementedError, match="keras_swift: linalg.eig"):
         ops.eig(A[:, :3])
+
+
+# The float32 kernels of exp/tanh/sigmoid/gelu are polynomials, not libm, and sqrt/rsqrt
+# run 4 lanes at a time with a scalar tail: check them over the whole float32 range, at the
+# special values, and at lengths that leave a tail.
+_WIDE = np.concatenate(
+    [
+        np.linspace(-110, 95, 40001),
+        np.geomspace(1e-38, 1, 3001),
+        -np.geomspace(1e-38, 1, 3001),
+        [0.0, -0.0, 0.625, -0.625, 88.72, 88.73, -103.0, -104.0, np.inf, -np.inf, np.nan],
+    ]
+).astype("float32")
+_X64 = _WIDE.astype("float64")
+
+
+def _gelu_tanh64(x):
+    return 0.5 * x * (1 + np.tanh(0.7978845608028654 * (x + 0.044715 * x**3)))
+
+
+def _sigmoid64(x):
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+# Values that underflow to denormals/zero may differ by FLT_MIN. gelu's formula itself
+# rounds 1 + tanh(.) to 0 in float32 below x ~ -9 (true values ~1e-16), so it gets an atol.
+@pytest.mark.parametrize(
+    "name,fn,ref,atol",
+    [
+        ("exp", ops.exp, np.exp, np.finfo("float32").tiny),
+        ("tanh", ops.tanh, np.tanh, np.finfo("float32").tiny),
+        ("sigmoid", ops.sigmoid, _sigmoid64, np.finfo("float32").tiny),
+        ("gelu_tanh", ops.gelu, _gelu_tanh64, 1e-7),
+    ],
+)
+def test_float32_transcendentals_are_accurate_everywhere(name, fn, ref, atol):
+    with np.errstate(all="ignore"):
+        want = ref(_X64).astype("float32")
+    got = ops.convert_to_numpy(fn(_WIDE))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=2.5e-7, atol=atol)  # ~2 ulp
+    if name == "tanh":  # odd, down to the sign of zero
+        zero = got == 0
+        np.testing.assert_array_equal(np.signbit(got[zero]), np.signbit(want[zero]))
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 7, 70001])
+def test_float32_sqrt_rsqrt_match_numpy(n):
+    x = np.abs(rng.normal(size=n)).astype("float32") * 100
+    x[0] = 0.0
+    np.testing.assert_array_equal(ops.convert_to_numpy(ops.sqrt(x)), np.sqrt(x))
+    with np.errstate(divide="ignore"):
+        want = (1 / np.sqrt(x)).astype("float32")
+    np.testing.assert_array_equal(ops.convert_to_numpy(ops.rsqrt(x)), want)
+    assert np.isnan(ops.convert_to_numpy(ops.sqrt(np.array([-1.0, np.nan], "float32")))).all()
+
+
+@pytest.mark.parametrize("name,grad", [
+    ("tanh", lambda x: 1 - np.tanh(x) ** 2),
+    ("sigmoid", lambda x: np.exp(-x) / (1 + np.exp(-x)) ** 2),
+    ("exp", np.exp),
+    ("sqrt", lambda x: 0.5 / np.sqrt(x)),
+    ("relu", lambda x: (x > 0).astype("float64")),
+    ("gelu", None),
+])
+def test_float32_fast_path_gradients(name, grad):
+    import _swiftkeras as C
+    from keras_swift.src.core import op
+
+    x64 = np.linspace(0.05, 4, 50) * np.where(np.arange(50) % 2, 1.0, -1.0)
+    if name == "sqrt":
+        x64 = np.abs(x64)
+    if grad is None:  # tanh-approximated gelu: central differences of the float64 formula
+        h = 1e-6
+        grad = lambda x: (_gelu_tanh64(x + h) - _gelu_tanh64(x - h)) / (2 * h)  # noqa: E731
+    x = ops.convert_to_tensor(x64.astype("float32"))
+    x.requires_grad = True
+    C.tape_push()
+    try:
+        (g,) = C.gradient(op("sum", op(name, x)), [x])
+    finally:
+        C.tape_pop()
+    np.testing.assert_allclose(np.asarray(g), grad(x64.astype("float32").astype("float64")), rtol=2e-6, atol=1e-6)

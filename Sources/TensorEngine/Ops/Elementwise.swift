@@ -3,6 +3,11 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+#if arch(x86_64)
+// SSE2 square roots: `Float.squareRoot()` lowers to a libm call that sets errno for
+// negative inputs, which keeps LLVM from vectorising loops over it.
+import _Builtin_intrinsics.intel
+#endif
 
 // MARK: - Loop drivers
 //
@@ -66,7 +71,11 @@ func mapBinary<F: BinaryKernel>(_ a: Tensor, _ b: Tensor, _ out: Tensor, _ f: F)
         }
         for o in range {
             let base = o * inner
-            if sa == 1 && sb == 0 {
+            if sa == 1 && sb == 1 {
+                // Row-broadcast operands (x + bias, x * scale): both contiguous, so it vectorises.
+                let ra = pa + offA, rb = pb + offB, ro = po + base
+                for i in 0..<inner { ro[i] = f(ra[i], rb[i]) }
+            } else if sa == 1 && sb == 0 {
                 let s = pb[offB]
                 for i in 0..<inner { po[base + i] = f(pa[offA + i], s) }
             } else if sa == 0 && sb == 1 {
@@ -124,6 +133,9 @@ private struct ViaInt64<S: TensorElement, D: TensorElement>: UnaryKernel {
 private struct ViaDouble<S: TensorElement, D: TensorElement>: UnaryKernel {
     @inline(__always) func callAsFunction(_ v: S) -> D { D(fromDouble: v.doubleValue) }
 }
+private struct Int32ToFloat: UnaryKernel {
+    @inline(__always) func callAsFunction(_ v: Int32) -> Float { Float(v) }
+}
 private struct FloatToDouble: UnaryKernel {
     @inline(__always) func callAsFunction(_ v: Float) -> Double { Double(v) }
 }
@@ -136,6 +148,9 @@ private struct CastInner<S: TensorElement>: ElementVisitor {
     func visit<D: TensorElement>(_: D.Type) throws {
         if S.dtype.isInteger || S.dtype == .bool, D.dtype.isInteger || D.dtype == .bool {
             mapUnary(x, out, ViaInt64<S, D>())
+        } else if S.self == Int32.self, D.self == Float.self {
+            // Labels and masks: one conversion instead of two through Double.
+            mapUnary(x, out, Int32ToFloat())
         } else if S.self == Float.self, D.self == Double.self {
             mapUnary(x, out, FloatToDouble())
         } else if S.self == Double.self, D.self == Float.self {
@@ -227,6 +242,118 @@ struct Apply<T: FloatElem>: UnaryKernel {
 struct Derivative<T: FloatElem>: BinaryKernel {
     let op: UnaryOp
     @inline(__always) func callAsFunction(_ x: T, _ y: T) -> T { op.derivative(x, y) }
+}
+
+// MARK: - Float32 fast paths
+//
+// libm's expf/tanhf are opaque calls, so loops over them run one element at a time. The
+// float32 training hot spots (exp, tanh, sigmoid, tanh-approximated gelu) use the branch-free
+// polynomials below instead, which LLVM vectorises; they stay within ~1.3 ulp of the
+// correctly rounded result and keep libm's NaN/inf/overflow behaviour.
+
+enum VecMath {
+    /// e^x (Cephes expf: x = n ln2 + r, degree-6 polynomial in r, then 2^n).
+    @inline(__always)
+    static func exp(_ x: Float) -> Float {
+        let c = Swift.min(Swift.max(x, -103.0), 88.72283)
+        // Adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits.
+        let magic: Float = 12582912.0
+        let t = c * 1.44269504088896341 + magic
+        let n = t - magic
+        let r = (c - n * 0.693359375) - n * -2.12194440e-4
+        var p: Float = 1.9875691500e-4
+        p = p * r + 1.3981999507e-3
+        p = p * r + 8.3334519073e-3
+        p = p * r + 4.1665795894e-2
+        p = p * r + 1.6666665459e-1
+        p = p * r + 5.0000001201e-1
+        let y = p * (r * r) + r + 1
+        // 2^n as two factors so that n in [-150, 128] needs no denormal/inf exponent field.
+        let ni = Int32(bitPattern: t.bitPattern &- magic.bitPattern)
+        let h = ni &>> 1
+        let s1 = Float(bitPattern: UInt32(bitPattern: (h &+ 127) &<< 23))
+        let s2 = Float(bitPattern: UInt32(bitPattern: (ni &- h &+ 127) &<< 23))
+        let e = y * s1 * s2
+        return x > 88.72283 ? .infinity : (x < -103.0 ? 0 : (x != x ? x : e))
+    }
+
+    /// tanh(x): odd polynomial below |x| = 0.625 (Cephes tanhf), 1 - 2 / (e^2|x| + 1) above.
+    @inline(__always)
+    static func tanh(_ x: Float) -> Float {
+        let a = Swift.abs(x)
+        let z = a * a
+        var p: Float = -5.70498872745e-3
+        p = p * z + 2.06390887954e-2
+        p = p * z - 5.37397155531e-2
+        p = p * z + 1.33314422036e-1
+        p = p * z - 3.33332819422e-1
+        let small = p * z * a + a
+        let big = 1 - 2 / (exp(2 * a) + 1)
+        let m = a < 0.625 ? small : big
+        return Float(bitPattern: m.bitPattern | (x.bitPattern & 0x8000_0000))
+    }
+
+    @inline(__always)
+    static func sigmoid(_ x: Float) -> Float { 1 / (1 + exp(-x)) }
+
+    @inline(__always)
+    static func geluTanh(_ x: Float) -> Float {
+        0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+    }
+}
+
+struct ExpF32: UnaryKernel { @inline(__always) func callAsFunction(_ x: Float) -> Float { VecMath.exp(x) } }
+struct TanhF32: UnaryKernel { @inline(__always) func callAsFunction(_ x: Float) -> Float { VecMath.tanh(x) } }
+struct SigmoidF32: UnaryKernel { @inline(__always) func callAsFunction(_ x: Float) -> Float { VecMath.sigmoid(x) } }
+struct GeluTanhF32: UnaryKernel { @inline(__always) func callAsFunction(_ x: Float) -> Float { VecMath.geluTanh(x) } }
+/// d gelu_tanh / dx, given x (the forward output is not needed).
+struct GeluTanhGradF32: BinaryKernel {
+    @inline(__always) func callAsFunction(_ x: Float, _ y: Float) -> Float {
+        let k: Float = 0.7978845608028654, c: Float = 0.044715
+        let t = VecMath.tanh(k * (x + c * x * x * x))
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * c * x * x)
+    }
+}
+/// Derivatives that only need y = f(x); generic, so any float dtype gets a vectorised loop.
+struct TanhGrad<T: FloatElem>: BinaryKernel { @inline(__always) func callAsFunction(_ x: T, _ y: T) -> T { 1 - y * y } }
+struct SigmoidGrad<T: FloatElem>: BinaryKernel { @inline(__always) func callAsFunction(_ x: T, _ y: T) -> T { y * (1 - y) } }
+struct ExpGrad<T: FloatElem>: BinaryKernel { @inline(__always) func callAsFunction(_ x: T, _ y: T) -> T { y } }
+struct SqrtGrad<T: FloatElem>: BinaryKernel { @inline(__always) func callAsFunction(_ x: T, _ y: T) -> T { T(0.5) / y } }
+struct ReluGrad<T: FloatElem>: BinaryKernel { @inline(__always) func callAsFunction(_ x: T, _ y: T) -> T { x > 0 ? 1 : 0 } }
+
+/// out = sqrt(x) or 1 / sqrt(x) over contiguous float32.
+func mapSqrtF32(_ x: Tensor, _ out: Tensor, reciprocal: Bool) {
+    let px = x.pointer(Float.self), po = out.pointer(Float.self)
+    parallelFor(out.count) { r in
+        var i = r.lowerBound
+        #if arch(x86_64)
+        let one = _mm_set1_ps(1)
+        while i + 4 <= r.upperBound {
+            let v = _mm_sqrt_ps(_mm_loadu_ps(px + i))
+            _mm_storeu_ps(po + i, reciprocal ? _mm_div_ps(one, v) : v)
+            i += 4
+        }
+        #endif
+        while i < r.upperBound {
+            let v = px[i].squareRoot()
+            po[i] = reciprocal ? 1 / v : v
+            i += 1
+        }
+    }
+}
+
+/// Runs the float32 fast path of `op`, if it has one.
+func unaryFloat32Fast(_ op: UnaryOp, _ x: Tensor, _ out: Tensor) -> Bool {
+    switch op {
+    case .exp: mapUnary(x, out, ExpF32())
+    case .tanh: mapUnary(x, out, TanhF32())
+    case .sigmoid: mapUnary(x, out, SigmoidF32())
+    case .gelu(approximate: true): mapUnary(x, out, GeluTanhF32())
+    case .sqrt: mapSqrtF32(x, out, reciprocal: false)
+    case .rsqrt: mapSqrtF32(x, out, reciprocal: true)
+    default: return false
+    }
+    return true
 }
 
 // MARK: - Binary ops
@@ -571,6 +698,7 @@ public func unary(_ op: UnaryOp, _ x0: Tensor) throws -> Tensor {
     struct K: FloatVisitor {
         let op: UnaryOp, x: Tensor, out: Tensor
         func visit<T: FloatElem>(_: T.Type) throws {
+            if T.self == Float.self && unaryFloat32Fast(op, x, out) { return }
             switch op {
             // The hottest ops get their own loops so they vectorise.
             case .negative: mapUnary(x, out, Neg<T>())
@@ -593,7 +721,18 @@ public func unary(_ op: UnaryOp, _ x0: Tensor) throws -> Tensor {
         let d = try Tensor(empty: x.shape, dtype: x.dtype)
         struct D: FloatVisitor {
             let op: UnaryOp, x: Tensor, y: Tensor, d: Tensor
-            func visit<T: FloatElem>(_: T.Type) throws { mapBinary(x, y, d, Derivative<T>(op: op)) }
+            func visit<T: FloatElem>(_: T.Type) throws {
+                // The per-element switch of Derivative blocks vectorisation: hot ops get functors.
+                switch op {
+                case .tanh: mapBinary(x, y, d, TanhGrad<T>())
+                case .sigmoid: mapBinary(x, y, d, SigmoidGrad<T>())
+                case .exp: mapBinary(x, y, d, ExpGrad<T>())
+                case .sqrt: mapBinary(x, y, d, SqrtGrad<T>())
+                case .relu: mapBinary(x, y, d, ReluGrad<T>())
+                case .gelu(approximate: true) where T.self == Float.self: mapBinary(x, y, d, GeluTanhGradF32())
+                default: mapBinary(x, y, d, Derivative<T>(op: op))
+                }
+            }
         }
         try dispatchFloat(x.dtype, D(op: op, x: x, y: out, d: d))
         return [try multiply(g, d)]

@@ -97,20 +97,29 @@ public func reduce(_ op: ReduceOp, _ x0: Tensor, axes axes0: [Int]? = nil, keepd
                     }
                 }
             } else {
-                parallelFor(outer * inner, cost: r) { range in
-                    // Each task owns whole (outer, inner-block) cells of the output.
-                    var idx = range.lowerBound
-                    while idx < range.upperBound {
-                        let o = idx / inner, i0 = idx % inner
-                        let i1 = Swift.min(inner, i0 + (range.upperBound - idx))
-                        let dst = po + o * inner
-                        for i in i0..<i1 { dst[i] = identity }
-                        for k in 0..<r {
-                            let src = px + (o * r + k) * inner
-                            for i in i0..<i1 { dst[i] = combine(dst[i], src[i]) }
+                // A functor per op: the switch inside `combine` kept this loop scalar.
+                func columns<F: BinaryKernel>(_ f: F) where F.A == T, F.B == T, F.R == T {
+                    parallelFor(outer * inner, cost: r) { range in
+                        // Each task owns whole (outer, inner-block) cells of the output.
+                        var idx = range.lowerBound
+                        while idx < range.upperBound {
+                            let o = idx / inner, i0 = idx % inner
+                            let i1 = Swift.min(inner, i0 + (range.upperBound - idx))
+                            let dst = po + o * inner
+                            for i in i0..<i1 { dst[i] = identity }
+                            for k in 0..<r {
+                                let src = px + (o * r + k) * inner
+                                for i in i0..<i1 { dst[i] = f(dst[i], src[i]) }
+                            }
+                            idx += i1 - i0
                         }
-                        idx += i1 - i0
                     }
+                }
+                switch op {
+                case .prod: columns(Mul<T>())
+                case .max: columns(Max<T>())
+                case .min: columns(Min<T>())
+                default: columns(Add<T>())
                 }
             }
             if op == .mean {
