@@ -1,23 +1,13 @@
 """ops.custom_gradient on KERAS_BACKEND=swift: the tape uses the user's VJP."""
 
-import os
-
 import numpy as np
 import pytest
+from swift_env import require_swift
 
-os.environ.setdefault("KERAS_BACKEND", "swift")
-pytest.importorskip("_swiftkeras", reason="native module _swiftkeras not built")
-try:
-    import keras_swift_hook  # noqa: F401
-except ImportError:
-    pass
+keras = require_swift()
 
-import keras  # noqa: E402
 from keras import layers  # noqa: E402
 from keras import ops  # noqa: E402
-
-if keras.backend.backend() != "swift":
-    pytest.skip("needs the swift backend", allow_module_level=True)
 
 from _swiftkeras import _C  # noqa: E402
 

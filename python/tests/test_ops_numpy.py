@@ -4,27 +4,14 @@ Each case runs a Keras op in the Swift engine and compares values (and the
 Keras result dtype) with numpy. Skipped while ``_swiftkeras`` is not built.
 """
 
-import os
-
 import ml_dtypes
 import numpy as np
 import pytest
+from swift_env import require_swift
 
-os.environ.setdefault("KERAS_BACKEND", "swift")
-pytest.importorskip("_swiftkeras", reason="native module _swiftkeras not built")
-try:  # activates the hook when its .pth is not installed (source checkout)
-    import keras_swift_hook  # noqa: F401
-except ImportError:
-    pass
+keras = require_swift()
 
-import keras  # noqa: E402
 from keras import ops  # noqa: E402
-
-if keras.backend.backend() != "swift":
-    pytest.skip(
-        f"Keras already runs on {keras.backend.backend()!r} in this process",
-        allow_module_level=True,
-    )
 
 rng = np.random.default_rng(0)
 A = rng.normal(size=(3, 4)).astype("float32")

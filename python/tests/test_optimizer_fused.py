@@ -1,21 +1,11 @@
 """The fused Adam update (engine op adam_update) against Keras's generic Adam."""
 
-import os
-
 import numpy as np
 import pytest
+from swift_env import require_swift
 
-os.environ.setdefault("KERAS_BACKEND", "swift")
-pytest.importorskip("_swiftkeras", reason="native module _swiftkeras not built")
-try:
-    import keras_swift_hook  # noqa: F401
-except ImportError:
-    pass
+keras = require_swift()
 
-import keras  # noqa: E402
-
-if keras.backend.backend() != "swift":
-    pytest.skip("needs the swift backend", allow_module_level=True)
 
 
 class GenericAdam(keras.optimizers.Adam):

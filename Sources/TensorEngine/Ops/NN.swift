@@ -121,54 +121,60 @@ public func pool(_ kind: PoolKind, _ x0: Tensor, poolSize: [Int], strides: [Int]
     let inSize = [Int](repeating: 1, count: 3 - spatial) + Array(x.shape[1...spatial])
     var outSize = [1, 1, 1], pads = [0, 0, 0]
     for d in 0..<3 { (outSize[d], pads[d]) = try windowGeometry(inSize[d], k[d], st[d], 1, padding) }
+    // Clipped window [lo, hi) of each output cell along each dimension.
+    let lo = (0..<3).map { d in (0..<outSize[d]).map { Swift.max(0, $0 * st[d] - pads[d]) } }
+    let hi = (0..<3).map { d in (0..<outSize[d]).map { Swift.max(lo[d][$0], Swift.min(inSize[d], $0 * st[d] - pads[d] + k[d])) } }
+    let out = try Tensor(empty: [x.shape[0]] + Array(outSize.suffix(spatial)) + [x.shape[x.rank - 1]], dtype: x.dtype)
+    return try windowPool(kind, x, into: out, inSize: inSize, outSize: outSize, lo: lo, hi: hi)
+}
+
+/// The kernel of every pooling op: channels-last x (N, *inSize, C) → out (N, *outSize, C), output
+/// cell (z, y, x) reducing the box lo[d][i]..<hi[d][i] of each (3-padded) dimension d; an empty
+/// box gives -inf (max) or 0 (avg). Records the VJP: max sends each gradient to the first
+/// maximum of its box, avg spreads it evenly.
+private func windowPool(_ kind: PoolKind, _ x: Tensor, into out: Tensor, inSize: [Int], outSize: [Int],
+                        lo: [[Int]], hi: [[Int]]) throws -> Tensor {
     let n = x.shape[0], c = x.shape[x.rank - 1]
-    let out = try Tensor(empty: [n] + Array(outSize.suffix(spatial)) + [c], dtype: x.dtype)
     let cells = outSize.reduce(1, *)
-    /// Clipped window [lo, hi) of output cell `o` along dimension d.
-    @inline(__always) func window(_ o: Int, _ d: Int) -> (Int, Int) {
-        let lo = o * st[d] - pads[d]
-        return (Swift.max(0, lo), Swift.min(inSize[d], lo + k[d]))
-    }
+    if out.count == 0 { return out }
     struct Fwd: FloatVisitor {
-        let isMax: Bool, x: Tensor, out: Tensor, n: Int, c: Int, cells: Int, outSize: [Int], inSize: [Int]
-        let window: (Int, Int) -> (Int, Int)
+        let isMax: Bool, x: Tensor, out: Tensor, n: Int, c: Int, cells: Int, outSize: [Int], inSize: [Int], lo: [[Int]], hi: [[Int]]
         func visit<T: FloatElem>(_: T.Type) throws {
             let px = x.pointer(T.self), po = out.pointer(T.self)
-            let (c, outSize, inSize, isMax) = (self.c, self.outSize, self.inSize, self.isMax)
+            let (c, cells, outSize, inSize, isMax, lo, hi) = (self.c, self.cells, self.outSize, self.inSize, self.isMax, self.lo, self.hi)
             parallelFor(n * cells, cost: c * 8) { range in
                 for cell in range {
                     let img = cell / cells, r = cell % cells
                     let (oz, oy, ox) = (r / (outSize[1] * outSize[2]), (r / outSize[2]) % outSize[1], r % outSize[2])
-                    let (z0, z1) = window(oz, 0), (y0, y1) = window(oy, 1), (x0, x1) = window(ox, 2)
                     let d = po + cell * c
                     for ch in 0..<c { d[ch] = isMax ? -T.infinity : 0 }
-                    for iz in z0..<Swift.max(z0, z1) { for iy in y0..<Swift.max(y0, y1) { for ix in x0..<Swift.max(x0, x1) {
+                    for iz in lo[0][oz]..<hi[0][oz] { for iy in lo[1][oy]..<hi[1][oy] { for ix in lo[2][ox]..<hi[2][ox] {
                         let s = px + (((img * inSize[0] + iz) * inSize[1] + iy) * inSize[2] + ix) * c
                         if isMax { for ch in 0..<c { d[ch] = T.maximum(d[ch], s[ch]) } } else { for ch in 0..<c { d[ch] += s[ch] } }
                     } } }
                     if !isMax {
-                        let inv = 1 / T(Swift.max(1, (z1 - z0) * (y1 - y0) * (x1 - x0)))
+                        let count = (hi[0][oz] - lo[0][oz]) * (hi[1][oy] - lo[1][oy]) * (hi[2][ox] - lo[2][ox])
+                        let inv = 1 / T(Swift.max(1, count))
                         for ch in 0..<c { d[ch] *= inv }
                     }
                 }
             }
         }
     }
-    try dispatchFloat(x.dtype, Fwd(isMax: kind == .max, x: x, out: out, n: n, c: c, cells: cells, outSize: outSize, inSize: inSize, window: window))
+    try dispatchFloat(x.dtype, Fwd(isMax: kind == .max, x: x, out: out, n: n, c: c, cells: cells, outSize: outSize, inSize: inSize, lo: lo, hi: hi))
     Tape.record(out, [x]) { gy0 in
         let gy = try cast(gy0, to: x.dtype)
         let dx = try zerosLike(x)
         struct Bwd: FloatVisitor {
-            let isMax: Bool, x: Tensor, y: Tensor, gy: Tensor, dx: Tensor, n: Int, c: Int, cells: Int, outSize: [Int], inSize: [Int]
-            let window: (Int, Int) -> (Int, Int)
+            let isMax: Bool, x: Tensor, y: Tensor, gy: Tensor, dx: Tensor, n: Int, c: Int, cells: Int, outSize: [Int], inSize: [Int], lo: [[Int]], hi: [[Int]]
             func visit<T: FloatElem>(_: T.Type) throws {
                 let px = x.pointer(T.self), py = y.pointer(T.self), pg = gy.pointer(T.self), pd = dx.pointer(T.self)
-                let (c, cells, outSize, inSize, isMax) = (self.c, self.cells, self.outSize, self.inSize, self.isMax)
-                // One task per image: windows never cross images, so writes never race.
+                let (c, cells, outSize, inSize, isMax, lo, hi) = (self.c, self.cells, self.outSize, self.inSize, self.isMax, self.lo, self.hi)
+                // One task per image: boxes never cross images, so writes never race.
                 parallelFor(n, cost: cells * c * 8) { range in
                     for img in range { for r in 0..<cells {
                         let (oz, oy, ox) = (r / (outSize[1] * outSize[2]), (r / outSize[2]) % outSize[1], r % outSize[2])
-                        let (z0, z1) = window(oz, 0), (y0, y1) = window(oy, 1), (x0, x1) = window(ox, 2)
+                        let (z0, z1, y0, y1, x0, x1) = (lo[0][oz], hi[0][oz], lo[1][oy], hi[1][oy], lo[2][ox], hi[2][ox])
                         guard z1 > z0 && y1 > y0 && x1 > x0 else { continue }
                         let o = (img * cells + r) * c
                         func offset(_ iz: Int, _ iy: Int, _ ix: Int) -> Int { (((img * inSize[0] + iz) * inSize[1] + iy) * inSize[2] + ix) * c }
@@ -192,13 +198,12 @@ public func pool(_ kind: PoolKind, _ x0: Tensor, poolSize: [Int], strides: [Int]
             }
         }
         try dispatchFloat(x.dtype, Bwd(isMax: kind == .max, x: x, y: out, gy: gy, dx: dx, n: n, c: c, cells: cells,
-                                       outSize: outSize, inSize: inSize, window: window))
+                                       outSize: outSize, inSize: inSize, lo: lo, hi: hi))
         return [dx]
     }
     return out
 }
 
-/// 2-D pooling over NHWC input (the 2-D form of `pool`).
 public func pool2d(_ kind: PoolKind, _ x: Tensor, poolSize: [Int], strides: [Int], padding: String = "valid") throws -> Tensor {
     guard x.rank == 4 else { throw EngineError.value("pool2d expects a rank-4 NHWC input, got \(x.shape)") }
     return try pool(kind, x, poolSize: poolSize, strides: strides, padding: padding)
@@ -430,78 +435,11 @@ public func adaptivePool(_ kind: PoolKind, _ x0: Tensor, outputSize: [Int]) thro
         let out = try Tensor(empty: [n] + sizes + [c], dtype: x.dtype)
         let inSize = [Int](repeating: 1, count: 3 - spatial) + Array(x.shape[1...spatial])
         let outSize = [Int](repeating: 1, count: 3 - spatial) + sizes
-        let cells = try elementCount(outSize)
+        _ = try elementCount(outSize)
         if out.count == 0 { return out }
-        // Bins per padded dim: lo[d][i], hi[d][i].
-        var lo = [[Int]](), hi = [[Int]]()
-        for d in 0..<3 {
-            let bins = (0..<outSize[d]).map { adaptiveBin($0, inSize[d], outSize[d]) }
-            lo.append(bins.map { $0.0 })
-            hi.append(bins.map { $0.1 })
-        }
-        struct Fwd: FloatVisitor {
-            let isMax: Bool, x: Tensor, out: Tensor, n: Int, c: Int, cells: Int, outSize: [Int], inSize: [Int], lo: [[Int]], hi: [[Int]]
-            func visit<T: FloatElem>(_: T.Type) throws {
-                let px = x.pointer(T.self), po = out.pointer(T.self)
-                let (c, cells, outSize, inSize, isMax, lo, hi) = (self.c, self.cells, self.outSize, self.inSize, self.isMax, self.lo, self.hi)
-                parallelFor(n * cells, cost: c * 8) { range in
-                    for cell in range {
-                        let img = cell / cells, r = cell % cells
-                        let (oz, oy, ox) = (r / (outSize[1] * outSize[2]), (r / outSize[2]) % outSize[1], r % outSize[2])
-                        let d = po + cell * c
-                        for ch in 0..<c { d[ch] = isMax ? -T.infinity : 0 }
-                        for iz in lo[0][oz]..<hi[0][oz] { for iy in lo[1][oy]..<hi[1][oy] { for ix in lo[2][ox]..<hi[2][ox] {
-                            let s = px + (((img * inSize[0] + iz) * inSize[1] + iy) * inSize[2] + ix) * c
-                            if isMax { for ch in 0..<c { d[ch] = T.maximum(d[ch], s[ch]) } } else { for ch in 0..<c { d[ch] += s[ch] } }
-                        } } }
-                        if !isMax {
-                            let inv = 1 / T((hi[0][oz] - lo[0][oz]) * (hi[1][oy] - lo[1][oy]) * (hi[2][ox] - lo[2][ox]))
-                            for ch in 0..<c { d[ch] *= inv }
-                        }
-                    }
-                }
-            }
-        }
-        try dispatchFloat(x.dtype, Fwd(isMax: kind == .max, x: x, out: out, n: n, c: c, cells: cells, outSize: outSize, inSize: inSize, lo: lo, hi: hi))
-        Tape.record(out, [x]) { gy0 in
-            let gy = try cast(gy0, to: x.dtype)
-            let dx = try zerosLike(x)
-            struct Bwd: FloatVisitor {
-                let isMax: Bool, x: Tensor, y: Tensor, gy: Tensor, dx: Tensor, n: Int, c: Int, cells: Int, outSize: [Int], inSize: [Int], lo: [[Int]], hi: [[Int]]
-                func visit<T: FloatElem>(_: T.Type) throws {
-                    let px = x.pointer(T.self), py = y.pointer(T.self), pg = gy.pointer(T.self), pd = dx.pointer(T.self)
-                    let (c, cells, outSize, inSize, isMax, lo, hi) = (self.c, self.cells, self.outSize, self.inSize, self.isMax, self.lo, self.hi)
-                    // One task per image: bins never cross images, so writes never race.
-                    parallelFor(n, cost: cells * c * 8) { range in
-                        for img in range { for r in 0..<cells {
-                            let (oz, oy, ox) = (r / (outSize[1] * outSize[2]), (r / outSize[2]) % outSize[1], r % outSize[2])
-                            let (z0, z1, y0, y1, x0, x1) = (lo[0][oz], hi[0][oz], lo[1][oy], hi[1][oy], lo[2][ox], hi[2][ox])
-                            let o = (img * cells + r) * c
-                            func offset(_ iz: Int, _ iy: Int, _ ix: Int) -> Int { (((img * inSize[0] + iz) * inSize[1] + iy) * inSize[2] + ix) * c }
-                            if isMax {
-                                for ch in 0..<c {
-                                    var done = false
-                                    for iz in z0..<z1 where !done { for iy in y0..<y1 where !done { for ix in x0..<x1 where !done {
-                                        let i = offset(iz, iy, ix) + ch
-                                        if px[i] == py[o + ch] || (px[i].isNaN && py[o + ch].isNaN) { pd[i] += pg[o + ch]; done = true }
-                                    } } }
-                                }
-                            } else {
-                                let inv = 1 / T((z1 - z0) * (y1 - y0) * (x1 - x0))
-                                for iz in z0..<z1 { for iy in y0..<y1 { for ix in x0..<x1 {
-                                    let d = pd + offset(iz, iy, ix)
-                                    for ch in 0..<c { d[ch] += pg[o + ch] * inv }
-                                } } }
-                            }
-                        } }
-                    }
-                }
-            }
-            try dispatchFloat(x.dtype, Bwd(isMax: kind == .max, x: x, y: out, gy: gy, dx: dx, n: n, c: c, cells: cells,
-                                           outSize: outSize, inSize: inSize, lo: lo, hi: hi))
-            return [dx]
-        }
-        return out
+        let bins = (0..<3).map { d in (0..<outSize[d]).map { adaptiveBin($0, inSize[d], outSize[d]) } }
+        return try windowPool(kind, x, into: out, inSize: inSize, outSize: outSize,
+                              lo: bins.map { $0.map(\.0) }, hi: bins.map { $0.map(\.1) })
     }
 }
 
