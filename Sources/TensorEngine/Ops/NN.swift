@@ -32,10 +32,21 @@ public func softmax(_ x0: Tensor, axis: Int = -1, log: Bool = false) throws -> T
                     for row in range {
                         let s = px + row * r, d = po + row * r
                         var m = s[0]
-                        for i in 1..<r where s[i] > m || s[i].isNaN { m = s[i] }
-                        if !m.isFinite && !m.isNaN { m = 0 }
-                        var total: T = 0
-                        for i in 0..<r { let e = T.exp(s[i] - m); d[i] = e; total += e }
+                        // A select, so the max vectorises; a NaN in the row still makes the whole
+                        // row NaN through the sum below.
+                        for i in 1..<r { let v = s[i]; m = v > m ? v : m }
+                        if !m.isFinite { m = 0 }
+                        // exp and the sum in separate passes: each then vectorises (float32 exp
+                        // through VecMath instead of one libm call per element).
+                        if T.self == Float.self {
+                            let sf = UnsafeRawPointer(s).assumingMemoryBound(to: Float.self)
+                            let df = UnsafeMutableRawPointer(d).assumingMemoryBound(to: Float.self)
+                            let mf = unsafeBitCast(m, to: Float.self)
+                            for i in 0..<r { df[i] = VecMath.exp(sf[i] - mf) }
+                        } else {
+                            for i in 0..<r { d[i] = T.exp(s[i] - m) }
+                        }
+                        let total = T.sumRow(d, r)
                         if log {
                             let lt = T.log(total)
                             for i in 0..<r { d[i] = s[i] - m - lt }
