@@ -26,6 +26,43 @@ backend cannot run. This plugin stands in for it:
   through its assertion rewriter, bypassing keras_swift_hook's finder. The
   hook's patch is applied to that file's AST just before pytest rewrites its
   asserts. (With ``--assert=plain`` the file still fails to import.)
+* on the swift backend, teaches the helpers that build and classify sparse
+  test inputs by backend name the swift ``SparseTensor`` (below). Only input
+  construction and type dispatch change; no assertion or expected value does.
+
+Sparse test helpers extended for swift
+--------------------------------------
+Keras's sparse tests build their inputs in ``if backend.backend() ==
+"tensorflow": ... elif backend.backend() == "jax": ...`` chains that know no
+other backend, so on swift they leave the input unbound (or call
+``self.fail``). ``_SPARSE_INPUT_BUILDERS`` lists exactly the functions whose
+chain gets an ``elif backend.backend() == "swift":`` branch:
+
+* ``ops/numpy_test.py``: the module helpers ``create_sparse_tensor`` and
+  ``create_indexed_slices`` (they run at import time, inside the
+  ``SparseTest`` parameter lists, hence the AST patch), and the test methods
+  ``test_matmul_sparse``, ``test_take_sparse``, ``test_bincount`` and
+  ``test_concatenate_sparse``;
+* ``ops/core_test.py``: ``test_convert_to_tensor_sparse`` and
+  ``test_shape_sparse``.
+
+The swift branch is a copy of the function's own jax branch in which the
+``import jax...`` statements bind ``_JaxShim``/``_JaxSparseShim`` instead:
+``jax_sparse.BCOO((values, indices), shape=...)`` builds a swift
+``SparseTensor`` from the same indices and values, ``BCOO.fromdense`` calls
+``SparseTensor.fromdense`` (``n_batch`` only changes jax's storage layout,
+not the values), and ``jax.numpy`` is ``keras.ops``. So the swift inputs are
+exactly the jax inputs, by construction.
+
+Two classifiers are extended as well:
+
+* ``numpy_test.sparseness`` classifies BCOO by ``n_dense`` ("slices" when
+  > 0) but any class named ``SparseTensor`` as "sparse"; a check run first
+  classifies the swift ``SparseTensor`` like BCOO (``n_dense > 0`` ->
+  "slices", else "sparse");
+* ``keras.src.testing.TestCase.assertSparse`` knows tf and jax types and
+  otherwise asserts ``sparse=False``; on swift it checks ``isinstance(x,
+  SparseTensor)`` (a KerasTensor still uses its ``.sparse`` flag).
 
 Importing this plugin also installs keras_swift_hook when it is available, so
 ``pytest -p keras_swift.testing.pytest_plugin`` works without the .pth file.
@@ -54,7 +91,28 @@ MARKERS = {
 # Test modules whose import-time backend chains keras_swift_hook can patch.
 _TEST_MODULE_PATHS = {
     ("keras", "src", "trainers", "trainer_test.py"): "keras.src.trainers.trainer_test",
+    ("keras", "src", "ops", "numpy_test.py"): "keras.src.ops.numpy_test",
+    ("keras", "src", "ops", "core_test.py"): "keras.src.ops.core_test",
 }
+
+# Functions whose backend chain gets a swift branch built from its jax branch
+# (see the module docstring), and the functions whose sparse classifier gets
+# the swift type.
+_SPARSE_INPUT_BUILDERS = {
+    "keras.src.ops.numpy_test": (
+        "create_sparse_tensor",
+        "create_indexed_slices",
+        "test_matmul_sparse",
+        "test_take_sparse",
+        "test_bincount",
+        "test_concatenate_sparse",
+    ),
+    "keras.src.ops.core_test": (
+        "test_convert_to_tensor_sparse",
+        "test_shape_sparse",
+    ),
+}
+_SPARSENESS_CLASSIFIERS = {"keras.src.ops.numpy_test": ("sparseness",)}
 
 _state = {"exclusions": [], "exclusions_file": None}
 
@@ -126,6 +184,7 @@ def pytest_configure(config):
     backend = current_backend()
     if backend == SWIFT:
         _patch_test_module_imports()
+        _patch_assert_sparse()
     elif backend == "jax":
         _jax_full_precision_on_gpu()
 
@@ -248,6 +307,7 @@ def _patch_test_module_imports():
         name = _test_module_name(module_path) if module_path else None
         if name is not None:
             keras_swift_hook.patch_tree(name, mod, str(module_path))
+            _patch_sparse_helpers(name, mod, str(module_path))
         return original_rewrite(mod, source, module_path, config)
 
     rewrite_asserts._keras_swift_wrapped = True
@@ -261,3 +321,188 @@ def _patch_test_module_imports():
             return original_read_pyc(source, pyc, trace)
 
         rewrite._read_pyc = _read_pyc
+
+
+# ---------------------------------------------------------------------------
+# Sparse test helpers (see "Sparse test helpers extended for swift" above)
+# ---------------------------------------------------------------------------
+
+
+class _JaxSparseShim:
+    """What a copied jax branch sees as ``jax.experimental.sparse``."""
+
+    class BCOO:
+        def __new__(cls, args, *, shape, **layout):
+            from keras_swift.src.tensor import SparseTensor
+
+            values, indices = args
+            return SparseTensor(indices, values, shape)
+
+        @staticmethod
+        def fromdense(x, n_batch=0, n_dense=0, **layout):
+            from keras_swift.src.tensor import SparseTensor
+
+            return SparseTensor.fromdense(x, n_dense=n_dense)
+
+    @property
+    def JAXSparse(self):
+        from keras_swift.src.tensor import SparseTensor
+
+        return SparseTensor
+
+
+class _JaxShim:
+    """What a copied jax branch sees as ``jax``: ``jax.numpy`` is keras.ops."""
+
+    @property
+    def numpy(self):
+        from keras import ops
+
+        return ops
+
+    @property
+    def experimental(self):
+        import types
+
+        return types.SimpleNamespace(sparse=_JaxSparseShim())
+
+
+_SHIMS = {
+    "jax": "_JaxShim()",
+    "jax.experimental.sparse": "_JaxSparseShim()",
+}
+
+
+def _shim_imports(stmt):
+    """Source binding the names ``stmt`` (an import of jax) binds, to shims.
+
+    None when ``stmt`` imports something the shims do not stand in for.
+    """
+    import ast
+
+    lines = []
+    if isinstance(stmt, ast.Import):
+        for alias in stmt.names:
+            if alias.asname is None:
+                # `import jax.experimental.sparse` binds `jax`
+                lines.append(f"{alias.name.split('.')[0]} = {_SHIMS['jax']}")
+            elif alias.name in _SHIMS:
+                lines.append(f"{alias.asname} = {_SHIMS[alias.name]}")
+            else:
+                return None
+    elif isinstance(stmt, ast.ImportFrom) and not stmt.level:
+        for alias in stmt.names:
+            full = f"{stmt.module}.{alias.name}"
+            if full not in _SHIMS:
+                return None
+            lines.append(f"{alias.asname or alias.name} = {_SHIMS[full]}")
+    else:
+        return None
+    return "from keras_swift.testing.pytest_plugin import _JaxShim, _JaxSparseShim\n" + (
+        "\n".join(lines) + "\n"
+    )
+
+
+def _imports_jax(stmt):
+    import ast
+
+    if isinstance(stmt, ast.Import):
+        return any(a.name.split(".")[0] == "jax" for a in stmt.names)
+    if isinstance(stmt, ast.ImportFrom):
+        return (stmt.module or "").split(".")[0] == "jax"
+    return False
+
+
+def _swift_branch_from_jax(jax_body):
+    """A copy of ``jax_body`` with its jax imports bound to the shims."""
+    import copy
+
+    body = []
+    for stmt in jax_body:
+        if _imports_jax(stmt):
+            source = _shim_imports(stmt)
+            if source is None:
+                return None
+            body.extend(keras_swift_hook._snippet(source, stmt))
+        else:
+            body.append(copy.deepcopy(stmt))
+    return body
+
+
+def _functions_named(tree, names):
+    import ast
+
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in names:
+            yield node
+
+
+def _patch_sparse_helpers(module_name, tree, filename):
+    """Give the listed functions a swift branch and classifier (see above)."""
+    import warnings
+
+    builders = _SPARSE_INPUT_BUILDERS.get(module_name, ())
+    patched = set()
+    for fn in _functions_named(tree, builders):
+        for chain in keras_swift_hook._find_chains(fn):
+            if SWIFT in chain.names or "jax" not in chain.names:
+                continue
+            jax_node = dict(chain.branches)["jax"]
+            body = _swift_branch_from_jax(jax_node.body)
+            if body is None:
+                continue
+            keras_swift_hook._append_branch(chain, body)
+            patched.add(fn.name)
+    classifiers = _SPARSENESS_CLASSIFIERS.get(module_name, ())
+    for fn in _functions_named(tree, classifiers):
+        arg = fn.args.args[0].arg
+        check = keras_swift_hook._snippet(
+            "from keras_swift.testing.pytest_plugin import swift_sparseness "
+            "as _swift_sparseness\n"
+            f"_swift_kind = _swift_sparseness({arg})\n"
+            "if _swift_kind is not None:\n"
+            "    return _swift_kind\n",
+            fn.body[0],
+        )
+        fn.body[:0] = check
+        patched.add(fn.name)
+    missing = (set(builders) | set(classifiers)) - patched
+    if missing:
+        warnings.warn(
+            f"keras_swift plugin: {filename}: found no jax sparse branch to "
+            f"extend for swift in {sorted(missing)}; their sparse tests will "
+            "fail on swift."
+        )
+
+
+def swift_sparseness(x):
+    """``numpy_test.sparseness`` for the swift SparseTensor, else None."""
+    from keras_swift.src.tensor import SparseTensor
+
+    if isinstance(x, SparseTensor):
+        return "slices" if x.n_dense > 0 else "sparse"
+    return None
+
+
+def _patch_assert_sparse():
+    try:
+        from keras.src.testing.test_case import TestCase
+    except ImportError:
+        return
+    original = TestCase.assertSparse
+    if getattr(original, "_keras_swift_wrapped", False):
+        return
+
+    def assertSparse(self, x, sparse=True):
+        from keras.src.backend.common.keras_tensor import KerasTensor
+        from keras_swift.src.tensor import SparseTensor
+
+        if isinstance(x, KerasTensor) or current_backend() != SWIFT:
+            return original(self, x, sparse)
+        if sparse:
+            self.assertIsInstance(x, SparseTensor)
+        else:
+            self.assertNotIsInstance(x, SparseTensor)
+
+    assertSparse._keras_swift_wrapped = True
+    TestCase.assertSparse = assertSparse
