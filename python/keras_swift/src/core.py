@@ -278,10 +278,11 @@ def compute_output_spec(fn, *args, **kwargs):
             if isinstance(x, KerasTensor):
                 shape = [fill_value if d is None else d for d in x.shape]
                 dtype = x.dtype if x.dtype in ENGINE_DTYPES else floatx()
-                if x.sparse:  # an empty sparse tensor of that shape
+                if x.sparse:  # one zero entry (none if the shape is empty)
+                    nse = 1 if builtins.all(shape) else 0
                     return SparseTensor(
-                        op("full", shape=[0, len(shape)], dtype="int64", value=0.0),
-                        op("full", shape=[0], dtype=dtype, value=0.0),
+                        op("full", shape=[nse, len(shape)], dtype="int64", value=0.0),
+                        op("full", shape=[nse], dtype=dtype, value=0.0),
                         shape,
                         unique=True,
                         validate=False,

@@ -93,6 +93,11 @@ _TEST_MODULE_PATHS = {
     ("keras", "src", "trainers", "trainer_test.py"): "keras.src.trainers.trainer_test",
     ("keras", "src", "ops", "numpy_test.py"): "keras.src.ops.numpy_test",
     ("keras", "src", "ops", "core_test.py"): "keras.src.ops.core_test",
+    ("keras", "src", "layers", "merging", "merging_test.py"): "keras.src.layers.merging.merging_test",
+    ("keras", "src", "layers", "core", "embedding_test.py"): "keras.src.layers.core.embedding_test",
+    ("keras", "src", "layers", "reshaping", "flatten_test.py"): "keras.src.layers.reshaping.flatten_test",
+    ("keras", "src", "layers", "reshaping", "permute_test.py"): "keras.src.layers.reshaping.permute_test",
+    ("keras", "src", "optimizers", "optimizer_sparse_test.py"): "keras.src.optimizers.optimizer_sparse_test",
 }
 
 # Functions whose backend chain gets a swift branch built from its jax branch
@@ -111,6 +116,16 @@ _SPARSE_INPUT_BUILDERS = {
         "test_convert_to_tensor_sparse",
         "test_shape_sparse",
     ),
+    "keras.src.layers.merging.merging_test": ("test_sparse",),
+    "keras.src.layers.core.embedding_test": ("test_correctness_sparse",),
+    "keras.src.layers.reshaping.flatten_test": ("test_flatten",),
+    "keras.src.layers.reshaping.permute_test": ("test_permute",),
+    "keras.src.optimizers.optimizer_sparse_test": (
+        "test_sparse_gradients",
+        "test_sparse_correctness",
+    ),
+    # a library module, patched in place when the plugin is configured
+    "keras.src.testing.test_case": ("create_eager_tensors",),
 }
 _SPARSENESS_CLASSIFIERS = {"keras.src.ops.numpy_test": ("sparseness",)}
 
@@ -333,9 +348,26 @@ class _JaxSparseShim:
 
     class BCOO:
         def __new__(cls, args, *, shape, **layout):
+            import numpy as np
+
             from keras_swift.src.tensor import SparseTensor
 
             values, indices = args
+            if np.ndim(indices) > 2:
+                # Batched BCOO: indices (*batch, nse, k), values
+                # (*batch, nse, *dense). Prefix each index row with its
+                # batch coordinates.
+                indices = np.asarray(indices)
+                values = np.asarray(values)
+                n_batch = indices.ndim - 2
+                batch = indices.shape[:n_batch]
+                nse, k = indices.shape[n_batch:]
+                coords = np.stack(np.indices(batch), axis=-1).reshape(-1, 1, n_batch)
+                coords = np.broadcast_to(coords, (coords.shape[0], nse, n_batch))
+                indices = np.concatenate(
+                    [coords, indices.reshape(-1, nse, k)], axis=-1
+                ).reshape(-1, n_batch + k)
+                values = values.reshape(-1, *values.shape[n_batch + 1 :])
             return SparseTensor(indices, values, shape)
 
         @staticmethod
@@ -486,9 +518,11 @@ def swift_sparseness(x):
 
 def _patch_assert_sparse():
     try:
+        from keras.src.testing import test_case
         from keras.src.testing.test_case import TestCase
     except ImportError:
         return
+    _patch_loaded_function(test_case, "create_eager_tensors")
     original = TestCase.assertSparse
     if getattr(original, "_keras_swift_wrapped", False):
         return
@@ -506,3 +540,30 @@ def _patch_assert_sparse():
 
     assertSparse._keras_swift_wrapped = True
     TestCase.assertSparse = assertSparse
+
+
+def _patch_loaded_function(module, name):
+    """Recompile ``module.name`` with the swift branch of its jax branch.
+
+    For helpers in library modules (imported normally, not through pytest's
+    rewriter); the function is rebuilt from its source in the module's
+    namespace, so tracebacks keep pointing at Keras's file and lines.
+    """
+    import ast
+    import inspect
+
+    fn = getattr(module, name, None)
+    if fn is None or getattr(fn, "_keras_swift_wrapped", False):
+        return
+    filename = inspect.getsourcefile(module)
+    tree = ast.parse(inspect.getsource(module), filename)
+    node = next(_functions_named(tree, (name,)), None)
+    if node is None:
+        return
+    single = ast.Module(body=[node], type_ignores=[])
+    _patch_sparse_helpers(module.__name__, single, filename)
+    namespace = dict(vars(module))
+    exec(compile(single, filename, "exec"), namespace)
+    patched = namespace[name]
+    patched._keras_swift_wrapped = True
+    setattr(module, name, patched)
