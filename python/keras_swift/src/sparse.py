@@ -248,6 +248,26 @@ def convert(x, dtype=None, sparse=True):
     return x
 
 
+def from_foreign(x):
+    """A scipy sparse matrix, jax BCOO or tf.SparseTensor as a SparseTensor
+    (the same indices and values); anything else unchanged."""
+    from keras.src.trainers.data_adapters import data_adapter_utils as du
+
+    if du.is_scipy_sparse(x):
+        coo = x.tocoo()
+        indices = np.stack([coo.row, coo.col], axis=1).astype(np.int64)
+        return SparseTensor(indices, np.asarray(coo.data), coo.shape)
+    if du.is_jax_sparse(x):
+        if getattr(x, "n_batch", 0):
+            x = x.update_layout(n_batch=0)
+        return SparseTensor(np.asarray(x.indices), np.asarray(x.data), x.shape)
+    if du.is_tensorflow_sparse(x):
+        return SparseTensor(
+            x.indices.numpy(), x.values.numpy(), x.dense_shape.numpy()
+        )
+    return x
+
+
 def convert_to_tensor(x, dtype=None, sparse=None, ragged=None):
     """``backend.convert_to_tensor``: keeps sparse tensors unless
     ``sparse=False`` (the backend's own code densifies them)."""

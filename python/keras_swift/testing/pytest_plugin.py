@@ -44,12 +44,23 @@ chain gets an ``elif backend.backend() == "swift":`` branch:
   ``test_matmul_sparse``, ``test_take_sparse``, ``test_bincount`` and
   ``test_concatenate_sparse``;
 * ``ops/core_test.py``: ``test_convert_to_tensor_sparse`` and
-  ``test_shape_sparse``.
+  ``test_shape_sparse``;
+* ``layers/merging/merging_test.py::test_sparse``,
+  ``layers/core/embedding_test.py::test_correctness_sparse``,
+  ``layers/reshaping/flatten_test.py::test_flatten``,
+  ``layers/reshaping/permute_test.py::test_permute``,
+  ``optimizers/optimizer_sparse_test.py``: ``test_sparse_gradients`` and
+  ``test_sparse_correctness``;
+* ``keras.src.testing.test_case.create_eager_tensors`` (builds
+  ``run_layer_test``'s sparse inputs): a library module imported normally,
+  so that one function is recompiled from its patched source when the
+  plugin is configured.
 
 The swift branch is a copy of the function's own jax branch in which the
 ``import jax...`` statements bind ``_JaxShim``/``_JaxSparseShim`` instead:
 ``jax_sparse.BCOO((values, indices), shape=...)`` builds a swift
-``SparseTensor`` from the same indices and values, ``BCOO.fromdense`` calls
+``SparseTensor`` from the same indices and values (a batched BCOO's batch
+coordinates become leading index columns), ``BCOO.fromdense`` calls
 ``SparseTensor.fromdense`` (``n_batch`` only changes jax's storage layout,
 not the values), and ``jax.numpy`` is ``keras.ops``. So the swift inputs are
 exactly the jax inputs, by construction.
@@ -553,7 +564,11 @@ def _patch_loaded_function(module, name):
     import inspect
 
     fn = getattr(module, name, None)
-    if fn is None or getattr(fn, "_keras_swift_wrapped", False):
+    if (
+        keras_swift_hook is None
+        or fn is None
+        or getattr(fn, "_keras_swift_wrapped", False)
+    ):
         return
     filename = inspect.getsourcefile(module)
     tree = ast.parse(inspect.getsource(module), filename)
