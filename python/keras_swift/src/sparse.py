@@ -1,19 +1,26 @@
-"""Sparse tensors: the swift backend's counterpart of jax's ``BCOO``.
+"""Sparse tensor ops: the swift backend's counterpart of jax's BCOO support.
 
-A ``SparseTensor`` is a COO tensor: ``indices`` (int64, ``[nnz, k]``) names
-the coordinates of ``nnz`` entries along the first ``k`` dimensions of
-``shape`` and ``values`` (``[nnz, *shape[k:]]``) holds them. ``k == ndim``
-is the usual element-wise COO layout; ``k < ndim`` stores whole trailing
-slices per index (the "indexed slices" flavour, jax's ``n_dense > 0``).
-Duplicate indices are allowed and mean the sum of their values, as in BCOO.
+``SparseTensor`` (defined in ``keras_swift.src.tensor`` next to the dense
+tensor class) is a COO tensor: int64 ``indices`` ``[nnz, k]`` into the first
+``k`` dimensions of ``shape`` and ``values`` ``[nnz, *shape[k:]]``; ``k <
+ndim`` is the "indexed slices" layout (BCOO's ``n_dense > 0``). Duplicate
+indices mean the sum of their values, as in BCOO.
 
-Every computation is a composition of engine ops (gather/scatter, sort,
-segment sums); numpy appears only where user data enters or leaves.
+The semantics follow keras/src/backend/jax/sparse.py and jax/numpy.py:
+zero-preserving element-wise ops keep the indices, other unary ops densify,
+union ops (add, subtract, maximum, minimum) are sparse only for two sparse
+operands, multiply is sparse if either operand is, divide densifies for a
+sparse divisor and adds the dense divisor's zeros/NaNs to the dividend's
+indices. Every computation is a composition of engine ops (gather/scatter,
+argsort, cumsum, segment sums); numpy appears only for static shapes and
+where user data enters.
 
 The backend's op modules stay dense: ``install`` wraps the functions listed
-in ``_NUMPY_HANDLERS`` and ``_NN_HANDLERS`` with a dispatcher whose dense path
-costs one ``isinstance`` test. Any other function densifies a sparse operand
-through ``convert_to_tensor``, like jax's ``densifying_unary``.
+in ``_NUMPY_HANDLERS`` and ``_NN_HANDLERS`` with a dispatcher whose dense
+path costs one ``isinstance`` test. Any other function densifies a sparse
+operand through ``core.convert_to_tensor``; only the exported
+``backend.convert_to_tensor``/``cast`` (``convert_to_tensor``/``cast`` here)
+keep sparse tensors sparse, as Keras's contract asks.
 """
 
 import builtins
@@ -58,10 +65,6 @@ def _knp():
     from keras_swift.src.ops import numpy as knp
 
     return knp
-
-
-def is_sparse(x):
-    return isinstance(x, SparseTensor)
 
 
 def is_tensor(x):
