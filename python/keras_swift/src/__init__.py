@@ -4,7 +4,7 @@ Keras 3.15 star-imports ``keras_swift.src.compat_3_15`` (the flat namespace
 of ``keras.src.backend``); this package only carries the feature flags.
 """
 
-SUPPORTS_SPARSE_TENSORS = False
+SUPPORTS_SPARSE_TENSORS = True
 SUPPORTS_RAGGED_TENSORS = False
 SUPPORTS_COMPLEX_DTYPES = False
 IS_THREAD_SAFE = False

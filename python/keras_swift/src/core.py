@@ -26,6 +26,7 @@ from keras_swift.src import SUPPORTS_COMPLEX_DTYPES  # noqa: F401
 from keras_swift.src import SUPPORTS_RAGGED_TENSORS  # noqa: F401
 from keras_swift.src import SUPPORTS_SPARSE_TENSORS  # noqa: F401
 from keras_swift.src.tensor import NUMPY_DTYPES
+from keras_swift.src.tensor import SparseTensor
 from keras_swift.src.tensor import SwiftTensor  # noqa: F401
 from keras_swift.src.tensor import _C
 from keras_swift.src.tensor import numpy_view
@@ -164,8 +165,10 @@ def _stack_nested(x, dtype):
 
 
 def convert_to_tensor(x, dtype=None, sparse=None, ragged=None):
-    if sparse:
-        raise ValueError("`sparse=True` is not supported with swift backend")
+    # Inside the backend a SparseTensor becomes dense unless `sparse=True`
+    # (the dense op code expects engine tensors); the exported
+    # `backend.convert_to_tensor` (sparse.convert_to_tensor) keeps it for
+    # `sparse=None`, as Keras's contract says. A dense input stays dense.
     if ragged:
         raise ValueError("`ragged=True` is not supported with swift backend")
     if dtype is not None and dtype not in ENGINE_DTYPES:
@@ -176,6 +179,8 @@ def convert_to_tensor(x, dtype=None, sparse=None, ragged=None):
         if dtype is None or x.dtype == dtype:
             return x
         return op("cast", x, dtype=_check_engine_dtype(dtype))
+    if isinstance(x, SparseTensor):
+        return _sparse().convert(x, dtype, bool(sparse))
     if isinstance(x, KerasTensor):
         raise ValueError(
             "A KerasTensor is symbolic: it's a placeholder for a shape and a "
@@ -208,9 +213,17 @@ def convert_to_numpy(x):
         x = x.value
     if isinstance(x, _C.Tensor):
         return np.array(numpy_view(x))
+    if isinstance(x, SparseTensor):
+        return np.array(numpy_view(x.todense()))
     if isinstance(x, (list, tuple)):
         return np.array([convert_to_numpy(e) for e in x])
     return np.array(x)
+
+
+def _sparse():
+    from keras_swift.src import sparse
+
+    return sparse
 
 
 def shape(x):
@@ -267,6 +280,15 @@ def compute_output_spec(fn, *args, **kwargs):
             if isinstance(x, KerasTensor):
                 shape = [fill_value if d is None else d for d in x.shape]
                 dtype = x.dtype if x.dtype in ENGINE_DTYPES else floatx()
+                if x.sparse:  # one zero entry (none if the shape is empty)
+                    nse = 1 if builtins.all(shape) else 0
+                    return SparseTensor(
+                        op("full", shape=[nse, len(shape)], dtype="int64", value=0.0),
+                        op("full", shape=[nse], dtype=dtype, value=0.0),
+                        shape,
+                        unique=True,
+                        validate=False,
+                    )
                 return op("full", shape=shape, dtype=dtype, value=0.0)
             return x
 
@@ -282,12 +304,18 @@ def compute_output_spec(fn, *args, **kwargs):
             outputs_2 = fn(*args_2, **kwargs_2)
             flat_out = []
             for x1, x2 in zip(tree.flatten(outputs_1), tree.flatten(outputs_2)):
-                if is_tensor(x1):
+                if is_tensor(x1) or isinstance(x1, SparseTensor):
                     shape = [
                         d1 if d1 == d2 else None
                         for d1, d2 in zip(x1.shape, x2.shape)
                     ]
-                    flat_out.append(KerasTensor(shape, x1.dtype))
+                    flat_out.append(
+                        KerasTensor(
+                            shape,
+                            x1.dtype,
+                            sparse=isinstance(x1, SparseTensor),
+                        )
+                    )
                 else:
                     flat_out.append(x1)
             outputs = tree.pack_sequence_as(outputs_1, flat_out)
@@ -295,6 +323,10 @@ def compute_output_spec(fn, *args, **kwargs):
         def to_keras_tensor(x):
             if is_tensor(x):
                 return KerasTensor(x.shape, standardize_dtype(x.dtype))
+            if isinstance(x, SparseTensor):
+                return KerasTensor(
+                    x.shape, standardize_dtype(x.dtype), sparse=True
+                )
             return x
 
         return tree.map_structure(to_keras_tensor, outputs)

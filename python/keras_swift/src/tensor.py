@@ -274,3 +274,190 @@ class SwiftTensor(_C.Tensor):
 
 
 _C.set_tensor_class(SwiftTensor)
+
+
+def _sparse():
+    from keras_swift.src import sparse
+
+    return sparse
+
+
+def _op(name, *inputs, **attrs):
+    return _C.op(name, inputs, attrs or None)[0]
+
+
+class SparseTensor:
+    """A COO sparse tensor whose indices and values are engine tensors.
+
+    ``indices`` (int64, ``[nnz, k]``) names the coordinates of ``nnz``
+    entries along the first ``k`` dimensions of ``shape``; ``values``
+    (``[nnz, *shape[k:]]``) holds them. ``k == ndim`` is element-wise COO;
+    ``k < ndim`` stores whole trailing slices per index (jax's BCOO with
+    ``n_dense > 0``, TensorFlow's IndexedSlices). Duplicate indices mean the
+    sum of their values. The ops live in ``keras_swift.src.sparse``.
+
+    Args:
+        indices: integer tensor-like ``[nnz, k]``, ``0 <= k <= len(shape)``.
+        values: tensor-like ``[nnz, *shape[k:]]``.
+        shape: the dense shape (static ints).
+        unique: the caller guarantees that ``indices`` has no duplicates
+            (skips merging them before non-linear element-wise ops).
+        validate: check that indices are in range (one engine reduction).
+    """
+
+    __array_priority__ = 100.0
+    __slots__ = ("indices", "values", "shape", "unique")
+
+    def __init__(self, indices, values, shape, unique=False, validate=True):
+        from keras_swift.src.core import convert_to_tensor
+
+        try:
+            shape = tuple(int(d) for d in shape)
+        except TypeError as e:
+            raise TypeError(
+                f"SparseTensor: `shape` must be a sequence of ints, got {shape!r}"
+            ) from e
+        if any(d < 0 for d in shape):
+            raise ValueError(f"SparseTensor: negative dimension in shape {shape}")
+        if not isinstance(indices, _C.Tensor):
+            indices = np.asarray(indices)
+            if indices.size == 0:
+                indices = indices.reshape(0, len(shape))
+            if indices.dtype.kind not in "iu":
+                raise TypeError(
+                    f"SparseTensor: `indices` must be integers, got {indices.dtype}"
+                )
+            indices = convert_to_tensor(indices, "int64")
+        if not (indices.dtype.startswith("int") or indices.dtype.startswith("uint")):
+            raise TypeError(
+                f"SparseTensor: `indices` must be integers, got {indices.dtype}"
+            )
+        if indices.dtype != "int64":
+            indices = _op("cast", indices, dtype="int64")
+        if indices.ndim != 2 or indices.shape[1] > len(shape):
+            raise ValueError(
+                "SparseTensor: `indices` must have shape [nnz, k] with "
+                f"k <= {len(shape)} (the rank of shape {shape}), got "
+                f"{indices.shape}"
+            )
+        values = convert_to_tensor(values)
+        nnz, k = indices.shape
+        if values.shape != (nnz, *shape[k:]):
+            raise ValueError(
+                f"SparseTensor: `values` must have shape {(nnz, *shape[k:])} "
+                f"for {nnz} indices into shape {shape}, got {values.shape}"
+            )
+        if validate and nnz and k:
+            limits = convert_to_tensor(np.asarray(shape[:k], np.int64))
+            zero = convert_to_tensor(np.zeros((), np.int64))
+            bad = _op(
+                "logical_or",
+                _op("less", indices, zero),
+                _op("greater_equal", indices, limits),
+            )
+            if bool(_op("any", bad)):
+                raise IndexError(
+                    f"SparseTensor: an index is out of range for shape {shape}"
+                )
+        self.indices = indices
+        self.values = values
+        self.shape = shape
+        self.unique = bool(unique)
+
+    @classmethod
+    def fromdense(cls, x, n_dense=0):
+        """The sparse form of dense ``x``: its non-zero entries, or with
+        ``n_dense > 0`` its trailing slices that hold a non-zero."""
+        return _sparse().fromdense(x, n_dense=n_dense)
+
+    # -- properties --------------------------------------------------------
+    @property
+    def dtype(self):
+        return self.values.dtype
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def n_sparse(self):
+        return self.indices.shape[1]
+
+    @property
+    def n_dense(self):
+        return len(self.shape) - self.indices.shape[1]
+
+    @property
+    def nnz(self):
+        return self.indices.shape[0]
+
+    @property
+    def size(self):
+        size = 1
+        for d in self.shape:
+            size *= d
+        return size
+
+    # -- conversion --------------------------------------------------------
+    def todense(self):
+        return _sparse().todense(self)
+
+    def __array__(self, dtype=None, copy=None):
+        a = numpy_view(self.todense())
+        return a.astype(dtype) if dtype is not None else a.copy()
+
+    def numpy(self):
+        return self.todense().numpy()
+
+    def astype(self, dtype):
+        from keras_swift.src.core import cast
+
+        return self.with_values(cast(self.values, dtype))
+
+    def with_values(self, values):
+        """Same indices (and shape) holding ``values``."""
+        return SparseTensor(
+            self.indices, values, self.shape, unique=self.unique, validate=False
+        )
+
+    def __repr__(self):
+        return (
+            f"SparseTensor(shape={self.shape}, dtype={self.dtype}, "
+            f"nnz={self.nnz}, n_dense={self.n_dense})"
+        )
+
+    __str__ = __repr__
+    __hash__ = object.__hash__
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    # Indexing, iteration and truth value work on the dense form.
+    def __getitem__(self, key):
+        return self.todense()[key]
+
+    def __iter__(self):
+        return iter(self.todense())
+
+    def __bool__(self):
+        return bool(self.todense())
+
+    # Operators go through the backend functions, which dispatch on sparse.
+    __add__ = _binary("add")
+    __radd__ = _binary("add", reflected=True)
+    __sub__ = _binary("subtract")
+    __rsub__ = _binary("subtract", reflected=True)
+    __mul__ = _binary("multiply")
+    __rmul__ = _binary("multiply", reflected=True)
+    __truediv__ = _binary("true_divide")
+    __rtruediv__ = _binary("true_divide", reflected=True)
+    __matmul__ = _binary("matmul")
+    __rmatmul__ = _binary("matmul", reflected=True)
+
+    def __neg__(self):
+        return _knp().negative(self)
+
+    def __abs__(self):
+        return _knp().absolute(self)

@@ -18,7 +18,7 @@ from keras.src.backend import config
 from keras.src.trainers import trainer as base_trainer
 from keras.src.trainers.data_adapters import array_slicing
 from keras.src.trainers.data_adapters import data_adapter_utils
-from keras.src.trainers.epoch_iterator import EpochIterator
+from keras.src.trainers.epoch_iterator import EpochIterator as _EpochIterator
 from keras.src.utils import traceback_utils
 from keras.src.utils.python_utils import pythonify_logs
 from keras_swift.src.core import _C
@@ -29,6 +29,21 @@ _BaseTrainer = getattr(base_trainer, "BaseTrainer", None) or base_trainer.Traine
 
 def _batch_size(x):
     return next(i for i in tree.flatten(x) if i is not None).shape[0]
+
+
+class EpochIterator(_EpochIterator):
+    """Keras's numpy batches, with sparse batches made SparseTensors.
+
+    The numpy iterator passes scipy / jax / TensorFlow sparse matrices
+    through unchanged (they have no ``__array__``); the jax backend's
+    iterator converts them to BCOO the same way.
+    """
+
+    def _get_iterator(self):
+        from keras_swift.src.sparse import from_foreign
+
+        for batch in super()._get_iterator():
+            yield tree.map_structure(from_foreign, batch, none_is_leaf=False)
 
 
 class Trainer(_BaseTrainer):

@@ -27,6 +27,54 @@ backend cannot run. This plugin stands in for it:
   hook's patch is applied to that file's AST just before pytest rewrites its
   asserts; the same patch gives its per-backend CPU-device table a swift
   entry. (With ``--assert=plain`` the file still fails to import.)
+* on the swift backend, teaches the helpers that build and classify sparse
+  test inputs by backend name the swift ``SparseTensor`` (below). Only input
+  construction and type dispatch change; no assertion or expected value does.
+
+Sparse test helpers extended for swift
+--------------------------------------
+Keras's sparse tests build their inputs in ``if backend.backend() ==
+"tensorflow": ... elif backend.backend() == "jax": ...`` chains that know no
+other backend, so on swift they leave the input unbound (or call
+``self.fail``). ``_SPARSE_INPUT_BUILDERS`` lists exactly the functions whose
+chain gets an ``elif backend.backend() == "swift":`` branch:
+
+* ``ops/numpy_test.py``: the module helpers ``create_sparse_tensor`` and
+  ``create_indexed_slices`` (they run at import time, inside the
+  ``SparseTest`` parameter lists, hence the AST patch), and the test methods
+  ``test_matmul_sparse``, ``test_take_sparse``, ``test_bincount`` and
+  ``test_concatenate_sparse``;
+* ``ops/core_test.py``: ``test_convert_to_tensor_sparse`` and
+  ``test_shape_sparse``;
+* ``layers/merging/merging_test.py::test_sparse``,
+  ``layers/core/embedding_test.py::test_correctness_sparse``,
+  ``layers/reshaping/flatten_test.py::test_flatten``,
+  ``layers/reshaping/permute_test.py::test_permute``,
+  ``optimizers/optimizer_sparse_test.py``: ``test_sparse_gradients`` and
+  ``test_sparse_correctness``;
+* ``keras.src.testing.test_case.create_eager_tensors`` (builds
+  ``run_layer_test``'s sparse inputs): a library module imported normally,
+  so that one function is recompiled from its patched source when the
+  plugin is configured.
+
+The swift branch is a copy of the function's own jax branch in which the
+``import jax...`` statements bind ``_JaxShim``/``_JaxSparseShim`` instead:
+``jax_sparse.BCOO((values, indices), shape=...)`` builds a swift
+``SparseTensor`` from the same indices and values (a batched BCOO's batch
+coordinates become leading index columns), ``BCOO.fromdense`` calls
+``SparseTensor.fromdense`` (``n_batch`` only changes jax's storage layout,
+not the values), and ``jax.numpy`` is ``keras.ops``. So the swift inputs are
+exactly the jax inputs, by construction.
+
+Two classifiers are extended as well:
+
+* ``numpy_test.sparseness`` classifies BCOO by ``n_dense`` ("slices" when
+  > 0) but any class named ``SparseTensor`` as "sparse"; a check run first
+  classifies the swift ``SparseTensor`` like BCOO (``n_dense > 0`` ->
+  "slices", else "sparse");
+* ``keras.src.testing.TestCase.assertSparse`` knows tf and jax types and
+  otherwise asserts ``sparse=False``; on swift it checks ``isinstance(x,
+  SparseTensor)`` (a KerasTensor still uses its ``.sparse`` flag).
 
 Importing this plugin also installs keras_swift_hook when it is available, so
 ``pytest -p keras_swift.testing.pytest_plugin`` works without the .pth file.
@@ -55,7 +103,43 @@ MARKERS = {
 # Test modules whose import-time backend chains keras_swift_hook can patch.
 _TEST_MODULE_PATHS = {
     ("keras", "src", "trainers", "trainer_test.py"): "keras.src.trainers.trainer_test",
+    ("keras", "src", "ops", "numpy_test.py"): "keras.src.ops.numpy_test",
+    ("keras", "src", "ops", "core_test.py"): "keras.src.ops.core_test",
+    ("keras", "src", "layers", "merging", "merging_test.py"): "keras.src.layers.merging.merging_test",
+    ("keras", "src", "layers", "core", "embedding_test.py"): "keras.src.layers.core.embedding_test",
+    ("keras", "src", "layers", "reshaping", "flatten_test.py"): "keras.src.layers.reshaping.flatten_test",
+    ("keras", "src", "layers", "reshaping", "permute_test.py"): "keras.src.layers.reshaping.permute_test",
+    ("keras", "src", "optimizers", "optimizer_sparse_test.py"): "keras.src.optimizers.optimizer_sparse_test",
 }
+
+# Functions whose backend chain gets a swift branch built from its jax branch
+# (see the module docstring), and the functions whose sparse classifier gets
+# the swift type.
+_SPARSE_INPUT_BUILDERS = {
+    "keras.src.ops.numpy_test": (
+        "create_sparse_tensor",
+        "create_indexed_slices",
+        "test_matmul_sparse",
+        "test_take_sparse",
+        "test_bincount",
+        "test_concatenate_sparse",
+    ),
+    "keras.src.ops.core_test": (
+        "test_convert_to_tensor_sparse",
+        "test_shape_sparse",
+    ),
+    "keras.src.layers.merging.merging_test": ("test_sparse",),
+    "keras.src.layers.core.embedding_test": ("test_correctness_sparse",),
+    "keras.src.layers.reshaping.flatten_test": ("test_flatten",),
+    "keras.src.layers.reshaping.permute_test": ("test_permute",),
+    "keras.src.optimizers.optimizer_sparse_test": (
+        "test_sparse_gradients",
+        "test_sparse_correctness",
+    ),
+    # a library module, patched in place when the plugin is configured
+    "keras.src.testing.test_case": ("create_eager_tensors",),
+}
+_SPARSENESS_CLASSIFIERS = {"keras.src.ops.numpy_test": ("sparseness",)}
 
 _state = {"exclusions": [], "exclusions_file": None}
 
@@ -127,6 +211,7 @@ def pytest_configure(config):
     backend = current_backend()
     if backend == SWIFT:
         _patch_test_module_imports()
+        _patch_assert_sparse()
     elif backend == "jax":
         _jax_full_precision_on_gpu()
 
@@ -249,6 +334,7 @@ def _patch_test_module_imports():
         name = _test_module_name(module_path) if module_path else None
         if name is not None:
             keras_swift_hook.patch_tree(name, mod, str(module_path))
+            _patch_sparse_helpers(name, mod, str(module_path))
         return original_rewrite(mod, source, module_path, config)
 
     rewrite_asserts._keras_swift_wrapped = True
@@ -262,3 +348,238 @@ def _patch_test_module_imports():
             return original_read_pyc(source, pyc, trace)
 
         rewrite._read_pyc = _read_pyc
+
+
+# ---------------------------------------------------------------------------
+# Sparse test helpers (see "Sparse test helpers extended for swift" above)
+# ---------------------------------------------------------------------------
+
+
+class _JaxSparseShim:
+    """What a copied jax branch sees as ``jax.experimental.sparse``."""
+
+    class BCOO:
+        def __new__(cls, args, *, shape, **layout):
+            import numpy as np
+
+            from keras_swift.src.tensor import SparseTensor
+
+            values, indices = args
+            if np.ndim(indices) > 2:
+                # Batched BCOO: indices (*batch, nse, k), values
+                # (*batch, nse, *dense). Prefix each index row with its
+                # batch coordinates.
+                indices = np.asarray(indices)
+                values = np.asarray(values)
+                n_batch = indices.ndim - 2
+                batch = indices.shape[:n_batch]
+                nse, k = indices.shape[n_batch:]
+                coords = np.stack(np.indices(batch), axis=-1).reshape(-1, 1, n_batch)
+                coords = np.broadcast_to(coords, (coords.shape[0], nse, n_batch))
+                indices = np.concatenate(
+                    [coords, indices.reshape(-1, nse, k)], axis=-1
+                ).reshape(-1, n_batch + k)
+                values = values.reshape(-1, *values.shape[n_batch + 1 :])
+            return SparseTensor(indices, values, shape)
+
+        @staticmethod
+        def fromdense(x, n_batch=0, n_dense=0, **layout):
+            from keras_swift.src.tensor import SparseTensor
+
+            return SparseTensor.fromdense(x, n_dense=n_dense)
+
+    @property
+    def JAXSparse(self):
+        from keras_swift.src.tensor import SparseTensor
+
+        return SparseTensor
+
+
+class _JaxShim:
+    """What a copied jax branch sees as ``jax``: ``jax.numpy`` is keras.ops."""
+
+    @property
+    def numpy(self):
+        from keras import ops
+
+        return ops
+
+    @property
+    def experimental(self):
+        import types
+
+        return types.SimpleNamespace(sparse=_JaxSparseShim())
+
+
+_SHIMS = {
+    "jax": "_JaxShim()",
+    "jax.experimental.sparse": "_JaxSparseShim()",
+}
+
+
+def _shim_imports(stmt):
+    """Source binding the names ``stmt`` (an import of jax) binds, to shims.
+
+    None when ``stmt`` imports something the shims do not stand in for.
+    """
+    import ast
+
+    lines = []
+    if isinstance(stmt, ast.Import):
+        for alias in stmt.names:
+            if alias.asname is None:
+                # `import jax.experimental.sparse` binds `jax`
+                lines.append(f"{alias.name.split('.')[0]} = {_SHIMS['jax']}")
+            elif alias.name in _SHIMS:
+                lines.append(f"{alias.asname} = {_SHIMS[alias.name]}")
+            else:
+                return None
+    elif isinstance(stmt, ast.ImportFrom) and not stmt.level:
+        for alias in stmt.names:
+            full = f"{stmt.module}.{alias.name}"
+            if full not in _SHIMS:
+                return None
+            lines.append(f"{alias.asname or alias.name} = {_SHIMS[full]}")
+    else:
+        return None
+    return "from keras_swift.testing.pytest_plugin import _JaxShim, _JaxSparseShim\n" + (
+        "\n".join(lines) + "\n"
+    )
+
+
+def _imports_jax(stmt):
+    import ast
+
+    if isinstance(stmt, ast.Import):
+        return any(a.name.split(".")[0] == "jax" for a in stmt.names)
+    if isinstance(stmt, ast.ImportFrom):
+        return (stmt.module or "").split(".")[0] == "jax"
+    return False
+
+
+def _swift_branch_from_jax(jax_body):
+    """A copy of ``jax_body`` with its jax imports bound to the shims."""
+    import copy
+
+    body = []
+    for stmt in jax_body:
+        if _imports_jax(stmt):
+            source = _shim_imports(stmt)
+            if source is None:
+                return None
+            body.extend(keras_swift_hook._snippet(source, stmt))
+        else:
+            body.append(copy.deepcopy(stmt))
+    return body
+
+
+def _functions_named(tree, names):
+    import ast
+
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in names:
+            yield node
+
+
+def _patch_sparse_helpers(module_name, tree, filename):
+    """Give the listed functions a swift branch and classifier (see above)."""
+    import warnings
+
+    builders = _SPARSE_INPUT_BUILDERS.get(module_name, ())
+    patched = set()
+    for fn in _functions_named(tree, builders):
+        for chain in keras_swift_hook._find_chains(fn):
+            if SWIFT in chain.names or "jax" not in chain.names:
+                continue
+            jax_node = dict(chain.branches)["jax"]
+            body = _swift_branch_from_jax(jax_node.body)
+            if body is None:
+                continue
+            keras_swift_hook._append_branch(chain, body)
+            patched.add(fn.name)
+    classifiers = _SPARSENESS_CLASSIFIERS.get(module_name, ())
+    for fn in _functions_named(tree, classifiers):
+        arg = fn.args.args[0].arg
+        check = keras_swift_hook._snippet(
+            "from keras_swift.testing.pytest_plugin import swift_sparseness "
+            "as _swift_sparseness\n"
+            f"_swift_kind = _swift_sparseness({arg})\n"
+            "if _swift_kind is not None:\n"
+            "    return _swift_kind\n",
+            fn.body[0],
+        )
+        fn.body[:0] = check
+        patched.add(fn.name)
+    missing = (set(builders) | set(classifiers)) - patched
+    if missing:
+        warnings.warn(
+            f"keras_swift plugin: {filename}: found no jax sparse branch to "
+            f"extend for swift in {sorted(missing)}; their sparse tests will "
+            "fail on swift."
+        )
+
+
+def swift_sparseness(x):
+    """``numpy_test.sparseness`` for the swift SparseTensor, else None."""
+    from keras_swift.src.tensor import SparseTensor
+
+    if isinstance(x, SparseTensor):
+        return "slices" if x.n_dense > 0 else "sparse"
+    return None
+
+
+def _patch_assert_sparse():
+    try:
+        from keras.src.testing import test_case
+        from keras.src.testing.test_case import TestCase
+    except ImportError:
+        return
+    _patch_loaded_function(test_case, "create_eager_tensors")
+    original = TestCase.assertSparse
+    if getattr(original, "_keras_swift_wrapped", False):
+        return
+
+    def assertSparse(self, x, sparse=True):
+        from keras.src.backend.common.keras_tensor import KerasTensor
+        from keras_swift.src.tensor import SparseTensor
+
+        if isinstance(x, KerasTensor) or current_backend() != SWIFT:
+            return original(self, x, sparse)
+        if sparse:
+            self.assertIsInstance(x, SparseTensor)
+        else:
+            self.assertNotIsInstance(x, SparseTensor)
+
+    assertSparse._keras_swift_wrapped = True
+    TestCase.assertSparse = assertSparse
+
+
+def _patch_loaded_function(module, name):
+    """Recompile ``module.name`` with the swift branch of its jax branch.
+
+    For helpers in library modules (imported normally, not through pytest's
+    rewriter); the function is rebuilt from its source in the module's
+    namespace, so tracebacks keep pointing at Keras's file and lines.
+    """
+    import ast
+    import inspect
+
+    fn = getattr(module, name, None)
+    if (
+        keras_swift_hook is None
+        or fn is None
+        or getattr(fn, "_keras_swift_wrapped", False)
+    ):
+        return
+    filename = inspect.getsourcefile(module)
+    tree = ast.parse(inspect.getsource(module), filename)
+    node = next(_functions_named(tree, (name,)), None)
+    if node is None:
+        return
+    single = ast.Module(body=[node], type_ignores=[])
+    _patch_sparse_helpers(module.__name__, single, filename)
+    namespace = dict(vars(module))
+    exec(compile(single, filename, "exec"), namespace)
+    patched = namespace[name]
+    patched._keras_swift_wrapped = True
+    setattr(module, name, patched)
