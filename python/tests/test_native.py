@@ -930,3 +930,53 @@ def test_float8_casts_round_like_ml_dtypes(dtype):
     assert np.isnan(got.astype(np.float32)[np.isnan(want.astype(np.float32))]).all()
     back = to_numpy(C.op("cast", [tensor(want)], {"dtype": "float32"})[0])
     np.testing.assert_array_equal(back, want.astype(np.float32))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_ops_work_in_a_child_forked_while_other_threads_run_ops():
+    # Keras's multiprocessing data workers fork a process whose other threads may hold engine
+    # locks at that moment; the child must still run ops instead of deadlocking.
+    import threading
+    import time
+
+    stop = threading.Event()
+
+    def churn():
+        x = tensor(np.ones((256, 256), "float32"))
+        while not stop.is_set():
+            for _ in range(50):
+                C.op("add", [x, x])
+
+    workers = [threading.Thread(target=churn) for _ in range(2)]
+    for w in workers:
+        w.start()
+    try:
+        children = []
+        for _ in range(200):
+            pid = os.fork()
+            if pid == 0:  # child: big enough to be threaded in the parent
+                try:
+                    y = C.op("add", [tensor(np.ones(1 << 20, "float32"))] * 2)[0]
+                    os._exit(0 if float(to_numpy(y)[-1]) == 2.0 else 1)
+                finally:
+                    os._exit(2)
+            children.append(pid)
+        deadline = time.monotonic() + 60
+        for pid in children:
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    assert os.waitstatus_to_exitcode(status) == 0
+                    break
+                if time.monotonic() > deadline:
+                    for p in children:
+                        try:
+                            os.kill(p, 9)
+                        except ProcessLookupError:
+                            pass
+                    pytest.fail("a forked child hung in the engine")
+                time.sleep(0.05)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()

@@ -38,6 +38,17 @@ final class BufferPool {
         lock = .allocate(capacity: 1)
         pthread_mutex_init(lock, nil)
         limit = Swift.min(1 << 30, maxTensorBytes / 8)
+        // fork() copies only the calling thread: a pool lock held by another thread at that
+        // moment would stay locked forever in the child (Keras's multiprocessing data
+        // workers fork a process that has been running ops). Hold it across fork, and let
+        // the child run kernels on its one thread, as libdispatch's pool does not survive fork.
+        pthread_atfork(
+            { pthread_mutex_lock(BufferPool.shared.lock) },
+            { pthread_mutex_unlock(BufferPool.shared.lock) },
+            {
+                pthread_mutex_unlock(BufferPool.shared.lock)
+                Threading.threads = 1
+            })
     }
 
     /// Bucket capacity for a request: 64 bytes minimum, then 4 steps per octave.
