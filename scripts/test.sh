@@ -33,4 +33,5 @@ k=keras/src
     $k/ops/ops_test.py $k/ops/core_test.py $k/ops/linalg_test.py $k/ops/operation_test.py \
     $k/ops/function_test.py $k/ops/symbolic_arguments_test.py $k/ops/node_test.py $k/ops/einops_test.py \
     $k/ops/operation_utils_test.py $k/tree $k/random/seed_generator_test.py $k/backend/tests \
-    $k/backend/common --ignore $k/backend/common/variables_test.py
+    $k/backend/common $k/losses $k/activations $k/layers/pooling $k/layers/normalization \
+    $k/layers/merging --ignore $k/backend/common/variables_test.py
