@@ -26,10 +26,12 @@ echo "== Python tests"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider python/tests
 
 # A representative slice that runs in a few minutes; the full suite is the README's
-# conformance command. The runner exits non-zero on any failure, crash or timeout.
+# conformance command. The runner exits non-zero on any failure, crash or timeout, except
+# tests that fail only because they import a framework this venv lacks (tensorflow: e.g.
+# core_test's ragged-tensor test); the table still counts those as failures.
 echo "== Keras conformance slice (KERAS_BACKEND=swift)"
 k=keras/src
-"$venv/bin/python" python/tests/conformance/run.py --python "$PWD/$venv/bin/python" --backend swift -j 2 --timeout 600 \
+"$venv/bin/python" python/tests/conformance/run.py --python "$PWD/$venv/bin/python" --backend swift -j 2 --timeout 600 --allow-missing-frameworks \
     $k/ops/ops_test.py $k/ops/core_test.py $k/ops/linalg_test.py $k/ops/operation_test.py \
     $k/ops/function_test.py $k/ops/symbolic_arguments_test.py $k/ops/node_test.py $k/ops/einops_test.py \
     $k/ops/operation_utils_test.py $k/tree $k/random/seed_generator_test.py $k/backend/tests \
