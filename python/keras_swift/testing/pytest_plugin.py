@@ -48,6 +48,7 @@ chain gets an ``elif backend.backend() == "swift":`` branch:
   ``test_shape_sparse``;
 * ``layers/merging/merging_test.py::test_sparse``,
   ``layers/core/embedding_test.py::test_correctness_sparse``,
+  ``layers/core/dense_test.py::test_dense_sparse``,
   ``layers/reshaping/flatten_test.py::test_flatten``,
   ``layers/reshaping/permute_test.py::test_permute``,
   ``optimizers/optimizer_sparse_test.py``: ``test_sparse_gradients`` and
@@ -107,6 +108,7 @@ _TEST_MODULE_PATHS = {
     ("keras", "src", "ops", "core_test.py"): "keras.src.ops.core_test",
     ("keras", "src", "layers", "merging", "merging_test.py"): "keras.src.layers.merging.merging_test",
     ("keras", "src", "layers", "core", "embedding_test.py"): "keras.src.layers.core.embedding_test",
+    ("keras", "src", "layers", "core", "dense_test.py"): "keras.src.layers.core.dense_test",
     ("keras", "src", "layers", "reshaping", "flatten_test.py"): "keras.src.layers.reshaping.flatten_test",
     ("keras", "src", "layers", "reshaping", "permute_test.py"): "keras.src.layers.reshaping.permute_test",
     ("keras", "src", "optimizers", "optimizer_sparse_test.py"): "keras.src.optimizers.optimizer_sparse_test",
@@ -130,6 +132,7 @@ _SPARSE_INPUT_BUILDERS = {
     ),
     "keras.src.layers.merging.merging_test": ("test_sparse",),
     "keras.src.layers.core.embedding_test": ("test_correctness_sparse",),
+    "keras.src.layers.core.dense_test": ("test_dense_sparse",),
     "keras.src.layers.reshaping.flatten_test": ("test_flatten",),
     "keras.src.layers.reshaping.permute_test": ("test_permute",),
     "keras.src.optimizers.optimizer_sparse_test": (
