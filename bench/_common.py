@@ -7,9 +7,11 @@ the driver (``available``, ``child_env``) and inside the workers
 (``activate_swift``, ``openblas_info``, ``backend_version``).
 """
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 BACKENDS = ("swift", "jax", "tensorflow", "torch")
@@ -147,3 +149,18 @@ def parse_backends(spec, allowed=BACKENDS):
     if unknown:
         sys.exit(f"unknown backend(s): {', '.join(sorted(unknown))}")
     return backends
+
+
+def run_worker(cmd, env, timeout, prefix):
+    """Runs one benchmark worker process; returns (result dict, None) from the stdout line
+    starting with `prefix`, or (None, the tail of its output)."""
+    start = time.monotonic()
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    wall = time.monotonic() - start
+    for line in out.stdout.splitlines():
+        if line.startswith(prefix):
+            result = json.loads(line[len(prefix) :])
+            result["process_wall_s"] = round(wall, 1)
+            return result, None
+    tail = (out.stderr or out.stdout).strip().splitlines()[-5:]
+    return None, "\n".join(tail) or f"exit status {out.returncode}"

@@ -49,6 +49,7 @@ from _common import (
     openblas_info,
     parse_backends,
     print_openblas_env,
+    run_worker,
 )
 
 MODELS = ("convnet", "lstm", "transformer")
@@ -187,16 +188,7 @@ def run_one(model, backend, env, args):
         "--batch-size", str(args.batch_size),
         "--seed", str(args.seed),
     ]  # fmt: skip
-    start = time.monotonic()
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
-    wall = time.monotonic() - start
-    for line in out.stdout.splitlines():
-        if line.startswith(RESULT_PREFIX):
-            result = json.loads(line[len(RESULT_PREFIX) :])
-            result["process_wall_s"] = round(wall, 1)
-            return result, None
-    tail = (out.stderr or out.stdout).strip().splitlines()[-5:]
-    return None, "\n".join(tail) or f"exit status {out.returncode}"
+    return run_worker(cmd, env, args.timeout, RESULT_PREFIX)
 
 
 def report(results, failures, backends, models, args):
