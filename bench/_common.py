@@ -143,6 +143,20 @@ def available(backend, python):
     return None, lines[-1] if lines else "keras-swift is not importable"
 
 
+def probe_backends(backends, python):
+    """``({backend: env}, {backend: why not})`` for ``backends``, in order; each one that
+    cannot run is reported on stderr."""
+    envs, failures = {}, {}
+    for b in backends:
+        env, why = available(b, python)
+        if env is None:
+            failures[b] = why
+            print(f"{b}: skipped ({why})", file=sys.stderr)
+        else:
+            envs[b] = env
+    return envs, failures
+
+
 def parse_backends(spec, allowed=BACKENDS):
     backends = [b.strip() for b in spec.split(",") if b.strip()]
     unknown = set(backends) - set(allowed)

@@ -38,7 +38,6 @@ from pathlib import Path
 from _common import (
     BACKENDS,
     activate_swift,
-    available,
     backend_version,
     cpu_count,
     describe_openblas,
@@ -46,6 +45,7 @@ from _common import (
     openblas_info,
     parse_backends,
     print_openblas_env,
+    probe_backends,
     run_worker,
 )
 
@@ -207,13 +207,9 @@ def main(argv=None):
         worker(args)
         return 0
     backends = parse_backends(args.backends)
-    results, failures = {}, {}
-    for backend in backends:
-        env, why = available(backend, args.python)
-        if env is None:
-            failures[backend] = why
-            print(f"{backend}: skipped ({why})", file=sys.stderr)
-            continue
+    envs, failures = probe_backends(backends, args.python)
+    results = {}
+    for backend, env in envs.items():
         print(f"{backend}: running...", file=sys.stderr, flush=True)
         try:
             result, error = run_backend(backend, env, args)

@@ -41,7 +41,6 @@ from pathlib import Path
 from _common import (
     BACKENDS,
     activate_swift,
-    available,
     backend_version,
     cpu_count,
     describe_openblas,
@@ -49,6 +48,7 @@ from _common import (
     openblas_info,
     parse_backends,
     print_openblas_env,
+    probe_backends,
     run_worker,
 )
 
@@ -263,14 +263,7 @@ def main(argv=None):
         worker(args)
         return 0
     backends = parse_backends(args.backends)
-    envs, failures = {}, {}
-    for b in backends:
-        env, why = available(b, args.python)
-        if env is None:
-            failures[b] = why
-            print(f"{b}: skipped ({why})", file=sys.stderr)
-        else:
-            envs[b] = env
+    envs, failures = probe_backends(backends, args.python)
     backends = [b for b in backends if b in envs]
     results = {}
     for i, model in enumerate(args.model_names):

@@ -50,8 +50,6 @@ from pathlib import Path
 
 from _common import (
     activate_swift,
-    available,
-    child_env,
     backend_version,
     cpu_count,
     describe_openblas,
@@ -59,6 +57,7 @@ from _common import (
     openblas_info,
     parse_backends,
     print_openblas_env,
+    probe_backends,
 )
 
 BACKENDS = ("swift", "numpy", "jax")
@@ -415,16 +414,9 @@ def main(argv=None):
         _worker_loop(args.seed)
         return 0
     backends = parse_backends(args.backends, BACKENDS)
-    workers, failures = {}, {}
-    for b in backends:
-        if b == "numpy":  # Keras's own numpy backend: nothing beyond keras to probe
-            env, why = child_env("numpy"), None
-        else:
-            env, why = available(b, args.python)
-        if env is None:
-            failures[b] = why
-            print(f"{b}: skipped ({why})", file=sys.stderr)
-            continue
+    envs, failures = probe_backends(backends, args.python)
+    workers = {}
+    for b, env in envs.items():
         try:
             workers[b] = Worker(b, env, args)
         except RuntimeError as e:
