@@ -338,6 +338,24 @@ def _dense_operand(x, shape):
     return op("broadcast_to", x, shape=list(shape))
 
 
+def _combine_sparse(dense_fn, x1, x2, linear):
+    """``dense_fn`` on the values of two sparse operands of one shape, over their
+    shared indices (or the union of both); a non-linear op first merges
+    duplicate entries, since it must see each position's total."""
+    if x1.indices is x2.indices:
+        if not linear and not x1.unique:
+            x1, x2 = sum_duplicates(x1), sum_duplicates(x2)
+        return SparseTensor(
+            x1.indices,
+            dense_fn(x1.values, x2.values),
+            x1.shape,
+            unique=x1.unique,
+            validate=False,
+        )
+    indices, v1, v2 = _align(x1, x2)
+    return SparseTensor(indices, dense_fn(v1, v2), x1.shape, unique=True, validate=False)
+
+
 def elementwise_binary_union(linear):
     """``f(0, 0) == 0`` ops (add, subtract, maximum, minimum): sparse only
     when both operands are; the result holds the union of their indices."""
@@ -345,20 +363,7 @@ def elementwise_binary_union(linear):
     def handler(dense_fn, x1, x2):
         if isinstance(x1, SparseTensor) and isinstance(x2, SparseTensor):
             if x1.shape == x2.shape:
-                if x1.indices is x2.indices:
-                    if not linear and not x1.unique:
-                        x1, x2 = sum_duplicates(x1), sum_duplicates(x2)
-                    return SparseTensor(
-                        x1.indices,
-                        dense_fn(x1.values, x2.values),
-                        x1.shape,
-                        unique=x1.unique,
-                        validate=False,
-                    )
-                indices, v1, v2 = _align(x1, x2)
-                return SparseTensor(
-                    indices, dense_fn(v1, v2), x1.shape, unique=True, validate=False
-                )
+                return _combine_sparse(dense_fn, x1, x2, linear)
         return dense_fn(_densify(x1), _densify(x2))
 
     return handler
@@ -369,20 +374,7 @@ def multiply(dense_fn, x1, x2):
     if isinstance(x1, SparseTensor) and isinstance(x2, SparseTensor):
         if x1.shape != x2.shape:
             return dense_fn(x1.todense(), x2.todense())
-        if x1.indices is x2.indices:
-            if not x1.unique:
-                x1, x2 = sum_duplicates(x1), sum_duplicates(x2)
-            return SparseTensor(
-                x1.indices,
-                dense_fn(x1.values, x2.values),
-                x1.shape,
-                unique=x1.unique,
-                validate=False,
-            )
-        indices, v1, v2 = _align(x1, x2)
-        return SparseTensor(
-            indices, dense_fn(v1, v2), x1.shape, unique=True, validate=False
-        )
+        return _combine_sparse(dense_fn, x1, x2, linear=False)
     if isinstance(x2, SparseTensor):
         return _multiply_dense(dense_fn, x2, x1, reflected=True)
     return _multiply_dense(dense_fn, x1, x2, reflected=False)
