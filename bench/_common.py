@@ -104,6 +104,21 @@ def backend_version(backend):
         return None
 
 
+def worker_environment(backend):
+    """What a worker process reports about where it ran (call after importing keras)."""
+    import keras
+    import numpy as np
+
+    return {
+        "keras": keras.version(),
+        "backend_version": backend_version(backend),
+        "numpy": np.__version__,
+        "cpus": cpu_count(),
+        "openblas": openblas_info(),
+        "env": openblas_env(),
+    }
+
+
 def cpu_count():
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))

@@ -38,13 +38,10 @@ from pathlib import Path
 from _common import (
     BACKENDS,
     activate_swift,
-    backend_version,
-    cpu_count,
     describe_openblas,
-    openblas_env,
-    openblas_info,
     parse_backends,
     print_openblas_env,
+    worker_environment,
     probe_backends,
     run_worker,
 )
@@ -71,7 +68,6 @@ def worker(args):
     backend = os.environ["KERAS_BACKEND"]
     activate_swift()
     import keras
-    import numpy as np
 
     keras.utils.set_random_seed(args.seed)
     x, y = make_data(args.samples, args.seed)
@@ -121,12 +117,7 @@ def worker(args):
         "epoch_s": [round(t, 3) for t in timed],
         "samples_per_s": args.samples * len(timed) / sum(timed),
         "loss": [float(v) for v in history.history["loss"]],
-        "keras": keras.version(),
-        "backend_version": backend_version(backend),
-        "numpy": np.__version__,
-        "cpus": cpu_count(),
-        "openblas": openblas_info(),
-        "env": openblas_env(),
+        **worker_environment(backend),
     }
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 

@@ -41,13 +41,10 @@ from pathlib import Path
 from _common import (
     BACKENDS,
     activate_swift,
-    backend_version,
-    cpu_count,
     describe_openblas,
-    openblas_env,
-    openblas_info,
     parse_backends,
     print_openblas_env,
+    worker_environment,
     probe_backends,
     run_worker,
 )
@@ -138,7 +135,6 @@ def worker(args):
     backend = os.environ["KERAS_BACKEND"]
     activate_swift()
     import keras
-    import numpy as np
 
     keras.utils.set_random_seed(args.seed)
     samples = args.steps * args.batch_size
@@ -162,12 +158,7 @@ def worker(args):
         "samples_per_s": samples / seconds,
         "steps_per_s": args.steps / seconds,
         "loss": float(history.history["loss"][-1]),
-        "keras": keras.version(),
-        "backend_version": backend_version(backend),
-        "numpy": np.__version__,
-        "cpus": cpu_count(),
-        "openblas": openblas_info(),
-        "env": openblas_env(),
+        **worker_environment(backend),
     }
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 

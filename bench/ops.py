@@ -50,13 +50,10 @@ from pathlib import Path
 
 from _common import (
     activate_swift,
-    backend_version,
-    cpu_count,
     describe_openblas,
-    openblas_env,
-    openblas_info,
     parse_backends,
     print_openblas_env,
+    worker_environment,
     probe_backends,
 )
 
@@ -211,12 +208,7 @@ def _worker_loop(seed):
     reply(
         {
             "backend": backend,
-            "keras": keras.version(),
-            "backend_version": backend_version(backend),
-            "numpy": np.__version__,
-            "cpus": cpu_count(),
-            "openblas": openblas_info(),
-            "env": openblas_env(),
+            **worker_environment(backend),
         }
     )
     for line in sys.stdin:
