@@ -4,26 +4,13 @@ sparseness of results (jax BCOO rules), and errors.
 Skipped while ``_swiftkeras`` is not built.
 """
 
-import os
-
 import numpy as np
 import pytest
+from swift_env import require_swift
 
-os.environ.setdefault("KERAS_BACKEND", "swift")
-pytest.importorskip("_swiftkeras", reason="native module _swiftkeras not built")
-try:  # activates the hook when its .pth is not installed (source checkout)
-    import keras_swift_hook  # noqa: F401
-except ImportError:
-    pass
+keras = require_swift()
 
-import keras  # noqa: E402
 from keras import ops  # noqa: E402
-
-if keras.backend.backend() != "swift":
-    pytest.skip(
-        f"Keras already runs on {keras.backend.backend()!r} in this process",
-        allow_module_level=True,
-    )
 
 from keras_swift.src import sparse  # noqa: E402
 from keras_swift.src.tensor import SparseTensor  # noqa: E402

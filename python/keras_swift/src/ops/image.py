@@ -397,10 +397,14 @@ def affine_transform(
     if transform.ndim == 1:
         transform = op("reshape", transform, shape=[1, 8])
     transform = cast(transform, _coordinate_dtype(transform.dtype))
-    coordinates = _projective_coordinates(
-        transform, images.shape[1], images.shape[2]
-    )
-    out = op(
+    out = _projective_warp(images, transform, interpolation, fill_mode, fill_value)
+    return _from_nhwc(out, squeeze, data_format)
+
+
+def _projective_warp(images, transforms, interpolation, fill_mode, fill_value):
+    """NHWC `images` sampled at each output pixel's image under `transforms` (N or 1, 8)."""
+    coordinates = _projective_coordinates(transforms, images.shape[1], images.shape[2])
+    return op(
         "grid_sample",
         images,
         coordinates,
@@ -408,7 +412,6 @@ def affine_transform(
         fill_mode=fill_mode,
         fill_value=float(fill_value),
     )
-    return _from_nhwc(out, squeeze, data_format)
 
 
 def compute_homography_matrix(start_points, end_points):
@@ -474,17 +477,7 @@ def perspective_transform(
     transforms = compute_homography_matrix(
         cast(start_points, dtype), cast(end_points, dtype)
     )
-    coordinates = _projective_coordinates(
-        transforms, images.shape[1], images.shape[2]
-    )
-    out = op(
-        "grid_sample",
-        images,
-        coordinates,
-        order=AFFINE_TRANSFORM_INTERPOLATIONS[interpolation],
-        fill_mode="constant",
-        fill_value=float(fill_value),
-    )
+    out = _projective_warp(images, transforms, interpolation, "constant", fill_value)
     return _from_nhwc(out, squeeze, data_format)
 
 
