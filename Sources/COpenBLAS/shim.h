@@ -20,7 +20,10 @@
   void P##gesdd_(const char *jobz, const int *m, const int *n, T *a, const int *lda, T *s, T *u, const int *ldu, \
                  T *vt, const int *ldvt, T *work, const int *lwork, int *iwork, int *info, size_t jobz_len); \
   void P##gelsd_(const int *m, const int *n, const int *nrhs, T *a, const int *lda, T *b, const int *ldb, T *s, \
-                 const T *rcond, int *rank, T *work, const int *lwork, int *iwork, int *info);
+                 const T *rcond, int *rank, T *work, const int *lwork, int *iwork, int *info); \
+  void P##geev_(const char *jobvl, const char *jobvr, const int *n, T *a, const int *lda, T *wr, T *wi, T *vl, \
+                const int *ldvl, T *vr, const int *ldvr, T *work, const int *lwork, int *info, size_t jobvl_len, \
+                size_t jobvr_len);
 
 TE_LAPACK_REAL(float, s)
 TE_LAPACK_REAL(double, d)

@@ -232,6 +232,17 @@ public func te_requires_grad(_ h: OpaquePointer?) -> Int32 { ((try? tensor(h).re
 @_cdecl("te_gradient")
 public func te_gradient(_ target: OpaquePointer?, _ seed: OpaquePointer?, _ sources: UnsafePointer<OpaquePointer?>?,
                         _ nSources: Int32, _ grads: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    gradient(target, seed, sources, nSources, grads, createGraph: false)
+}
+
+@_cdecl("te_gradient_create_graph")
+public func te_gradient_create_graph(_ target: OpaquePointer?, _ seed: OpaquePointer?, _ sources: UnsafePointer<OpaquePointer?>?,
+                                     _ nSources: Int32, _ grads: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    gradient(target, seed, sources, nSources, grads, createGraph: true)
+}
+
+private func gradient(_ target: OpaquePointer?, _ seed: OpaquePointer?, _ sources: UnsafePointer<OpaquePointer?>?,
+                      _ nSources: Int32, _ grads: UnsafeMutablePointer<OpaquePointer?>?, createGraph: Bool) -> Int32 {
     guarded {
         guard nSources >= 0, nSources == 0 || (sources != nil && grads != nil) else {
             throw EngineError.value("bad source or gradient array")
@@ -239,7 +250,7 @@ public func te_gradient(_ target: OpaquePointer?, _ seed: OpaquePointer?, _ sour
         let t = try tensor(target)
         let s = try seed.map { try tensor($0) }
         let srcs = try (0..<Int(nSources)).map { try tensor(sources![$0]) }
-        let gs = try Tape.gradient(of: t, seed: s, wrt: srcs)
+        let gs = try Tape.gradient(of: t, seed: s, wrt: srcs, createGraph: createGraph)
         for (i, g) in gs.enumerated() { grads![i] = g.map(handle) }
     }
 }

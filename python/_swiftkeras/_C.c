@@ -21,7 +21,7 @@
 
 #include "tensor_engine.h"
 
-#define N_DTYPES 15
+#define N_DTYPES 17
 
 /* The engine refuses ranks above this (te_tensor_create), so a larger rank
  * reported for a handle means a broken engine, not a big tensor. */
@@ -46,7 +46,7 @@
 static const char *const dtype_names[N_DTYPES] = {
     "bool",   "int8",   "int16",   "int32",    "int64",    "uint8",   "uint16",
     "uint32", "uint64", "float16", "bfloat16", "float32",  "float64",
-    "float8_e4m3fn", "float8_e5m2",
+    "float8_e4m3fn", "float8_e5m2", "complex64", "complex128",
 };
 
 /* Native struct-module codes with fixed sizes on every platform we target
@@ -54,7 +54,7 @@ static const char *const dtype_names[N_DTYPES] = {
  * exported as its raw 16 bits and reinterpreted by the caller (ml_dtypes). */
 static const char *const dtype_formats[N_DTYPES] = {
     "?", "b", "h", "i", "q", "B", "H", "I", "Q", "e", "H", "f", "d",
-    "B", "B",
+    "B", "B", "Zf", "Zd",
 };
 
 /* -------------------------------------------------------------------------- */
@@ -1397,18 +1397,21 @@ py_record_custom(PyObject *mod, PyObject *args)
 }
 
 PyDoc_STRVAR(gradient_doc,
-"gradient(target, sources, seed=None)\n--\n\n"
+"gradient(target, sources, seed=None, create_graph=False)\n--\n\n"
 "Gradients of target with respect to each source through the ops on the\n"
 "innermost tape: a list holding a Tensor, or None where a source does not\n"
-"influence target. seed is the output gradient (default: ones).");
+"influence target. seed is the output gradient (default: ones).\n"
+"create_graph=True pops the innermost tape and records the backward pass\n"
+"onto the tape beneath it, so the gradients are differentiable again.");
 
 static PyObject *
 py_gradient(PyObject *mod, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"target", "sources", "seed", NULL};
+    static char *kwlist[] = {"target", "sources", "seed", "create_graph", NULL};
     PyObject *target, *sources, *seed = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:gradient", kwlist, &target,
-                                     &sources, &seed)) {
+    int create_graph = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|Op:gradient", kwlist, &target,
+                                     &sources, &seed, &create_graph)) {
         return NULL;
     }
     if (!Tensor_Check(target)) {
@@ -1445,7 +1448,7 @@ py_gradient(PyObject *mod, PyObject *args, PyObject *kwargs)
     te_status st;
     /* target and seed are kept alive by the argument tuple, sources by `keep`. */
     Py_BEGIN_ALLOW_THREADS
-    st = te_gradient(target_h, seed_h, src, n, grads);
+    st = (create_graph ? te_gradient_create_graph : te_gradient)(target_h, seed_h, src, n, grads);
     Py_END_ALLOW_THREADS
 
     if (st != TE_OK) {

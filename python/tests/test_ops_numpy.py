@@ -4,6 +4,8 @@ Each case runs a Keras op in the Swift engine and compares values (and the
 Keras result dtype) with numpy. Skipped while ``_swiftkeras`` is not built.
 """
 
+import warnings
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -544,8 +546,8 @@ def test_bfloat16_tensors_convert_to_bfloat16_arrays():
 
 
 def test_not_implemented_entry_points_say_so():
-    with pytest.raises(NotImplementedError, match="keras_swift: linalg.eig"):
-        ops.eig(A[:, :3])
+    with pytest.raises(NotImplementedError, match="keras_swift: numpy.pad"):
+        ops.pad(A, 1, mode="maximum")
 
 
 # The float32 kernels of exp/tanh/sigmoid/gelu are polynomials, not libm, and sqrt/rsqrt
@@ -630,3 +632,65 @@ def test_float32_fast_path_gradients(name, grad):
     finally:
         C.tape_pop()
     np.testing.assert_allclose(np.asarray(g), grad(x64.astype("float32").astype("float64")), rtol=2e-6, atol=1e-6)
+
+
+def _assert_close_same_dtype(got, want):
+    got = ops.convert_to_numpy(got)
+    assert got.dtype == np.asarray(want).dtype, (got.dtype, np.asarray(want).dtype)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-5)
+
+
+def test_complex64_against_numpy():
+    close = _assert_close_same_dtype
+    z_numpy = (A + 1j * B).astype("complex64")
+    w_numpy = (P - 0.5j * U).astype("complex64")
+    z, w = ops.convert_to_tensor(z_numpy), ops.convert_to_tensor(w_numpy)
+    close(z, z_numpy)
+    close(ops.add(z, w), z_numpy + w_numpy)
+    close(ops.multiply(z, w), z_numpy * w_numpy)
+    close(ops.divide(z, w), z_numpy / w_numpy)
+    close(ops.power(z, 3), z_numpy**3)
+    close(ops.sqrt(w), np.sqrt(w_numpy))
+    close(ops.exp(z), np.exp(z_numpy))
+    close(ops.log(w), np.log(w_numpy))
+    close(ops.abs(z), np.abs(z_numpy))
+    close(ops.real(z), z_numpy.real)
+    close(ops.imag(z), z_numpy.imag)
+    close(ops.conj(z), np.conj(z_numpy))
+    close(ops.angle(z), np.angle(z_numpy))
+    close(ops.sum(z, axis=0), z_numpy.sum(axis=0))
+    close(ops.mean(z), z_numpy.mean())
+    close(ops.matmul(z, ops.transpose(w)), z_numpy @ w_numpy.T)
+    close(ops.transpose(z), z_numpy.T)
+    close(ops.cast(z, "float32"), z_numpy.real)
+    close(ops.view_as_real(z), np.stack([z_numpy.real, z_numpy.imag], axis=-1))
+    close(ops.view_as_complex(ops.view_as_real(z)), z_numpy)
+    close(ops.multiply(z, 1j), z_numpy * np.complex64(1j))
+    assert ops.convert_to_numpy(ops.equal(z, z)).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's ComplexWarning must not leak out
+        close(ops.convert_to_tensor(z_numpy, "float32"), z_numpy.real)
+
+
+def test_complex128_keeps_double_precision():
+    close = _assert_close_same_dtype
+    z_numpy = (A.astype("float64") + 1j / 3).astype("complex128")
+    z = ops.convert_to_tensor(z_numpy, "complex128")
+    close(z, z_numpy)
+    close(ops.real(z), z_numpy.real)
+    close(ops.imag(z), z_numpy.imag)
+    close(ops.sum(z, axis=1), z_numpy.sum(axis=1))
+    close(ops.cast(z, "complex64"), z_numpy.astype("complex64"))
+    # Like jax without x64 (Keras's result_type), a complex128 numpy input
+    # becomes complex64 unless complex128 is asked for.
+    assert ops.convert_to_tensor(z_numpy).dtype == "complex64"
+
+
+def test_complex_unsupported_op_raises_type_error():
+    z = ops.convert_to_tensor(np.array([1 + 2j], "complex64"))
+    with pytest.raises(TypeError, match="complex"):
+        ops.relu(z)
+    with pytest.raises(TypeError, match="complex"):
+        ops.less(z, z)
+    with pytest.raises(TypeError, match="complex"):
+        ops.max(z)

@@ -127,9 +127,28 @@ public enum Tape {
 
     /// Gradients of `target` (seeded with `seed`, default ones) with respect to `sources`,
     /// nil for a source that does not influence `target`.
-    public static func gradient(of target: Tensor, seed: Tensor? = nil, wrt sources: [Tensor]) throws -> [Tensor?] {
+    ///
+    /// With `createGraph`, the innermost tape is consumed (popped) and the backward pass
+    /// records onto the tape beneath it, so the gradients are themselves differentiable:
+    /// the way to second derivatives and to forward mode (a JVP is the VJP of a VJP).
+    public static func gradient(of target: Tensor, seed: Tensor? = nil, wrt sources: [Tensor],
+                                createGraph: Bool = false) throws -> [Tensor?] {
         let s = currentTapeState()
         guard let nodes = s.tapes.last else { throw EngineError.value("gradient() needs an active tape") }
+        if createGraph {
+            guard s.tapes.count >= 2 else { throw EngineError.value("gradient(create_graph) needs an outer tape to record onto") }
+            s.tapes.removeLast()
+            defer { for n in nodes { n.release() } }
+            return try backpropagate(nodes, target, seed, sources, checkRecorded: true)
+        }
+        return try paused { try backpropagate(nodes, target, seed, sources, checkRecorded: false) }
+    }
+
+    /// `checkRecorded`: a non-zero gradient that is not tracked although its output gradient
+    /// is came from a VJP running unrecorded kernels; under create_graph it would silently
+    /// drop a derivative term, so it is an error instead.
+    private static func backpropagate(_ nodes: [TapeNode], _ target: Tensor, _ seed: Tensor?, _ sources: [Tensor],
+                                      checkRecorded: Bool) throws -> [Tensor?] {
         let seedGrad: Tensor
         if let g = seed {
             guard g.shape == target.shape else {
@@ -139,28 +158,30 @@ public enum Tape {
         } else {
             seedGrad = try full(target.shape, value: 1, dtype: target.dtype)
         }
-        return try paused {
-            var grads: [ObjectIdentifier: Tensor] = [:]
-            // Keys: a recorded tensor by its node, a leaf by itself (both alive here).
-            func key(_ t: Tensor) -> ObjectIdentifier {
-                if let n = t.node, n.isLive { return ObjectIdentifier(n) }
-                return ObjectIdentifier(t)
-            }
-            let sourceKeys = Set(sources.map(key))
-            grads[key(target)] = seedGrad
-            for node in nodes.reversed() {
-                let k = ObjectIdentifier(node)
-                guard let g = grads[k], let backward = node.backward else { continue }
-                if !sourceKeys.contains(k) { grads[k] = nil }
-                let inputGrads = try backward(g)
-                for (input, ig) in zip(node.inputs, inputGrads) {
-                    guard let ig = ig, isTracked(input) else { continue }
-                    let ik = key(input)
-                    if let prev = grads[ik] { grads[ik] = try add(prev, ig) } else { grads[ik] = ig }
-                }
-            }
-            return sources.map { grads[key($0)] }
+        var grads: [ObjectIdentifier: Tensor] = [:]
+        // Keys: a recorded tensor by its node, a leaf by itself (both alive here).
+        func key(_ t: Tensor) -> ObjectIdentifier {
+            if let n = t.node, n.isLive { return ObjectIdentifier(n) }
+            return ObjectIdentifier(t)
         }
+        let sourceKeys = Set(sources.map(key))
+        grads[key(target)] = seedGrad
+        for node in nodes.reversed() {
+            let k = ObjectIdentifier(node)
+            guard let g = grads[k], let backward = node.backward else { continue }
+            if !sourceKeys.contains(k) { grads[k] = nil }
+            let inputGrads = try backward(g)
+            for (input, ig) in zip(node.inputs, inputGrads) {
+                guard let ig = ig, isTracked(input) else { continue }
+                if checkRecorded, isTracked(g), !isTracked(ig), try reduce(.any, ig).double(at: 0) != 0 {
+                    throw EngineError.notImplemented(
+                        "create_graph: the gradient of an op with output \(node.outputShape) is not differentiable yet")
+                }
+                let ik = key(input)
+                if let prev = grads[ik] { grads[ik] = try add(prev, ig) } else { grads[ik] = ig }
+            }
+        }
+        return sources.map { grads[key($0)] }
     }
 }
 

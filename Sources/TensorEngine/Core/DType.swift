@@ -3,13 +3,15 @@ public enum DType: Int32, CaseIterable, Sendable, CustomStringConvertible {
     case bool = 0, int8, int16, int32, int64, uint8, uint16, uint32, uint64
     case float16, bfloat16, float32, float64
     case float8_e4m3fn, float8_e5m2
+    case complex64, complex128
 
     public var itemSize: Int {
         switch self {
         case .bool, .int8, .uint8, .float8_e4m3fn, .float8_e5m2: return 1
         case .int16, .uint16, .float16, .bfloat16: return 2
         case .int32, .uint32, .float32: return 4
-        case .int64, .uint64, .float64: return 8
+        case .int64, .uint64, .float64, .complex64: return 8
+        case .complex128: return 16
         }
     }
 
@@ -30,6 +32,8 @@ public enum DType: Int32, CaseIterable, Sendable, CustomStringConvertible {
         case .float64: return "float64"
         case .float8_e4m3fn: return "float8_e4m3fn"
         case .float8_e5m2: return "float8_e5m2"
+        case .complex64: return "complex64"
+        case .complex128: return "complex128"
         }
     }
 
@@ -43,7 +47,16 @@ public enum DType: Int32, CaseIterable, Sendable, CustomStringConvertible {
     public var isFloatingPoint: Bool {
         self == .float32 || self == .float64 || isHalf
     }
-    public var isInteger: Bool { !isFloatingPoint && self != .bool }
+    public var isInteger: Bool { !isFloatingPoint && !isComplex && self != .bool }
+    public var isComplex: Bool { self == .complex64 || self == .complex128 }
+    /// The dtype of one part (real or imaginary) of a complex dtype.
+    public var complexPart: DType? {
+        switch self {
+        case .complex64: return .float32
+        case .complex128: return .float64
+        default: return nil
+        }
+    }
     public var isUnsigned: Bool { self == .uint8 || self == .uint16 || self == .uint32 || self == .uint64 }
     /// Narrow floats (float16, bfloat16, float8) are stored as such but computed in float32.
     public var isHalf: Bool {
@@ -79,7 +92,7 @@ public enum DType: Int32, CaseIterable, Sendable, CustomStringConvertible {
     private static func edges(_ n: Node) -> [Node] {
         switch n {
         case .concrete(.bool): return [.weakInt]
-        case .weakInt: return [.concrete(.uint8), .concrete(.int8)]
+        case .weakInt: return [.concrete(.uint8), .concrete(.int8), .concrete(.complex64)]
         case .concrete(.uint8): return [.concrete(.int16), .concrete(.uint16)]
         case .concrete(.uint16): return [.concrete(.int32), .concrete(.uint32)]
         case .concrete(.uint32): return [.concrete(.int64), .concrete(.uint64)]
@@ -90,7 +103,8 @@ public enum DType: Int32, CaseIterable, Sendable, CustomStringConvertible {
         case .concrete(.int64): return [.weakFloat]
         case .weakFloat: return [.concrete(.bfloat16), .concrete(.float16)]
         case .concrete(.bfloat16), .concrete(.float16): return [.concrete(.float32)]
-        case .concrete(.float32): return [.concrete(.float64)]
+        case .concrete(.float32): return [.concrete(.float64), .concrete(.complex64)]
+        case .concrete(.float64), .concrete(.complex64): return [.concrete(.complex128)]
         default: return []
         }
     }

@@ -93,13 +93,17 @@ public struct OpDef {
 
     public init(_ name: String, _ run: @escaping ([Tensor], Attrs) throws -> [Tensor]) {
         self.name = name
-        self.run = run
+        self.run = complexCapableOps.contains(name) ? run : { inputs, attrs in
+            if let c = inputs.first(where: { $0.dtype.isComplex }) {
+                throw EngineError.type("\(name) does not support complex inputs (got \(c.dtype))")
+            }
+            return try run(inputs, attrs)
+        }
     }
 
     /// An op of exactly `arity` inputs and one output.
     public init(_ name: String, arity: Int, _ run: @escaping ([Tensor], Attrs) throws -> Tensor) {
-        self.name = name
-        self.run = { inputs, attrs in
+        self.init(name) { inputs, attrs in
             guard inputs.count == arity else {
                 throw EngineError.value("\(name) takes \(arity) input(s), got \(inputs.count)")
             }
@@ -116,7 +120,7 @@ public enum OpRegistry {
             + numericOps + samplerOps
             + optimizerOps
             + nnExtraOps + ctcOps
-            + imageOps
+            + imageOps + complexOps
         return all
     }()
 

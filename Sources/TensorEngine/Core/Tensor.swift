@@ -246,6 +246,8 @@ public final class Tensor {
         case .float8_e5m2: body(p, read(Float8E5M2.self))
         case .float32: body(p, read(Float.self))
         case .float64: body(p, read(Double.self))
+        case .complex64: body(p, read(Complex<Float>.self))
+        case .complex128: body(p, read(Complex<Double>.self))
         }
     }
 }

@@ -17,6 +17,8 @@ public func full(_ shape: [Int], value: Double, dtype: DType = .float32) throws 
     case .bfloat16: let p = t.pointer(BFloat16.self), v = BFloat16(Float(value)); for i in 0..<t.count { p[i] = v }
     case .float8_e4m3fn: let p = t.pointer(Float8E4M3FN.self), v = Float8E4M3FN(value); for i in 0..<t.count { p[i] = v }
     case .float8_e5m2: let p = t.pointer(Float8E5M2.self), v = Float8E5M2(value); for i in 0..<t.count { p[i] = v }
+    case .complex64: let p = t.pointer(Complex<Float>.self), v = Complex<Float>(fromDouble: value); for i in 0..<t.count { p[i] = v }
+    case .complex128: let p = t.pointer(Complex<Double>.self), v = Complex<Double>(fromDouble: value); for i in 0..<t.count { p[i] = v }
     default: try dispatchNumeric(dtype, Fill(t: t, value: value))
     }
     return t
@@ -41,8 +43,9 @@ public func arange(start: Double, stop: Double, step: Double = 1, dtype: DType =
         throw EngineError.value("arange(\(start), \(stop), \(step)) has too many elements")
     }
     let n = Swift.max(0, Int(count))
-    if dtype.isHalf || dtype == .bool {
-        return try cast(try arange(start: start, stop: stop, step: step, dtype: .float32), to: dtype)
+    if dtype.isHalf || dtype == .bool || dtype.isComplex {
+        let base = dtype.complexPart ?? .float32
+        return try cast(try arange(start: start, stop: stop, step: step, dtype: base), to: dtype)
     }
     let t = try Tensor(zeros: [n], dtype: dtype)
     struct Fill: NumericVisitor {

@@ -124,6 +124,8 @@ func dispatchElement<V: ElementVisitor>(_ dt: DType, _ v: V) throws -> V.Result 
     case .float8_e5m2: return try v.visit(Float8E5M2.self)
     case .float32: return try v.visit(Float.self)
     case .float64: return try v.visit(Double.self)
+    case .complex64: return try v.visit(Complex<Float>.self)
+    case .complex128: return try v.visit(Complex<Double>.self)
     }
 }
 
@@ -172,7 +174,7 @@ public func cast(_ x: Tensor, to dtype: DType) throws -> Tensor {
             try dispatchElement(out.dtype, CastInner<S>(x: x, out: out))
         }
     }
-    try dispatchElement(x.dtype, Outer(x: x, out: out))
+    if !castComplex(x, out) { try dispatchElement(x.dtype, Outer(x: x, out: out)) }
     if x.dtype.isFloatingPoint && dtype.isFloatingPoint {
         let src = x.dtype
         Tape.record(out, [x]) { g in [try cast(g, to: src)] }
@@ -396,6 +398,7 @@ public func binary(_ op: BinaryOp, _ a0: Tensor, _ b0: Tensor) throws -> Tensor 
     }
     let (a, b) = try promote(a0, b0)
     let dt = a.dtype
+    if dt.isComplex { return try complexBinary(op, a, b) }
     if dt.isHalf || (op.floatOnly && !dt.isFloatingPoint) {
         let r = try binary(op, cast(a, to: .float32), cast(b, to: .float32))
         return op.isComparison || !dt.isHalf ? r : try cast(r, to: dt)
@@ -641,6 +644,7 @@ public enum UnaryOp: Equatable {
 /// Applies a unary op. Float ops widen integer and bool inputs to float32 and compute half
 /// types in float32.
 public func unary(_ op: UnaryOp, _ x0: Tensor) throws -> Tensor {
+    if x0.dtype.isComplex { return try complexUnary(op, x0) }
     if op.returnsBool {
         let out = try Tensor(zeros: x0.shape, dtype: .bool)
         if op == .logicalNot {

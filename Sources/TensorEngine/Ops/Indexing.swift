@@ -134,6 +134,13 @@ public func scatterND(_ base0: Tensor, _ indices: Tensor, _ updates0: Tensor, re
     let slice = sliceShape.reduce(1, *)
     let expected = batch + sliceShape
     let u = try materialize(updates, expected)
+    if base.dtype.isComplex {
+        // Adding or storing acts on the two parts independently.
+        guard reduction == .add || reduction == .update else {
+            throw EngineError.type("scatter_nd reduction '\(reduction.rawValue)' is not defined for \(base.dtype)")
+        }
+        return pairsAsComplex(try scatterND(complexAsPairs(base), indices, complexAsPairs(u), reduction: reduction))
+    }
     let out = try Tensor(zeros: base.shape, dtype: base.dtype)
     out.rawPointer.copyMemory(from: base.rawPointer, byteCount: base.nbytes)
     if base.dtype.isHalf || base.dtype == .bool {

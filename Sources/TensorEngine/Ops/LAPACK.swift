@@ -17,6 +17,8 @@ protocol LAPACKFloat: BLASFloat {
                       _ u: UnsafeMutablePointer<Self>, _ ldu: Int32, _ vt: UnsafeMutablePointer<Self>, _ ldvt: Int32) -> Int32
     static func gelsd(_ m: Int32, _ n: Int32, _ nrhs: Int32, _ a: UnsafeMutablePointer<Self>, _ b: UnsafeMutablePointer<Self>,
                       _ ldb: Int32, _ rcond: Self) -> Int32
+    static func geev(_ n: Int32, _ a: UnsafeMutablePointer<Self>, _ wr: UnsafeMutablePointer<Self>, _ wi: UnsafeMutablePointer<Self>,
+                     _ vr: UnsafeMutablePointer<Self>) -> Int32
 }
 
 /// Runs a LAPACK routine twice: a workspace query (lwork = -1), then the real call.
@@ -90,6 +92,18 @@ extension LAPACKFloat {
             if isSingle { sorgqr_(&m, &n, &k, f(a), &lda, f(tau), f(work), lwork, &info) } else { dorgqr_(&m, &n, &k, d(a), &lda, d(tau), d(work), lwork, &info) }
             return info
         }
+    }
+    static func geev(_ n: Int32, _ a: UnsafeMutablePointer<Self>, _ wr: UnsafeMutablePointer<Self>, _ wi: UnsafeMutablePointer<Self>,
+                     _ vr: UnsafeMutablePointer<Self>) -> Int32 {
+        var (n, lda, ldvl, info) = (n, Swift.max(1, n), Int32(1), Int32(0))
+        var jobvl: CChar = 78, jobvr: CChar = 86 // "N", "V"
+        var vl = Self(0)
+        _ = withWork(Self.self) { work, lwork in
+            if isSingle { sgeev_(&jobvl, &jobvr, &n, f(a), &lda, f(wr), f(wi), f(&vl), &ldvl, f(vr), &lda, f(work), lwork, &info, 1, 1) }
+            else { dgeev_(&jobvl, &jobvr, &n, d(a), &lda, d(wr), d(wi), d(&vl), &ldvl, d(vr), &lda, d(work), lwork, &info, 1, 1) }
+            return info
+        }
+        return info
     }
     static func syevd(_ n: Int32, _ a: UnsafeMutablePointer<Self>, _ w: UnsafeMutablePointer<Self>) -> Int32 {
         var (n, lda, info) = (n, Swift.max(1, n), Int32(0))
@@ -405,6 +419,51 @@ public func qr(_ x0: Tensor, complete: Bool = false) throws -> (q: Tensor, r: Te
     return (q, r)
 }
 
+/// Eigenvalues and right eigenvectors (columns, unit norm) of general square real matrices,
+/// as complex64 (float32 input) or complex128 (float64). Not differentiable.
+public func eig(_ x0: Tensor) throws -> (values: Tensor, vectors: Tensor) {
+    let x = try linalgInput(x0)
+    let (batch, n, _) = try matrixDims(x, "eig", square: true)
+    let cdt: DType = x.dtype == .float64 ? .complex128 : .complex64
+    let w = try Tensor(zeros: Array(x.shape.dropLast()), dtype: cdt), v = try Tensor(zeros: x.shape, dtype: cdt)
+    struct K: LAPACKVisitor {
+        let x: Tensor, w: Tensor, v: Tensor, batch: Int, n: Int
+        func visit<T: LAPACKFloat>(_: T.Type) throws {
+            let a = UnsafeMutablePointer<T>.allocate(capacity: Swift.max(3 * n * n + 2 * n, 1))
+            defer { a.deallocate() }
+            let vr = a + n * n, wr = vr + n * n, wi = wr + n
+            let pw = UnsafeMutableRawPointer(w.pointer(T.self)), pv = UnsafeMutableRawPointer(v.pointer(T.self))
+            for b in 0..<batch where n > 0 {
+                transposeCopy(x.pointer(T.self) + b * n * n, n, n, a)
+                let info = T.geev(Int32(n), a, wr, wi, vr)
+                if info != 0 { throw lapackFailure("eig", info) }
+                // Column j of VR (column-major) is a real eigenvector when wi[j] == 0; a
+                // conjugate pair (j, j+1) stores re and im in columns j and j+1.
+                let ow = pw.bindMemory(to: (T, T).self, capacity: batch * n) + b * n
+                let ov = pv.bindMemory(to: (T, T).self, capacity: batch * n * n) + b * n * n
+                var j = 0
+                while j < n {
+                    ow[j] = (wr[j], wi[j])
+                    if wi[j] != 0 && j + 1 < n {
+                        ow[j + 1] = (wr[j + 1], wi[j + 1])
+                        for i in 0..<n {
+                            let re = vr[j * n + i], im = vr[(j + 1) * n + i]
+                            ov[i * n + j] = (re, im)
+                            ov[i * n + j + 1] = (re, -im)
+                        }
+                        j += 2
+                    } else {
+                        for i in 0..<n { ov[i * n + j] = (vr[j * n + i], 0) }
+                        j += 1
+                    }
+                }
+            }
+        }
+    }
+    try dispatchLAPACK(x.dtype, K(x: x, w: w, v: v, batch: batch, n: n))
+    return (w, v)
+}
+
 /// Eigenvalues (ascending) and eigenvectors (columns) of symmetric matrices, from the lower
 /// triangle. Differentiable (both outputs).
 public func eigh(_ x0: Tensor) throws -> (values: Tensor, vectors: Tensor) {
@@ -518,6 +577,10 @@ let lapackOps: [OpDef] = [
     OpDef("qr") { t, a in
         guard t.count == 1 else { throw EngineError.value("qr takes 1 input") }
         let r = try qr(t[0], complete: a.string("mode", default: "reduced") == "complete"); return [r.q, r.r]
+    },
+    OpDef("eig") { t, _ in
+        guard t.count == 1 else { throw EngineError.value("eig takes 1 input") }
+        let r = try eig(t[0]); return [r.values, r.vectors]
     },
     OpDef("eigh") { t, _ in
         guard t.count == 1 else { throw EngineError.value("eigh takes 1 input") }

@@ -84,6 +84,7 @@ func gemm(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false) 
 public func matmul(_ a0: Tensor, _ b0: Tensor) throws -> Tensor {
     guard a0.rank > 0, b0.rank > 0 else { throw EngineError.value("matmul does not accept 0-d tensors") }
     var (a, b) = try promote(a0, b0)
+    if a.dtype.isComplex { return try complexMatmul(a, b) }
     if a.dtype.isHalf || a.dtype == .bool {
         let r = try matmul(try cast(a, to: a.dtype == .bool ? .int32 : .float32), try cast(b, to: a.dtype == .bool ? .int32 : .float32))
         return try cast(r, to: a.dtype)
@@ -95,7 +96,13 @@ public func matmul(_ a0: Tensor, _ b0: Tensor) throws -> Tensor {
     if a.dtype.isFloatingPoint {
         let (aa, bb) = (a, b)
         Tape.record(out, [aa, bb]) { g in
-            [try sumToShape(try gemm(g, bb, transB: true), aa.shape), try sumToShape(try gemm(aa, g, transA: true), bb.shape)]
+            // Under create_graph the backward pass is itself recorded, so it must go through
+            // matmul; otherwise gemm's transpose flags save the transposed copies.
+            if Tape.shouldRecord([g, aa, bb]) {
+                return [try sumToShape(try matmul(g, try matrixTranspose(bb)), aa.shape),
+                        try sumToShape(try matmul(try matrixTranspose(aa), g), bb.shape)]
+            }
+            return [try sumToShape(try gemm(g, bb, transB: true), aa.shape), try sumToShape(try gemm(aa, g, transA: true), bb.shape)]
         }
     }
     if vecA || vecB {

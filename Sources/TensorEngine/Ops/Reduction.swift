@@ -32,6 +32,7 @@ public func reduce(_ op: ReduceOp, _ x0: Tensor, axes axes0: [Int]? = nil, keepd
         let r = try reduce(op == .any ? .max : .min, b, axes: axes0, keepdims: keepdims)
         return try cast(r, to: .bool)
     }
+    if x0.dtype.isComplex { return try complexReduce(op, x0, axes: axes0, keepdims: keepdims) }
     if x0.dtype.isHalf { return try cast(try reduce(op, try cast(x0, to: .float32), axes: axes0, keepdims: keepdims), to: x0.dtype) }
     if x0.dtype == .bool {
         let wide: DType = (op == .sum || op == .prod) ? .int32 : (op == .mean ? .float32 : .uint8)

@@ -48,7 +48,9 @@ typedef enum {
   TE_FLOAT32 = 11,
   TE_FLOAT64 = 12,
   TE_FLOAT8_E4M3FN = 13, /* OCP FP8 (ml_dtypes' names), computed in float32 */
-  TE_FLOAT8_E5M2 = 14
+  TE_FLOAT8_E5M2 = 14,
+  TE_COMPLEX64 = 15, /* numpy layout: (real, imaginary) pairs of float32 */
+  TE_COMPLEX128 = 16 /* pairs of float64 */
 } te_dtype;
 
 typedef struct te_tensor_s *te_tensor;
@@ -119,6 +121,12 @@ int32_t te_requires_grad(te_tensor t);
  * Gradients flow through the ops recorded on the innermost tape. */
 te_status te_gradient(te_tensor target, te_tensor seed, const te_tensor *sources,
                       int32_t n_sources, te_tensor *grads);
+/* As te_gradient, but consumes (pops) the innermost tape and records the
+ * backward pass onto the tape beneath it, so the returned gradients can be
+ * differentiated again (second derivatives; a JVP as the VJP of a VJP).
+ * Needs at least two tapes. */
+te_status te_gradient_create_graph(te_tensor target, te_tensor seed, const te_tensor *sources,
+                                   int32_t n_sources, te_tensor *grads);
 
 /* Custom gradients. A VJP callback receives the output gradient (borrowed,
  * valid during the call) and writes one new tensor reference or NULL per input

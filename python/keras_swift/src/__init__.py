@@ -6,7 +6,7 @@ of ``keras.src.backend``); this package only carries the feature flags.
 
 SUPPORTS_SPARSE_TENSORS = True
 SUPPORTS_RAGGED_TENSORS = False
-SUPPORTS_COMPLEX_DTYPES = False
+SUPPORTS_COMPLEX_DTYPES = True
 IS_THREAD_SAFE = False
 SUPPORTS_GRADIENT = True
 distribution_lib = None

@@ -144,6 +144,8 @@ def _scalar_dtype(x):
         return "bool"
     if isinstance(x, int):
         return "int32" if _INT32_MIN <= x <= _INT32_MAX else "int64"
+    if isinstance(x, complex):
+        return "complex64"
     return floatx()
 
 
@@ -187,7 +189,7 @@ def convert_to_tensor(x, dtype=None, sparse=None, ragged=None):
             "dtype. It doesn't have any actual numerical value. You cannot "
             f"convert it to a swift tensor. Received: x={x}"
         )
-    if type(x) in (bool, int, float):
+    if type(x) in (bool, int, float, complex):
         dtype = _check_engine_dtype(dtype or _scalar_dtype(x))
         return from_numpy(np.asarray(x, dtype=NUMPY_DTYPES[dtype]), dtype)
     if isinstance(x, (list, tuple)) and _has_tensor(x):
@@ -205,6 +207,12 @@ def convert_to_tensor(x, dtype=None, sparse=None, ragged=None):
         raise TypeError(
             f"keras_swift: cannot convert {type(x).__name__} to a tensor"
         )
+    if a.dtype.kind == "c" and not dtype.startswith("complex"):
+        # Dropping the imaginary part is the engine cast's job: numpy's astype
+        # would warn (ComplexWarning) where jax does not.
+        src = "complex64" if a.dtype == np.complex64 else "complex128"
+        t = from_numpy(a.astype(NUMPY_DTYPES[src], copy=False), src)
+        return op("cast", t, dtype=dtype)
     return from_numpy(a.astype(NUMPY_DTYPES[dtype], copy=False), dtype)
 
 

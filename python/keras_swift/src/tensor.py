@@ -36,6 +36,8 @@ NUMPY_DTYPES = {
     "float64": np.dtype(np.float64),
     "float8_e4m3fn": np.dtype(ml_dtypes.float8_e4m3fn),
     "float8_e5m2": np.dtype(ml_dtypes.float8_e5m2),
+    "complex64": np.dtype(np.complex64),
+    "complex128": np.dtype(np.complex128),
 }
 
 # Exported by the engine as flat bytes only (no buffer format code exists).

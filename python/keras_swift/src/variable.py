@@ -11,7 +11,7 @@ from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.core import op
 
 
-def _detached_leaf(value, requires_grad):
+def detached_leaf(value, requires_grad):
     # stop_gradient hands back a new, unrecorded tensor handle (storage is
     # shared), so flagging it never touches a tensor someone else holds.
     leaf = op("stop_gradient", value)
@@ -22,11 +22,11 @@ def _detached_leaf(value, requires_grad):
 class Variable(KerasVariable):
     def _initialize(self, value):
         value = convert_to_tensor(value, dtype=self._dtype)
-        self._value = _detached_leaf(value, self.trainable)
+        self._value = detached_leaf(value, self.trainable)
 
     def _direct_assign(self, value):
         value = convert_to_tensor(value, dtype=self._dtype)
-        self._value = _detached_leaf(value, self.trainable)
+        self._value = detached_leaf(value, self.trainable)
 
     def _convert_to_tensor(self, value, dtype=None):
         return convert_to_tensor(value, dtype=dtype)

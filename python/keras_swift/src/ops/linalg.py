@@ -1,16 +1,18 @@
 """``keras.ops.linalg`` on the Swift engine (LAPACK-backed engine ops)."""
 
 import numpy as np
+from keras.src import tree
 
 from keras_swift.src.core import cast
 from keras_swift.src.core import to_float as _float
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.core import is_float_dtype
-from keras_swift.src.core import not_implemented
+from keras_swift.src.tensor import _C
 from keras_swift.src.core import op
 from keras_swift.src.core import op_multi
 from keras_swift.src.core import result_type
 from keras_swift.src.ops import numpy as knp
+from keras_swift.src.variable import detached_leaf
 
 
 def _swap_last(x):
@@ -203,8 +205,69 @@ def norm(x, ord=None, axis=None, keepdims=False):
 
 
 def eig(a):
-    raise not_implemented("linalg.eig")
+    w, v = op_multi("eig", [_square(_float(a), "eig")])
+    return w, v
+
+
+def _sum_all(scalars):
+    total = scalars[0]
+    for s in scalars[1:]:
+        total = knp.add(total, s)
+    return total
 
 
 def jvp(fun, primals, tangents, has_aux=False):
-    raise not_implemented("linalg.jvp")
+    """Forward mode as the VJP of a VJP.
+
+    u -> J^T u (the backward pass of `fun`, recorded with ``create_graph``)
+    is linear in u, so differentiating <J^T u, tangents> with respect to u
+    gives J @ tangents exactly, with no forward-mode rules per op.
+    """
+    tree.assert_same_structure(primals, tangents)
+    xs = [detached_leaf(convert_to_tensor(p), True) for p in tree.flatten(primals)]
+    ts = [convert_to_tensor(t) for t in tree.flatten(tangents)]
+    for x, t in zip(xs, ts):
+        if x.shape != t.shape:
+            raise ValueError(
+                "Each tangent must have the shape of its primal. Received "
+                f"primal shape {x.shape} and tangent shape {t.shape}"
+            )
+    depth = _C.tape_depth()
+    _C.tape_push()  # outer: records the backward pass of `fun`
+    _C.tape_push()  # inner: records `fun`; create_graph consumes it
+    try:
+        result = fun(*tree.pack_sequence_as(primals, xs))
+        out, aux = result if has_aux else (result, None)
+        outs = [convert_to_tensor(o) for o in tree.flatten(out)]
+        us = [
+            detached_leaf(knp.zeros_like(o), True) if is_float_dtype(o.dtype) else None
+            for o in outs
+        ]
+        live = [u for u in us if u is not None]
+        tangent_grads = [None] * len(live)
+        if live:
+            target = _sum_all(
+                [op("sum", knp.multiply(o, u)) for o, u in zip(outs, us) if u is not None]
+            )
+            grads = _C.gradient(target, xs, create_graph=True)
+            terms = [
+                op("sum", knp.multiply(g, cast(t, g.dtype)))
+                for g, t in zip(grads, ts)
+                if g is not None
+            ]
+            if terms:
+                tangent_grads = _C.gradient(_sum_all(terms), live)
+    finally:
+        # create_graph popped the inner tape, unless it failed first.
+        while _C.tape_depth() > depth:
+            _C.tape_pop()
+    tangent_grads = iter(tangent_grads)
+    tangents_out = []
+    for o, u in zip(outs, us):
+        g = next(tangent_grads) if u is not None else None
+        tangents_out.append(g if g is not None else knp.zeros_like(o))
+    primals_out = tree.pack_sequence_as(out, [op("stop_gradient", o) for o in outs])
+    tangents_out = tree.pack_sequence_as(out, tangents_out)
+    if has_aux:
+        return primals_out, tangents_out, aux
+    return primals_out, tangents_out

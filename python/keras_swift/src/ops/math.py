@@ -6,7 +6,6 @@ from keras_swift.src.core import cast
 from keras_swift.src.core import to_float as _float
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.core import is_int_dtype
-from keras_swift.src.core import not_implemented
 from keras_swift.src.core import op
 from keras_swift.src.core import op_multi
 from keras_swift.src.ops import numpy as knp
@@ -210,7 +209,7 @@ def logdet(x):
 
 
 def _get_complex_tensor_from_tuple(x):
-    raise not_implemented("math._get_complex_tensor_from_tuple (complex dtypes)")
+    return op("complex", *_complex_pair(x))
 
 
 def erfinv(x):

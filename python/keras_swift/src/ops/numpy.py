@@ -55,14 +55,15 @@ def _promote(*xs, extra=()):
     numpy backends) and become tensors of the promoted dtype.
     """
     xs = [
-        x if isinstance(x, (int, float)) else convert_to_tensor(x) for x in xs
+        x if isinstance(x, (int, float, complex)) else convert_to_tensor(x)
+        for x in xs
     ]
     dtype = result_type(*[dtype_of(x) for x in xs], *extra)
     return [convert_to_tensor(x, dtype) for x in xs]
 
 
 # result_type maps 64-bit dtypes to 32 bits even when both sides agree
-_WIDE_DTYPES = frozenset(("int64", "uint64", "float64"))
+_WIDE_DTYPES = frozenset(("int64", "uint64", "float64", "complex128"))
 
 
 def _binary(name, x1, x2, extra=()):
@@ -628,9 +629,7 @@ def isposinf(x):
 
 def isreal(x):
     x = convert_to_tensor(x)
-    return op("equal", x, x) if not is_float_dtype(x.dtype) else op(
-        "logical_or", op("equal", x, x), op("isnan", x)
-    )
+    return op("equal", op("imag", x), _scalar(0, "float32"))
 
 
 def isclose(x1, x2, rtol=1e-5, atol=1e-8, equal_nan=False):
@@ -1956,7 +1955,7 @@ def nanmedian(x, axis=None, keepdims=False):
 
 
 def conjugate(x):
-    return convert_to_tensor(x)
+    return op("conj", convert_to_tensor(x))
 
 
 def conj(x):
@@ -1964,22 +1963,20 @@ def conj(x):
 
 
 def real(x):
-    return convert_to_tensor(x)
+    return op("real", convert_to_tensor(x))
 
 
 def imag(x):
-    return zeros_like(x)
+    return op("imag", convert_to_tensor(x))
 
 
 def angle(x):
     x = convert_to_tensor(x)
     if x.dtype == "int64":
-        dtype = floatx()
-    else:
-        dtype = result_type(x.dtype, float)
-    x = cast(x, dtype)
-    neg = op("less", x, _scalar(0, dtype))
-    return op("where", neg, _scalar(np.pi, dtype), _scalar(0, dtype))
+        x = cast(x, floatx())
+    elif not x.dtype.startswith("complex"):
+        x = cast(x, result_type(x.dtype, float))
+    return op("angle", x)
 
 
 def slogdet(x):
