@@ -31,8 +31,9 @@ backend cannot run. This plugin stands in for it:
   test inputs by backend name the swift ``SparseTensor`` (below). Only input
   construction and type dispatch change; no assertion or expected value does.
 * on the swift backend, runs the ``custom_gradient`` tests of
-  ``quantizers/quantizers_test.py`` (below), which upstream skips for every
-  backend but tensorflow, jax and torch.
+  ``quantizers/quantizers_test.py``, which upstream skips for every backend
+  but tensorflow, jax and torch, and the float8 training loops of
+  ``layers/core/{dense,einsum_dense}_test.py``, written per backend (below).
 
 Sparse test helpers extended for swift
 --------------------------------------
@@ -87,12 +88,17 @@ Custom-gradient tests run on swift
 reason="... doesn't support `custom_gradient`.")``; the swift backend does
 support ``ops.custom_gradient``. In that file only, every ``skipif`` whose
 reason names ``custom_gradient`` gets ``"swift"`` appended to its backend
-tuple (``_CUSTOM_GRADIENT_SKIPS``). The test then builds its ``test_op`` in
-one ``if backend.backend() == ...`` block per backend; the functions in
-``_CUSTOM_GRADIENT_TESTS`` get a swift block copied from the jax block, as
-for the sparse helpers above, with ``jax.grad`` standing for
-``_JaxShim.grad``: the gradient of the scalar ``f(x)`` with respect to ``x``
-taken on the swift tape. The expected outputs and gradients are untouched.
+tuple (``_CUSTOM_GRADIENT_SKIPS``).
+
+That test builds its ``test_op``, and the dense/einsum_dense
+``test_quantize_float8`` tests their ``train_one_step`` (float8 delayed
+scaling, whose scale and amax-history updates arrive through a custom
+gradient), in one block per backend, so on swift the name stays unbound.
+The functions in ``_CUSTOM_GRADIENT_TESTS`` get a swift block copied from
+the jax block, as for the sparse helpers above, in which ``jax.grad`` is
+``_JaxShim.grad`` (the gradient of the scalar ``f(x, ...)`` with respect to
+the tensor or list of tensors ``x``, taken on the swift tape) and
+``jax.jit`` the identity. The expected outputs and gradients are untouched.
 
 Importing this plugin also installs keras_swift_hook when it is available, so
 ``pytest -p keras_swift.testing.pytest_plugin`` works without the .pth file.
@@ -126,6 +132,7 @@ _TEST_MODULE_PATHS = {
     ("keras", "src", "layers", "merging", "merging_test.py"): "keras.src.layers.merging.merging_test",
     ("keras", "src", "layers", "core", "embedding_test.py"): "keras.src.layers.core.embedding_test",
     ("keras", "src", "layers", "core", "dense_test.py"): "keras.src.layers.core.dense_test",
+    ("keras", "src", "layers", "core", "einsum_dense_test.py"): "keras.src.layers.core.einsum_dense_test",
     ("keras", "src", "layers", "reshaping", "flatten_test.py"): "keras.src.layers.reshaping.flatten_test",
     ("keras", "src", "layers", "reshaping", "permute_test.py"): "keras.src.layers.reshaping.permute_test",
     ("keras", "src", "optimizers", "optimizer_sparse_test.py"): "keras.src.optimizers.optimizer_sparse_test",
@@ -168,6 +175,8 @@ _SPARSENESS_CLASSIFIERS = {"keras.src.ops.numpy_test": ("sparseness",)}
 _CUSTOM_GRADIENT_SKIPS = ("keras.src.quantizers.quantizers_test",)
 _CUSTOM_GRADIENT_TESTS = {
     "keras.src.quantizers.quantizers_test": ("test_fake_quant_with_min_max_vars",),
+    "keras.src.layers.core.dense_test": ("test_quantize_float8",),
+    "keras.src.layers.core.einsum_dense_test": ("test_quantize_float8",),
 }
 
 _state = {"exclusions": [], "exclusions_file": None}
@@ -442,25 +451,35 @@ class _JaxShim:
 
     @staticmethod
     def grad(fun):
-        """``jax.grad(fun)`` for one argument, on the swift tape."""
+        """``jax.grad(fun)``: the gradient of the scalar ``fun(x, *rest)``
+        with respect to ``x`` (a tensor or a list/tuple of them, as jax's
+        default ``argnums=0``), taken on the swift tape."""
 
-        def gradient(x):
+        def gradient(x, *rest):
             from _swiftkeras import _C
             from keras import ops
+            from keras.src import tree
 
-            # A fresh leaf: flagging the caller's own tensor would make it
-            # a gradient source for everything it feeds later.
-            leaf = ops.stop_gradient(ops.convert_to_tensor(x))
-            leaf.requires_grad = True
+            # Fresh leaves: flagging the caller's own tensors would make them
+            # gradient sources for everything they feed later.
+            leaves = [ops.stop_gradient(ops.convert_to_tensor(t)) for t in tree.flatten(x)]
+            for leaf in leaves:
+                leaf.requires_grad = True
             _C.tape_push()
             try:
-                (g,) = _C.gradient(fun(leaf), [leaf])
+                grads = _C.gradient(fun(tree.pack_sequence_as(x, leaves), *rest), leaves)
             finally:
                 _C.tape_pop()
             # jax.grad answers zeros, not None, for an input with no effect.
-            return ops.zeros_like(leaf) if g is None else g
+            grads = [ops.zeros_like(v) if g is None else g for v, g in zip(leaves, grads)]
+            return tree.pack_sequence_as(x, grads)
 
         return gradient
+
+    @staticmethod
+    def jit(fun, **options):
+        """``jax.jit``: the swift backend runs eagerly."""
+        return fun
 
 
 _SHIMS = {

@@ -228,7 +228,20 @@ FAKE_QUANTIZERS_TEST = """
             def test_op(x):
                 return jax.grad(lambda v: ops.sum(straight_through_round(v)))(x)
 
+            def loss(params, scale):
+                rounded, weight, _unused = params
+                return ops.sum(straight_through_round(rounded) * weight * scale)
+
+            grads_of_params = jax.jit(jax.grad(loss))
+
         assert ops.convert_to_numpy(test_op(x)).tolist() == [3.0, 3.0, 3.0]
+        w = ops.array([1.0, 2.0, 3.0])
+        grads = grads_of_params([x, w, ops.ones((2,))], 2.0)
+        assert [ops.convert_to_numpy(g).tolist() for g in grads] == [
+            [6.0, 12.0, 18.0],  # 3 * w * scale, through the custom gradient
+            [0.0, 4.0, -4.0],  # round(x) * scale
+            [0.0, 0.0],  # no effect: zeros, as jax.grad
+        ]
 
 
     @pytest.mark.skipif(
@@ -255,7 +268,7 @@ def test_custom_gradient_patch_is_targeted(plugin):
     assert "'swift')" not in other
     assert "elif backend.backend() == 'swift':" in custom and "jax = _JaxShim()" in custom
     # other modules are left alone
-    assert "swift" not in patched("keras.src.layers.core.dense_test")
+    assert "swift" not in patched("keras.src.layers.merging.merging_test")
 
 
 def test_plugin_runs_custom_gradient_test_on_swift(tmp_path):
