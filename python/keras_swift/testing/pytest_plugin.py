@@ -30,6 +30,10 @@ backend cannot run. This plugin stands in for it:
 * on the swift backend, teaches the helpers that build and classify sparse
   test inputs by backend name the swift ``SparseTensor`` (below). Only input
   construction and type dispatch change; no assertion or expected value does.
+* on the swift backend, runs the ``custom_gradient`` tests of
+  ``quantizers/quantizers_test.py``, which upstream skips for every backend
+  but tensorflow, jax and torch, and the float8 training loops of
+  ``layers/core/{dense,einsum_dense}_test.py``, written per backend (below).
 
 Sparse test helpers extended for swift
 --------------------------------------
@@ -77,6 +81,25 @@ Two classifiers are extended as well:
   otherwise asserts ``sparse=False``; on swift it checks ``isinstance(x,
   SparseTensor)`` (a KerasTensor still uses its ``.sparse`` flag).
 
+Custom-gradient tests run on swift
+----------------------------------
+``quantizers/quantizers_test.py`` marks ``test_fake_quant_with_min_max_vars``
+``skipif(backend.backend() not in ("tensorflow", "jax", "torch"),
+reason="... doesn't support `custom_gradient`.")``; the swift backend does
+support ``ops.custom_gradient``. In that file only, every ``skipif`` whose
+reason names ``custom_gradient`` gets ``"swift"`` appended to its backend
+tuple (``_CUSTOM_GRADIENT_SKIPS``).
+
+That test builds its ``test_op``, and the dense/einsum_dense
+``test_quantize_float8`` tests their ``train_one_step`` (float8 delayed
+scaling, whose scale and amax-history updates arrive through a custom
+gradient), in one block per backend, so on swift the name stays unbound.
+The functions in ``_CUSTOM_GRADIENT_TESTS`` get a swift block copied from
+the jax block, as for the sparse helpers above, in which ``jax.grad`` is
+``_JaxShim.grad`` (the gradient of the scalar ``f(x, ...)`` with respect to
+the tensor or list of tensors ``x``, taken on the swift tape) and
+``jax.jit`` the identity. The expected outputs and gradients are untouched.
+
 Importing this plugin also installs keras_swift_hook when it is available, so
 ``pytest -p keras_swift.testing.pytest_plugin`` works without the .pth file.
 """
@@ -109,9 +132,11 @@ _TEST_MODULE_PATHS = {
     ("keras", "src", "layers", "merging", "merging_test.py"): "keras.src.layers.merging.merging_test",
     ("keras", "src", "layers", "core", "embedding_test.py"): "keras.src.layers.core.embedding_test",
     ("keras", "src", "layers", "core", "dense_test.py"): "keras.src.layers.core.dense_test",
+    ("keras", "src", "layers", "core", "einsum_dense_test.py"): "keras.src.layers.core.einsum_dense_test",
     ("keras", "src", "layers", "reshaping", "flatten_test.py"): "keras.src.layers.reshaping.flatten_test",
     ("keras", "src", "layers", "reshaping", "permute_test.py"): "keras.src.layers.reshaping.permute_test",
     ("keras", "src", "optimizers", "optimizer_sparse_test.py"): "keras.src.optimizers.optimizer_sparse_test",
+    ("keras", "src", "quantizers", "quantizers_test.py"): "keras.src.quantizers.quantizers_test",
 }
 
 # Functions whose backend chain gets a swift branch built from its jax branch
@@ -143,6 +168,16 @@ _SPARSE_INPUT_BUILDERS = {
     "keras.src.testing.test_case": ("create_eager_tensors",),
 }
 _SPARSENESS_CLASSIFIERS = {"keras.src.ops.numpy_test": ("sparseness",)}
+
+# Modules whose custom_gradient skipifs admit swift, and the test functions
+# whose per-backend gradient block gets a swift copy of the jax block (see
+# "Custom-gradient tests run on swift" above).
+_CUSTOM_GRADIENT_SKIPS = ("keras.src.quantizers.quantizers_test",)
+_CUSTOM_GRADIENT_TESTS = {
+    "keras.src.quantizers.quantizers_test": ("test_fake_quant_with_min_max_vars",),
+    "keras.src.layers.core.dense_test": ("test_quantize_float8",),
+    "keras.src.layers.core.einsum_dense_test": ("test_quantize_float8",),
+}
 
 _state = {"exclusions": [], "exclusions_file": None}
 
@@ -338,6 +373,7 @@ def _patch_test_module_imports():
         if name is not None:
             keras_swift_hook.patch_tree(name, mod, str(module_path))
             _patch_sparse_helpers(name, mod, str(module_path))
+            _patch_custom_gradient_tests(name, mod, str(module_path))
         return original_rewrite(mod, source, module_path, config)
 
     rewrite_asserts._keras_swift_wrapped = True
@@ -413,6 +449,38 @@ class _JaxShim:
 
         return types.SimpleNamespace(sparse=_JaxSparseShim())
 
+    @staticmethod
+    def grad(fun):
+        """``jax.grad(fun)``: the gradient of the scalar ``fun(x, *rest)``
+        with respect to ``x`` (a tensor or a list/tuple of them, as jax's
+        default ``argnums=0``), taken on the swift tape."""
+
+        def gradient(x, *rest):
+            from _swiftkeras import _C
+            from keras import ops
+            from keras.src import tree
+
+            # Fresh leaves: flagging the caller's own tensors would make them
+            # gradient sources for everything they feed later.
+            leaves = [ops.stop_gradient(ops.convert_to_tensor(t)) for t in tree.flatten(x)]
+            for leaf in leaves:
+                leaf.requires_grad = True
+            _C.tape_push()
+            try:
+                grads = _C.gradient(fun(tree.pack_sequence_as(x, leaves), *rest), leaves)
+            finally:
+                _C.tape_pop()
+            # jax.grad answers zeros, not None, for an input with no effect.
+            grads = [ops.zeros_like(v) if g is None else g for v, g in zip(leaves, grads)]
+            return tree.pack_sequence_as(x, grads)
+
+        return gradient
+
+    @staticmethod
+    def jit(fun, **options):
+        """``jax.jit``: the swift backend runs eagerly."""
+        return fun
+
 
 _SHIMS = {
     "jax": "_JaxShim()",
@@ -484,22 +552,28 @@ def _functions_named(tree, names):
             yield node
 
 
+def _add_swift_branches(fn):
+    """Give every backend chain in ``fn`` with a jax branch (and no swift
+    one) a swift branch copied from it. True when one was added."""
+    added = False
+    for chain in keras_swift_hook._find_chains(fn):
+        if SWIFT in chain.names or "jax" not in chain.names:
+            continue
+        jax_node = dict(chain.branches)["jax"]
+        body = _swift_branch_from_jax(jax_node.body)
+        if body is None:
+            continue
+        keras_swift_hook._append_branch(chain, body)
+        added = True
+    return added
+
+
 def _patch_sparse_helpers(module_name, tree, filename):
     """Give the listed functions a swift branch and classifier (see above)."""
     import warnings
 
     builders = _SPARSE_INPUT_BUILDERS.get(module_name, ())
-    patched = set()
-    for fn in _functions_named(tree, builders):
-        for chain in keras_swift_hook._find_chains(fn):
-            if SWIFT in chain.names or "jax" not in chain.names:
-                continue
-            jax_node = dict(chain.branches)["jax"]
-            body = _swift_branch_from_jax(jax_node.body)
-            if body is None:
-                continue
-            keras_swift_hook._append_branch(chain, body)
-            patched.add(fn.name)
+    patched = {fn.name for fn in _functions_named(tree, builders) if _add_swift_branches(fn)}
     classifiers = _SPARSENESS_CLASSIFIERS.get(module_name, ())
     for fn in _functions_named(tree, classifiers):
         arg = fn.args.args[0].arg
@@ -519,6 +593,68 @@ def _patch_sparse_helpers(module_name, tree, filename):
             f"keras_swift plugin: {filename}: found no jax sparse branch to "
             f"extend for swift in {sorted(missing)}; their sparse tests will "
             "fail on swift."
+        )
+
+
+def _custom_gradient_skipif_backends(decorator):
+    """The backend tuple of ``skipif(backend.backend() not in (...),
+    reason=...custom_gradient...)``, else None."""
+    import ast
+
+    if not (
+        isinstance(decorator, ast.Call)
+        and isinstance(decorator.func, ast.Attribute)
+        and decorator.func.attr == "skipif"
+        and decorator.args
+    ):
+        return None
+    reason = next((k.value for k in decorator.keywords if k.arg == "reason"), None)
+    if reason is None or not any(
+        isinstance(n, ast.Constant) and "custom_gradient" in str(n.value)
+        for n in ast.walk(reason)
+    ):
+        return None
+    condition = decorator.args[0]
+    if (
+        isinstance(condition, ast.Compare)
+        and len(condition.ops) == 1
+        and isinstance(condition.ops[0], ast.NotIn)
+        and isinstance(condition.comparators[0], ast.Tuple)
+    ):
+        return condition.comparators[0]
+    return None
+
+
+def _patch_custom_gradient_tests(module_name, tree, filename):
+    """Let the custom_gradient tests run on swift (see above)."""
+    import ast
+    import warnings
+
+    if module_name in _CUSTOM_GRADIENT_SKIPS:
+        admitted = 0
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for decorator in fn.decorator_list:
+                backends = _custom_gradient_skipif_backends(decorator)
+                if backends is None or any(
+                    isinstance(e, ast.Constant) and e.value == SWIFT for e in backends.elts
+                ):
+                    continue
+                backends.elts.append(ast.copy_location(ast.Constant(SWIFT), backends))
+                admitted += 1
+        if not admitted:
+            warnings.warn(
+                f"keras_swift plugin: {filename}: found no custom_gradient "
+                "skipif to admit swift to; those tests stay skipped."
+            )
+    tests = _CUSTOM_GRADIENT_TESTS.get(module_name, ())
+    patched = {fn.name for fn in _functions_named(tree, tests) if _add_swift_branches(fn)}
+    missing = set(tests) - patched
+    if missing:
+        warnings.warn(
+            f"keras_swift plugin: {filename}: found no jax gradient block to "
+            f"copy for swift in {sorted(missing)}; they will fail on swift."
         )
 
 

@@ -198,6 +198,113 @@ def test_plugin_patches_trainer_test_chain(tmp_path):
     assert "1 passed" in result.stdout, result.stdout + result.stderr
 
 
+FAKE_QUANTIZERS_TEST = """
+    import pytest
+    from keras.src import backend
+    from keras.src import ops
+
+
+    @ops.custom_gradient
+    def straight_through_round(x):
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            return ops.multiply(upstream, 3.0)
+
+        return ops.round(x), grad
+
+
+    @pytest.mark.skipif(
+        backend.backend() not in ("tensorflow", "jax", "torch"),
+        reason=f"{backend.backend()} doesn't support `custom_gradient`.",
+    )
+    def test_fake_quant_with_min_max_vars():
+        x = ops.array([0.2, 1.7, -2.4])
+        if backend.backend() == "tensorflow":
+            raise AssertionError("tensorflow block ran")
+        if backend.backend() == "jax":
+            import jax
+
+            def test_op(x):
+                return jax.grad(lambda v: ops.sum(straight_through_round(v)))(x)
+
+            def loss(params, scale):
+                rounded, weight, _unused = params
+                return ops.sum(straight_through_round(rounded) * weight * scale)
+
+            grads_of_params = jax.jit(jax.grad(loss))
+
+        assert ops.convert_to_numpy(test_op(x)).tolist() == [3.0, 3.0, 3.0]
+        w = ops.array([1.0, 2.0, 3.0])
+        grads = grads_of_params([x, w, ops.ones((2,))], 2.0)
+        assert [ops.convert_to_numpy(g).tolist() for g in grads] == [
+            [6.0, 12.0, 18.0],  # 3 * w * scale, through the custom gradient
+            [0.0, 4.0, -4.0],  # round(x) * scale
+            [0.0, 0.0],  # no effect: zeros, as jax.grad
+        ]
+
+
+    @pytest.mark.skipif(
+        backend.backend() not in ("tensorflow", "jax", "torch"),
+        reason="needs something else",
+    )
+    def test_other_skip():
+        pass
+"""
+
+
+def test_custom_gradient_patch_is_targeted(plugin):
+    import ast
+
+    def patched(module):
+        tree = ast.parse(textwrap.dedent(FAKE_QUANTIZERS_TEST))
+        plugin._patch_custom_gradient_tests(module, tree, "quantizers_test.py")
+        return ast.unparse(tree)
+
+    source = patched("keras.src.quantizers.quantizers_test")
+    assert source.count("('tensorflow', 'jax', 'torch', 'swift')") == 1
+    custom, other = source.split("def test_other_skip")
+    assert "'swift')" in custom and "doesn't support `custom_gradient`" in custom
+    assert "'swift')" not in other
+    assert "elif backend.backend() == 'swift':" in custom and "jax = _JaxShim()" in custom
+    # other modules are left alone
+    assert "swift" not in patched("keras.src.layers.merging.merging_test")
+
+
+def test_plugin_runs_custom_gradient_test_on_swift(tmp_path):
+    # Upstream skips it on swift; the plugin admits swift to the skipif and
+    # gives test_op a swift block copied from the jax one (jax.grad on the
+    # swift tape). Needs the engine, unlike the tests above.
+    pytest.importorskip("_swiftkeras", reason="native module _swiftkeras not built")
+    # The checkout's Python sources with the installed engine: the checkout's
+    # python/_swiftkeras holds no built extension, so it must not shadow it.
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    for name in ("keras_swift", "keras_swift_hook.py"):
+        (sources / name).symlink_to(PYTHON_DIR / name)
+    test_file = tmp_path / "keras" / "src" / "quantizers" / "quantizers_test.py"
+    test_file.parent.mkdir(parents=True)
+    test_file.write_text(textwrap.dedent(FAKE_QUANTIZERS_TEST))
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERAS")}
+    env.update(
+        KERAS_BACKEND="swift",
+        KERAS_HOME=str(tmp_path),
+        PYTHONPATH=str(sources),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    cmd = [
+        sys.executable, "-m", "pytest", "-p", "keras_swift.testing.pytest_plugin",
+        "-p", "no:cacheprovider", "-rs", "-c", str(tmp_path / "pytest.ini"), str(test_file),
+    ]
+    result = subprocess.run(
+        cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    output = result.stdout + result.stderr
+    assert "1 passed, 1 skipped" in result.stdout, output
+    assert "needs something else" in result.stdout, output
+
+
 # --------------------------------------------------------------------------
 # runner pieces
 # --------------------------------------------------------------------------
