@@ -177,25 +177,33 @@ def test_plugin_patches_trainer_test_chain(tmp_path):
     (dummy / "src" / "trainer.py").write_text("class Trainer:\n    pass\n")
     (dummy / "testing").symlink_to(PYTHON_DIR / "keras_swift" / "testing")
     (dummy / "excluded_tests.txt").write_text("")
-    test_file = tmp_path / "keras" / "src" / "trainers" / "trainer_test.py"
+    result = _run_fake_keras_test(
+        tmp_path, "trainers/trainer_test.py", FAKE_TRAINER_TEST,
+        [str(dummy.parent), str(PYTHON_DIR)],
+    )
+    assert "1 passed" in result.stdout, result.stdout + result.stderr
+
+
+def _run_fake_keras_test(tmp_path, relpath, source, pythonpath):
+    """Runs a stand-in Keras test file under the plugin with KERAS_BACKEND=swift."""
+    test_file = tmp_path / "keras" / "src" / relpath
     test_file.parent.mkdir(parents=True)
-    test_file.write_text(textwrap.dedent(FAKE_TRAINER_TEST))
+    test_file.write_text(textwrap.dedent(source))
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KERAS")}
     env.update(
         KERAS_BACKEND="swift",
         KERAS_HOME=str(tmp_path),
-        PYTHONPATH=os.pathsep.join([str(dummy.parent), str(PYTHON_DIR)]),
+        PYTHONPATH=os.pathsep.join(pythonpath),
         PYTHONDONTWRITEBYTECODE="1",
     )
     cmd = [
         sys.executable, "-m", "pytest", "-p", "keras_swift.testing.pytest_plugin",
-        "-p", "no:cacheprovider", "-c", str(tmp_path / "pytest.ini"), str(test_file),
+        "-p", "no:cacheprovider", "-rs", "-c", str(tmp_path / "pytest.ini"), str(test_file),
     ]
-    result = subprocess.run(
+    return subprocess.run(
         cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
-    assert "1 passed" in result.stdout, result.stdout + result.stderr
 
 
 FAKE_QUANTIZERS_TEST = """
@@ -282,23 +290,8 @@ def test_plugin_runs_custom_gradient_test_on_swift(tmp_path):
     sources.mkdir()
     for name in ("keras_swift", "keras_swift_hook.py"):
         (sources / name).symlink_to(PYTHON_DIR / name)
-    test_file = tmp_path / "keras" / "src" / "quantizers" / "quantizers_test.py"
-    test_file.parent.mkdir(parents=True)
-    test_file.write_text(textwrap.dedent(FAKE_QUANTIZERS_TEST))
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KERAS")}
-    env.update(
-        KERAS_BACKEND="swift",
-        KERAS_HOME=str(tmp_path),
-        PYTHONPATH=str(sources),
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    cmd = [
-        sys.executable, "-m", "pytest", "-p", "keras_swift.testing.pytest_plugin",
-        "-p", "no:cacheprovider", "-rs", "-c", str(tmp_path / "pytest.ini"), str(test_file),
-    ]
-    result = subprocess.run(
-        cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    result = _run_fake_keras_test(
+        tmp_path, "quantizers/quantizers_test.py", FAKE_QUANTIZERS_TEST, [str(sources)]
     )
     output = result.stdout + result.stderr
     assert "1 passed, 1 skipped" in result.stdout, output
