@@ -185,6 +185,16 @@ public func argReduce(_ op: ArgReduce, _ x0: Tensor, axis: Int?, keepdims: Bool 
         func visit<T: NumElem>(_: T.Type) throws {
             let px = x.pointer(T.self), po = out.pointer(Int32.self)
             let (r, inner, isMax) = (self.r, self.inner, self.isMax)
+            if inner == 1 && T.self == Float.self {
+                let pf = x.pointer(Float.self)
+                parallelFor(outer, cost: r) { range in
+                    for o in range {
+                        let row = pf + o * r
+                        po[o] = Int32(truncatingIfNeeded: isMax ? argExtremumF32(row, r, max: true) : argExtremumF32(row, r, max: false))
+                    }
+                }
+                return
+            }
             parallelFor(outer * inner, cost: r) { range in
                 for cell in range {
                     let o = cell / inner, i = cell % inner
@@ -203,6 +213,44 @@ public func argReduce(_ op: ArgReduce, _ x0: Tensor, axis: Int?, keepdims: Bool 
     }
     try dispatchNumeric(x.dtype, K(isMax: op == .argmax, x: x, out: out, outer: outer, r: r, inner: inner))
     return out
+}
+
+/// Index of the first maximum (or minimum) of the float32 row p[0..<r], r > 0; a NaN wins.
+/// Two passes over the (cache-resident) row: the extremum and whether there is a NaN, in
+/// 16 lanes with no data-dependent branch, then a scan for the first index that matches.
+@inline(__always)
+private func argExtremumF32(_ p: UnsafePointer<Float>, _ r: Int, max: Bool) -> Int {
+    typealias V = SIMD4<Float>
+    let raw = UnsafeRawPointer(p)
+    @inline(__always) func load(_ i: Int) -> V { raw.loadUnaligned(fromByteOffset: i * 4, as: V.self) }
+    @inline(__always) func better(_ a: V, _ b: V) -> V {
+        var m = b
+        m.replace(with: a, where: max ? a .> b : a .< b)
+        return m
+    }
+    var m0 = V(repeating: p[0]), m1 = m0, m2 = m0, m3 = m0
+    var nan = SIMDMask<SIMD4<Int32>>(repeating: false)
+    var i = 0
+    while i + 16 <= r {
+        let v0 = load(i), v1 = load(i + 4), v2 = load(i + 8), v3 = load(i + 12)
+        nan = nan .| (v0 .!= v0) .| (v1 .!= v1) .| (v2 .!= v2) .| (v3 .!= v3)
+        m0 = better(v0, m0); m1 = better(v1, m1); m2 = better(v2, m2); m3 = better(v3, m3)
+        i += 16
+    }
+    let m = better(better(m0, m1), better(m2, m3))
+    var best = max ? m.max() : m.min()
+    var anyNaN = any(nan) || p[0] != p[0]
+    while i < r {
+        let v = p[i]
+        anyNaN = anyNaN || v != v
+        if max ? v > best : v < best { best = v }
+        i += 1
+    }
+    if anyNaN {
+        for k in 0..<r where p[k] != p[k] { return k }
+    }
+    for k in 0..<r where p[k] == best { return k }
+    return 0
 }
 
 let reductionOps: [OpDef] = ReduceOp.allCases.map { op in

@@ -21,6 +21,19 @@ func gatherView(_ x: Tensor, shape: [Int], strides: [Int], offset: Int) throws -
     let inner = cs.last ?? 1, si = st[0].last ?? 1
     let outerShape = Array(cs.dropLast()), outerStrides = Array(st[0].dropLast())
     let src = x.rawPointer, dst = out.rawPointer
+    if si != 1 && inner >= 4, let q = outerStrides.firstIndex(of: 1), outerShape[q] >= 4 {
+        func tiled<W: SIMDScalar>(_: W.Type) {
+            gatherTiled(dst.assumingMemoryBound(to: W.self), UnsafePointer(src.assumingMemoryBound(to: W.self)),
+                        shape: cs, strides: st[0], offset: offset, q: q)
+        }
+        switch size {
+        case 1: tiled(UInt8.self); return out
+        case 2: tiled(UInt16.self); return out
+        case 4: tiled(UInt32.self); return out
+        case 8: tiled(UInt64.self); return out
+        default: break
+        }
+    }
     parallelFor(n / inner, cost: inner) { range in
         var idx = [Int](repeating: 0, count: outerShape.count)
         var rem = range.lowerBound, off = offset
@@ -43,6 +56,64 @@ func gatherView(_ x: Tensor, shape: [Int], strides: [Int], offset: Int) throws -
         }
     }
     return out
+}
+
+/// gatherView for views whose last output axis is strided in the source while output axis `q`
+/// is contiguous there (transposes that move the last axis). The copy goes in tiles over
+/// (q, last), 4 x 4 blocks transposed in registers, instead of one source cache line per
+/// element. Tiles are 64 rows by 8 columns: with power-of-two strides, more than 8 columns
+/// map to one L1 set and evict each other.
+private func gatherTiled<W: SIMDScalar>(_ dst: UnsafeMutablePointer<W>, _ src: UnsafePointer<W>, shape: [Int],
+                                        strides: [Int], offset: Int, q: Int) {
+    let last = shape.count - 1
+    let cols = shape[last], colStride = strides[last], rows = shape[q]
+    let outStrides = contiguousStrides(shape)
+    let rowStride = outStrides[q]
+    let others = (0..<last).filter { $0 != q }
+    let otherShape = others.map { shape[$0] }, otherSrc = others.map { strides[$0] }, otherDst = others.map { outStrides[$0] }
+    let tileRows = 64, tileCols = 8
+    let rowTiles = (rows + tileRows - 1) / tileRows
+    let items = otherShape.reduce(1, *) * rowTiles
+    let size = MemoryLayout<W>.stride
+    parallelFor(items, cost: tileRows * cols) { range in
+        for item in range {
+            var rem = item / rowTiles, so = offset, d = 0
+            for k in stride(from: otherShape.count - 1, through: 0, by: -1) {
+                let i = rem % otherShape[k]
+                rem /= otherShape[k]
+                so += i * otherSrc[k]
+                d += i * otherDst[k]
+            }
+            let s0 = UnsafeRawPointer(src + so), d0 = UnsafeMutableRawPointer(dst + d)
+            @inline(__always) func load(_ r: Int, _ c: Int) -> SIMD4<W> {
+                s0.loadUnaligned(fromByteOffset: (c * colStride + r) * size, as: SIMD4<W>.self)
+            }
+            @inline(__always) func store(_ v: SIMD4<W>, _ r: Int, _ c: Int) {
+                d0.storeBytes(of: v, toByteOffset: (r * rowStride + c) * size, as: SIMD4<W>.self)
+            }
+            let r0 = (item % rowTiles) * tileRows, r1 = Swift.min(rows, r0 + tileRows)
+            var c0 = 0
+            while c0 < cols {
+                let c1 = Swift.min(cols, c0 + tileCols)
+                var r = r0
+                while r + 4 <= r1 {
+                    var c = c0
+                    while c + 4 <= c1 {
+                        let a = load(r, c), b = load(r, c + 1), e = load(r, c + 2), f = load(r, c + 3)
+                        store(SIMD4(a[0], b[0], e[0], f[0]), r, c)
+                        store(SIMD4(a[1], b[1], e[1], f[1]), r + 1, c)
+                        store(SIMD4(a[2], b[2], e[2], f[2]), r + 2, c)
+                        store(SIMD4(a[3], b[3], e[3], f[3]), r + 3, c)
+                        c += 4
+                    }
+                    for rr in r..<(r + 4) { for cc in c..<c1 { dst[d + rr * rowStride + cc] = src[so + cc * colStride + rr] } }
+                    r += 4
+                }
+                for rr in r..<r1 { for cc in c0..<c1 { dst[d + rr * rowStride + cc] = src[so + cc * colStride + rr] } }
+                c0 = c1
+            }
+        }
+    }
 }
 
 /// Same data, new shape (one -1 is inferred). Shares storage.
@@ -225,18 +296,21 @@ private func indexValues(_ indices: Tensor, bound n: Int) throws -> [Int] {
     guard indices.dtype.isInteger || (indices.dtype.isFloatingPoint && indices.count == 0) else {
         throw EngineError.type("indices must be integers, got \(indices.dtype)")
     }
-    let vals = try cast(indices, to: .int64)
-    let p = vals.pointer(Int64.self)
-    var out = [Int](repeating: 0, count: indices.count)
-    for i in 0..<indices.count {
-        var v = Int(p[i])
-        if v < 0 { v += n }
-        guard v >= 0 && v < n else {
-            throw EngineError.index("index \(p[i]) is out of bounds for axis with size \(n)")
+    // int32 (Keras's usual index dtype) is read in place; others go through one int64 copy.
+    let vals = indices.dtype == .int32 ? indices : try cast(indices, to: .int64)
+    func read<I: BinaryInteger>(_ p: UnsafeMutablePointer<I>) throws -> [Int] {
+        var out = [Int](repeating: 0, count: indices.count)
+        for i in 0..<indices.count {
+            var v = Int(p[i])
+            if v < 0 { v += n }
+            guard v >= 0 && v < n else {
+                throw EngineError.index("index \(p[i]) is out of bounds for axis with size \(n)")
+            }
+            out[i] = v
         }
-        out[i] = v
+        return out
     }
-    return out
+    return vals.dtype == .int32 ? try read(vals.pointer(Int32.self)) : try read(vals.pointer(Int64.self))
 }
 
 /// Gathers slices of `x` along `axis` (nil = flattened x) at `indices`.

@@ -116,27 +116,15 @@ def dropout(inputs, rate, noise_shape=None, seed=None):
         return knp.zeros_like(inputs)
     if rate == 0.0:
         return inputs
-    keep_prob = 1.0 - rate
-    if noise_shape is None:
-        noise_shape = inputs.shape
-    else:
-        noise_shape = [
-            n if n is not None else inputs.shape[i]
+    if not is_float_dtype(inputs.dtype):
+        inputs = cast(inputs, floatx())
+    attrs = {"rate": rate, "seed": _seed(seed)}
+    if noise_shape is not None:
+        attrs["noise_shape"] = [
+            int(n) if n is not None else int(inputs.shape[i])
             for i, n in enumerate(noise_shape)
         ]
-    u = op(
-        "random_uniform",
-        shape=_shape(noise_shape),
-        dtype="float32",
-        seed=_seed(seed),
-        minval=0.0,
-        maxval=1.0,
-    )
-    keep = op("less", u, convert_to_tensor(keep_prob, "float32"))
-    if tuple(keep.shape) != tuple(inputs.shape):
-        keep = op("broadcast_to", keep, shape=list(inputs.shape))
-    scaled = op("divide", inputs, convert_to_tensor(keep_prob, inputs.dtype))
-    return op("where", keep, scaled, convert_to_tensor(0, inputs.dtype))
+    return op("dropout", inputs, **attrs)
 
 
 def shuffle(x, axis=0, seed=None):

@@ -479,15 +479,28 @@ def sparse_categorical_crossentropy(target, output, from_logits=False, axis=-1):
             "up until the last dimension: "
             f"target.shape={target.shape}, output.shape={output.shape}"
         )
-    log_prob = _log_prob(output, from_logits, axis)
-    hot = op(
-        "one_hot",
-        target,
-        num_classes=output.shape[axis],
-        axis=int(axis),
-        dtype=output.dtype,
+    # Only the target class's log-probability is needed: gather it instead of taking the log
+    # of every class and summing against a one-hot tensor. Out-of-range targets select
+    # nothing (loss 0), as a one-hot row of zeros would.
+    axis = canonicalize_axis(axis, output.ndim)
+    zero = _scalar(0, "int32")
+    valid = op(
+        "logical_and",
+        op("greater_equal", target, zero),
+        op("less", target, _scalar(output.shape[axis], "int32")),
     )
-    return op("negative", op("sum", op("multiply", hot, log_prob), axes=[axis], keepdims=False))
+    index_shape = list(output.shape)
+    index_shape[axis] = 1
+    index = op("reshape", op("where", valid, target, zero), shape=index_shape)
+    if from_logits:
+        picked = op("take_along_axis", log_softmax(output, axis=axis), index, axis=axis)
+    else:
+        total = op("sum", output, axes=[axis], keepdims=True)
+        share = op("divide", op("take_along_axis", output, index, axis=axis), total)
+        eps = epsilon()
+        picked = op("log", op("clip", share, min=eps, max=1.0 - eps))
+    picked = op("reshape", picked, shape=list(target.shape))
+    return op("negative", op("where", valid, picked, _scalar(0, output.dtype)))
 
 
 def binary_crossentropy(target, output, from_logits=False):
