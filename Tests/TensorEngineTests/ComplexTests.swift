@@ -103,5 +103,8 @@ final class ComplexTests: XCTestCase {
         }
         XCTAssertEqual(try eig(try Tensor([Float(2), 0, 0, 1], shape: [2, 2])).values.dtype, .complex64)
         XCTAssertThrowsError(try eig(try Tensor([Float(1), 2], shape: [1, 2])))
+        // NaN input: NaN eigenpairs (LAPACK itself would reject the argument).
+        let nanPairs = try eig(try Tensor([Float.nan, 1, 2, 3], shape: [2, 2]))
+        XCTAssertTrue(try nanPairs.values.array(Complex<Float>.self).allSatisfy { $0.re.isNaN })
     }
 }

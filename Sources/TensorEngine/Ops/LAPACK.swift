@@ -435,12 +435,19 @@ public func eig(_ x0: Tensor) throws -> (values: Tensor, vectors: Tensor) {
             let pw = UnsafeMutableRawPointer(w.pointer(T.self)), pv = UnsafeMutableRawPointer(v.pointer(T.self))
             for b in 0..<batch where n > 0 {
                 transposeCopy(x.pointer(T.self) + b * n * n, n, n, a)
+                let ow = pw.bindMemory(to: (T, T).self, capacity: batch * n) + b * n
+                let ov = pv.bindMemory(to: (T, T).self, capacity: batch * n * n) + b * n * n
+                // geev rejects NaN input as an illegal argument (and prints to stderr);
+                // the eigenpairs of such a matrix are NaN, as jax returns them.
+                if (0..<(n * n)).contains(where: { a[$0].isNaN }) {
+                    ow.update(repeating: (.nan, .nan), count: n)
+                    ov.update(repeating: (.nan, .nan), count: n * n)
+                    continue
+                }
                 let info = T.geev(Int32(n), a, wr, wi, vr)
                 if info != 0 { throw lapackFailure("eig", info) }
                 // Column j of VR (column-major) is a real eigenvector when wi[j] == 0; a
                 // conjugate pair (j, j+1) stores re and im in columns j and j+1.
-                let ow = pw.bindMemory(to: (T, T).self, capacity: batch * n) + b * n
-                let ov = pv.bindMemory(to: (T, T).self, capacity: batch * n * n) + b * n * n
                 var j = 0
                 while j < n {
                     ow[j] = (wr[j], wi[j])
