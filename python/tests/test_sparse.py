@@ -342,3 +342,44 @@ def test_dense_path_untouched():
     assert knp.add.__wrapped__ is not knp.add
     np.testing.assert_allclose(dense(knp.add(X, Y)), X + Y)
     assert sparse.is_tensor(ops.convert_to_tensor(X))
+
+
+def _fit_dense_layer(x_batches, y_batches, optimizer, extra_dense_use=False):
+    class TwiceUsed(keras.layers.Dense):
+        def call(self, x):
+            out = super().call(x)
+            if extra_dense_use:  # the kernel is also read densely
+                out = out + ops.sum(self.kernel) * 0.01
+            return out
+
+    inputs = keras.Input((6,), sparse=True)
+    model = keras.Model(inputs, TwiceUsed(3, use_bias=False, kernel_initializer="ones")(inputs))
+    model.compile(optimizer=optimizer, loss="mse")
+    seen = []
+    original = model.optimizer.assign_sub
+
+    def spy(variable, value):
+        seen.append(type(value).__name__)
+        return original(variable, value)
+
+    model.optimizer.assign_sub = spy
+    for xb, yb in zip(x_batches, y_batches):
+        model.train_on_batch(xb, yb)
+    return ops.convert_to_numpy(model.layers[-1].kernel), seen
+
+
+@pytest.mark.parametrize("optimizer", ["adagrad", "sgd"])
+@pytest.mark.parametrize("extra_dense_use", [False, True])
+def test_sparse_input_gives_row_sparse_updates(optimizer, extra_dense_use):
+    xs = [(rng.normal(size=(4, 6)) * (rng.random((4, 6)) < 0.3)).astype("float32") for _ in range(3)]
+    ys = [rng.normal(size=(4, 3)).astype("float32") for _ in range(3)]
+    k_sparse, seen = _fit_dense_layer([sp(x) for x in xs], ys, optimizer, extra_dense_use)
+    k_dense, _ = _fit_dense_layer(xs, ys, optimizer, extra_dense_use)
+    # Same training as on the dense input, but the kernel's updates stay row-sparse
+    # unless the kernel is also used densely.
+    np.testing.assert_allclose(k_sparse, k_dense, rtol=1e-5, atol=1e-6)
+    kernel_updates = set(seen)
+    if extra_dense_use:
+        assert "IndexedSlices" not in kernel_updates
+    else:
+        assert kernel_updates == {"IndexedSlices"}

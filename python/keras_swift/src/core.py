@@ -241,6 +241,8 @@ def shape(x):
 def cast(x, dtype):
     if isinstance(x, KerasVariable):
         x = x.value
+    if isinstance(x, SparseTensor):  # stays sparse, as on jax and tensorflow
+        return x.astype(standardize_dtype(dtype))
     return convert_to_tensor(x, standardize_dtype(dtype))
 
 

@@ -24,8 +24,10 @@ keep sparse tensors sparse, as Keras's contract asks.
 """
 
 import builtins
+import contextlib
 import functools
 import math
+import threading
 
 import numpy as np
 
@@ -33,6 +35,7 @@ from keras.src.backend.common import standardize_dtype
 from keras.src.backend.common.backend_utils import canonicalize_axis
 from keras_swift.src.core import _C
 from keras_swift.src.core import SparseTensor
+from keras_swift.src.tensor import IndexedSlices
 from keras_swift.src.core import cast as _cast
 from keras_swift.src.core import from_numpy
 from keras_swift.src.core import is_float_dtype
@@ -620,18 +623,70 @@ def _sparse_matmul_dense(sp, dense, dtype):
     ``out[b…, i, :]``."""
     sp = to_coo(sp)
     batch = sp.shape[:-2]
-    dense = op("broadcast_to", dense, shape=[*batch, *dense.shape[-2:]])
     compute = "float32" if dtype in ("float16", "bfloat16") else dtype
     values = _cast(sp.values, compute)
-    dense = _cast(dense, compute)
     nb = len(batch)
     # rows of `dense` picked by (batch…, k)
-    rows = op("gather_nd", dense, _columns(sp.indices, list(range(nb)) + [nb + 1]))
+    picks = _columns(sp.indices, list(range(nb)) + [nb + 1])
+    if nb == 0 and dense.dtype == compute:
+        rows = _gather_rows(dense, picks)
+    else:
+        dense = op("broadcast_to", dense, shape=[*batch, *dense.shape[-2:]])
+        rows = op("gather_nd", _cast(dense, compute), picks)
     contrib = op("multiply", rows, op("reshape", values, shape=[-1, 1]))
     out_shape = [*batch, sp.shape[-2], dense.shape[-1]]
     target = _columns(sp.indices, list(range(nb + 1)))  # (batch…, i)
     out = op("scatter_nd", _zeros(out_shape, compute), target, contrib, reduction="add")
     return _cast(out, dtype)
+
+
+_row_reads = threading.local()
+
+
+@contextlib.contextmanager
+def collect_row_reads():
+    """Within a train step, ``sparse @ variable`` reads the variable's rows
+    through a fresh leaf recorded here instead of through the variable, so the
+    gradient of those rows can reach the optimizer row-sparse
+    (``merge_row_gradients``)."""
+    outer = getattr(_row_reads, "reads", None)
+    _row_reads.reads = reads = []
+    try:
+        yield reads
+    finally:
+        _row_reads.reads = outer
+
+
+def _gather_rows(dense, picks):
+    reads = getattr(_row_reads, "reads", None)
+    if reads is None or not getattr(dense, "requires_grad", False):
+        return op("gather_nd", dense, picks)
+    from keras_swift.src.variable import detached_leaf
+
+    rows = detached_leaf(op("gather_nd", op("stop_gradient", dense), picks), True)
+    reads.append((dense, picks, rows))
+    return rows
+
+
+def merge_row_gradients(leaves, grads, reads):
+    """Gradients for ``leaves`` from ``grads``: one per leaf, then one per
+    row read. A leaf read only through rows gets an ``IndexedSlices``; one
+    also used densely gets the rows added to its dense gradient."""
+    merged = list(grads[: len(leaves)])
+    row_grads = grads[len(leaves):]
+    for i, leaf in enumerate(leaves):
+        parts = [
+            (picks, g)
+            for (source, picks, _), g in zip(reads, row_grads)
+            if source is leaf and g is not None
+        ]
+        if not parts:
+            continue
+        indices = op("concatenate", *[p for p, _ in parts], axis=0)
+        values = op("concatenate", *[g for _, g in parts], axis=0)
+        rows = IndexedSlices(indices, values, leaf.shape, validate=False)
+        merged[i] = rows if merged[i] is None else op("add", merged[i], rows.todense())
+    return merged
 
 
 def _swap_last(x):

@@ -417,8 +417,8 @@ class SparseTensor:
         return self.with_values(cast(self.values, dtype))
 
     def with_values(self, values):
-        """Same indices (and shape) holding ``values``."""
-        return SparseTensor(
+        """Same indices (and shape) holding ``values``, of the same class."""
+        return type(self)(
             self.indices, values, self.shape, unique=self.unique, validate=False
         )
 
@@ -463,3 +463,12 @@ class SparseTensor:
 
     def __abs__(self):
         return _knp().absolute(self)
+
+
+class IndexedSlices(SparseTensor):
+    """A SparseTensor whose indices name whole rows (``indices`` is
+    ``[nnz, 1]``): the gradient of a variable that a train step read only
+    through row gathers (``sparse @ kernel``), so optimizers update just those
+    rows, as TensorFlow's IndexedSlices of the same name. Duplicate rows sum."""
+
+    __slots__ = ()

@@ -23,6 +23,8 @@ from keras.src.utils import traceback_utils
 from keras.src.utils.python_utils import pythonify_logs
 from keras_swift.src.core import _C
 from keras_swift.src.core import convert_to_numpy
+from keras_swift.src.sparse import collect_row_reads
+from keras_swift.src.sparse import merge_row_gradients
 
 _BaseTrainer = getattr(base_trainer, "BaseTrainer", None) or base_trainer.Trainer
 
@@ -61,23 +63,25 @@ class Trainer(_BaseTrainer):
 
         _C.tape_push()
         try:
-            if self._call_has_training_arg:
-                y_pred = self(x, training=True)
-            else:
-                y_pred = self(x)
-            loss = self._compute_loss(
-                x=x,
-                y=y,
-                y_pred=y_pred,
-                sample_weight=sample_weight,
-                training=True,
-            )
+            with collect_row_reads() as reads:
+                if self._call_has_training_arg:
+                    y_pred = self(x, training=True)
+                else:
+                    y_pred = self(x)
+                loss = self._compute_loss(
+                    x=x,
+                    y=y,
+                    y_pred=y_pred,
+                    sample_weight=sample_weight,
+                    training=True,
+                )
             scaled_loss = loss
             if self.optimizer is not None:
                 scaled_loss = self.optimizer.scale_loss(loss)
             grads = None
             if trainable_weights:
-                grads = _C.gradient(scaled_loss, leaves)
+                grads = _C.gradient(scaled_loss, leaves + [rows for _, _, rows in reads])
+                grads = merge_row_gradients(leaves, grads, reads)
         finally:
             _C.tape_pop()
 
