@@ -106,7 +106,31 @@ def _bitwise_or_logical(logical, bitwise, reflected=False):
     return method
 
 
-class SwiftTensor(_C.Tensor):
+class _Arithmetic:
+    """The operators dense and sparse tensors share; each routes to the
+    backend function of the same name."""
+
+    __slots__ = ()
+
+    __add__ = _binary("add")
+    __radd__ = _binary("add", reflected=True)
+    __sub__ = _binary("subtract")
+    __rsub__ = _binary("subtract", reflected=True)
+    __mul__ = _binary("multiply")
+    __rmul__ = _binary("multiply", reflected=True)
+    __truediv__ = _binary("true_divide")
+    __rtruediv__ = _binary("true_divide", reflected=True)
+    __matmul__ = _binary("matmul")
+    __rmatmul__ = _binary("matmul", reflected=True)
+
+    def __neg__(self):
+        return _knp().negative(self)
+
+    def __abs__(self):
+        return _knp().absolute(self)
+
+
+class SwiftTensor(_Arithmetic, _C.Tensor):
     """An n-dimensional array computed by the Swift engine."""
 
     __array_priority__ = 100.0
@@ -226,23 +250,13 @@ class SwiftTensor(_C.Tensor):
     def __getitem__(self, key):
         return _indexing().getitem(self, key)
 
-    # -- arithmetic --------------------------------------------------------
-    __add__ = _binary("add")
-    __radd__ = _binary("add", reflected=True)
-    __sub__ = _binary("subtract")
-    __rsub__ = _binary("subtract", reflected=True)
-    __mul__ = _binary("multiply")
-    __rmul__ = _binary("multiply", reflected=True)
-    __truediv__ = _binary("true_divide")
-    __rtruediv__ = _binary("true_divide", reflected=True)
+    # -- arithmetic (the rest in _Arithmetic) --------------------------------
     __floordiv__ = _binary("floor_divide")
     __rfloordiv__ = _binary("floor_divide", reflected=True)
     __mod__ = _binary("mod")
     __rmod__ = _binary("mod", reflected=True)
     __pow__ = _binary("power")
     __rpow__ = _binary("power", reflected=True)
-    __matmul__ = _binary("matmul")
-    __rmatmul__ = _binary("matmul", reflected=True)
     __eq__ = _binary("equal")
     __ne__ = _binary("not_equal")
     __lt__ = _binary("less")
@@ -256,14 +270,8 @@ class SwiftTensor(_C.Tensor):
     __xor__ = _bitwise_or_logical("logical_xor", "bitwise_xor")
     __rxor__ = _bitwise_or_logical("logical_xor", "bitwise_xor", True)
 
-    def __neg__(self):
-        return _knp().negative(self)
-
     def __pos__(self):
         return self
-
-    def __abs__(self):
-        return _knp().absolute(self)
 
     def __invert__(self):
         knp = _knp()
@@ -288,7 +296,7 @@ def _op(name, *inputs, **attrs):
     return _C.op(name, inputs, attrs or None)[0]
 
 
-class SparseTensor:
+class SparseTensor(_Arithmetic):
     """A COO sparse tensor whose indices and values are engine tensors.
 
     ``indices`` (int64, ``[nnz, k]``) names the coordinates of ``nnz``
@@ -446,23 +454,8 @@ class SparseTensor:
     def __bool__(self):
         return bool(self.todense())
 
-    # Operators go through the backend functions, which dispatch on sparse.
-    __add__ = _binary("add")
-    __radd__ = _binary("add", reflected=True)
-    __sub__ = _binary("subtract")
-    __rsub__ = _binary("subtract", reflected=True)
-    __mul__ = _binary("multiply")
-    __rmul__ = _binary("multiply", reflected=True)
-    __truediv__ = _binary("true_divide")
-    __rtruediv__ = _binary("true_divide", reflected=True)
-    __matmul__ = _binary("matmul")
-    __rmatmul__ = _binary("matmul", reflected=True)
-
-    def __neg__(self):
-        return _knp().negative(self)
-
-    def __abs__(self):
-        return _knp().absolute(self)
+    # Operators (_Arithmetic) go through the backend functions, which dispatch
+    # on sparse.
 
 
 class IndexedSlices(SparseTensor):

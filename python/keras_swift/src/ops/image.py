@@ -404,6 +404,11 @@ def affine_transform(
 def _projective_warp(images, transforms, interpolation, fill_mode, fill_value):
     """NHWC `images` sampled at each output pixel's image under `transforms` (N or 1, 8)."""
     coordinates = _projective_coordinates(transforms, images.shape[1], images.shape[2])
+    return _grid_sample(images, coordinates, interpolation, fill_mode, fill_value)
+
+
+def _grid_sample(images, coordinates, interpolation, fill_mode, fill_value):
+    """NHWC `images` sampled at (row, col) `coordinates` (N or 1, H', W', 2)."""
     return op(
         "grid_sample",
         images,
@@ -557,14 +562,7 @@ def elastic_transform(
     grid = op("reshape", knp.stack([rows, cols], axis=-1), shape=[1, height, width, 2])
     # field channel 0 displaces x, channel 1 displaces y.
     coordinates = knp.add(grid, knp.flip(field, axis=-1))
-    out = op(
-        "grid_sample",
-        images,
-        coordinates,
-        order=AFFINE_TRANSFORM_INTERPOLATIONS[interpolation],
-        fill_mode=fill_mode,
-        fill_value=float(fill_value),
-    )
+    out = _grid_sample(images, coordinates, interpolation, fill_mode, fill_value)
     return cast(_from_nhwc(out, squeeze, data_format), input_dtype)
 
 
