@@ -171,7 +171,10 @@ OPS = {
 RANDOM_OPS = {"dropout(0.5)"}
 # Where the ratio does not compare like with like.
 NOTES = {
-    "transpose(0,2,1,3)": "the numpy backend returns a strided view (no copy); swift and jax copy",
+    "transpose(0,2,1,3)": (
+        "the numpy backend returns a strided view and swift a deferred copy (both O(1): the"
+        " time is per-call overhead); jax copies"
+    ),
 }
 
 

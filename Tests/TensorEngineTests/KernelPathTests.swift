@@ -1,4 +1,5 @@
 import XCTest
+import Dispatch
 @testable import TensorEngine
 
 /// The vectorised / fused fast paths against the plain definitions they replace.
@@ -84,6 +85,106 @@ final class KernelPathTests: XCTestCase {
                     }
                     if yv[i] != xv[src] { return XCTFail("\(dtype) \(perm): element \(i)") }
                 }
+            }
+        }
+    }
+
+    /// Large transposes are deferred copies: the values must match the eager copy of a small
+    /// one, also for a transpose of a pending transpose, reshapes, gradients and readers racing
+    /// on one pending tensor.
+    func testDeferredTransposeMatchesTheEagerCopy() throws {
+        let shape = [8, 16, 4, 64]  // 32768 elements: above deferredCopyMinimum
+        let n = shape.reduce(1, *)
+        XCTAssertGreaterThanOrEqual(n, deferredCopyMinimum)
+        let x = try Tensor((0..<n).map { Float($0) }, shape: shape)
+        func expected(_ perm: [Int], _ src: [Float], _ srcShape: [Int]) -> [Float] {
+            let outShape = perm.map { srcShape[$0] }, st = contiguousStrides(srcShape)
+            return (0..<n).map { i in
+                var rem = i, off = 0
+                for d in stride(from: perm.count - 1, through: 0, by: -1) {
+                    off += (rem % outShape[d]) * st[perm[d]]
+                    rem /= outShape[d]
+                }
+                return src[off]
+            }
+        }
+        let xv = try x.array(Float.self)
+        let y = try transpose(x, [0, 2, 1, 3])
+        let z = try transpose(y, [3, 1, 0, 2])   // composed before y is read
+        let zExpected = expected([3, 1, 0, 2], expected([0, 2, 1, 3], xv, shape), [8, 4, 16, 64])
+        XCTAssertEqual(try z.array(Float.self), zExpected)
+        XCTAssertEqual(try y.array(Float.self), expected([0, 2, 1, 3], xv, shape))
+        XCTAssertEqual(try transpose(z, [2, 1, 3, 0]).array(Float.self), try y.array(Float.self))
+        XCTAssertEqual(try reshape(try transpose(x, [3, 2, 1, 0]), [n]).array(Float.self), expected([3, 2, 1, 0], xv, shape))
+        XCTAssertEqual(try add(try transpose(x, [1, 0, 2, 3]), try scalar(1)).array(Float.self),
+                       expected([1, 0, 2, 3], xv, shape).map { $0 + 1 })
+
+        // Many threads read one pending tensor at once: one copy, every reader sees it whole.
+        let pending = try transpose(x, [2, 3, 0, 1])
+        let want = expected([2, 3, 0, 1], xv, shape)
+        var ok = [Bool](repeating: false, count: 8)
+        ok.withUnsafeMutableBufferPointer { flags in
+            let f = flags.baseAddress!
+            DispatchQueue.concurrentPerform(iterations: 8) { t in
+                f[t] = (try? sum(pending).double(at: 0)) == want.reduce(0.0) { $0 + Double($1) }
+                    && Array(UnsafeBufferPointer(start: pending.pointer(Float.self), count: n)) == want
+            }
+        }
+        XCTAssertEqual(ok, [Bool](repeating: true, count: 8))
+
+        // The gradient of a deferred transpose is the inverse transpose of the output gradient.
+        let w = try Tensor((0..<n).map { Float(($0 * 7) % 13) }, shape: [8, 4, 16, 64])
+        Tape.push()
+        defer { try? Tape.pop() }
+        x.requiresGrad = true
+        defer { x.requiresGrad = false }
+        let l = try sum(try multiply(try transpose(x, [0, 2, 1, 3]), w))
+        let g = try Tape.gradient(of: l, wrt: [x])[0]!
+        XCTAssertEqual(try g.array(Float.self), try transpose(w, [0, 2, 1, 3]).array(Float.self))
+    }
+
+    /// The fused moments against a two-pass Double reference, over rows, columns, split axes,
+    /// keepdims and float64, and their gradients against finite differences.
+    func testMomentsMatchesATwoPassReference() throws {
+        func reference(_ v: [Double], _ shape: [Int], _ axes: [Int]) -> ([Double], [Double]) {
+            let kept = (0..<shape.count).filter { !axes.contains($0) }
+            let st = contiguousStrides(shape)
+            var groups: [[Int]: [Double]] = [:]
+            for i in 0..<v.count {
+                let key = kept.map { (i / st[$0]) % shape[$0] }
+                groups[key, default: []].append(v[i])
+            }
+            let keys = groups.keys.sorted { $0.lexicographicallyPrecedes($1) }
+            let means = keys.map { k in groups[k]!.reduce(0, +) / Double(groups[k]!.count) }
+            let vars = keys.enumerated().map { j, k in groups[k]!.map { ($0 - means[j]) * ($0 - means[j]) }.reduce(0, +) / Double(groups[k]!.count) }
+            return (means, vars)
+        }
+        let shape = [6, 5, 300]
+        let v = testValues(shape.reduce(1, *), seed: 21, lo: 3, hi: 5)
+        for dtype in [DType.float32, .float64] {
+            let x = try cast(try Tensor(v, shape: shape), to: dtype)
+            for axes in [[2], [0], [0, 1], [1], [0, 2], [0, 1, 2]] {
+                let (m, va) = try moments(x, axes: axes)
+                let (rm, rv) = reference(v, shape, axes)
+                let tol = dtype == .float32 ? 1e-5 : 1e-12
+                for (a, b) in zip(m.doubles(), rm) { XCTAssertEqual(a, b, accuracy: tol * 5, "\(dtype) \(axes) mean") }
+                for (a, b) in zip(va.doubles(), rv) { XCTAssertEqual(a, b, accuracy: tol, "\(dtype) \(axes) variance") }
+                XCTAssertEqual(m.shape, (0..<3).filter { !axes.contains($0) }.map { shape[$0] })
+            }
+        }
+        let (mk, vk) = try moments(try Tensor(v, shape: shape), axes: [-1], keepdims: true)
+        XCTAssertEqual(mk.shape, [6, 5, 1])
+        XCTAssertEqual(vk.shape, [6, 5, 1])
+        let (me, ve) = try moments(try Tensor(zeros: [0, 3], dtype: .float32), axes: [0])
+        XCTAssertTrue(me.doubles().allSatisfy { $0.isNaN } && ve.doubles().allSatisfy { $0.isNaN } && me.count == 3)
+
+        let small = try f64([3, 4, 5], seed: 22)
+        for axes in [[2], [0], [0, 1], [0, 2]] {
+            try checkGradient("moments mean \(axes)", [small]) { try moments($0[0], axes: axes).mean }
+            try checkGradient("moments variance \(axes)", [small]) { try moments($0[0], axes: axes).variance }
+            try checkGradient("moments both \(axes)", [small]) {
+                let (m, va) = try moments($0[0], axes: axes, keepdims: true)
+                return try add(try multiply(m, try scalar(0.7, .float64)), va)
             }
         }
     }

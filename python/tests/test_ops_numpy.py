@@ -694,3 +694,34 @@ def test_complex_unsupported_op_raises_type_error():
         ops.less(z, z)
     with pytest.raises(TypeError, match="complex"):
         ops.max(z)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "int32"])
+@pytest.mark.parametrize("axes", [[0], [-1], [0, 1], [0, 2], None])
+def test_moments_fused_against_numpy(dtype, axes):
+    x = (rng.normal(size=(40, 30, 70)) * 3 + 5).astype(dtype)
+    mean, var = ops.moments(ops.convert_to_tensor(x, dtype), axes=axes, keepdims=True)
+    ref = x.astype("float64")
+    np_axes = None if axes is None else tuple(axes)
+    tol = {"float16": 2e-3, "float32": 1e-5, "float64": 1e-12, "int32": 1e-5}[dtype]
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(mean).astype("float64"), ref.mean(axis=np_axes, keepdims=True), rtol=tol
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(var).astype("float64"), ref.var(axis=np_axes, keepdims=True), rtol=tol * 10
+    )
+    want_dtype = {"float16": "float16", "int32": "float32"}.get(dtype, dtype)
+    assert mean.dtype == want_dtype and var.dtype == want_dtype
+
+
+def test_large_transpose_is_deferred_but_reads_like_a_copy():
+    x = rng.normal(size=(16, 32, 8, 64)).astype("float32")
+    t = ops.transpose(x, (0, 2, 1, -1))
+    tt = ops.transpose(t, (3, 1, 2, 0))
+    np.testing.assert_array_equal(ops.convert_to_numpy(tt), x.transpose(0, 2, 1, 3).transpose(3, 1, 2, 0))
+    np.testing.assert_array_equal(ops.convert_to_numpy(t), x.transpose(0, 2, 1, 3))
+    np.testing.assert_array_equal(np.asarray(ops.reshape(ops.transpose(x), (-1,))), x.T.reshape(-1))
+    with pytest.raises(ValueError):
+        ops.transpose(x, (0, 1, 2, 2))
+    with pytest.raises(ValueError):
+        ops.transpose(x, (0, 1, 2, 4))

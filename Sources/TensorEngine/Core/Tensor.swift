@@ -127,10 +127,60 @@ public func elementCount(_ shape: [Int]) throws -> Int {
     return n
 }
 
+/// A strided read of a dense tensor whose copy into contiguous storage waits for the first
+/// reader. Transpose returns one, so that a permutation costs O(1) until its bytes are needed
+/// (as numpy's transposed views do), while every kernel still sees contiguous row-major
+/// memory. The destination is allocated up front, so reading it later cannot fail.
+final class DeferredGather {
+    private var source: Tensor?
+    let strides: [Int], offset: Int
+    private let out: Storage
+    private let shape: [Int]
+    private let lock: UnsafeMutablePointer<pthread_mutex_t>
+
+    init(source: Tensor, shape: [Int], strides: [Int], offset: Int, into out: Storage) {
+        self.source = source
+        self.shape = shape
+        self.strides = strides
+        self.offset = offset
+        self.out = out
+        lock = .allocate(capacity: 1)
+        pthread_mutex_init(lock, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(lock)
+        lock.deallocate()
+    }
+
+    /// The copied bytes; the first call copies and lets go of the source.
+    func materialize() -> Storage {
+        pthread_mutex_lock(lock)
+        defer { pthread_mutex_unlock(lock) }
+        if let src = source {
+            gatherStrided(from: src.rawPointer, into: out.pointer, itemSize: src.dtype.itemSize, shape: shape,
+                          strides: strides, offset: offset)
+            source = nil
+        }
+        return out
+    }
+
+    /// The source, while the copy has not happened: a new view can read it directly.
+    func pendingSource() -> Tensor? {
+        pthread_mutex_lock(lock)
+        defer { pthread_mutex_unlock(lock) }
+        return source
+    }
+}
+
 /// A dense, contiguous, row-major tensor with a runtime dtype. Immutable once built by an op;
 /// reshape shares storage. `requiresGrad` marks an autodiff leaf.
 public final class Tensor {
-    public let storage: Storage
+    private enum Backing {
+        case dense(Storage)
+        case deferred(DeferredGather)
+    }
+    private let backing: Backing
     public let shape: [Int]
     public let dtype: DType
     public let count: Int
@@ -138,11 +188,36 @@ public final class Tensor {
     var node: TapeNode?
     public var requiresGrad: Bool = false
 
+    /// The tensor's bytes, contiguous and row-major (a deferred copy happens here).
+    public var storage: Storage {
+        switch backing {
+        case .dense(let s): return s
+        case .deferred(let d): return d.materialize()
+        }
+    }
+
     init(storage: Storage, shape: [Int], dtype: DType, count: Int) {
-        self.storage = storage
+        backing = .dense(storage)
         self.shape = shape
         self.dtype = dtype
         self.count = count
+    }
+
+    /// `source` read with `strides` from `offset` as a tensor of `shape`, copied on first use.
+    init(deferring source: Tensor, shape: [Int], strides: [Int], offset: Int) throws {
+        let n = try elementCount(shape)
+        let storage = try Storage(byteCount: n * source.dtype.itemSize, zeroed: false)
+        backing = .deferred(DeferredGather(source: source, shape: shape, strides: strides, offset: offset, into: storage))
+        self.shape = shape
+        self.dtype = source.dtype
+        self.count = n
+    }
+
+    /// What a strided view of this tensor can read instead of it: the source of a copy still
+    /// pending with its strides and offset, or the tensor itself, contiguous.
+    var viewBase: (tensor: Tensor, strides: [Int], offset: Int) {
+        if case .deferred(let d) = backing, let src = d.pendingSource() { return (src, d.strides, d.offset) }
+        return (self, contiguousStrides(shape), 0)
     }
 
     /// A zero-filled tensor.

@@ -8,7 +8,7 @@ public func full(_ shape: [Int], value: Double, dtype: DType = .float32) throws 
         let t: Tensor, value: Double
         func visit<T: NumElem>(_: T.Type) throws {
             let p = t.pointer(T.self), v = T(fromDouble: value)
-            parallelFor(t.count) { r in for i in r { p[i] = v } }
+            parallelFor(t.count, streaming: true) { r in for i in r { p[i] = v } }
         }
     }
     switch dtype {

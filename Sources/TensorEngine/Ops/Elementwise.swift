@@ -28,30 +28,34 @@ protocol BinaryKernel {
     func callAsFunction(_ a: A, _ b: B) -> R
 }
 
+/// A kernel of a few instructions per element, so that a loop over it streams memory
+/// (`Threading.streamingGrain` decides its threads).
+protocol Streaming {}
+
 /// out[i] = f(x[i]) over contiguous memory, threaded above the grain.
 @inline(__always)
 func mapUnary<F: UnaryKernel>(_ x: Tensor, _ out: Tensor, _ f: F) {
     let px = x.pointer(F.A.self), po = out.pointer(F.R.self)
-    parallelFor(out.count) { r in for i in r { po[i] = f(px[i]) } }
+    parallelFor(out.count, streaming: f is Streaming) { r in for i in r { po[i] = f(px[i]) } }
 }
 
 /// out = f(a, b) with numpy broadcasting; `out` already has the broadcast shape.
 @inline(__always)
 func mapBinary<F: BinaryKernel>(_ a: Tensor, _ b: Tensor, _ out: Tensor, _ f: F) {
     let pa = a.pointer(F.A.self), pb = b.pointer(F.B.self), po = out.pointer(F.R.self)
-    let n = out.count
+    let n = out.count, streaming = f is Streaming
     if a.count == n && b.count == n {
-        parallelFor(n) { r in for i in r { po[i] = f(pa[i], pb[i]) } }
+        parallelFor(n, streaming: streaming) { r in for i in r { po[i] = f(pa[i], pb[i]) } }
         return
     }
     if b.count == 1 && a.count == n {
         let s = pb[0]
-        parallelFor(n) { r in for i in r { po[i] = f(pa[i], s) } }
+        parallelFor(n, streaming: streaming) { r in for i in r { po[i] = f(pa[i], s) } }
         return
     }
     if a.count == 1 && b.count == n {
         let s = pa[0]
-        parallelFor(n) { r in for i in r { po[i] = f(s, pb[i]) } }
+        parallelFor(n, streaming: streaming) { r in for i in r { po[i] = f(s, pb[i]) } }
         return
     }
     if n == 0 { return }
@@ -60,7 +64,7 @@ func mapBinary<F: BinaryKernel>(_ a: Tensor, _ b: Tensor, _ out: Tensor, _ f: F)
     let outerShape = Array(shape.dropLast())
     let outerA = Array(st[0].dropLast()), outerB = Array(st[1].dropLast())
     let outer = n / inner
-    parallelFor(outer, cost: inner) { range in
+    parallelFor(outer, cost: inner, streaming: streaming && sa <= 1 && sb <= 1) { range in
         var idx = [Int](repeating: 0, count: outerShape.count)
         var rem = range.lowerBound, offA = 0, offB = 0
         for d in stride(from: outerShape.count - 1, through: 0, by: -1) {
@@ -129,19 +133,19 @@ func dispatchElement<V: ElementVisitor>(_ dt: DType, _ v: V) throws -> V.Result 
     }
 }
 
-private struct ViaInt64<S: TensorElement, D: TensorElement>: UnaryKernel {
+private struct ViaInt64<S: TensorElement, D: TensorElement>: UnaryKernel, Streaming {
     @inline(__always) func callAsFunction(_ v: S) -> D { D(fromInt64: v.int64Value) }
 }
-private struct ViaDouble<S: TensorElement, D: TensorElement>: UnaryKernel {
+private struct ViaDouble<S: TensorElement, D: TensorElement>: UnaryKernel, Streaming {
     @inline(__always) func callAsFunction(_ v: S) -> D { D(fromDouble: v.doubleValue) }
 }
-private struct Int32ToFloat: UnaryKernel {
+private struct Int32ToFloat: UnaryKernel, Streaming {
     @inline(__always) func callAsFunction(_ v: Int32) -> Float { Float(v) }
 }
-private struct FloatToDouble: UnaryKernel {
+private struct FloatToDouble: UnaryKernel, Streaming {
     @inline(__always) func callAsFunction(_ v: Float) -> Double { Double(v) }
 }
-private struct DoubleToFloat: UnaryKernel {
+private struct DoubleToFloat: UnaryKernel, Streaming {
     @inline(__always) func callAsFunction(_ v: Double) -> Float { Float(v) }
 }
 
@@ -189,21 +193,21 @@ public func stopGradient(_ x: Tensor) -> Tensor {
 
 // MARK: - Kernel functors
 
-struct Add<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.add(a, b) } }
-struct Sub<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.sub(a, b) } }
-struct Mul<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.mul(a, b) } }
+struct Add<T: NumElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.add(a, b) } }
+struct Sub<T: NumElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.sub(a, b) } }
+struct Mul<T: NumElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.mul(a, b) } }
 struct Div<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.div(a, b) } }
 struct Pow<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.pow(a, b) } }
-struct Max<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.maximum(a, b) } }
-struct Min<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.minimum(a, b) } }
+struct Max<T: NumElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.maximum(a, b) } }
+struct Min<T: NumElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.minimum(a, b) } }
 struct FloorDiv<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.floorDiv(a, b) } }
 struct Mod<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.mod(a, b) } }
-struct Eq<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a == b } }
-struct Ne<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a != b } }
-struct Lt<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a < b } }
-struct Le<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a <= b } }
-struct Gt<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a > b } }
-struct Ge<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a >= b } }
+struct Eq<T: NumElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a == b } }
+struct Ne<T: NumElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a != b } }
+struct Lt<T: NumElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a < b } }
+struct Le<T: NumElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a <= b } }
+struct Gt<T: NumElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a > b } }
+struct Ge<T: NumElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a >= b } }
 struct Atan2<T: FloatElem>: BinaryKernel { @inline(__always) func callAsFunction(_ y: T, _ x: T) -> T { T.atan2(y, x) } }
 /// The next representable value after a in the direction of b.
 struct NextAfter<T: FloatElem>: BinaryKernel {
@@ -212,23 +216,23 @@ struct NextAfter<T: FloatElem>: BinaryKernel {
         return a == b ? b : (a < b ? a.nextUp : a.nextDown)
     }
 }
-struct BoolAnd: BinaryKernel { @inline(__always) func callAsFunction(_ a: Bool, _ b: Bool) -> Bool { a && b } }
-struct BoolOr: BinaryKernel { @inline(__always) func callAsFunction(_ a: Bool, _ b: Bool) -> Bool { a || b } }
-struct BoolXor: BinaryKernel { @inline(__always) func callAsFunction(_ a: Bool, _ b: Bool) -> Bool { a != b } }
-struct First<T>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: UInt8) -> T { a } }
+struct BoolAnd: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: Bool, _ b: Bool) -> Bool { a && b } }
+struct BoolOr: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: Bool, _ b: Bool) -> Bool { a || b } }
+struct BoolXor: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: Bool, _ b: Bool) -> Bool { a != b } }
+struct First<T>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: T, _ b: UInt8) -> T { a } }
 
-struct Neg<T: NumElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { T.neg(x) } }
-struct Abs<T: NumElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { T.abs(x) } }
-struct Sign<T: NumElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { T.sign(x) } }
-struct Square<T: NumElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { T.mul(x, x) } }
+struct Neg<T: NumElem>: UnaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: T) -> T { T.neg(x) } }
+struct Abs<T: NumElem>: UnaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: T) -> T { T.abs(x) } }
+struct Sign<T: NumElem>: UnaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: T) -> T { T.sign(x) } }
+struct Square<T: NumElem>: UnaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: T) -> T { T.mul(x, x) } }
 /// max(x, 0), NaN-propagating for floats.
-struct Relu<T: NumElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { x > T.zeroValue || x.isNaNValue ? x : T.zeroValue } }
-struct Identity<T>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { x } }
-struct Not: UnaryKernel { @inline(__always) func callAsFunction(_ x: Bool) -> Bool { !x } }
-struct AlwaysTrue: UnaryKernel { @inline(__always) func callAsFunction(_ x: Bool) -> Bool { true } }
-struct IsNaN<T: FloatElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> Bool { x.isNaN } }
-struct IsInf<T: FloatElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> Bool { x.isInfinite } }
-struct IsFinite<T: FloatElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> Bool { x.isFinite } }
+struct Relu<T: NumElem>: UnaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: T) -> T { x > T.zeroValue || x.isNaNValue ? x : T.zeroValue } }
+struct Identity<T>: UnaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: T) -> T { x } }
+struct Not: UnaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: Bool) -> Bool { !x } }
+struct AlwaysTrue: UnaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: Bool) -> Bool { true } }
+struct IsNaN<T: FloatElem>: UnaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: T) -> Bool { x.isNaN } }
+struct IsInf<T: FloatElem>: UnaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: T) -> Bool { x.isInfinite } }
+struct IsFinite<T: FloatElem>: UnaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: T) -> Bool { x.isFinite } }
 struct Sqrt<T: FloatElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { T.sqrt(x) } }
 struct Rsqrt<T: FloatElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { 1 / T.sqrt(x) } }
 struct Reciprocal<T: FloatElem>: UnaryKernel { @inline(__always) func callAsFunction(_ x: T) -> T { 1 / x } }
@@ -329,11 +333,11 @@ struct GeluTanhGradF32: BinaryKernel {
     }
 }
 /// Derivatives that only need y = f(x); generic, so any float dtype gets a vectorised loop.
-struct TanhGrad<T: FloatElem>: BinaryKernel { @inline(__always) func callAsFunction(_ x: T, _ y: T) -> T { 1 - y * y } }
-struct SigmoidGrad<T: FloatElem>: BinaryKernel { @inline(__always) func callAsFunction(_ x: T, _ y: T) -> T { y * (1 - y) } }
-struct ExpGrad<T: FloatElem>: BinaryKernel { @inline(__always) func callAsFunction(_ x: T, _ y: T) -> T { y } }
+struct TanhGrad<T: FloatElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: T, _ y: T) -> T { 1 - y * y } }
+struct SigmoidGrad<T: FloatElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: T, _ y: T) -> T { y * (1 - y) } }
+struct ExpGrad<T: FloatElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: T, _ y: T) -> T { y } }
 struct SqrtGrad<T: FloatElem>: BinaryKernel { @inline(__always) func callAsFunction(_ x: T, _ y: T) -> T { T(0.5) / y } }
-struct ReluGrad<T: FloatElem>: BinaryKernel { @inline(__always) func callAsFunction(_ x: T, _ y: T) -> T { x > 0 ? 1 : 0 } }
+struct ReluGrad<T: FloatElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: T, _ y: T) -> T { x > 0 ? 1 : 0 } }
 
 /// out = sqrt(x) or 1 / sqrt(x) over contiguous float32.
 func mapSqrtF32(_ x: Tensor, _ out: Tensor, reciprocal: Bool) {
@@ -806,7 +810,7 @@ public func `where`(_ cond0: Tensor, _ x0: Tensor, _ y0: Tensor) throws -> Tenso
         let a = px.assumingMemoryBound(to: W.self), b = py.assumingMemoryBound(to: W.self)
         let o = po.assumingMemoryBound(to: W.self)
         @inline(__always) func mask(_ i: Int) -> W { pc[i] != 0 ? ~0 : 0 }
-        parallelFor(n) { r in
+        parallelFor(n, streaming: true) { r in
             switch (xs, ys) {
             case (true, true): for i in r { let m = mask(i); o[i] = (a[i] & m) | (b[i] & ~m) }
             case (true, false): let bv = b[0]; for i in r { let m = mask(i); o[i] = (a[i] & m) | (bv & ~m) }

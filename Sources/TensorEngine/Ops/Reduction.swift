@@ -159,6 +159,132 @@ public func mean(_ x: Tensor, axes: [Int]? = nil, keepdims: Bool = false) throws
     try reduce(.mean, x, axes: axes, keepdims: keepdims)
 }
 
+/// Mean and biased variance over `axes` (nil = all), as Keras's `moments`, fused: one pass
+/// for the mean and one for the squared deviations from it, with no temporaries. Partial sums
+/// are kept in Double. Half and integer inputs compute in float32. The variance's VJP treats
+/// the mean as a constant, which is exact: the deviations sum to zero.
+public func moments(_ x: Tensor, axes axes0: [Int]? = nil, keepdims: Bool = false) throws -> (mean: Tensor, variance: Tensor) {
+    if x.dtype.isComplex { throw EngineError.type("moments does not support complex inputs (got \(x.dtype))") }
+    if x.dtype.isHalf {
+        let (m, v) = try moments(try cast(x, to: .float32), axes: axes0, keepdims: keepdims)
+        return (try cast(m, to: x.dtype), try cast(v, to: x.dtype))
+    }
+    if !x.dtype.isFloatingPoint { return try moments(try cast(x, to: .float32), axes: axes0, keepdims: keepdims) }
+    let axes = try normalizeAxes(axes0, rank: x.rank)
+    var keptShape = x.shape
+    for a in axes { keptShape[a] = 1 }
+    let outShape = keepdims ? keptShape : x.shape.enumerated().filter { !axes.contains($0.offset) }.map { $0.element }
+    if axes.isEmpty { return (try reshape(x, outShape), try Tensor(zeros: outShape, dtype: x.dtype)) }
+    let (xl, outer, r, inner) = try reductionLayout(x, axes)
+    let mean = try Tensor(empty: outShape, dtype: x.dtype), variance = try Tensor(empty: outShape, dtype: x.dtype)
+    struct K: FloatVisitor {
+        let x: Tensor, mean: Tensor, variance: Tensor, outer: Int, r: Int, inner: Int
+        func visit<T: FloatElem>(_: T.Type) throws {
+            let px = UnsafePointer(x.pointer(T.self)), pm = mean.pointer(T.self), pv = variance.pointer(T.self)
+            let (r, inner) = (self.r, self.inner)
+            let scale = r == 0 ? Double.nan : 1 / Double(r)
+            if inner == 1 {
+                parallelFor(outer, cost: 2 * r) { range in
+                    for o in range {
+                        let row = px + o * r
+                        let m = T(fromDouble: T.sumRow(row, r).doubleValue * scale)
+                        pm[o] = m
+                        pv[o] = T(fromDouble: squaredDeviationSum(row, r, m) * scale)
+                    }
+                }
+                return
+            }
+            // Blocks of columns: each task reads its block's rows once per pass.
+            let width = Swift.min(inner, 256), blocks = (inner + width - 1) / width
+            parallelFor(outer * blocks, cost: 2 * r * width) { range in
+                let acc = UnsafeMutablePointer<Double>.allocate(capacity: width)
+                let part = UnsafeMutablePointer<T>.allocate(capacity: width)
+                let center = UnsafeMutablePointer<T>.allocate(capacity: width)
+                defer { acc.deallocate(); part.deallocate(); center.deallocate() }
+                for item in range {
+                    let o = item / blocks, c0 = (item % blocks) * width, w = Swift.min(width, inner - c0)
+                    let base = px + o * r * inner + c0, out = o * inner + c0
+                    columnSums(base, rows: r, stride: inner, width: w, center: nil, acc: acc, part: part)
+                    for i in 0..<w {
+                        center[i] = T(fromDouble: acc[i] * scale)
+                        pm[out + i] = center[i]
+                    }
+                    columnSums(base, rows: r, stride: inner, width: w, center: UnsafePointer(center), acc: acc, part: part)
+                    for i in 0..<w { pv[out + i] = T(fromDouble: acc[i] * scale) }
+                }
+            }
+        }
+    }
+    if mean.count > 0 {
+        try dispatchFloat(x.dtype, K(x: xl, mean: mean, variance: variance, outer: outer, r: r, inner: inner))
+    }
+    let kept = keptShape, n = Double(r), xs = x.shape
+    Tape.record(mean, [x]) { g in [try broadcastTo(try divide(try reshape(g, kept), try scalar(n, g.dtype)), xs)] }
+    let m = stopGradient(mean)
+    Tape.record(variance, [x]) { g in
+        let centered = try subtract(x, try reshape(m, kept))
+        return [try multiply(centered, try reshape(try multiply(g, try scalar(2 / n, g.dtype)), kept))]
+    }
+    return (mean, variance)
+}
+
+/// Σ (p[i] - m)² in Double: float lanes within blocks of 1024, as `sumRow`.
+@inline(__always)
+private func squaredDeviationSum<T: FloatElem>(_ p: UnsafePointer<T>, _ n: Int, _ m: T) -> Double {
+    var total = 0.0, i = 0
+    let mv = SIMD16<T>(repeating: m)
+    while i < n {
+        let end = Swift.min(n, i + 1024)
+        var lanes = SIMD16<T>(repeating: 0)
+        var j = i
+        while j + 16 <= end {
+            let d = UnsafeRawPointer(p + j).loadUnaligned(as: SIMD16<T>.self) - mv
+            lanes += d * d
+            j += 16
+        }
+        var block = 0.0
+        for l in 0..<16 { block += lanes[l].doubleValue }
+        while j < end {
+            let d = p[j] - m
+            block += (d * d).doubleValue
+            j += 1
+        }
+        total += block
+        i = end
+    }
+    return total
+}
+
+/// acc[i] = Σ_k base[k * stride + i] (or Σ (… - center[i])²) for i < width, in float runs of
+/// 256 rows added into Double.
+@inline(__always)
+private func columnSums<T: FloatElem>(_ base: UnsafePointer<T>, rows: Int, stride: Int, width: Int,
+                                      center: UnsafePointer<T>?, acc: UnsafeMutablePointer<Double>,
+                                      part: UnsafeMutablePointer<T>) {
+    for i in 0..<width { acc[i] = 0 }
+    var k = 0
+    while k < rows {
+        let end = Swift.min(rows, k + 256)
+        for i in 0..<width { part[i] = 0 }
+        if let c = center {
+            for kk in k..<end {
+                let src = base + kk * stride
+                for i in 0..<width {
+                    let d = src[i] - c[i]
+                    part[i] += d * d
+                }
+            }
+        } else {
+            for kk in k..<end {
+                let src = base + kk * stride
+                for i in 0..<width { part[i] += src[i] }
+            }
+        }
+        for i in 0..<width { acc[i] += part[i].doubleValue }
+        k = end
+    }
+}
+
 public enum ArgReduce: String { case argmax, argmin }
 
 /// Index (int32) of the first maximum / minimum along `axis` (nil = flattened); NaN wins.
@@ -255,7 +381,13 @@ private func argExtremumF32(_ p: UnsafePointer<Float>, _ r: Int, max: Bool) -> I
 
 let reductionOps: [OpDef] = ReduceOp.allCases.map { op in
     OpDef(op.rawValue, arity: 1) { t, a in try reduce(op, t[0], axes: a.ints("axes"), keepdims: a.bool("keepdims", default: false)) }
-} + [ArgReduce.argmax, .argmin].map { op in
+} + [
+    OpDef("moments") { t, a in
+        guard t.count == 1 else { throw EngineError.value("moments takes 1 input, got \(t.count)") }
+        let r = try moments(t[0], axes: a.ints("axes"), keepdims: a.bool("keepdims", default: false))
+        return [r.mean, r.variance]
+    },
+] + [ArgReduce.argmax, .argmin].map { op in
     OpDef(op.rawValue, arity: 1) { t, a in
         try argReduce(op, t[0], axis: a.has("axis") ? a.int("axis") : nil, keepdims: a.bool("keepdims", default: false))
     }

@@ -14,27 +14,33 @@ private func copyStrided(_ dst: UnsafeMutableRawPointer, _ src: UnsafeRawPointer
 /// new contiguous tensor of `shape`. Shared by transpose, slicing and broadcasting.
 func gatherView(_ x: Tensor, shape: [Int], strides: [Int], offset: Int) throws -> Tensor {
     let out = try Tensor(empty: shape, dtype: x.dtype)
-    let n = out.count
-    if n == 0 { return out }
-    let size = x.dtype.itemSize
+    gatherStrided(from: x.rawPointer, into: out.rawPointer, itemSize: x.dtype.itemSize, shape: shape,
+                  strides: strides, offset: offset)
+    return out
+}
+
+/// The copy behind `gatherView`, from raw memory into a contiguous destination of `shape`.
+func gatherStrided(from src: UnsafeMutableRawPointer, into dst: UnsafeMutableRawPointer, itemSize size: Int,
+                   shape: [Int], strides: [Int], offset: Int) {
+    let n = shape.reduce(1, *)
+    if n == 0 { return }
     let (cs, st) = coalesce(shape, [strides])
     let inner = cs.last ?? 1, si = st[0].last ?? 1
     let outerShape = Array(cs.dropLast()), outerStrides = Array(st[0].dropLast())
-    let src = x.rawPointer, dst = out.rawPointer
     if si != 1 && inner >= 4, let q = outerStrides.firstIndex(of: 1), outerShape[q] >= 4 {
         func tiled<W: SIMDScalar>(_: W.Type) {
             gatherTiled(dst.assumingMemoryBound(to: W.self), UnsafePointer(src.assumingMemoryBound(to: W.self)),
                         shape: cs, strides: st[0], offset: offset, q: q)
         }
         switch size {
-        case 1: tiled(UInt8.self); return out
-        case 2: tiled(UInt16.self); return out
-        case 4: tiled(UInt32.self); return out
-        case 8: tiled(UInt64.self); return out
+        case 1: tiled(UInt8.self); return
+        case 2: tiled(UInt16.self); return
+        case 4: tiled(UInt32.self); return
+        case 8: tiled(UInt64.self); return
         default: break
         }
     }
-    parallelFor(n / inner, cost: inner) { range in
+    parallelFor(n / inner, cost: inner, streaming: si == 1) { range in
         var idx = [Int](repeating: 0, count: outerShape.count)
         var rem = range.lowerBound, off = offset
         for d in stride(from: outerShape.count - 1, through: 0, by: -1) {
@@ -55,7 +61,6 @@ func gatherView(_ x: Tensor, shape: [Int], strides: [Int], offset: Int) throws -
             }
         }
     }
-    return out
 }
 
 /// gatherView for views whose last output axis is strided in the source while output axis `q`
@@ -156,14 +161,27 @@ public func squeeze(_ x: Tensor, axes: [Int]? = nil) throws -> Tensor {
     return try reshape(x, x.shape.enumerated().filter { !ax.contains($0.offset) }.map { $0.element })
 }
 
-/// Permutes axes (nil = reverse them).
+/// Below this many elements a transpose copies at once: deferring costs a lock and an object.
+let deferredCopyMinimum = 1 << 14
+
+/// Permutes axes (nil = reverse them). Large results are deferred copies (`DeferredGather`).
 public func transpose(_ x: Tensor, _ perm0: [Int]? = nil) throws -> Tensor {
     let perm = try perm0.map { p in try p.map { try normalizeAxis($0, rank: x.rank) } } ?? Array((0..<x.rank).reversed())
     guard perm.count == x.rank, Set(perm).count == x.rank else {
         throw EngineError.value("transpose permutation \(perm0 ?? []) does not match rank \(x.rank)")
     }
-    let strides = contiguousStrides(x.shape)
-    let out = try gatherView(x, shape: perm.map { x.shape[$0] }, strides: perm.map { strides[$0] }, offset: 0)
+    let shape = perm.map { x.shape[$0] }
+    let out: Tensor
+    if perm == Array(0..<x.rank) {
+        out = x.sharing(shape: shape)
+    } else if x.count < deferredCopyMinimum {
+        let strides = contiguousStrides(x.shape)
+        out = try gatherView(x, shape: shape, strides: perm.map { strides[$0] }, offset: 0)
+    } else {
+        // A transpose of a pending transpose reads the first one's source directly.
+        let base = x.viewBase
+        out = try Tensor(deferring: base.tensor, shape: shape, strides: perm.map { base.strides[$0] }, offset: base.offset)
+    }
     var inverse = [Int](repeating: 0, count: perm.count)
     for (i, p) in perm.enumerated() { inverse[p] = i }
     Tape.record(out, [x]) { g in [try transpose(g, inverse)] }
@@ -204,7 +222,7 @@ public func concatenate(_ xs0: [Tensor], axis: Int) throws -> Tensor {
     for x in xs {
         let chunk = x.shape[ax] * inner * size
         let src = x.rawPointer, dst = out.rawPointer + offset
-        parallelFor(outer, cost: chunk / size) { r in
+        parallelFor(outer, cost: chunk / size, streaming: true) { r in
             for o in r { (dst + o * rowBytes).copyMemory(from: src + o * chunk, byteCount: chunk) }
         }
         offset += chunk
@@ -324,7 +342,7 @@ public func take(_ x0: Tensor, _ indices: Tensor, axis: Int?) throws -> Tensor {
     let out = try Tensor(empty: shape, dtype: x.dtype)
     let size = x.dtype.itemSize, chunk = inner * size
     let src = x.rawPointer, dst = out.rawPointer, k = idx.count
-    parallelFor(outer * k, cost: inner) { r in
+    parallelFor(outer * k, cost: inner, streaming: true) { r in
         for cell in r {
             let o = cell / k, j = cell % k
             (dst + cell * chunk).copyMemory(from: src + (o * n + idx[j]) * chunk, byteCount: chunk)

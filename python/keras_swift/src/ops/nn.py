@@ -538,16 +538,7 @@ def moments(x, axes, keepdims=False, synchronized=False):
         x = cast(x, "float32")
     elif not is_float_dtype(ori_dtype):
         x = cast(x, result_type(ori_dtype, float))
-    mean = op("mean", x, axes=axes, keepdims=True)
-    variance = op(
-        "mean",
-        op("square", op("subtract", x, op("stop_gradient", mean))),
-        axes=axes,
-        keepdims=True,
-    )
-    if not keepdims:
-        mean = knp.squeeze(mean, axes)
-        variance = knp.squeeze(variance, axes)
+    mean, variance = op_multi("moments", (x,), {"axes": axes, "keepdims": bool(keepdims)})
     if ori_dtype in ("float16", "bfloat16"):
         info = np.finfo(np.float16)
         mean = cast(op("clip", mean, min=float(info.min), max=float(info.max)), ori_dtype)

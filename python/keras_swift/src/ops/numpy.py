@@ -1431,7 +1431,8 @@ def transpose(x, axes=None):
     x = convert_to_tensor(x)
     if axes is None:
         return op("transpose", x)
-    return op("transpose", x, perm=[canonicalize_axis(a, x.ndim) for a in axes])
+    # The engine normalises negative axes and rejects bad permutations.
+    return op("transpose", x, perm=axes)
 
 
 def moveaxis(x, source, destination):
