@@ -167,12 +167,14 @@ let deferredCopyMinimum = 1 << 14
 /// Permutes axes (nil = reverse them). Large results are deferred copies (`DeferredGather`).
 public func transpose(_ x: Tensor, _ perm0: [Int]? = nil) throws -> Tensor {
     let perm = try perm0.map { p in try p.map { try normalizeAxis($0, rank: x.rank) } } ?? Array((0..<x.rank).reversed())
-    guard perm.count == x.rank, Set(perm).count == x.rank else {
+    var seen = [Bool](repeating: false, count: x.rank)
+    for p in perm where p < seen.count { seen[p] = true }
+    guard perm.count == x.rank, !seen.contains(false) else {
         throw EngineError.value("transpose permutation \(perm0 ?? []) does not match rank \(x.rank)")
     }
     let shape = perm.map { x.shape[$0] }
     let out: Tensor
-    if perm == Array(0..<x.rank) {
+    if perm.indices.allSatisfy({ perm[$0] == $0 }) {
         out = x.sharing(shape: shape)
     } else if x.count < deferredCopyMinimum {
         let strides = contiguousStrides(x.shape)
