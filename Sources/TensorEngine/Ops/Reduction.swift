@@ -18,13 +18,19 @@ private func reductionLayout(_ x: Tensor, _ axes: [Int]) throws -> (Tensor, Int,
     return (t, x.count / Swift.max(r, 1), r, 1)
 }
 
+/// The shape with reduced `axes` set to 1, and the output shape (that one under `keepdims`,
+/// else without those axes).
+private func reducedShapes(_ shape: [Int], axes: [Int], keepdims: Bool) -> (kept: [Int], out: [Int]) {
+    var kept = shape
+    for a in axes { kept[a] = 1 }
+    return (kept, keepdims ? kept : shape.enumerated().filter { !axes.contains($0.offset) }.map { $0.element })
+}
+
 /// Reduces `x` over `axes` (nil = all). `mean` of integers gives float32; `any`/`all` give
 /// bool; half types accumulate in float32.
 public func reduce(_ op: ReduceOp, _ x0: Tensor, axes axes0: [Int]? = nil, keepdims: Bool = false) throws -> Tensor {
     let axes = try normalizeAxes(axes0, rank: x0.rank)
-    var keptShape = x0.shape
-    for a in axes { keptShape[a] = 1 }
-    let outShape = keepdims ? keptShape : x0.shape.enumerated().filter { !axes.contains($0.offset) }.map { $0.element }
+    let (keptShape, outShape) = reducedShapes(x0.shape, axes: axes, keepdims: keepdims)
 
     if op == .any || op == .all {
         // Truthiness first: a cast straight to uint8 would truncate 0.5 to 0.
@@ -171,9 +177,7 @@ public func moments(_ x: Tensor, axes axes0: [Int]? = nil, keepdims: Bool = fals
     }
     if !x.dtype.isFloatingPoint { return try moments(try cast(x, to: .float32), axes: axes0, keepdims: keepdims) }
     let axes = try normalizeAxes(axes0, rank: x.rank)
-    var keptShape = x.shape
-    for a in axes { keptShape[a] = 1 }
-    let outShape = keepdims ? keptShape : x.shape.enumerated().filter { !axes.contains($0.offset) }.map { $0.element }
+    let (keptShape, outShape) = reducedShapes(x.shape, axes: axes, keepdims: keepdims)
     if axes.isEmpty { return (try reshape(x, outShape), try Tensor(zeros: outShape, dtype: x.dtype)) }
     let (xl, outer, r, inner) = try reductionLayout(x, axes)
     let mean = try Tensor(empty: outShape, dtype: x.dtype), variance = try Tensor(empty: outShape, dtype: x.dtype)
@@ -204,12 +208,15 @@ public func moments(_ x: Tensor, axes axes0: [Int]? = nil, keepdims: Bool = fals
                 for item in range {
                     let o = item / blocks, c0 = (item % blocks) * width, w = Swift.min(width, inner - c0)
                     let base = px + o * r * inner + c0, out = o * inner + c0
-                    columnSums(base, rows: r, stride: inner, width: w, center: nil, acc: acc, part: part)
+                    columnSums(base, rows: r, stride: inner, width: w, acc: acc, part: part) { v, _ in v }
                     for i in 0..<w {
                         center[i] = T(fromDouble: acc[i] * scale)
                         pm[out + i] = center[i]
                     }
-                    columnSums(base, rows: r, stride: inner, width: w, center: UnsafePointer(center), acc: acc, part: part)
+                    columnSums(base, rows: r, stride: inner, width: w, acc: acc, part: part) { v, i in
+                        let d = v - center[i]
+                        return d * d
+                    }
                     for i in 0..<w { pv[out + i] = T(fromDouble: acc[i] * scale) }
                 }
             }
@@ -228,7 +235,8 @@ public func moments(_ x: Tensor, axes axes0: [Int]? = nil, keepdims: Bool = fals
     return (mean, variance)
 }
 
-/// Σ (p[i] - m)² in Double: float lanes within blocks of 1024, as `sumRow`.
+/// Σ (p[i] - m)² in Double: float lanes within blocks of 1024, as `sumRow` (not shared: a
+/// closure-built lane term cost this row loop 1.4× on rows of 100).
 @inline(__always)
 private func squaredDeviationSum<T: FloatElem>(_ p: UnsafePointer<T>, _ n: Int, _ m: T) -> Double {
     var total = 0.0, i = 0
@@ -255,30 +263,20 @@ private func squaredDeviationSum<T: FloatElem>(_ p: UnsafePointer<T>, _ n: Int, 
     return total
 }
 
-/// acc[i] = Σ_k base[k * stride + i] (or Σ (… - center[i])²) for i < width, in float runs of
-/// 256 rows added into Double.
+/// acc[i] = Σ_k term(base[k * stride + i], i) for i < width, in float runs of 256 rows
+/// added into Double (`term` is the value itself, or its squared deviation from a center).
 @inline(__always)
 private func columnSums<T: FloatElem>(_ base: UnsafePointer<T>, rows: Int, stride: Int, width: Int,
-                                      center: UnsafePointer<T>?, acc: UnsafeMutablePointer<Double>,
-                                      part: UnsafeMutablePointer<T>) {
+                                      acc: UnsafeMutablePointer<Double>, part: UnsafeMutablePointer<T>,
+                                      _ term: (T, Int) -> T) {
     for i in 0..<width { acc[i] = 0 }
     var k = 0
     while k < rows {
         let end = Swift.min(rows, k + 256)
         for i in 0..<width { part[i] = 0 }
-        if let c = center {
-            for kk in k..<end {
-                let src = base + kk * stride
-                for i in 0..<width {
-                    let d = src[i] - c[i]
-                    part[i] += d * d
-                }
-            }
-        } else {
-            for kk in k..<end {
-                let src = base + kk * stride
-                for i in 0..<width { part[i] += src[i] }
-            }
+        for kk in k..<end {
+            let src = base + kk * stride
+            for i in 0..<width { part[i] += term(src[i], i) }
         }
         for i in 0..<width { acc[i] += part[i].doubleValue }
         k = end

@@ -168,7 +168,7 @@ let deferredCopyMinimum = 1 << 14
 public func transpose(_ x: Tensor, _ perm0: [Int]? = nil) throws -> Tensor {
     let perm = try perm0.map { p in try p.map { try normalizeAxis($0, rank: x.rank) } } ?? Array((0..<x.rank).reversed())
     var seen = [Bool](repeating: false, count: x.rank)
-    for p in perm where p < seen.count { seen[p] = true }
+    for p in perm { seen[p] = true }  // normalizeAxis keeps p in 0..<rank
     guard perm.count == x.rank, !seen.contains(false) else {
         throw EngineError.value("transpose permutation \(perm0 ?? []) does not match rank \(x.rank)")
     }
