@@ -167,24 +167,24 @@ private func readAttrs(_ attrs: UnsafeRawPointer?, _ n: Int32) throws -> Attrs {
         let kind = rec.load(fromByteOffset: 8, as: Int32.self)
         let count = Int(rec.load(fromByteOffset: 56, as: Int64.self))
         switch kind {
-        case 0: out.values[name] = .int(Int(rec.load(fromByteOffset: 16, as: Int64.self)))
-        case 1: out.values[name] = .float(rec.load(fromByteOffset: 24, as: Double.self))
-        case 2: out.values[name] = .bool(rec.load(fromByteOffset: 16, as: Int64.self) != 0)
+        case 0: out.set(name, .int(Int(rec.load(fromByteOffset: 16, as: Int64.self))))
+        case 1: out.set(name, .float(rec.load(fromByteOffset: 24, as: Double.self)))
+        case 2: out.set(name, .bool(rec.load(fromByteOffset: 16, as: Int64.self) != 0))
         case 3:
             guard let s = rec.load(fromByteOffset: 32, as: UnsafePointer<CChar>?.self) else {
                 throw EngineError.value("attribute '\(name)' has a null string")
             }
-            out.values[name] = .string(String(cString: s))
+            out.set(name, .string(String(cString: s)))
         case 4, 5:
             guard count >= 0, count <= 1 << 20 else { throw EngineError.value("attribute '\(name)' has a bad length \(count)") }
             if kind == 4 {
                 let p = rec.load(fromByteOffset: 40, as: UnsafePointer<Int64>?.self)
                 guard count == 0 || p != nil else { throw EngineError.value("attribute '\(name)' has a null list") }
-                out.values[name] = .ints((0..<count).map { Int(p![$0]) })
+                out.set(name, .ints((0..<count).map { Int(p![$0]) }))
             } else {
                 let p = rec.load(fromByteOffset: 48, as: UnsafePointer<Double>?.self)
                 guard count == 0 || p != nil else { throw EngineError.value("attribute '\(name)' has a null list") }
-                out.values[name] = .floats((0..<count).map { p![$0] })
+                out.set(name, .floats((0..<count).map { p![$0] }))
             }
         default: throw EngineError.type("attribute '\(name)' has unknown kind \(kind)")
         }

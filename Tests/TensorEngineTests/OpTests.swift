@@ -180,6 +180,40 @@ final class OpTests: XCTestCase {
         XCTAssertThrowsError(try OpRegistry.call("full", [], Attrs(["shape": .ints([-1])])))
         XCTAssertThrowsError(try OpRegistry.call("full", [], Attrs(["shape": .ints([1 << 40, 1 << 40])])))
         XCTAssertEqual(Set(OpRegistry.ops.map { $0.name }).count, OpRegistry.ops.count, "op names are unique")
+        var a = Attrs(["axis": .int(1)])
+        a.set("keepdims", .bool(true))
+        a.set("axis", .ints([0, 2]))  // a repeated name replaces, as a dictionary key would
+        XCTAssertEqual(try a.ints("axis"), [0, 2])
+        XCTAssertTrue(try a.bool("keepdims"))
+        XCTAssertFalse(a.has("dtype"))
+        XCTAssertEqual(a.values.keys.sorted(), ["axis", "keepdims"])
+    }
+
+    /// A freed buffer goes back only to requests of its own bucket: a slot shared by two
+    /// capacities would hand out a buffer smaller than asked for.
+    func testBufferPoolReusesBuffersOfTheSameBucketOnly() throws {
+        let pool = BufferPool.shared
+        pool.trim()  // buffers earlier tests freed would be reused too
+        var sizes = [1, 63, 64, 65, 127, 128, 129, 200, 511, 512, 513, 4095, 4097, 70_000]
+        for k in 10..<23 {
+            let p: Int = 1 << k
+            sizes += [p - 1, p, p + 1, p * 5 / 4 + 3]
+        }
+        var held: [(UnsafeMutableRawPointer, Int, Int)] = []
+        for n in sizes {
+            let (p, cap) = try pool.allocate(n)
+            XCTAssertEqual(cap, BufferPool.bucket(n))
+            XCTAssertGreaterThanOrEqual(cap, n)
+            XCTAssertLessThanOrEqual(cap, Swift.max(64, n + n / 4 + 64))
+            held.append((p, cap, n))
+        }
+        for (p, cap, _) in held { pool.release(p, cap) }
+        for (_, cap, n) in held.reversed() {
+            let (p, c) = try pool.allocate(n)
+            XCTAssertEqual(c, cap)
+            XCTAssertTrue(held.contains { $0.0 == p && $0.1 == c }, "a reused buffer comes from the request's own bucket")
+            pool.release(p, c)
+        }
     }
 
     func testTapeRecordsOnlyWhatNeedsIt() throws {

@@ -4,14 +4,35 @@ public enum AttrValue {
 }
 
 /// Named attributes of one op call, with typed, validating accessors.
+///
+/// A short list searched in order rather than a dictionary: a call carries a handful of
+/// attributes, and hashing their names cost more than comparing them (a per-call cost
+/// on every op the C ABI runs).
 public struct Attrs {
-    public var values: [String: AttrValue]
-    public init(_ values: [String: AttrValue] = [:]) { self.values = values }
+    private var entries: [(name: String, value: AttrValue)] = []
 
-    public func has(_ k: String) -> Bool { values[k] != nil }
+    public init(_ values: [String: AttrValue] = [:]) {
+        entries = values.map { (name: $0.key, value: $0.value) }
+    }
+
+    /// Sets (or replaces) one attribute.
+    public mutating func set(_ k: String, _ v: AttrValue) {
+        if let i = entries.firstIndex(where: { $0.name == k }) { entries[i].value = v } else { entries.append((k, v)) }
+    }
+
+    public var values: [String: AttrValue] {
+        Dictionary(entries.map { ($0.name, $0.value) }, uniquingKeysWith: { _, last in last })
+    }
+
+    private subscript(_ k: String) -> AttrValue? {
+        for e in entries where e.name == k { return e.value }
+        return nil
+    }
+
+    public func has(_ k: String) -> Bool { self[k] != nil }
 
     public func int(_ k: String, default d: Int? = nil) throws -> Int {
-        switch values[k] {
+        switch self[k] {
         case .int(let v): return v
         case .bool(let v): return v ? 1 : 0
         case .none: if let d = d { return d }; throw EngineError.value("missing attribute '\(k)'")
@@ -20,7 +41,7 @@ public struct Attrs {
     }
 
     public func float(_ k: String, default d: Double? = nil) throws -> Double {
-        switch values[k] {
+        switch self[k] {
         case .float(let v): return v
         case .int(let v): return Double(v)
         case .bool(let v): return v ? 1 : 0
@@ -30,7 +51,7 @@ public struct Attrs {
     }
 
     public func bool(_ k: String, default d: Bool? = nil) throws -> Bool {
-        switch values[k] {
+        switch self[k] {
         case .bool(let v): return v
         case .int(let v): return v != 0
         case .none: if let d = d { return d }; throw EngineError.value("missing attribute '\(k)'")
@@ -39,7 +60,7 @@ public struct Attrs {
     }
 
     public func string(_ k: String, default d: String? = nil) throws -> String {
-        switch values[k] {
+        switch self[k] {
         case .string(let v): return v
         case .none: if let d = d { return d }; throw EngineError.value("missing attribute '\(k)'")
         default: throw EngineError.type("attribute '\(k)' must be a string")
@@ -48,7 +69,7 @@ public struct Attrs {
 
     /// An int list; a single int is accepted as a list of one. nil when absent.
     public func ints(_ k: String) throws -> [Int]? {
-        switch values[k] {
+        switch self[k] {
         case .ints(let v): return v
         case .int(let v): return [v]
         case .floats(let v) where v.isEmpty: return []
@@ -64,7 +85,7 @@ public struct Attrs {
 
     /// A float list (ints accepted); a single number is a list of one.
     public func requiredFloats(_ k: String) throws -> [Double] {
-        switch values[k] {
+        switch self[k] {
         case .floats(let v): return v
         case .ints(let v): return v.map(Double.init)
         case .float(let v): return [v]
@@ -75,7 +96,7 @@ public struct Attrs {
     }
 
     public func dtype(_ k: String, default d: DType? = nil) throws -> DType {
-        guard values[k] != nil else {
+        guard self[k] != nil else {
             if let d = d { return d }
             throw EngineError.value("missing attribute '\(k)'")
         }

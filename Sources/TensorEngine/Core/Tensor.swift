@@ -29,7 +29,9 @@ public final class Storage {
 /// four per power of two (at most 25% slack); the cache holds at most `limit` bytes.
 final class BufferPool {
     static let shared = BufferPool()
-    private var free: [Int: [UnsafeMutableRawPointer]] = [:]
+    /// Free buffers by `slot(ofCapacity:)`: an array index, not a dictionary key, because
+    /// hashing the size cost a measurable part of a small op.
+    private var free = [[UnsafeMutableRawPointer]](repeating: [], count: 8 * (Int.bitWidth + 1))
     private var cached = 0
     private let limit: Int
     private let lock: UnsafeMutablePointer<pthread_mutex_t>
@@ -54,16 +56,26 @@ final class BufferPool {
     /// Bucket capacity for a request: 64 bytes minimum, then 4 steps per octave.
     static func bucket(_ n: Int) -> Int {
         if n <= 64 { return 64 }
-        let top = Int.bitWidth - (n - 1).leadingZeroBitCount  // 2^top >= n
-        let step = Swift.max(64, 1 << (top - 3))
+        let step = self.step(n)
         return (n + step - 1) / step * step
     }
 
+    private static func step(_ n: Int) -> Int {
+        let top = Int.bitWidth - (n - 1).leadingZeroBitCount  // 2^top >= n
+        return Swift.max(64, 1 << Swift.max(0, top - 3))
+    }
+
+    /// A distinct small index per bucket capacity: the octave, then the step within it
+    /// (a capacity rounds up to at most 2^top, so it lies in the octave of its requests).
+    private static func slot(ofCapacity cap: Int) -> Int {
+        let top = Int.bitWidth - (cap - 1).leadingZeroBitCount
+        return top * 8 + cap / step(cap) - 1
+    }
+
     func allocate(_ n: Int) throws -> (UnsafeMutableRawPointer, Int) {
-        let cap = BufferPool.bucket(n)
+        let cap = BufferPool.bucket(n), slot = BufferPool.slot(ofCapacity: cap)
         pthread_mutex_lock(lock)
-        if var list = free[cap], let p = list.popLast() {
-            free[cap] = list
+        if let p = free[slot].popLast() {
             cached -= cap
             pthread_mutex_unlock(lock)
             return (p, cap)
@@ -85,7 +97,7 @@ final class BufferPool {
     func release(_ p: UnsafeMutableRawPointer, _ cap: Int) {
         pthread_mutex_lock(lock)
         if cached + cap <= limit {
-            free[cap, default: []].append(p)
+            free[BufferPool.slot(ofCapacity: cap)].append(p)
             cached += cap
             pthread_mutex_unlock(lock)
             return
@@ -97,8 +109,8 @@ final class BufferPool {
     /// Returns every cached buffer to the system.
     func trim() {
         pthread_mutex_lock(lock)
-        let all = free.values.flatMap { $0 }
-        free = [:]
+        let all = free.flatMap { $0 }
+        free = free.map { _ in [] }
         cached = 0
         pthread_mutex_unlock(lock)
         for p in all { Glibc.free(p) }
