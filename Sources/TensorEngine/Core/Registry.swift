@@ -20,6 +20,7 @@ public struct Attrs {
         if let i = entries.firstIndex(where: { $0.name == k }) { entries[i].value = v } else { entries.append((k, v)) }
     }
 
+    /// The attributes as a dictionary (a copy; `set` changes them).
     public var values: [String: AttrValue] {
         Dictionary(entries.map { ($0.name, $0.value) }, uniquingKeysWith: { _, last in last })
     }
