@@ -176,13 +176,12 @@ public func transpose(_ x: Tensor, _ perm0: [Int]? = nil) throws -> Tensor {
     let out: Tensor
     if perm.indices.allSatisfy({ perm[$0] == $0 }) {
         out = x.sharing(shape: shape)
-    } else if x.count < deferredCopyMinimum {
-        let strides = contiguousStrides(x.shape)
-        out = try gatherView(x, shape: shape, strides: perm.map { strides[$0] }, offset: 0)
     } else {
         // A transpose of a pending transpose reads the first one's source directly.
-        let base = x.viewBase
-        out = try Tensor(deferring: base.tensor, shape: shape, strides: perm.map { base.strides[$0] }, offset: base.offset)
+        let base = x.viewBase, strides = perm.map { base.strides[$0] }
+        out = x.count < deferredCopyMinimum
+            ? try gatherView(base.tensor, shape: shape, strides: strides, offset: base.offset)
+            : try Tensor(deferring: base.tensor, shape: shape, strides: strides, offset: base.offset)
     }
     var inverse = [Int](repeating: 0, count: perm.count)
     for (i, p) in perm.enumerated() { inverse[p] = i }
