@@ -89,10 +89,15 @@ public enum Tape {
 
     /// Records `output = op(inputs)`; `backward` maps the output gradient to one gradient
     /// (or nil) per input, in order. A no-op when nothing needs recording.
+    /// The inputs are an autoclosure, so that an op run with no tape allocates neither their
+    /// array nor (once inlined) the closure's context: every op calls this.
     @inline(__always)
-    static func record(_ output: Tensor, _ inputs: [Tensor], _ backward: @escaping (Tensor) throws -> [Tensor?]) {
-        guard shouldRecord(inputs) else { return }
+    static func record(_ output: Tensor, _ inputs: @autoclosure () -> [Tensor],
+                       _ backward: @escaping (Tensor) throws -> [Tensor?]) {
         let s = currentTapeState()
+        guard !s.tapes.isEmpty, s.paused == 0 else { return }
+        let inputs = inputs()
+        guard inputs.contains(where: isTracked) else { return }
         let node = TapeNode(inputs: inputs, outputShape: output.shape, outputDType: output.dtype, backward: backward)
         output.node = node
         s.tapes[s.tapes.count - 1].append(node)

@@ -167,9 +167,8 @@ let deferredCopyMinimum = 1 << 14
 /// Permutes axes (nil = reverse them). Large results are deferred copies (`DeferredGather`).
 public func transpose(_ x: Tensor, _ perm0: [Int]? = nil) throws -> Tensor {
     let perm = try perm0.map { p in try p.map { try normalizeAxis($0, rank: x.rank) } } ?? Array((0..<x.rank).reversed())
-    var seen = [Bool](repeating: false, count: x.rank)
-    for p in perm { seen[p] = true }  // normalizeAxis keeps p in 0..<rank
-    guard perm.count == x.rank, !seen.contains(false) else {
+    // normalizeAxis keeps p in 0..<rank, so rank distinct entries are a permutation.
+    guard perm.count == x.rank, perm.indices.allSatisfy({ !perm[..<$0].contains(perm[$0]) }) else {
         throw EngineError.value("transpose permutation \(perm0 ?? []) does not match rank \(x.rank)")
     }
     let shape = perm.map { x.shape[$0] }
@@ -183,9 +182,11 @@ public func transpose(_ x: Tensor, _ perm0: [Int]? = nil) throws -> Tensor {
             ? try gatherView(base.tensor, shape: shape, strides: strides, offset: base.offset)
             : try Tensor(deferring: base.tensor, shape: shape, strides: strides, offset: base.offset)
     }
-    var inverse = [Int](repeating: 0, count: perm.count)
-    for (i, p) in perm.enumerated() { inverse[p] = i }
-    Tape.record(out, [x]) { g in [try transpose(g, inverse)] }
+    Tape.record(out, [x]) { g in
+        var inverse = perm
+        for (i, p) in perm.enumerated() { inverse[p] = i }
+        return [try transpose(g, inverse)]
+    }
     return out
 }
 

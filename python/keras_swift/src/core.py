@@ -239,6 +239,8 @@ def shape(x):
 
 
 def cast(x, dtype):
+    if isinstance(x, _C.Tensor) and x.dtype == dtype:
+        return x  # the common no-op, before standardize_dtype's cost
     if isinstance(x, KerasVariable):
         x = x.value
     if isinstance(x, SparseTensor):  # stays sparse, as on jax and tensorflow
