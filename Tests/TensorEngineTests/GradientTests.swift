@@ -182,3 +182,48 @@ final class GradientTests: XCTestCase {
         }
     }
 }
+
+/// Forward-mode derivative J·t of `f` at `x` taken as the VJP of a VJP (create_graph, with
+/// a seed of ones as `linalg.jvp` uses), against central differences along `t`.
+func checkJVP(_ name: String, _ x: Tensor, tolerance: Double = 1e-6, file: StaticString = #filePath, line: UInt = #line,
+              _ f: (Tensor) throws -> Tensor) throws {
+    let t = try f64(x.shape, seed: 7), eps = 1e-6
+    let depth = Tape.depth
+    Tape.push()  // records the backward pass
+    Tape.push()  // records f; create_graph consumes it
+    defer { while Tape.depth > depth { try? Tape.pop() } }
+    x.requiresGrad = true
+    defer { x.requiresGrad = false }
+    let y = try f(x)
+    let u = try full(y.shape, value: 1, dtype: y.dtype)
+    u.requiresGrad = true
+    let gx = try Tape.gradient(of: try sum(try multiply(y, u)), wrt: [x], createGraph: true)[0]!
+    let jt = try Tape.gradient(of: try sum(try multiply(gx, t)), wrt: [u])[0]!.doubles()
+    let plus = try Tape.paused { try f(try add(x, try multiply(t, try full([], value: eps, dtype: .float64)))) }.doubles()
+    let minus = try Tape.paused { try f(try subtract(x, try multiply(t, try full([], value: eps, dtype: .float64)))) }.doubles()
+    XCTAssertEqual(jt.count, plus.count, "\(name): J·t has the wrong size", file: file, line: line)
+    for i in 0..<Swift.min(jt.count, plus.count) {
+        let numeric = (plus[i] - minus[i]) / (2 * eps)
+        XCTAssertEqual(jt[i], numeric, accuracy: tolerance * Swift.max(1, abs(numeric)), "\(name)[\(i)]", file: file, line: line)
+    }
+}
+
+final class CreateGraphTests: XCTestCase {
+    /// Gathers whose VJP is a scatter kernel: under create_graph the scatter is recorded
+    /// (its VJP is the gather again), so forward mode through them is exact, not zero.
+    func testScatterVJPsDifferentiateAgain() throws {
+        let x = try f64([3, 4], seed: 1)
+        try checkJVP("strided slice", x) {
+            let s = try stridedSlice($0, begin: [2, 0], end: [-1, 4], strides: [-1, 2])
+            return try multiply(s, s)
+        }
+        let idx = try Tensor([Int32(2), 0, 2], shape: [3])
+        try checkJVP("take axis 1", x) { try take(try multiply($0, $0), idx, axis: 1) }
+        try checkJVP("take flat", x) { try take($0, idx, axis: nil) }
+        let along = try Tensor([Int32(1), 0, 3, 3, 2, 1], shape: [3, 2])
+        try checkJVP("take_along_axis", x) { try multiply(try takeAlongAxis($0, along, axis: 1), try takeAlongAxis($0, along, axis: 1)) }
+        for mode in [PadMode.constant, .reflect, .symmetric, .edge] {
+            try checkJVP("pad \(mode)", x) { try pad(try multiply($0, $0), [1, 2, 2, 1], mode: mode) }
+        }
+    }
+}

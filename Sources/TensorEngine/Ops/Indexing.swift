@@ -76,7 +76,10 @@ public func pad(_ x: Tensor, _ pads: [Int], mode: PadMode = .constant, value: Do
             let g64 = try cast(g, to: .float64), gx = try Tensor(zeros: x.shape, dtype: .float64)
             let pg = g64.pointer(Double.self), px = gx.pointer(Double.self)
             for i in 0..<source.count where source[i] >= 0 { px[source[i]] += pg[i] }
-            return [try cast(gx, to: x.dtype)]
+            let result = try cast(gx, to: x.dtype)
+            // Under create_graph: the scatter is linear in g, its VJP is this pad again (with zeros).
+            Tape.record(result, [g]) { gg in [try cast(try pad(gg, pads, mode: mode, value: 0), to: g.dtype)] }
+            return [result]
         }
     }
     return out

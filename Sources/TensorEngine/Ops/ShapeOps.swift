@@ -305,6 +305,10 @@ public func stridedSlice(_ x: Tensor, begin: [Int], end: [Int], strides: [Int]) 
                     d -= 1
                 }
             }
+            // Under create_graph the scatter is itself recorded: linear in g, its VJP is
+            // this slice again.
+            let (vs, vst, voff) = (shape, st, offset)
+            Tape.record(gx, [gc]) { gg in [try gatherView(gg, shape: vs, strides: vst, offset: voff)] }
             return [gx]
         }
     }
@@ -365,13 +369,18 @@ public func take(_ x0: Tensor, _ indices: Tensor, axis: Int?) throws -> Tensor {
                     } }
                 }
             }
+            let result: Tensor
             if dt.isHalf {
                 let g32 = try cast(gc, to: .float32), gx32 = try cast(gx, to: .float32)
                 try dispatchFloat(.float32, S(gx: gx32, g: g32, idx: idx, outer: outer, n: n, inner: inner))
-                return [try cast(gx32, to: dt)]
+                result = try cast(gx32, to: dt)
+            } else {
+                try dispatchFloat(dt, S(gx: gx, g: gc, idx: idx, outer: outer, n: n, inner: inner))
+                result = gx
             }
-            try dispatchFloat(dt, S(gx: gx, g: gc, idx: idx, outer: outer, n: n, inner: inner))
-            return [gx]
+            // Under create_graph: the scatter-add is linear in g, its VJP is this take again.
+            Tape.record(result, [gc]) { gg in [try take(gg, indices, axis: ax)] }
+            return [result]
         }
         if axis == nil { return out }
     }
@@ -414,7 +423,12 @@ public func takeAlongAxis(_ x0: Tensor, _ indices0: Tensor, axis: Int) throws ->
                 let pos = (o * k + j) * inner + i
                 px[(o * n + idx[pos]) * inner + i] += pg[pos]
             } } }
-            return [try cast(gx, to: dt)]
+            let result = try cast(gx, to: dt)
+            // Under create_graph: the scatter-add is linear in g, its VJP this gather again.
+            Tape.record(result, [g]) { gg in
+                [try cast(try takeAlongAxis(gg, try broadcastTo(indices0, it), axis: ax), to: g.dtype)]
+            }
+            return [result]
         }
     }
     return out

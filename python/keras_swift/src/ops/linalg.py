@@ -239,8 +239,11 @@ def jvp(fun, primals, tangents, has_aux=False):
         result = fun(*tree.pack_sequence_as(primals, xs))
         out, aux = result if has_aux else (result, None)
         outs = [convert_to_tensor(o) for o in tree.flatten(out)]
+        # The seed u is ones, not zeros: the result does not depend on it (the
+        # backward pass is linear in u), but the engine's check for a VJP that
+        # drops its dependence on u only sees non-zero gradients.
         us = [
-            detached_leaf(knp.zeros_like(o), True) if is_float_dtype(o.dtype) else None
+            detached_leaf(knp.ones_like(o), True) if is_float_dtype(o.dtype) else None
             for o in outs
         ]
         live = [u for u in us if u is not None]
