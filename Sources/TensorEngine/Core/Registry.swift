@@ -141,7 +141,7 @@ public enum OpRegistry {
             + indexingOps + sortingOps + convOps + lapackOps + fftOps + bitwiseOps
             + numericOps + samplerOps
             + optimizerOps
-            + nnExtraOps + ctcOps
+            + nnExtraOps + ctcOps + rnnOps
             + imageOps + complexOps
         return all
     }()

@@ -1,11 +1,16 @@
 """Recurrent loops: the generic ``rnn`` (an eager time loop the tape records
-through); fused LSTM/GRU kernels are not there yet, so those raise
-``NotImplementedError`` and Keras falls back to ``rnn``."""
+through) and the fused ``lstm`` engine op, which Keras's LSTM layer tries first
+(as it tries cuDNN on TensorFlow). A configuration the fused op does not cover
+raises ``NotImplementedError`` and Keras falls back to ``rnn``; so does ``gru``,
+which has no fused kernel yet."""
 
+from keras.src import activations
 from keras.src import tree
+from keras_swift.src.core import _C
 from keras_swift.src.core import cast
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.core import op
+from keras_swift.src.core import op_multi
 from keras_swift.src.ops import numpy as knp
 
 
@@ -84,8 +89,50 @@ def rnn(
     return last_output, stacked, states
 
 
-def lstm(*args, **kwargs):
-    raise NotImplementedError
+def lstm(
+    inputs,
+    initial_state_h,
+    initial_state_c,
+    mask,
+    kernel,
+    recurrent_kernel,
+    bias,
+    activation,
+    recurrent_activation,
+    return_sequences=False,
+    go_backwards=False,
+    unroll=False,
+    time_major=False,
+):
+    # The fused op computes Keras's default cell: tanh and sigmoid, no mask (the
+    # generic loop's masked semantics stay with it), one float32/float64 dtype
+    # (mixed precision keeps float32 kernels beside float16 inputs). Its backward
+    # pass is a kernel, not engine ops, so it cannot be differentiated again:
+    # under nested tapes (jvp, create_graph) the generic loop runs instead.
+    if (
+        _C.tape_depth() > 1
+        or mask is not None
+        or activation is not activations.tanh
+        or recurrent_activation is not activations.sigmoid
+    ):
+        raise NotImplementedError
+    tensors = [
+        convert_to_tensor(t)
+        for t in (inputs, initial_state_h, initial_state_c, kernel, recurrent_kernel)
+        + (() if bias is None else (bias,))
+    ]
+    dtype = tensors[0].dtype
+    if dtype not in ("float32", "float64") or any(t.dtype != dtype for t in tensors):
+        raise NotImplementedError
+    if time_major:
+        tensors[0] = op("transpose", tensors[0], perm=[1, 0, 2])
+    outputs, h, c = op_multi("lstm", tensors, {"go_backwards": bool(go_backwards)})
+    if not return_sequences:
+        # The generic loop keeps only the last step then (return_all_outputs=False).
+        outputs = knp.expand_dims(h, 1)
+    if time_major:
+        outputs = op("transpose", outputs, perm=[1, 0, 2])
+    return h, outputs, [h, c]
 
 
 def gru(*args, **kwargs):

@@ -1,0 +1,116 @@
+import XCTest
+import Foundation
+@testable import TensorEngine
+
+/// Keras's LSTM recurrence written out step by step in Doubles: outputs in processing order
+/// (B, T, U) flattened, then the final h and c.
+private func referenceLSTM(x: [Double], h0: [Double], c0: [Double], w: [Double], u: [Double], bias: [Double]?,
+                           b B: Int, t T: Int, f F: Int, units U: Int, goBackwards: Bool) -> ([Double], [Double], [Double]) {
+    func sig(_ v: Double) -> Double { 1 / (1 + Foundation.exp(-v)) }
+    var h = h0, c = c0, outs = [Double](repeating: 0, count: B * T * U)
+    for s in 0..<T {
+        let t = goBackwards ? T - 1 - s : s
+        var nh = h, nc = c
+        for b in 0..<B {
+            var z = [Double](repeating: 0, count: 4 * U)
+            for j in 0..<(4 * U) {
+                var acc = bias?[j] ?? 0
+                for k in 0..<F { acc += x[(b * T + t) * F + k] * w[k * 4 * U + j] }
+                for k in 0..<U { acc += h[b * U + k] * u[k * 4 * U + j] }
+                z[j] = acc
+            }
+            for j in 0..<U {
+                let i = sig(z[j]), fg = sig(z[U + j]), g = Foundation.tanh(z[2 * U + j]), o = sig(z[3 * U + j])
+                nc[b * U + j] = fg * c[b * U + j] + i * g
+                nh[b * U + j] = o * Foundation.tanh(nc[b * U + j])
+                outs[(b * T + s) * U + j] = nh[b * U + j]
+            }
+        }
+        h = nh
+        c = nc
+    }
+    return (outs, h, c)
+}
+
+final class RNNTests: XCTestCase {
+    let (B, T, F, U) = (3, 4, 2, 3)
+
+    private func inputs(dtype: DType = .float64, bias: Bool = true) throws -> [Tensor] {
+        var xs = [try f64([B, T, F], seed: 1), try f64([B, U], seed: 2), try f64([B, U], seed: 3),
+                  try f64([F, 4 * U], seed: 4), try f64([U, 4 * U], seed: 5)]
+        if bias { xs.append(try f64([4 * U], seed: 6)) }
+        return try xs.map { try cast($0, to: dtype) }
+    }
+
+    func testLSTMMatchesTheStepwiseRecurrence() throws {
+        for goBackwards in [false, true] {
+            for (dtype, tol) in [(DType.float64, 1e-12), (.float32, 2e-6)] {
+                for hasBias in [true, false] {
+                    let t = try inputs(dtype: dtype, bias: hasBias)
+                    let r = try lstm(t[0], h0: t[1], c0: t[2], kernel: t[3], recurrentKernel: t[4],
+                                     bias: hasBias ? t[5] : nil, goBackwards: goBackwards)
+                    let want = referenceLSTM(x: t[0].doubles(), h0: t[1].doubles(), c0: t[2].doubles(), w: t[3].doubles(),
+                                             u: t[4].doubles(), bias: hasBias ? t[5].doubles() : nil,
+                                             b: B, t: T, f: F, units: U, goBackwards: goBackwards)
+                    XCTAssertEqual(r.outputs.shape, [B, T, U])
+                    XCTAssertEqual(r.h.shape, [B, U])
+                    XCTAssertEqual(r.outputs.dtype, dtype)
+                    for (got, exp) in [(r.outputs, want.0), (r.h, want.1), (r.c, want.2)] {
+                        for (a, b) in zip(got.doubles(), exp) {
+                            XCTAssertEqual(a, b, accuracy: tol, "goBackwards \(goBackwards), \(dtype), bias \(hasBias)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func testLSTMGradientsMatchFiniteDifferences() throws {
+        for goBackwards in [false, true] {
+            for hasBias in [true, false] {
+                let t = try inputs(bias: hasBias)
+                func run(_ xs: [Tensor]) throws -> (outputs: Tensor, h: Tensor, c: Tensor) {
+                    try lstm(xs[0], h0: xs[1], c0: xs[2], kernel: xs[3], recurrentKernel: xs[4],
+                             bias: hasBias ? xs[5] : nil, goBackwards: goBackwards)
+                }
+                let tag = "lstm goBackwards \(goBackwards) bias \(hasBias)"
+                try checkGradient("\(tag) outputs", t) { try run($0).outputs }
+                try checkGradient("\(tag) h", t) { try run($0).h }
+                try checkGradient("\(tag) c", t) { try run($0).c }
+                // All three cotangents at once, as a layer returning sequences and state sees them.
+                try checkGradient("\(tag) all", t) { xs in
+                    let r = try run(xs)
+                    return try add(try add(try sum(r.outputs, axes: [1]), r.h), r.c)
+                }
+            }
+        }
+    }
+
+    func testLSTMRejectsBadInputs() throws {
+        let t = try inputs()
+        XCTAssertThrowsError(try lstm(t[0], h0: t[2], c0: t[2], kernel: t[4], recurrentKernel: t[4], bias: t[5]))
+        XCTAssertThrowsError(try lstm(t[1], h0: t[1], c0: t[2], kernel: t[3], recurrentKernel: t[4], bias: nil))
+        let half = try cast(t[0], to: .float16)
+        XCTAssertThrowsError(try lstm(half, h0: t[1], c0: t[2], kernel: t[3], recurrentKernel: t[4], bias: nil))
+        let empty = try Tensor(zeros: [B, 0, F], dtype: .float64)
+        XCTAssertThrowsError(try lstm(empty, h0: t[1], c0: t[2], kernel: t[3], recurrentKernel: t[4], bias: nil))
+        // A batch of zero rows and a layer with no input features are valid.
+        let r = try lstm(try Tensor(zeros: [0, T, F], dtype: .float64), h0: try Tensor(zeros: [0, U], dtype: .float64),
+                         c0: try Tensor(zeros: [0, U], dtype: .float64), kernel: t[3], recurrentKernel: t[4], bias: t[5])
+        XCTAssertEqual(r.outputs.shape, [0, T, U])
+        let noFeatures = try lstm(try Tensor(zeros: [B, T, 0], dtype: .float64), h0: t[1], c0: t[2],
+                                  kernel: try Tensor(zeros: [0, 4 * U], dtype: .float64), recurrentKernel: t[4], bias: t[5])
+        XCTAssertEqual(noFeatures.h.shape, [B, U])
+    }
+
+    /// The fused LSTM's backward pass is a kernel: differentiating it again is an error,
+    /// never a silent zero.
+    func testFusedLSTMRefusesCreateGraph() throws {
+        let x = try f64([2, 3, 2], seed: 1)
+        let (h0, c0) = (try f64([2, 2], seed: 2), try f64([2, 2], seed: 3))
+        let (w, u) = (try f64([2, 8], seed: 4), try f64([2, 8], seed: 5))
+        XCTAssertThrowsError(try checkJVP("lstm", x) { try lstm($0, h0: h0, c0: c0, kernel: w, recurrentKernel: u, bias: nil).h }) { e in
+            guard case EngineError.notImplemented = e else { return XCTFail("expected notImplemented, got \(e)") }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+"""keras.layers.LSTM on KERAS_BACKEND=swift runs the engine's fused ``lstm`` op:
+the same outputs, states and gradients as Keras's generic time loop, and a
+fallback to that loop for what the fused op does not cover."""
+
+import numpy as np
+import pytest
+from swift_env import require_swift
+
+keras = require_swift()
+
+from keras import layers  # noqa: E402
+from keras import ops  # noqa: E402
+from keras.src import backend  # noqa: E402
+
+from _swiftkeras import _C  # noqa: E402
+from keras_swift.src import rnn as swift_rnn  # noqa: E402
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """How many backend.lstm calls returned a fused result (not NotImplementedError)."""
+    calls = []
+
+    def counting(*args, **kwargs):
+        out = swift_rnn.lstm(*args, **kwargs)
+        calls.append(1)
+        return out
+
+    monkeypatch.setattr(backend, "lstm", counting)
+    return calls
+
+
+def _pair(**kwargs):
+    """The same LSTM twice: the fused path, and Keras's generic loop (use_cudnn=False)."""
+    fused = layers.LSTM(5, **kwargs)
+    generic = layers.LSTM(5, use_cudnn=False, **kwargs)
+    fused.build((3, 7, 4))
+    generic.build((3, 7, 4))
+    generic.set_weights(fused.get_weights())
+    return fused, generic
+
+
+def _run_with_grads(layer, x):
+    xv = keras.Variable(x)
+    leaves = [xv] + list(layer.trainable_variables)
+    _C.tape_push()
+    try:
+        out = layer(xv)
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        # Different weights per output, so every cotangent differs.
+        loss = sum(
+            ops.sum(o * np.linspace(-1, 1, int(np.prod(o.shape))).reshape(o.shape).astype("float32"))
+            for o in outs
+        )
+        grads = _C.gradient(loss, [v.value for v in leaves])
+        return [ops.convert_to_numpy(o) for o in outs], [ops.convert_to_numpy(g) for g in grads]
+    finally:
+        _C.tape_pop()
+
+
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_fused_lstm_matches_the_generic_loop(fused_calls, return_sequences, go_backwards, use_bias):
+    x = np.random.default_rng(0).normal(size=(3, 7, 4)).astype("float32")
+    fused, generic = _pair(
+        return_sequences=return_sequences,
+        go_backwards=go_backwards,
+        use_bias=use_bias,
+        return_state=True,
+    )
+    outs_f, grads_f = _run_with_grads(fused, x)
+    assert len(fused_calls) == 1
+    outs_g, grads_g = _run_with_grads(generic, x)
+    assert len(fused_calls) == 1  # the generic layer never asked for it
+    for a, b in zip(outs_f, outs_g):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads_f, grads_g):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_masked_and_custom_activation_lstms_fall_back_to_the_loop(fused_calls):
+    tokens = np.array([[3, 1, 4, 0, 0], [2, 7, 1, 8, 2]], "int32")
+    model = keras.Sequential([layers.Embedding(10, 4, mask_zero=True), layers.LSTM(3)])
+    y = ops.convert_to_numpy(model(tokens))
+    assert y.shape == (2, 3) and np.isfinite(y).all()
+    relu = layers.LSTM(3, activation="relu")
+    relu(np.ones((2, 5, 4), "float32"))
+    assert fused_calls == []
+
+
+def test_time_major_and_float64_direct_calls():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 6, 3))
+    h0, c0 = rng.normal(size=(2, 4)), rng.normal(size=(2, 4))
+    w, u, b = rng.normal(size=(3, 16)), rng.normal(size=(4, 16)), rng.normal(size=16)
+    t = [ops.convert_to_tensor(a, dtype="float64") for a in (x, h0, c0, w, u, b)]
+    args = dict(activation=keras.activations.tanh, recurrent_activation=keras.activations.sigmoid)
+    last, seq, (h, c) = swift_rnn.lstm(
+        t[0], t[1], t[2], None, t[3], t[4], t[5], return_sequences=True, **args
+    )
+    assert seq.dtype == "float64" and tuple(seq.shape) == (2, 6, 4)
+    last_tm, seq_tm, _ = swift_rnn.lstm(
+        ops.transpose(t[0], (1, 0, 2)), t[1], t[2], None, t[3], t[4], t[5],
+        return_sequences=True, time_major=True, **args
+    )
+    np.testing.assert_allclose(ops.convert_to_numpy(seq_tm).transpose(1, 0, 2), ops.convert_to_numpy(seq))
+    np.testing.assert_allclose(ops.convert_to_numpy(last_tm), ops.convert_to_numpy(h))
+
+
+def test_bad_shapes_raise_instead_of_crashing():
+    z = ops.zeros((2, 4))
+    with pytest.raises(ValueError):
+        _C.op("lstm", (ops.zeros((2, 3, 5)), z, z, ops.zeros((4, 16)), ops.zeros((4, 16))), None)
+    with pytest.raises(ValueError):
+        _C.op("lstm", (ops.zeros((2, 3, 4)), z), None)
+
+
+def test_jvp_through_an_lstm_uses_the_differentiable_loop(fused_calls):
+    # jvp differentiates the backward pass again, which the fused kernel cannot.
+    layer = layers.LSTM(3)
+    x = np.random.default_rng(2).normal(size=(2, 4, 3)).astype("float32")
+    tangent = np.ones_like(x)
+    y, dy = ops.linalg.jvp(layer, (x,), (tangent,))
+    assert fused_calls == []
+    eps = 1e-2
+    plus = ops.convert_to_numpy(layer(x + eps * tangent))
+    minus = ops.convert_to_numpy(layer(x - eps * tangent))
+    np.testing.assert_allclose(ops.convert_to_numpy(dy), (plus - minus) / (2 * eps), rtol=2e-2, atol=2e-3)
+    assert len(fused_calls) == 2  # the plain calls did fuse
