@@ -32,6 +32,35 @@ private func referenceLSTM(x: [Double], h0: [Double], c0: [Double], w: [Double],
     return (outs, h, c)
 }
 
+/// Keras's GRU recurrence (reset_after) step by step in Doubles: outputs in processing order
+/// (B, T, U) flattened, then the final h. `bias` is (2, 3U): input, then recurrent.
+private func referenceGRU(x: [Double], h0: [Double], w: [Double], u: [Double], bias: [Double]?,
+                          b B: Int, t T: Int, f F: Int, units U: Int, goBackwards: Bool) -> ([Double], [Double]) {
+    func sig(_ v: Double) -> Double { 1 / (1 + Foundation.exp(-v)) }
+    var h = h0, outs = [Double](repeating: 0, count: B * T * U)
+    for s in 0..<T {
+        let t = goBackwards ? T - 1 - s : s
+        var nh = h
+        for b in 0..<B {
+            var xp = [Double](repeating: 0, count: 3 * U), hp = xp
+            for j in 0..<(3 * U) {
+                xp[j] = bias?[j] ?? 0
+                hp[j] = bias?[3 * U + j] ?? 0
+                for k in 0..<F { xp[j] += x[(b * T + t) * F + k] * w[k * 3 * U + j] }
+                for k in 0..<U { hp[j] += h[b * U + k] * u[k * 3 * U + j] }
+            }
+            for j in 0..<U {
+                let z = sig(xp[j] + hp[j]), r = sig(xp[U + j] + hp[U + j])
+                let c = Foundation.tanh(xp[2 * U + j] + r * hp[2 * U + j])
+                nh[b * U + j] = z * h[b * U + j] + (1 - z) * c
+                outs[(b * T + s) * U + j] = nh[b * U + j]
+            }
+        }
+        h = nh
+    }
+    return (outs, h)
+}
+
 final class RNNTests: XCTestCase {
     let (B, T, F, U) = (3, 4, 2, 3)
 
@@ -101,6 +130,62 @@ final class RNNTests: XCTestCase {
         let noFeatures = try lstm(try Tensor(zeros: [B, T, 0], dtype: .float64), h0: t[1], c0: t[2],
                                   kernel: try Tensor(zeros: [0, 4 * U], dtype: .float64), recurrentKernel: t[4], bias: t[5])
         XCTAssertEqual(noFeatures.h.shape, [B, U])
+    }
+
+    private func gruInputs(dtype: DType = .float64, bias: Bool = true) throws -> [Tensor] {
+        var xs = [try f64([B, T, F], seed: 11), try f64([B, U], seed: 12), try f64([F, 3 * U], seed: 13),
+                  try f64([U, 3 * U], seed: 14)]
+        if bias { xs.append(try f64([2, 3 * U], seed: 15)) }
+        return try xs.map { try cast($0, to: dtype) }
+    }
+
+    func testGRUMatchesTheStepwiseRecurrence() throws {
+        for goBackwards in [false, true] {
+            for (dtype, tol) in [(DType.float64, 1e-12), (.float32, 2e-6)] {
+                for hasBias in [true, false] {
+                    let t = try gruInputs(dtype: dtype, bias: hasBias)
+                    let r = try gru(t[0], h0: t[1], kernel: t[2], recurrentKernel: t[3], bias: hasBias ? t[4] : nil,
+                                    goBackwards: goBackwards)
+                    let want = referenceGRU(x: t[0].doubles(), h0: t[1].doubles(), w: t[2].doubles(), u: t[3].doubles(),
+                                            bias: hasBias ? t[4].doubles() : nil, b: B, t: T, f: F, units: U,
+                                            goBackwards: goBackwards)
+                    XCTAssertEqual(r.outputs.shape, [B, T, U])
+                    for (got, exp) in [(r.outputs, want.0), (r.h, want.1)] {
+                        for (a, b) in zip(got.doubles(), exp) {
+                            XCTAssertEqual(a, b, accuracy: tol, "gru goBackwards \(goBackwards), \(dtype), bias \(hasBias)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func testGRUGradientsMatchFiniteDifferences() throws {
+        for goBackwards in [false, true] {
+            for hasBias in [true, false] {
+                let t = try gruInputs(bias: hasBias)
+                func run(_ xs: [Tensor]) throws -> (outputs: Tensor, h: Tensor) {
+                    try gru(xs[0], h0: xs[1], kernel: xs[2], recurrentKernel: xs[3], bias: hasBias ? xs[4] : nil,
+                            goBackwards: goBackwards)
+                }
+                let tag = "gru goBackwards \(goBackwards) bias \(hasBias)"
+                try checkGradient("\(tag) outputs", t) { try run($0).outputs }
+                try checkGradient("\(tag) h", t) { try run($0).h }
+                try checkGradient("\(tag) both", t) { xs in
+                    let r = try run(xs)
+                    return try add(try sum(r.outputs, axes: [1]), r.h)
+                }
+            }
+        }
+    }
+
+    func testGRURejectsBadInputs() throws {
+        let t = try gruInputs()
+        // A bias of one row (reset_after=False's layout) is not what the fused op computes.
+        XCTAssertThrowsError(try gru(t[0], h0: t[1], kernel: t[2], recurrentKernel: t[3],
+                                     bias: try f64([3 * U], seed: 1)))
+        XCTAssertThrowsError(try gru(t[0], h0: t[1], kernel: t[3], recurrentKernel: t[3], bias: nil))
+        XCTAssertThrowsError(try gru(t[0], h0: try cast(t[1], to: .float32), kernel: t[2], recurrentKernel: t[3], bias: nil))
     }
 
     /// The fused LSTM's backward pass is a kernel: differentiating it again is an error,

@@ -1,6 +1,6 @@
-"""keras.layers.LSTM on KERAS_BACKEND=swift runs the engine's fused ``lstm`` op:
-the same outputs, states and gradients as Keras's generic time loop, and a
-fallback to that loop for what the fused op does not cover."""
+"""keras.layers.LSTM and GRU on KERAS_BACKEND=swift run the engine's fused
+``lstm`` and ``gru`` ops: the same outputs, states and gradients as Keras's
+generic time loop, and a fallback to that loop for what they do not cover."""
 
 import numpy as np
 import pytest
@@ -18,22 +18,26 @@ from keras_swift.src import rnn as swift_rnn  # noqa: E402
 
 @pytest.fixture
 def fused_calls(monkeypatch):
-    """How many backend.lstm calls returned a fused result (not NotImplementedError)."""
+    """Which fused backend calls returned a result (not NotImplementedError)."""
     calls = []
 
-    def counting(*args, **kwargs):
-        out = swift_rnn.lstm(*args, **kwargs)
-        calls.append(1)
-        return out
+    def counting(name):
+        def call(*args, **kwargs):
+            out = getattr(swift_rnn, name)(*args, **kwargs)
+            calls.append(name)
+            return out
 
-    monkeypatch.setattr(backend, "lstm", counting)
+        return call
+
+    monkeypatch.setattr(backend, "lstm", counting("lstm"))
+    monkeypatch.setattr(backend, "gru", counting("gru"))
     return calls
 
 
-def _pair(**kwargs):
-    """The same LSTM twice: the fused path, and Keras's generic loop (use_cudnn=False)."""
-    fused = layers.LSTM(5, **kwargs)
-    generic = layers.LSTM(5, use_cudnn=False, **kwargs)
+def _pair(cls, **kwargs):
+    """The same layer twice: the fused path, and Keras's generic loop (use_cudnn=False)."""
+    fused = cls(5, **kwargs)
+    generic = cls(5, use_cudnn=False, **kwargs)
     fused.build((3, 7, 4))
     generic.build((3, 7, 4))
     generic.set_weights(fused.get_weights())
@@ -58,12 +62,14 @@ def _run_with_grads(layer, x):
         _C.tape_pop()
 
 
+@pytest.mark.parametrize("cls", [layers.LSTM, layers.GRU])
 @pytest.mark.parametrize("return_sequences", [False, True])
 @pytest.mark.parametrize("go_backwards", [False, True])
 @pytest.mark.parametrize("use_bias", [True, False])
-def test_fused_lstm_matches_the_generic_loop(fused_calls, return_sequences, go_backwards, use_bias):
+def test_fused_layer_matches_the_generic_loop(fused_calls, cls, return_sequences, go_backwards, use_bias):
     x = np.random.default_rng(0).normal(size=(3, 7, 4)).astype("float32")
     fused, generic = _pair(
+        cls,
         return_sequences=return_sequences,
         go_backwards=go_backwards,
         use_bias=use_bias,
@@ -80,13 +86,14 @@ def test_fused_lstm_matches_the_generic_loop(fused_calls, return_sequences, go_b
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_masked_and_custom_activation_lstms_fall_back_to_the_loop(fused_calls):
+def test_masked_and_custom_activation_layers_fall_back_to_the_loop(fused_calls):
     tokens = np.array([[3, 1, 4, 0, 0], [2, 7, 1, 8, 2]], "int32")
-    model = keras.Sequential([layers.Embedding(10, 4, mask_zero=True), layers.LSTM(3)])
-    y = ops.convert_to_numpy(model(tokens))
-    assert y.shape == (2, 3) and np.isfinite(y).all()
-    relu = layers.LSTM(3, activation="relu")
-    relu(np.ones((2, 5, 4), "float32"))
+    for cls in (layers.LSTM, layers.GRU):
+        model = keras.Sequential([layers.Embedding(10, 4, mask_zero=True), cls(3)])
+        y = ops.convert_to_numpy(model(tokens))
+        assert y.shape == (2, 3) and np.isfinite(y).all()
+        cls(3, activation="relu")(np.ones((2, 5, 4), "float32"))
+    layers.GRU(3, reset_after=False)(np.ones((2, 5, 4), "float32"))
     assert fused_calls == []
 
 
@@ -128,4 +135,20 @@ def test_jvp_through_an_lstm_uses_the_differentiable_loop(fused_calls):
     plus = ops.convert_to_numpy(layer(x + eps * tangent))
     minus = ops.convert_to_numpy(layer(x - eps * tangent))
     np.testing.assert_allclose(ops.convert_to_numpy(dy), (plus - minus) / (2 * eps), rtol=2e-2, atol=2e-3)
-    assert len(fused_calls) == 2  # the plain calls did fuse
+    assert fused_calls == ["lstm", "lstm"]  # the plain calls did fuse
+
+
+def test_gru_time_major_matches_batch_major():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 5, 3))
+    h0 = rng.normal(size=(2, 4))
+    w, u, b = rng.normal(size=(3, 12)), rng.normal(size=(4, 12)), rng.normal(size=(2, 12))
+    t = [ops.convert_to_tensor(a, dtype="float64") for a in (x, h0, w, u, b)]
+    args = dict(activation=keras.activations.tanh, recurrent_activation=keras.activations.sigmoid)
+    _, seq, (h,) = swift_rnn.gru(t[0], t[1], None, t[2], t[3], t[4], return_sequences=True, **args)
+    last_tm, seq_tm, _ = swift_rnn.gru(
+        ops.transpose(t[0], (1, 0, 2)), t[1], None, t[2], t[3], t[4], time_major=True, **args
+    )
+    assert tuple(seq_tm.shape) == (1, 2, 4)
+    np.testing.assert_allclose(ops.convert_to_numpy(seq_tm)[0], ops.convert_to_numpy(h))
+    np.testing.assert_allclose(ops.convert_to_numpy(seq)[:, -1], ops.convert_to_numpy(h))

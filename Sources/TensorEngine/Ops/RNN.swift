@@ -35,17 +35,24 @@ private func gemmUnlessEmpty<T: BLASFloat>(transA: Bool = false, transB: Bool = 
     T.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
 }
 
-/// The shapes of one fused LSTM call; buffers are batch-major (B, T, ·) in input-time order.
-private struct LSTMGeometry {
+/// The shapes of one fused recurrent call; buffers are batch-major (B, T, ·) in input-time order.
+private struct RNNGeometry {
     let batch: Int, steps: Int, features: Int, units: Int, goBackwards: Bool
 
     /// The input time step processed at step `s`.
     @inline(__always) func time(_ s: Int) -> Int { goBackwards ? steps - 1 - s : s }
+
+    /// The state entering step `s`: the initial state (leading dimension U) at step 0, else
+    /// the previous step's row of a (B, T, U) buffer (leading dimension T·U).
+    @inline(__always)
+    func previous<E>(_ s: Int, initial: UnsafeMutablePointer<E>, steps buf: UnsafeMutablePointer<E>) -> (UnsafeMutablePointer<E>, Int) {
+        s == 0 ? (initial, units) : (buf + time(s - 1) * units, self.steps * units)
+    }
 }
 
 /// Everything the backward pass reads, from one forward run.
 private struct LSTMRun {
-    let g: LSTMGeometry
+    let g: RNNGeometry
     let x: Tensor, h0: Tensor, c0: Tensor, kernel: Tensor, recurrent: Tensor, bias: Tensor?
     /// Post-activation gates i, f, g, o (B, T, 4U), cell states (B, T, U), outputs (B, T, U).
     let gates: Tensor, cells: Tensor, hidden: Tensor
@@ -68,7 +75,7 @@ private func lstmForward<E: RNNFloat>(_: E.Type, _ r: LSTMRun) {
     }
     for s in 0..<T {
         let t = g.time(s)
-        let (hp, cp, ld) = s == 0 ? (h0, c0, U) : (hs + g.time(s - 1) * U, cs + g.time(s - 1) * U, T * U)
+        let (hp, ld) = g.previous(s, initial: h0, steps: hs), cp = g.previous(s, initial: c0, steps: cs).0
         // z_t += h_{t-1} @ U
         gemmUnlessEmpty(m: B, n: U4, k: U, a: hp, lda: ld, b: uk, ldb: U4, beta: 1, c: z + t * U4, ldc: T * U4)
         // One loop per output stream: a loop that writes several pointers Swift cannot
@@ -92,13 +99,7 @@ private func lstmBackward<E: RNNFloat>(_: E.Type, _ r: LSTMRun, gOut: Tensor?, g
     let g = r.g, (B, T, F, U) = (g.batch, g.steps, g.features, g.units), U4 = 4 * U
     let dt = r.x.dtype
     let dz = try Tensor(empty: [B, T, U4], dtype: dt)
-    // dh and dc are updated in place, so a cotangent is copied rather than cast (which may
-    // return the caller's tensor itself).
-    func owned(_ g: Tensor?) throws -> Tensor {
-        guard let g = try g.map({ try cast($0, to: dt) }) else { return try Tensor(zeros: [B, U], dtype: dt) }
-        return try Tensor(bytes: g.rawPointer, byteCount: g.nbytes, shape: [B, U], dtype: dt)
-    }
-    let dh = try owned(gh), dc = try owned(gc)
+    let dh = try stateGradient(gh, [B, U], dt), dc = try stateGradient(gc, [B, U], dt)
     let dU = try Tensor(zeros: [U, U4], dtype: dt)
     let gOutT = try gOut.map { try cast($0, to: dt) }
     let z = r.gates.pointer(E.self), cs = r.cells.pointer(E.self), hs = r.hidden.pointer(E.self)
@@ -106,7 +107,7 @@ private func lstmBackward<E: RNNFloat>(_: E.Type, _ r: LSTMRun, gOut: Tensor?, g
     let h0 = r.h0.pointer(E.self), c0 = r.c0.pointer(E.self), uk = r.recurrent.pointer(E.self)
     for s in stride(from: T - 1, through: 0, by: -1) {
         let t = g.time(s)
-        let (hp, cp, ld) = s == 0 ? (h0, c0, U) : (hs + g.time(s - 1) * U, cs + g.time(s - 1) * U, T * U)
+        let (hp, ld) = g.previous(s, initial: h0, steps: hs), cp = g.previous(s, initial: c0, steps: cs).0
         let pgo = gOutT?.pointer(E.self)
         for b in 0..<B {
             let zb = z + (b * T + t) * U4, dzb = pdz + (b * T + t) * U4, cb = cs + (b * T + t) * U
@@ -155,6 +156,148 @@ private func lstmBackward<E: RNNFloat>(_: E.Type, _ r: LSTMRun, gOut: Tensor?, g
     return grads
 }
 
+/// Everything the GRU's backward pass reads, from one forward run.
+private struct GRURun {
+    let g: RNNGeometry
+    let x: Tensor, h0: Tensor, kernel: Tensor, recurrent: Tensor, bias: Tensor?
+    /// z, r and the candidate h~ after activation (B, T, 3U); the recurrent projections
+    /// h_{t-1} @ U + b_r (B, T, 3U), of which the candidate's third is read; outputs (B, T, U).
+    let gates: Tensor, recurrentProjections: Tensor, hidden: Tensor
+}
+
+private func gruForward<E: RNNFloat>(_: E.Type, _ r: GRURun) {
+    let g = r.g, (B, T, F, U) = (g.batch, g.steps, g.features, g.units), U3 = 3 * U
+    let z = r.gates.pointer(E.self), rp = r.recurrentProjections.pointer(E.self), hs = r.hidden.pointer(E.self)
+    let uk = r.recurrent.pointer(E.self), h0 = r.h0.pointer(E.self)
+    let (bi, br) = (r.bias?.pointer(E.self), r.bias.map { $0.pointer(E.self) + U3 })
+    gemmUnlessEmpty(m: B * T, n: U3, k: F, a: r.x.pointer(E.self), lda: F, b: r.kernel.pointer(E.self), ldb: U3,
+                    beta: 0, c: z, ldc: U3)
+    if F == 0 { z.update(repeating: 0, count: B * T * U3) }
+    if let bi {
+        for row in 0..<(B * T) {
+            let zr = z + row * U3
+            for j in 0..<U3 { zr[j] += bi[j] }
+        }
+    }
+    for s in 0..<T {
+        let t = g.time(s)
+        let (hp, ld) = g.previous(s, initial: h0, steps: hs)
+        if U == 0 { continue }
+        gemmUnlessEmpty(m: B, n: U3, k: U, a: hp, lda: ld, b: uk, ldb: U3, beta: 0, c: rp + t * U3, ldc: T * U3)
+        for b in 0..<B {
+            let zb = z + (b * T + t) * U3, rb = rp + (b * T + t) * U3, hb = hs + (b * T + t) * U, hpb = hp + b * ld
+            if let br { for j in 0..<U3 { rb[j] += br[j] } }
+            let gz = zb, gr = zb + U, gh = zb + 2 * U, rh = UnsafePointer(rb + 2 * U)
+            for j in 0..<(2 * U) { zb[j] = E.sigmoidGate(zb[j] + rb[j]) }
+            for j in 0..<U { gh[j] = E.tanhGate(gh[j] + gr[j] * rh[j]) }
+            for j in 0..<U { hb[j] = gz[j] * hpb[j] + (1 - gz[j]) * gh[j] }
+        }
+    }
+}
+
+/// Gradients of one GRU run for the cotangents of the outputs (processing order) and of
+/// the final h, in input order: x, h0, kernel, recurrent kernel, bias (2, 3U).
+private func gruBackward<E: RNNFloat>(_: E.Type, _ r: GRURun, gOut: Tensor?, gh: Tensor?) throws -> [Tensor?] {
+    let g = r.g, (B, T, F, U) = (g.batch, g.steps, g.features, g.units), U3 = 3 * U
+    let dt = r.x.dtype
+    let dx3 = try Tensor(empty: [B, T, U3], dtype: dt), dr = try Tensor(empty: [B, U3], dtype: dt)
+    let dh = try stateGradient(gh, [B, U], dt)
+    let dU = try Tensor(zeros: [U, U3], dtype: dt), dbr = try Tensor(zeros: [U3], dtype: dt)
+    let gOutT = try gOut.map { try cast($0, to: dt) }
+    let z = r.gates.pointer(E.self), rp = r.recurrentProjections.pointer(E.self), hs = r.hidden.pointer(E.self)
+    let pdx = dx3.pointer(E.self), pdr = dr.pointer(E.self), pdh = dh.pointer(E.self), pdbr = dbr.pointer(E.self)
+    let h0 = r.h0.pointer(E.self), uk = r.recurrent.pointer(E.self)
+    for s in stride(from: T - 1, through: 0, by: -1) {
+        let t = g.time(s)
+        let (hp, ld) = g.previous(s, initial: h0, steps: hs)
+        let pgo = gOutT?.pointer(E.self)
+        for b in 0..<B {
+            let zb = UnsafePointer(z + (b * T + t) * U3), rh = UnsafePointer(rp + (b * T + t) * U3 + 2 * U)
+            let dxb = pdx + (b * T + t) * U3, drb = pdr + b * U3
+            let hpb = UnsafePointer(hp + b * ld), dhb = pdh + b * U
+            if let gob = pgo.map({ $0 + (b * T + s) * U }) {
+                for j in 0..<U { dhb[j] += gob[j] }
+            }
+            let gz = zb, gr = zb + U, gc = zb + 2 * U
+            let dz = dxb, dxr = dxb + U, da = dxb + 2 * U
+            // Pre-activation gradients: candidate a = x_h + r * rh, reset, update.
+            for j in 0..<U { da[j] = dhb[j] * (1 - gz[j]) * (1 - gc[j] * gc[j]) }
+            for j in 0..<U { dxr[j] = da[j] * rh[j] * gr[j] * (1 - gr[j]) }
+            for j in 0..<U { dz[j] = dhb[j] * (hpb[j] - gc[j]) * gz[j] * (1 - gz[j]) }
+            // The recurrent projection sees z and r unchanged, the candidate's scaled by r.
+            for j in 0..<(2 * U) { drb[j] = dxb[j] }
+            for j in 0..<U { drb[2 * U + j] = da[j] * gr[j] }
+            for j in 0..<U3 { pdbr[j] += drb[j] }
+            for j in 0..<U { dhb[j] *= gz[j] }
+        }
+        // dU += h_{t-1}^T dr, then dh_{t-1} = dh z + dr U^T
+        gemmUnlessEmpty(transA: true, m: U, n: U3, k: B, a: hp, lda: ld, b: pdr, ldb: U3, beta: 1,
+                        c: dU.pointer(E.self), ldc: U3)
+        gemmUnlessEmpty(transB: true, m: B, n: U, k: U3, a: pdr, lda: U3, b: uk, ldb: U3, beta: 1, c: pdh, ldc: U)
+    }
+    let dx = try Tensor(zeros: [B, T, F], dtype: dt), dW = try Tensor(zeros: [F, U3], dtype: dt)
+    gemmUnlessEmpty(transB: true, m: B * T, n: F, k: U3, a: pdx, lda: U3, b: r.kernel.pointer(E.self), ldb: U3,
+                    beta: 0, c: dx.pointer(E.self), ldc: F)
+    gemmUnlessEmpty(transA: true, m: F, n: U3, k: B * T, a: r.x.pointer(E.self), lda: F, b: pdx, ldb: U3,
+                    beta: 0, c: dW.pointer(E.self), ldc: U3)
+    var grads: [Tensor?] = [dx, dh, dW, dU]
+    if r.bias != nil {
+        let db = try Tensor(zeros: [2, U3], dtype: dt), pdb = db.pointer(E.self)
+        for row in 0..<(B * T) {
+            let dxr = pdx + row * U3
+            for j in 0..<U3 { pdb[j] += dxr[j] }
+        }
+        for j in 0..<U3 { pdb[U3 + j] = pdbr[j] }
+        grads.append(db)
+    }
+    return grads
+}
+
+/// A state's cotangent as a buffer the backward pass may update in place: a copy (a cast
+/// may return the caller's tensor itself), or zeros for none.
+private func stateGradient(_ g: Tensor?, _ shape: [Int], _ dt: DType) throws -> Tensor {
+    guard let g = try g.map({ try cast($0, to: dt) }) else { return try Tensor(zeros: shape, dtype: dt) }
+    return try Tensor(bytes: g.rawPointer, byteCount: g.nbytes, shape: shape, dtype: dt)
+}
+
+/// Checks a fused layer's operands: one float32/float64 dtype, x (B, T, F), each state
+/// (B, U), kernel (F, k·U), recurrent kernel (U, k·U), bias of `biasShape(U)`.
+private func rnnGeometry(_ name: String, x: Tensor, states: [Tensor], kernel: Tensor, recurrent: Tensor, bias: Tensor?,
+                         gates k: Int, biasShape: (Int) -> [Int], goBackwards: Bool) throws -> RNNGeometry {
+    let all = [x] + states + [kernel, recurrent] + (bias.map { [$0] } ?? [])
+    let dt = x.dtype
+    guard dt == .float32 || dt == .float64, all.allSatisfy({ $0.dtype == dt }) else {
+        throw EngineError.type("\(name) needs float32 or float64 inputs of one dtype, got \(all.map(\.dtype))")
+    }
+    guard x.rank == 3, recurrent.rank == 2 else {
+        throw EngineError.value("\(name) expects x (batch, steps, features) and a 2-D recurrent kernel, got \(x.shape) and \(recurrent.shape)")
+    }
+    let (B, T, F, U) = (x.shape[0], x.shape[1], x.shape[2], recurrent.shape[0])
+    guard T > 0 else { throw EngineError.value("\(name) needs at least one time step, got x of shape \(x.shape)") }
+    guard states.allSatisfy({ $0.shape == [B, U] }), kernel.shape == [F, k * U], recurrent.shape == [U, k * U],
+          bias.map({ $0.shape == biasShape(U) }) ?? true else {
+        throw EngineError.value("\(name) shapes do not agree: x \(x.shape), states \(states.map(\.shape)), kernel \(kernel.shape), recurrent kernel \(recurrent.shape), bias \(bias?.shape ?? [])")
+    }
+    return RNNGeometry(batch: B, steps: T, features: F, units: U, goBackwards: goBackwards)
+}
+
+/// Records a fused layer's outputs: each one's VJP runs the whole backward pass with its own
+/// cotangent (the others zero), which a later output's VJP adds to. A kernel computes that
+/// pass, so it refuses to be differentiated again rather than drop terms.
+private func recordRNN(_ name: String, outputs: [Tensor], inputs: [Tensor],
+                       backward: @escaping ([Tensor?]) throws -> [Tensor?]) {
+    for (k, out) in outputs.enumerated() {
+        Tape.record(out, inputs) { g in
+            if Tape.shouldRecord([g] + inputs) {
+                throw EngineError.notImplemented("second-order gradients through the fused \(name) op")
+            }
+            var cotangents = [Tensor?](repeating: nil, count: outputs.count)
+            cotangents[k] = g
+            return try backward(cotangents)
+        }
+    }
+}
+
 /// Time steps `from ..< from + count` of a (B, T, U) buffer as a new tensor: (B, U) for one
 /// step, (B, count, U) otherwise, optionally in reverse time order.
 private func copyTimes(_ src: Tensor, from t0: Int, count: Int, reversed: Bool) throws -> Tensor {
@@ -176,21 +319,9 @@ private func copyTimes(_ src: Tensor, from t0: Int, count: Int, reversed: Bool) 
 /// float32 or float64; differentiable in every input (first order).
 public func lstm(_ x: Tensor, h0: Tensor, c0: Tensor, kernel: Tensor, recurrentKernel: Tensor, bias: Tensor?,
                  goBackwards: Bool = false) throws -> (outputs: Tensor, h: Tensor, c: Tensor) {
-    let dt = x.dtype
-    let all = [x, h0, c0, kernel, recurrentKernel] + (bias.map { [$0] } ?? [])
-    guard dt == .float32 || dt == .float64, all.allSatisfy({ $0.dtype == dt }) else {
-        throw EngineError.type("lstm needs float32 or float64 inputs of one dtype, got \(all.map(\.dtype))")
-    }
-    guard x.rank == 3, recurrentKernel.rank == 2 else {
-        throw EngineError.value("lstm expects x (batch, steps, features) and a 2-D recurrent kernel, got \(x.shape) and \(recurrentKernel.shape)")
-    }
-    let (B, T, F, U) = (x.shape[0], x.shape[1], x.shape[2], recurrentKernel.shape[0])
-    guard T > 0 else { throw EngineError.value("lstm needs at least one time step, got x of shape \(x.shape)") }
-    guard h0.shape == [B, U], c0.shape == [B, U], kernel.shape == [F, 4 * U], recurrentKernel.shape == [U, 4 * U],
-          bias.map({ $0.shape == [4 * U] }) ?? true else {
-        throw EngineError.value("lstm shapes do not agree: x \(x.shape), h0 \(h0.shape), c0 \(c0.shape), kernel \(kernel.shape), recurrent kernel \(recurrentKernel.shape), bias \(bias?.shape ?? [])")
-    }
-    let g = LSTMGeometry(batch: B, steps: T, features: F, units: U, goBackwards: goBackwards)
+    let g = try rnnGeometry("lstm", x: x, states: [h0, c0], kernel: kernel, recurrent: recurrentKernel, bias: bias,
+                            gates: 4, biasShape: { [4 * $0] }, goBackwards: goBackwards)
+    let (B, T, U, dt) = (g.batch, g.steps, g.units, x.dtype)
     let run = LSTMRun(g: g, x: x, h0: h0, c0: c0, kernel: kernel, recurrent: recurrentKernel, bias: bias,
                       gates: try Tensor(empty: [B, T, 4 * U], dtype: dt), cells: try Tensor(empty: [B, T, U], dtype: dt),
                       hidden: try Tensor(empty: [B, T, U], dtype: dt))
@@ -200,18 +331,36 @@ public func lstm(_ x: Tensor, h0: Tensor, c0: Tensor, kernel: Tensor, recurrentK
     let h = try copyTimes(run.hidden, from: last, count: 1, reversed: false)
     let c = try copyTimes(run.cells, from: last, count: 1, reversed: false)
     let outputs = goBackwards ? try copyTimes(run.hidden, from: 0, count: T, reversed: true) : run.hidden
-
-    func backward(_ gOut: Tensor?, _ gh: Tensor?, _ gc: Tensor?) throws -> [Tensor?] {
-        if Tape.shouldRecord([gOut, gh, gc].compactMap { $0 } + all) {
-            throw EngineError.notImplemented("second-order gradients through the fused lstm op")
-        }
-        return dt == .float32 ? try lstmBackward(Float.self, run, gOut: gOut, gh: gh, gc: gc)
-            : try lstmBackward(Double.self, run, gOut: gOut, gh: gh, gc: gc)
+    recordRNN("lstm", outputs: [outputs, h, c], inputs: [x, h0, c0, kernel, recurrentKernel] + (bias.map { [$0] } ?? [])) { gs in
+        dt == .float32 ? try lstmBackward(Float.self, run, gOut: gs[0], gh: gs[1], gc: gs[2])
+            : try lstmBackward(Double.self, run, gOut: gs[0], gh: gs[1], gc: gs[2])
     }
-    Tape.record(outputs, all) { try backward($0, nil, nil) }
-    Tape.record(h, all) { try backward(nil, $0, nil) }
-    Tape.record(c, all) { try backward(nil, nil, $0) }
     return (outputs, h, c)
+}
+
+/// Keras's GRU layer (reset_after, as Keras 3 defaults to and cuDNN computes; gates z, r, h;
+/// sigmoid gates, tanh candidate) over a whole sequence: x (B, T, F), h0 (B, U), kernel
+/// (F, 3U), recurrent kernel (U, 3U), bias (2, 3U: input, recurrent) or nil. Returns each
+/// step's output in processing order (B, T, U) and the final h (B, U). float32 or float64;
+/// differentiable in every input (first order).
+public func gru(_ x: Tensor, h0: Tensor, kernel: Tensor, recurrentKernel: Tensor, bias: Tensor?,
+                goBackwards: Bool = false) throws -> (outputs: Tensor, h: Tensor) {
+    let g = try rnnGeometry("gru", x: x, states: [h0], kernel: kernel, recurrent: recurrentKernel, bias: bias,
+                            gates: 3, biasShape: { [2, 3 * $0] }, goBackwards: goBackwards)
+    let (B, T, U, dt) = (g.batch, g.steps, g.units, x.dtype)
+    let run = GRURun(g: g, x: x, h0: h0, kernel: kernel, recurrent: recurrentKernel, bias: bias,
+                     gates: try Tensor(empty: [B, T, 3 * U], dtype: dt),
+                     recurrentProjections: try Tensor(empty: [B, T, 3 * U], dtype: dt),
+                     hidden: try Tensor(empty: [B, T, U], dtype: dt))
+    if dt == .float32 { gruForward(Float.self, run) } else { gruForward(Double.self, run) }
+
+    let h = try copyTimes(run.hidden, from: g.time(T - 1), count: 1, reversed: false)
+    let outputs = goBackwards ? try copyTimes(run.hidden, from: 0, count: T, reversed: true) : run.hidden
+    recordRNN("gru", outputs: [outputs, h], inputs: [x, h0, kernel, recurrentKernel] + (bias.map { [$0] } ?? [])) { gs in
+        dt == .float32 ? try gruBackward(Float.self, run, gOut: gs[0], gh: gs[1])
+            : try gruBackward(Double.self, run, gOut: gs[0], gh: gs[1])
+    }
+    return (outputs, h)
 }
 
 let rnnOps: [OpDef] = [
@@ -222,5 +371,13 @@ let rnnOps: [OpDef] = [
         let r = try lstm(t[0], h0: t[1], c0: t[2], kernel: t[3], recurrentKernel: t[4], bias: t.count == 6 ? t[5] : nil,
                          goBackwards: a.bool("go_backwards", default: false))
         return [r.outputs, r.h, r.c]
+    },
+    OpDef("gru") { t, a in
+        guard t.count == 4 || t.count == 5 else {
+            throw EngineError.value("gru takes x, h0, kernel, recurrent_kernel and an optional bias; got \(t.count) inputs")
+        }
+        let r = try gru(t[0], h0: t[1], kernel: t[2], recurrentKernel: t[3], bias: t.count == 5 ? t[4] : nil,
+                        goBackwards: a.bool("go_backwards", default: false))
+        return [r.outputs, r.h]
     },
 ]

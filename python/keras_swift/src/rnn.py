@@ -1,8 +1,7 @@
 """Recurrent loops: the generic ``rnn`` (an eager time loop the tape records
-through) and the fused ``lstm`` engine op, which Keras's LSTM layer tries first
-(as it tries cuDNN on TensorFlow). A configuration the fused op does not cover
-raises ``NotImplementedError`` and Keras falls back to ``rnn``; so does ``gru``,
-which has no fused kernel yet."""
+through) and the fused ``lstm``/``gru`` engine ops, which Keras's LSTM and GRU
+layers try first (as they try cuDNN on TensorFlow). A configuration the fused
+ops do not cover raises ``NotImplementedError`` and Keras falls back to ``rnn``."""
 
 from keras.src import activations
 from keras.src import tree
@@ -104,11 +103,23 @@ def lstm(
     unroll=False,
     time_major=False,
 ):
-    # The fused op computes Keras's default cell: tanh and sigmoid, no mask (the
-    # generic loop's masked semantics stay with it), one float32/float64 dtype
-    # (mixed precision keeps float32 kernels beside float16 inputs). Its backward
-    # pass is a kernel, not engine ops, so it cannot be differentiated again:
-    # under nested tapes (jvp, create_graph) the generic loop runs instead.
+    outputs, h, c = _fused(
+        "lstm", inputs, [initial_state_h, initial_state_c], mask, kernel, recurrent_kernel, bias,
+        activation, recurrent_activation, go_backwards, time_major,
+    )
+    return h, outputs if return_sequences else knp.expand_dims(h, 0 if time_major else 1), [h, c]
+
+
+def _fused(name, inputs, states, mask, kernel, recurrent_kernel, bias,
+           activation, recurrent_activation, go_backwards, time_major):
+    """Run the engine's fused `name` layer and return its outputs (each step's
+    h, batch-major unless time_major, then the final states); raise
+    ``NotImplementedError`` (Keras then runs the generic loop) for what it
+    does not compute: a mask (the loop's masked semantics stay with it), an
+    activation other than tanh with sigmoid gates, mixed dtypes or one other
+    than float32/float64 (mixed precision keeps float32 kernels beside float16
+    inputs), and nested tapes: the fused backward pass is a kernel, so jvp and
+    create_graph, which differentiate it again, need the loop's ops."""
     if (
         _C.tape_depth() > 1
         or mask is not None
@@ -118,25 +129,44 @@ def lstm(
         raise NotImplementedError
     tensors = [
         convert_to_tensor(t)
-        for t in (inputs, initial_state_h, initial_state_c, kernel, recurrent_kernel)
-        + (() if bias is None else (bias,))
+        for t in [inputs, *states, kernel, recurrent_kernel]
+        + ([] if bias is None else [bias])
     ]
     dtype = tensors[0].dtype
     if dtype not in ("float32", "float64") or any(t.dtype != dtype for t in tensors):
         raise NotImplementedError
     if time_major:
         tensors[0] = op("transpose", tensors[0], perm=[1, 0, 2])
-    outputs, h, c = op_multi("lstm", tensors, {"go_backwards": bool(go_backwards)})
-    if not return_sequences:
-        # The generic loop keeps only the last step then (return_all_outputs=False).
-        outputs = knp.expand_dims(h, 1)
+    outputs, *final = op_multi(name, tensors, {"go_backwards": bool(go_backwards)})
     if time_major:
         outputs = op("transpose", outputs, perm=[1, 0, 2])
-    return h, outputs, [h, c]
+    return (outputs, *final)
 
 
-def gru(*args, **kwargs):
-    raise NotImplementedError
+def gru(
+    inputs,
+    initial_state,
+    mask,
+    kernel,
+    recurrent_kernel,
+    bias,
+    activation,
+    recurrent_activation,
+    return_sequences=False,
+    go_backwards=False,
+    unroll=False,
+    time_major=False,
+    reset_after=True,
+):
+    # The fused op computes reset_after cells (Keras 3's default, cuDNN's form);
+    # otherwise as for lstm.
+    if not reset_after:
+        raise NotImplementedError
+    outputs, h = _fused(
+        "gru", inputs, [initial_state], mask, kernel, recurrent_kernel, bias,
+        activation, recurrent_activation, go_backwards, time_major,
+    )
+    return h, outputs if return_sequences else knp.expand_dims(h, 0 if time_major else 1), [h]
 
 
 def bidirectional_lstm(*args, **kwargs):
