@@ -192,7 +192,9 @@ def report(results, failures, backends, models, args):
     others = [b for b in backends if b != "swift"]
     header = f"{'model':<13}" + "".join(f"{b:>12}" for b in backends)
     if "swift" in backends:
-        header += "".join(f"{'swift/' + b:>14}" for b in others)
+        # One column wider than the longest name, so "swift/tensorflow" stays apart.
+        width = max(14, max((len("swift/" + b) + 2 for b in others), default=0))
+        header += "".join(f"{'swift/' + b:>{width}}" for b in others)
     print(header)
     print("-" * len(header))
     for model in models:
@@ -205,7 +207,7 @@ def report(results, failures, backends, models, args):
         if "swift" in backends:
             for b in others:
                 res = row.get(b)
-                line += f"{swift['samples_per_s'] / res['samples_per_s']:>13.2f}x" if swift and res else f"{'-':>14}"
+                line += f"{swift['samples_per_s'] / res['samples_per_s']:>{width - 1}.2f}x" if swift and res else f"{'-':>{width}}"
         print(line)
     print("swift/X = swift samples/s / X samples/s (above 1: swift faster)")
     for model in models:
