@@ -1,4 +1,5 @@
 import XCTest
+import Foundation
 import Dispatch
 @testable import TensorEngine
 
@@ -186,6 +187,37 @@ final class KernelPathTests: XCTestCase {
                 let (m, va) = try moments($0[0], axes: axes, keepdims: true)
                 return try add(try multiply(m, try scalar(0.7, .float64)), va)
             }
+        }
+    }
+    /// The vectorised float32 erf against libm's double erf, in float32 ulps, over a dense
+    /// grid (both branches and their joins) and the special values; then the exact gelu and
+    /// its gradient, which use it, against double references.
+    func testFloat32ErfAndExactGeluMatchDoubleReferences() throws {
+        var xs: [Float] = stride(from: -6.0, through: 6.0, by: 1.0 / 4096).map { Float($0) }
+        xs += [0, -0, 1e-30, -1e-30, 1e-8, 0.9, 0.8999999, 4, 3.9999998, .infinity, -.infinity]
+        var worst = 0.0
+        for x in xs {
+            let got = Double(VecMath.erf(x)), want = Foundation.erf(Double(x))
+            let ulp = Double(Float(Swift.abs(want)).ulp)
+            worst = Swift.max(worst, Swift.abs(got - want) / ulp)
+            XCTAssertEqual(VecMath.erf(x).sign, x.sign, "erf(\(x)) keeps the sign")
+        }
+        XCTAssertLessThanOrEqual(worst, 3, "erf is off by \(worst) ulp")
+        XCTAssertTrue(VecMath.erf(.nan).isNaN)
+
+        let t = try Tensor(xs.filter { $0.isFinite }, shape: [xs.count - 2])
+        let gelu = try unary(.gelu(approximate: false), t).doubles()
+        Tape.push()
+        defer { try? Tape.pop() }
+        t.requiresGrad = true
+        defer { t.requiresGrad = false }
+        let grad = try Tape.gradient(of: try sum(try unary(.gelu(approximate: false), t)), wrt: [t])[0]!.doubles()
+        let erfGrad = try Tape.gradient(of: try sum(try unary(.erf, t)), wrt: [t])[0]!.doubles()
+        for (i, x) in t.doubles().enumerated() {
+            let phi = 0.5 * (1 + Foundation.erf(x / 2.0.squareRoot())), pdf = Foundation.exp(-0.5 * x * x) / (2 * Double.pi).squareRoot()
+            XCTAssertEqual(gelu[i], x * phi, accuracy: 4e-7 * Swift.max(1, Swift.abs(x)), "gelu(\(x))")
+            XCTAssertEqual(grad[i], phi + x * pdf, accuracy: 1e-6, "gelu'(\(x))")
+            XCTAssertEqual(erfGrad[i], 2 / Double.pi.squareRoot() * Foundation.exp(-x * x), accuracy: 1e-6, "erf'(\(x))")
         }
     }
 }

@@ -80,13 +80,16 @@ func mapBinary<F: BinaryKernel>(_ a: Tensor, _ b: Tensor, _ out: Tensor, _ f: F)
                 let ra = pa + offA, rb = pb + offB, ro = po + base
                 for i in 0..<inner { ro[i] = f(ra[i], rb[i]) }
             } else if sa == 1 && sb == 0 {
-                let s = pb[offB]
-                for i in 0..<inner { po[base + i] = f(pa[offA + i], s) }
+                // Row pointers, not `po[base + i]`: the overflow check on each index sum kept
+                // these column-broadcast loops (x * rsqrt(var), softmax's backward) scalar.
+                let s = pb[offB], ra = pa + offA, ro = po + base
+                for i in 0..<inner { ro[i] = f(ra[i], s) }
             } else if sa == 0 && sb == 1 {
-                let s = pa[offA]
-                for i in 0..<inner { po[base + i] = f(s, pb[offB + i]) }
+                let s = pa[offA], rb = pb + offB, ro = po + base
+                for i in 0..<inner { ro[i] = f(s, rb[i]) }
             } else {
-                for i in 0..<inner { po[base + i] = f(pa[offA + i * sa], pb[offB + i * sb]) }
+                let ra = pa + offA, rb = pb + offB, ro = po + base
+                for i in 0..<inner { ro[i] = f(ra[i &* sa], rb[i &* sb]) }
             }
             var d = outerShape.count - 1
             while d >= 0 {
@@ -253,9 +256,9 @@ struct Derivative<T: FloatElem>: BinaryKernel {
 // MARK: - Float32 fast paths
 //
 // libm's expf/tanhf are opaque calls, so loops over them run one element at a time. The
-// float32 training hot spots (exp, tanh, sigmoid, tanh-approximated gelu) use the branch-free
-// polynomials below instead, which LLVM vectorises; they stay within ~1.3 ulp of the
-// correctly rounded result and keep libm's NaN/inf/overflow behaviour.
+// float32 training hot spots (exp, tanh, sigmoid, erf and both gelus) use the branch-free
+// polynomials below instead, which LLVM vectorises; they stay within ~1.3 ulp (erf 2.5) of
+// the correctly rounded result and keep libm's NaN/inf/overflow behaviour.
 
 enum VecMath {
     /// e^x (Cephes expf: x = n ln2 + r, degree-6 polynomial in r, then 2^n).
@@ -314,6 +317,35 @@ enum VecMath {
         return x < -88.72283 ? 0 : s
     }
 
+    /// erf(x): a·P(a²) below |x| = 0.9, 1 − e^(−a²)·Q(1 / (1 + a/2)) below 4, ±1 beyond
+    /// (P and Q least-squares fits to erf in float64); within 2.5 ulp of the true value.
+    @inline(__always)
+    static func erf(_ x: Float) -> Float {
+        let a = Swift.abs(x), z = a * a
+        var p: Float = 8.53412311489453e-05
+        p = p * z - 0.000818078364283439
+        p = p * z + 0.0052043320752948735
+        p = p * z - 0.026860709299953527
+        p = p * z + 0.11283718901361472
+        p = p * z - 0.3761263525394434
+        p = p * z + 1.128379166796314
+        let t = 1 / (1 + 0.5 * a)
+        var q: Float = 0.02880880589460104
+        q = q * t - 0.22878220367561836
+        q = q * t + 0.7163572733283892
+        q = q * t - 1.112963539971567
+        q = q * t + 0.8507582564148808
+        q = q * t - 0.37284357014725467
+        q = q * t + 0.3429451245905174
+        q = q * t + 0.20540257553561547
+        q = q * t + 0.28883678720223316
+        q = q * t + 0.28144536624670935
+        q = q * t + 2.8131667371313813e-05
+        let m = a < 0.9 ? a * p : (a < 4 ? 1 - expClamped(-z) * q : 1)
+        let r = x != x ? x : m
+        return Float(bitPattern: r.bitPattern | (x.bitPattern & 0x8000_0000))
+    }
+
     @inline(__always)
     static func geluTanh(_ x: Float) -> Float {
         0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
@@ -324,6 +356,19 @@ struct ExpF32: UnaryKernel { @inline(__always) func callAsFunction(_ x: Float) -
 struct TanhF32: UnaryKernel { @inline(__always) func callAsFunction(_ x: Float) -> Float { VecMath.tanh(x) } }
 struct SigmoidF32: UnaryKernel { @inline(__always) func callAsFunction(_ x: Float) -> Float { VecMath.sigmoid(x) } }
 struct GeluTanhF32: UnaryKernel { @inline(__always) func callAsFunction(_ x: Float) -> Float { VecMath.geluTanh(x) } }
+struct ErfF32: UnaryKernel { @inline(__always) func callAsFunction(_ x: Float) -> Float { VecMath.erf(x) } }
+struct GeluErfF32: UnaryKernel {
+    @inline(__always) func callAsFunction(_ x: Float) -> Float { 0.5 * x * (1 + VecMath.erf(x * 0.7071067811865476)) }
+}
+/// d erf / dx and d gelu / dx (exact form), given x.
+struct ErfGradF32: BinaryKernel {
+    @inline(__always) func callAsFunction(_ x: Float, _ y: Float) -> Float { 1.1283791670955126 * VecMath.exp(-x * x) }
+}
+struct GeluErfGradF32: BinaryKernel {
+    @inline(__always) func callAsFunction(_ x: Float, _ y: Float) -> Float {
+        0.5 * (1 + VecMath.erf(x * 0.7071067811865476)) + x * VecMath.exp(-0.5 * x * x) * 0.3989422804014327
+    }
+}
 /// d gelu_tanh / dx, given x (the forward output is not needed).
 struct GeluTanhGradF32: BinaryKernel {
     @inline(__always) func callAsFunction(_ x: Float, _ y: Float) -> Float {
@@ -367,6 +412,8 @@ func unaryFloat32Fast(_ op: UnaryOp, _ x: Tensor, _ out: Tensor) -> Bool {
     case .tanh: mapUnary(x, out, TanhF32())
     case .sigmoid: mapUnary(x, out, SigmoidF32())
     case .gelu(approximate: true): mapUnary(x, out, GeluTanhF32())
+    case .gelu(approximate: false): mapUnary(x, out, GeluErfF32())
+    case .erf: mapUnary(x, out, ErfF32())
     case .sqrt: mapSqrtF32(x, out, reciprocal: false)
     case .rsqrt: mapSqrtF32(x, out, reciprocal: true)
     default: return false
@@ -750,6 +797,8 @@ public func unary(_ op: UnaryOp, _ x0: Tensor) throws -> Tensor {
                 case .sqrt: mapBinary(x, y, d, SqrtGrad<T>())
                 case .relu: mapBinary(x, y, d, ReluGrad<T>())
                 case .gelu(approximate: true) where T.self == Float.self: mapBinary(x, y, d, GeluTanhGradF32())
+                case .gelu(approximate: false) where T.self == Float.self: mapBinary(x, y, d, GeluErfGradF32())
+                case .erf where T.self == Float.self: mapBinary(x, y, d, ErfGradF32())
                 default: mapBinary(x, y, d, Derivative<T>(op: op))
                 }
             }
