@@ -67,6 +67,20 @@ final class LinalgTests: XCTestCase {
         XCTAssertEqual(a.shape, b.shape, file: file, line: line)
         for (x, y) in zip(a.doubles(), b.doubles()) { XCTAssertEqual(x, y, accuracy: 1e-9, file: file, line: line) }
     }
+
+    /// LAPACK's SVD refuses a matrix holding NaN or infinity; the engine reports NaN
+    /// factors for that matrix alone (as numpy and jax do) and decomposes the others.
+    func testSVDAndLstsqOfNonFiniteMatricesAreNaN() throws {
+        let x = try Tensor([1, 2, 3, 4, Double.nan, 0, 0, 1, 2, 0, 0, Double.infinity], shape: [3, 2, 2])
+        let r = try svd(x)
+        let s = r.s.doubles(), u = r.u.doubles(), vt = r.vt.doubles()
+        XCTAssertEqual(s[0], 5.464985704219043, accuracy: 1e-12)
+        XCTAssertFalse(u[0..<4].contains { $0.isNaN })
+        XCTAssertTrue(s[2..<6].allSatisfy(\.isNaN) && u[4..<12].allSatisfy(\.isNaN) && vt[4..<12].allSatisfy(\.isNaN))
+        let a = try Tensor([1, Double.nan, 0, 1], shape: [2, 2]), b = try Tensor([1.0, 2], shape: [2])
+        XCTAssertTrue(try lstsq(a, b).doubles().allSatisfy(\.isNaN))
+        XCTAssertEqual(try lstsq(try Tensor([2.0, 0, 0, 4], shape: [2, 2]), b).doubles(), [0.5, 0.5])
+    }
 }
 
 private extension Float {

@@ -149,3 +149,13 @@ def test_gamma_beta_binomial_moments():
     assert abs(s[0, 1] / 1e5 - 0.5) < 0.01
     # a pure function of the seed
     np.testing.assert_array_equal(s, np_(keras.random.binomial((2, 2), counts, probs, seed=3)))
+
+
+def test_svd_and_lstsq_of_non_finite_matrices_are_nan():
+    # LAPACK refuses NaN/inf input; like numpy and jax, the factors are NaN instead of an error.
+    a = np.array([[[1.0, np.nan], [0.0, 1.0]], [[3.0, 0.0], [0.0, 4.0]]], "float32")
+    u, s, v = (ops.convert_to_numpy(t) for t in ops.linalg.svd(a))
+    assert np.isnan(s[0]).all() and np.isnan(u[0]).all() and np.isnan(v[0]).all()
+    np.testing.assert_allclose(s[1], [4.0, 3.0])
+    x = ops.convert_to_numpy(ops.linalg.lstsq(a[0], np.ones(2, "float32")))
+    assert np.isnan(x).all()

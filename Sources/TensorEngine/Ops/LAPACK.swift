@@ -173,6 +173,15 @@ private func lapackFailure(_ name: String, _ info: Int32) -> EngineError {
     info < 0 ? .internal("\(name): LAPACK argument \(-info) was invalid") : .value("\(name): the matrix is singular or not decomposable (info \(info))")
 }
 
+/// Whether `count` values from `p` are all finite. gesdd and gelsd refuse a NaN or an
+/// infinity as an invalid argument; the decompositions of such a matrix are NaN, as jax
+/// and numpy report them.
+private func allFinite<T: LAPACKFloat>(_ p: UnsafePointer<T>, _ count: Int) -> Bool {
+    var finite = true
+    for i in 0..<count { finite = finite && p[i].isFinite }
+    return finite
+}
+
 protocol LAPACKVisitor {
     associatedtype Result
     func visit<T: LAPACKFloat>(_ t: T.Type) throws -> Result
@@ -523,6 +532,12 @@ public func svd(_ x0: Tensor, full: Bool = false) throws -> (u: Tensor, s: Tenso
             let ub = UnsafeMutablePointer<T>.allocate(capacity: Swift.max(m * uc, 1)), vb = UnsafeMutablePointer<T>.allocate(capacity: Swift.max(vr * n, 1))
             defer { a.deallocate(); ub.deallocate(); vb.deallocate() }
             for b in 0..<batch where k > 0 {
+                guard allFinite(x.pointer(T.self) + b * m * n, m * n) else {
+                    (s.pointer(T.self) + b * k).update(repeating: .nan, count: k)
+                    (u.pointer(T.self) + b * m * uc).update(repeating: .nan, count: m * uc)
+                    (vt.pointer(T.self) + b * vr * n).update(repeating: .nan, count: vr * n)
+                    continue
+                }
                 transposeCopy(x.pointer(T.self) + b * m * n, m, n, a)
                 let info = T.gesdd(full: full, Int32(m), Int32(n), a, s.pointer(T.self) + b * k, ub, Int32(m), vb, Int32(vr))
                 if info != 0 { throw lapackFailure("svd", info) }
@@ -552,6 +567,10 @@ public func lstsq(_ a0: Tensor, _ b0: Tensor, rcond: Double = -1) throws -> Tens
             let am = UnsafeMutablePointer<T>.allocate(capacity: Swift.max(m * n, 1)), bm = UnsafeMutablePointer<T>.allocate(capacity: Swift.max(ld * k, 1))
             defer { am.deallocate(); bm.deallocate() }
             guard m > 0 && n > 0 && k > 0 else { return }
+            guard allFinite(a.pointer(T.self), m * n), allFinite(b.pointer(T.self), m * k) else {
+                out.pointer(T.self).update(repeating: .nan, count: n * k)
+                return
+            }
             transposeCopy(a.pointer(T.self), m, n, am)
             bm.update(repeating: 0, count: ld * k)
             let pb = b.pointer(T.self)
