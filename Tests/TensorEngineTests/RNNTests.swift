@@ -127,6 +127,14 @@ final class RNNTests: XCTestCase {
         let r = try lstm(try Tensor(zeros: [0, T, F], dtype: .float64), h0: try Tensor(zeros: [0, U], dtype: .float64),
                          c0: try Tensor(zeros: [0, U], dtype: .float64), kernel: t[3], recurrentKernel: t[4], bias: t[5])
         XCTAssertEqual(r.outputs.shape, [0, T, U])
+        // One step backwards still returns (B, 1, U) outputs.
+        let one = try lstm(try f64([B, 1, F], seed: 9), h0: t[1], c0: t[2], kernel: t[3], recurrentKernel: t[4],
+                           bias: t[5], goBackwards: true)
+        XCTAssertEqual(one.outputs.shape, [B, 1, U])
+        XCTAssertEqual(one.outputs.doubles(), one.h.doubles())
+        let oneGRU = try gru(try f64([B, 1, F], seed: 9), h0: t[1], kernel: try f64([F, 3 * U], seed: 1),
+                             recurrentKernel: try f64([U, 3 * U], seed: 2), bias: nil, goBackwards: true)
+        XCTAssertEqual(oneGRU.outputs.shape, [B, 1, U])
         let noFeatures = try lstm(try Tensor(zeros: [B, T, 0], dtype: .float64), h0: t[1], c0: t[2],
                                   kernel: try Tensor(zeros: [0, 4 * U], dtype: .float64), recurrentKernel: t[4], bias: t[5])
         XCTAssertEqual(noFeatures.h.shape, [B, U])

@@ -152,3 +152,10 @@ def test_gru_time_major_matches_batch_major():
     assert tuple(seq_tm.shape) == (1, 2, 4)
     np.testing.assert_allclose(ops.convert_to_numpy(seq_tm)[0], ops.convert_to_numpy(h))
     np.testing.assert_allclose(ops.convert_to_numpy(seq)[:, -1], ops.convert_to_numpy(h))
+
+
+@pytest.mark.parametrize("cls", [layers.LSTM, layers.GRU])
+def test_single_step_backwards_sequence_keeps_its_time_axis(fused_calls, cls):
+    layer = cls(3, return_sequences=True, go_backwards=True)
+    assert tuple(layer(np.ones((2, 1, 4), "float32")).shape) == (2, 1, 3)
+    assert fused_calls == [cls.__name__.lower()]

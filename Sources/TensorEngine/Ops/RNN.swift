@@ -298,16 +298,26 @@ private func recordRNN(_ name: String, outputs: [Tensor], inputs: [Tensor],
     }
 }
 
-/// Time steps `from ..< from + count` of a (B, T, U) buffer as a new tensor: (B, U) for one
-/// step, (B, count, U) otherwise, optionally in reverse time order.
-private func copyTimes(_ src: Tensor, from t0: Int, count: Int, reversed: Bool) throws -> Tensor {
+/// Time step `t` of a (B, T, U) buffer as a new (B, U) tensor.
+private func timeStep(_ src: Tensor, _ t: Int) throws -> Tensor {
+    try copyRows(src, shape: [src.shape[0], src.shape[2]]) { _ in t }
+}
+
+/// A (B, T, U) buffer with its time axis reversed (processing order of a backward layer).
+private func reversedInTime(_ src: Tensor) throws -> Tensor {
+    try copyRows(src, shape: src.shape) { k in src.shape[1] - 1 - k }
+}
+
+/// Copies, per batch entry, the U-wide rows `time(k)` of a (B, T, U) buffer into `shape`
+/// (B, count, U), or (B, U) for one row.
+private func copyRows(_ src: Tensor, shape: [Int], time: (Int) -> Int) throws -> Tensor {
     let (B, T, U) = (src.shape[0], src.shape[1], src.shape[2]), row = U * src.dtype.itemSize
-    let out = try Tensor(empty: count == 1 ? [B, U] : [B, count, U], dtype: src.dtype)
+    let count = shape.count == 3 ? shape[1] : 1
+    let out = try Tensor(empty: shape, dtype: src.dtype)
     let ps = src.rawPointer, po = out.rawPointer
     for b in 0..<B {
         for k in 0..<count {
-            let t = t0 + (reversed ? count - 1 - k : k)
-            (po + (b * count + k) * row).copyMemory(from: ps + (b * T + t) * row, byteCount: row)
+            (po + (b * count + k) * row).copyMemory(from: ps + (b * T + time(k)) * row, byteCount: row)
         }
     }
     return out
@@ -328,9 +338,8 @@ public func lstm(_ x: Tensor, h0: Tensor, c0: Tensor, kernel: Tensor, recurrentK
     if dt == .float32 { lstmForward(Float.self, run) } else { lstmForward(Double.self, run) }
 
     let last = g.time(T - 1)
-    let h = try copyTimes(run.hidden, from: last, count: 1, reversed: false)
-    let c = try copyTimes(run.cells, from: last, count: 1, reversed: false)
-    let outputs = goBackwards ? try copyTimes(run.hidden, from: 0, count: T, reversed: true) : run.hidden
+    let h = try timeStep(run.hidden, last), c = try timeStep(run.cells, last)
+    let outputs = goBackwards ? try reversedInTime(run.hidden) : run.hidden
     recordRNN("lstm", outputs: [outputs, h, c], inputs: [x, h0, c0, kernel, recurrentKernel] + (bias.map { [$0] } ?? [])) { gs in
         dt == .float32 ? try lstmBackward(Float.self, run, gOut: gs[0], gh: gs[1], gc: gs[2])
             : try lstmBackward(Double.self, run, gOut: gs[0], gh: gs[1], gc: gs[2])
@@ -354,8 +363,8 @@ public func gru(_ x: Tensor, h0: Tensor, kernel: Tensor, recurrentKernel: Tensor
                      hidden: try Tensor(empty: [B, T, U], dtype: dt))
     if dt == .float32 { gruForward(Float.self, run) } else { gruForward(Double.self, run) }
 
-    let h = try copyTimes(run.hidden, from: g.time(T - 1), count: 1, reversed: false)
-    let outputs = goBackwards ? try copyTimes(run.hidden, from: 0, count: T, reversed: true) : run.hidden
+    let h = try timeStep(run.hidden, g.time(T - 1))
+    let outputs = goBackwards ? try reversedInTime(run.hidden) : run.hidden
     recordRNN("gru", outputs: [outputs, h], inputs: [x, h0, kernel, recurrentKernel] + (bias.map { [$0] } ?? [])) { gs in
         dt == .float32 ? try gruBackward(Float.self, run, gOut: gs[0], gh: gs[1])
             : try gruBackward(Double.self, run, gOut: gs[0], gh: gs[1])
