@@ -37,7 +37,7 @@ private func gemmUnlessEmpty<T: BLASFloat>(transA: Bool = false, transB: Bool = 
 
 /// The shapes of one fused recurrent call; buffers are batch-major (B, T, ·) in input-time order.
 private struct RNNGeometry {
-    let batch: Int, steps: Int, features: Int, units: Int, goBackwards: Bool
+    let batch: Int, steps: Int, units: Int, goBackwards: Bool
 
     /// The input time step processed at step `s`.
     @inline(__always) func time(_ s: Int) -> Int { goBackwards ? steps - 1 - s : s }
@@ -50,6 +50,33 @@ private struct RNNGeometry {
     }
 }
 
+/// Every step's input projection x @ W at once, batch-major (B, T, k·U): the gate buffer
+/// the forward pass then adds biases and the recurrence to and activates in place.
+private func inputProjections(_ x: Tensor, _ kernel: Tensor) throws -> Tensor {
+    let (B, T, F) = (x.shape[0], x.shape[1], x.shape[2])
+    return try gemm(x.sharing(shape: [B * T, F]), kernel).sharing(shape: [B, T, kernel.shape[1]])
+}
+
+/// Gradients of the input projections z = x @ W (+ b) for dz (B, T, k·U): dx, dW and, when
+/// there is a bias, its gradient (dz summed over batch and time).
+private func inputProjectionGradients(_ x: Tensor, _ kernel: Tensor, _ dz: Tensor, bias: Bool) throws
+    -> (dx: Tensor, dW: Tensor, db: Tensor?) {
+    let (B, T, F, width) = (x.shape[0], x.shape[1], x.shape[2], dz.shape[2])
+    let rows = dz.sharing(shape: [B * T, width])
+    let dx = try gemm(rows, kernel, transB: true).sharing(shape: [B, T, F])
+    let dW = try gemm(x.sharing(shape: [B * T, F]), rows, transA: true)
+    return (dx, dW, bias ? try sum(dz, axes: [0, 1]) : nil)
+}
+
+/// Adds `bias` (`width` values) to each of `rows` consecutive rows of `z`.
+@inline(__always)
+private func addBias<E: RNNFloat>(_ z: UnsafeMutablePointer<E>, _ bias: UnsafePointer<E>, rows: Int, width: Int) {
+    for row in 0..<rows {
+        let zr = z + row * width
+        for j in 0..<width { zr[j] += bias[j] }
+    }
+}
+
 /// Everything the backward pass reads, from one forward run.
 private struct LSTMRun {
     let g: RNNGeometry
@@ -59,20 +86,10 @@ private struct LSTMRun {
 }
 
 private func lstmForward<E: RNNFloat>(_: E.Type, _ r: LSTMRun) {
-    let g = r.g, (B, T, F, U) = (g.batch, g.steps, g.features, g.units), U4 = 4 * U
+    let g = r.g, (B, T, U) = (g.batch, g.steps, g.units), U4 = 4 * U
     let z = r.gates.pointer(E.self), cs = r.cells.pointer(E.self), hs = r.hidden.pointer(E.self)
     let uk = r.recurrent.pointer(E.self), h0 = r.h0.pointer(E.self), c0 = r.c0.pointer(E.self)
-    // Every step's input projection at once: z = x @ W + b.
-    gemmUnlessEmpty(m: B * T, n: U4, k: F, a: r.x.pointer(E.self), lda: F, b: r.kernel.pointer(E.self), ldb: U4,
-                    beta: 0, c: z, ldc: U4)
-    if F == 0 { z.update(repeating: 0, count: B * T * U4) }
-    if let bias = r.bias {
-        let pb = bias.pointer(E.self)
-        for row in 0..<(B * T) {
-            let zr = z + row * U4
-            for j in 0..<U4 { zr[j] += pb[j] }
-        }
-    }
+    if let bias = r.bias { addBias(z, bias.pointer(E.self), rows: B * T, width: U4) }
     for s in 0..<T {
         let t = g.time(s)
         let (hp, ld) = g.previous(s, initial: h0, steps: hs), cp = g.previous(s, initial: c0, steps: cs).0
@@ -96,7 +113,7 @@ private func lstmForward<E: RNNFloat>(_: E.Type, _ r: LSTMRun) {
 /// Gradients of one forward run for the given cotangents (outputs in processing order,
 /// final h, final c; nil = zero), in input order: x, h0, c0, kernel, recurrent kernel, bias.
 private func lstmBackward<E: RNNFloat>(_: E.Type, _ r: LSTMRun, gOut: Tensor?, gh: Tensor?, gc: Tensor?) throws -> [Tensor?] {
-    let g = r.g, (B, T, F, U) = (g.batch, g.steps, g.features, g.units), U4 = 4 * U
+    let g = r.g, (B, T, U) = (g.batch, g.steps, g.units), U4 = 4 * U
     let dt = r.x.dtype
     let dz = try Tensor(empty: [B, T, U4], dtype: dt)
     let dh = try stateGradient(gh, [B, U], dt), dc = try stateGradient(gc, [B, U], dt)
@@ -105,10 +122,10 @@ private func lstmBackward<E: RNNFloat>(_: E.Type, _ r: LSTMRun, gOut: Tensor?, g
     let z = r.gates.pointer(E.self), cs = r.cells.pointer(E.self), hs = r.hidden.pointer(E.self)
     let pdz = dz.pointer(E.self), pdh = dh.pointer(E.self), pdc = dc.pointer(E.self)
     let h0 = r.h0.pointer(E.self), c0 = r.c0.pointer(E.self), uk = r.recurrent.pointer(E.self)
+    let pgo = gOutT?.pointer(E.self)
     for s in stride(from: T - 1, through: 0, by: -1) {
         let t = g.time(s)
         let (hp, ld) = g.previous(s, initial: h0, steps: hs), cp = g.previous(s, initial: c0, steps: cs).0
-        let pgo = gOutT?.pointer(E.self)
         for b in 0..<B {
             let zb = z + (b * T + t) * U4, dzb = pdz + (b * T + t) * U4, cb = cs + (b * T + t) * U
             let cpb = cp + b * ld, dhb = pdh + b * U, dcb = pdc + b * U
@@ -134,26 +151,11 @@ private func lstmBackward<E: RNNFloat>(_: E.Type, _ r: LSTMRun, gOut: Tensor?, g
         // dU += h_{t-1}^T dz_t, then dh_{t-1} = dz_t U^T
         gemmUnlessEmpty(transA: true, m: U, n: U4, k: B, a: hp, lda: ld, b: pdz + t * U4, ldb: T * U4,
                         beta: 1, c: dU.pointer(E.self), ldc: U4)
-        if U > 0 {
-            gemmUnlessEmpty(transB: true, m: B, n: U, k: U4, a: pdz + t * U4, lda: T * U4, b: uk, ldb: U4,
-                            beta: 0, c: pdh, ldc: U)
-        }
+        gemmUnlessEmpty(transB: true, m: B, n: U, k: U4, a: pdz + t * U4, lda: T * U4, b: uk, ldb: U4,
+                        beta: 0, c: pdh, ldc: U)
     }
-    let dx = try Tensor(zeros: [B, T, F], dtype: dt), dW = try Tensor(zeros: [F, U4], dtype: dt)
-    gemmUnlessEmpty(transB: true, m: B * T, n: F, k: U4, a: pdz, lda: U4, b: r.kernel.pointer(E.self), ldb: U4,
-                    beta: 0, c: dx.pointer(E.self), ldc: F)
-    gemmUnlessEmpty(transA: true, m: F, n: U4, k: B * T, a: r.x.pointer(E.self), lda: F, b: pdz, ldb: U4,
-                    beta: 0, c: dW.pointer(E.self), ldc: U4)
-    var grads: [Tensor?] = [dx, dh, dc, dW, dU]
-    if r.bias != nil {
-        let db = try Tensor(zeros: [U4], dtype: dt), pdb = db.pointer(E.self)
-        for row in 0..<(B * T) {
-            let dzr = pdz + row * U4
-            for j in 0..<U4 { pdb[j] += dzr[j] }
-        }
-        grads.append(db)
-    }
-    return grads
+    let p = try inputProjectionGradients(r.x, r.kernel, dz, bias: r.bias != nil)
+    return [p.dx, dh, dc, p.dW, dU] + (p.db.map { [$0] } ?? [])
 }
 
 /// Everything the GRU's backward pass reads, from one forward run.
@@ -166,19 +168,11 @@ private struct GRURun {
 }
 
 private func gruForward<E: RNNFloat>(_: E.Type, _ r: GRURun) {
-    let g = r.g, (B, T, F, U) = (g.batch, g.steps, g.features, g.units), U3 = 3 * U
+    let g = r.g, (B, T, U) = (g.batch, g.steps, g.units), U3 = 3 * U
     let z = r.gates.pointer(E.self), rp = r.recurrentProjections.pointer(E.self), hs = r.hidden.pointer(E.self)
     let uk = r.recurrent.pointer(E.self), h0 = r.h0.pointer(E.self)
     let (bi, br) = (r.bias?.pointer(E.self), r.bias.map { $0.pointer(E.self) + U3 })
-    gemmUnlessEmpty(m: B * T, n: U3, k: F, a: r.x.pointer(E.self), lda: F, b: r.kernel.pointer(E.self), ldb: U3,
-                    beta: 0, c: z, ldc: U3)
-    if F == 0 { z.update(repeating: 0, count: B * T * U3) }
-    if let bi {
-        for row in 0..<(B * T) {
-            let zr = z + row * U3
-            for j in 0..<U3 { zr[j] += bi[j] }
-        }
-    }
+    if let bi { addBias(z, bi, rows: B * T, width: U3) }
     for s in 0..<T {
         let t = g.time(s)
         let (hp, ld) = g.previous(s, initial: h0, steps: hs)
@@ -186,7 +180,7 @@ private func gruForward<E: RNNFloat>(_: E.Type, _ r: GRURun) {
         gemmUnlessEmpty(m: B, n: U3, k: U, a: hp, lda: ld, b: uk, ldb: U3, beta: 0, c: rp + t * U3, ldc: T * U3)
         for b in 0..<B {
             let zb = z + (b * T + t) * U3, rb = rp + (b * T + t) * U3, hb = hs + (b * T + t) * U, hpb = hp + b * ld
-            if let br { for j in 0..<U3 { rb[j] += br[j] } }
+            if let br { addBias(rb, br, rows: 1, width: U3) }
             let gz = zb, gr = zb + U, gh = zb + 2 * U, rh = UnsafePointer(rb + 2 * U)
             for j in 0..<(2 * U) { zb[j] = E.sigmoidGate(zb[j] + rb[j]) }
             for j in 0..<U { gh[j] = E.tanhGate(gh[j] + gr[j] * rh[j]) }
@@ -198,7 +192,7 @@ private func gruForward<E: RNNFloat>(_: E.Type, _ r: GRURun) {
 /// Gradients of one GRU run for the cotangents of the outputs (processing order) and of
 /// the final h, in input order: x, h0, kernel, recurrent kernel, bias (2, 3U).
 private func gruBackward<E: RNNFloat>(_: E.Type, _ r: GRURun, gOut: Tensor?, gh: Tensor?) throws -> [Tensor?] {
-    let g = r.g, (B, T, F, U) = (g.batch, g.steps, g.features, g.units), U3 = 3 * U
+    let g = r.g, (B, T, U) = (g.batch, g.steps, g.units), U3 = 3 * U
     let dt = r.x.dtype
     let dx3 = try Tensor(empty: [B, T, U3], dtype: dt), dr = try Tensor(empty: [B, U3], dtype: dt)
     let dh = try stateGradient(gh, [B, U], dt)
@@ -207,10 +201,10 @@ private func gruBackward<E: RNNFloat>(_: E.Type, _ r: GRURun, gOut: Tensor?, gh:
     let z = r.gates.pointer(E.self), rp = r.recurrentProjections.pointer(E.self), hs = r.hidden.pointer(E.self)
     let pdx = dx3.pointer(E.self), pdr = dr.pointer(E.self), pdh = dh.pointer(E.self), pdbr = dbr.pointer(E.self)
     let h0 = r.h0.pointer(E.self), uk = r.recurrent.pointer(E.self)
+    let pgo = gOutT?.pointer(E.self)
     for s in stride(from: T - 1, through: 0, by: -1) {
         let t = g.time(s)
         let (hp, ld) = g.previous(s, initial: h0, steps: hs)
-        let pgo = gOutT?.pointer(E.self)
         for b in 0..<B {
             let zb = UnsafePointer(z + (b * T + t) * U3), rh = UnsafePointer(rp + (b * T + t) * U3 + 2 * U)
             let dxb = pdx + (b * T + t) * U3, drb = pdr + b * U3
@@ -235,22 +229,9 @@ private func gruBackward<E: RNNFloat>(_: E.Type, _ r: GRURun, gOut: Tensor?, gh:
                         c: dU.pointer(E.self), ldc: U3)
         gemmUnlessEmpty(transB: true, m: B, n: U, k: U3, a: pdr, lda: U3, b: uk, ldb: U3, beta: 1, c: pdh, ldc: U)
     }
-    let dx = try Tensor(zeros: [B, T, F], dtype: dt), dW = try Tensor(zeros: [F, U3], dtype: dt)
-    gemmUnlessEmpty(transB: true, m: B * T, n: F, k: U3, a: pdx, lda: U3, b: r.kernel.pointer(E.self), ldb: U3,
-                    beta: 0, c: dx.pointer(E.self), ldc: F)
-    gemmUnlessEmpty(transA: true, m: F, n: U3, k: B * T, a: r.x.pointer(E.self), lda: F, b: pdx, ldb: U3,
-                    beta: 0, c: dW.pointer(E.self), ldc: U3)
-    var grads: [Tensor?] = [dx, dh, dW, dU]
-    if r.bias != nil {
-        let db = try Tensor(zeros: [2, U3], dtype: dt), pdb = db.pointer(E.self)
-        for row in 0..<(B * T) {
-            let dxr = pdx + row * U3
-            for j in 0..<U3 { pdb[j] += dxr[j] }
-        }
-        for j in 0..<U3 { pdb[U3 + j] = pdbr[j] }
-        grads.append(db)
-    }
-    return grads
+    // The input bias's gradient is dx3 summed; the recurrent bias's was summed per step.
+    let p = try inputProjectionGradients(r.x, r.kernel, dx3, bias: r.bias != nil)
+    return [p.dx, dh, p.dW, dU] + (try p.db.map { [try stack([$0, dbr])] } ?? [])
 }
 
 /// A state's cotangent as a buffer the backward pass may update in place: a copy (a cast
@@ -278,7 +259,7 @@ private func rnnGeometry(_ name: String, x: Tensor, states: [Tensor], kernel: Te
           bias.map({ $0.shape == biasShape(U) }) ?? true else {
         throw EngineError.value("\(name) shapes do not agree: x \(x.shape), states \(states.map(\.shape)), kernel \(kernel.shape), recurrent kernel \(recurrent.shape), bias \(bias?.shape ?? [])")
     }
-    return RNNGeometry(batch: B, steps: T, features: F, units: U, goBackwards: goBackwards)
+    return RNNGeometry(batch: B, steps: T, units: U, goBackwards: goBackwards)
 }
 
 /// Records a fused layer's outputs: each one's VJP runs the whole backward pass with its own
@@ -333,7 +314,7 @@ public func lstm(_ x: Tensor, h0: Tensor, c0: Tensor, kernel: Tensor, recurrentK
                             gates: 4, biasShape: { [4 * $0] }, goBackwards: goBackwards)
     let (B, T, U, dt) = (g.batch, g.steps, g.units, x.dtype)
     let run = LSTMRun(g: g, x: x, h0: h0, c0: c0, kernel: kernel, recurrent: recurrentKernel, bias: bias,
-                      gates: try Tensor(empty: [B, T, 4 * U], dtype: dt), cells: try Tensor(empty: [B, T, U], dtype: dt),
+                      gates: try inputProjections(x, kernel), cells: try Tensor(empty: [B, T, U], dtype: dt),
                       hidden: try Tensor(empty: [B, T, U], dtype: dt))
     if dt == .float32 { lstmForward(Float.self, run) } else { lstmForward(Double.self, run) }
 
@@ -358,7 +339,7 @@ public func gru(_ x: Tensor, h0: Tensor, kernel: Tensor, recurrentKernel: Tensor
                             gates: 3, biasShape: { [2, 3 * $0] }, goBackwards: goBackwards)
     let (B, T, U, dt) = (g.batch, g.steps, g.units, x.dtype)
     let run = GRURun(g: g, x: x, h0: h0, kernel: kernel, recurrent: recurrentKernel, bias: bias,
-                     gates: try Tensor(empty: [B, T, 3 * U], dtype: dt),
+                     gates: try inputProjections(x, kernel),
                      recurrentProjections: try Tensor(empty: [B, T, 3 * U], dtype: dt),
                      hidden: try Tensor(empty: [B, T, U], dtype: dt))
     if dt == .float32 { gruForward(Float.self, run) } else { gruForward(Double.self, run) }
