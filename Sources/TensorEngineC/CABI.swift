@@ -157,7 +157,7 @@ public func te_op_name(_ op: Int32) -> UnsafePointer<CChar>? {
 private func readAttrs(_ attrs: UnsafeRawPointer?, _ n: Int32) throws -> Attrs {
     guard n >= 0 else { throw EngineError.value("negative attribute count") }
     guard n == 0 || attrs != nil else { throw EngineError.value("null attribute array") }
-    var out = Attrs()
+    var out = Attrs(capacity: Int(n))
     for i in 0..<Int(n) {
         let rec = attrs! + i * 64
         guard let namePtr = rec.load(fromByteOffset: 0, as: UnsafePointer<CChar>?.self) else {

@@ -109,6 +109,13 @@ final class OpTests: XCTestCase {
         }
         XCTAssertEqual(try transpose(x).shape, [4, 3])
         XCTAssertEqual(try transpose(x).array(Float.self)[1], 4)
+        XCTAssertEqual(try transpose(x, [-1, 0]).array(Float.self), try transpose(x).array(Float.self))
+        XCTAssertEqual(try transpose(x, [0, -1]).array(Float.self), try x.array(Float.self))
+        for bad in [[0], [0, 0], [1, -1], [0, 2], [-3, 0], [0, 1, 2]] {
+            XCTAssertThrowsError(try transpose(x, bad), "perm \(bad)") { e in
+                guard case EngineError.value = e else { return XCTFail("expected a value error, got \(e)") }
+            }
+        }
         XCTAssertEqual(try concatenate([x, x], axis: 0).shape, [6, 4])
         XCTAssertEqual(try oneHot(try Tensor([Int32(1), 5, 0]), numClasses: 3).array(Float.self), [0, 1, 0, 0, 0, 0, 1, 0, 0])
         XCTAssertEqual(try oneHot(try Tensor([Int32(1), 0]), numClasses: 2, axis: 0).array(Float.self), [0, 1, 1, 0])

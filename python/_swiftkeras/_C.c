@@ -16,6 +16,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -664,6 +665,18 @@ convert_list(PyObject *value, const char *attr, te_attr *a)
     return 0;
 }
 
+static int
+convert_bool(PyObject *value, te_attr *a)
+{
+    int b = PyObject_IsTrue(value);
+    if (b < 0) {
+        return -1;
+    }
+    a->kind = TE_ATTR_BOOL;
+    a->i = b;
+    return 1;
+}
+
 /* Fills one te_attr. `value` must stay alive (and `list_ref` receives a new
  * reference that must too) while the record is in use: string pointers point
  * into Python objects. Returns 1 when filled, 0 when the value is None (the
@@ -676,15 +689,10 @@ convert_attr(const char *name, PyObject *value, te_attr *a, PyObject **list_ref)
     if (value == Py_None) {
         return 0;
     }
-    /* bool before int: bool is an int subclass. */
-    if (PyBool_Check(value) || is_numpy_bool(value)) {
-        int b = PyObject_IsTrue(value);
-        if (b < 0) {
-            return -1;
-        }
-        a->kind = TE_ATTR_BOOL;
-        a->i = b;
-        return 1;
+    /* bool before int: bool is an int subclass. numpy.bool is neither, and is
+     * recognised by name after the common types, keeping strcmp off their path. */
+    if (PyBool_Check(value)) {
+        return convert_bool(value, a);
     }
     if (PyLong_Check(value)) {
         a->kind = TE_ATTR_INT;
@@ -720,6 +728,9 @@ convert_attr(const char *name, PyObject *value, te_attr *a, PyObject **list_ref)
         }
         *list_ref = fast;
         return convert_list(fast, name, a) < 0 ? -1 : 1;
+    }
+    if (is_numpy_bool(value)) {
+        return convert_bool(value, a);
     }
     if (is_int_like(value)) {
         a->kind = TE_ATTR_INT;
@@ -773,25 +784,10 @@ attrs_free(AttrSet *set)
     set->n_refs = 0;
 }
 
+/* Sizes `set` for n attributes (n > 0): stack arrays when they fit. */
 static int
-attrs_convert(PyObject *dict, AttrSet *set)
+attrs_reserve(AttrSet *set, Py_ssize_t n)
 {
-    set->attrs = NULL;
-    set->refs = NULL;
-    set->n = 0;
-    set->n_refs = 0;
-    if (dict == NULL || dict == Py_None) {
-        return 0;
-    }
-    if (!PyDict_Check(dict)) {
-        PyErr_Format(PyExc_TypeError, "attrs must be a dict or None, not %.200s",
-                     Py_TYPE(dict)->tp_name);
-        return -1;
-    }
-    Py_ssize_t n = PyDict_GET_SIZE(dict);
-    if (n == 0) {
-        return 0;
-    }
     if (n > INT32_MAX / 4) {
         PyErr_SetString(PyExc_ValueError, "too many attributes");
         return -1;
@@ -813,23 +809,18 @@ attrs_convert(PyObject *dict, AttrSet *set)
         }
     }
     memset(set->attrs, 0, (size_t)n * sizeof(te_attr));
+    return 0;
+}
 
-    /* Snapshot keys and values first: converting a value may run Python code
-     * (__index__, __float__) that could mutate the dict under PyDict_Next. */
-    Py_ssize_t pos = 0, k = 0;
-    PyObject *key, *value;
-    while (k < n && PyDict_Next(dict, &pos, &key, &value)) {
-        set->refs[3 * k] = Py_NewRef(key);
-        set->refs[3 * k + 1] = Py_NewRef(value);
-        set->refs[3 * k + 2] = NULL;
-        k++;
-    }
+/* Converts the k (name, value) pairs already referenced in set->refs. */
+static int
+attrs_fill(AttrSet *set, Py_ssize_t k)
+{
     set->n_refs = 3 * k;
-
     int32_t filled = 0;
     for (Py_ssize_t i = 0; i < k; i++) {
-        key = set->refs[3 * i];
-        value = set->refs[3 * i + 1];
+        PyObject *key = set->refs[3 * i];
+        PyObject *value = set->refs[3 * i + 1];
         if (!PyUnicode_Check(key)) {
             PyErr_Format(PyExc_TypeError, "attribute names must be str, not %.200s",
                          Py_TYPE(key)->tp_name);
@@ -861,6 +852,69 @@ attrs_convert(PyObject *dict, AttrSet *set)
 fail:
     attrs_free(set);
     return -1;
+}
+
+static void
+attrs_init(AttrSet *set)
+{
+    set->attrs = NULL;
+    set->refs = NULL;
+    set->n = 0;
+    set->n_refs = 0;
+}
+
+/* Attributes from a dict (op()) or None. */
+static int
+attrs_convert(PyObject *dict, AttrSet *set)
+{
+    attrs_init(set);
+    if (dict == NULL || dict == Py_None) {
+        return 0;
+    }
+    if (!PyDict_Check(dict)) {
+        PyErr_Format(PyExc_TypeError, "attrs must be a dict or None, not %.200s",
+                     Py_TYPE(dict)->tp_name);
+        return -1;
+    }
+    Py_ssize_t n = PyDict_GET_SIZE(dict);
+    if (n == 0) {
+        return 0;
+    }
+    if (attrs_reserve(set, n) < 0) {
+        return -1;
+    }
+    /* Snapshot keys and values first: converting a value may run Python code
+     * (__index__, __float__) that could mutate the dict under PyDict_Next. */
+    Py_ssize_t pos = 0, k = 0;
+    PyObject *key, *value;
+    while (k < n && PyDict_Next(dict, &pos, &key, &value)) {
+        set->refs[3 * k] = Py_NewRef(key);
+        set->refs[3 * k + 1] = Py_NewRef(value);
+        set->refs[3 * k + 2] = NULL;
+        k++;
+    }
+    return attrs_fill(set, k);
+}
+
+/* Attributes from keyword arguments (call()): names in `kwnames`, values
+ * after them in the vectorcall array. No dict is built. */
+static int
+attrs_convert_kw(PyObject *kwnames, PyObject *const *values, AttrSet *set)
+{
+    attrs_init(set);
+    Py_ssize_t n = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    if (n == 0) {
+        return 0;
+    }
+    if (attrs_reserve(set, n) < 0) {
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        set->refs[3 * k] = Py_NewRef(PyTuple_GET_ITEM(kwnames, k));
+        set->refs[3 * k + 1] = Py_NewRef(values[k]);
+        set->refs[3 * k + 2] = NULL;
+    }
+    return attrs_fill(set, n);
 }
 
 /* Minimal METH_FASTCALL|METH_KEYWORDS parser: op() is on every Keras op's
@@ -1100,6 +1154,40 @@ lookup_op(PyObject *name, int32_t *op)
     return r;
 }
 
+/* Runs op `op` without the GIL. On success fills outs[0..*n_out) with handles
+ * the caller owns and returns 0; on failure sets the Python error, releases
+ * whatever the engine handed out and returns -1. */
+static int
+run_op(PyObject *name, int32_t op, te_tensor *in_handles, int32_t n_in, AttrSet *attrs,
+       te_tensor *outs, int32_t *n_out)
+{
+    memset(outs, 0, MAX_OUTPUTS * sizeof(te_tensor));
+    *n_out = 0;
+    te_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = te_op_call(op, in_handles, n_in, attrs->attrs, attrs->n, outs, MAX_OUTPUTS, n_out);
+    Py_END_ALLOW_THREADS
+
+    if (st == TE_OK && *n_out >= 0 && *n_out <= MAX_OUTPUTS) {
+        return 0;
+    }
+    if (st != TE_OK) {
+        set_engine_error(st);
+    }
+    else {
+        PyErr_Format(PyExc_RuntimeError, "op %R reported %d outputs", name, (int)*n_out);
+    }
+    /* The ABI promises nothing about outputs after a failure; anything the
+     * engine did hand out is ours to release. */
+    for (int i = 0; i < MAX_OUTPUTS; i++) {
+        if (outs[i] != NULL) {
+            te_tensor_release(outs[i]);
+        }
+    }
+    *n_out = 0;
+    return -1;
+}
+
 PyDoc_STRVAR(op_doc,
 "op(name, inputs, attrs=None)\n--\n\n"
 "Run the engine op `name` on a sequence of Tensors with a dict of\n"
@@ -1142,34 +1230,9 @@ py_op(PyObject *mod, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
     if (attrs_convert(attr_dict, &attrs) < 0) {
         goto done_inputs;
     }
-
     te_tensor outs[MAX_OUTPUTS];
-    memset(outs, 0, sizeof(outs));
-    int32_t n_out = 0;
-    te_status st;
-    Py_BEGIN_ALLOW_THREADS
-    st = te_op_call(op, in_handles, n_in, attrs.attrs, attrs.n, outs, MAX_OUTPUTS, &n_out);
-    Py_END_ALLOW_THREADS
-
-    if (st != TE_OK) {
-        set_engine_error(st);
-        /* The ABI promises nothing about outputs after a failure; anything the
-         * engine did hand out is ours to release. */
-        for (int i = 0; i < MAX_OUTPUTS; i++) {
-            if (outs[i] != NULL) {
-                te_tensor_release(outs[i]);
-            }
-        }
-    }
-    else if (n_out < 0 || n_out > MAX_OUTPUTS) {
-        PyErr_Format(PyExc_RuntimeError, "op %R reported %d outputs", name, (int)n_out);
-        for (int i = 0; i < MAX_OUTPUTS; i++) {
-            if (outs[i] != NULL) {
-                te_tensor_release(outs[i]);
-            }
-        }
-    }
-    else {
+    int32_t n_out;
+    if (run_op(name, op, in_handles, n_in, &attrs, outs, &n_out) == 0) {
         result = wrap_outputs(outs, n_out);
     }
     attrs_free(&attrs);
@@ -1181,6 +1244,256 @@ done_inputs:
     Py_DECREF(keep_inputs);
     return result;
 }
+
+PyDoc_STRVAR(call_doc,
+"call(name, *inputs, **attrs)\n--\n\n"
+"Run the engine op `name` on Tensors with keyword attributes and return its\n"
+"first output: op(name, inputs, attrs)[0] without building the tuple, the\n"
+"dict or the result tuple, since every backend op goes through here.");
+
+static PyObject *
+py_call(PyObject *mod, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs < 1 || !PyUnicode_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "call() needs an op name (str) as first argument");
+        return NULL;
+    }
+    PyObject *name = args[0];
+    int32_t op;
+    if (lookup_op(name, &op) < 0) {
+        return NULL;
+    }
+    /* The caller's frame holds the inputs for the whole call, GIL-free part
+     * included, so their handles can be borrowed without a tuple. */
+    Py_ssize_t n_in = nargs - 1;
+    if (n_in > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "too many inputs");
+        return NULL;
+    }
+    te_tensor small_inputs[SMALL_INPUTS];
+    te_tensor *in_handles = small_inputs;
+    if (n_in > SMALL_INPUTS) {
+        in_handles = PyMem_New(te_tensor, (size_t)n_in);
+        if (in_handles == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    PyObject *result = NULL;
+    for (Py_ssize_t i = 0; i < n_in; i++) {
+        PyObject *item = args[1 + i];
+        if (!Tensor_Check(item)) {
+            PyErr_Format(PyExc_TypeError, "op %R: inputs[%zd] must be a Tensor, not %.200s",
+                         name, i, Py_TYPE(item)->tp_name);
+            goto done_inputs;
+        }
+        in_handles[i] = ((TensorObject *)item)->handle;
+    }
+    AttrSet attrs;
+    if (attrs_convert_kw(kwnames, args + nargs, &attrs) < 0) {
+        goto done_inputs;
+    }
+    te_tensor outs[MAX_OUTPUTS];
+    int32_t n_out;
+    if (run_op(name, op, in_handles, (int32_t)n_in, &attrs, outs, &n_out) == 0) {
+        if (n_out == 0) {
+            PyErr_Format(PyExc_RuntimeError, "op %R returned no outputs", name);
+        }
+        else {
+            for (int32_t i = 1; i < n_out; i++) {
+                te_tensor_release(outs[i]);
+            }
+            result = wrap_handle(outs[0]);
+        }
+    }
+    attrs_free(&attrs);
+
+done_inputs:
+    if (in_handles != small_inputs) {
+        PyMem_Free(in_handles);
+    }
+    return result;
+}
+
+/* -------------------------------------------------------------------------- */
+/* Dispatch                                                                    */
+/* -------------------------------------------------------------------------- */
+
+/* A callable that runs `dense(*args, **kwargs)` unless a data argument is an
+ * instance of `cls` (the backend's SparseTensor), in which case it runs
+ * `handler(dense, *args, **kwargs)`. It replaces a Python wrapper whose
+ * argument packing cost as much as a small op on every hot backend call.
+ * The data arguments, by `mode`: the first positional one (DISPATCH_FIRST),
+ * the first two (DISPATCH_PAIR), or the items of the first (DISPATCH_ITEMS);
+ * keyword values too when fewer are passed positionally. */
+enum { DISPATCH_FIRST = 0, DISPATCH_PAIR = 1, DISPATCH_ITEMS = 2 };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *dense;
+    PyObject *handler;
+    PyObject *cls;
+    PyObject *dict; /* functools.update_wrapper's attributes */
+    int mode;
+    vectorcallfunc vectorcall;
+} DispatchObject;
+
+static int
+dispatch_hit(DispatchObject *self, PyObject *v)
+{
+    if (self->mode != DISPATCH_ITEMS) {
+        return PyObject_TypeCheck(v, (PyTypeObject *)self->cls);
+    }
+    if (!PyList_Check(v) && !PyTuple_Check(v)) {
+        return 0;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(v);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyObject_TypeCheck(PySequence_Fast_ITEMS(v)[i], (PyTypeObject *)self->cls)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+Dispatch_vectorcall(DispatchObject *self, PyObject *const *args, size_t nargsf,
+                    PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    Py_ssize_t k = self->mode == DISPATCH_PAIR ? 2 : 1;
+    Py_ssize_t total = nargs + nkw;
+
+    /* handler(dense, *args, **kwargs) needs one slot in front; a generator
+     * passed for DISPATCH_ITEMS becomes a tuple, so both calls see its items. */
+    PyObject *small[16];
+    PyObject **buf = small;
+    if (total + 1 > 16) {
+        buf = PyMem_New(PyObject *, (size_t)total + 1);
+        if (buf == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    memcpy(buf + 1, args, (size_t)total * sizeof(PyObject *));
+    PyObject *items = NULL;
+    PyObject *result = NULL;
+    if (self->mode == DISPATCH_ITEMS && nargs >= 1 && !PyList_Check(args[0]) &&
+        !PyTuple_Check(args[0]) && PyIter_Check(args[0])) {
+        items = PySequence_Tuple(args[0]);
+        if (items == NULL) {
+            goto done;
+        }
+        buf[1] = items;
+    }
+    int hit = 0;
+    for (Py_ssize_t i = 0; i < nargs && i < k && !hit; i++) {
+        hit = dispatch_hit(self, buf[1 + i]);
+    }
+    for (Py_ssize_t i = nargs; i < total && nargs < k && !hit; i++) {
+        hit = dispatch_hit(self, buf[1 + i]);
+    }
+    if (hit) {
+        buf[0] = self->dense;
+        result = PyObject_Vectorcall(self->handler, buf, (size_t)nargs + 1, kwnames);
+    }
+    else {
+        result = PyObject_Vectorcall(self->dense, buf + 1,
+                                     (size_t)nargs | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames);
+    }
+
+done:
+    Py_XDECREF(items);
+    if (buf != small) {
+        PyMem_Free(buf);
+    }
+    return result;
+}
+
+static PyObject *
+Dispatch_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *dense, *handler, *cls;
+    int mode;
+    static char *kwlist[] = {"dense", "handler", "cls", "mode", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!i:Dispatch", kwlist, &dense,
+                                     &handler, &PyType_Type, &cls, &mode)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(dense) || !PyCallable_Check(handler)) {
+        PyErr_SetString(PyExc_TypeError, "Dispatch: dense and handler must be callable");
+        return NULL;
+    }
+    if (mode < DISPATCH_FIRST || mode > DISPATCH_ITEMS) {
+        PyErr_Format(PyExc_ValueError, "Dispatch: mode must be 0, 1 or 2, not %d", mode);
+        return NULL;
+    }
+    DispatchObject *self = (DispatchObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->dense = Py_NewRef(dense);
+    self->handler = Py_NewRef(handler);
+    self->cls = Py_NewRef(cls);
+    self->dict = NULL;
+    self->mode = mode;
+    self->vectorcall = (vectorcallfunc)Dispatch_vectorcall;
+    return (PyObject *)self;
+}
+
+static int
+Dispatch_traverse(DispatchObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->dense);
+    Py_VISIT(self->handler);
+    Py_VISIT(self->cls);
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int
+Dispatch_clear(DispatchObject *self)
+{
+    Py_CLEAR(self->dense);
+    Py_CLEAR(self->handler);
+    Py_CLEAR(self->cls);
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void
+Dispatch_dealloc(DispatchObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Dispatch_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyGetSetDef Dispatch_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyDoc_STRVAR(Dispatch_doc,
+"Dispatch(dense, handler, cls, mode)\n--\n\n"
+"A callable running dense(*args, **kwargs), or handler(dense, *args, **kwargs)\n"
+"when a data argument is an instance of cls: the first positional argument\n"
+"(mode 0), the first two (mode 1) or the items of the first (mode 2).");
+
+static PyTypeObject DispatchType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "_swiftkeras._C.Dispatch",
+    .tp_basicsize = sizeof(DispatchObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = Dispatch_doc,
+    .tp_new = Dispatch_new,
+    .tp_dealloc = (destructor)Dispatch_dealloc,
+    .tp_traverse = (traverseproc)Dispatch_traverse,
+    .tp_clear = (inquiry)Dispatch_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(DispatchObject, vectorcall),
+    .tp_dictoffset = offsetof(DispatchObject, dict),
+    .tp_getset = Dispatch_getset,
+};
 
 PyDoc_STRVAR(op_names_doc,
 "op_names()\n--\n\n"
@@ -1548,6 +1861,7 @@ static PyMethodDef module_methods[] = {
     {"from_buffer", (PyCFunction)(void (*)(void))py_from_buffer, METH_VARARGS | METH_KEYWORDS,
      from_buffer_doc},
     {"op", (PyCFunction)(void (*)(void))py_op, METH_FASTCALL | METH_KEYWORDS, op_doc},
+    {"call", (PyCFunction)(void (*)(void))py_call, METH_FASTCALL | METH_KEYWORDS, call_doc},
     {"op_names", (PyCFunction)py_op_names, METH_NOARGS, op_names_doc},
     {"tape_push", (PyCFunction)py_tape_push, METH_NOARGS, tape_push_doc},
     {"tape_pop", (PyCFunction)py_tape_pop, METH_NOARGS, tape_pop_doc},
@@ -1582,7 +1896,7 @@ PyInit__C(void)
                      (unsigned)found, (unsigned)TE_ABI_VERSION);
         return NULL;
     }
-    if (PyType_Ready(&TensorType) < 0) {
+    if (PyType_Ready(&TensorType) < 0 || PyType_Ready(&DispatchType) < 0) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&module_def);
@@ -1598,7 +1912,8 @@ PyInit__C(void)
     if (tensor_class == NULL) {
         tensor_class = (PyTypeObject *)Py_NewRef((PyObject *)&TensorType);
     }
-    if (PyModule_AddObjectRef(m, "Tensor", (PyObject *)&TensorType) < 0) {
+    if (PyModule_AddObjectRef(m, "Tensor", (PyObject *)&TensorType) < 0 ||
+        PyModule_AddObjectRef(m, "Dispatch", (PyObject *)&DispatchType) < 0) {
         goto fail;
     }
     PyObject *dtypes = PyTuple_New(N_DTYPES);

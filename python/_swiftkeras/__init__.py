@@ -11,10 +11,12 @@ try:
     from ._C import *  # noqa: F401,F403
     from ._C import ABI_VERSION
     from ._C import DTYPES
+    from ._C import Dispatch
     from ._C import MAX_OUTPUTS
     from ._C import MAX_RANK
     from ._C import Tensor
     from ._C import abi_version
+    from ._C import call
     from ._C import from_buffer
     from ._C import get_num_threads
     from ._C import get_tensor_class
@@ -39,10 +41,12 @@ except ImportError as e:
 __all__ = [
     "ABI_VERSION",
     "DTYPES",
+    "Dispatch",
     "MAX_OUTPUTS",
     "MAX_RANK",
     "Tensor",
     "abi_version",
+    "call",
     "from_buffer",
     "get_num_threads",
     "get_tensor_class",

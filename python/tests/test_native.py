@@ -407,6 +407,140 @@ def test_many_inputs_spill_past_the_stack_arrays():
     np.testing.assert_array_equal(np.asarray(out)[:, 0], np.arange(40))
 
 
+def test_call_is_op_with_positional_inputs_and_keyword_attributes():
+    x = sample("float32", (2, 3, 4), seed=3)
+    t = tensor(x)
+    out = C.call("sum", t, axes=[1], keepdims=True)
+    assert isinstance(out, C.Tensor) and out.shape == (2, 1, 4)
+    np.testing.assert_allclose(np.asarray(out), x.sum(axis=1, keepdims=True), rtol=1e-5)
+    # None omits an attribute, as in op().
+    assert C.call("sum", t, axes=None).shape == ()
+    # The first output of a multi-output op, the rest released.
+    values = C.call("top_k", t, k=2)
+    np.testing.assert_array_equal(np.asarray(values), np.asarray(C.op("top_k", [t], {"k": 2})[0]))
+    many = [tensor(np.full((1, 2), i, np.float32)) for i in range(40)]
+    assert C.call("concatenate", *many, axis=0).shape == (40, 2)
+    attrs = {f"unused_{i}": None for i in range(40)}
+    assert C.call("sum", t, axes=[0], **attrs).shape == (3, 4)
+
+
+def test_call_bad_arguments_raise():
+    x = tensor(np.ones(3, np.float32))
+    with pytest.raises(TypeError):
+        C.call()
+    with pytest.raises(TypeError):
+        C.call(None, x)
+    with pytest.raises(ValueError, match="no_such_op"):
+        C.call("no_such_op", x)
+    with pytest.raises(TypeError, match=r"inputs\[1\]"):
+        C.call("add", x, 1.0)
+    with pytest.raises(TypeError, match="weird"):
+        C.call("sum", x, weird=object())
+    with pytest.raises(ValueError):
+        C.call("add", x, tensor(np.ones(4, np.float32)))
+    with pytest.raises(ValueError):
+        C.call("add", x)
+
+
+# ---------------------------------------------------------------------------
+# Dispatch
+# ---------------------------------------------------------------------------
+
+
+class _Marked:
+    pass
+
+
+def _dense(*args, **kwargs):
+    return ("dense", args, kwargs)
+
+
+def _handler(dense_fn, *args, **kwargs):
+    assert dense_fn is _dense
+    return ("handler", args, kwargs)
+
+
+@pytest.mark.parametrize(
+    "mode, args, kwargs, route",
+    [
+        (0, (1, 2), {"axis": 3}, "dense"),
+        (0, (_Marked(), 2), {}, "handler"),
+        (0, (1, _Marked()), {}, "dense"),  # only the first argument is data
+        (0, (), {"x": _Marked()}, "handler"),  # passed by keyword
+        (1, (1, _Marked()), {}, "handler"),
+        (1, (_Marked(), 1), {}, "handler"),
+        (1, (1,), {"x2": _Marked()}, "handler"),
+        (1, (1, 2, _Marked()), {}, "dense"),
+        (2, ([1, 2],), {"axis": 0}, "dense"),
+        (2, ((1, _Marked()),), {"axis": 0}, "handler"),
+        (2, (_Marked(),), {}, "dense"),  # not a sequence of them
+    ],
+)
+def test_dispatch_routes_by_the_data_arguments(mode, args, kwargs, route):
+    f = C.Dispatch(_dense, _handler, _Marked, mode)
+    got, got_args, got_kwargs = f(*args, **kwargs)
+    assert got == route
+    assert got_args == args and got_kwargs == kwargs
+
+
+def test_dispatch_reads_an_iterator_once_for_both_paths():
+    f = C.Dispatch(_dense, _handler, _Marked, 2)
+    assert f(iter([1, 2]), axis=0) == ("dense", ((1, 2),), {"axis": 0})
+    m = _Marked()
+    assert f(x for x in (1, m)) == ("handler", ((1, m),), {})
+
+
+def test_dispatch_many_arguments_and_errors():
+    f = C.Dispatch(_dense, _handler, _Marked, 0)
+    args = tuple(range(30))
+    assert f(*args, **{f"k{i}": i for i in range(10)})[1] == args
+    assert f(_Marked(), *args)[0] == "handler"
+
+    def boom(*a):
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        C.Dispatch(boom, _handler, _Marked, 0)(1)
+    with pytest.raises(TypeError):
+        C.Dispatch(1, _handler, _Marked, 0)
+    with pytest.raises(TypeError):
+        C.Dispatch(_dense, _handler, "not a type", 0)
+    with pytest.raises(ValueError):
+        C.Dispatch(_dense, _handler, _Marked, 3)
+
+
+def test_dispatch_wraps_like_functools_and_is_collected():
+    import functools
+    import weakref
+
+    def dense(x, axis=None):
+        """Dense docs."""
+        return x
+
+    f = functools.update_wrapper(C.Dispatch(dense, _handler, _Marked, 0), dense)
+    assert f.__name__ == "dense" and f.__doc__ == "Dense docs." and f.__wrapped__ is dense
+    import inspect
+
+    assert list(inspect.signature(f).parameters) == ["x", "axis"]
+    f.flag = True
+    assert f.flag is True
+    # A cycle through the wrapper (dense's closure refers back to it) is freed.
+
+    def make():
+        box = []
+
+        def g(x):
+            return box
+
+        w = C.Dispatch(g, _handler, _Marked, 0)
+        box.append(w)
+        return weakref.ref(g)
+
+    ref = make()
+    gc.collect()
+    assert ref() is None
+
+
 # ---------------------------------------------------------------------------
 # Attribute conversion
 # ---------------------------------------------------------------------------

@@ -9,15 +9,26 @@ public enum AttrValue {
 /// attributes, and hashing their names cost more than comparing them (a per-call cost
 /// on every op the C ABI runs).
 public struct Attrs {
-    private var entries: [(name: String, value: AttrValue)] = []
+    // A struct, not a tuple: an array of tuples looks up its generic metadata on every
+    // allocation.
+    private struct Entry {
+        let name: String
+        var value: AttrValue
+    }
+    private var entries: [Entry] = []
 
     public init(_ values: [String: AttrValue] = [:]) {
-        entries = values.map { (name: $0.key, value: $0.value) }
+        entries = values.map { Entry(name: $0.key, value: $0.value) }
+    }
+
+    /// Room for `n` attributes without regrowing.
+    public init(capacity n: Int) {
+        entries.reserveCapacity(n)
     }
 
     /// Sets (or replaces) one attribute.
     public mutating func set(_ k: String, _ v: AttrValue) {
-        if let i = entries.firstIndex(where: { $0.name == k }) { entries[i].value = v } else { entries.append((k, v)) }
+        if let i = entries.firstIndex(where: { $0.name == k }) { entries[i].value = v } else { entries.append(Entry(name: k, value: v)) }
     }
 
     /// The attributes as a dictionary (a copy; `set` changes them).

@@ -1,3 +1,4 @@
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -154,44 +155,36 @@ public func elementCount(_ shape: [Int]) throws -> Int {
 /// (as numpy's transposed views do), while every kernel still sees contiguous row-major
 /// memory. The destination is allocated up front, so reading it later cannot fail.
 final class DeferredGather {
-    private var source: Tensor?
+    /// The source until the copy happens; the mutex is inline, so a deferred transpose
+    /// costs no lock allocation.
+    private let source: Mutex<Tensor?>
     let strides: [Int], offset: Int
     private let out: Storage
     private let shape: [Int]
-    private let lock: UnsafeMutablePointer<pthread_mutex_t>
 
     init(source: Tensor, shape: [Int], strides: [Int], offset: Int, into out: Storage) {
-        self.source = source
+        self.source = Mutex(source)
         self.shape = shape
         self.strides = strides
         self.offset = offset
         self.out = out
-        lock = .allocate(capacity: 1)
-        pthread_mutex_init(lock, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(lock)
-        lock.deallocate()
     }
 
     /// The copied bytes; the first call copies and lets go of the source.
     func materialize() -> Storage {
-        pthread_mutex_lock(lock)
-        defer { pthread_mutex_unlock(lock) }
-        if let src = source {
-            gatherStrided(from: src.rawPointer, into: out.pointer, itemSize: src.dtype.itemSize, shape: shape,
-                          strides: strides, offset: offset)
-            source = nil
+        source.withLock { src in
+            if let s = src {
+                gatherStrided(from: s.rawPointer, into: out.pointer, itemSize: s.dtype.itemSize, shape: shape,
+                              strides: strides, offset: offset)
+                src = nil
+            }
         }
         return out
     }
 
     /// The source, while the copy has not happened: a new view can read it directly.
     func pendingSource() -> Tensor? {
-        pthread_mutex_lock(lock)
-        defer { pthread_mutex_unlock(lock) }
-        return source
+        source.withLock { $0 }
     }
 }
 
@@ -236,10 +229,10 @@ public final class Tensor {
     }
 
     /// What a strided view of this tensor can read instead of it: the source of a copy still
-    /// pending with its strides and offset, or the tensor itself, contiguous.
-    var viewBase: (tensor: Tensor, strides: [Int], offset: Int) {
+    /// pending with its strides and offset, or the tensor itself (nil strides: contiguous).
+    var viewBase: (tensor: Tensor, strides: [Int]?, offset: Int) {
         if case .deferred(let d) = backing, let src = d.pendingSource() { return (src, d.strides, d.offset) }
-        return (self, contiguousStrides(shape), 0)
+        return (self, nil, 0)
     }
 
     /// A zero-filled tensor.

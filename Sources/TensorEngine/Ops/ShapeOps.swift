@@ -166,10 +166,14 @@ let deferredCopyMinimum = 1 << 14
 
 /// Permutes axes (nil = reverse them). Large results are deferred copies (`DeferredGather`).
 public func transpose(_ x: Tensor, _ perm0: [Int]? = nil) throws -> Tensor {
-    let perm = try perm0.map { p in try p.map { try normalizeAxis($0, rank: x.rank) } } ?? Array((0..<x.rank).reversed())
-    // normalizeAxis keeps p in 0..<rank, so rank distinct entries are a permutation.
-    guard perm.count == x.rank, perm.indices.allSatisfy({ !perm[..<$0].contains(perm[$0]) }) else {
-        throw EngineError.value("transpose permutation \(perm0 ?? []) does not match rank \(x.rank)")
+    // An O(1) op whose cost is its allocations: the common call (axes in range) makes only
+    // the output's shape and strides arrays.
+    let rank = x.rank
+    var perm = perm0 ?? Array((0..<rank).reversed())
+    if perm.contains(where: { $0 < 0 || $0 >= rank }) { perm = try perm.map { try normalizeAxis($0, rank: rank) } }
+    // Axes in range, rank of them and all distinct: a permutation.
+    guard perm.count == rank, perm.indices.allSatisfy({ !perm[..<$0].contains(perm[$0]) }) else {
+        throw EngineError.value("transpose permutation \(perm0 ?? []) does not match rank \(rank)")
     }
     let shape = perm.map { x.shape[$0] }
     let out: Tensor
@@ -177,7 +181,8 @@ public func transpose(_ x: Tensor, _ perm0: [Int]? = nil) throws -> Tensor {
         out = x.sharing(shape: shape)
     } else {
         // A transpose of a pending transpose reads the first one's source directly.
-        let base = x.viewBase, strides = perm.map { base.strides[$0] }
+        let base = x.viewBase
+        let strides = base.strides.map { bs in perm.map { bs[$0] } } ?? perm.map { x.shape[($0 + 1)...].reduce(1, *) }
         out = x.count < deferredCopyMinimum
             ? try gatherView(base.tensor, shape: shape, strides: strides, offset: base.offset)
             : try Tensor(deferring: base.tensor, shape: shape, strides: strides, offset: base.offset)

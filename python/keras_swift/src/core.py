@@ -40,9 +40,10 @@ _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 # ---------------------------------------------------------------------------
 
 
-def op(name, *inputs, **attrs):
-    """Run one engine op and return its single output tensor."""
-    return _C.op(name, inputs, attrs or None)[0]
+# op(name, *inputs, **attrs) runs one engine op and returns its first output.
+# It is the C function itself: a Python wrapper building the inputs tuple and
+# attrs dict cost more than a small op.
+op = _C.call
 
 
 def op_multi(name, inputs, attrs=None):

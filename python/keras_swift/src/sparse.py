@@ -846,34 +846,23 @@ def multi_hot(dense_fn, x, num_classes, axis=-1, dtype=None, sparse=False):
 # ---------------------------------------------------------------------------
 
 
-def _first_arg_dispatch(dense_fn, handler):
-    @functools.wraps(dense_fn)
-    def dispatch(x, *args, **kwargs):
-        if isinstance(x, SparseTensor):
-            return handler(dense_fn, x, *args, **kwargs)
-        return dense_fn(x, *args, **kwargs)
-
-    return dispatch
+# The three common dispatchers are C callables (``_C.Dispatch``): a Python
+# wrapper's *args/**kwargs packing cost as much as a small op on every call of
+# add, multiply, sum, reshape, transpose...
 
 
-def _binary_dispatch(dense_fn, handler):
-    @functools.wraps(dense_fn)
-    def dispatch(x1, x2):
-        if isinstance(x1, SparseTensor) or isinstance(x2, SparseTensor):
-            return handler(dense_fn, x1, x2)
-        return dense_fn(x1, x2)
+def _dispatcher(mode):
+    def make(dense_fn, handler):
+        return functools.update_wrapper(
+            _C.Dispatch(dense_fn, handler, SparseTensor, mode), dense_fn
+        )
 
-    return dispatch
+    return make
 
 
-def _list_dispatch(dense_fn, handler):
-    @functools.wraps(dense_fn)
-    def dispatch(xs, *args, **kwargs):
-        if any(isinstance(x, SparseTensor) for x in xs):
-            return handler(dense_fn, xs, *args, **kwargs)
-        return dense_fn(xs, *args, **kwargs)
-
-    return dispatch
+_first_arg_dispatch = _dispatcher(0)  # f(x, ...)
+_binary_dispatch = _dispatcher(1)  # f(x1, x2)
+_list_dispatch = _dispatcher(2)  # f([x, ...], ...)
 
 
 def _sparse_flag_dispatch(dense_fn, handler):

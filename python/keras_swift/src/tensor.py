@@ -292,8 +292,7 @@ def _sparse():
     return sparse
 
 
-def _op(name, *inputs, **attrs):
-    return _C.op(name, inputs, attrs or None)[0]
+_op = _C.call
 
 
 class SparseTensor(_Arithmetic):

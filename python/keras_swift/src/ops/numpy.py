@@ -15,6 +15,7 @@ from keras.src.backend.common.backend_utils import canonicalize_axis
 from keras.src.backend.common.backend_utils import vectorize_impl
 from keras.src.backend.common.variables import standardize_dtype
 from keras.src.backend.config import floatx
+from keras_swift.src.core import _C
 from keras_swift.src.core import _static_ints
 from keras_swift.src.core import cast
 from keras_swift.src.core import convert_to_numpy
@@ -67,14 +68,12 @@ _WIDE_DTYPES = frozenset(("int64", "uint64", "float64", "complex128"))
 
 
 def _binary(name, x1, x2, extra=()):
-    if (
-        not extra
-        and is_tensor(x1)
-        and is_tensor(x2)
-        and x1.dtype == x2.dtype
-        and x1.dtype not in _WIDE_DTYPES
-    ):
-        return op(name, x1, x2)  # already promoted
+    # Two tensors of one narrow dtype are already promoted; the checks are
+    # inline because this runs on every add, multiply and comparison.
+    if not extra and isinstance(x1, _C.Tensor) and isinstance(x2, _C.Tensor):
+        dtype = x1.dtype
+        if dtype == x2.dtype and dtype not in _WIDE_DTYPES:
+            return op(name, x1, x2)
     x1, x2 = _promote(x1, x2, extra=extra)
     return op(name, x1, x2)
 
