@@ -1427,10 +1427,12 @@ def squeeze(x, axis=None):
 
 
 def transpose(x, axes=None):
-    x = convert_to_tensor(x)
-    if axes is None:
-        return op("transpose", x)
-    # The engine normalises negative axes and rejects bad permutations.
+    # O(1) in the engine, so this function's own cost is the op's: the
+    # conversion call is skipped for a tensor, and perm=None omits the
+    # attribute (reverse the axes). The engine normalises negative axes and
+    # rejects bad permutations.
+    if not isinstance(x, _C.Tensor):
+        x = convert_to_tensor(x)
     return op("transpose", x, perm=axes)
 
 
