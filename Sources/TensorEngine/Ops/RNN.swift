@@ -281,27 +281,14 @@ private func recordRNN(_ name: String, outputs: [Tensor], inputs: [Tensor],
 
 /// Time step `t` of a (B, T, U) buffer as a new (B, U) tensor.
 private func timeStep(_ src: Tensor, _ t: Int) throws -> Tensor {
-    try copyRows(src, shape: [src.shape[0], src.shape[2]]) { _ in t }
+    let (B, U) = (src.shape[0], src.shape[2])
+    return try reshape(try stridedSlice(src, begin: [0, t, 0], end: [B, t + 1, U], strides: [1, 1, 1]), [B, U])
 }
 
 /// A (B, T, U) buffer with its time axis reversed (processing order of a backward layer).
 private func reversedInTime(_ src: Tensor) throws -> Tensor {
-    try copyRows(src, shape: src.shape) { k in src.shape[1] - 1 - k }
-}
-
-/// Copies, per batch entry, the U-wide rows `time(k)` of a (B, T, U) buffer into `shape`
-/// (B, count, U), or (B, U) for one row.
-private func copyRows(_ src: Tensor, shape: [Int], time: (Int) -> Int) throws -> Tensor {
-    let (B, T, U) = (src.shape[0], src.shape[1], src.shape[2]), row = U * src.dtype.itemSize
-    let count = shape.count == 3 ? shape[1] : 1
-    let out = try Tensor(empty: shape, dtype: src.dtype)
-    let ps = src.rawPointer, po = out.rawPointer
-    for b in 0..<B {
-        for k in 0..<count {
-            (po + (b * count + k) * row).copyMemory(from: ps + (b * T + time(k)) * row, byteCount: row)
-        }
-    }
-    return out
+    let (B, T, U) = (src.shape[0], src.shape[1], src.shape[2])
+    return try stridedSlice(src, begin: [0, T - 1, 0], end: [B, -1, U], strides: [1, -1, 1])
 }
 
 /// Keras's LSTM layer over a whole sequence (gates i, f, c, o; sigmoid gates, tanh cell):

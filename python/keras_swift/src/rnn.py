@@ -103,17 +103,18 @@ def lstm(
     unroll=False,
     time_major=False,
 ):
-    outputs, h, c = _fused(
+    return _fused(
         "lstm", inputs, [initial_state_h, initial_state_c], mask, kernel, recurrent_kernel, bias,
-        activation, recurrent_activation, go_backwards, time_major,
+        activation, recurrent_activation, return_sequences, go_backwards, time_major,
     )
-    return h, outputs if return_sequences else knp.expand_dims(h, 0 if time_major else 1), [h, c]
 
 
 def _fused(name, inputs, states, mask, kernel, recurrent_kernel, bias,
-           activation, recurrent_activation, go_backwards, time_major):
-    """Run the engine's fused `name` layer and return its outputs (each step's
-    h, batch-major unless time_major, then the final states); raise
+           activation, recurrent_activation, return_sequences, go_backwards,
+           time_major):
+    """Run the engine's fused `name` layer and return what Keras's rnn.lstm and
+    rnn.gru return: the last output, the outputs (every step's, batch-major
+    unless time_major, or the last one alone) and the final states; raise
     ``NotImplementedError`` (Keras then runs the generic loop) for what it
     does not compute: a mask (the loop's masked semantics stay with it), an
     activation other than tanh with sigmoid gates, mixed dtypes or one other
@@ -138,9 +139,12 @@ def _fused(name, inputs, states, mask, kernel, recurrent_kernel, bias,
     if time_major:
         tensors[0] = op("transpose", tensors[0], perm=[1, 0, 2])
     outputs, *final = op_multi(name, tensors, {"go_backwards": bool(go_backwards)})
-    if time_major:
+    h = final[0]
+    if not return_sequences:
+        outputs = knp.expand_dims(h, 0 if time_major else 1)
+    elif time_major:
         outputs = op("transpose", outputs, perm=[1, 0, 2])
-    return (outputs, *final)
+    return h, outputs, final
 
 
 def gru(
@@ -162,11 +166,10 @@ def gru(
     # otherwise as for lstm.
     if not reset_after:
         raise NotImplementedError
-    outputs, h = _fused(
+    return _fused(
         "gru", inputs, [initial_state], mask, kernel, recurrent_kernel, bias,
-        activation, recurrent_activation, go_backwards, time_major,
+        activation, recurrent_activation, return_sequences, go_backwards, time_major,
     )
-    return h, outputs if return_sequences else knp.expand_dims(h, 0 if time_major else 1), [h]
 
 
 def bidirectional_lstm(*args, **kwargs):
