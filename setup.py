@@ -11,8 +11,12 @@
        standard library linked statically and only the ``te_*`` C ABI exported,
        so the wheel runs without a Swift toolchain and cannot clash with another
        Swift runtime loaded into the same process;
-    2. copies (and strips) ``libTensorEngineC.so`` into ``_swiftkeras/``;
-    3. compiles ``python/_swiftkeras/_C.c`` against
+    2. on x86-64, builds it a second time for x86-64-v3 (AVX2, FMA, BMI2),
+       which glibc's loader picks on its own on a CPU that has them: the copy
+       in ``_swiftkeras/glibc-hwcaps/x86-64-v3/`` shadows the baseline one in
+       ``_swiftkeras/`` (glibc 2.33 or newer; an older loader ignores it);
+    3. copies (and strips) each ``libTensorEngineC.so`` into place;
+    4. compiles ``python/_swiftkeras/_C.c`` against
        ``Sources/TensorEngineC/include``, linked to that copy with an ``$ORIGIN``
        rpath so the pair works from wherever it is installed.
 
@@ -31,12 +35,17 @@ Environment variables:
     ``swift build`` products with other flags).
 ``KERAS_SWIFT_ENGINE_LIB``
     Path of a prebuilt ``libTensorEngineC.so`` to ship instead of running
-    ``swift build``.
+    ``swift build`` (alone: no x86-64-v3 variant is built with it).
+``KERAS_SWIFT_HWCAPS``
+    The glibc-hwcaps variants to build besides the baseline, comma-separated
+    (default on x86-64: ``x86-64-v3``; empty: baseline only, which halves
+    the build time of a development install).
 ``KERAS_SWIFT_NO_STRIP=1``
     Ship the library with its symbol table (for debugging; about 2.5x larger).
 """
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -56,6 +65,11 @@ ENGINE_LIB = "libTensorEngineC.so"
 ENGINE_HEADER_DIR = os.path.join("Sources", "TensorEngineC", "include")
 HOOK_MODULE = "keras_swift_hook"
 HOOK_PTH = "keras_swift_hook.pth"
+# glibc-hwcaps subdirectory names the loader knows on x86-64, in its order.
+X86_64_LEVELS = ("x86-64-v2", "x86-64-v3", "x86-64-v4")
+# v3 (AVX2 and FMA) covers x86-64 CPUs since Haswell and Zen; each level
+# built is one more full engine build on every install.
+DEFAULT_HWCAPS = "x86-64-v3"
 
 # Only the C ABI leaves the library. Everything else (TensorEngine's Swift
 # symbols and the statically linked Swift runtime) stays local.
@@ -104,25 +118,44 @@ def _write_if_changed(path, text):
         f.write(text)
 
 
-def build_engine():
-    """Run SwiftPM and return the path of the built libTensorEngineC.so."""
-    prebuilt = os.environ.get("KERAS_SWIFT_ENGINE_LIB")
-    if prebuilt:
-        if not os.path.isfile(prebuilt):
-            raise ExecError(f"KERAS_SWIFT_ENGINE_LIB={prebuilt!r} is not a file")
-        _log(f"using prebuilt engine {prebuilt}")
-        return prebuilt
+def _hwcaps_variants():
+    """The glibc-hwcaps subdirectories to build an engine for, besides the baseline."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return []
+    names = os.environ.get("KERAS_SWIFT_HWCAPS", DEFAULT_HWCAPS)
+    variants = [v.strip() for v in names.split(",") if v.strip()]
+    for v in variants:
+        if v not in X86_64_LEVELS:
+            raise ExecError(
+                f"KERAS_SWIFT_HWCAPS: {v!r} is not one of {', '.join(X86_64_LEVELS)}"
+            )
+    return variants
 
+
+def build_engine(variant=None):
+    """Run SwiftPM and return the path of the built libTensorEngineC.so.
+
+    ``variant`` names an x86-64 micro-architecture level (``x86-64-v3``) to
+    compile for, in a scratch directory of its own; None is the baseline.
+    """
     swift = _find_swift()
     scratch = os.path.abspath(
         os.environ.get("KERAS_SWIFT_SCRATCH_PATH")
         or os.path.join(ROOT, "build", "swift")
     )
+    if variant:
+        scratch += "-" + variant
     os.makedirs(scratch, exist_ok=True)
     version_script = os.path.join(scratch, "tensor_engine.map")
     _write_if_changed(version_script, VERSION_SCRIPT)
 
     common = ["-c", "release", "--package-path", ROOT, "--scratch-path", scratch]
+    if variant:
+        # swiftc's -target-cpu knows CPU names only; the level goes through
+        # the Clang importer, whose target options IRGen compiles for. Swift
+        # does not contract a * b + c into an FMA unless the source asks, so
+        # both builds compute the same bits (python/tests/test_hwcaps.py).
+        common += ["-Xswiftc", "-Xcc", "-Xswiftc", f"-march={variant}"]
     cmd = [
         swift, "build", *common,
         "--product", ENGINE_PRODUCT,
@@ -138,7 +171,7 @@ def build_engine():
         "-Xlinker", f"--version-script={version_script}",
         *_build_jobs(),
     ]
-    _log("building the Swift engine: " + " ".join(cmd))
+    _log(f"building the Swift engine ({variant or 'baseline'}): " + " ".join(cmd))
     try:
         subprocess.run(cmd, cwd=ROOT, check=True)
     except FileNotFoundError as e:
@@ -154,6 +187,22 @@ def build_engine():
     if not os.path.isfile(lib):
         raise ExecError(f"swift build succeeded but {lib} does not exist")
     return lib
+
+
+def _install_lib(lib, dest):
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    # A fresh copy every time: stripping edits the file in place, and the
+    # SwiftPM original must keep its symbols for incremental rebuilds.
+    if os.path.exists(dest):
+        os.unlink(dest)  # never write through a file a running process maps
+    shutil.copyfile(lib, dest)
+    os.chmod(dest, 0o755)
+    if os.environ.get("KERAS_SWIFT_NO_STRIP", "") in ("", "0"):
+        strip = shutil.which("strip")
+        if strip:
+            subprocess.run([strip, "--strip-unneeded", dest], check=True)
+        else:
+            _log("`strip` not found; shipping an unstripped engine library")
 
 
 class BuildPy(build_py):
@@ -175,9 +224,14 @@ class BuildPy(build_py):
 class BuildExt(build_ext):
     """build_ext that first builds the Swift engine and places it by the extension."""
 
-    def _engine_dest(self):
-        ext_path = self.get_ext_fullpath("_swiftkeras._C")
-        return os.path.join(os.path.dirname(ext_path), ENGINE_LIB)
+    def _engine_dests(self):
+        """{variant or None: where its library goes}; the baseline sits by the extension."""
+        ext_dir = os.path.dirname(self.get_ext_fullpath("_swiftkeras._C"))
+        dests = {None: os.path.join(ext_dir, ENGINE_LIB)}
+        if not os.environ.get("KERAS_SWIFT_ENGINE_LIB"):
+            for v in _hwcaps_variants():
+                dests[v] = os.path.join(ext_dir, "glibc-hwcaps", v, ENGINE_LIB)
+        return dests
 
     def run(self):
         if not sys.platform.startswith("linux"):
@@ -185,27 +239,30 @@ class BuildExt(build_ext):
                 "keras-swift builds on Linux only for now "
                 f"(this is {sys.platform!r})"
             )
-        lib = build_engine()
-        dest = self._engine_dest()
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        # A fresh copy every time: stripping edits the file in place, and the
-        # SwiftPM original must keep its symbols for incremental rebuilds.
-        if os.path.exists(dest):
-            os.unlink(dest)  # never write through a file a running process maps
-        shutil.copyfile(lib, dest)
-        os.chmod(dest, 0o755)
-        if os.environ.get("KERAS_SWIFT_NO_STRIP", "") in ("", "0"):
-            strip = shutil.which("strip")
-            if strip:
-                subprocess.run([strip, "--strip-unneeded", dest], check=True)
+        prebuilt = os.environ.get("KERAS_SWIFT_ENGINE_LIB")
+        if prebuilt and not os.path.isfile(prebuilt):
+            raise ExecError(f"KERAS_SWIFT_ENGINE_LIB={prebuilt!r} is not a file")
+        dests = self._engine_dests()
+        for variant, dest in dests.items():
+            if variant is None and prebuilt:
+                _log(f"using prebuilt engine {prebuilt}")
+                lib = prebuilt
             else:
-                _log("`strip` not found; shipping an unstripped engine library")
+                lib = build_engine(variant)
+            _install_lib(lib, dest)
+        # A variant left from an earlier build with other settings would
+        # shadow the baseline just built.
+        hwcaps_dir = os.path.join(os.path.dirname(dests[None]), "glibc-hwcaps")
+        for level in X86_64_LEVELS:
+            stale = os.path.join(hwcaps_dir, level, ENGINE_LIB)
+            if level not in dests and os.path.exists(stale):
+                os.unlink(stale)
         for ext in self.extensions:
-            ext.library_dirs.append(os.path.dirname(dest))
+            ext.library_dirs.append(os.path.dirname(dests[None]))
         super().run()
 
     def get_outputs(self):
-        return super().get_outputs() + [self._engine_dest()]
+        return super().get_outputs() + list(self._engine_dests().values())
 
 
 def _py_modules():
@@ -218,7 +275,8 @@ native = Extension(
     sources=[os.path.join(PY_DIR, "_swiftkeras", "_C.c")],
     include_dirs=[ENGINE_HEADER_DIR],
     depends=[os.path.join(ENGINE_HEADER_DIR, "tensor_engine.h")],
-    libraries=["TensorEngineC"],
+    # libdl for dladdr (engine_library()); glibc 2.34 moved it into libc.
+    libraries=["TensorEngineC", "dl"],
     extra_compile_args=["-std=c11", "-fvisibility=hidden", "-Wall", "-Wextra",
                         "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
     # Through the compiler driver, not runtime_library_dirs, to be sure the

@@ -16,6 +16,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <dlfcn.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -1855,6 +1856,22 @@ py_abi_version(PyObject *mod, PyObject *unused)
     return PyLong_FromUnsignedLong(te_abi_version());
 }
 
+PyDoc_STRVAR(engine_library_doc,
+"engine_library()\n--\n\n"
+"Path of the loaded engine library: on an x86-64 CPU with AVX2 and FMA, glibc's\n"
+"loader picks the build under glibc-hwcaps/x86-64-v3/ over the baseline one.");
+
+static PyObject *
+py_engine_library(PyObject *mod, PyObject *unused)
+{
+    Dl_info info;
+    if (dladdr((const void *)&te_abi_version, &info) == 0 || info.dli_fname == NULL) {
+        PyErr_SetString(PyExc_OSError, "dladdr cannot name the engine library");
+        return NULL;
+    }
+    return PyUnicode_DecodeFSDefault(info.dli_fname);
+}
+
 static PyMethodDef module_methods[] = {
     {"set_tensor_class", (PyCFunction)py_set_tensor_class, METH_O, set_tensor_class_doc},
     {"get_tensor_class", (PyCFunction)py_get_tensor_class, METH_NOARGS, get_tensor_class_doc},
@@ -1872,6 +1889,7 @@ static PyMethodDef module_methods[] = {
     {"set_num_threads", (PyCFunction)py_set_num_threads, METH_O, set_num_threads_doc},
     {"get_num_threads", (PyCFunction)py_get_num_threads, METH_NOARGS, get_num_threads_doc},
     {"abi_version", (PyCFunction)py_abi_version, METH_NOARGS, abi_version_doc},
+    {"engine_library", (PyCFunction)py_engine_library, METH_NOARGS, engine_library_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -2,7 +2,9 @@
 
 The package is a thin shell around the C extension ``_swiftkeras._C``, which
 links ``libTensorEngineC.so`` (shipped next to it and found through an
-``$ORIGIN`` rpath). It lives outside the ``keras*`` namespace on purpose:
+``$ORIGIN`` rpath; on x86-64, a second build for x86-64-v3 sits in
+``glibc-hwcaps/x86-64-v3/`` and the loader prefers it on CPUs with AVX2 and
+FMA: ``engine_library()`` says which one loaded). It lives outside the ``keras*`` namespace on purpose:
 ``keras.config.set_backend`` purges ``keras*`` modules from ``sys.modules``,
 and a C extension cannot be initialised twice in one process.
 """
@@ -17,6 +19,7 @@ try:
     from ._C import Tensor
     from ._C import abi_version
     from ._C import call
+    from ._C import engine_library
     from ._C import from_buffer
     from ._C import get_num_threads
     from ._C import get_tensor_class
@@ -47,6 +50,7 @@ __all__ = [
     "Tensor",
     "abi_version",
     "call",
+    "engine_library",
     "from_buffer",
     "get_num_threads",
     "get_tensor_class",
