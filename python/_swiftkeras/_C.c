@@ -566,7 +566,12 @@ static int
 as_int64(PyObject *v, const char *attr, int64_t *out)
 {
     PyObject *num;
-    if (is_numpy_bool(v)) {
+    /* Python ints (and bools) first: nearly every int attribute is one, and
+     * the numpy-bool test costs two strcmp calls. */
+    if (PyLong_Check(v)) {
+        num = Py_NewRef(v);
+    }
+    else if (is_numpy_bool(v)) {
         int b = PyObject_IsTrue(v);
         if (b < 0) {
             return -1;
@@ -574,9 +579,11 @@ as_int64(PyObject *v, const char *attr, int64_t *out)
         *out = b;
         return 0;
     }
-    num = PyNumber_Index(v);
-    if (num == NULL) {
-        return -1;
+    else {
+        num = PyNumber_Index(v);
+        if (num == NULL) {
+            return -1;
+        }
     }
     int overflow = 0;
     long long x = PyLong_AsLongLongAndOverflow(num, &overflow);
