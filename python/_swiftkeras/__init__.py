@@ -4,9 +4,11 @@ The package is a thin shell around the C extension ``_swiftkeras._C``, which
 links ``libTensorEngineC.so`` (shipped next to it and found through an
 ``$ORIGIN`` rpath; on x86-64, a second build for x86-64-v3 sits in
 ``glibc-hwcaps/x86-64-v3/`` and the loader prefers it on CPUs with AVX2 and
-FMA: ``engine_library()`` says which one loaded). It lives outside the ``keras*`` namespace on purpose:
-``keras.config.set_backend`` purges ``keras*`` modules from ``sys.modules``,
-and a C extension cannot be initialised twice in one process.
+FMA: ``engine_library()`` says which one loaded).
+
+It lives outside the ``keras*`` namespace on purpose: ``keras.config.set_backend``
+purges ``keras*`` modules from ``sys.modules``, and a C extension cannot be
+initialised twice in one process.
 """
 
 try:
