@@ -28,3 +28,22 @@
 TE_LAPACK_REAL(float, s)
 TE_LAPACK_REAL(double, d)
 #undef TE_LAPACK_REAL
+
+/* Whether the engine is compiled for a CPU with fused multiply-add: -march=x86-64-v3 (the
+ * second engine build) defines __FMA__, and every arm64 CPU has it. The float32 polynomial
+ * kernels (VecMath) fuse their multiply-adds only then; elsewhere a fused multiply-add is a
+ * libm call. */
+#if defined(__FMA__) || defined(__aarch64__)
+#define TE_HAS_FMA 1
+#else
+#define TE_HAS_FMA 0
+#endif
+
+/* Whether the build has 256-bit vectors (x86-64-v3). float32 power computes in double
+ * (VecMath.pow), four lanes to a register there; with SSE2's two it measured slower than
+ * libm's scalar powf, so the baseline build keeps powf. */
+#if defined(__AVX2__)
+#define TE_HAS_AVX2 1
+#else
+#define TE_HAS_AVX2 0
+#endif

@@ -6,7 +6,10 @@ On x86-64 the package ships two builds of the engine from the same sources:
 glibc's loader prefers on a CPU that has them. Every other test runs on
 whichever build this machine loads; this one runs a spread of kernels under both,
 each in a subprocess, and compares the results. Swift never fuses a * b + c into
-an FMA unless the source asks, so the builds are expected to agree bit for bit.
+an FMA unless the source asks. The float32 polynomial kernels (exp, tanh, sigmoid,
+erf, gelu, power, and softmax and the RNN gates through them) ask where the CPU
+has FMA, so float32 results may differ in the last bits (a few ulp); float64,
+integer and boolean results agree bit for bit.
 """
 
 import os
@@ -136,7 +139,13 @@ def test_x86_64_v3_build_matches_baseline(tmp_path):
     for name in sorted(base):
         a, b = base[name], v3[name]
         assert a.dtype == b.dtype and a.shape == b.shape, name
-        if not np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"):
+        if a.dtype == np.float32:
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=name)
+            scale = max(1.0, float(np.max(np.abs(a[np.isfinite(a)]), initial=0)))
+            same = np.isclose(a, b, rtol=1e-6, atol=1e-6 * scale, equal_nan=True)
+        else:
+            same = np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+        if not np.all(same):
             bits = np.max(np.abs(a - b)) if a.dtype.kind in "fc" else None
             differ.append(f"{name} (max |diff| {bits})")
     assert not differ, "x86-64-v3 and baseline builds differ on: " + ", ".join(differ)

@@ -595,6 +595,59 @@ def test_float32_transcendentals_are_accurate_everywhere(name, fn, ref, atol):
         np.testing.assert_array_equal(np.signbit(got[zero]), np.signbit(want[zero]))
 
 
+# float32 power runs a vectorised 2^(b log2 a) in double where it can and libm's powf on
+# the lanes it leaves (special values, negative bases with fractional exponents, results
+# beyond 2^±126). Checked against float64 pow: NaN/inf/zero-sign exactly, the rest within
+# one float32 ulp, for each operand layout the fast path takes and one it does not.
+_POW_SPECIAL = np.array(
+    [0.0, -0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5, 3e38, -3e38, 1e-40, -1e-40,
+     1.17549435e-38, np.inf, -np.inf, np.nan], "float32")
+_POW_EXPONENTS = np.array(
+    [0.0, -0.0, 1.0, -1.0, 2.0, -2.0, 3.0, -3.0, 0.5, -0.5, 127.0, 128.0, -126.0, -150.0,
+     2.0**22 + 1, 2.0**23 + 1, 2.0**24, 1e-8, 1e30, -1e30, np.inf, -np.inf, np.nan], "float32")
+
+
+def _pow_cases():
+    r = np.random.default_rng(3)
+    n = 20000
+    a = np.concatenate([
+        r.uniform(0, 4, n), np.exp(r.uniform(-80, 80, n)), -np.exp(r.uniform(-8, 8, n)),
+        r.uniform(0.999, 1.001, n), np.repeat(_POW_SPECIAL, _POW_EXPONENTS.size),
+    ]).astype("float32")
+    b = np.concatenate([
+        r.uniform(-8, 8, n), r.uniform(-1.5, 1.5, n), np.round(r.uniform(-12, 12, n)),
+        r.uniform(-2e4, 2e4, n), np.tile(_POW_EXPONENTS, _POW_SPECIAL.size),
+    ]).astype("float32")
+    return a, b
+
+
+def _assert_pow_f32(got, a, b):
+    got = ops.convert_to_numpy(got)
+    assert got.dtype == np.float32
+    with np.errstate(all="ignore"):
+        exact = np.power(a.astype("float64"), b.astype("float64"))
+        want = exact.astype("float32")
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    special = np.isinf(want) | (want == 0)
+    np.testing.assert_array_equal(got[special], want[special])
+    np.testing.assert_array_equal(np.signbit(got[special]), np.signbit(want[special]))
+    fin = np.isfinite(want) & (want != 0)
+    ulps = np.abs(got[fin] - exact[fin]) / np.spacing(np.abs(want[fin]))
+    assert ulps.max() <= 1.0, (a[fin][ulps.argmax()], b[fin][ulps.argmax()], ulps.max())
+
+
+def test_float32_power_matches_float64_everywhere():
+    a, b = _pow_cases()
+    _assert_pow_f32(ops.power(a, b), a, b)
+    for e in (2.0, 3.0, -1.0, 0.5, 1e-8, 127.0, np.nan):  # scalar exponent
+        _assert_pow_f32(ops.power(a, np.float32(e)), a, np.full_like(a, e))
+    for base in (2.0, -2.0, 0.0, -0.0, 0.5, 1.0):  # scalar base
+        _assert_pow_f32(ops.power(np.float32(base), b), np.full_like(b, base), b)
+    # a layout the fast path does not take: an outer product by broadcasting
+    col, row = a[:301].reshape(-1, 1), b[-23:].reshape(1, -1)
+    _assert_pow_f32(ops.power(col, row), *np.broadcast_arrays(col, row))
+
+
 @pytest.mark.parametrize("n", [1, 3, 4, 7, 70001])
 def test_float32_sqrt_rsqrt_match_numpy(n):
     x = np.abs(rng.normal(size=n)).astype("float32") * 100

@@ -1,3 +1,4 @@
+import COpenBLAS
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -255,12 +256,20 @@ struct Derivative<T: FloatElem>: BinaryKernel {
 
 // MARK: - Float32 fast paths
 //
-// libm's expf/tanhf are opaque calls, so loops over them run one element at a time. The
-// float32 training hot spots (exp, tanh, sigmoid, erf and both gelus) use the branch-free
-// polynomials below instead, which LLVM vectorises; they stay within ~1.3 ulp (erf 2.5) of
-// the correctly rounded result and keep libm's NaN/inf/overflow behaviour.
+// libm's expf/tanhf/powf are opaque calls, so loops over them run one element at a time.
+// The float32 training hot spots (exp, tanh, sigmoid, erf, both gelus and power) use the
+// branch-free polynomials below instead, which LLVM vectorises; they stay within ~1.3 ulp
+// (erf 2.5) of the correctly rounded result and keep libm's NaN/inf/overflow behaviour.
+// Their multiply-adds fuse on a CPU with FMA (the x86-64-v3 build), so the engine builds
+// may differ in the last bit there.
 
 enum VecMath {
+    /// a * b + c, fused where the build targets a CPU with FMA (a constant, so it folds).
+    @inline(__always)
+    static func muladd(_ a: Float, _ b: Float, _ c: Float) -> Float { TE_HAS_FMA != 0 ? c.addingProduct(a, b) : a * b + c }
+    @inline(__always)
+    static func muladd(_ a: Double, _ b: Double, _ c: Double) -> Double { TE_HAS_FMA != 0 ? c.addingProduct(a, b) : a * b + c }
+
     /// e^x (Cephes expf: x = n ln2 + r, degree-6 polynomial in r, then 2^n).
     @inline(__always)
     static func exp(_ x: Float) -> Float {
@@ -279,11 +288,11 @@ enum VecMath {
         let n = t - magic
         let r = (c - n * 0.693359375) - n * -2.12194440e-4
         var p: Float = 1.9875691500e-4
-        p = p * r + 1.3981999507e-3
-        p = p * r + 8.3334519073e-3
-        p = p * r + 4.1665795894e-2
-        p = p * r + 1.6666665459e-1
-        p = p * r + 5.0000001201e-1
+        p = muladd(p, r, 1.3981999507e-3)
+        p = muladd(p, r, 8.3334519073e-3)
+        p = muladd(p, r, 4.1665795894e-2)
+        p = muladd(p, r, 1.6666665459e-1)
+        p = muladd(p, r, 5.0000001201e-1)
         let y = p * (r * r) + r + 1
         // 2^n as two factors so that n in [-150, 128] needs no denormal/inf exponent field.
         let ni = Int32(bitPattern: t.bitPattern &- magic.bitPattern)
@@ -299,10 +308,10 @@ enum VecMath {
         let a = Swift.abs(x)
         let z = a * a
         var p: Float = -5.70498872745e-3
-        p = p * z + 2.06390887954e-2
-        p = p * z - 5.37397155531e-2
-        p = p * z + 1.33314422036e-1
-        p = p * z - 3.33332819422e-1
+        p = muladd(p, z, 2.06390887954e-2)
+        p = muladd(p, z, -5.37397155531e-2)
+        p = muladd(p, z, 1.33314422036e-1)
+        p = muladd(p, z, -3.33332819422e-1)
         let small = p * z * a + a
         // 2 / (e^2a + 1) is already 0 (to float32) where e^2a would overflow.
         let big = 1 - 2 / (expClamped(2 * a) + 1)
@@ -323,27 +332,91 @@ enum VecMath {
     static func erf(_ x: Float) -> Float {
         let a = Swift.abs(x), z = a * a
         var p: Float = 8.53412311489453e-05
-        p = p * z - 0.000818078364283439
-        p = p * z + 0.0052043320752948735
-        p = p * z - 0.026860709299953527
-        p = p * z + 0.11283718901361472
-        p = p * z - 0.3761263525394434
-        p = p * z + 1.128379166796314
+        p = muladd(p, z, -0.000818078364283439)
+        p = muladd(p, z, 0.0052043320752948735)
+        p = muladd(p, z, -0.026860709299953527)
+        p = muladd(p, z, 0.11283718901361472)
+        p = muladd(p, z, -0.3761263525394434)
+        p = muladd(p, z, 1.128379166796314)
         let t = 1 / (1 + 0.5 * a)
         var q: Float = 0.02880880589460104
-        q = q * t - 0.22878220367561836
-        q = q * t + 0.7163572733283892
-        q = q * t - 1.112963539971567
-        q = q * t + 0.8507582564148808
-        q = q * t - 0.37284357014725467
-        q = q * t + 0.3429451245905174
-        q = q * t + 0.20540257553561547
-        q = q * t + 0.28883678720223316
-        q = q * t + 0.28144536624670935
-        q = q * t + 2.8131667371313813e-05
+        q = muladd(q, t, -0.22878220367561836)
+        q = muladd(q, t, 0.7163572733283892)
+        q = muladd(q, t, -1.112963539971567)
+        q = muladd(q, t, 0.8507582564148808)
+        q = muladd(q, t, -0.37284357014725467)
+        q = muladd(q, t, 0.3429451245905174)
+        q = muladd(q, t, 0.20540257553561547)
+        q = muladd(q, t, 0.28883678720223316)
+        q = muladd(q, t, 0.28144536624670935)
+        q = muladd(q, t, 2.8131667371313813e-05)
         let m = a < 0.9 ? a * p : (a < 4 ? 1 - expClamped(-z) * q : 1)
         let r = x != x ? x : m
         return Float(bitPattern: r.bitPattern | (x.bitPattern & 0x8000_0000))
+    }
+
+    /// Sign bit set unless lo <= x <= hi (all below 2^31).
+    @inline(__always)
+    static func outside(_ x: UInt32, _ lo: UInt32, _ hi: UInt32) -> UInt32 {
+        let d = x &- lo
+        return d | ((hi &- lo) &- d)
+    }
+    /// All ones where x's sign bit is set, else zero.
+    @inline(__always)
+    static func lanes(_ x: UInt32) -> UInt32 { UInt32(bitPattern: Int32(bitPattern: x) &>> 31) }
+
+    /// The bit pattern (a quiet NaN) `pow` returns for a lane it leaves to libm.
+    static let powMiss: UInt32 = 0x7fc0_0bad
+
+    /// a^b as 2^(b log2|a|), both steps in double (log2 of the mantissa through
+    /// s = (m - 1)/(m + 1), relative error 4e-12; 2^f on |f| <= 1/2, 2e-9), so the float32
+    /// result is within 0.55 ulp. It covers normal a > 0, a < 0 with an integral b (below
+    /// 2^22), and a = +0 (or -0 with such a b) with b > 0, while the result stays within
+    /// 2^±126; every other lane (NaN, infinities, subnormals, zero to a power <= 0, overflow,
+    /// underflow, a negative base with a fractional exponent) returns `powMiss`, for powf.
+    @inline(__always)
+    static func pow(_ a: Float, _ b: Float) -> Float {
+        let ua = a.bitPattern & 0x7fff_ffff
+        // |a| = 2^e m with m in [sqrt(1/2), sqrt(2)).
+        let e = Int32(bitPattern: ua &- 0x3f35_04f3) &>> 23
+        let m = Double(Float(bitPattern: ua &- UInt32(bitPattern: e &<< 23)))
+        let s = (m - 1) / (m + 1)
+        let z = s * s
+        // Estrin's scheme: a shorter dependency chain than Horner's, so more lanes overlap.
+        let z2 = z * z
+        let p = muladd(muladd(0.34056504272078675, z, 0.41168323407798496), z2,
+                       muladd(0.5770833658978479, z, 0.9617966749648917))
+        let pz = muladd(p, z, 2.8853900817872105)
+        // Clamped so that 2^t below cannot wrap; results beyond 2^±126 go to powf anyway.
+        // (Written as the x86 min/max select, one instruction each; NaN lanes fail below.)
+        let bl = Double(b) * muladd(s, pz, Double(e))
+        let tl = bl > -127 ? bl : -127
+        let t = tl < 127 ? tl : 127
+        // t = n + f with n an integer (held in the low bits of t + 1.5 * 2^52), |f| <= 1/2.
+        let magic = 6755399441055744.0
+        let k = t + magic
+        let f = t - (k - magic)
+        let f2 = f * f
+        let q = muladd(f2 * f2, muladd(0.0001537173641691413, f2, muladd(0.0013399690321869524, f, 0.009618369911904857)),
+                       muladd(f2, muladd(0.05550329602225805, f, 0.2402264848467342), muladd(0.6931472051156929, f, 1)))
+        // The low 12 bits of magic's pattern are zero, so this shift leaves n << 52.
+        let ur = Float(Double(bitPattern: q.bitPattern &+ (k.bitPattern &<< 52))).bitPattern
+        // Each test leaves its verdict in the sign bit (set: the lane fails), so the tests
+        // combine with | and & on integers. Written with comparisons and && (a branch),
+        // LLVM narrows the lane masks to 16 bits and back, or stops vectorising.
+        let ub = b.bitPattern & 0x7fff_ffff
+        let kb = b + 12582912
+        // b is an integer, and odd, by the same rounding in float32 (|b| < 2^22 only).
+        let notSmallInt = (0 &- (((kb - 12582912) - b).bitPattern & 0x7fff_ffff)) | (0x4a7f_ffff &- ub)
+        let fail = outside(ua, 0x0080_0000, 0x7f7f_ffff)    // a not normal
+            | (0x7f7f_ffff &- ub)                              // b not finite
+            | outside(ur, 0x0080_0000, 0x7e7f_ffff)             // |a^b| not in [2^-126, 2^126)
+            | (a.bitPattern & notSmallInt)                     // a < 0, b not an integer
+        // a = +0, or -0 with a small integral b; b > 0.
+        let zero = (ua &- 1) & ~(a.bitPattern & notSmallInt) & ~outside(b.bitPattern, 1, 0x7f80_0000)
+        let sign = a.bitPattern & ~notSmallInt & (kb.bitPattern &<< 31) & 0x8000_0000
+        let failing = lanes(fail), zeroing = lanes(zero)
+        return Float(bitPattern: (~failing & (ur | sign)) | (zeroing & sign) | (failing & ~zeroing & powMiss))
     }
 
     @inline(__always)
@@ -403,6 +476,51 @@ func mapSqrtF32(_ x: Tensor, _ out: Tensor, reciprocal: Bool) {
             i += 1
         }
     }
+}
+
+/// out = a ** b over float32 where each operand is contiguous or a single value (false
+/// otherwise): `VecMath.pow` over each thread's range, then powf for the lanes it left.
+func mapPowF32(_ a: Tensor, _ b: Tensor, _ out: Tensor) -> Bool {
+    let n = out.count
+    guard a.count == n || a.count == 1, b.count == n || b.count == 1 else { return false }
+    let pa = a.pointer(Float.self), pb = b.pointer(Float.self), po = out.pointer(Float.self)
+    let sa = a.count == n ? 1 : 0, sb = b.count == n ? 1 : 0
+    parallelFor(n, cost: 4) { r in
+        if sa == 1 && sb == 1 {
+            powLoop(pa + r.lowerBound, pb + r.lowerBound, po + r.lowerBound, r.count)
+        } else if sa == 1 {
+            powLoop(pa + r.lowerBound, scalar: pb[0], po + r.lowerBound, r.count)
+        } else {
+            powLoop(scalar: pa[0], pb + r.lowerBound, po + r.lowerBound, r.count)
+        }
+        if anyPowMiss(po + r.lowerBound, r.count) {
+            for i in r where po[i].bitPattern == VecMath.powMiss { po[i] = powf(pa[i * sa], pb[i * sb]) }
+        }
+    }
+    return true
+}
+
+// Each loop in a function of its own, over 0..<n: written inline in the threaded closure
+// (over its Range), LLVM left the scan below scalar (a sixth of the op's time) and compiled
+// the pow loops 5% slower. The scan is not folded into the pow loops either: there LLVM
+// turns the test into a branch on pow's lane mask and stops vectorising.
+@inline(never)
+private func anyPowMiss(_ o: UnsafePointer<Float>, _ n: Int) -> Bool {
+    var missed: UInt32 = 0
+    for i in 0..<n { missed |= o[i].bitPattern == VecMath.powMiss ? 1 : 0 }
+    return missed != 0
+}
+@inline(never)
+private func powLoop(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ o: UnsafeMutablePointer<Float>, _ n: Int) {
+    for i in 0..<n { o[i] = VecMath.pow(a[i], b[i]) }
+}
+@inline(never)
+private func powLoop(_ a: UnsafePointer<Float>, scalar b: Float, _ o: UnsafeMutablePointer<Float>, _ n: Int) {
+    for i in 0..<n { o[i] = VecMath.pow(a[i], b) }
+}
+@inline(never)
+private func powLoop(scalar a: Float, _ b: UnsafePointer<Float>, _ o: UnsafeMutablePointer<Float>, _ n: Int) {
+    for i in 0..<n { o[i] = VecMath.pow(a, b[i]) }
 }
 
 /// Runs the float32 fast path of `op`, if it has one.
@@ -480,7 +598,8 @@ public func binary(_ op: BinaryOp, _ a0: Tensor, _ b0: Tensor) throws -> Tensor 
             case .subtract: mapBinary(a, b, out, Sub<T>())
             case .multiply: mapBinary(a, b, out, Mul<T>())
             case .divide: mapBinary(a, b, out, Div<T>())
-            case .power: mapBinary(a, b, out, Pow<T>())
+            case .power:
+                if T.self != Float.self || TE_HAS_AVX2 == 0 || !mapPowF32(a, b, out) { mapBinary(a, b, out, Pow<T>()) }
             case .maximum: mapBinary(a, b, out, Max<T>())
             case .minimum: mapBinary(a, b, out, Min<T>())
             case .floorDivide: mapBinary(a, b, out, FloorDiv<T>())
