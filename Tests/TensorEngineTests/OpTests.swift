@@ -138,6 +138,40 @@ final class OpTests: XCTestCase {
         XCTAssertThrowsError(try conv2d(x, try zeros([3, 3, 5, 1], dtype: .float64)))
     }
 
+    /// A convolution whose im2col columns (float64, 41 KB per output line) span two ~4 MB
+    /// chunks, the second starting inside the second image: the output and both gradients
+    /// against direct loops.
+    func testConvSplitAcrossColumnChunksMatchesDirectLoops() throws {
+        let (n, h, w, c, o) = (2, 80, 72, 8, 2)
+        let x = try f64([n, h, w, c], seed: 11), k = try f64([3, 3, c, o], seed: 12), r = try f64([n, h, w, o], seed: 13)
+        let xv = x.doubles(), kv = k.doubles(), rv = r.doubles()
+        var y = [Double](repeating: 0, count: n * h * w * o), dx = [Double](repeating: 0, count: xv.count)
+        var dk = [Double](repeating: 0, count: kv.count)
+        for img in 0..<n { for oy in 0..<h { for ox in 0..<w { for ky in 0..<3 { for kx in 0..<3 {
+            let iy = oy - 1 + ky, ix = ox - 1 + kx
+            guard iy >= 0 && iy < h && ix >= 0 && ix < w else { continue }
+            for ch in 0..<c { for oc in 0..<o {
+                let xi = ((img * h + iy) * w + ix) * c + ch, ki = ((ky * 3 + kx) * c + ch) * o + oc
+                let yi = ((img * h + oy) * w + ox) * o + oc
+                y[yi] += xv[xi] * kv[ki]
+                dx[xi] += rv[yi] * kv[ki]
+                dk[ki] += rv[yi] * xv[xi]
+            } }
+        } } } } }
+        Tape.push()
+        defer { try? Tape.pop() }
+        x.requiresGrad = true
+        k.requiresGrad = true
+        defer { x.requiresGrad = false; k.requiresGrad = false }
+        let out = try conv2d(x, k, strides: [1, 1], padding: "same")
+        let grads = try Tape.gradient(of: try sum(try multiply(out, r)), wrt: [x, k])
+        for (name, got, want) in [("y", out.doubles(), y), ("dx", grads[0]!.doubles(), dx), ("dk", grads[1]!.doubles(), dk)] {
+            XCTAssertEqual(got.count, want.count, name)
+            let worst = zip(got, want).map { Swift.abs($0 - $1) }.max() ?? 0
+            XCTAssertLessThan(worst, 1e-9 * Swift.max(1, want.map(Swift.abs).max() ?? 0), name)
+        }
+    }
+
     func testConvTransposeIsTheAdjointOfConv() throws {
         // <conv(x, w), y> == <x, conv_transpose(y, w)> for the same geometry.
         let x = try f64([2, 7, 6, 3], seed: 5), w = try f64([3, 2, 3, 4], seed: 6)
