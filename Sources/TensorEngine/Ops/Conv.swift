@@ -9,6 +9,8 @@ struct ConvGeometry {
     var cg: Int { c / groups }
     var og: Int { o / groups }
     var rowsPerImage: Int { outSize.reduce(1, *) }
+    /// Output lines (one (z, y) row of `outSize[2]` pixels) per image: im2col's chunk unit.
+    var linesPerImage: Int { outSize[0] * outSize[1] }
     var kk: Int { kernel.reduce(1, *) * cg }
     var inPerImage: Int { inSize.reduce(1, *) * c }
 }
@@ -85,10 +87,9 @@ private func col2im<T: BLASFloat>(_ cols: UnsafePointer<T>, _ g: ConvGeometry, _
 /// input-gradient pass takes whole images: col2im's threads split by image so that their
 /// writes never overlap.
 private func chunkLines(_ g: ConvGeometry, _ itemSize: Int, wholeImages: Bool) -> Int {
-    let perImage = g.outSize[0] * g.outSize[1]
     let perLine = Swift.max(1, g.outSize[2] * g.kk * itemSize)
-    let lines = Swift.max(1, Swift.min(g.n * perImage, (4 << 20) / perLine))
-    return wholeImages ? Swift.max(1, lines / perImage) * perImage : lines
+    let lines = Swift.max(1, Swift.min(g.n * g.linesPerImage, (4 << 20) / perLine))
+    return wholeImages ? Swift.max(1, lines / g.linesPerImage) * g.linesPerImage : lines
 }
 
 private enum ConvPass { case forward, inputGrad, kernelGrad }
@@ -100,7 +101,7 @@ private struct ConvKernel: BLASVisitor {
     let a: Tensor, b: Tensor, out: Tensor
     func visit<T: BLASFloat>(_: T.Type) throws {
         guard g.n > 0, g.kk > 0, g.rowsPerImage > 0 else { return }
-        let ow = g.outSize[2], linesPerImage = g.outSize[0] * g.outSize[1], lines = g.n * linesPerImage
+        let ow = g.outSize[2], lines = g.n * g.linesPerImage
         let chunk = chunkLines(g, MemoryLayout<T>.size, wholeImages: pass == .inputGrad)
         // im2col writes every column entry (padding included) and the input-gradient GEMM
         // runs with beta = 0, so the buffer needs no zeroing.
@@ -123,7 +124,7 @@ private struct ConvKernel: BLASVisitor {
                     T.gemm(transA: false, transB: true, m: rows, n: g.kk, k: g.og,
                            a: a.pointer(T.self) + first * g.o + gi * g.og, lda: g.o,
                            b: b.pointer(T.self) + gi * g.og, ldb: g.o, beta: 0, c: pc, ldc: g.kk)
-                    col2im(pc, g, gi, l0 / linesPerImage, l1 / linesPerImage, out.pointer(T.self))
+                    col2im(pc, g, gi, l0 / g.linesPerImage, l1 / g.linesPerImage, out.pointer(T.self))
                 case .kernelGrad:
                     // dW[:, group] += cols^T @ dy[:, group]
                     im2col(a.pointer(T.self), g, gi, l0, l1, pc)
