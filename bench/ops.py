@@ -89,7 +89,7 @@ def _probs(rng, n):
 
 
 def _image(n):
-    # NHWC with 64 channels: 2**20 -> (16, 32, 32, 64), 2**10 -> (1, 4, 4, 64)
+    # NHWC with 64 channels, one square image: 2**20 -> (1, 128, 128, 64), 2**10 -> (1, 4, 4, 64)
     c = 64
     side = 2 ** (int(math.log2(n // c)) // 2) if n >= 4 * c else 1
     batch = max(1, n // (c * side * side))

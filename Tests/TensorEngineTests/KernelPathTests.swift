@@ -1,10 +1,43 @@
 import XCTest
 import Foundation
 import Dispatch
+import Synchronization
 @testable import TensorEngine
 
 /// The vectorised / fused fast paths against the plain definitions they replace.
 final class KernelPathTests: XCTestCase {
+    /// WorkerPool: every index once, from nested calls and from several caller threads at
+    /// a time (all but one run inline), with more workers than this machine may have cores.
+    func testParallelForCoversEveryIndexOnceUnderConcurrentCallers() {
+        let saved = Threading.numThreads
+        defer { Threading.numThreads = saved }
+        Threading.numThreads = 4
+        func check(_ n: Int, nested: Bool) -> Bool {
+            let hits = UnsafeMutablePointer<UInt8>.allocate(capacity: n)
+            defer { hits.deallocate() }
+            hits.initialize(repeating: 0, count: n)
+            parallelFor(n, cost: Threading.grain) { r in
+                if nested {
+                    parallelFor(r.count, cost: Threading.grain) { inner in
+                        for i in inner { hits[r.lowerBound + i] &+= 1 }
+                    }
+                } else {
+                    for i in r { hits[i] &+= 1 }
+                }
+            }
+            return (0..<n).allSatisfy { hits[$0] == 1 }
+        }
+        let failures = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 3) { caller in
+            for round in 0..<300 {
+                let n = 1 + (round * 7919 + caller * 104729) % 50
+                if !check(n, nested: round % 5 == 0) { failures.withLock { $0.append("caller \(caller) n \(n)") } }
+            }
+        }
+        XCTAssertEqual(failures.withLock { $0 }, [])
+        for n in [1, 2, 3, 4, 5, 63, 64, 65, 1000] { XCTAssertTrue(check(n, nested: false), "n \(n)") }
+    }
+
     func testPhiloxWordsMatchTheScalarBlocks() throws {
         let s = try Seed([12345, 678])
         // Starts just below a 2^32 boundary of the low counter word, where groups go scalar.

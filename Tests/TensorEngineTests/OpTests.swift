@@ -172,6 +172,44 @@ final class OpTests: XCTestCase {
         }
     }
 
+    func testWinogradConvMatchesDirectLoopsAcrossChunksAndEdges() throws {
+        // Odd sizes leave half tiles at the bottom and right; 5 tiles per chunk puts chunk
+        // boundaries inside image rows and across images.
+        let (n, h, w, c, o) = (2, 9, 11, 16, 17)
+        let x = try f64([n, h, w, c], seed: 21), k = try f64([3, 3, c, o], seed: 22)
+        let xv = x.doubles(), kv = k.doubles()
+        for pad in [0, 1, 2] {
+            var g = ConvGeometry()
+            (g.n, g.c, g.o) = (n, c, o)
+            g.inSize = [1, h, w]
+            g.kernel = [1, 3, 3]
+            g.pads = [0, pad, pad]
+            let (oh, ow) = (h + 2 * pad - 2, w + 2 * pad - 2)
+            g.outSize = [1, oh, ow]
+            var want = [Double](repeating: 0, count: n * oh * ow * o)
+            for img in 0..<n { for oy in 0..<oh { for ox in 0..<ow { for ky in 0..<3 { for kx in 0..<3 {
+                let iy = oy - pad + ky, ix = ox - pad + kx
+                guard iy >= 0 && iy < h && ix >= 0 && ix < w else { continue }
+                for ch in 0..<c { for oc in 0..<o {
+                    want[((img * oh + oy) * ow + ox) * o + oc] += xv[((img * h + iy) * w + ix) * c + ch] * kv[((ky * 3 + kx) * c + ch) * o + oc]
+                } }
+            } } } } }
+            for chunkBytes in [4 << 20, 5 * 16 * c * 8] {
+                let y = try Tensor(zeros: [n, oh, ow, o], dtype: .float64)
+                try winogradConv(Double.self, g, x: x.pointer(Double.self), w: k.pointer(Double.self),
+                                 y: y.pointer(Double.self), chunkBytes: chunkBytes)
+                let worst = zip(y.doubles(), want).map { Swift.abs($0 - $1) }.max() ?? 0
+                XCTAssertLessThan(worst, 1e-12 * Swift.max(1, want.map(Swift.abs).max() ?? 0), "pad \(pad), chunk \(chunkBytes)")
+            }
+        }
+        // Which geometries take this path.
+        var g = ConvGeometry()
+        (g.n, g.c, g.o, g.inSize, g.kernel, g.outSize) = (1, 16, 16, [1, 16, 16], [1, 3, 3], [1, 16, 16])
+        XCTAssertTrue(winogradApplies(g))
+        g.strides = [1, 2, 2]
+        XCTAssertFalse(winogradApplies(g))
+    }
+
     func testConvTransposeIsTheAdjointOfConv() throws {
         // <conv(x, w), y> == <x, conv_transpose(y, w)> for the same geometry.
         let x = try f64([2, 7, 6, 3], seed: 5), w = try f64([3, 2, 3, 4], seed: 6)

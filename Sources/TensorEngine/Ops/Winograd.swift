@@ -1,0 +1,148 @@
+/// 3x3, stride-1 convolutions by Winograd's F(2x2, 3x3): each 2x2 output tile is
+/// A^T [(G g G^T) ⊙ (B^T d B)] A for its 4x4 input patch d, so the 16 products per tile and
+/// channel pair become 16 GEMMs of (tiles x C) by (C x O) with 2.25x fewer multiply-adds than
+/// im2col's one GEMM, and no 9x column buffer. Channels are innermost (NHWC), so every
+/// transform is a vector loop over channels.
+///
+/// Used for the forward pass of 2-D convs (and so for the transposed conv's input gradient)
+/// with enough channels that the GEMMs dominate; the transforms' extra rounding stays within
+/// a few float32 ulps of the im2col result at these sizes.
+func winogradApplies(_ g: ConvGeometry) -> Bool {
+    g.groups == 1 && g.kernel == [1, 3, 3] && g.strides == [1, 1, 1] && g.dilation == [1, 1, 1]
+        && g.inSize[0] == 1 && g.c >= 16 && g.o >= 16 && g.n * g.outSize[1] * g.outSize[2] >= 256
+}
+
+/// (a − c, b + c, c − b, b − d) over `n` channels: one line of B^T d B.
+@inline(__always)
+private func inputLine<T: BinaryFloatingPoint>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ c: UnsafePointer<T>,
+                                               _ d: UnsafePointer<T>, _ o0: UnsafeMutablePointer<T>,
+                                               _ o1: UnsafeMutablePointer<T>, _ o2: UnsafeMutablePointer<T>,
+                                               _ o3: UnsafeMutablePointer<T>, _ n: Int) {
+    for i in 0..<n {
+        let (x, y, z, w) = (a[i], b[i], c[i], d[i])
+        o0[i] = x - z
+        o1[i] = y + z
+        o2[i] = z - y
+        o3[i] = y - w
+    }
+}
+
+/// (a + b + c, b − c − d) over `n` channels: one line of A^T m A.
+@inline(__always)
+private func outputLine<T: BinaryFloatingPoint>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ c: UnsafePointer<T>,
+                                                _ d: UnsafePointer<T>, _ o0: UnsafeMutablePointer<T>,
+                                                _ o1: UnsafeMutablePointer<T>, _ n: Int) {
+    for i in 0..<n {
+        let (x, y, z, w) = (a[i], b[i], c[i], d[i])
+        o0[i] = x + y + z
+        o1[i] = y - z - w
+    }
+}
+
+/// (a, (a + b + c) / 2, (a − b + c) / 2, c) over `n` channels: one line of G g G^T.
+@inline(__always)
+private func kernelLine<T: BinaryFloatingPoint>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ c: UnsafePointer<T>,
+                                                _ o0: UnsafeMutablePointer<T>, _ o1: UnsafeMutablePointer<T>,
+                                                _ o2: UnsafeMutablePointer<T>, _ o3: UnsafeMutablePointer<T>, _ n: Int) {
+    for i in 0..<n {
+        let (x, y, z) = (a[i], b[i], c[i])
+        o0[i] = x
+        o1[i] = (x + y + z) * 0.5
+        o2[i] = (x - y + z) * 0.5
+        o3[i] = z
+    }
+}
+
+/// y = conv(x, w) for `winogradApplies(g)`: x (N, 1, H, W, C) as pointers, w (3, 3, C, O).
+func winogradConv<T: BLASFloat & BinaryFloatingPoint>(_: T.Type, _ g: ConvGeometry, x: UnsafePointer<T>,
+                                                      w: UnsafePointer<T>, y: UnsafeMutablePointer<T>,
+                                                      chunkBytes: Int = 4 << 20) throws {
+    let (c, o) = (g.c, g.o)
+    let (h, wd, oh, ow) = (g.inSize[1], g.inSize[2], g.outSize[1], g.outSize[2])
+    let (th, tw) = ((oh + 1) / 2, (ow + 1) / 2)
+    let tiles = g.n * th * tw
+    let size = MemoryLayout<T>.size
+    // About 4 MB of transformed input per chunk (the size im2col's chunks found best).
+    let chunk = Swift.max(1, Swift.min(tiles, chunkBytes / (16 * c * size)))
+
+    let u = try Tensor(empty: [16 * c * o], dtype: T.dtype), pu = u.pointer(T.self)
+    let v = try Tensor(empty: [16 * chunk * c], dtype: T.dtype), pv = v.pointer(T.self)
+    let m = try Tensor(empty: [16 * chunk * o], dtype: T.dtype), pm = m.pointer(T.self)
+    let zeros = try Tensor(zeros: [c], dtype: T.dtype), pz = UnsafePointer(zeros.pointer(T.self))
+
+    // U[k][c][o] = G g G^T, k = 4 r + s.
+    parallelFor(c, cost: 16 * o) { range in
+        let tmp = UnsafeMutablePointer<T>.allocate(capacity: 12 * o)
+        defer { tmp.deallocate() }
+        for ci in range {
+            // Columns first: tmp[r][kx] over ky.
+            for kx in 0..<3 {
+                let tap = { (ky: Int) in UnsafePointer(w + ((ky * 3 + kx) * c + ci) * o) }
+                kernelLine(tap(0), tap(1), tap(2), tmp + (0 * 3 + kx) * o, tmp + (1 * 3 + kx) * o,
+                           tmp + (2 * 3 + kx) * o, tmp + (3 * 3 + kx) * o, o)
+            }
+            for r in 0..<4 {
+                let row = UnsafePointer(tmp + r * 3 * o)
+                let out = { (s: Int) in pu + ((r * 4 + s) * c + ci) * o }
+                kernelLine(row, row + o, row + 2 * o, out(0), out(1), out(2), out(3), o)
+            }
+        }
+    }
+
+    var t0 = 0
+    while t0 < tiles {
+        let t1 = Swift.min(tiles, t0 + chunk), count = t1 - t0
+        // V[k][t][c] = B^T d B for each tile's 4x4 input patch (zeros outside the image).
+        parallelFor(count, cost: 16 * c) { range in
+            let tmp = UnsafeMutablePointer<T>.allocate(capacity: 16 * c)
+            defer { tmp.deallocate() }
+            for t in range {
+                let tile = t0 + t
+                let (img, ty, tx) = (tile / (th * tw), (tile / tw) % th, tile % tw)
+                let iy0 = 2 * ty - g.pads[1], ix0 = 2 * tx - g.pads[2]
+                func at(_ i: Int, _ j: Int) -> UnsafePointer<T> {
+                    let (iy, ix) = (iy0 + i, ix0 + j)
+                    return iy >= 0 && iy < h && ix >= 0 && ix < wd ? x + ((img * h + iy) * wd + ix) * c : pz
+                }
+                // Rows first: tmp[i][s] over the patch's columns.
+                for i in 0..<4 {
+                    let out = tmp + i * 4 * c
+                    inputLine(at(i, 0), at(i, 1), at(i, 2), at(i, 3), out, out + c, out + 2 * c, out + 3 * c, c)
+                }
+                for s in 0..<4 {
+                    let col = { (i: Int) in UnsafePointer(tmp + (i * 4 + s) * c) }
+                    let out = { (r: Int) in pv + ((r * 4 + s) * chunk + t) * c }
+                    inputLine(col(0), col(1), col(2), col(3), out(0), out(1), out(2), out(3), c)
+                }
+            }
+        }
+        // M_k = V_k U_k: 16 GEMMs, none inside our own parallel loop.
+        for k in 0..<16 {
+            T.gemm(transA: false, transB: false, m: count, n: o, k: c, a: pv + k * chunk * c, lda: c,
+                   b: pu + k * c * o, ldb: o, beta: 0, c: pm + k * chunk * o, ldc: o)
+        }
+        // y tile = A^T M A; rows and columns past the output's edge go to scratch.
+        parallelFor(count, cost: 16 * o) { range in
+            let tmp = UnsafeMutablePointer<T>.allocate(capacity: 9 * o)
+            defer { tmp.deallocate() }
+            let spill = tmp + 8 * o
+            for t in range {
+                let tile = t0 + t
+                let (img, ty, tx) = (tile / (th * tw), (tile / tw) % th, tile % tw)
+                // Columns first: tmp[a][s] over r.
+                for s in 0..<4 {
+                    let src = { (r: Int) in UnsafePointer(pm + ((r * 4 + s) * chunk + t) * o) }
+                    outputLine(src(0), src(1), src(2), src(3), tmp + s * o, tmp + (4 + s) * o, o)
+                }
+                for a in 0..<2 {
+                    let oy = 2 * ty + a, ox = 2 * tx
+                    let row = UnsafePointer(tmp + a * 4 * o)
+                    let dst = { (b: Int) in oy < oh && ox + b < ow ? y + ((img * oh + oy) * ow + ox + b) * o : spill }
+                    outputLine(row, row + o, row + 2 * o, row + 3 * o, dst(0), dst(1), o)
+                }
+            }
+        }
+        t0 = t1
+    }
+    withExtendedLifetime((u, v, m, zeros)) {}
+}
