@@ -202,10 +202,39 @@ final class OpTests: XCTestCase {
                 XCTAssertLessThan(worst, 1e-12 * Swift.max(1, want.map(Swift.abs).max() ?? 0), "pad \(pad), chunk \(chunkBytes)")
             }
         }
+        // Through conv2d and its VJP: the forward pass and dx (a Winograd pass of its own).
+        for padding in ["same", "valid"] {
+            let (h2, w2, c2, o2) = (19, 20, 16, 18)
+            let x2 = try f64([1, h2, w2, c2], seed: 23), k2 = try f64([3, 3, c2, o2], seed: 24)
+            let p = padding == "same" ? 1 : 0, (oh, ow) = (h2 + 2 * p - 2, w2 + 2 * p - 2)
+            let r2 = try f64([1, oh, ow, o2], seed: 25)
+            let xv2 = x2.doubles(), kv2 = k2.doubles(), rv2 = r2.doubles()
+            var y = [Double](repeating: 0, count: oh * ow * o2), dx = [Double](repeating: 0, count: xv2.count)
+            for oy in 0..<oh { for ox in 0..<ow { for ky in 0..<3 { for kx in 0..<3 {
+                let iy = oy - p + ky, ix = ox - p + kx
+                guard iy >= 0 && iy < h2 && ix >= 0 && ix < w2 else { continue }
+                for ch in 0..<c2 { for oc in 0..<o2 {
+                    let xi = (iy * w2 + ix) * c2 + ch, ki = ((ky * 3 + kx) * c2 + ch) * o2 + oc, yi = (oy * ow + ox) * o2 + oc
+                    y[yi] += xv2[xi] * kv2[ki]
+                    dx[xi] += rv2[yi] * kv2[ki]
+                } }
+            } } } }
+            Tape.push()
+            defer { try? Tape.pop() }
+            x2.requiresGrad = true
+            defer { x2.requiresGrad = false }
+            let out = try conv2d(x2, k2, padding: padding)
+            let gx = try Tape.gradient(of: try sum(try multiply(out, r2)), wrt: [x2])[0]!
+            for (name, got, want) in [("y", out.doubles(), y), ("dx", gx.doubles(), dx)] {
+                let worst = zip(got, want).map { Swift.abs($0 - $1) }.max() ?? 1
+                XCTAssertLessThan(worst, 1e-12 * Swift.max(1, want.map(Swift.abs).max() ?? 0), "\(padding) \(name)")
+            }
+        }
         // Which geometries take this path.
         var g = ConvGeometry()
         (g.n, g.c, g.o, g.inSize, g.kernel, g.outSize) = (1, 16, 16, [1, 16, 16], [1, 3, 3], [1, 16, 16])
         XCTAssertTrue(winogradApplies(g))
+        XCTAssertNotNil(winogradGeometry(forward: false, g))
         g.strides = [1, 2, 2]
         XCTAssertFalse(winogradApplies(g))
     }

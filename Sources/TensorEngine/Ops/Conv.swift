@@ -1,6 +1,6 @@
 /// N-D convolution (1 to 3 spatial dimensions, channels last) via im2col + GEMM, with groups
-/// (depthwise = groups == channels) and its adjoint, the transposed convolution. Forward
-/// passes of 3x3 stride-1 2-D convs with enough channels go to Winograd.swift instead.
+/// (depthwise = groups == channels) and its adjoint, the transposed convolution. Forward and
+/// input-gradient passes of 3x3 stride-1 2-D convs with enough channels go to Winograd.swift.
 /// Every shape is handled as 3-D: missing leading spatial dimensions have size 1.
 
 struct ConvGeometry {
@@ -102,13 +102,9 @@ private struct ConvKernel: BLASVisitor {
     let a: Tensor, b: Tensor, out: Tensor
     func visit<T: BLASFloat>(_: T.Type) throws {
         guard g.n > 0, g.kk > 0, g.rowsPerImage > 0 else { return }
-        if pass == .forward && winogradApplies(g) {
-            if T.self == Float.self {
-                return try winogradConv(Float.self, g, x: a.pointer(Float.self), w: b.pointer(Float.self), y: out.pointer(Float.self))
-            }
-            if T.self == Double.self {
-                return try winogradConv(Double.self, g, x: a.pointer(Double.self), w: b.pointer(Double.self), y: out.pointer(Double.self))
-            }
+        if pass != .kernelGrad, let wg = winogradGeometry(forward: pass == .forward, g) {
+            if T.self == Float.self { return try winogradPass(Float.self, inputGrad: pass == .inputGrad, wg, x: a, w: b, y: out) }
+            if T.self == Double.self { return try winogradPass(Double.self, inputGrad: pass == .inputGrad, wg, x: a, w: b, y: out) }
         }
         let ow = g.outSize[2], lines = g.n * g.linesPerImage
         let chunk = chunkLines(g, MemoryLayout<T>.size, wholeImages: pass == .inputGrad)

@@ -4,12 +4,42 @@
 /// im2col's one GEMM, and no 9x column buffer. Channels are innermost (NHWC), so every
 /// transform is a vector loop over channels.
 ///
-/// Used for the forward pass of 2-D convs (and so for the transposed conv's input gradient)
-/// with enough channels that the GEMMs dominate; the transforms' extra rounding stays within
-/// a few float32 ulps of the im2col result at these sizes.
+/// Used for the forward and input-gradient passes of 2-D convs (and so for transposed convs
+/// and their input gradient) with enough channels that the GEMMs dominate; the transforms'
+/// extra rounding stays within a few float32 ulps of the im2col result at these sizes.
 func winogradApplies(_ g: ConvGeometry) -> Bool {
     g.groups == 1 && g.kernel == [1, 3, 3] && g.strides == [1, 1, 1] && g.dilation == [1, 1, 1]
         && g.inSize[0] == 1 && g.c >= 16 && g.o >= 16 && g.n * g.outSize[1] * g.outSize[2] >= 256
+}
+
+/// The geometry to run a conv pass by Winograd, or nil. The input gradient of a 3x3
+/// stride-1 conv is itself one: dy (channels O) correlated with the kernel turned 180° and
+/// its channel axes swapped, padded 2 − p, giving x's spatial size.
+func winogradGeometry(forward: Bool, _ g: ConvGeometry) -> ConvGeometry? {
+    var t = g
+    if !forward {
+        (t.c, t.o, t.inSize, t.outSize) = (g.o, g.c, g.outSize, g.inSize)
+        t.pads = [g.pads[0], 2 - g.pads[1], 2 - g.pads[2]]
+    }
+    return winogradApplies(t) ? t : nil
+}
+
+/// y = conv(x, w), or for `inputGrad` dx = conv^T(dy, w) with `g` from `winogradGeometry`.
+func winogradPass<T: BLASFloat & BinaryFloatingPoint>(_: T.Type, inputGrad: Bool, _ g: ConvGeometry, x: Tensor,
+                                                      w: Tensor, y: Tensor) throws {
+    guard inputGrad else {
+        return try winogradConv(T.self, g, x: x.pointer(T.self), w: w.pointer(T.self), y: y.pointer(T.self))
+    }
+    // w (3, 3, C, O) -> (3, 3, O, C) turned 180°; here g.c = O and g.o = C.
+    let (c, o) = (g.o, g.c)
+    let turned = try Tensor(empty: [9 * c * o], dtype: T.dtype)
+    let src = w.pointer(T.self), dst = turned.pointer(T.self)
+    for tap in 0..<9 {
+        let from = src + (8 - tap) * c * o, to = dst + tap * c * o
+        for ci in 0..<c { for oi in 0..<o { to[oi * c + ci] = from[ci * o + oi] } }
+    }
+    try winogradConv(T.self, g, x: x.pointer(T.self), w: turned.pointer(T.self), y: y.pointer(T.self))
+    withExtendedLifetime(turned) {}
 }
 
 /// (a − c, b + c, c − b, b − d) over `n` channels: one line of B^T d B.
