@@ -144,20 +144,7 @@ final class OpTests: XCTestCase {
     func testConvSplitAcrossColumnChunksMatchesDirectLoops() throws {
         let (n, h, w, c, o) = (2, 80, 72, 8, 2)
         let x = try f64([n, h, w, c], seed: 11), k = try f64([3, 3, c, o], seed: 12), r = try f64([n, h, w, o], seed: 13)
-        let xv = x.doubles(), kv = k.doubles(), rv = r.doubles()
-        var y = [Double](repeating: 0, count: n * h * w * o), dx = [Double](repeating: 0, count: xv.count)
-        var dk = [Double](repeating: 0, count: kv.count)
-        for img in 0..<n { for oy in 0..<h { for ox in 0..<w { for ky in 0..<3 { for kx in 0..<3 {
-            let iy = oy - 1 + ky, ix = ox - 1 + kx
-            guard iy >= 0 && iy < h && ix >= 0 && ix < w else { continue }
-            for ch in 0..<c { for oc in 0..<o {
-                let xi = ((img * h + iy) * w + ix) * c + ch, ki = ((ky * 3 + kx) * c + ch) * o + oc
-                let yi = ((img * h + oy) * w + ox) * o + oc
-                y[yi] += xv[xi] * kv[ki]
-                dx[xi] += rv[yi] * kv[ki]
-                dk[ki] += rv[yi] * xv[xi]
-            } }
-        } } } } }
+        let (y, dx, dk) = directConv3x3(x, k, weights: r, pad: 1)
         Tape.push()
         defer { try? Tape.pop() }
         x.requiresGrad = true
@@ -165,10 +152,8 @@ final class OpTests: XCTestCase {
         defer { x.requiresGrad = false; k.requiresGrad = false }
         let out = try conv2d(x, k, strides: [1, 1], padding: "same")
         let grads = try Tape.gradient(of: try sum(try multiply(out, r)), wrt: [x, k])
-        for (name, got, want) in [("y", out.doubles(), y), ("dx", grads[0]!.doubles(), dx), ("dk", grads[1]!.doubles(), dk)] {
-            XCTAssertEqual(got.count, want.count, name)
-            let worst = zip(got, want).map { Swift.abs($0 - $1) }.max() ?? 0
-            XCTAssertLessThan(worst, 1e-9 * Swift.max(1, want.map(Swift.abs).max() ?? 0), name)
+        for (name, got, want) in [("y", out, y), ("dx", grads[0]!, dx), ("dk", grads[1]!, dk)] {
+            assertNear(got, want, relative: 1e-9, name)
         }
     }
 
@@ -177,7 +162,6 @@ final class OpTests: XCTestCase {
         // boundaries inside image rows and across images.
         let (n, h, w, c, o) = (2, 9, 11, 16, 17)
         let x = try f64([n, h, w, c], seed: 21), k = try f64([3, 3, c, o], seed: 22)
-        let xv = x.doubles(), kv = k.doubles()
         for pad in [0, 1, 2] {
             var g = ConvGeometry()
             (g.n, g.c, g.o) = (n, c, o)
@@ -186,20 +170,12 @@ final class OpTests: XCTestCase {
             g.pads = [0, pad, pad]
             let (oh, ow) = (h + 2 * pad - 2, w + 2 * pad - 2)
             g.outSize = [1, oh, ow]
-            var want = [Double](repeating: 0, count: n * oh * ow * o)
-            for img in 0..<n { for oy in 0..<oh { for ox in 0..<ow { for ky in 0..<3 { for kx in 0..<3 {
-                let iy = oy - pad + ky, ix = ox - pad + kx
-                guard iy >= 0 && iy < h && ix >= 0 && ix < w else { continue }
-                for ch in 0..<c { for oc in 0..<o {
-                    want[((img * oh + oy) * ow + ox) * o + oc] += xv[((img * h + iy) * w + ix) * c + ch] * kv[((ky * 3 + kx) * c + ch) * o + oc]
-                } }
-            } } } } }
+            let want = directConv3x3(x, k, weights: nil, pad: pad).y
             for chunkBytes in [4 << 20, 5 * 16 * c * 8] {
                 let y = try Tensor(zeros: [n, oh, ow, o], dtype: .float64)
                 try winogradConv(Double.self, g, x: x.pointer(Double.self), w: k.pointer(Double.self),
                                  y: y.pointer(Double.self), chunkBytes: chunkBytes)
-                let worst = zip(y.doubles(), want).map { Swift.abs($0 - $1) }.max() ?? 0
-                XCTAssertLessThan(worst, 1e-12 * Swift.max(1, want.map(Swift.abs).max() ?? 0), "pad \(pad), chunk \(chunkBytes)")
+                assertNear(y, want, relative: 1e-12, "pad \(pad), chunk \(chunkBytes)")
             }
         }
         // Through conv2d and its VJP: the forward pass and dx (a Winograd pass of its own).
@@ -208,26 +184,15 @@ final class OpTests: XCTestCase {
             let x2 = try f64([1, h2, w2, c2], seed: 23), k2 = try f64([3, 3, c2, o2], seed: 24)
             let p = padding == "same" ? 1 : 0, (oh, ow) = (h2 + 2 * p - 2, w2 + 2 * p - 2)
             let r2 = try f64([1, oh, ow, o2], seed: 25)
-            let xv2 = x2.doubles(), kv2 = k2.doubles(), rv2 = r2.doubles()
-            var y = [Double](repeating: 0, count: oh * ow * o2), dx = [Double](repeating: 0, count: xv2.count)
-            for oy in 0..<oh { for ox in 0..<ow { for ky in 0..<3 { for kx in 0..<3 {
-                let iy = oy - p + ky, ix = ox - p + kx
-                guard iy >= 0 && iy < h2 && ix >= 0 && ix < w2 else { continue }
-                for ch in 0..<c2 { for oc in 0..<o2 {
-                    let xi = (iy * w2 + ix) * c2 + ch, ki = ((ky * 3 + kx) * c2 + ch) * o2 + oc, yi = (oy * ow + ox) * o2 + oc
-                    y[yi] += xv2[xi] * kv2[ki]
-                    dx[xi] += rv2[yi] * kv2[ki]
-                } }
-            } } } }
+            let (y, dx, _) = directConv3x3(x2, k2, weights: r2, pad: p)
             Tape.push()
             defer { try? Tape.pop() }
             x2.requiresGrad = true
             defer { x2.requiresGrad = false }
             let out = try conv2d(x2, k2, padding: padding)
             let gx = try Tape.gradient(of: try sum(try multiply(out, r2)), wrt: [x2])[0]!
-            for (name, got, want) in [("y", out.doubles(), y), ("dx", gx.doubles(), dx)] {
-                let worst = zip(got, want).map { Swift.abs($0 - $1) }.max() ?? 1
-                XCTAssertLessThan(worst, 1e-12 * Swift.max(1, want.map(Swift.abs).max() ?? 0), "\(padding) \(name)")
+            for (name, got, want) in [("y", out, y), ("dx", gx, dx)] {
+                assertNear(got, want, relative: 1e-12, "\(padding) \(name)")
             }
         }
         // Which geometries take this path.
@@ -376,4 +341,37 @@ final class OpTests: XCTestCase {
         XCTAssertEqual(s.dtype, .float8_e4m3fn)
         XCTAssertEqual(try cast(s, to: .float64).doubles()[1], -5)
     }
+}
+
+/// A stride-1 3x3 conv of x (N, H, W, C) with k (3, 3, C, O) and `pad` zeros on every side
+/// by direct loops in float64, with the gradients of sum(y * weights) when weights are given.
+private func directConv3x3(_ x: Tensor, _ k: Tensor, weights r: Tensor?, pad: Int) -> (y: [Double], dx: [Double], dk: [Double]) {
+    let (n, h, w, c, o) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], k.shape[3])
+    let (oh, ow) = (h + 2 * pad - 2, w + 2 * pad - 2)
+    let xv = x.doubles(), kv = k.doubles(), rv = r?.doubles()
+    var y = [Double](repeating: 0, count: n * oh * ow * o), dx = [Double](repeating: 0, count: xv.count)
+    var dk = [Double](repeating: 0, count: kv.count)
+    for img in 0..<n { for oy in 0..<oh { for ox in 0..<ow { for ky in 0..<3 { for kx in 0..<3 {
+        let iy = oy - pad + ky, ix = ox - pad + kx
+        guard iy >= 0 && iy < h && ix >= 0 && ix < w else { continue }
+        for ch in 0..<c { for oc in 0..<o {
+            let xi = ((img * h + iy) * w + ix) * c + ch, ki = ((ky * 3 + kx) * c + ch) * o + oc
+            let yi = ((img * oh + oy) * ow + ox) * o + oc
+            y[yi] += xv[xi] * kv[ki]
+            if let rv = rv {
+                dx[xi] += rv[yi] * kv[ki]
+                dk[ki] += rv[yi] * xv[xi]
+            }
+        } }
+    } } } } }
+    return (y, dx, dk)
+}
+
+/// Same length, and every element within `relative` of the largest |want| (at least 1).
+private func assertNear(_ got: Tensor, _ want: [Double], relative: Double, _ message: String,
+                        file: StaticString = #filePath, line: UInt = #line) {
+    let g = got.doubles()
+    XCTAssertEqual(g.count, want.count, message, file: file, line: line)
+    let worst = zip(g, want).map { Swift.abs($0 - $1) }.max() ?? 0
+    XCTAssertLessThan(worst, relative * Swift.max(1, want.map(Swift.abs).max() ?? 0), message, file: file, line: line)
 }

@@ -81,7 +81,10 @@ private func col2im<T: BLASFloat>(_ cols: UnsafePointer<T>, _ g: ConvGeometry, _
     }
 }
 
-/// Output lines per im2col chunk, bounding the column buffer to about 4 MB: GEMM then reads
+/// Bytes of GEMM operand per conv chunk (im2col columns, Winograd's transformed tiles).
+let convChunkBytes = 4 << 20
+
+/// Output lines per im2col chunk, bounding the column buffer to `convChunkBytes`: GEMM then reads
 /// columns im2col has just written while they are still in cache (16x32x32x64, 3x3: one
 /// image per chunk ran ~20 ms against ~30 ms for 13 images per 32 MB chunk; one 128x128x64
 /// image, one 38 MB chunk when chunks were whole images: 10.1-10.7 ms against 7.4-8.0). The
@@ -89,7 +92,7 @@ private func col2im<T: BLASFloat>(_ cols: UnsafePointer<T>, _ g: ConvGeometry, _
 /// writes never overlap.
 private func chunkLines(_ g: ConvGeometry, _ itemSize: Int, wholeImages: Bool) -> Int {
     let perLine = Swift.max(1, g.outSize[2] * g.kk * itemSize)
-    let lines = Swift.max(1, Swift.min(g.n * g.linesPerImage, (4 << 20) / perLine))
+    let lines = Swift.max(1, Swift.min(g.n * g.linesPerImage, convChunkBytes / perLine))
     return wholeImages ? Swift.max(1, lines / g.linesPerImage) * g.linesPerImage : lines
 }
 
@@ -103,8 +106,7 @@ private struct ConvKernel: BLASVisitor {
     func visit<T: BLASFloat>(_: T.Type) throws {
         guard g.n > 0, g.kk > 0, g.rowsPerImage > 0 else { return }
         if pass != .kernelGrad, let wg = winogradGeometry(forward: pass == .forward, g) {
-            if T.self == Float.self { return try winogradPass(Float.self, inputGrad: pass == .inputGrad, wg, x: a, w: b, y: out) }
-            if T.self == Double.self { return try winogradPass(Double.self, inputGrad: pass == .inputGrad, wg, x: a, w: b, y: out) }
+            return try winogradPass(T.self, inputGrad: pass == .inputGrad, wg, x: a, w: b, y: out)
         }
         let ow = g.outSize[2], lines = g.n * g.linesPerImage
         let chunk = chunkLines(g, MemoryLayout<T>.size, wholeImages: pass == .inputGrad)

@@ -119,7 +119,7 @@ let linalgOps: [OpDef] = [
 ]
 
 /// float32 / float64 GEMM through OpenBLAS (row-major).
-protocol BLASFloat: FloatElem {
+protocol BLASFloat: FloatElem, BinaryFloatingPoint {
     static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                      a: UnsafePointer<Self>, lda: Int, b: UnsafePointer<Self>, ldb: Int,
                      beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int)

@@ -25,7 +25,7 @@ func winogradGeometry(forward: Bool, _ g: ConvGeometry) -> ConvGeometry? {
 }
 
 /// y = conv(x, w), or for `inputGrad` dx = conv^T(dy, w) with `g` from `winogradGeometry`.
-func winogradPass<T: BLASFloat & BinaryFloatingPoint>(_: T.Type, inputGrad: Bool, _ g: ConvGeometry, x: Tensor,
+func winogradPass<T: BLASFloat>(_: T.Type, inputGrad: Bool, _ g: ConvGeometry, x: Tensor,
                                                       w: Tensor, y: Tensor) throws {
     guard inputGrad else {
         return try winogradConv(T.self, g, x: x.pointer(T.self), w: w.pointer(T.self), y: y.pointer(T.self))
@@ -84,15 +84,16 @@ private func kernelLine<T: BinaryFloatingPoint>(_ a: UnsafePointer<T>, _ b: Unsa
 }
 
 /// y = conv(x, w) for `winogradApplies(g)`: x (N, 1, H, W, C) as pointers, w (3, 3, C, O).
-func winogradConv<T: BLASFloat & BinaryFloatingPoint>(_: T.Type, _ g: ConvGeometry, x: UnsafePointer<T>,
+func winogradConv<T: BLASFloat>(_: T.Type, _ g: ConvGeometry, x: UnsafePointer<T>,
                                                       w: UnsafePointer<T>, y: UnsafeMutablePointer<T>,
-                                                      chunkBytes: Int = 4 << 20) throws {
+                                                      chunkBytes: Int = convChunkBytes) throws {
     let (c, o) = (g.c, g.o)
     let (h, wd, oh, ow) = (g.inSize[1], g.inSize[2], g.outSize[1], g.outSize[2])
     let (th, tw) = ((oh + 1) / 2, (ow + 1) / 2)
     let tiles = g.n * th * tw
+    func origin(_ tile: Int) -> (img: Int, ty: Int, tx: Int) { (tile / (th * tw), (tile / tw) % th, tile % tw) }
     let size = MemoryLayout<T>.size
-    // About 4 MB of transformed input per chunk (the size im2col's chunks found best).
+    // The tiles whose transformed input fills about `chunkBytes`.
     let chunk = Swift.max(1, Swift.min(tiles, chunkBytes / (16 * c * size)))
 
     let u = try Tensor(empty: [16 * c * o], dtype: T.dtype), pu = u.pointer(T.self)
@@ -127,8 +128,7 @@ func winogradConv<T: BLASFloat & BinaryFloatingPoint>(_: T.Type, _ g: ConvGeomet
             let tmp = UnsafeMutablePointer<T>.allocate(capacity: 16 * c)
             defer { tmp.deallocate() }
             for t in range {
-                let tile = t0 + t
-                let (img, ty, tx) = (tile / (th * tw), (tile / tw) % th, tile % tw)
+                let (img, ty, tx) = origin(t0 + t)
                 let iy0 = 2 * ty - g.pads[1], ix0 = 2 * tx - g.pads[2]
                 func at(_ i: Int, _ j: Int) -> UnsafePointer<T> {
                     let (iy, ix) = (iy0 + i, ix0 + j)
@@ -157,8 +157,7 @@ func winogradConv<T: BLASFloat & BinaryFloatingPoint>(_: T.Type, _ g: ConvGeomet
             defer { tmp.deallocate() }
             let spill = tmp + 8 * o
             for t in range {
-                let tile = t0 + t
-                let (img, ty, tx) = (tile / (th * tw), (tile / tw) % th, tile % tw)
+                let (img, ty, tx) = origin(t0 + t)
                 // Columns first: tmp[a][s] over r.
                 for s in 0..<4 {
                     let src = { (r: Int) in UnsafePointer(pm + ((r * 4 + s) * chunk + t) * o) }
