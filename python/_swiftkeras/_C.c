@@ -41,6 +41,9 @@
  * heap. */
 #define SMALL_INPUTS 8
 #define SMALL_ATTRS 8
+/* Int lists (axes, shapes, permutations) of one call, up to this many ints in
+ * all, are converted into the call's stack frame instead of a heap copy. */
+#define INLINE_INTS 32
 
 /* Copies into the engine above this size run without the GIL. */
 #define NOGIL_COPY_BYTES (1 << 20)
@@ -118,6 +121,11 @@ typedef struct {
      * protocol hands these pointers out, so they live as long as the object. */
     Py_ssize_t *dims;
     PyObject *shape_tuple; /* built on first use; a handle's shape never changes */
+    /* Attributes Keras sets on tensors (_keras_mask) and weak references:
+     * here rather than added by a Python subclass, which would make every
+     * tensor a GC object (see tensor_subclass). */
+    PyObject *dict;
+    PyObject *weaklist;
     Py_ssize_t inline_dims[2 * INLINE_RANK];
 } TensorObject;
 
@@ -198,8 +206,23 @@ Tensor_dealloc(TensorObject *self)
     }
     self->dims = NULL;
     Py_CLEAR(self->shape_tuple);
+    if (self->weaklist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)self);
+    }
+    Py_CLEAR(self->dict);
+    /* An instance of a heap type holds a reference to it, which the dealloc
+     * of the first heap type whose dealloc is this one drops (a Python
+     * subclass's subtype_dealloc drops it only when its base is static). */
+    PyTypeObject *tp = Py_TYPE(self), *own = tp;
+    while (own->tp_dealloc != (destructor)Tensor_dealloc) {
+        own = own->tp_base;
+    }
+    int drop_type = (own->tp_flags & Py_TPFLAGS_HEAPTYPE) != 0;
     /* Subclass instances may be GC objects; their type's tp_free knows. */
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    tp->tp_free((PyObject *)self);
+    if (drop_type) {
+        Py_DECREF(tp);
+    }
 }
 
 static PyObject *
@@ -295,6 +318,7 @@ static PyGetSetDef Tensor_getset[] = {
      "Whether tapes record ops on this tensor (an autodiff leaf).", NULL},
     {"_handle", (getter)Tensor_get_handle, NULL,
      "Address of the engine handle: equal for the same engine tensor.", NULL},
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL},
 };
 
@@ -414,6 +438,8 @@ static PyTypeObject TensorType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .tp_new = NULL,
     .tp_dealloc = (destructor)Tensor_dealloc,
+    .tp_dictoffset = offsetof(TensorObject, dict),
+    .tp_weaklistoffset = offsetof(TensorObject, weaklist),
     .tp_repr = (reprfunc)Tensor_repr,
     .tp_getset = Tensor_getset,
     .tp_as_buffer = &Tensor_as_buffer,
@@ -616,6 +642,19 @@ as_double(PyObject *v, const char *attr, double *out)
     return 0;
 }
 
+/* Everything an op call borrows or allocates for its attributes, released in
+ * one place whatever path the call takes. */
+typedef struct {
+    te_attr small[SMALL_ATTRS];
+    PyObject *small_refs[3 * SMALL_ATTRS];
+    int64_t ints[INLINE_INTS]; /* lists of exact ints (axes, shapes), packed */
+    Py_ssize_t n_ints;
+    te_attr *attrs;
+    PyObject **refs; /* per attribute: key, value, list snapshot (or NULL) */
+    Py_ssize_t n_refs;
+    int32_t n;
+} AttrSet;
+
 /* Converts a list/tuple value. Ints stay exact unless a float is present,
  * in which case every element becomes a double. */
 static int
@@ -685,12 +724,43 @@ convert_bool(PyObject *value, te_attr *a)
     return 1;
 }
 
+/* A list or tuple of exact ints into the set's inline buffer, read in place:
+ * no element can run Python code, so nothing can change the list meanwhile.
+ * Returns 0 (leaving `a` untouched) for anything else, which convert_list
+ * then handles with its snapshot, or to raise its error. */
+static int
+inline_ints(AttrSet *set, PyObject *value, te_attr *a)
+{
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(value);
+    if (n == 0 || n > INLINE_INTS - set->n_ints) {
+        return 0;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(value);
+    int64_t *out = set->ints + set->n_ints;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyLong_CheckExact(items[i])) {
+            return 0;
+        }
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(items[i], &overflow);
+        if (overflow != 0) {
+            return 0;
+        }
+        out[i] = (int64_t)x;
+    }
+    set->n_ints += n;
+    a->kind = TE_ATTR_INTS;
+    a->ints = out;
+    a->n = (int64_t)n;
+    return 1;
+}
+
 /* Fills one te_attr. `value` must stay alive (and `list_ref` receives a new
  * reference that must too) while the record is in use: string pointers point
  * into Python objects. Returns 1 when filled, 0 when the value is None (the
  * attribute is omitted), -1 on error. */
 static int
-convert_attr(const char *name, PyObject *value, te_attr *a, PyObject **list_ref)
+convert_attr(const char *name, PyObject *value, AttrSet *set, te_attr *a, PyObject **list_ref)
 {
     memset(a, 0, sizeof(*a));
     a->name = name;
@@ -727,6 +797,9 @@ convert_attr(const char *name, PyObject *value, te_attr *a, PyObject **list_ref)
         return 1;
     }
     if (PyList_Check(value) || PyTuple_Check(value)) {
+        if (inline_ints(set, value, a)) {
+            return 1;
+        }
         /* Converting an element may run Python code (__index__, __float__)
          * that mutates a list; iterate over a tuple snapshot instead. The
          * engine then reads our own int64/double copy, never the list. */
@@ -755,23 +828,15 @@ convert_attr(const char *name, PyObject *value, te_attr *a, PyObject **list_ref)
     return -1;
 }
 
-/* Everything an op call borrows or allocates for its attributes, released in
- * one place whatever path the call takes. */
-typedef struct {
-    te_attr small[SMALL_ATTRS];
-    PyObject *small_refs[3 * SMALL_ATTRS];
-    te_attr *attrs;
-    PyObject **refs; /* per attribute: key, value, list snapshot (or NULL) */
-    Py_ssize_t n_refs;
-    int32_t n;
-} AttrSet;
-
 static void
 attrs_free(AttrSet *set)
 {
     if (set->attrs != NULL) {
         for (int32_t i = 0; i < set->n; i++) {
-            PyMem_Free((void *)set->attrs[i].ints);
+            const int64_t *ints = set->attrs[i].ints;
+            if (ints < set->ints || ints >= set->ints + INLINE_INTS) {
+                PyMem_Free((void *)ints);
+            }
             PyMem_Free((void *)set->attrs[i].floats);
         }
         if (set->attrs != set->small) {
@@ -790,6 +855,7 @@ attrs_free(AttrSet *set)
     set->refs = NULL;
     set->n = 0;
     set->n_refs = 0;
+    set->n_ints = 0;
 }
 
 /* Sizes `set` for n attributes (n > 0): stack arrays when they fit. */
@@ -846,7 +912,7 @@ attrs_fill(AttrSet *set, Py_ssize_t k)
         /* Count the slot as used before converting, so a half-converted list
          * buffer is freed by attrs_free. */
         set->n = filled + 1;
-        int r = convert_attr(name, value, &set->attrs[filled], &set->refs[3 * i + 2]);
+        int r = convert_attr(name, value, set, &set->attrs[filled], &set->refs[3 * i + 2]);
         if (r < 0) {
             goto fail;
         }
@@ -869,6 +935,7 @@ attrs_init(AttrSet *set)
     set->refs = NULL;
     set->n = 0;
     set->n_refs = 0;
+    set->n_ints = 0;
 }
 
 /* Attributes from a dict (op()) or None. */
@@ -1001,6 +1068,47 @@ py_set_tensor_class(PyObject *mod, PyObject *cls)
     Py_INCREF(cls);
     Py_SETREF(tensor_class, (PyTypeObject *)cls);
     Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(tensor_subclass_doc,
+"tensor_subclass(name)\n--\n\n"
+"A new subclass of Tensor named `name` ('module.Class'), to which Python adds\n"
+"methods with setattr. Unlike a class statement's subclass, its instances are\n"
+"not tracked by the garbage collector: a tensor refers to nothing but its\n"
+"engine handle and whatever is set in its __dict__, and skipping the GC\n"
+"costs less on every op. A reference cycle through a tensor's __dict__ is\n"
+"not collected.");
+
+static PyObject *
+py_tensor_subclass(PyObject *mod, PyObject *name)
+{
+    if (!PyUnicode_Check(name)) {
+        PyErr_SetString(PyExc_TypeError, "tensor_subclass() needs a str name");
+        return NULL;
+    }
+    const char *s = PyUnicode_AsUTF8(name);
+    if (s == NULL) {
+        return NULL;
+    }
+#if PY_VERSION_HEX < 0x030B0000
+    /* Before 3.11 the type points at the spec's name instead of copying it;
+     * such a type lives as long as the process, and so does this copy. */
+    size_t len = strlen(s) + 1;
+    char *copy = PyMem_RawMalloc(len);
+    if (copy == NULL) {
+        return PyErr_NoMemory();
+    }
+    s = memcpy(copy, s, len);
+#endif
+    PyType_Slot slots[] = {{0, NULL}};
+    PyType_Spec spec = {
+        .name = s,
+        .basicsize = 0,
+        .itemsize = 0,
+        .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+        .slots = slots,
+    };
+    return PyType_FromSpecWithBases(&spec, (PyObject *)&TensorType);
 }
 
 PyDoc_STRVAR(get_tensor_class_doc,
@@ -1196,6 +1304,20 @@ run_op(PyObject *name, int32_t op, te_tensor *in_handles, int32_t n_in, AttrSet 
     return -1;
 }
 
+/* The first of run_op's outputs as a Tensor; the others are released. */
+static PyObject *
+first_output(PyObject *name, te_tensor *outs, int32_t n_out)
+{
+    if (n_out == 0) {
+        PyErr_Format(PyExc_RuntimeError, "op %R returned no outputs", name);
+        return NULL;
+    }
+    for (int32_t i = 1; i < n_out; i++) {
+        te_tensor_release(outs[i]);
+    }
+    return wrap_handle(outs[0]);
+}
+
 PyDoc_STRVAR(op_doc,
 "op(name, inputs, attrs=None)\n--\n\n"
 "Run the engine op `name` on a sequence of Tensors with a dict of\n"
@@ -1303,15 +1425,7 @@ py_call(PyObject *mod, PyObject *const *args, Py_ssize_t nargs, PyObject *kwname
     te_tensor outs[MAX_OUTPUTS];
     int32_t n_out;
     if (run_op(name, op, in_handles, (int32_t)n_in, &attrs, outs, &n_out) == 0) {
-        if (n_out == 0) {
-            PyErr_Format(PyExc_RuntimeError, "op %R returned no outputs", name);
-        }
-        else {
-            for (int32_t i = 1; i < n_out; i++) {
-                te_tensor_release(outs[i]);
-            }
-            result = wrap_handle(outs[0]);
-        }
+        result = first_output(name, outs, n_out);
     }
     attrs_free(&attrs);
 
@@ -1501,6 +1615,248 @@ static PyTypeObject DispatchType = {
     .tp_vectorcall_offset = offsetof(DispatchObject, vectorcall),
     .tp_dictoffset = offsetof(DispatchObject, dict),
     .tp_getset = Dispatch_getset,
+};
+
+/* -------------------------------------------------------------------------- */
+/* Op                                                                          */
+/* -------------------------------------------------------------------------- */
+
+/* A backend function bound to one engine op: Op(fallback, name, n_inputs,
+ * attrs) behaves exactly as the Python function `fallback`, whose body is
+ * `op(name, *inputs, **{attr: param})` once its inputs are Tensors. When they
+ * already are, the call goes straight to the engine (positional and keyword
+ * parameters after the inputs become the named attributes); any other call
+ * (a numpy input, a sparse tensor, an unknown keyword) runs `fallback`, which
+ * holds the conversions and the error messages. For O(1) ops like transpose
+ * the Python frame and the keyword dict cost more than the engine. */
+#define OP_MAX_PARAMS 8
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *fallback;
+    PyObject *name;   /* the engine op (str), for error messages */
+    PyObject *params; /* tuple of str: the Python parameter names, inputs first */
+    PyObject *attrs;  /* tuple of str: the engine attribute of each later parameter */
+    PyObject *dict;   /* functools.update_wrapper's attributes */
+    int32_t op;
+    int n_inputs;
+    vectorcallfunc vectorcall;
+} OpObject;
+
+static Py_ssize_t
+op_param_index(OpObject *self, PyObject *kw)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(self->params);
+    /* Keyword names are interned, as are the parameter names: identity first. */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyTuple_GET_ITEM(self->params, i) == kw) {
+            return i;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int eq = PyUnicode_Compare(PyTuple_GET_ITEM(self->params, i), kw);
+        if (eq == 0) {
+            return i;
+        }
+        if (eq == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return -1;
+        }
+    }
+    return -1;
+}
+
+static PyObject *
+Op_vectorcall(OpObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    Py_ssize_t n_params = PyTuple_GET_SIZE(self->params);
+    int k = self->n_inputs;
+    if (nargs < k || nargs > n_params) {
+        goto slow;
+    }
+    te_tensor in_handles[OP_MAX_PARAMS];
+    for (int i = 0; i < k; i++) {
+        if (!Tensor_Check(args[i])) {
+            goto slow;
+        }
+        in_handles[i] = ((TensorObject *)args[i])->handle;
+    }
+    /* values[j]: the argument of parameter k + j, if given. */
+    PyObject *values[OP_MAX_PARAMS] = {NULL};
+    for (Py_ssize_t i = k; i < nargs; i++) {
+        values[i - k] = args[i];
+    }
+    for (Py_ssize_t j = 0; j < nkw; j++) {
+        Py_ssize_t p = op_param_index(self, PyTuple_GET_ITEM(kwnames, j));
+        if (p < k || values[p - k] != NULL) {
+            goto slow;
+        }
+        values[p - k] = args[nargs + j];
+    }
+
+    AttrSet attrs;
+    attrs_init(&attrs);
+    Py_ssize_t n_attrs = n_params - k, given = 0;
+    if (n_attrs > 0 && attrs_reserve(&attrs, n_attrs) < 0) {
+        return NULL;
+    }
+    for (Py_ssize_t j = 0; j < n_attrs; j++) {
+        if (values[j] != NULL && values[j] != Py_None) {
+            attrs.refs[3 * given] = Py_NewRef(PyTuple_GET_ITEM(self->attrs, j));
+            attrs.refs[3 * given + 1] = Py_NewRef(values[j]);
+            attrs.refs[3 * given + 2] = NULL;
+            given++;
+        }
+    }
+    if (attrs_fill(&attrs, given) < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    te_tensor outs[MAX_OUTPUTS];
+    int32_t n_out;
+    if (run_op(self->name, self->op, in_handles, k, &attrs, outs, &n_out) == 0) {
+        result = first_output(self->name, outs, n_out);
+    }
+    attrs_free(&attrs);
+    return result;
+
+slow:
+    return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+}
+
+static int
+str_tuple(PyObject *t, const char *what)
+{
+    if (!PyTuple_Check(t)) {
+        PyErr_Format(PyExc_TypeError, "Op: %s must be a tuple of str", what);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++) {
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(t, i))) {
+            PyErr_Format(PyExc_TypeError, "Op: %s must be a tuple of str", what);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+Op_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *fallback, *name, *params, *attrs;
+    static char *kwlist[] = {"fallback", "name", "params", "attrs", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OUOO:Op", kwlist, &fallback, &name,
+                                     &params, &attrs)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_TypeError, "Op: fallback must be callable");
+        return NULL;
+    }
+    if (str_tuple(params, "params") < 0 || str_tuple(attrs, "attrs") < 0) {
+        return NULL;
+    }
+    Py_ssize_t n_params = PyTuple_GET_SIZE(params), n_attrs = PyTuple_GET_SIZE(attrs);
+    if (n_params > OP_MAX_PARAMS || n_attrs > n_params) {
+        PyErr_Format(PyExc_ValueError,
+                     "Op: at most %d parameters, and no more attributes than parameters",
+                     OP_MAX_PARAMS);
+        return NULL;
+    }
+    int32_t op;
+    if (lookup_op(name, &op) < 0) {
+        return NULL;
+    }
+    OpObject *self = (OpObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->fallback = Py_NewRef(fallback);
+    self->name = Py_NewRef(name);
+    self->params = Py_NewRef(params);
+    self->attrs = Py_NewRef(attrs);
+    self->dict = NULL;
+    self->op = op;
+    self->n_inputs = (int)(n_params - n_attrs);
+    self->vectorcall = (vectorcallfunc)Op_vectorcall;
+    return (PyObject *)self;
+}
+
+static int
+Op_traverse(OpObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->fallback);
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int
+Op_clear(OpObject *self)
+{
+    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->params);
+    Py_CLEAR(self->attrs);
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void
+Op_dealloc(OpObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Op_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Op_get_fallback(OpObject *self, void *closure)
+{
+    return Py_NewRef(self->fallback);
+}
+
+static int
+Op_set_fallback(OpObject *self, PyObject *value, void *closure)
+{
+    if (value == NULL || !PyCallable_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "Op.fallback must be callable");
+        return -1;
+    }
+    Py_SETREF(self->fallback, Py_NewRef(value));
+    return 0;
+}
+
+static PyGetSetDef Op_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {"fallback", (getter)Op_get_fallback, (setter)Op_set_fallback,
+     "The Python function this op stands for; it runs every call the engine path does not "
+     "take.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyDoc_STRVAR(Op_doc,
+"Op(fallback, name, params, attrs)\n--\n\n"
+"A callable equal to `fallback` whose calls with Tensor inputs run the engine\n"
+"op `name` directly. `params` names fallback's parameters, the tensor inputs\n"
+"first; `attrs` names the engine attribute of each parameter after them (a\n"
+"None argument omits it). Other calls run `fallback`.");
+
+static PyTypeObject OpType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "_swiftkeras._C.Op",
+    .tp_basicsize = sizeof(OpObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = Op_doc,
+    .tp_new = Op_new,
+    .tp_dealloc = (destructor)Op_dealloc,
+    .tp_traverse = (traverseproc)Op_traverse,
+    .tp_clear = (inquiry)Op_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(OpObject, vectorcall),
+    .tp_dictoffset = offsetof(OpObject, dict),
+    .tp_getset = Op_getset,
 };
 
 PyDoc_STRVAR(op_names_doc,
@@ -1882,6 +2238,7 @@ py_engine_library(PyObject *mod, PyObject *unused)
 static PyMethodDef module_methods[] = {
     {"set_tensor_class", (PyCFunction)py_set_tensor_class, METH_O, set_tensor_class_doc},
     {"get_tensor_class", (PyCFunction)py_get_tensor_class, METH_NOARGS, get_tensor_class_doc},
+    {"tensor_subclass", (PyCFunction)py_tensor_subclass, METH_O, tensor_subclass_doc},
     {"from_buffer", (PyCFunction)(void (*)(void))py_from_buffer, METH_VARARGS | METH_KEYWORDS,
      from_buffer_doc},
     {"op", (PyCFunction)(void (*)(void))py_op, METH_FASTCALL | METH_KEYWORDS, op_doc},
@@ -1921,7 +2278,8 @@ PyInit__C(void)
                      (unsigned)found, (unsigned)TE_ABI_VERSION);
         return NULL;
     }
-    if (PyType_Ready(&TensorType) < 0 || PyType_Ready(&DispatchType) < 0) {
+    if (PyType_Ready(&TensorType) < 0 || PyType_Ready(&DispatchType) < 0 ||
+        PyType_Ready(&OpType) < 0) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&module_def);
@@ -1938,7 +2296,8 @@ PyInit__C(void)
         tensor_class = (PyTypeObject *)Py_NewRef((PyObject *)&TensorType);
     }
     if (PyModule_AddObjectRef(m, "Tensor", (PyObject *)&TensorType) < 0 ||
-        PyModule_AddObjectRef(m, "Dispatch", (PyObject *)&DispatchType) < 0) {
+        PyModule_AddObjectRef(m, "Dispatch", (PyObject *)&DispatchType) < 0 ||
+        PyModule_AddObjectRef(m, "Op", (PyObject *)&OpType) < 0) {
         goto fail;
     }
     PyObject *dtypes = PyTuple_New(N_DTYPES);

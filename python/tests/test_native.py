@@ -541,6 +541,80 @@ def test_dispatch_wraps_like_functools_and_is_collected():
     assert ref() is None
 
 
+def _py_transpose(x, axes=None):
+    """Transpose docs."""
+    _py_transpose.calls += 1
+    if not isinstance(x, C.Tensor):
+        x = tensor(np.asarray(x, np.float32))
+    return C.call("transpose", x, perm=axes)
+
+
+def test_op_runs_the_engine_for_tensors_and_the_function_otherwise():
+    import functools
+    import inspect
+
+    f = functools.update_wrapper(
+        C.Op(_py_transpose, "transpose", ("x", "axes"), ("perm",)), _py_transpose
+    )
+    assert f.__wrapped__ is _py_transpose and f.__doc__ == "Transpose docs."
+    assert list(inspect.signature(f).parameters) == ["x", "axes"]
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    x = tensor(a)
+    _py_transpose.calls = 0
+    cases = [
+        ((x,), {}, a.T),
+        ((x, None), {}, a.T),
+        ((x, (1, 0, 2)), {}, a.transpose(1, 0, 2)),
+        ((x,), {"axes": [2, -3, 1]}, a.transpose(2, 0, 1)),
+        ((x, [np.int64(0), 2, 1]), {}, a.transpose(0, 2, 1)),
+    ]
+    for args, kwargs, want in cases:
+        np.testing.assert_array_equal(np.asarray(f(*args, **kwargs)), want)
+    assert _py_transpose.calls == 0  # every call above went straight to the engine
+    # Anything else is the function's: conversion, keyword inputs, its errors.
+    np.testing.assert_array_equal(np.asarray(f(a, (2, 1, 0))), a.T)
+    np.testing.assert_array_equal(np.asarray(f(x=x)), a.T)
+    assert _py_transpose.calls == 2
+    with pytest.raises(TypeError, match="bogus"):
+        f(x, bogus=1)
+    with pytest.raises(TypeError, match="positional"):
+        f(x, None, 3)
+    with pytest.raises(TypeError, match="multiple values"):
+        f(x, None, axes=None)
+    # The engine's own errors come out of the fast path unchanged.
+    with pytest.raises(ValueError, match="permutation"):
+        f(x, (0, 0, 1))
+    with pytest.raises(TypeError, match="perm"):
+        f(x, "abc")
+    # Argument objects keep their reference counts.
+    axes = [1, 0, 2]
+    before = sys.getrefcount(axes), sys.getrefcount(x)
+    for _ in range(100):
+        f(x, axes)
+        f(x, axes=axes)
+    assert (sys.getrefcount(axes), sys.getrefcount(x)) == before
+
+
+def test_op_construction_errors_and_fallback():
+    with pytest.raises(ValueError, match="unknown op"):
+        C.Op(_py_transpose, "no_such_op", ("x",), ())
+    with pytest.raises(TypeError):
+        C.Op(1, "transpose", ("x", "axes"), ("perm",))
+    with pytest.raises(TypeError):
+        C.Op(_py_transpose, "transpose", ["x", "axes"], ("perm",))
+    with pytest.raises(ValueError):
+        C.Op(_py_transpose, "transpose", ("x",), ("a", "b"))
+    with pytest.raises(ValueError):
+        C.Op(_py_transpose, "transpose", tuple("abcdefghij"), ())
+    f = C.Op(_py_transpose, "transpose", ("x", "axes"), ("perm",))
+    assert f.fallback is _py_transpose
+    with pytest.raises(TypeError):
+        f.fallback = 1
+    f.fallback = lambda x, axes=None: "fallback"
+    assert f(np.ones(2)) == "fallback"
+    assert f(tensor(np.ones((2, 3), np.float32))).shape == (3, 2)
+
+
 # ---------------------------------------------------------------------------
 # Attribute conversion
 # ---------------------------------------------------------------------------
@@ -594,6 +668,23 @@ def test_attribute_container_errors():
         C.op("sum", [x], {1: [0]})
     with pytest.raises(ValueError):
         C.op("cast", [x], {"dtype": "float\x0032"})
+
+
+def test_int_lists_convert_alike_on_the_inline_and_general_paths():
+    # Lists of exact ints are read in place into a per-call buffer; anything
+    # else (numpy ints, more ints than the buffer holds) takes the snapshot
+    # path. Both must reach the engine as the same INTS.
+    x = sample("float32", (2, 3, 4), seed=9)
+    want = x.sum(axis=(0, 2))
+    for axes in ([0, 2], (0, 2), [np.int64(0), 2], (0, np.int32(-1)), [-3, -1]):
+        np.testing.assert_allclose(np.asarray(run1("sum", tensor(x), axes=axes)), want, rtol=1e-5)
+    long_shape = [1] * 40 + [24]  # past the inline buffer on its own
+    assert run1("reshape", tensor(x), shape=long_shape).shape == tuple(long_shape)
+    # Two lists that together overflow the buffer: the second spills.
+    out = run1("reshape", tensor(x), unused=list(range(20)), shape=[1] * 20 + [24])
+    assert out.shape == (1,) * 20 + (24,)
+    with pytest.raises(ValueError, match="shape"):
+        run1("reshape", tensor(x), shape=[2**70, 1])
 
 
 def test_float_list_reaches_the_engine_as_floats():
@@ -750,6 +841,47 @@ def test_subclass_with_slots(tensor_class_restored):
     assert type(t) is Slotted and np.asarray(t).tolist() == [0, 1, 2]
     del t
     gc.collect()
+
+
+def test_tensor_subclass_is_untracked_and_balances_type_references(tensor_class_restored):
+    import weakref
+
+    cls = C.tensor_subclass("tests.Untracked")
+    assert issubclass(cls, C.Tensor) and cls.__name__ == "Untracked"
+    assert cls.__module__ == "tests"
+    with pytest.raises(TypeError):
+        cls()
+    cls.double = lambda self: C.call("add", self, self)
+    C.set_tensor_class(cls)
+    refs = sys.getrefcount(cls)
+    t = tensor(np.arange(3, dtype=np.float32))
+    assert type(t) is cls and not gc.is_tracked(t)
+    np.testing.assert_array_equal(np.asarray(t.double()), [0, 2, 4])
+    t.note = "mask"  # Keras sets _keras_mask this way
+    assert vars(t) == {"note": "mask"}
+    ref = weakref.ref(t)
+    del t
+    assert ref() is None
+    assert sys.getrefcount(cls) == refs  # each instance dropped its type reference
+
+    # Python subclasses, of the untracked class and of Tensor itself, too.
+    class Sub(cls):
+        pass
+
+    class Plain(C.Tensor):
+        pass
+
+    for klass in (Sub, Plain):
+        C.set_tensor_class(klass)
+        counts = sys.getrefcount(klass), sys.getrefcount(cls)
+        for _ in range(100):
+            u = tensor(np.ones(2, np.float32))
+            u.extra = [1]
+        del u
+        gc.collect()
+        assert (sys.getrefcount(klass), sys.getrefcount(cls)) == counts
+    with pytest.raises(TypeError):
+        C.tensor_subclass(1)
 
 
 # ---------------------------------------------------------------------------

@@ -778,3 +778,20 @@ def test_large_transpose_is_deferred_but_reads_like_a_copy():
         ops.transpose(x, (0, 1, 2, 2))
     with pytest.raises(ValueError):
         ops.transpose(x, (0, 1, 2, 4))
+
+
+def test_tensors_are_untracked_and_carry_keras_masks():
+    import gc
+
+    from keras.src.backend.common.masking import get_keras_mask
+    from keras_swift.src.ops import numpy as knp
+
+    from _swiftkeras import _C
+
+    x = ops.convert_to_tensor(np.array([[[1.0], [0.0], [2.0]]], np.float32))
+    assert not gc.is_tracked(x)
+    y = keras.layers.Masking(0.0)(x)
+    np.testing.assert_array_equal(np.asarray(get_keras_mask(y)), [[True, False, True]])
+    # transpose is bound to its engine op; its Python body still serves other inputs.
+    assert isinstance(knp.transpose, _C.Op)
+    np.testing.assert_array_equal(np.asarray(ops.transpose(np.ones((2, 3)))), np.ones((3, 2)))

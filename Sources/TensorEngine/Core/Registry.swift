@@ -15,29 +15,42 @@ public struct Attrs {
         let name: String
         var value: AttrValue
     }
-    private var entries: [Entry] = []
+    // The first attribute is held inline: most ops take at most one, and the C ABI builds
+    // an Attrs on every call, so those cost no array allocation.
+    private var first: Entry?
+    private var rest: [Entry] = []
 
     public init(_ values: [String: AttrValue] = [:]) {
-        entries = values.map { Entry(name: $0.key, value: $0.value) }
+        for (k, v) in values { set(k, v) }
     }
 
     /// Room for `n` attributes without regrowing.
     public init(capacity n: Int) {
-        entries.reserveCapacity(n)
+        if n > 1 { rest.reserveCapacity(n - 1) }
     }
 
     /// Sets (or replaces) one attribute.
     public mutating func set(_ k: String, _ v: AttrValue) {
-        if let i = entries.firstIndex(where: { $0.name == k }) { entries[i].value = v } else { entries.append(Entry(name: k, value: v)) }
+        guard first != nil else { first = Entry(name: k, value: v); return }
+        if first!.name == k {
+            first!.value = v
+        } else if let i = rest.firstIndex(where: { $0.name == k }) {
+            rest[i].value = v
+        } else {
+            rest.append(Entry(name: k, value: v))
+        }
     }
 
     /// The attributes as a dictionary (a copy; `set` changes them).
     public var values: [String: AttrValue] {
-        Dictionary(entries.map { ($0.name, $0.value) }, uniquingKeysWith: { _, last in last })
+        var d = Dictionary(rest.map { ($0.name, $0.value) }, uniquingKeysWith: { _, last in last })
+        if let f = first { d[f.name] = f.value }
+        return d
     }
 
     private subscript(_ k: String) -> AttrValue? {
-        for e in entries where e.name == k { return e.value }
+        if first?.name == k { return first!.value }
+        for e in rest where e.name == k { return e.value }
         return nil
     }
 

@@ -46,6 +46,26 @@ _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 op = _C.call
 
 
+def engine_op(name, **attrs):
+    """Binds a backend function whose body is ``op(name, *inputs, **attrs)``
+    once its inputs are tensors to that engine op, called from C.
+
+    ``attrs`` maps each parameter after the tensor inputs to its engine
+    attribute; the function's own parameters give the order. A call whose
+    inputs are already engine tensors skips the Python frame; every other
+    call (conversion, sparse input, bad arguments) runs the function itself.
+    """
+
+    def bind(fn):
+        code = fn.__code__
+        params = code.co_varnames[: code.co_argcount]
+        n_inputs = len(params) - len(attrs)
+        bound = _C.Op(fn, name, params, tuple(attrs[p] for p in params[n_inputs:]))
+        return functools.update_wrapper(bound, fn)
+
+    return bind
+
+
 def op_multi(name, inputs, attrs=None):
     """Run one engine op and return all its outputs (a tuple)."""
     return _C.op(name, inputs, attrs)

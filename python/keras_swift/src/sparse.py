@@ -948,6 +948,12 @@ def install(numpy_module, nn_module):
             fn = getattr(module, name, None)
             if fn is None or getattr(fn, "_keras_swift_sparse", False):
                 continue
+            if isinstance(fn, _C.Op):
+                # Its engine path takes dense tensors only; the rest reaches
+                # the fallback, where the sparse check costs nothing extra.
+                fn.fallback = dispatcher(fn.fallback, handler)
+                fn._keras_swift_sparse = True
+                continue
             wrapped = dispatcher(fn, handler)
             wrapped._keras_swift_sparse = True
             setattr(module, name, wrapped)

@@ -130,7 +130,7 @@ class _Arithmetic:
         return _knp().absolute(self)
 
 
-class SwiftTensor(_Arithmetic, _C.Tensor):
+class _SwiftTensorMethods(_Arithmetic):
     """An n-dimensional array computed by the Swift engine."""
 
     __array_priority__ = 100.0
@@ -283,6 +283,21 @@ class SwiftTensor(_Arithmetic, _C.Tensor):
         return _knp().round(self, decimals=ndigits or 0)
 
 
+def _tensor_class(methods):
+    # A class statement deriving from _C.Tensor would make every tensor a GC
+    # object (CPython tracks all instances of classes it creates), a cost on
+    # every op for objects that hold no Python references of their own. The
+    # engine-made subclass is not tracked; it receives the methods here.
+    cls = _C.tensor_subclass(f"{__name__}.SwiftTensor")
+    for klass in reversed(methods.__mro__[:-1]):
+        for name, value in vars(klass).items():
+            if name not in ("__dict__", "__weakref__", "__module__", "__slots__"):
+                setattr(cls, name, value)
+    cls.__qualname__ = "SwiftTensor"
+    return cls
+
+
+SwiftTensor = _tensor_class(_SwiftTensorMethods)
 _C.set_tensor_class(SwiftTensor)
 
 

@@ -21,6 +21,7 @@ from keras_swift.src.core import cast
 from keras_swift.src.core import convert_to_numpy
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.core import dtype_of
+from keras_swift.src.core import engine_op
 from keras_swift.src.core import is_float_dtype
 from keras_swift.src.core import is_int_dtype
 from keras_swift.src.core import is_tensor
@@ -1426,14 +1427,12 @@ def squeeze(x, axis=None):
     return op("reshape", x, shape=shape)
 
 
+@engine_op("transpose", axes="perm")
 def transpose(x, axes=None):
-    # O(1) in the engine, so this function's own cost is the op's: the
-    # conversion call is skipped for a tensor, and perm=None omits the
-    # attribute (reverse the axes). The engine normalises negative axes and
-    # rejects bad permutations.
-    if not isinstance(x, _C.Tensor):
-        x = convert_to_tensor(x)
-    return op("transpose", x, perm=axes)
+    # O(1) in the engine, so the call is the op's whole cost: bound in C for
+    # tensors. perm=None omits the attribute (reverse the axes); the engine
+    # normalises negative axes and rejects bad permutations.
+    return op("transpose", convert_to_tensor(x), perm=axes)
 
 
 def moveaxis(x, source, destination):
