@@ -127,6 +127,15 @@ final class CABITests: XCTestCase {
         var ins: [OpaquePointer?] = [idx]
         XCTAssertEqual(te_op_call(op("cast"), &ins, 1, rec, 1, &idxI, 1, &n), 0)
         XCTAssertEqual(call("take", [a, idxI]).0, 3, "out-of-range index is TE_ERR_INDEX")
+        // A one-output op with no room for its output, or no output array, is an error.
+        var one: [OpaquePointer?] = [a]
+        out = nil
+        n = 7
+        XCTAssertEqual(te_op_call(op("negative"), &one, 1, nil, 0, &out, 0, &n), 1)
+        XCTAssertEqual(n, 0)
+        XCTAssertNil(out)
+        XCTAssertEqual(te_op_call(op("negative"), &one, 1, nil, 0, nil, 1, &n), 1)
+        XCTAssertTrue(String(cString: te_last_error()).contains("room"))
     }
 
     func testGradientThroughTheABI() {

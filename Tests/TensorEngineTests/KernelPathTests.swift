@@ -123,6 +123,22 @@ final class KernelPathTests: XCTestCase {
         }
     }
 
+    /// A deferred transpose takes its destination from the pool up front and gives it back
+    /// when it goes away, whether or not it was ever read (then its `Storage` owns it).
+    func testDeferredTransposeReturnsItsBufferWhetherOrNotItIsRead() throws {
+        let x = try Tensor([Float](repeating: 1, count: 32768), shape: [8, 16, 4, 64])
+        let pool = BufferPool.shared
+        for read in [false, true] {
+            pool.trim()
+            do {
+                let t = try transpose(x, [0, 2, 1, 3])
+                XCTAssertEqual(pool.cachedBytes, 0)
+                if read { XCTAssertEqual(try t.array(Float.self), [Float](repeating: 1, count: 32768)) }
+            }
+            XCTAssertEqual(pool.cachedBytes, BufferPool.bucket(x.nbytes), "read: \(read)")
+        }
+    }
+
     /// Large transposes are deferred copies: the values must match the eager copy of a small
     /// one, also for a transpose of a pending transpose, reshapes, gradients and readers racing
     /// on one pending tensor.

@@ -260,6 +260,14 @@ final class OpTests: XCTestCase {
         XCTAssertTrue(try a.bool("keepdims"))
         XCTAssertFalse(a.has("dtype"))
         XCTAssertEqual(a.values.keys.sorted(), ["axis", "keepdims"])
+        a.set("keepdims", .bool(false))  // past the first, inline, attribute too
+        a.set("dtype", .string("int32"))
+        XCTAssertFalse(try a.bool("keepdims"))
+        XCTAssertEqual(try a.string("dtype"), "int32")
+        XCTAssertEqual(try a.ints("axis"), [0, 2])
+        XCTAssertEqual(a.values.count, 3)
+        XCTAssertTrue(Attrs().values.isEmpty)
+        XCTAssertFalse(Attrs(capacity: 4).has("axis"))
     }
 
     /// A freed buffer goes back only to requests of its own bucket: a slot shared by two

@@ -136,24 +136,37 @@ public struct Attrs {
 public struct OpDef {
     public let name: String
     public let run: ([Tensor], Attrs) throws -> [Tensor]
+    /// `run` for an op of one output, returning it without the array: the C ABI calls this
+    /// when it is there, since that array was a measurable part of a small op.
+    public let runOne: (([Tensor], Attrs) throws -> Tensor)?
 
     public init(_ name: String, _ run: @escaping ([Tensor], Attrs) throws -> [Tensor]) {
         self.name = name
         self.run = complexCapableOps.contains(name) ? run : { inputs, attrs in
-            if let c = inputs.first(where: { $0.dtype.isComplex }) {
-                throw EngineError.type("\(name) does not support complex inputs (got \(c.dtype))")
-            }
+            try OpDef.rejectComplex(name, inputs)
             return try run(inputs, attrs)
         }
+        runOne = nil
     }
 
     /// An op of exactly `arity` inputs and one output.
     public init(_ name: String, arity: Int, _ run: @escaping ([Tensor], Attrs) throws -> Tensor) {
-        self.init(name) { inputs, attrs in
+        let complexOK = complexCapableOps.contains(name)
+        let one: ([Tensor], Attrs) throws -> Tensor = { inputs, attrs in
+            if !complexOK { try OpDef.rejectComplex(name, inputs) }
             guard inputs.count == arity else {
                 throw EngineError.value("\(name) takes \(arity) input(s), got \(inputs.count)")
             }
-            return [try run(inputs, attrs)]
+            return try run(inputs, attrs)
+        }
+        self.name = name
+        self.run = { inputs, attrs in [try one(inputs, attrs)] }
+        runOne = one
+    }
+
+    private static func rejectComplex(_ name: String, _ inputs: [Tensor]) throws {
+        if let c = inputs.first(where: { $0.dtype.isComplex }) {
+            throw EngineError.type("\(name) does not support complex inputs (got \(c.dtype))")
         }
     }
 }

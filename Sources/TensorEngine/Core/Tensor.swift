@@ -11,15 +11,25 @@ public final class Storage {
     public let byteCount: Int
     private let capacity: Int
 
-    init(byteCount: Int, zeroed: Bool = true) throws {
+    convenience init(byteCount: Int, zeroed: Bool = true) throws {
+        let (ptr, cap) = try Storage.buffer(byteCount)
+        if zeroed { memset(ptr, 0, byteCount) }
+        self.init(adopting: ptr, byteCount: byteCount, capacity: cap)
+    }
+
+    /// Takes over a buffer from `buffer(_:)`; it returns to the pool with this storage.
+    init(adopting pointer: UnsafeMutableRawPointer, byteCount: Int, capacity: Int) {
+        self.pointer = pointer
+        self.byteCount = byteCount
+        self.capacity = capacity
+    }
+
+    /// A pooled buffer of at least `byteCount` bytes and its capacity (for `release`).
+    static func buffer(_ byteCount: Int) throws -> (UnsafeMutableRawPointer, Int) {
         guard byteCount <= maxTensorBytes else {
             throw EngineError.value("cannot allocate \(byteCount) bytes (limit \(maxTensorBytes))")
         }
-        let (ptr, cap) = try BufferPool.shared.allocate(byteCount)
-        if zeroed { memset(ptr, 0, byteCount) }
-        pointer = ptr
-        capacity = cap
-        self.byteCount = byteCount
+        return try BufferPool.shared.allocate(byteCount)
     }
 
     deinit { BufferPool.shared.release(pointer, capacity) }
@@ -155,36 +165,53 @@ public func elementCount(_ shape: [Int]) throws -> Int {
 /// (as numpy's transposed views do), while every kernel still sees contiguous row-major
 /// memory. The destination is allocated up front, so reading it later cannot fail.
 final class DeferredGather {
-    /// The source until the copy happens; the mutex is inline, so a deferred transpose
-    /// costs no lock allocation.
-    private let source: Mutex<Tensor?>
+    private enum State {
+        case pending(source: Tensor)
+        case copied(Storage)
+    }
+    /// The mutex is inline, so a deferred transpose costs no lock allocation.
+    private let state: Mutex<State>
     let strides: [Int], offset: Int
-    private let out: Storage
     private let shape: [Int]
+    /// The destination, from the pool; it becomes a `Storage` only when the copy happens,
+    /// so a transpose whose result is never read costs one object less.
+    private let buffer: UnsafeMutableRawPointer, byteCount: Int, capacity: Int
 
-    init(source: Tensor, shape: [Int], strides: [Int], offset: Int, into out: Storage) {
-        self.source = Mutex(source)
+    init(source: Tensor, shape: [Int], count: Int, strides: [Int], offset: Int) throws {
+        byteCount = count * source.dtype.itemSize
+        (buffer, capacity) = try Storage.buffer(byteCount)
+        state = Mutex(.pending(source: source))
         self.shape = shape
         self.strides = strides
         self.offset = offset
-        self.out = out
+    }
+
+    deinit {
+        if case .pending = state.withLock({ $0 }) { BufferPool.shared.release(buffer, capacity) }
     }
 
     /// The copied bytes; the first call copies and lets go of the source.
     func materialize() -> Storage {
-        source.withLock { src in
-            if let s = src {
-                gatherStrided(from: s.rawPointer, into: out.pointer, itemSize: s.dtype.itemSize, shape: shape,
+        state.withLock { state in
+            switch state {
+            case .copied(let out):
+                return out
+            case .pending(let src):
+                gatherStrided(from: src.rawPointer, into: buffer, itemSize: src.dtype.itemSize, shape: shape,
                               strides: strides, offset: offset)
-                src = nil
+                let out = Storage(adopting: buffer, byteCount: byteCount, capacity: capacity)
+                state = .copied(out)
+                return out
             }
         }
-        return out
     }
 
     /// The source, while the copy has not happened: a new view can read it directly.
     func pendingSource() -> Tensor? {
-        source.withLock { $0 }
+        state.withLock { state in
+            if case .pending(let src) = state { return src }
+            return nil
+        }
     }
 }
 
@@ -221,8 +248,7 @@ public final class Tensor {
     /// `source` read with `strides` from `offset` as a tensor of `shape`, copied on first use.
     init(deferring source: Tensor, shape: [Int], strides: [Int], offset: Int) throws {
         let n = try elementCount(shape)
-        let storage = try Storage(byteCount: n * source.dtype.itemSize, zeroed: false)
-        backing = .deferred(DeferredGather(source: source, shape: shape, strides: strides, offset: offset, into: storage))
+        backing = .deferred(try DeferredGather(source: source, shape: shape, count: n, strides: strides, offset: offset))
         self.shape = shape
         self.dtype = source.dtype
         self.count = n
