@@ -203,18 +203,18 @@ public func te_op_call(_ op: Int32, _ inputs: UnsafePointer<OpaquePointer?>?, _ 
         guard nInputs >= 0, nInputs == 0 || inputs != nil else { throw EngineError.value("bad input array") }
         let ins = try (0..<Int(nInputs)).map { try tensor(inputs![$0]) }
         let a = try readAttrs(attrs, nAttrs)
-        let def = OpRegistry.ops[Int(op)]
-        if let one = def.runOne {
+        // Fields, not the whole OpDef: copying it retained and released each of them.
+        if let one = OpRegistry.ops[Int(op)].runOne {
             guard maxOutputs >= 1, let outputs = outputs else {
-                throw EngineError.value("op \(def.name) returns 1 output, room for \(maxOutputs)")
+                throw EngineError.value("op \(OpRegistry.ops[Int(op)].name) returns 1 output, room for \(maxOutputs)")
             }
             outputs[0] = handle(try one(ins, a))
             nOutputs?.pointee = 1
             return
         }
-        let results = try def.run(ins, a)
+        let results = try OpRegistry.ops[Int(op)].run(ins, a)
         guard results.count <= Int(maxOutputs), results.isEmpty || outputs != nil else {
-            throw EngineError.value("op \(def.name) returns \(results.count) outputs, room for \(maxOutputs)")
+            throw EngineError.value("op \(OpRegistry.ops[Int(op)].name) returns \(results.count) outputs, room for \(maxOutputs)")
         }
         for (i, r) in results.enumerated() { outputs![i] = handle(r) }
         nOutputs?.pointee = Int32(results.count)

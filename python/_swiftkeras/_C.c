@@ -1270,19 +1270,24 @@ lookup_op(PyObject *name, int32_t *op)
     return r;
 }
 
-/* Runs op `op` without the GIL. On success fills outs[0..*n_out) with handles
+/* Runs op `op`, without the GIL unless `keep_gil`. On success fills outs[0..*n_out) with handles
  * the caller owns and returns 0; on failure sets the Python error, releases
  * whatever the engine handed out and returns -1. */
 static int
 run_op(PyObject *name, int32_t op, te_tensor *in_handles, int32_t n_in, AttrSet *attrs,
-       te_tensor *outs, int32_t *n_out)
+       te_tensor *outs, int32_t *n_out, int keep_gil)
 {
     memset(outs, 0, MAX_OUTPUTS * sizeof(te_tensor));
     *n_out = 0;
     te_status st;
-    Py_BEGIN_ALLOW_THREADS
-    st = te_op_call(op, in_handles, n_in, attrs->attrs, attrs->n, outs, MAX_OUTPUTS, n_out);
-    Py_END_ALLOW_THREADS
+    if (keep_gil) {
+        st = te_op_call(op, in_handles, n_in, attrs->attrs, attrs->n, outs, MAX_OUTPUTS, n_out);
+    }
+    else {
+        Py_BEGIN_ALLOW_THREADS
+        st = te_op_call(op, in_handles, n_in, attrs->attrs, attrs->n, outs, MAX_OUTPUTS, n_out);
+        Py_END_ALLOW_THREADS
+    }
 
     if (st == TE_OK && *n_out >= 0 && *n_out <= MAX_OUTPUTS) {
         return 0;
@@ -1362,7 +1367,7 @@ py_op(PyObject *mod, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
     }
     te_tensor outs[MAX_OUTPUTS];
     int32_t n_out;
-    if (run_op(name, op, in_handles, n_in, &attrs, outs, &n_out) == 0) {
+    if (run_op(name, op, in_handles, n_in, &attrs, outs, &n_out, 0) == 0) {
         result = wrap_outputs(outs, n_out);
     }
     attrs_free(&attrs);
@@ -1424,7 +1429,7 @@ py_call(PyObject *mod, PyObject *const *args, Py_ssize_t nargs, PyObject *kwname
     }
     te_tensor outs[MAX_OUTPUTS];
     int32_t n_out;
-    if (run_op(name, op, in_handles, (int32_t)n_in, &attrs, outs, &n_out) == 0) {
+    if (run_op(name, op, in_handles, (int32_t)n_in, &attrs, outs, &n_out, 0) == 0) {
         result = first_output(name, outs, n_out);
     }
     attrs_free(&attrs);
@@ -1640,6 +1645,7 @@ typedef struct {
     PyObject *dict;   /* functools.update_wrapper's attributes */
     int32_t op;
     int n_inputs;
+    int keep_gil; /* constant-time ops: releasing the GIL would cost more than the op */
     vectorcallfunc vectorcall;
 } OpObject;
 
@@ -1716,7 +1722,7 @@ Op_vectorcall(OpObject *self, PyObject *const *args, size_t nargsf, PyObject *kw
     PyObject *result = NULL;
     te_tensor outs[MAX_OUTPUTS];
     int32_t n_out;
-    if (run_op(self->name, self->op, in_handles, k, &attrs, outs, &n_out) == 0) {
+    if (run_op(self->name, self->op, in_handles, k, &attrs, outs, &n_out, self->keep_gil) == 0) {
         result = first_output(self->name, outs, n_out);
     }
     attrs_free(&attrs);
@@ -1746,9 +1752,10 @@ static PyObject *
 Op_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     PyObject *fallback, *name, *params, *attrs;
-    static char *kwlist[] = {"fallback", "name", "params", "attrs", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OUOO:Op", kwlist, &fallback, &name,
-                                     &params, &attrs)) {
+    int constant_time = 0;
+    static char *kwlist[] = {"fallback", "name", "params", "attrs", "constant_time", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OUOO|$p:Op", kwlist, &fallback, &name,
+                                     &params, &attrs, &constant_time)) {
         return NULL;
     }
     if (!PyCallable_Check(fallback)) {
@@ -1780,6 +1787,7 @@ Op_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->dict = NULL;
     self->op = op;
     self->n_inputs = (int)(n_params - n_attrs);
+    self->keep_gil = constant_time;
     self->vectorcall = (vectorcallfunc)Op_vectorcall;
     return (PyObject *)self;
 }
@@ -1837,11 +1845,13 @@ static PyGetSetDef Op_getset[] = {
 };
 
 PyDoc_STRVAR(Op_doc,
-"Op(fallback, name, params, attrs)\n--\n\n"
+"Op(fallback, name, params, attrs, *, constant_time=False)\n--\n\n"
 "A callable equal to `fallback` whose calls with Tensor inputs run the engine\n"
 "op `name` directly. `params` names fallback's parameters, the tensor inputs\n"
 "first; `attrs` names the engine attribute of each parameter after them (a\n"
-"None argument omits it). Other calls run `fallback`.");
+"None argument omits it). Other calls run `fallback`. A constant_time op\n"
+"(one that only describes its output, like transpose) keeps the GIL: other\n"
+"threads would gain nothing from its release, which costs more than the op.");
 
 static PyTypeObject OpType = {
     PyVarObject_HEAD_INIT(NULL, 0)

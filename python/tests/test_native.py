@@ -613,6 +613,14 @@ def test_op_construction_errors_and_fallback():
     f.fallback = lambda x, axes=None: "fallback"
     assert f(np.ones(2)) == "fallback"
     assert f(tensor(np.ones((2, 3), np.float32))).shape == (3, 2)
+    # A constant-time op keeps the GIL around the engine call; the results are the same.
+    g = C.Op(_py_transpose, "transpose", ("x", "axes"), ("perm",), constant_time=True)
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(np.asarray(g(tensor(a), axes=(1, 0))), a.T)
+    with pytest.raises(ValueError, match="permutation"):
+        g(tensor(a), (0, 0))
+    with pytest.raises(TypeError):
+        C.Op(_py_transpose, "transpose", ("x", "axes"), ("perm",), True)  # keyword only
 
 
 # ---------------------------------------------------------------------------

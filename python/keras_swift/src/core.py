@@ -46,7 +46,7 @@ _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 op = _C.call
 
 
-def engine_op(name, **attrs):
+def engine_op(name, *, constant_time=False, **attrs):
     """Binds a backend function whose body is ``op(name, *inputs, **attrs)``
     once its inputs are tensors to that engine op, called from C.
 
@@ -54,13 +54,18 @@ def engine_op(name, **attrs):
     attribute; the function's own parameters give the order. A call whose
     inputs are already engine tensors skips the Python frame; every other
     call (conversion, sparse input, bad arguments) runs the function itself.
+    A ``constant_time`` op (its output is a description, not computed) keeps
+    the GIL, whose release would cost more than the op.
     """
 
     def bind(fn):
         code = fn.__code__
         params = code.co_varnames[: code.co_argcount]
         n_inputs = len(params) - len(attrs)
-        bound = _C.Op(fn, name, params, tuple(attrs[p] for p in params[n_inputs:]))
+        bound = _C.Op(
+            fn, name, params, tuple(attrs[p] for p in params[n_inputs:]),
+            constant_time=constant_time,
+        )
         return functools.update_wrapper(bound, fn)
 
     return bind

@@ -1427,9 +1427,10 @@ def squeeze(x, axis=None):
     return op("reshape", x, shape=shape)
 
 
-@engine_op("transpose", axes="perm")
+@engine_op("transpose", constant_time=True, axes="perm")
 def transpose(x, axes=None):
-    # O(1) in the engine, so the call is the op's whole cost: bound in C for
+    # O(1) in the engine (a deferred copy; a small input, under 16K elements,
+    # is copied at once), so the call is the op's whole cost: bound in C for
     # tensors. perm=None omits the attribute (reverse the axes); the engine
     # normalises negative axes and rejects bad permutations.
     return op("transpose", convert_to_tensor(x), perm=axes)
