@@ -886,6 +886,16 @@ attrs_reserve(AttrSet *set, Py_ssize_t n)
     return 0;
 }
 
+/* Holds the k-th (name, value) pair for attrs_fill: references the caller's
+ * containers cannot take away while values are converted. */
+static void
+attrs_hold(AttrSet *set, Py_ssize_t k, PyObject *key, PyObject *value)
+{
+    set->refs[3 * k] = Py_NewRef(key);
+    set->refs[3 * k + 1] = Py_NewRef(value);
+    set->refs[3 * k + 2] = NULL;
+}
+
 /* Converts the k (name, value) pairs already referenced in set->refs. */
 static int
 attrs_fill(AttrSet *set, Py_ssize_t k)
@@ -963,9 +973,7 @@ attrs_convert(PyObject *dict, AttrSet *set)
     Py_ssize_t pos = 0, k = 0;
     PyObject *key, *value;
     while (k < n && PyDict_Next(dict, &pos, &key, &value)) {
-        set->refs[3 * k] = Py_NewRef(key);
-        set->refs[3 * k + 1] = Py_NewRef(value);
-        set->refs[3 * k + 2] = NULL;
+        attrs_hold(set, k, key, value);
         k++;
     }
     return attrs_fill(set, k);
@@ -985,9 +993,7 @@ attrs_convert_kw(PyObject *kwnames, PyObject *const *values, AttrSet *set)
         return -1;
     }
     for (Py_ssize_t k = 0; k < n; k++) {
-        set->refs[3 * k] = Py_NewRef(PyTuple_GET_ITEM(kwnames, k));
-        set->refs[3 * k + 1] = Py_NewRef(values[k]);
-        set->refs[3 * k + 2] = NULL;
+        attrs_hold(set, k, PyTuple_GET_ITEM(kwnames, k), values[k]);
     }
     return attrs_fill(set, n);
 }
@@ -1270,23 +1276,20 @@ lookup_op(PyObject *name, int32_t *op)
     return r;
 }
 
-/* Runs op `op`, without the GIL unless `keep_gil`. On success fills outs[0..*n_out) with handles
- * the caller owns and returns 0; on failure sets the Python error, releases
- * whatever the engine handed out and returns -1. */
+/* Runs op `op`, without the GIL unless `keep_gil`. On success fills
+ * outs[0..*n_out) with handles the caller owns and returns 0; on failure sets
+ * the Python error, releases whatever the engine handed out and returns -1. */
 static int
 run_op(PyObject *name, int32_t op, te_tensor *in_handles, int32_t n_in, AttrSet *attrs,
        te_tensor *outs, int32_t *n_out, int keep_gil)
 {
     memset(outs, 0, MAX_OUTPUTS * sizeof(te_tensor));
     *n_out = 0;
-    te_status st;
-    if (keep_gil) {
-        st = te_op_call(op, in_handles, n_in, attrs->attrs, attrs->n, outs, MAX_OUTPUTS, n_out);
-    }
-    else {
-        Py_BEGIN_ALLOW_THREADS
-        st = te_op_call(op, in_handles, n_in, attrs->attrs, attrs->n, outs, MAX_OUTPUTS, n_out);
-        Py_END_ALLOW_THREADS
+    PyThreadState *released = keep_gil ? NULL : PyEval_SaveThread();
+    te_status st =
+        te_op_call(op, in_handles, n_in, attrs->attrs, attrs->n, outs, MAX_OUTPUTS, n_out);
+    if (released != NULL) {
+        PyEval_RestoreThread(released);
     }
 
     if (st == TE_OK && *n_out >= 0 && *n_out <= MAX_OUTPUTS) {
@@ -1626,7 +1629,7 @@ static PyTypeObject DispatchType = {
 /* Op                                                                          */
 /* -------------------------------------------------------------------------- */
 
-/* A backend function bound to one engine op: Op(fallback, name, n_inputs,
+/* A backend function bound to one engine op: Op(fallback, name, params,
  * attrs) behaves exactly as the Python function `fallback`, whose body is
  * `op(name, *inputs, **{attr: param})` once its inputs are Tensors. When they
  * already are, the call goes straight to the engine (positional and keyword
@@ -1710,10 +1713,7 @@ Op_vectorcall(OpObject *self, PyObject *const *args, size_t nargsf, PyObject *kw
     }
     for (Py_ssize_t j = 0; j < n_attrs; j++) {
         if (values[j] != NULL && values[j] != Py_None) {
-            attrs.refs[3 * given] = Py_NewRef(PyTuple_GET_ITEM(self->attrs, j));
-            attrs.refs[3 * given + 1] = Py_NewRef(values[j]);
-            attrs.refs[3 * given + 2] = NULL;
-            given++;
+            attrs_hold(&attrs, given++, PyTuple_GET_ITEM(self->attrs, j), values[j]);
         }
     }
     if (attrs_fill(&attrs, given) < 0) {
