@@ -129,7 +129,17 @@ typedef struct {
     Py_ssize_t inline_dims[2 * INLINE_RANK];
 } TensorObject;
 
-#define Tensor_Check(op) PyObject_TypeCheck(op, &TensorType)
+/* The exact-class test first: the subtype walk is a measurable part of a small op. */
+#define Tensor_Check(op) (Py_TYPE(op) == tensor_class || PyObject_TypeCheck(op, &TensorType))
+
+/* Tensor objects of the current class, kept on dealloc for the next op's output (as
+ * CPython keeps floats): most tensors die young, and reusing one skips the allocator
+ * and the zeroing. Only for a class whose instances are freed with PyObject_Free and
+ * are not GC objects; set_tensor_class empties it, as the size may differ. */
+#define TENSOR_FREELIST 32
+static TensorObject *tensor_free[TENSOR_FREELIST];
+static int n_tensor_free = 0;
+static int tensor_class_reusable = 0;
 
 /* Wraps an engine handle in a new instance of the current tensor class.
  * Steals `h` in every case: on failure it has been released. */
@@ -140,8 +150,10 @@ wrap_handle(te_tensor h)
         PyErr_SetString(PyExc_RuntimeError, "tensor engine returned a null tensor");
         return NULL;
     }
+    /* te_tensor_shape returns the rank, so two calls describe the tensor. */
+    int64_t shape[MAX_RANK];
+    int32_t nd = te_tensor_shape(h, shape, MAX_RANK);
     int32_t dt = te_tensor_dtype(h);
-    int32_t nd = te_tensor_ndim(h);
     if (dt < 0 || dt >= N_DTYPES || nd < 0 || nd > MAX_RANK) {
         te_tensor_release(h);
         PyErr_Format(PyExc_RuntimeError,
@@ -149,18 +161,21 @@ wrap_handle(te_tensor h)
                      (int)dt, (int)nd);
         return NULL;
     }
-    int64_t shape[MAX_RANK];
-    if (nd > 0 && te_tensor_shape(h, shape, nd) != nd) {
-        te_tensor_release(h);
-        PyErr_SetString(PyExc_RuntimeError, "tensor engine reported an inconsistent rank");
-        return NULL;
-    }
 
     PyTypeObject *cls = tensor_class;
-    TensorObject *self = (TensorObject *)cls->tp_alloc(cls, 0);
-    if (self == NULL) {
-        te_tensor_release(h);
-        return NULL;
+    TensorObject *self;
+    if (n_tensor_free > 0) {
+        self = tensor_free[--n_tensor_free];
+        PyObject_Init((PyObject *)self, cls);
+        self->dict = NULL;
+        self->weaklist = NULL;
+    }
+    else {
+        self = (TensorObject *)cls->tp_alloc(cls, 0);
+        if (self == NULL) {
+            te_tensor_release(h);
+            return NULL;
+        }
     }
     /* From here on tp_dealloc owns the handle. */
     self->handle = h;
@@ -218,8 +233,13 @@ Tensor_dealloc(TensorObject *self)
         own = own->tp_base;
     }
     int drop_type = (own->tp_flags & Py_TPFLAGS_HEAPTYPE) != 0;
-    /* Subclass instances may be GC objects; their type's tp_free knows. */
-    tp->tp_free((PyObject *)self);
+    if (tp == tensor_class && tensor_class_reusable && n_tensor_free < TENSOR_FREELIST) {
+        tensor_free[n_tensor_free++] = self;
+    }
+    else {
+        /* Subclass instances may be GC objects; their type's tp_free knows. */
+        tp->tp_free((PyObject *)self);
+    }
     if (drop_type) {
         Py_DECREF(tp);
     }
@@ -1052,6 +1072,20 @@ parse_fast(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject 
 /* Module functions                                                            */
 /* -------------------------------------------------------------------------- */
 
+/* Empties the free list (its objects were sized for the previous class) and
+ * decides whether the current class's instances may be reused. */
+static void
+tensor_class_refresh(void)
+{
+    while (n_tensor_free > 0) {
+        PyObject_Free(tensor_free[--n_tensor_free]);
+    }
+    PyTypeObject *cls = tensor_class;
+    tensor_class_reusable = cls->tp_dealloc == (destructor)Tensor_dealloc &&
+                            cls->tp_free == PyObject_Free &&
+                            !(cls->tp_flags & Py_TPFLAGS_HAVE_GC);
+}
+
 PyDoc_STRVAR(set_tensor_class_doc,
 "set_tensor_class(cls)\n--\n\n"
 "Make every tensor created from now on an instance of cls, a subclass of\n"
@@ -1073,6 +1107,7 @@ py_set_tensor_class(PyObject *mod, PyObject *cls)
     }
     Py_INCREF(cls);
     Py_SETREF(tensor_class, (PyTypeObject *)cls);
+    tensor_class_refresh();
     Py_RETURN_NONE;
 }
 
@@ -1106,7 +1141,9 @@ py_tensor_subclass(PyObject *mod, PyObject *name)
     }
     s = memcpy(copy, s, len);
 #endif
-    PyType_Slot slots[] = {{0, NULL}};
+    /* Tensor_dealloc itself rather than the subtype_dealloc a spec type gets by
+     * default: the class adds no slots to clear, and its instances can then be reused. */
+    PyType_Slot slots[] = {{Py_tp_dealloc, (void *)Tensor_dealloc}, {0, NULL}};
     PyType_Spec spec = {
         .name = s,
         .basicsize = 0,
@@ -1278,12 +1315,11 @@ lookup_op(PyObject *name, int32_t *op)
 
 /* Runs op `op`, without the GIL unless `keep_gil`. On success fills
  * outs[0..*n_out) with handles the caller owns and returns 0; on failure sets
- * the Python error, releases whatever the engine handed out and returns -1. */
+ * the Python error and returns -1. */
 static int
 run_op(PyObject *name, int32_t op, te_tensor *in_handles, int32_t n_in, AttrSet *attrs,
        te_tensor *outs, int32_t *n_out, int keep_gil)
 {
-    memset(outs, 0, MAX_OUTPUTS * sizeof(te_tensor));
     *n_out = 0;
     PyThreadState *released = keep_gil ? NULL : PyEval_SaveThread();
     te_status st =
@@ -1295,18 +1331,12 @@ run_op(PyObject *name, int32_t op, te_tensor *in_handles, int32_t n_in, AttrSet 
     if (st == TE_OK && *n_out >= 0 && *n_out <= MAX_OUTPUTS) {
         return 0;
     }
+    /* A failed call hands out no outputs (tensor_engine.h). */
     if (st != TE_OK) {
         set_engine_error(st);
     }
     else {
         PyErr_Format(PyExc_RuntimeError, "op %R reported %d outputs", name, (int)*n_out);
-    }
-    /* The ABI promises nothing about outputs after a failure; anything the
-     * engine did hand out is ours to release. */
-    for (int i = 0; i < MAX_OUTPUTS; i++) {
-        if (outs[i] != NULL) {
-            te_tensor_release(outs[i]);
-        }
     }
     *n_out = 0;
     return -1;
@@ -2304,6 +2334,7 @@ PyInit__C(void)
     }
     if (tensor_class == NULL) {
         tensor_class = (PyTypeObject *)Py_NewRef((PyObject *)&TensorType);
+        tensor_class_refresh();
     }
     if (PyModule_AddObjectRef(m, "Tensor", (PyObject *)&TensorType) < 0 ||
         PyModule_AddObjectRef(m, "Dispatch", (PyObject *)&DispatchType) < 0 ||

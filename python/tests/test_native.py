@@ -851,6 +851,32 @@ def test_subclass_with_slots(tensor_class_restored):
     gc.collect()
 
 
+def test_recycled_tensor_objects_start_clean(tensor_class_restored):
+    # Freed tensors of the current class are reused for later outputs: a reused one must not
+    # carry the attributes, weak references, cached shape or class of the one before it.
+    import weakref
+
+    cls = C.tensor_subclass("tests.Recycled")
+    C.set_tensor_class(cls)
+    x = tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
+    collected = []
+    for i in range(100):
+        t = C.call("transpose", x) if i % 2 else C.call("add", x, x)
+        t._keras_mask = i
+        assert t.shape == ((3, 2) if i % 2 else (2, 3))
+        ref = weakref.ref(t, collected.append)
+        del t
+        assert ref() is None
+    assert len(collected) == 100
+    ys = [C.call("negative", x) for _ in range(40)]
+    for y in ys:
+        assert type(y) is cls and vars(y) == {} and y.shape == (2, 3) and y.dtype == "float32"
+        np.testing.assert_array_equal(np.asarray(y), -np.arange(6).reshape(2, 3))
+    del ys
+    C.set_tensor_class(C.Tensor)
+    assert type(C.call("negative", x)) is C.Tensor
+
+
 def test_tensor_subclass_is_untracked_and_balances_type_references(tensor_class_restored):
     import weakref
 

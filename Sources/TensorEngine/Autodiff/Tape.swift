@@ -31,8 +31,10 @@ final class TapeNode {
 /// Per-thread autodiff state: a stack of tapes and a pause counter (gradient computation and
 /// `stop_gradient` run with recording paused).
 final class TapeState {
-    var tapes: [[TapeNode]] = []
-    var paused = 0
+    // One per thread, so no two accesses can overlap; the dynamic exclusivity checks cost
+    // every op (Tape.record reads both).
+    @exclusivity(unchecked) var tapes: [[TapeNode]] = []
+    @exclusivity(unchecked) var paused = 0
 }
 
 private let tapeKey: pthread_key_t = {

@@ -1,8 +1,14 @@
 /// Shape helpers shared by every op family.
 
+/// `n` copies of `v`. `[Int](repeating:count:)` is not inlined into the engine: it reaches the
+/// standard library's unspecialised buffer initialiser, which looks up `[Int]`'s storage
+/// metadata on every call (7% of a 4x4 add); `map` over a range is specialised here.
+@inline(__always)
+func repeatedInts(_ v: Int, count n: Int) -> [Int] { (0..<n).map { _ in v } }
+
 /// Row-major strides (in elements).
 func contiguousStrides(_ shape: [Int]) -> [Int] {
-    var strides = [Int](repeating: 1, count: shape.count)
+    var strides = repeatedInts(1, count: shape.count)
     var s = 1
     for i in stride(from: shape.count - 1, through: 0, by: -1) {
         strides[i] = s
@@ -14,7 +20,7 @@ func contiguousStrides(_ shape: [Int]) -> [Int] {
 /// numpy broadcasting of two shapes.
 public func broadcastShapes(_ a: [Int], _ b: [Int]) throws -> [Int] {
     let r = Swift.max(a.count, b.count)
-    var out = [Int](repeating: 1, count: r)
+    var out = repeatedInts(1, count: r)
     for i in 0..<r {
         let da = i < r - a.count ? 1 : a[i - (r - a.count)]
         let db = i < r - b.count ? 1 : b[i - (r - b.count)]
@@ -29,7 +35,7 @@ public func broadcastShapes(_ a: [Int], _ b: [Int]) throws -> [Int] {
 func broadcastStrides(_ shape: [Int], to target: [Int]) -> [Int] {
     let base = contiguousStrides(shape)
     let off = target.count - shape.count
-    var out = [Int](repeating: 0, count: target.count)
+    var out = repeatedInts(0, count: target.count)
     for i in 0..<shape.count where shape[i] != 1 || target[i + off] == 1 {
         out[i + off] = shape[i] == 1 ? 0 : base[i]
     }

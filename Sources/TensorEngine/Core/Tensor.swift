@@ -42,8 +42,10 @@ final class BufferPool {
     static let shared = BufferPool()
     /// Free buffers by `slot(ofCapacity:)`: an array index, not a dictionary key, because
     /// hashing the size cost a measurable part of a small op.
-    private var free = [[UnsafeMutableRawPointer]](repeating: [], count: 8 * (Int.bitWidth + 1))
-    private var cached = 0
+    /// Only touched with `lock` held, which already makes accesses exclusive; the dynamic
+    /// exclusivity checks cost every allocation.
+    @exclusivity(unchecked) private var free = [[UnsafeMutableRawPointer]](repeating: [], count: 8 * (Int.bitWidth + 1))
+    @exclusivity(unchecked) private var cached = 0
     private let limit: Int
     private let lock: UnsafeMutablePointer<pthread_mutex_t>
 
@@ -160,57 +162,21 @@ public func elementCount(_ shape: [Int]) throws -> Int {
     return n
 }
 
-/// A strided read of a dense tensor whose copy into contiguous storage waits for the first
-/// reader. Transpose returns one, so that a permutation costs O(1) until its bytes are needed
-/// (as numpy's transposed views do), while every kernel still sees contiguous row-major
-/// memory. The destination is allocated up front, so reading it later cannot fail.
-final class DeferredGather {
-    private enum State {
-        case pending(source: Tensor)
-        case copied(Storage)
-    }
-    /// The mutex is inline, so a deferred transpose costs no lock allocation.
-    private let state: Mutex<State>
-    let strides: [Int], offset: Int
-    private let shape: [Int]
-    /// The destination, from the pool; it becomes a `Storage` only when the copy happens,
-    /// so a transpose whose result is never read costs one object less.
-    private let buffer: UnsafeMutableRawPointer, byteCount: Int, capacity: Int
+/// How a deferred tensor reads its source: the source's own row-major layout with the axes
+/// permuted (a transpose of a dense tensor, which keeps the op's permutation array rather than
+/// building a strides array per call), or explicit element strides.
+enum DeferredLayout {
+    case permuted([Int])
+    case strided([Int])
 
-    init(source: Tensor, shape: [Int], count: Int, strides: [Int], offset: Int) throws {
-        byteCount = count * source.dtype.itemSize
-        (buffer, capacity) = try Storage.buffer(byteCount)
-        state = Mutex(.pending(source: source))
-        self.shape = shape
-        self.strides = strides
-        self.offset = offset
-    }
-
-    deinit {
-        if case .pending = state.withLock({ $0 }) { BufferPool.shared.release(buffer, capacity) }
-    }
-
-    /// The copied bytes; the first call copies and lets go of the source.
-    func materialize() -> Storage {
-        state.withLock { state in
-            switch state {
-            case .copied(let out):
-                return out
-            case .pending(let src):
-                gatherStrided(from: src.rawPointer, into: buffer, itemSize: src.dtype.itemSize, shape: shape,
-                              strides: strides, offset: offset)
-                let out = Storage(adopting: buffer, byteCount: byteCount, capacity: capacity)
-                state = .copied(out)
-                return out
-            }
-        }
-    }
-
-    /// The source, while the copy has not happened: a new view can read it directly.
-    func pendingSource() -> Tensor? {
-        state.withLock { state in
-            if case .pending(let src) = state { return src }
-            return nil
+    /// The element strides with which `source` is read.
+    func strides(of source: Tensor) -> [Int] {
+        switch self {
+        case .strided(let s):
+            return s
+        case .permuted(let perm):
+            let rowMajor = contiguousStrides(source.shape)
+            return perm.map { rowMajor[$0] }
         }
     }
 }
@@ -220,9 +186,22 @@ final class DeferredGather {
 public final class Tensor {
     private enum Backing {
         case dense(Storage)
-        case deferred(DeferredGather)
+        /// A strided read of another tensor whose copy into contiguous storage waits for the
+        /// first reader. Transpose returns one, so that a permutation costs O(1) until its
+        /// bytes are needed (as numpy's transposed views do), while every kernel still sees
+        /// contiguous row-major memory. The destination `buffer` comes from the pool up front
+        /// (capacity `BufferPool.bucket(nbytes)`), so reading it later cannot fail.
+        case deferred(layout: DeferredLayout, offset: Int, buffer: UnsafeMutableRawPointer)
+    }
+    /// A deferred tensor's source until the copy, then its storage. Inline rather than in an
+    /// object of its own, so a transpose allocates one object; the mutex too is inline.
+    private enum DeferredState {
+        case dense
+        case pending(source: Tensor)
+        case copied(Storage)
     }
     private let backing: Backing
+    private let deferred: Mutex<DeferredState>
     public let shape: [Int]
     public let dtype: DType
     public let count: Int
@@ -234,30 +213,64 @@ public final class Tensor {
     public var storage: Storage {
         switch backing {
         case .dense(let s): return s
-        case .deferred(let d): return d.materialize()
+        case .deferred(let layout, let offset, let buffer): return materialize(layout, offset, buffer)
         }
     }
 
     init(storage: Storage, shape: [Int], dtype: DType, count: Int) {
         backing = .dense(storage)
+        deferred = Mutex(.dense)
         self.shape = shape
         self.dtype = dtype
         self.count = count
     }
 
-    /// `source` read with `strides` from `offset` as a tensor of `shape`, copied on first use.
-    init(deferring source: Tensor, shape: [Int], strides: [Int], offset: Int) throws {
-        let n = try elementCount(shape)
-        backing = .deferred(try DeferredGather(source: source, shape: shape, count: n, strides: strides, offset: offset))
+    /// `source` read through `layout` from `offset` as a tensor of `shape` (`count` elements,
+    /// no more than `source` holds), copied on first use.
+    init(deferring source: Tensor, shape: [Int], count: Int, layout: DeferredLayout, offset: Int) throws {
+        let (buffer, _) = try Storage.buffer(count * source.dtype.itemSize)
+        backing = .deferred(layout: layout, offset: offset, buffer: buffer)
+        deferred = Mutex(.pending(source: source))
         self.shape = shape
         self.dtype = source.dtype
-        self.count = n
+        self.count = count
+    }
+
+    deinit {
+        guard case .deferred(_, _, let buffer) = backing else { return }
+        // Only asks which case holds: copying the state out would retain and release its payload.
+        let pending = deferred.withLock { if case .pending = $0 { true } else { false } }
+        if pending { BufferPool.shared.release(buffer, BufferPool.bucket(nbytes)) }
+    }
+
+    /// The copied bytes of a deferred tensor; the first call copies and lets go of the source.
+    private func materialize(_ layout: DeferredLayout, _ offset: Int, _ buffer: UnsafeMutableRawPointer) -> Storage {
+        deferred.withLock { state in
+            switch state {
+            case .copied(let out):
+                return out
+            case .pending(let src):
+                gatherStrided(from: src.rawPointer, into: buffer, itemSize: dtype.itemSize, shape: shape,
+                              strides: layout.strides(of: src), offset: offset)
+                let out = Storage(adopting: buffer, byteCount: nbytes, capacity: BufferPool.bucket(nbytes))
+                state = .copied(out)
+                return out
+            case .dense:
+                preconditionFailure("a deferred tensor has no deferred state")
+            }
+        }
     }
 
     /// What a strided view of this tensor can read instead of it: the source of a copy still
     /// pending with its strides and offset, or the tensor itself (nil strides: contiguous).
     var viewBase: (tensor: Tensor, strides: [Int]?, offset: Int) {
-        if case .deferred(let d) = backing, let src = d.pendingSource() { return (src, d.strides, d.offset) }
+        if case .deferred(let layout, let offset, _) = backing,
+           let src = deferred.withLock({ state -> Tensor? in
+               if case .pending(let src) = state { return src }
+               return nil
+           }) {
+            return (src, layout.strides(of: src), offset)
+        }
         return (self, nil, 0)
     }
 

@@ -82,7 +82,7 @@ public func ctcLoss(labels: Tensor, logits logits0: Tensor, labelLengths: Tensor
                     let tb = outLen[row], l = labLen[row], sx = 2 * l + 1
                     if tb == 0 { po[row] = l == 0 ? 0 : T.infinity; continue }
                     // Extended label sequence: blank, l1, blank, l2, …, blank.
-                    var ext = [Int](repeating: blank, count: sx)
+                    var ext = repeatedInts(blank, count: sx)
                     for j in 0..<l { ext[2 * j + 1] = Int(pl[row * s + j]) }
                     var lp = [T](repeating: 0, count: tb * k)
                     lp.withUnsafeMutableBufferPointer { buf in

@@ -17,7 +17,7 @@ struct ConvGeometry {
 }
 
 /// Pads a spatial list of rank 1...3 to 3 entries with `fill` in front.
-private func spatial3(_ v: [Int], _ fill: Int) -> [Int] { [Int](repeating: fill, count: 3 - v.count) + v }
+private func spatial3(_ v: [Int], _ fill: Int) -> [Int] { repeatedInts(fill, count: 3 - v.count) + v }
 
 /// Columns (kernel position, group channel) for output lines [l0, l1) and group `gi`; a line
 /// is one (image, z, y) row of the output, `ow` pixels.
@@ -176,7 +176,7 @@ private func convOperands(_ x0: Tensor, _ w0: Tensor, _ name: String) throws -> 
 }
 
 private func spatialAttr(_ v: [Int], _ spatial: Int, _ name: String) throws -> [Int] {
-    if v.count == 1 { return spatial3([Int](repeating: v[0], count: spatial), 1) }
+    if v.count == 1 { return spatial3(repeatedInts(v[0], count: spatial), 1) }
     guard v.count == spatial, v.allSatisfy({ $0 > 0 }) else {
         throw EngineError.value("\(name) needs 1 or \(spatial) positive values, got \(v)")
     }

@@ -66,7 +66,7 @@ func mapBinary<F: BinaryKernel>(_ a: Tensor, _ b: Tensor, _ out: Tensor, _ f: F)
     let outerA = Array(st[0].dropLast()), outerB = Array(st[1].dropLast())
     let outer = n / inner
     parallelFor(outer, cost: inner, streaming: streaming && sa <= 1 && sb <= 1) { range in
-        var idx = [Int](repeating: 0, count: outerShape.count)
+        var idx = repeatedInts(0, count: outerShape.count)
         var rem = range.lowerBound, offA = 0, offB = 0
         for d in stride(from: outerShape.count - 1, through: 0, by: -1) {
             idx[d] = rem % outerShape[d]

@@ -70,7 +70,7 @@ struct ResamplePlan {
             let f = ((Float(j) + 0.5) * Float(inSize) / Float(outSize)).rounded(.down)
             return Swift.min(Swift.max(Int(f), 0), inSize - 1)
         }
-        p.counts = [Int](repeating: 1, count: outSize)
+        p.counts = repeatedInts(1, count: outSize)
         p.weights = [Double](repeating: 1, count: outSize)
         return p
     }
@@ -84,8 +84,8 @@ struct ResamplePlan {
             throw EngineError.value("a \(n)-tap filter over an axis of \(size) needs a weight table too large to build")
         }
         var p = ResamplePlan(inSize: size, outSize: size, span: n)
-        p.starts = [Int](repeating: 0, count: size)
-        p.counts = [Int](repeating: 0, count: size)
+        p.starts = repeatedInts(0, count: size)
+        p.counts = repeatedInts(0, count: size)
         p.weights = [Double](repeating: 0, count: size * n)
         for j in 0..<size {
             let first = j - padLo
@@ -110,7 +110,7 @@ struct ResamplePlan {
         let invScale = 1 / scale
         let ks = antialias ? Swift.max(invScale, 1) : 1
         let reach = k.radius * ks
-        var lo = [Int](repeating: 0, count: outSize), cnt = [Int](repeating: 0, count: outSize)
+        var lo = repeatedInts(0, count: outSize), cnt = repeatedInts(0, count: outSize)
         var samples = [Double](repeating: 0, count: outSize)
         var span = 0
         for j in 0..<outSize {
@@ -521,7 +521,7 @@ public func gridSample(_ x0: Tensor, _ coords0: Tensor, order: Int, mode: String
         return try cast(try gridSample(try cast(x0, to: .float32), coords0, order: order, mode: mode, fillValue: fillValue), to: x0.dtype)
     }
     let coords = coords0.dtype == .float64 ? coords0 : try cast(coords0, to: .float64)
-    var strides = [Int](repeating: 1, count: d)
+    var strides = repeatedInts(1, count: d)
     for k in stride(from: d - 2, through: 0, by: -1) { strides[k] = strides[k + 1] * spatial[k + 1] }
     let points = coords.shape[1..<(coords.rank - 1)].reduce(1, *)
     let g = SampleGeometry(n: x0.shape[0], spatial: spatial, strides: strides, c: x0.shape[x0.rank - 1], points: points,

@@ -7,8 +7,8 @@
 private func walk(_ shape: [Int], _ strides: [[Int]], _ body: (Int, [Int]) -> Void) {
     let n = shape.reduce(1, *)
     guard n > 0 else { return }
-    var idx = [Int](repeating: 0, count: shape.count)
-    var off = [Int](repeating: 0, count: strides.count)
+    var idx = repeatedInts(0, count: shape.count)
+    var off = repeatedInts(0, count: strides.count)
     for i in 0..<n {
         body(i, off)
         var d = shape.count - 1
@@ -57,8 +57,8 @@ public func pad(_ x: Tensor, _ pads: [Int], mode: PadMode = .constant, value: Do
     let out = try full(shape, value: value, dtype: x.dtype)
     let size = x.dtype.itemSize, strides = contiguousStrides(x.shape)
     let src = x.rawPointer, dst = out.rawPointer
-    var source = [Int](repeating: 0, count: out.count)
-    var idx = [Int](repeating: 0, count: x.rank)
+    var source = repeatedInts(0, count: out.count)
+    var idx = repeatedInts(0, count: x.rank)
     for i in 0..<out.count {
         var off = 0, inside = true
         for d in 0..<x.rank {
@@ -97,7 +97,7 @@ private func tupleOffsets(_ indices: Tensor, into shape: [Int]) throws -> (offse
     let v = values.pointer(Int64.self)
     defer { withExtendedLifetime(values) {} }
     let count = indices.count / Swift.max(k, 1)
-    var out = [Int](repeating: 0, count: k == 0 ? 1 : count)
+    var out = repeatedInts(0, count: k == 0 ? 1 : count)
     for t in 0..<out.count {
         var off = 0
         for j in 0..<k {
@@ -198,7 +198,7 @@ public func sliceUpdate(_ x0: Tensor, _ updates0: Tensor, start: [Int]) throws -
     let n = updates.count
     let tuples = try Tensor(zeros: [n, x.rank], dtype: .int64)
     let pt = tuples.pointer(Int64.self)
-    var idx = [Int](repeating: 0, count: x.rank)
+    var idx = repeatedInts(0, count: x.rank)
     for i in 0..<n {
         for d in 0..<x.rank { pt[i * x.rank + d] = Int64(begin[d] + idx[d]) }
         var d = x.rank - 1

@@ -19,7 +19,7 @@ func gemm(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false) 
     let sa = broadcastStrides(batchA, to: batch), sb = broadcastStrides(batchB, to: batch)
     let bstrides = contiguousStrides(batch)
     // Matrix offsets (in elements) of each batch entry in A and B.
-    var offA = [Int](repeating: 0, count: nb), offB = [Int](repeating: 0, count: nb)
+    var offA = repeatedInts(0, count: nb), offB = repeatedInts(0, count: nb)
     for i in 0..<nb {
         var rem = i, oa = 0, ob = 0
         for d in 0..<batch.count {

@@ -5,7 +5,7 @@ private func withAxisLast(_ x: Tensor, _ axis: Int, _ body: (Tensor) throws -> T
     var perm = Array(0..<x.rank)
     perm.remove(at: ax)
     perm.append(ax)
-    var inverse = [Int](repeating: 0, count: perm.count)
+    var inverse = repeatedInts(0, count: perm.count)
     for (i, p) in perm.enumerated() { inverse[p] = i }
     return try transpose(try body(try transpose(x, perm)), inverse)
 }
@@ -117,11 +117,11 @@ public func pool(_ kind: PoolKind, _ x0: Tensor, poolSize: [Int], strides: [Int]
         throw EngineError.value("pooling expects input (N, *spatial, C) with 1 to 3 spatial dims, got \(x0.shape)")
     }
     func per(_ v: [Int], _ name: String) throws -> [Int] {
-        let full = v.count == 1 ? [Int](repeating: v[0], count: spatial) : v
+        let full = v.count == 1 ? repeatedInts(v[0], count: spatial) : v
         guard full.count == spatial, full.allSatisfy({ $0 > 0 }) else {
             throw EngineError.value("\(name) needs 1 or \(spatial) positive values, got \(v)")
         }
-        return [Int](repeating: 1, count: 3 - spatial) + full
+        return repeatedInts(1, count: 3 - spatial) + full
     }
     if x0.dtype != computeDType(x0.dtype) {
         let r = try pool(kind, try cast(x0, to: .float32), poolSize: poolSize, strides: strides, padding: padding)
@@ -129,7 +129,7 @@ public func pool(_ kind: PoolKind, _ x0: Tensor, poolSize: [Int], strides: [Int]
     }
     let x = x0
     let k = try per(poolSize, "pool_size"), st = try per(strides, "strides")
-    let inSize = [Int](repeating: 1, count: 3 - spatial) + Array(x.shape[1...spatial])
+    let inSize = repeatedInts(1, count: 3 - spatial) + Array(x.shape[1...spatial])
     var outSize = [1, 1, 1], pads = [0, 0, 0]
     for d in 0..<3 { (outSize[d], pads[d]) = try windowGeometry(inSize[d], k[d], st[d], 1, padding) }
     // Clipped window [lo, hi) of each output cell along each dimension.
@@ -433,7 +433,7 @@ public func adaptivePool(_ kind: PoolKind, _ x0: Tensor, outputSize: [Int]) thro
     guard (1...3).contains(spatial) else {
         throw EngineError.value("adaptive pooling expects input (N, *spatial, C) with 1 to 3 spatial dims, got \(x0.shape)")
     }
-    let sizes = outputSize.count == 1 ? [Int](repeating: outputSize[0], count: spatial) : outputSize
+    let sizes = outputSize.count == 1 ? repeatedInts(outputSize[0], count: spatial) : outputSize
     guard sizes.count == spatial, sizes.allSatisfy({ $0 > 0 }) else {
         throw EngineError.value("output_size needs 1 or \(spatial) positive values, got \(outputSize)")
     }
@@ -444,8 +444,8 @@ public func adaptivePool(_ kind: PoolKind, _ x0: Tensor, outputSize: [Int]) thro
         let n = x.shape[0], c = x.shape[x.rank - 1]
         // Allocated first: it validates the requested size before the bin tables are built.
         let out = try Tensor(empty: [n] + sizes + [c], dtype: x.dtype)
-        let inSize = [Int](repeating: 1, count: 3 - spatial) + Array(x.shape[1...spatial])
-        let outSize = [Int](repeating: 1, count: 3 - spatial) + sizes
+        let inSize = repeatedInts(1, count: 3 - spatial) + Array(x.shape[1...spatial])
+        let outSize = repeatedInts(1, count: 3 - spatial) + sizes
         _ = try elementCount(outSize)
         if out.count == 0 { return out }
         let bins = (0..<3).map { d in (0..<outSize[d]).map { adaptiveBin($0, inSize[d], outSize[d]) } }

@@ -226,7 +226,7 @@ public func unique(_ x0: Tensor, axis: Int? = nil, size: Int? = nil, fill: Doubl
                 guard let f0 = first.first else {
                     throw EngineError.value("unique of an empty tensor with `size` needs a fill_value")
                 }
-                first += [Int](repeating: f0, count: s - u)
+                first += repeatedInts(f0, count: s - u)
             }
         }
     }
@@ -235,7 +235,7 @@ public func unique(_ x0: Tensor, axis: Int? = nil, size: Int? = nil, fill: Doubl
     if let ax = ax {
         values = try take(x0, firstT, axis: ax)
         if padRows > 0 {
-            var pads = [Int](repeating: 0, count: 2 * x0.rank)
+            var pads = repeatedInts(0, count: 2 * x0.rank)
             pads[2 * ax + 1] = padRows
             values = try pad(values, pads, mode: .constant, value: fill ?? 0)
         }
@@ -316,7 +316,7 @@ public func overlapAdd(_ x0: Tensor, stride: Int, length: Int? = nil) throws -> 
         // Frames of g; frames reaching past a short output get zero gradient there.
         var gg = g
         if natural > n {
-            var pads = [Int](repeating: 0, count: 2 * g.rank)
+            var pads = repeatedInts(0, count: 2 * g.rank)
             pads[2 * g.rank - 1] = natural - n
             gg = try pad(g, pads)
         }

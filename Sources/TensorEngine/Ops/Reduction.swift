@@ -299,7 +299,7 @@ public func argReduce(_ op: ArgReduce, _ x0: Tensor, axis: Int?, keepdims: Bool 
     } else {
         x = x.sharing(shape: [x.count])
         ax = 0
-        outShape = keepdims ? [Int](repeating: 1, count: x0.rank) : []
+        outShape = keepdims ? repeatedInts(1, count: x0.rank) : []
     }
     guard x.shape[ax] > 0 else { throw EngineError.value("\(op.rawValue) of an empty axis") }
     let outer = x.shape[..<ax].reduce(1, *), r = x.shape[ax], inner = x.shape[(ax + 1)...].reduce(1, *)

@@ -41,7 +41,7 @@ func gatherStrided(from src: UnsafeMutableRawPointer, into dst: UnsafeMutableRaw
         }
     }
     parallelFor(n / inner, cost: inner, streaming: si == 1) { range in
-        var idx = [Int](repeating: 0, count: outerShape.count)
+        var idx = repeatedInts(0, count: outerShape.count)
         var rem = range.lowerBound, off = offset
         for d in stride(from: outerShape.count - 1, through: 0, by: -1) {
             idx[d] = rem % outerShape[d]
@@ -164,28 +164,37 @@ public func squeeze(_ x: Tensor, axes: [Int]? = nil) throws -> Tensor {
 /// Below this many elements a transpose copies at once: deferring costs a lock and an object.
 let deferredCopyMinimum = 1 << 14
 
-/// Permutes axes (nil = reverse them). Large results are deferred copies (`DeferredGather`).
+/// Permutes axes (nil = reverse them). Large results are deferred copies (`Tensor(deferring:)`).
 public func transpose(_ x: Tensor, _ perm0: [Int]? = nil) throws -> Tensor {
-    // An O(1) op whose cost is its allocations: the common call (axes in range) makes only
-    // the output's shape and strides arrays.
+    // An O(1) op whose cost is its allocations and reference counting: the common call (axes
+    // in range, a large dense input) makes only the output's shape array. `map` here, because
+    // the unspecialised array initialisers look the element type's metadata up on every call.
     let rank = x.rank
     var perm = perm0 ?? Array((0..<rank).reversed())
     if perm.contains(where: { $0 < 0 || $0 >= rank }) { perm = try perm.map { try normalizeAxis($0, rank: rank) } }
     // Axes in range, rank of them and all distinct: a permutation.
-    guard perm.count == rank, perm.indices.allSatisfy({ !perm[..<$0].contains(perm[$0]) }) else {
-        throw EngineError.value("transpose permutation \(perm0 ?? []) does not match rank \(rank)")
+    func bad() -> EngineError { .value("transpose permutation \(perm0 ?? []) does not match rank \(rank)") }
+    guard perm.count == rank else { throw bad() }
+    var identity = true
+    for i in perm.indices {
+        for j in 0..<i where perm[j] == perm[i] { throw bad() }
+        identity = identity && perm[i] == i
     }
-    let shape = perm.map { x.shape[$0] }
+    let xs = x.shape
+    let shape = perm.map { xs[$0] }
     let out: Tensor
-    if perm.indices.allSatisfy({ perm[$0] == $0 }) {
+    if identity {
         out = x.sharing(shape: shape)
     } else {
         // A transpose of a pending transpose reads the first one's source directly.
         let base = x.viewBase
-        let strides = base.strides.map { bs in perm.map { bs[$0] } } ?? perm.map { x.shape[($0 + 1)...].reduce(1, *) }
-        out = x.count < deferredCopyMinimum
-            ? try gatherView(base.tensor, shape: shape, strides: strides, offset: base.offset)
-            : try Tensor(deferring: base.tensor, shape: shape, strides: strides, offset: base.offset)
+        if x.count < deferredCopyMinimum {
+            let strides = base.strides ?? contiguousStrides(xs)
+            out = try gatherView(base.tensor, shape: shape, strides: perm.map { strides[$0] }, offset: base.offset)
+        } else {
+            let layout: DeferredLayout = base.strides.map { bs in .strided(perm.map { bs[$0] }) } ?? .permuted(perm)
+            out = try Tensor(deferring: base.tensor, shape: shape, count: x.count, layout: layout, offset: base.offset)
+        }
     }
     Tape.record(out, [x]) { g in
         var inverse = perm
@@ -239,7 +248,7 @@ public func concatenate(_ xs0: [Tensor], axis: Int) throws -> Tensor {
         Tape.record(out, xs) { g in
             var start = 0
             return try sizes.map { n in
-                var b = [Int](repeating: 0, count: g.rank), e = g.shape, s = [Int](repeating: 1, count: g.rank)
+                var b = repeatedInts(0, count: g.rank), e = g.shape, s = repeatedInts(1, count: g.rank)
                 b[ax] = start
                 e[ax] = start + n
                 s[ax] = 1
@@ -294,7 +303,7 @@ public func stridedSlice(_ x: Tensor, begin: [Int], end: [Int], strides: [Int]) 
             let (cs, cst) = coalesce(shape, [st])
             let inner = cs.last ?? 1, si = cst[0].last ?? 1
             let outerShape = Array(cs.dropLast()), outerStrides = Array(cst[0].dropLast())
-            var idx = [Int](repeating: 0, count: outerShape.count), off = offset
+            var idx = repeatedInts(0, count: outerShape.count), off = offset
             let src = gc.rawPointer, dst = gx.rawPointer
             for o in 0..<(gc.count / Swift.max(inner, 1)) {
                 for i in 0..<inner {
@@ -328,7 +337,7 @@ private func indexValues(_ indices: Tensor, bound n: Int) throws -> [Int] {
     // int32 (Keras's usual index dtype) is read in place; others go through one int64 copy.
     let vals = indices.dtype == .int32 ? indices : try cast(indices, to: .int64)
     func read<I: BinaryInteger>(_ p: UnsafeMutablePointer<I>) throws -> [Int] {
-        var out = [Int](repeating: 0, count: indices.count)
+        var out = repeatedInts(0, count: indices.count)
         for i in 0..<indices.count {
             var v = Int(p[i])
             if v < 0 { v += n }

@@ -15,7 +15,7 @@ public func argsort(_ x0: Tensor, axis: Int = -1, descending: Bool = false) thro
             let px = x.pointer(T.self), po = out.pointer(Int32.self)
             let (r, inner, descending) = (self.r, self.inner, self.descending)
             parallelFor(outer * inner, cost: r * 16) { range in
-                var order = [Int](repeating: 0, count: r)
+                var order = repeatedInts(0, count: r)
                 for cell in range {
                     let o = cell / inner, i = cell % inner
                     let base = o * r * inner + i
@@ -49,9 +49,9 @@ public func topK(_ x: Tensor, k: Int) throws -> (values: Tensor, indices: Tensor
     let n = x.shape[x.rank - 1]
     guard k >= 0 && k <= n else { throw EngineError.value("k = \(k) is out of range for a last dimension of \(n)") }
     let order = try argsort(x, axis: -1, descending: true)
-    var b = [Int](repeating: 0, count: x.rank), e = x.shape
+    var b = repeatedInts(0, count: x.rank), e = x.shape
     e[x.rank - 1] = k
-    let idx = try stridedSlice(order, begin: b, end: e, strides: [Int](repeating: 1, count: x.rank))
+    let idx = try stridedSlice(order, begin: b, end: e, strides: repeatedInts(1, count: x.rank))
     b[0] = 0
     return (try takeAlongAxis(x, idx, axis: -1), idx)
 }

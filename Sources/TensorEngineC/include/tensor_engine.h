@@ -93,7 +93,7 @@ te_tensor te_tensor_retain(te_tensor t);
 void te_tensor_release(te_tensor t);
 int32_t te_tensor_dtype(te_tensor t);
 int32_t te_tensor_ndim(te_tensor t);
-/* Writes min(ndim, cap) dimensions. */
+/* Writes min(ndim, cap) dimensions; returns ndim (-1 for a null handle). */
 int32_t te_tensor_shape(te_tensor t, int64_t *out, int32_t cap);
 int64_t te_tensor_size(te_tensor t);
 int64_t te_tensor_nbytes(te_tensor t);
@@ -105,6 +105,9 @@ int32_t te_dtype_itemsize(int32_t dtype);
 te_status te_op_lookup(const char *name, int32_t *op);
 int32_t te_op_count(void);
 const char *te_op_name(int32_t op); /* NULL when out of range */
+/* On success outputs[0..*n_outputs) are new references the caller releases.
+ * On failure no output is handed out: outputs is left as it was and
+ * *n_outputs is 0. */
 te_status te_op_call(int32_t op, const te_tensor *inputs, int32_t n_inputs,
                      const te_attr *attrs, int32_t n_attrs, te_tensor *outputs,
                      int32_t max_outputs, int32_t *n_outputs);
