@@ -201,17 +201,27 @@ public func te_op_call(_ op: Int32, _ inputs: UnsafePointer<OpaquePointer?>?, _ 
         nOutputs?.pointee = 0
         guard op >= 0, Int(op) < OpRegistry.ops.count else { throw EngineError.value("unknown op handle \(op)") }
         guard nInputs >= 0, nInputs == 0 || inputs != nil else { throw EngineError.value("bad input array") }
-        // One input, the common case, as an array literal: a single allocation, where `map`
-        // reserves and appends.
-        let ins = nInputs == 1 ? [try tensor(inputs![0])] : try (0..<Int(nInputs)).map { try tensor(inputs![$0]) }
-        let a = try readAttrs(attrs, nAttrs)
-        // Fields, not the whole OpDef: copying it retained and released each of them. Outputs
-        // are written only once nothing can fail (the header promises none on failure).
-        if let one = OpRegistry.ops[Int(op)].runOne {
+        func oneOutput() throws -> UnsafeMutablePointer<OpaquePointer?> {
             guard maxOutputs >= 1, let outputs = outputs else {
                 throw EngineError.value("op \(OpRegistry.ops[Int(op)].name) returns 1 output, room for \(maxOutputs)")
             }
-            outputs[0] = handle(try one(ins, a))
+            return outputs
+        }
+        // Fields, not the whole OpDef: copying it retained and released each of them. Outputs
+        // are written only once nothing can fail (the header promises none on failure).
+        if nInputs == 1, let unary = OpRegistry.ops[Int(op)].runUnary {
+            let x = try tensor(inputs![0])
+            let a = try readAttrs(attrs, nAttrs)
+            let dest = try oneOutput()
+            dest[0] = handle(try unary(x, a))
+            nOutputs?.pointee = 1
+            return
+        }
+        let ins = try (0..<Int(nInputs)).map { try tensor(inputs![$0]) }
+        let a = try readAttrs(attrs, nAttrs)
+        if let one = OpRegistry.ops[Int(op)].runOne {
+            let dest = try oneOutput()
+            dest[0] = handle(try one(ins, a))
             nOutputs?.pointee = 1
             return
         }

@@ -136,6 +136,20 @@ final class CABITests: XCTestCase {
         XCTAssertNil(out)
         XCTAssertEqual(te_op_call(op("negative"), &one, 1, nil, 0, nil, 1, &n), 1)
         XCTAssertTrue(String(cString: te_last_error()).contains("room"))
+        // One input reaches a one-input op without an inputs array; the registry's checks
+        // still hold there and on the array path, and a failure hands nothing out.
+        var two: [OpaquePointer?] = [a, a]
+        XCTAssertEqual(te_op_call(op("negative"), &two, 2, nil, 0, &out, 1, &n), 1)
+        XCTAssertTrue(String(cString: te_last_error()).contains("takes 1 input"))
+        var cshape: [Int64] = [2]
+        var c: OpaquePointer? = nil
+        XCTAssertEqual(te_tensor_create(15, &cshape, 1, nil, 0, &c), 0)  // complex64
+        defer { te_tensor_release(c) }
+        var cin: [OpaquePointer?] = [c]
+        XCTAssertEqual(te_op_call(op("relu"), &cin, 1, nil, 0, &out, 1, &n), 2)
+        XCTAssertTrue(String(cString: te_last_error()).contains("complex"))
+        XCTAssertNil(out)
+        XCTAssertEqual(n, 0)
     }
 
     func testGradientThroughTheABI() {

@@ -139,6 +139,9 @@ public struct OpDef {
     /// `run` for an op of one output, returning it without the array: the C ABI calls this
     /// when it is there, since that array was a measurable part of a small op.
     public let runOne: (([Tensor], Attrs) throws -> Tensor)?
+    /// `runOne` for an op of one input, taking the tensor itself: the C ABI calls this when
+    /// it is there, since building the inputs array was a measurable part of a small op.
+    public let runUnary: ((Tensor, Attrs) throws -> Tensor)?
 
     public init(_ name: String, _ run: @escaping ([Tensor], Attrs) throws -> [Tensor]) {
         self.name = name
@@ -147,6 +150,25 @@ public struct OpDef {
             return try run(inputs, attrs)
         }
         runOne = nil
+        runUnary = nil
+    }
+
+    /// An op of one input and one output.
+    public init(unary name: String, _ run: @escaping (Tensor, Attrs) throws -> Tensor) {
+        let complexOK = complexCapableOps.contains(name)
+        let unary: (Tensor, Attrs) throws -> Tensor = { x, attrs in
+            if !complexOK { try OpDef.rejectComplex(name, x) }
+            return try run(x, attrs)
+        }
+        let one: ([Tensor], Attrs) throws -> Tensor = { inputs, attrs in
+            if !complexOK { try OpDef.rejectComplex(name, inputs) }
+            guard inputs.count == 1 else { throw EngineError.value("\(name) takes 1 input(s), got \(inputs.count)") }
+            return try run(inputs[0], attrs)
+        }
+        self.name = name
+        self.run = { inputs, attrs in [try one(inputs, attrs)] }
+        runOne = one
+        runUnary = unary
     }
 
     /// An op of exactly `arity` inputs and one output.
@@ -162,12 +184,15 @@ public struct OpDef {
         self.name = name
         self.run = { inputs, attrs in [try one(inputs, attrs)] }
         runOne = one
+        runUnary = nil
     }
 
     private static func rejectComplex(_ name: String, _ inputs: [Tensor]) throws {
-        if let c = inputs.first(where: { $0.dtype.isComplex }) {
-            throw EngineError.type("\(name) does not support complex inputs (got \(c.dtype))")
-        }
+        if let c = inputs.first(where: { $0.dtype.isComplex }) { try rejectComplex(name, c) }
+    }
+
+    private static func rejectComplex(_ name: String, _ x: Tensor) throws {
+        if x.dtype.isComplex { throw EngineError.type("\(name) does not support complex inputs (got \(x.dtype))") }
     }
 }
 

@@ -89,7 +89,7 @@ struct Lcm<T: FixedWidthInteger>: BinaryKernel {
 let bitwiseOps: [OpDef] = BitwiseOp.allCases.map { op in
     OpDef(op.rawValue, arity: 2) { t, _ in try bitwise(op, t[0], t[1]) }
 } + [
-    OpDef("bitwise_invert", arity: 1) { t, _ in try bitwiseInvert(t[0]) },
+    OpDef(unary: "bitwise_invert") { x, _ in try bitwiseInvert(x) },
     OpDef("gcd", arity: 2) { t, _ in try gcdLcm(t[0], t[1], lcm: false) },
     OpDef("lcm", arity: 2) { t, _ in try gcdLcm(t[0], t[1], lcm: true) },
 ]

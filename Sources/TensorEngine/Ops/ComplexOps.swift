@@ -233,9 +233,9 @@ let complexCapableOps: Set<String> = [
 ]
 
 let complexOps: [OpDef] = [
-    OpDef("real", arity: 1) { t, _ in try real(t[0]) },
-    OpDef("imag", arity: 1) { t, _ in try imag(t[0]) },
-    OpDef("conj", arity: 1) { t, _ in try conj(t[0]) },
-    OpDef("angle", arity: 1) { t, _ in try angle(t[0]) },
+    OpDef(unary: "real") { x, _ in try real(x) },
+    OpDef(unary: "imag") { x, _ in try imag(x) },
+    OpDef(unary: "conj") { x, _ in try conj(x) },
+    OpDef(unary: "angle") { x, _ in try angle(x) },
     OpDef("complex", arity: 2) { t, _ in try complex(t[0], t[1]) },
 ]

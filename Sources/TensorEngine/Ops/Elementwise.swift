@@ -1024,17 +1024,17 @@ let elementwiseOps: [OpDef] = {
         OpDef(op.rawValue, arity: 2) { t, _ in try binary(op, t[0], t[1]) }
     }
     for (name, op) in UnaryOp.byName {
-        defs.append(OpDef(name, arity: 1) { t, _ in try unary(op, t[0]) })
+        defs.append(OpDef(unary: name) { x, _ in try unary(op, x) })
     }
     defs += [
-        OpDef("gelu", arity: 1) { t, a in try unary(.gelu(approximate: a.bool("approximate", default: true)), t[0]) },
-        OpDef("elu", arity: 1) { t, a in try unary(.elu(alpha: a.float("alpha", default: 1)), t[0]) },
-        OpDef("leaky_relu", arity: 1) { t, a in try unary(.leakyRelu(slope: a.float("negative_slope", default: 0.2)), t[0]) },
-        OpDef("cast", arity: 1) { t, a in try cast(t[0], to: a.dtype("dtype")) },
-        OpDef("stop_gradient", arity: 1) { t, _ in stopGradient(t[0]) },
+        OpDef(unary: "gelu") { x, a in try unary(.gelu(approximate: a.bool("approximate", default: true)), x) },
+        OpDef(unary: "elu") { x, a in try unary(.elu(alpha: a.float("alpha", default: 1)), x) },
+        OpDef(unary: "leaky_relu") { x, a in try unary(.leakyRelu(slope: a.float("negative_slope", default: 0.2)), x) },
+        OpDef(unary: "cast") { x, a in try cast(x, to: a.dtype("dtype")) },
+        OpDef(unary: "stop_gradient") { x, _ in stopGradient(x) },
         OpDef("where", arity: 3) { t, _ in try `where`(t[0], t[1], t[2]) },
-        OpDef("clip", arity: 1) { t, a in
-            try clip(t[0], min: a.float("min", default: -.infinity), max: a.float("max", default: .infinity))
+        OpDef(unary: "clip") { x, a in
+            try clip(x, min: a.float("min", default: -.infinity), max: a.float("max", default: .infinity))
         },
     ]
     return defs

@@ -551,26 +551,26 @@ public func mapCoordinates(_ x: Tensor, _ coords: Tensor, order: Int, mode: Stri
 }
 
 let imageOps: [OpDef] = [
-    OpDef("resize", arity: 1) { t, a in
-        try resize(t[0], axes: a.requiredInts("axes"), sizes: a.requiredInts("sizes"), method: a.string("method"),
+    OpDef(unary: "resize") { x, a in
+        try resize(x, axes: a.requiredInts("axes"), sizes: a.requiredInts("sizes"), method: a.string("method"),
                    antialias: a.bool("antialias", default: false))
     },
-    OpDef("scale_and_translate", arity: 1) { t, a in
-        try scaleAndTranslate(t[0], axes: a.requiredInts("axes"), sizes: a.requiredInts("sizes"),
+    OpDef(unary: "scale_and_translate") { x, a in
+        try scaleAndTranslate(x, axes: a.requiredInts("axes"), sizes: a.requiredInts("sizes"),
                               scales: a.requiredFloats("scales"), translations: a.requiredFloats("translations"),
                               method: a.string("method"), antialias: a.bool("antialias", default: true))
     },
-    OpDef("separable_filter", arity: 1) { t, a in
+    OpDef(unary: "separable_filter") { x, a in
         let axes = try a.requiredInts("axes"), sizes = try a.requiredInts("sizes"), flat = try a.requiredFloats("taps")
         guard sizes.count == axes.count, sizes.allSatisfy({ $0 >= 1 && $0 <= flat.count }), sizes.reduce(0, +) == flat.count else {
             throw EngineError.value("separable_filter: sizes \(sizes) must be positive, one per axis, and sum to the \(flat.count) taps")
         }
         var taps: [[Double]] = [], at = 0
         for n in sizes { taps.append(Array(flat[at..<(at + n)])); at += n }
-        return try separableFilter(t[0], axes: axes, taps: taps)
+        return try separableFilter(x, axes: axes, taps: taps)
     },
-    OpDef("gaussian_blur", arity: 1) { t, a in
-        try gaussianBlur(t[0], axes: a.requiredInts("axes"), sizes: a.requiredInts("sizes"), sigmas: a.requiredFloats("sigmas"))
+    OpDef(unary: "gaussian_blur") { x, a in
+        try gaussianBlur(x, axes: a.requiredInts("axes"), sizes: a.requiredInts("sizes"), sigmas: a.requiredFloats("sigmas"))
     },
     OpDef("grid_sample", arity: 2) { t, a in
         try gridSample(t[0], t[1], order: a.int("order", default: 1), mode: a.string("fill_mode", default: "constant"),

@@ -302,20 +302,20 @@ private func scatterReduction(_ a: Attrs) throws -> ScatterReduction {
 }
 
 let indexingOps: [OpDef] = [
-    OpDef("pad", arity: 1) { t, a in
+    OpDef(unary: "pad") { x, a in
         let m = try a.string("mode", default: "constant")
         guard let mode = PadMode(rawValue: m) else { throw EngineError.value("unknown pad mode '\(m)'") }
-        return try pad(t[0], a.requiredInts("pads"), mode: mode, value: a.float("value", default: 0))
+        return try pad(x, a.requiredInts("pads"), mode: mode, value: a.float("value", default: 0))
     },
     OpDef("gather_nd", arity: 2) { t, _ in try gatherND(t[0], t[1]) },
     OpDef("scatter_nd", arity: 3) { t, a in try scatterND(t[0], t[1], t[2], reduction: scatterReduction(a)) },
     OpDef("slice_update", arity: 2) { t, a in try sliceUpdate(t[0], t[1], start: a.requiredInts("start")) },
-    OpDef("nonzero", arity: 1) { t, _ in try nonzero(t[0]) },
-    OpDef("repeat", arity: 1) { t, a in try `repeat`(t[0], repeats: a.requiredInts("repeats"), axis: a.has("axis") ? a.int("axis") : nil) },
+    OpDef(unary: "nonzero") { x, _ in try nonzero(x) },
+    OpDef(unary: "repeat") { x, a in try `repeat`(x, repeats: a.requiredInts("repeats"), axis: a.has("axis") ? a.int("axis") : nil) },
     OpDef("segment_reduce", arity: 2) { t, a in
         try segmentReduce(scatterReduction(a), t[0], t[1], numSegments: a.int("num_segments"))
     },
-    OpDef("triangle", arity: 1) { t, a in try triangle(t[0], k: a.int("k", default: 0), upper: a.bool("upper")) },
+    OpDef(unary: "triangle") { x, a in try triangle(x, k: a.int("k", default: 0), upper: a.bool("upper")) },
     OpDef("eye", arity: 0) { _, a in
         let n = try a.int("n")
         return try eye(n, a.int("m", default: n), k: a.int("k", default: 0), dtype: a.dtype("dtype", default: .float32))

@@ -587,8 +587,8 @@ public func lstsq(_ a0: Tensor, _ b0: Tensor, rcond: Double = -1) throws -> Tens
 }
 
 let lapackOps: [OpDef] = [
-    OpDef("inv", arity: 1) { t, _ in try inv(t[0]) },
-    OpDef("det", arity: 1) { t, _ in try det(t[0]) },
+    OpDef(unary: "inv") { x, _ in try inv(x) },
+    OpDef(unary: "det") { x, _ in try det(x) },
     OpDef("slogdet") { t, _ in
         guard t.count == 1 else { throw EngineError.value("slogdet takes 1 input") }
         let r = try slogdet(t[0]); return [r.sign, r.logabsdet]
@@ -599,7 +599,7 @@ let lapackOps: [OpDef] = [
     },
     OpDef("solve", arity: 2) { t, _ in try solve(t[0], t[1]) },
     OpDef("solve_triangular", arity: 2) { t, a in try solveTriangular(t[0], t[1], lower: a.bool("lower", default: false)) },
-    OpDef("cholesky", arity: 1) { t, _ in try cholesky(t[0]) },
+    OpDef(unary: "cholesky") { x, _ in try cholesky(x) },
     OpDef("qr") { t, a in
         guard t.count == 1 else { throw EngineError.value("qr takes 1 input") }
         let r = try qr(t[0], complete: a.string("mode", default: "reduced") == "complete"); return [r.q, r.r]

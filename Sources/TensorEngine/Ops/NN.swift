@@ -221,26 +221,26 @@ public func pool2d(_ kind: PoolKind, _ x: Tensor, poolSize: [Int], strides: [Int
 }
 
 let nnOps: [OpDef] = [
-    OpDef("softmax", arity: 1) { t, a in try softmax(t[0], axis: a.int("axis", default: -1)) },
-    OpDef("log_softmax", arity: 1) { t, a in try softmax(t[0], axis: a.int("axis", default: -1), log: true) },
-    OpDef("one_hot", arity: 1) { t, a in
-        try oneHot(t[0], numClasses: a.int("num_classes"), axis: a.int("axis", default: -1), dtype: a.dtype("dtype", default: .float32))
+    OpDef(unary: "softmax") { x, a in try softmax(x, axis: a.int("axis", default: -1)) },
+    OpDef(unary: "log_softmax") { x, a in try softmax(x, axis: a.int("axis", default: -1), log: true) },
+    OpDef(unary: "one_hot") { x, a in
+        try oneHot(x, numClasses: a.int("num_classes"), axis: a.int("axis", default: -1), dtype: a.dtype("dtype", default: .float32))
     },
-    OpDef("max_pool", arity: 1) { t, a in
+    OpDef(unary: "max_pool") { x, a in
         let p = try a.requiredInts("pool_size")
-        return try pool(.max, t[0], poolSize: p, strides: a.ints("strides") ?? p, padding: a.string("padding", default: "valid"))
+        return try pool(.max, x, poolSize: p, strides: a.ints("strides") ?? p, padding: a.string("padding", default: "valid"))
     },
-    OpDef("avg_pool", arity: 1) { t, a in
+    OpDef(unary: "avg_pool") { x, a in
         let p = try a.requiredInts("pool_size")
-        return try pool(.avg, t[0], poolSize: p, strides: a.ints("strides") ?? p, padding: a.string("padding", default: "valid"))
+        return try pool(.avg, x, poolSize: p, strides: a.ints("strides") ?? p, padding: a.string("padding", default: "valid"))
     },
-    OpDef("max_pool2d", arity: 1) { t, a in
+    OpDef(unary: "max_pool2d") { x, a in
         let p = try a.requiredInts("pool_size")
-        return try pool2d(.max, t[0], poolSize: p, strides: a.ints("strides") ?? p, padding: a.string("padding", default: "valid"))
+        return try pool2d(.max, x, poolSize: p, strides: a.ints("strides") ?? p, padding: a.string("padding", default: "valid"))
     },
-    OpDef("avg_pool2d", arity: 1) { t, a in
+    OpDef(unary: "avg_pool2d") { x, a in
         let p = try a.requiredInts("pool_size")
-        return try pool2d(.avg, t[0], poolSize: p, strides: a.ints("strides") ?? p, padding: a.string("padding", default: "valid"))
+        return try pool2d(.avg, x, poolSize: p, strides: a.ints("strides") ?? p, padding: a.string("padding", default: "valid"))
     },
 ]
 
@@ -455,15 +455,15 @@ public func adaptivePool(_ kind: PoolKind, _ x0: Tensor, outputSize: [Int]) thro
 }
 
 let nnExtraOps: [OpDef] = [
-    OpDef("unfold", arity: 1) { t, a in
-        try unfold(t[0], kernelSize: a.requiredInts("kernel_size"), dilation: a.ints("dilation") ?? [1],
+    OpDef(unary: "unfold") { x, a in
+        try unfold(x, kernelSize: a.requiredInts("kernel_size"), dilation: a.ints("dilation") ?? [1],
                    padding: a.ints("padding") ?? [0], stride: a.ints("stride") ?? [1])
     },
-    OpDef("fold", arity: 1) { t, a in
-        try fold(t[0], outputSize: a.requiredInts("output_size"), kernelSize: a.requiredInts("kernel_size"),
+    OpDef(unary: "fold") { x, a in
+        try fold(x, outputSize: a.requiredInts("output_size"), kernelSize: a.requiredInts("kernel_size"),
                  dilation: a.ints("dilation") ?? [1], padding: a.ints("padding") ?? [0], stride: a.ints("stride") ?? [1])
     },
-    OpDef("sparsemax", arity: 1) { t, a in try sparsemax(t[0], axis: a.int("axis", default: -1)) },
-    OpDef("adaptive_max_pool", arity: 1) { t, a in try adaptivePool(.max, t[0], outputSize: a.requiredInts("output_size")) },
-    OpDef("adaptive_avg_pool", arity: 1) { t, a in try adaptivePool(.avg, t[0], outputSize: a.requiredInts("output_size")) },
+    OpDef(unary: "sparsemax") { x, a in try sparsemax(x, axis: a.int("axis", default: -1)) },
+    OpDef(unary: "adaptive_max_pool") { x, a in try adaptivePool(.max, x, outputSize: a.requiredInts("output_size")) },
+    OpDef(unary: "adaptive_avg_pool") { x, a in try adaptivePool(.avg, x, outputSize: a.requiredInts("output_size")) },
 ]

@@ -326,7 +326,7 @@ public func overlapAdd(_ x0: Tensor, stride: Int, length: Int? = nil) throws -> 
 }
 
 let numericOps: [OpDef] = [
-    OpDef("bitcast", arity: 1) { t, a in try bitcast(t[0], to: a.dtype("dtype")) },
+    OpDef(unary: "bitcast") { x, a in try bitcast(x, to: a.dtype("dtype")) },
     OpDef("correlate", arity: 2) { t, a in try correlate(t[0], t[1], mode: a.string("mode", default: "valid")) },
     OpDef("histogram") { t, a in
         guard t.count == 1 else { throw EngineError.value("histogram takes 1 input, got \(t.count)") }
@@ -340,8 +340,8 @@ let numericOps: [OpDef] = [
                            fill: a.has("fill_value") ? a.float("fill_value") : nil)
         return [r.values, r.index, r.inverse, r.counts]
     },
-    OpDef("frame", arity: 1) { t, a in try frame(t[0], length: a.int("length"), stride: a.int("stride")) },
-    OpDef("overlap_add", arity: 1) { t, a in
-        try overlapAdd(t[0], stride: a.int("stride"), length: a.has("length") ? a.int("length") : nil)
+    OpDef(unary: "frame") { x, a in try frame(x, length: a.int("length"), stride: a.int("stride")) },
+    OpDef(unary: "overlap_add") { x, a in
+        try overlapAdd(x, stride: a.int("stride"), length: a.has("length") ? a.int("length") : nil)
     },
 ]

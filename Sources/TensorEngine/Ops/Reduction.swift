@@ -378,7 +378,7 @@ private func argExtremumF32(_ p: UnsafePointer<Float>, _ r: Int, max: Bool) -> I
 }
 
 let reductionOps: [OpDef] = ReduceOp.allCases.map { op in
-    OpDef(op.rawValue, arity: 1) { t, a in try reduce(op, t[0], axes: a.ints("axes"), keepdims: a.bool("keepdims", default: false)) }
+    OpDef(unary: op.rawValue) { x, a in try reduce(op, x, axes: a.ints("axes"), keepdims: a.bool("keepdims", default: false)) }
 } + [
     OpDef("moments") { t, a in
         guard t.count == 1 else { throw EngineError.value("moments takes 1 input, got \(t.count)") }
@@ -386,7 +386,7 @@ let reductionOps: [OpDef] = ReduceOp.allCases.map { op in
         return [r.mean, r.variance]
     },
 ] + [ArgReduce.argmax, .argmin].map { op in
-    OpDef(op.rawValue, arity: 1) { t, a in
-        try argReduce(op, t[0], axis: a.has("axis") ? a.int("axis") : nil, keepdims: a.bool("keepdims", default: false))
+    OpDef(unary: op.rawValue) { x, a in
+        try argReduce(op, x, axis: a.has("axis") ? a.int("axis") : nil, keepdims: a.bool("keepdims", default: false))
     }
 }

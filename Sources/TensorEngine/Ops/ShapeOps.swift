@@ -449,13 +449,13 @@ public func takeAlongAxis(_ x0: Tensor, _ indices0: Tensor, axis: Int) throws ->
 }
 
 let shapeOps: [OpDef] = [
-    OpDef("reshape", arity: 1) { t, a in try reshape(t[0], a.requiredInts("shape")) },
-    OpDef("transpose", arity: 1) { t, a in try transpose(t[0], a.ints("perm")) },
-    OpDef("broadcast_to", arity: 1) { t, a in try broadcastTo(t[0], a.requiredInts("shape")) },
+    OpDef(unary: "reshape") { x, a in try reshape(x, a.requiredInts("shape")) },
+    OpDef(unary: "transpose") { x, a in try transpose(x, a.ints("perm")) },
+    OpDef(unary: "broadcast_to") { x, a in try broadcastTo(x, a.requiredInts("shape")) },
     OpDef("concatenate") { t, a in [try concatenate(t, axis: a.int("axis", default: 0))] },
     OpDef("stack") { t, a in [try stack(t, axis: a.int("axis", default: 0))] },
-    OpDef("strided_slice", arity: 1) { t, a in
-        try stridedSlice(t[0], begin: a.requiredInts("begin"), end: a.requiredInts("end"), strides: a.requiredInts("strides"))
+    OpDef(unary: "strided_slice") { x, a in
+        try stridedSlice(x, begin: a.requiredInts("begin"), end: a.requiredInts("end"), strides: a.requiredInts("strides"))
     },
     OpDef("take", arity: 2) { t, a in try take(t[0], t[1], axis: a.has("axis") ? a.int("axis") : nil) },
     OpDef("take_along_axis", arity: 2) { t, a in try takeAlongAxis(t[0], t[1], axis: a.int("axis")) },

@@ -99,17 +99,17 @@ public func cumulative(_ x0: Tensor, axis: Int?, product: Bool, reverse: Bool = 
 }
 
 let sortingOps: [OpDef] = [
-    OpDef("argsort", arity: 1) { t, a in try argsort(t[0], axis: a.int("axis", default: -1), descending: a.bool("descending", default: false)) },
-    OpDef("sort", arity: 1) { t, a in try sort(t[0], axis: a.int("axis", default: -1), descending: a.bool("descending", default: false)) },
+    OpDef(unary: "argsort") { x, a in try argsort(x, axis: a.int("axis", default: -1), descending: a.bool("descending", default: false)) },
+    OpDef(unary: "sort") { x, a in try sort(x, axis: a.int("axis", default: -1), descending: a.bool("descending", default: false)) },
     OpDef("top_k") { t, a in
         guard t.count == 1 else { throw EngineError.value("top_k takes 1 input, got \(t.count)") }
         let r = try topK(t[0], k: a.int("k"))
         return [r.values, r.indices]
     },
-    OpDef("cumsum", arity: 1) { t, a in
-        try cumulative(t[0], axis: a.has("axis") ? a.int("axis") : nil, product: false, reverse: a.bool("reverse", default: false))
+    OpDef(unary: "cumsum") { x, a in
+        try cumulative(x, axis: a.has("axis") ? a.int("axis") : nil, product: false, reverse: a.bool("reverse", default: false))
     },
-    OpDef("cumprod", arity: 1) { t, a in
-        try cumulative(t[0], axis: a.has("axis") ? a.int("axis") : nil, product: true, reverse: a.bool("reverse", default: false))
+    OpDef(unary: "cumprod") { x, a in
+        try cumulative(x, axis: a.has("axis") ? a.int("axis") : nil, product: true, reverse: a.bool("reverse", default: false))
     },
 ]

@@ -228,7 +228,7 @@ let randomOps: [OpDef] = [
         try random(.truncatedNormal(a.float("mean", default: 0), a.float("stddev", default: 1)), shape: a.requiredInts("shape"),
                    dtype: a.dtype("dtype", default: .float32), seed: a.requiredInts("seed"))
     },
-    OpDef("dropout", arity: 1) { t, a in
-        try dropout(t[0], rate: a.float("rate"), noiseShape: a.ints("noise_shape"), seed: a.requiredInts("seed"))
+    OpDef(unary: "dropout") { x, a in
+        try dropout(x, rate: a.float("rate"), noiseShape: a.ints("noise_shape"), seed: a.requiredInts("seed"))
     },
 ]
