@@ -69,21 +69,22 @@ final class BufferPool {
     /// Bucket capacity for a request: 64 bytes minimum, then 4 steps per octave.
     static func bucket(_ n: Int) -> Int {
         if n <= 64 { return 64 }
-        let step = octave(n).step
-        return (n + step - 1) / step * step
+        let shift = octave(n).stepShift
+        return ((n + (1 << shift) - 1) >> shift) << shift
     }
 
-    /// The octave of `n` (2^top >= n) and its bucket step: an eighth of 2^top, at least 64.
-    private static func octave(_ n: Int) -> (top: Int, step: Int) {
+    /// The octave of `n` (2^top >= n) and the log2 of its bucket step: an eighth of 2^top, at
+    /// least 64. Shifts, not divisions: every op allocates and frees through here.
+    private static func octave(_ n: Int) -> (top: Int, stepShift: Int) {
         let top = Int.bitWidth - (n - 1).leadingZeroBitCount
-        return (top, Swift.max(64, 1 << Swift.max(0, top - 3)))
+        return (top, Swift.max(6, top - 3))
     }
 
     /// A distinct small index per bucket capacity: the octave, then the step within it
     /// (a capacity rounds up to at most 2^top, so it lies in the octave of its requests).
     private static func slot(ofCapacity cap: Int) -> Int {
-        let (top, step) = octave(cap)
-        return top * 8 + cap / step - 1
+        let (top, shift) = octave(cap)
+        return top * 8 + (cap >> shift) - 1
     }
 
     func allocate(_ n: Int) throws -> (UnsafeMutableRawPointer, Int) {
