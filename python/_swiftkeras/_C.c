@@ -1118,7 +1118,7 @@ PyDoc_STRVAR(tensor_subclass_doc,
 "not tracked by the garbage collector: a tensor refers to nothing but its\n"
 "engine handle and whatever is set in its __dict__, and skipping the GC\n"
 "costs less on every op. A reference cycle through a tensor's __dict__ is\n"
-"not collected.");
+"not collected, and a __del__ added to the class is not called.");
 
 static PyObject *
 py_tensor_subclass(PyObject *mod, PyObject *name)
