@@ -71,6 +71,10 @@ static const char *const dtype_formats[N_DTYPES] = {
  * suggest an isolation that does not exist. */
 static PyTypeObject TensorType;
 static PyTypeObject *tensor_class = NULL; /* strong ref; the class op() outputs use */
+/* The dtype names as interned str: `Tensor.dtype` returns these rather than a new
+ * str per access (Keras reads it on nearly every op), and comparing them with a
+ * string literal succeeds on identity. */
+static PyObject *dtype_strs[N_DTYPES];
 static PyObject *op_cache = NULL;         /* str -> int op handle */
 
 /* -------------------------------------------------------------------------- */
@@ -269,7 +273,7 @@ Tensor_get_shape(TensorObject *self, void *closure)
 static PyObject *
 Tensor_get_dtype(TensorObject *self, void *closure)
 {
-    return PyUnicode_FromString(dtype_names[self->dtype]);
+    return Py_NewRef(dtype_strs[self->dtype]);
 }
 
 static PyObject *
@@ -478,7 +482,7 @@ dtype_from_name(PyObject *name, int32_t *out)
         return -1;
     }
     for (int32_t i = 0; i < N_DTYPES; i++) {
-        if (PyUnicode_CompareWithASCIIString(name, dtype_names[i]) == 0) {
+        if (name == dtype_strs[i] || PyUnicode_CompareWithASCIIString(name, dtype_names[i]) == 0) {
             *out = i;
             return 0;
         }
@@ -2346,12 +2350,14 @@ PyInit__C(void)
         goto fail;
     }
     for (int i = 0; i < N_DTYPES; i++) {
-        PyObject *s = PyUnicode_FromString(dtype_names[i]);
-        if (s == NULL) {
-            Py_DECREF(dtypes);
-            goto fail;
+        if (dtype_strs[i] == NULL) {
+            dtype_strs[i] = PyUnicode_InternFromString(dtype_names[i]);
+            if (dtype_strs[i] == NULL) {
+                Py_DECREF(dtypes);
+                goto fail;
+            }
         }
-        PyTuple_SET_ITEM(dtypes, i, s);
+        PyTuple_SET_ITEM(dtypes, i, Py_NewRef(dtype_strs[i]));
     }
     if (PyModule_AddObject(m, "DTYPES", dtypes) < 0) {
         Py_DECREF(dtypes);

@@ -161,6 +161,9 @@ def test_tensor_properties():
     assert isinstance(t, C.Tensor)
     assert t.shape == (2, 3) and type(t.shape[0]) is int
     assert t.dtype == "float32"
+    # One interned str per dtype, shared with DTYPES, rather than a new str per access.
+    assert t.dtype is sys.intern("float32") and t.dtype is C.DTYPES[C.DTYPES.index("float32")]
+    assert tensor(np.ones(1, np.int8)).dtype is sys.intern("int8")
     assert t.ndim == 2 and t.size == 6 and t.itemsize == 4 and t.nbytes == 24
     assert t.requires_grad is False
     assert isinstance(t._handle, int) and t._handle != 0
