@@ -155,24 +155,20 @@ public struct OpDef {
 
     /// An op of one input and one output.
     public init(unary name: String, _ run: @escaping (Tensor, Attrs) throws -> Tensor) {
-        let complexOK = complexCapableOps.contains(name)
-        let unary: (Tensor, Attrs) throws -> Tensor = { x, attrs in
-            if !complexOK { try OpDef.rejectComplex(name, x) }
+        let unary: (Tensor, Attrs) throws -> Tensor = complexCapableOps.contains(name) ? run : { x, attrs in
+            try OpDef.rejectComplex(name, x)
             return try run(x, attrs)
         }
-        let one: ([Tensor], Attrs) throws -> Tensor = { inputs, attrs in
-            if !complexOK { try OpDef.rejectComplex(name, inputs) }
-            guard inputs.count == 1 else { throw EngineError.value("\(name) takes 1 input(s), got \(inputs.count)") }
-            return try run(inputs[0], attrs)
-        }
-        self.name = name
-        self.run = { inputs, attrs in [try one(inputs, attrs)] }
-        runOne = one
-        runUnary = unary
+        self.init(name, arity: 1, { inputs, attrs in try run(inputs[0], attrs) }, unary: unary)
     }
 
     /// An op of exactly `arity` inputs and one output.
     public init(_ name: String, arity: Int, _ run: @escaping ([Tensor], Attrs) throws -> Tensor) {
+        self.init(name, arity: arity, run, unary: nil)
+    }
+
+    private init(_ name: String, arity: Int, _ run: @escaping ([Tensor], Attrs) throws -> Tensor,
+                 unary: ((Tensor, Attrs) throws -> Tensor)?) {
         let complexOK = complexCapableOps.contains(name)
         let one: ([Tensor], Attrs) throws -> Tensor = { inputs, attrs in
             if !complexOK { try OpDef.rejectComplex(name, inputs) }
@@ -184,7 +180,7 @@ public struct OpDef {
         self.name = name
         self.run = { inputs, attrs in [try one(inputs, attrs)] }
         runOne = one
-        runUnary = nil
+        runUnary = unary
     }
 
     private static func rejectComplex(_ name: String, _ inputs: [Tensor]) throws {

@@ -188,13 +188,10 @@ public func transpose(_ x: Tensor, _ perm0: [Int]? = nil) throws -> Tensor {
     } else {
         // A transpose of a pending transpose reads the first one's source directly.
         let base = x.viewBase
-        if x.count < deferredCopyMinimum {
-            let strides = base.strides ?? contiguousStrides(xs)
-            out = try gatherView(base.tensor, shape: shape, strides: perm.map { strides[$0] }, offset: base.offset)
-        } else {
-            let layout: DeferredLayout = base.strides.map { bs in .strided(perm.map { bs[$0] }) } ?? .permuted(perm)
-            out = try Tensor(deferring: base.tensor, shape: shape, count: x.count, layout: layout, offset: base.offset)
-        }
+        let layout: DeferredLayout = base.strides.map { bs in .strided(perm.map { bs[$0] }) } ?? .permuted(perm)
+        out = x.count < deferredCopyMinimum
+            ? try gatherView(base.tensor, shape: shape, strides: layout.strides(of: base.tensor), offset: base.offset)
+            : try Tensor(deferring: base.tensor, shape: shape, count: x.count, layout: layout, offset: base.offset)
     }
     Tape.record(out, [x]) { g in
         var inverse = perm
