@@ -19,7 +19,10 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]
         ),
         .target(name: "TensorEngine", dependencies: ["COpenBLAS"]),
-        .target(name: "TensorEngineC", dependencies: ["TensorEngine"], exclude: ["include"]),
+        // The C ABI's header as a Clang module, so the Swift side is compiled against the
+        // declarations C callers use (te_attr's layout, the enums) instead of copies.
+        .systemLibrary(name: "CTensorEngine", path: "Sources/TensorEngineC/include"),
+        .target(name: "TensorEngineC", dependencies: ["TensorEngine", "CTensorEngine"], exclude: ["include"]),
         .target(name: "SwiftKeras", dependencies: ["TensorEngine"]),
         .executableTarget(
             name: "DigitsMLP",
@@ -28,7 +31,7 @@ let package = Package(
             exclude: ["digits.bin"]
         ),
         .testTarget(name: "TensorEngineTests", dependencies: ["TensorEngine"]),
-        .testTarget(name: "TensorEngineCTests", dependencies: ["TensorEngineC", "TensorEngine"]),
+        .testTarget(name: "TensorEngineCTests", dependencies: ["TensorEngineC", "TensorEngine", "CTensorEngine"]),
         .testTarget(name: "SwiftKerasTests", dependencies: ["SwiftKeras", "TensorEngine"]),
     ]
 )

@@ -1,6 +1,7 @@
 // The C ABI declared in include/tensor_engine.h. Every entry point catches every engine error
 // and turns it into a status code plus a thread-local message; handles are retained
 // `Tensor` references.
+import CTensorEngine
 import TensorEngine
 #if canImport(Glibc)
 import Glibc
@@ -23,27 +24,30 @@ private func setError(_ message: String) {
     pthread_setspecific(errorKey, strdup(message))
 }
 
-private enum Status: Int32 {
-    case ok = 0, value, type, index, notImplemented, `internal`
+/// The header's te_status codes, as the Int32 every entry point returns.
+private enum Status {
+    static let ok = Int32(TE_OK.rawValue), value = Int32(TE_ERR_VALUE.rawValue), type = Int32(TE_ERR_TYPE.rawValue)
+    static let index = Int32(TE_ERR_INDEX.rawValue), notImplemented = Int32(TE_ERR_NOT_IMPLEMENTED.rawValue)
+    static let `internal` = Int32(TE_ERR_INTERNAL.rawValue)
 }
 
 /// Runs `body`, mapping any error to a status and the thread-local message.
 private func guarded(_ body: () throws -> Void) -> Int32 {
     do {
         try body()
-        return Status.ok.rawValue
+        return Status.ok
     } catch let e as EngineError {
         setError(e.message)
         switch e {
-        case .value: return Status.value.rawValue
-        case .type: return Status.type.rawValue
-        case .index: return Status.index.rawValue
-        case .notImplemented: return Status.notImplemented.rawValue
-        case .internal: return Status.internal.rawValue
+        case .value: return Status.value
+        case .type: return Status.type
+        case .index: return Status.index
+        case .notImplemented: return Status.notImplemented
+        case .internal: return Status.internal
         }
     } catch {
         setError("\(error)")
-        return Status.internal.rawValue
+        return Status.internal
     }
 }
 
@@ -153,40 +157,42 @@ public func te_op_name(_ op: Int32) -> UnsafePointer<CChar>? {
     return UnsafePointer(opNames[Int(op)])
 }
 
-/// Reads a te_attr array (64-byte records; offsets fixed by the header's static assert).
-private func readAttrs(_ attrs: UnsafeRawPointer?, _ n: Int32) throws -> Attrs {
+private let opSchemas: [UnsafeMutablePointer<CChar>] = OpRegistry.ops.map { strdup($0.schema.json) }
+
+@_cdecl("te_op_schema")
+public func te_op_schema(_ op: Int32) -> UnsafePointer<CChar>? {
+    guard op >= 0, Int(op) < opSchemas.count else { return nil }
+    return UnsafePointer(opSchemas[Int(op)])
+}
+
+/// Reads a te_attr array through the header's own declaration of the record.
+private func readAttrs(_ attrs: UnsafePointer<te_attr>?, _ n: Int32) throws -> Attrs {
     guard n >= 0 else { throw EngineError.value("negative attribute count") }
     guard n == 0 || attrs != nil else { throw EngineError.value("null attribute array") }
     var out = Attrs(capacity: Int(n))
     for i in 0..<Int(n) {
-        let rec = attrs! + i * 64
-        guard let namePtr = rec.load(fromByteOffset: 0, as: UnsafePointer<CChar>?.self) else {
-            throw EngineError.value("attribute \(i) has no name")
-        }
+        let rec = attrs![i]
+        guard let namePtr = rec.name else { throw EngineError.value("attribute \(i) has no name") }
         let name = String(cString: namePtr)
-        let kind = rec.load(fromByteOffset: 8, as: Int32.self)
-        let count = Int(rec.load(fromByteOffset: 56, as: Int64.self))
-        switch kind {
-        case 0: out.set(name, .int(Int(rec.load(fromByteOffset: 16, as: Int64.self))))
-        case 1: out.set(name, .float(rec.load(fromByteOffset: 24, as: Double.self)))
-        case 2: out.set(name, .bool(rec.load(fromByteOffset: 16, as: Int64.self) != 0))
-        case 3:
-            guard let s = rec.load(fromByteOffset: 32, as: UnsafePointer<CChar>?.self) else {
-                throw EngineError.value("attribute '\(name)' has a null string")
-            }
+        let count = Int(rec.n)
+        switch UInt32(bitPattern: rec.kind) {
+        case TE_ATTR_INT.rawValue: out.set(name, .int(Int(rec.i)))
+        case TE_ATTR_FLOAT.rawValue: out.set(name, .float(rec.f))
+        case TE_ATTR_BOOL.rawValue: out.set(name, .bool(rec.i != 0))
+        case TE_ATTR_STRING.rawValue:
+            guard let s = rec.s else { throw EngineError.value("attribute '\(name)' has a null string") }
             out.set(name, .string(String(cString: s)))
-        case 4, 5:
+        case TE_ATTR_INTS.rawValue:
             guard count >= 0, count <= 1 << 20 else { throw EngineError.value("attribute '\(name)' has a bad length \(count)") }
-            if kind == 4 {
-                let p = rec.load(fromByteOffset: 40, as: UnsafePointer<Int64>?.self)
-                guard count == 0 || p != nil else { throw EngineError.value("attribute '\(name)' has a null list") }
-                out.set(name, .ints((0..<count).map { Int(p![$0]) }))
-            } else {
-                let p = rec.load(fromByteOffset: 48, as: UnsafePointer<Double>?.self)
-                guard count == 0 || p != nil else { throw EngineError.value("attribute '\(name)' has a null list") }
-                out.set(name, .floats((0..<count).map { p![$0] }))
-            }
-        default: throw EngineError.type("attribute '\(name)' has unknown kind \(kind)")
+            guard count == 0 || rec.ints != nil else { throw EngineError.value("attribute '\(name)' has a null list") }
+            let p = rec.ints
+            out.set(name, .ints((0..<count).map { Int(p![$0]) }))
+        case TE_ATTR_FLOATS.rawValue:
+            guard count >= 0, count <= 1 << 20 else { throw EngineError.value("attribute '\(name)' has a bad length \(count)") }
+            guard count == 0 || rec.floats != nil else { throw EngineError.value("attribute '\(name)' has a null list") }
+            let p = rec.floats
+            out.set(name, .floats((0..<count).map { p![$0] }))
+        default: throw EngineError.type("attribute '\(name)' has unknown kind \(rec.kind)")
         }
     }
     return out
@@ -194,7 +200,7 @@ private func readAttrs(_ attrs: UnsafeRawPointer?, _ n: Int32) throws -> Attrs {
 
 @_cdecl("te_op_call")
 public func te_op_call(_ op: Int32, _ inputs: UnsafePointer<OpaquePointer?>?, _ nInputs: Int32,
-                       _ attrs: UnsafeRawPointer?, _ nAttrs: Int32,
+                       _ attrs: UnsafePointer<te_attr>?, _ nAttrs: Int32,
                        _ outputs: UnsafeMutablePointer<OpaquePointer?>?, _ maxOutputs: Int32,
                        _ nOutputs: UnsafeMutablePointer<Int32>?) -> Int32 {
     guarded {
@@ -301,7 +307,7 @@ private final class ForeignVJP {
         }
         // Take ownership first, so a failing callback's partial results are released too.
         let grads = out.map { $0.map { Unmanaged<Tensor>.fromOpaque(UnsafeRawPointer($0)).takeRetainedValue() } }
-        guard status == Status.ok.rawValue else {
+        guard status == Status.ok else {
             let text = String(cString: te_last_error())
             throw EngineError.value(text.isEmpty ? "custom gradient callback failed (status \(status))" : text)
         }

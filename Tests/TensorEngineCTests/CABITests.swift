@@ -1,5 +1,9 @@
 import XCTest
 @testable import TensorEngineC
+// The record as the header declares it, so a layout change there breaks this test's build.
+import struct CTensorEngine.te_attr
+import var CTensorEngine.TE_ATTR_INTS
+import var CTensorEngine.TE_ATTR_STRING
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -35,19 +39,17 @@ final class CABITests: XCTestCase {
         let names = ints.map { strdup($0.0)! }
         defer { names.forEach { free($0) } }
         let lists = ints.map { $0.1 }
-        let rec = UnsafeMutableRawPointer.allocate(byteCount: 64 * max(1, ints.count), alignment: 8)
-        rec.initializeMemory(as: UInt8.self, repeating: 0, count: 64 * max(1, ints.count))
-        defer { rec.deallocate() }
+        var rec = [te_attr](repeating: te_attr(), count: max(1, ints.count))
         var storage: [UnsafeMutablePointer<Int64>] = []
         defer { storage.forEach { $0.deallocate() } }
         for (i, l) in lists.enumerated() {
             let p = UnsafeMutablePointer<Int64>.allocate(capacity: max(1, l.count))
             p.initialize(from: l, count: l.count)
             storage.append(p)
-            rec.storeBytes(of: UnsafePointer(names[i]), toByteOffset: i * 64, as: UnsafePointer<CChar>.self)
-            rec.storeBytes(of: Int32(4), toByteOffset: i * 64 + 8, as: Int32.self)
-            rec.storeBytes(of: UnsafePointer(p), toByteOffset: i * 64 + 40, as: UnsafePointer<Int64>.self)
-            rec.storeBytes(of: Int64(l.count), toByteOffset: i * 64 + 56, as: Int64.self)
+            rec[i].name = UnsafePointer(names[i])
+            rec[i].kind = Int32(TE_ATTR_INTS.rawValue)
+            rec[i].ints = UnsafePointer(p)
+            rec[i].n = Int64(l.count)
         }
         var out: OpaquePointer? = nil
         var n: Int32 = 0
@@ -118,14 +120,12 @@ final class CABITests: XCTestCase {
         var idxI: OpaquePointer? = nil
         let castName = strdup("dtype")!, castValue = strdup("int32")!
         defer { free(castName); free(castValue); te_tensor_release(idx); te_tensor_release(idxI) }
-        let rec = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 8)
-        rec.initializeMemory(as: UInt8.self, repeating: 0, count: 64)
-        defer { rec.deallocate() }
-        rec.storeBytes(of: UnsafePointer(castName), toByteOffset: 0, as: UnsafePointer<CChar>.self)
-        rec.storeBytes(of: Int32(3), toByteOffset: 8, as: Int32.self)
-        rec.storeBytes(of: UnsafePointer(castValue), toByteOffset: 32, as: UnsafePointer<CChar>.self)
+        var rec = te_attr()
+        rec.name = UnsafePointer(castName)
+        rec.kind = Int32(TE_ATTR_STRING.rawValue)
+        rec.s = UnsafePointer(castValue)
         var ins: [OpaquePointer?] = [idx]
-        XCTAssertEqual(te_op_call(op("cast"), &ins, 1, rec, 1, &idxI, 1, &n), 0)
+        XCTAssertEqual(te_op_call(op("cast"), &ins, 1, &rec, 1, &idxI, 1, &n), 0)
         XCTAssertEqual(call("take", [a, idxI]).0, 3, "out-of-range index is TE_ERR_INDEX")
         // A one-output op with no room for its output, or no output array, is an error.
         var one: [OpaquePointer?] = [a]

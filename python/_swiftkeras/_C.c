@@ -1903,12 +1903,9 @@ static PyTypeObject OpType = {
     .tp_getset = Op_getset,
 };
 
-PyDoc_STRVAR(op_names_doc,
-"op_names()\n--\n\n"
-"Names of every op registered in the engine, in registry order.");
-
+/* One string per registered op, in registry order, from an accessor of the C ABI. */
 static PyObject *
-py_op_names(PyObject *mod, PyObject *unused)
+op_strings(const char *(*get)(int32_t))
 {
     int32_t n = te_op_count();
     PyObject *list = PyList_New(0);
@@ -1916,7 +1913,7 @@ py_op_names(PyObject *mod, PyObject *unused)
         return NULL;
     }
     for (int32_t i = 0; i < n; i++) {
-        const char *s = te_op_name(i);
+        const char *s = get(i);
         if (s == NULL) {
             continue;
         }
@@ -1929,6 +1926,27 @@ py_op_names(PyObject *mod, PyObject *unused)
         Py_DECREF(str);
     }
     return list;
+}
+
+PyDoc_STRVAR(op_names_doc,
+"op_names()\n--\n\n"
+"Names of every op registered in the engine, in registry order.");
+
+static PyObject *
+py_op_names(PyObject *mod, PyObject *unused)
+{
+    return op_strings(te_op_name);
+}
+
+PyDoc_STRVAR(op_schemas_doc,
+"op_schemas()\n--\n\n"
+"The schema of every registered op as a JSON string (te_op_schema), in\n"
+"registry order. _swiftkeras.op_schemas() parses them.");
+
+static PyObject *
+py_op_schemas(PyObject *mod, PyObject *unused)
+{
+    return op_strings(te_op_schema);
 }
 
 PyDoc_STRVAR(tape_push_doc,
@@ -2288,6 +2306,7 @@ static PyMethodDef module_methods[] = {
     {"op", (PyCFunction)(void (*)(void))py_op, METH_FASTCALL | METH_KEYWORDS, op_doc},
     {"call", (PyCFunction)(void (*)(void))py_call, METH_FASTCALL | METH_KEYWORDS, call_doc},
     {"op_names", (PyCFunction)py_op_names, METH_NOARGS, op_names_doc},
+    {"op_schemas", (PyCFunction)py_op_schemas, METH_NOARGS, op_schemas_doc},
     {"tape_push", (PyCFunction)py_tape_push, METH_NOARGS, tape_push_doc},
     {"tape_pop", (PyCFunction)py_tape_pop, METH_NOARGS, tape_pop_doc},
     {"tape_depth", (PyCFunction)py_tape_depth, METH_NOARGS, tape_depth_doc},

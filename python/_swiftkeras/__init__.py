@@ -28,6 +28,7 @@ try:
     from ._C import gradient
     from ._C import op
     from ._C import op_names
+    from ._C import op_schemas as _op_schemas
     from ._C import set_num_threads
     from ._C import set_tensor_class
     from ._C import tape_depth
@@ -42,6 +43,18 @@ except ImportError as e:
         "needs the system OpenBLAS (libopenblas.so.0; e.g. `apt-get install "
         "libopenblas0`); a source checkout must be built with `pip install .`."
     ) from e
+
+
+
+def op_schemas():
+    """Every engine op's schema, by name: inputs, outputs, attributes (type,
+    default or what leaving it out means, choices), input dtypes, complex
+    support, differentiability and a one-line doc (see te_op_schema in
+    tensor_engine.h). The engine checks every call against it."""
+    import json
+
+    return {s["name"]: s for s in map(json.loads, _op_schemas())}
+
 
 __all__ = [
     "ABI_VERSION",
@@ -59,6 +72,7 @@ __all__ = [
     "gradient",
     "op",
     "op_names",
+    "op_schemas",
     "set_num_threads",
     "set_tensor_class",
     "tape_depth",

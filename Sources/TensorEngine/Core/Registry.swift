@@ -19,6 +19,9 @@ public struct Attrs {
     // an Attrs on every call, so those cost no array allocation.
     private var first: Entry?
     private var rest: [Entry] = []
+    /// The schema of the op these attributes were checked against (registry ops live for
+    /// the process, so no reference is counted): absent attributes take its defaults.
+    private unowned(unsafe) var schema: OpSchema? = nil
 
     public init(_ values: [String: AttrValue] = [:]) {
         for (k, v) in values { set(k, v) }
@@ -48,16 +51,62 @@ public struct Attrs {
         return d
     }
 
+    /// Checks every attribute against `s` (declared, of its type, one of its choices, and
+    /// every required one given), then binds `s` for the defaults.
+    mutating func bind(_ s: OpSchema) throws {
+        var required = 0
+        if let f = first { required += try Attrs.check(f, s) }
+        for e in rest { required += try Attrs.check(e, s) }
+        if required < s.requiredAttrs {
+            let missing = s.attrs.filter { spec in
+                if case .required = spec.presence { return !has(spec.name) }
+                return false
+            }.map(\.name)
+            throw EngineError.value("\(s.name) needs attribute(s) \(missing.joined(separator: ", "))")
+        }
+        schema = s
+    }
+
+    /// 1 when `e` is a required attribute of `s`, 0 when optional; throws when it does not fit.
+    private static func check(_ e: Entry, _ s: OpSchema) throws -> Int {
+        guard let spec = s.attr(e.name) else { throw s.attrError(e.name) }
+        guard spec.accepts(e.value) else {
+            throw EngineError.type("\(s.name): attribute '\(e.name)' must be \(spec.type.rawValue), got \(e.value.kindName)")
+        }
+        if case .string(let v) = e.value {
+            if spec.type == .dtype, DType(name: v) == nil {
+                throw EngineError.type("\(s.name): attribute '\(e.name)': unknown dtype '\(v)'")
+            }
+            if !spec.choices.isEmpty, !spec.choices.contains(v) {
+                throw EngineError.value("\(s.name): attribute '\(e.name)' must be one of \(spec.choices.joined(separator: ", ")), got '\(v)'")
+            }
+        }
+        if case .required = spec.presence { return 1 }
+        return 0
+    }
+
     private subscript(_ k: String) -> AttrValue? {
         if first?.name == k { return first!.value }
         for e in rest where e.name == k { return e.value }
         return nil
     }
 
+    /// The given value, else the bound schema's default. Reading an attribute the schema
+    /// does not declare is the op's own bug, caught wherever a test runs that path.
+    private func lookup(_ k: String) throws -> AttrValue? {
+        if let v = self[k] { return v }
+        guard let s = schema else { return nil }
+        guard let spec = s.attr(k) else {
+            throw EngineError.internal("\(s.name) reads attribute '\(k)', which its schema does not declare")
+        }
+        return spec.defaultValue
+    }
+
+    /// Whether the caller gave `k` (a default does not count).
     public func has(_ k: String) -> Bool { self[k] != nil }
 
     public func int(_ k: String, default d: Int? = nil) throws -> Int {
-        switch self[k] {
+        switch try lookup(k) {
         case .int(let v): return v
         case .bool(let v): return v ? 1 : 0
         case .none: if let d = d { return d }; throw EngineError.value("missing attribute '\(k)'")
@@ -66,7 +115,7 @@ public struct Attrs {
     }
 
     public func float(_ k: String, default d: Double? = nil) throws -> Double {
-        switch self[k] {
+        switch try lookup(k) {
         case .float(let v): return v
         case .int(let v): return Double(v)
         case .bool(let v): return v ? 1 : 0
@@ -76,7 +125,7 @@ public struct Attrs {
     }
 
     public func bool(_ k: String, default d: Bool? = nil) throws -> Bool {
-        switch self[k] {
+        switch try lookup(k) {
         case .bool(let v): return v
         case .int(let v): return v != 0
         case .none: if let d = d { return d }; throw EngineError.value("missing attribute '\(k)'")
@@ -85,7 +134,7 @@ public struct Attrs {
     }
 
     public func string(_ k: String, default d: String? = nil) throws -> String {
-        switch self[k] {
+        switch try lookup(k) {
         case .string(let v): return v
         case .none: if let d = d { return d }; throw EngineError.value("missing attribute '\(k)'")
         default: throw EngineError.type("attribute '\(k)' must be a string")
@@ -94,7 +143,7 @@ public struct Attrs {
 
     /// An int list; a single int is accepted as a list of one. nil when absent.
     public func ints(_ k: String) throws -> [Int]? {
-        switch self[k] {
+        switch try lookup(k) {
         case .ints(let v): return v
         case .int(let v): return [v]
         case .floats(let v) where v.isEmpty: return []
@@ -110,7 +159,7 @@ public struct Attrs {
 
     /// A float list (ints accepted); a single number is a list of one.
     public func requiredFloats(_ k: String) throws -> [Double] {
-        switch self[k] {
+        switch try lookup(k) {
         case .floats(let v): return v
         case .ints(let v): return v.map(Double.init)
         case .float(let v): return [v]
@@ -121,7 +170,7 @@ public struct Attrs {
     }
 
     public func dtype(_ k: String, default d: DType? = nil) throws -> DType {
-        guard self[k] != nil else {
+        guard try lookup(k) != nil else {
             if let d = d { return d }
             throw EngineError.value("missing attribute '\(k)'")
         }
@@ -131,10 +180,24 @@ public struct Attrs {
     }
 }
 
-/// One registered op: a name and an entry point that validates its inputs and attributes,
+extension AttrValue {
+    var kindName: String {
+        switch self {
+        case .int: return "int"
+        case .float: return "float"
+        case .bool: return "bool"
+        case .string: return "string"
+        case .ints: return "ints"
+        case .floats: return "floats"
+        }
+    }
+}
+
+/// One registered op: its schema and an entry point that checks a call against the schema,
 /// then calls the op's typed Swift function (where its forward, shape rule and VJP live).
 public struct OpDef {
-    public let name: String
+    public let schema: OpSchema
+    public var name: String { schema.name }
     public let run: ([Tensor], Attrs) throws -> [Tensor]
     /// `run` for an op of one output, returning it without the array: the C ABI calls this
     /// when it is there, since that array was a measurable part of a small op.
@@ -143,52 +206,57 @@ public struct OpDef {
     /// it is there, since building the inputs array was a measurable part of a small op.
     public let runUnary: ((Tensor, Attrs) throws -> Tensor)?
 
-    public init(_ name: String, _ run: @escaping ([Tensor], Attrs) throws -> [Tensor]) {
-        self.name = name
-        self.run = complexCapableOps.contains(name) ? run : { inputs, attrs in
-            try OpDef.rejectComplex(name, inputs)
-            return try run(inputs, attrs)
+    /// An op of several outputs, named by `outputs`.
+    public init(_ name: String, inputs: [InputSpec], outputs: [String], attrs: [AttrSpec] = [],
+                dtypes: DTypeSet = .real, grad: Differentiability = .yes, doc: String,
+                _ run: @escaping ([Tensor], Attrs) throws -> [Tensor]) {
+        let s = OpSchema(name, inputs: inputs, outputs: outputs, attrs: attrs, dtypes: dtypes, grad: grad, doc: doc)
+        schema = s
+        self.run = { inputs, attrs in
+            var a = attrs
+            try s.check(inputs, &a)
+            let r = try run(inputs, a)
+            guard r.count == s.outputs.count else {
+                throw EngineError.internal("\(s.name) gave \(r.count) outputs; its schema declares \(s.outputs.count)")
+            }
+            return r
         }
         runOne = nil
         runUnary = nil
     }
 
+    /// An op of one output.
+    public init(_ name: String, inputs: [InputSpec], attrs: [AttrSpec] = [], dtypes: DTypeSet = .real,
+                grad: Differentiability = .yes, doc: String, _ run: @escaping ([Tensor], Attrs) throws -> Tensor) {
+        let s = OpSchema(name, inputs: inputs, outputs: ["out"], attrs: attrs, dtypes: dtypes, grad: grad, doc: doc)
+        self.init(s, { inputs, attrs in
+            var a = attrs
+            try s.check(inputs, &a)
+            return try run(inputs, a)
+        }, unary: nil)
+    }
+
     /// An op of one input and one output.
-    public init(unary name: String, _ run: @escaping (Tensor, Attrs) throws -> Tensor) {
-        let unary: (Tensor, Attrs) throws -> Tensor = complexCapableOps.contains(name) ? run : { x, attrs in
-            try OpDef.rejectComplex(name, x)
-            return try run(x, attrs)
-        }
-        self.init(name, arity: 1, { inputs, attrs in try run(inputs[0], attrs) }, unary: unary)
+    public init(unary name: String, attrs: [AttrSpec] = [], dtypes: DTypeSet = .real, grad: Differentiability = .yes,
+                doc: String, _ run: @escaping (Tensor, Attrs) throws -> Tensor) {
+        let s = OpSchema(name, inputs: ["x"], outputs: ["out"], attrs: attrs, dtypes: dtypes, grad: grad, doc: doc)
+        self.init(s, { inputs, attrs in
+            var a = attrs
+            try s.check(inputs, &a)
+            return try run(inputs[0], a)
+        }, unary: { x, attrs in
+            var a = attrs
+            try s.check(x, &a)
+            return try run(x, a)
+        })
     }
 
-    /// An op of exactly `arity` inputs and one output.
-    public init(_ name: String, arity: Int, _ run: @escaping ([Tensor], Attrs) throws -> Tensor) {
-        self.init(name, arity: arity, run, unary: nil)
-    }
-
-    private init(_ name: String, arity: Int, _ run: @escaping ([Tensor], Attrs) throws -> Tensor,
+    private init(_ s: OpSchema, _ one: @escaping ([Tensor], Attrs) throws -> Tensor,
                  unary: ((Tensor, Attrs) throws -> Tensor)?) {
-        let complexOK = complexCapableOps.contains(name)
-        let one: ([Tensor], Attrs) throws -> Tensor = { inputs, attrs in
-            if !complexOK { try OpDef.rejectComplex(name, inputs) }
-            guard inputs.count == arity else {
-                throw EngineError.value("\(name) takes \(arity) input(s), got \(inputs.count)")
-            }
-            return try run(inputs, attrs)
-        }
-        self.name = name
-        self.run = { inputs, attrs in [try one(inputs, attrs)] }
+        schema = s
+        run = { inputs, attrs in [try one(inputs, attrs)] }
         runOne = one
         runUnary = unary
-    }
-
-    private static func rejectComplex(_ name: String, _ inputs: [Tensor]) throws {
-        if let c = inputs.first(where: { $0.dtype.isComplex }) { try rejectComplex(name, c) }
-    }
-
-    private static func rejectComplex(_ name: String, _ x: Tensor) throws {
-        if x.dtype.isComplex { throw EngineError.type("\(name) does not support complex inputs (got \(x.dtype))") }
     }
 }
 

@@ -86,10 +86,30 @@ struct Lcm<T: FixedWidthInteger>: BinaryKernel {
     }
 }
 
+extension BitwiseOp {
+    var doc: String {
+        switch self {
+        case .and: return "a & b (logical for bool)"
+        case .or: return "a | b (logical for bool)"
+        case .xor: return "a ^ b (logical for bool)"
+        case .leftShift: return "a << b"
+        case .rightShift: return "a >> b (arithmetic for signed a)"
+        }
+    }
+}
+
+private let intOrBool = DTypeSet.integer.union(.bool)
+
 let bitwiseOps: [OpDef] = BitwiseOp.allCases.map { op in
-    OpDef(op.rawValue, arity: 2) { t, _ in try bitwise(op, t[0], t[1]) }
+    OpDef(op.rawValue, inputs: ["a", "b"], dtypes: intOrBool, grad: .no, doc: op.doc + "; broadcasts, promotes") { t, _ in
+        try bitwise(op, t[0], t[1])
+    }
 } + [
-    OpDef(unary: "bitwise_invert") { x, _ in try bitwiseInvert(x) },
-    OpDef("gcd", arity: 2) { t, _ in try gcdLcm(t[0], t[1], lcm: false) },
-    OpDef("lcm", arity: 2) { t, _ in try gcdLcm(t[0], t[1], lcm: true) },
+    OpDef(unary: "bitwise_invert", dtypes: intOrBool, grad: .no, doc: "~x (logical not for bool)") { x, _ in try bitwiseInvert(x) },
+    OpDef("gcd", inputs: ["a", "b"], dtypes: intOrBool, grad: .no, doc: "Greatest common divisor, non-negative") { t, _ in
+        try gcdLcm(t[0], t[1], lcm: false)
+    },
+    OpDef("lcm", inputs: ["a", "b"], dtypes: intOrBool, grad: .no, doc: "Least common multiple, non-negative") { t, _ in
+        try gcdLcm(t[0], t[1], lcm: true)
+    },
 ]

@@ -271,23 +271,23 @@ public func ctcBeamSearchDecode(_ inputs0: Tensor, sequenceLengths: Tensor, beam
 }
 
 let ctcOps: [OpDef] = [
-    OpDef("ctc_loss", arity: 4) { t, a in
-        try ctcLoss(labels: t[0], logits: t[1], labelLengths: t[2], logitLengths: t[3], maskIndex: a.int("mask_index", default: 0))
+    OpDef("ctc_loss", inputs: ["labels", "logits", "label_lengths", "logit_lengths"],
+          attrs: [.int("mask_index", default: 0)], grad: .wrt(["logits"]),
+          doc: "Per-sequence CTC negative log-likelihood (B); mask_index is the blank class (negative wraps); "
+            + "infeasible sequences give +inf with a zero gradient") { t, a in
+        try ctcLoss(labels: t[0], logits: t[1], labelLengths: t[2], logitLengths: t[3], maskIndex: a.int("mask_index"))
     },
-    OpDef("ctc_decode") { t, a in
-        guard t.count == 2 else { throw EngineError.value("ctc_decode takes 2 inputs, got \(t.count)") }
-        let mask = try a.int("mask_index", default: 0)
-        switch try a.string("strategy", default: "greedy") {
-        case "greedy":
-            let r = try ctcGreedyDecode(t[0], sequenceLengths: t[1], mergeRepeated: a.bool("merge_repeated", default: true),
-                                        maskIndex: mask)
+    OpDef("ctc_decode", inputs: ["logits", "sequence_lengths"], outputs: ["decoded", "scores"],
+          attrs: [.int("mask_index", default: 0), .string("strategy", default: "greedy", choices: ["greedy", "beam_search"]),
+                  .bool("merge_repeated", default: true), .int("beam_width", default: 100), .int("top_paths", default: 1)],
+          grad: .no, doc: "CTC decoding, greedy (merge_repeated) or beam search (beam_width, top_paths)") { t, a in
+        let mask = try a.int("mask_index")
+        if try a.string("strategy") == "greedy" {
+            let r = try ctcGreedyDecode(t[0], sequenceLengths: t[1], mergeRepeated: a.bool("merge_repeated"), maskIndex: mask)
             return [r.decoded, r.scores]
-        case "beam_search":
-            let r = try ctcBeamSearchDecode(t[0], sequenceLengths: t[1], beamWidth: a.int("beam_width", default: 100),
-                                            topPaths: a.int("top_paths", default: 1), maskIndex: mask)
-            return [r.decoded, r.scores]
-        case let s:
-            throw EngineError.value("Invalid strategy \(s). Supported values are 'greedy' and 'beam_search'.")
         }
+        let r = try ctcBeamSearchDecode(t[0], sequenceLengths: t[1], beamWidth: a.int("beam_width"),
+                                        topPaths: a.int("top_paths"), maskIndex: mask)
+        return [r.decoded, r.scores]
     },
 ]

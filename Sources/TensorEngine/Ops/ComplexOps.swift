@@ -1,8 +1,8 @@
 /// complex64 / complex128: casts, arithmetic, the part accessors, reductions and matmul.
 ///
 /// Complex tensors are for computing, not training: no complex op records a gradient.
-/// Only ops listed in `complexCapableOps` accept complex inputs through the registry; the
-/// others refuse them by name instead of silently dropping the imaginary part.
+/// Only ops whose schema lists the complex dtypes accept complex inputs through the
+/// registry; the others refuse them by name instead of silently dropping the imaginary part.
 
 /// Calls `visit` with the part type (Float or Double) of a complex dtype.
 protocol ComplexVisitor {
@@ -223,19 +223,11 @@ func complexMatmul(_ x: Tensor, _ y: Tensor) throws -> Tensor {
 
 /// Ops whose registry entry accepts complex inputs: dtype-blind data movement plus the ops
 /// above. Every other op refuses a complex input by name (see `OpDef`).
-let complexCapableOps: Set<String> = [
-    "cast", "bitcast", "stop_gradient", "where", "reshape", "transpose", "broadcast_to", "concatenate",
-    "stack", "strided_slice", "take", "take_along_axis", "gather_nd", "scatter_nd", "repeat", "slice_update",
-    "add", "subtract", "multiply", "divide", "power", "equal", "not_equal",
-    "logical_and", "logical_or", "logical_xor", "logical_not", "isnan", "isinf", "isfinite",
-    "negative", "square", "exp", "log", "sqrt", "reciprocal", "sign", "abs",
-    "sum", "mean", "matmul", "real", "imag", "conj", "angle", "complex",
-]
-
 let complexOps: [OpDef] = [
-    OpDef(unary: "real") { x, _ in try real(x) },
-    OpDef(unary: "imag") { x, _ in try imag(x) },
-    OpDef(unary: "conj") { x, _ in try conj(x) },
-    OpDef(unary: "angle") { x, _ in try angle(x) },
-    OpDef("complex", arity: 2) { t, _ in try complex(t[0], t[1]) },
+    OpDef(unary: "real", dtypes: .all, grad: .no, doc: "Real part (x itself for real x)") { x, _ in try real(x) },
+    OpDef(unary: "imag", dtypes: .all, grad: .no, doc: "Imaginary part (zeros for real x)") { x, _ in try imag(x) },
+    OpDef(unary: "conj", dtypes: .all, grad: .no, doc: "Complex conjugate (x itself for real x)") { x, _ in try conj(x) },
+    OpDef(unary: "angle", dtypes: .all, grad: .no, doc: "Argument in (-pi, pi] (0 or pi for real x)") { x, _ in try angle(x) },
+    OpDef("complex", inputs: ["real", "imag"], grad: .no,
+          doc: "real + imag * i: complex64 from float32 parts, complex128 from float64") { t, _ in try complex(t[0], t[1]) },
 ]

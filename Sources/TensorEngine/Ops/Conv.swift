@@ -258,17 +258,26 @@ public func convTranspose(_ x0: Tensor, _ w0: Tensor, strides: [Int], padsBefore
     return out
 }
 
+private let convStrides = AttrSpec.ints("strides", default: [1])
+private let convDilation = AttrSpec.ints("dilation", default: [1])
+private let convPadding = AttrSpec.string("padding", default: "valid", choices: ["valid", "same"])
+
 let convOps: [OpDef] = [
-    OpDef("conv", arity: 2) { t, a in
-        try conv(t[0], t[1], strides: a.ints("strides") ?? [1], padding: a.string("padding", default: "valid"),
-                 dilation: a.ints("dilation") ?? [1], groups: a.int("groups", default: 1))
+    OpDef("conv", inputs: ["x", "kernel"], attrs: [convStrides, convPadding, convDilation, .int("groups", default: 1)],
+          doc: "Convolution of x (N, *spatial, C) with kernel (*k, C/groups, O), 1-3 spatial dims; strides and "
+            + "dilation: one int or one per spatial dim; groups = C is depthwise") { t, a in
+        try conv(t[0], t[1], strides: a.requiredInts("strides"), padding: a.string("padding"),
+                 dilation: a.requiredInts("dilation"), groups: a.int("groups"))
     },
-    OpDef("conv2d", arity: 2) { t, a in
-        try conv2d(t[0], t[1], strides: a.ints("strides") ?? [1, 1], padding: a.string("padding", default: "valid"),
-                   dilation: a.ints("dilation") ?? [1, 1])
+    OpDef("conv2d", inputs: ["x", "kernel"], attrs: [.ints("strides", default: [1, 1]), convPadding, .ints("dilation", default: [1, 1])],
+          doc: "The 2-D form of conv: x (N, H, W, C), kernel (KH, KW, C, O)") { t, a in
+        try conv2d(t[0], t[1], strides: a.requiredInts("strides"), padding: a.string("padding"), dilation: a.requiredInts("dilation"))
     },
-    OpDef("conv_transpose", arity: 2) { t, a in
-        try convTranspose(t[0], t[1], strides: a.ints("strides") ?? [1], padsBefore: a.requiredInts("pads_before"),
-                          outputSize: a.requiredInts("output_size"), dilation: a.ints("dilation") ?? [1])
+    OpDef("conv_transpose", inputs: ["x", "kernel"],
+          attrs: [convStrides, .ints("pads_before"), .ints("output_size"), convDilation],
+          doc: "Adjoint of conv with respect to its input: x (N, *spatial, C_in), kernel (*k, C_out, C_in); "
+            + "pads_before and output_size one per spatial dim") { t, a in
+        try convTranspose(t[0], t[1], strides: a.requiredInts("strides"), padsBefore: a.requiredInts("pads_before"),
+                          outputSize: a.requiredInts("output_size"), dilation: a.requiredInts("dilation"))
     },
 ]

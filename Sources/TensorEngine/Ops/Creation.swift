@@ -60,11 +60,13 @@ public func arange(start: Double, stop: Double, step: Double = 1, dtype: DType =
 }
 
 let creationOps: [OpDef] = [
-    OpDef("full", arity: 0) { _, a in
-        try full(a.requiredInts("shape"), value: a.float("value", default: 0), dtype: a.dtype("dtype", default: .float32))
+    OpDef("full", inputs: [], attrs: [.ints("shape"), .float("value", default: 0), .dtype("dtype", default: .float32)],
+          grad: .no, doc: "A tensor of shape filled with value") { _, a in
+        try full(a.requiredInts("shape"), value: a.float("value"), dtype: a.dtype("dtype"))
     },
-    OpDef("arange", arity: 0) { _, a in
-        try arange(start: a.float("start", default: 0), stop: a.float("stop"), step: a.float("step", default: 1),
-                   dtype: a.dtype("dtype", default: .float32))
+    OpDef("arange", inputs: [],
+          attrs: [.float("start", default: 0), .float("stop"), .float("step", default: 1), .dtype("dtype", default: .float32)],
+          grad: .no, doc: "Evenly spaced values in [start, stop)") { _, a in
+        try arange(start: a.float("start"), stop: a.float("stop"), step: a.float("step"), dtype: a.dtype("dtype"))
     },
 ]

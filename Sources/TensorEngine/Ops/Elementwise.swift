@@ -692,17 +692,6 @@ public enum UnaryOp: Equatable {
     // -> bool
     case logicalNot, isnan, isinf, isfinite
 
-    static let byName: [String: UnaryOp] = [
-        "negative": .negative, "abs": .abs, "sign": .sign, "square": .square, "floor": .floor,
-        "ceil": .ceil, "round": .round, "relu": .relu, "exp": .exp, "expm1": .expm1, "log": .log,
-        "log1p": .log1p, "sqrt": .sqrt, "rsqrt": .rsqrt, "reciprocal": .reciprocal, "sin": .sin,
-        "cos": .cos, "tan": .tan, "tanh": .tanh, "sinh": .sinh, "cosh": .cosh, "arcsin": .arcsin,
-        "arccos": .arccos, "arctan": .arctan, "sigmoid": .sigmoid, "softplus": .softplus,
-        "softsign": .softsign, "silu": .silu, "selu": .selu, "erf": .erf, "relu6": .relu6,
-        "erfinv": .erfinv, "i0": .i0, "i1": .i1,
-        "logical_not": .logicalNot, "isnan": .isnan, "isinf": .isinf, "isfinite": .isfinite,
-    ]
-
     var preservesInts: Bool {
         switch self {
         case .negative, .abs, .sign, .square, .floor, .ceil, .round, .relu: return true
@@ -1019,22 +1008,117 @@ public func clip(_ x: Tensor, min lo: Double, max hi: Double) throws -> Tensor {
 
 // MARK: - Registry
 
+extension BinaryOp {
+    var doc: String {
+        switch self {
+        case .add: return "a + b"
+        case .subtract: return "a - b"
+        case .multiply: return "a * b"
+        case .divide: return "a / b"
+        case .power: return "a ** b"
+        case .maximum: return "Elementwise maximum (NaN propagates)"
+        case .minimum: return "Elementwise minimum (NaN propagates)"
+        case .floorDivide: return "floor(a / b); integer division by zero gives 0"
+        case .mod: return "a - floor(a / b) * b, the sign of b; integer modulo by zero gives 0"
+        case .arctan2: return "Angle of the point (b, a) in (-pi, pi]; ints give float32"
+        case .nextafter: return "The next representable float after a towards b; ints give float32"
+        case .equal: return "a == b"
+        case .notEqual: return "a != b"
+        case .less: return "a < b"
+        case .lessEqual: return "a <= b"
+        case .greater: return "a > b"
+        case .greaterEqual: return "a >= b"
+        case .logicalAnd: return "Truth of a and b"
+        case .logicalOr: return "Truth of a or b"
+        case .logicalXor: return "Truth of a xor b"
+        }
+    }
+    var grad: Differentiability {
+        switch self {
+        case .floorDivide: return .zero
+        case .nextafter: return .no
+        default: return isComparison || isLogical ? .no : .yes
+        }
+    }
+    var dtypes: DTypeSet {
+        switch self {
+        case .add, .subtract, .multiply, .divide, .power, .equal, .notEqual, .logicalAnd, .logicalOr, .logicalXor:
+            return .all
+        default: return .real
+        }
+    }
+}
+
+/// name, op, doc, gradient, complex kernels.
+private let unaryTable: [(String, UnaryOp, String, Differentiability, Bool)] = [
+    ("negative", .negative, "-x", .yes, true),
+    ("abs", .abs, "|x| (the magnitude, float, for complex x)", .yes, true),
+    ("sign", .sign, "-1, 0 or 1 (x / |x| for complex x)", .zero, true),
+    ("square", .square, "x * x", .yes, true),
+    ("floor", .floor, "Largest integer <= x", .zero, false),
+    ("ceil", .ceil, "Smallest integer >= x", .zero, false),
+    ("round", .round, "Nearest integer, halves to even", .zero, false),
+    ("relu", .relu, "max(x, 0)", .yes, false),
+    ("exp", .exp, "e ** x; ints give float32", .yes, true),
+    ("expm1", .expm1, "e ** x - 1, exact near 0", .yes, false),
+    ("log", .log, "Natural logarithm", .yes, true),
+    ("log1p", .log1p, "log(1 + x), exact near 0", .yes, false),
+    ("sqrt", .sqrt, "Square root", .yes, true),
+    ("rsqrt", .rsqrt, "1 / sqrt(x)", .yes, false),
+    ("reciprocal", .reciprocal, "1 / x", .yes, true),
+    ("sin", .sin, "Sine", .yes, false),
+    ("cos", .cos, "Cosine", .yes, false),
+    ("tan", .tan, "Tangent", .yes, false),
+    ("tanh", .tanh, "Hyperbolic tangent", .yes, false),
+    ("sinh", .sinh, "Hyperbolic sine", .yes, false),
+    ("cosh", .cosh, "Hyperbolic cosine", .yes, false),
+    ("arcsin", .arcsin, "Inverse sine", .yes, false),
+    ("arccos", .arccos, "Inverse cosine", .yes, false),
+    ("arctan", .arctan, "Inverse tangent", .yes, false),
+    ("sigmoid", .sigmoid, "1 / (1 + e ** -x)", .yes, false),
+    ("relu6", .relu6, "min(max(x, 0), 6)", .yes, false),
+    ("softplus", .softplus, "log(1 + e ** x)", .yes, false),
+    ("softsign", .softsign, "x / (1 + |x|)", .yes, false),
+    ("silu", .silu, "x * sigmoid(x)", .yes, false),
+    ("selu", .selu, "Scaled ELU with the self-normalising constants", .yes, false),
+    ("erf", .erf, "Error function", .yes, false),
+    ("erfinv", .erfinv, "Inverse error function", .yes, false),
+    ("i0", .i0, "Modified Bessel function of the first kind, order 0", .yes, false),
+    ("i1", .i1, "Modified Bessel function of the first kind, order 1", .yes, false),
+    ("logical_not", .logicalNot, "Truth of not x", .no, true),
+    ("isnan", .isnan, "x is NaN", .no, true),
+    ("isinf", .isinf, "x is infinite", .no, true),
+    ("isfinite", .isfinite, "x is finite", .no, true),
+]
+
 let elementwiseOps: [OpDef] = {
     var defs: [OpDef] = BinaryOp.allCases.map { op in
-        OpDef(op.rawValue, arity: 2) { t, _ in try binary(op, t[0], t[1]) }
+        OpDef(op.rawValue, inputs: ["a", "b"], dtypes: op.dtypes, grad: op.grad,
+              doc: op.doc + "; broadcasts, promotes") { t, _ in try binary(op, t[0], t[1]) }
     }
-    for (name, op) in UnaryOp.byName {
-        defs.append(OpDef(unary: name) { x, _ in try unary(op, x) })
+    for (name, op, doc, grad, complex) in unaryTable {
+        defs.append(OpDef(unary: name, dtypes: complex ? .all : .real, grad: grad, doc: doc) { x, _ in try unary(op, x) })
     }
     defs += [
-        OpDef(unary: "gelu") { x, a in try unary(.gelu(approximate: a.bool("approximate", default: true)), x) },
-        OpDef(unary: "elu") { x, a in try unary(.elu(alpha: a.float("alpha", default: 1)), x) },
-        OpDef(unary: "leaky_relu") { x, a in try unary(.leakyRelu(slope: a.float("negative_slope", default: 0.2)), x) },
-        OpDef(unary: "cast") { x, a in try cast(x, to: a.dtype("dtype")) },
-        OpDef(unary: "stop_gradient") { x, _ in stopGradient(x) },
-        OpDef("where", arity: 3) { t, _ in try `where`(t[0], t[1], t[2]) },
-        OpDef(unary: "clip") { x, a in
-            try clip(x, min: a.float("min", default: -.infinity), max: a.float("max", default: .infinity))
+        OpDef(unary: "gelu", attrs: [.bool("approximate", default: true)],
+              doc: "Gaussian error linear unit (the tanh approximation when approximate)") { x, a in
+            try unary(.gelu(approximate: a.bool("approximate")), x)
+        },
+        OpDef(unary: "elu", attrs: [.float("alpha", default: 1)], doc: "x if x > 0 else alpha * (e ** x - 1)") { x, a in
+            try unary(.elu(alpha: a.float("alpha")), x)
+        },
+        OpDef(unary: "leaky_relu", attrs: [.float("negative_slope", default: 0.2)],
+              doc: "x if x >= 0 else negative_slope * x") { x, a in
+            try unary(.leakyRelu(slope: a.float("negative_slope")), x)
+        },
+        OpDef(unary: "cast", attrs: [.dtype("dtype")], dtypes: .all, grad: .yes,
+              doc: "x converted to dtype (the gradient flows float to float)") { x, a in try cast(x, to: a.dtype("dtype")) },
+        OpDef(unary: "stop_gradient", dtypes: .all, grad: .no, doc: "x, never recorded on a tape") { x, _ in stopGradient(x) },
+        OpDef("where", inputs: ["condition", "x", "y"], dtypes: .all, grad: .wrt(["x", "y"]),
+              doc: "x where condition is true, else y; broadcasts the three") { t, _ in try `where`(t[0], t[1], t[2]) },
+        OpDef(unary: "clip", attrs: [.float("min", default: -.infinity), .float("max", default: .infinity)],
+              doc: "x limited to [min, max]; the gradient passes where min <= x <= max") { x, a in
+            try clip(x, min: a.float("min"), max: a.float("max"))
         },
     ]
     return defs

@@ -108,9 +108,9 @@ public func fft(_ real0: Tensor, _ imag0: Tensor, inverse: Bool = false) throws 
 }
 
 let fftOps: [OpDef] = [
-    OpDef("fft") { t, a in
-        guard t.count == 2 else { throw EngineError.value("fft takes 2 inputs (real, imag), got \(t.count)") }
-        let r = try fft(t[0], t[1], inverse: a.bool("inverse", default: false))
+    OpDef("fft", inputs: ["real", "imag"], outputs: ["real", "imag"], attrs: [.bool("inverse", default: false)],
+          doc: "Complex FFT over the last axis of real + imag * i (inverse: scaled by 1/n)") { t, a in
+        let r = try fft(t[0], t[1], inverse: a.bool("inverse"))
         return [r.real, r.imag]
     },
 ]

@@ -550,17 +550,27 @@ public func mapCoordinates(_ x: Tensor, _ coords: Tensor, order: Int, mode: Stri
     return try reshape(y, outShape)
 }
 
+private let resampling = ["nearest", "linear", "bilinear", "trilinear", "triangle", "cubic", "bicubic", "tricubic",
+                          "lanczos3", "lanczos5"]
+private let fillModes = ["constant", "nearest", "wrap", "mirror", "reflect"]
+
 let imageOps: [OpDef] = [
-    OpDef(unary: "resize") { x, a in
+    OpDef(unary: "resize", attrs: [.ints("axes"), .ints("sizes"), .string("method", choices: resampling),
+                                  .bool("antialias", default: false)],
+          doc: "x resampled to sizes along axes (jax.image.resize's methods)") { x, a in
         try resize(x, axes: a.requiredInts("axes"), sizes: a.requiredInts("sizes"), method: a.string("method"),
-                   antialias: a.bool("antialias", default: false))
+                   antialias: a.bool("antialias"))
     },
-    OpDef(unary: "scale_and_translate") { x, a in
+    OpDef(unary: "scale_and_translate",
+          attrs: [.ints("axes"), .ints("sizes"), .floats("scales"), .floats("translations"),
+                  .string("method", choices: resampling), .bool("antialias", default: true)],
+          doc: "jax.image.scale_and_translate: x resampled along axes with a scale and translation each") { x, a in
         try scaleAndTranslate(x, axes: a.requiredInts("axes"), sizes: a.requiredInts("sizes"),
                               scales: a.requiredFloats("scales"), translations: a.requiredFloats("translations"),
-                              method: a.string("method"), antialias: a.bool("antialias", default: true))
+                              method: a.string("method"), antialias: a.bool("antialias"))
     },
-    OpDef(unary: "separable_filter") { x, a in
+    OpDef(unary: "separable_filter", attrs: [.ints("axes"), .ints("sizes"), .floats("taps")],
+          doc: "x correlated along each of axes with its own taps (sizes[i] of the concatenated taps), zero padded, same size") { x, a in
         let axes = try a.requiredInts("axes"), sizes = try a.requiredInts("sizes"), flat = try a.requiredFloats("taps")
         guard sizes.count == axes.count, sizes.allSatisfy({ $0 >= 1 && $0 <= flat.count }), sizes.reduce(0, +) == flat.count else {
             throw EngineError.value("separable_filter: sizes \(sizes) must be positive, one per axis, and sum to the \(flat.count) taps")
@@ -569,15 +579,18 @@ let imageOps: [OpDef] = [
         for n in sizes { taps.append(Array(flat[at..<(at + n)])); at += n }
         return try separableFilter(x, axes: axes, taps: taps)
     },
-    OpDef(unary: "gaussian_blur") { x, a in
+    OpDef(unary: "gaussian_blur", attrs: [.ints("axes"), .ints("sizes"), .floats("sigmas")],
+          doc: "x blurred along axes by Gaussian kernels of the given sizes and sigmas") { x, a in
         try gaussianBlur(x, axes: a.requiredInts("axes"), sizes: a.requiredInts("sizes"), sigmas: a.requiredFloats("sigmas"))
     },
-    OpDef("grid_sample", arity: 2) { t, a in
-        try gridSample(t[0], t[1], order: a.int("order", default: 1), mode: a.string("fill_mode", default: "constant"),
-                       fillValue: a.float("fill_value", default: 0))
+    OpDef("grid_sample", inputs: ["x", "coordinates"],
+          attrs: [.int("order", default: 1), .string("fill_mode", default: "constant", choices: fillModes), .float("fill_value", default: 0)],
+          grad: .wrt(["x"]), doc: "x sampled at coordinates (batched map_coordinates)") { t, a in
+        try gridSample(t[0], t[1], order: a.int("order"), mode: a.string("fill_mode"), fillValue: a.float("fill_value"))
     },
-    OpDef("map_coordinates", arity: 2) { t, a in
-        try mapCoordinates(t[0], t[1], order: a.int("order"), mode: a.string("fill_mode", default: "constant"),
-                           fillValue: a.float("fill_value", default: 0))
+    OpDef("map_coordinates", inputs: ["x", "coordinates"],
+          attrs: [.int("order"), .string("fill_mode", default: "constant", choices: fillModes), .float("fill_value", default: 0)],
+          grad: .wrt(["x"]), doc: "scipy.ndimage.map_coordinates: x interpolated (order 0 or 1) at coordinates") { t, a in
+        try mapCoordinates(t[0], t[1], order: a.int("order"), mode: a.string("fill_mode"), fillValue: a.float("fill_value"))
     },
 ]

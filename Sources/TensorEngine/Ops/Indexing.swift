@@ -296,28 +296,45 @@ public func eye(_ n: Int, _ m: Int, k: Int = 0, dtype: DType = .float32) throws 
 }
 
 private func scatterReduction(_ a: Attrs) throws -> ScatterReduction {
-    let s = try a.string("reduction", default: "add")
+    let s = try a.string("reduction")
     guard let r = ScatterReduction(rawValue: s) else { throw EngineError.value("unknown reduction '\(s)'") }
     return r
 }
 
+private let reduction = AttrSpec.string("reduction", default: "add", choices: ["add", "update", "max", "min", "mul"])
+
 let indexingOps: [OpDef] = [
-    OpDef(unary: "pad") { x, a in
-        let m = try a.string("mode", default: "constant")
+    OpDef(unary: "pad", attrs: [.ints("pads"), .string("mode", default: "constant", choices: ["constant", "reflect", "symmetric", "edge"]),
+                               .float("value", default: 0)], dtypes: .all,
+          doc: "x padded by pads (before and after, per dim: 2 * rank ints) as numpy.pad's mode") { x, a in
+        let m = try a.string("mode")
         guard let mode = PadMode(rawValue: m) else { throw EngineError.value("unknown pad mode '\(m)'") }
-        return try pad(x, a.requiredInts("pads"), mode: mode, value: a.float("value", default: 0))
+        return try pad(x, a.requiredInts("pads"), mode: mode, value: a.float("value"))
     },
-    OpDef("gather_nd", arity: 2) { t, _ in try gatherND(t[0], t[1]) },
-    OpDef("scatter_nd", arity: 3) { t, a in try scatterND(t[0], t[1], t[2], reduction: scatterReduction(a)) },
-    OpDef("slice_update", arity: 2) { t, a in try sliceUpdate(t[0], t[1], start: a.requiredInts("start")) },
-    OpDef(unary: "nonzero") { x, _ in try nonzero(x) },
-    OpDef(unary: "repeat") { x, a in try `repeat`(x, repeats: a.requiredInts("repeats"), axis: a.has("axis") ? a.int("axis") : nil) },
-    OpDef("segment_reduce", arity: 2) { t, a in
+    OpDef("gather_nd", inputs: ["x", "indices"], dtypes: .all, grad: .wrt(["x"]),
+          doc: "Slices of x at the index tuples in the last axis of indices") { t, _ in try gatherND(t[0], t[1]) },
+    OpDef("scatter_nd", inputs: ["base", "indices", "updates"], attrs: [reduction], dtypes: .all, grad: .wrt(["base", "updates"]),
+          doc: "A copy of base with updates combined in at the index tuples of indices") { t, a in
+        try scatterND(t[0], t[1], t[2], reduction: scatterReduction(a))
+    },
+    OpDef("slice_update", inputs: ["x", "updates"], attrs: [.ints("start")], dtypes: .all,
+          doc: "A copy of x with updates written at start") { t, a in try sliceUpdate(t[0], t[1], start: a.requiredInts("start")) },
+    OpDef(unary: "nonzero", grad: .no, doc: "Indices (int64, (nnz, rank)) of the nonzero elements") { x, _ in try nonzero(x) },
+    OpDef(unary: "repeat", attrs: [.ints("repeats"), .int("axis", absent: "x flattened")], dtypes: .all,
+          doc: "Each element (or slice along axis) repeated repeats times (one count, or one per slice)") { x, a in
+        try `repeat`(x, repeats: a.requiredInts("repeats"), axis: a.has("axis") ? a.int("axis") : nil)
+    },
+    OpDef("segment_reduce", inputs: ["data", "segment_ids"], attrs: [reduction, .int("num_segments")], grad: .wrt(["data"]),
+          doc: "Rows of data reduced into num_segments buckets by segment_ids; ids out of range are dropped") { t, a in
         try segmentReduce(scatterReduction(a), t[0], t[1], numSegments: a.int("num_segments"))
     },
-    OpDef(unary: "triangle") { x, a in try triangle(x, k: a.int("k", default: 0), upper: a.bool("upper")) },
-    OpDef("eye", arity: 0) { _, a in
+    OpDef(unary: "triangle", attrs: [.int("k", default: 0), .bool("upper")],
+          doc: "The lower (j - i <= k) or upper (j - i >= k) triangle of the last two axes, zeros elsewhere") { x, a in
+        try triangle(x, k: a.int("k"), upper: a.bool("upper"))
+    },
+    OpDef("eye", inputs: [], attrs: [.int("n"), .int("m", absent: "n"), .int("k", default: 0), .dtype("dtype", default: .float32)],
+          grad: .no, doc: "An n x m matrix with ones on diagonal k") { _, a in
         let n = try a.int("n")
-        return try eye(n, a.int("m", default: n), k: a.int("k", default: 0), dtype: a.dtype("dtype", default: .float32))
+        return try eye(n, a.has("m") ? a.int("m") : n, k: a.int("k"), dtype: a.dtype("dtype"))
     },
 ]

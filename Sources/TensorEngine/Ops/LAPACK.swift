@@ -587,34 +587,38 @@ public func lstsq(_ a0: Tensor, _ b0: Tensor, rcond: Double = -1) throws -> Tens
 }
 
 let lapackOps: [OpDef] = [
-    OpDef(unary: "inv") { x, _ in try inv(x) },
-    OpDef(unary: "det") { x, _ in try det(x) },
-    OpDef("slogdet") { t, _ in
-        guard t.count == 1 else { throw EngineError.value("slogdet takes 1 input") }
+    OpDef(unary: "inv", doc: "Inverse of the last two axes (LAPACK getrf/getri)") { x, _ in try inv(x) },
+    OpDef(unary: "det", doc: "Determinant of the last two axes") { x, _ in try det(x) },
+    OpDef("slogdet", inputs: ["x"], outputs: ["sign", "logabsdet"], grad: .wrt(["x"]),
+          doc: "Sign and log |det| of the last two axes (the gradient flows through logabsdet)") { t, _ in
         let r = try slogdet(t[0]); return [r.sign, r.logabsdet]
     },
-    OpDef("lu_factor") { t, _ in
-        guard t.count == 1 else { throw EngineError.value("lu_factor takes 1 input") }
+    OpDef("lu_factor", inputs: ["x"], outputs: ["lu", "pivots"], grad: .no,
+          doc: "LU factorisation with partial pivoting (LAPACK getrf; pivots int32, 0-based)") { t, _ in
         let r = try luFactor(t[0]); return [r.lu, r.pivots]
     },
-    OpDef("solve", arity: 2) { t, _ in try solve(t[0], t[1]) },
-    OpDef("solve_triangular", arity: 2) { t, a in try solveTriangular(t[0], t[1], lower: a.bool("lower", default: false)) },
-    OpDef(unary: "cholesky") { x, _ in try cholesky(x) },
-    OpDef("qr") { t, a in
-        guard t.count == 1 else { throw EngineError.value("qr takes 1 input") }
-        let r = try qr(t[0], complete: a.string("mode", default: "reduced") == "complete"); return [r.q, r.r]
+    OpDef("solve", inputs: ["a", "b"], doc: "x with a x = b") { t, _ in try solve(t[0], t[1]) },
+    OpDef("solve_triangular", inputs: ["a", "b"], attrs: [.bool("lower", default: false)],
+          doc: "x with a x = b for triangular a") { t, a in try solveTriangular(t[0], t[1], lower: a.bool("lower")) },
+    OpDef(unary: "cholesky", doc: "Lower Cholesky factor of the last two axes") { x, _ in try cholesky(x) },
+    OpDef("qr", inputs: ["x"], outputs: ["q", "r"], attrs: [.string("mode", default: "reduced", choices: ["reduced", "complete"])],
+          grad: .no, doc: "QR decomposition of the last two axes") { t, a in
+        let r = try qr(t[0], complete: a.string("mode") == "complete"); return [r.q, r.r]
     },
-    OpDef("eig") { t, _ in
-        guard t.count == 1 else { throw EngineError.value("eig takes 1 input") }
+    OpDef("eig", inputs: ["x"], outputs: ["values", "vectors"], grad: .no,
+          doc: "Eigenvalues and right eigenvectors of a general matrix (complex outputs)") { t, _ in
         let r = try eig(t[0]); return [r.values, r.vectors]
     },
-    OpDef("eigh") { t, _ in
-        guard t.count == 1 else { throw EngineError.value("eigh takes 1 input") }
+    OpDef("eigh", inputs: ["x"], outputs: ["values", "vectors"],
+          doc: "Eigenvalues (ascending) and eigenvectors of a symmetric matrix (its lower triangle)") { t, _ in
         let r = try eigh(t[0]); return [r.values, r.vectors]
     },
-    OpDef("svd") { t, a in
-        guard t.count == 1 else { throw EngineError.value("svd takes 1 input") }
-        let r = try svd(t[0], full: a.bool("full_matrices", default: true)); return [r.u, r.s, r.vt]
+    OpDef("svd", inputs: ["x"], outputs: ["u", "s", "vt"], attrs: [.bool("full_matrices", default: true)], grad: .no,
+          doc: "Singular value decomposition x = u diag(s) vt of the last two axes") { t, a in
+        let r = try svd(t[0], full: a.bool("full_matrices")); return [r.u, r.s, r.vt]
     },
-    OpDef("lstsq", arity: 2) { t, a in try lstsq(t[0], t[1], rcond: a.float("rcond", default: -1)) },
+    OpDef("lstsq", inputs: ["a", "b"], attrs: [.float("rcond", default: -1)], grad: .no,
+          doc: "Least-squares x minimising |a x - b| (rcond < 0: machine precision)") { t, a in
+        try lstsq(t[0], t[1], rcond: a.float("rcond"))
+    },
 ]

@@ -115,7 +115,10 @@ public func matmul(_ a0: Tensor, _ b0: Tensor) throws -> Tensor {
 }
 
 let linalgOps: [OpDef] = [
-    OpDef("matmul", arity: 2) { t, _ in try matmul(t[0], t[1]) },
+    OpDef("matmul", inputs: ["a", "b"], dtypes: .all,
+          doc: "numpy matmul: 1-D operands promoted, batch dims broadcast; float32/float64 through OpenBLAS") { t, _ in
+        try matmul(t[0], t[1])
+    },
 ]
 
 /// float32 / float64 GEMM through OpenBLAS (row-major).

@@ -220,28 +220,36 @@ public func pool2d(_ kind: PoolKind, _ x: Tensor, poolSize: [Int], strides: [Int
     return try pool(kind, x, poolSize: poolSize, strides: strides, padding: padding)
 }
 
+private let poolPadding = AttrSpec.string("padding", default: "valid", choices: ["valid", "same"])
+
+private func poolOp(_ name: String, _ kind: PoolKind, rank2: Bool) -> OpDef {
+    let what = kind == .max ? "Max" : "Average"
+    let doc = rank2 ? "The 2-D form of \(kind == .max ? "max_pool" : "avg_pool"): x (N, H, W, C)"
+        : "\(what) pooling of x (N, *spatial, C), 1-3 spatial dims; pool_size and strides: one int or one per dim"
+            + (kind == .avg ? "; with same padding divides by the in-bounds count" : "")
+    return OpDef(unary: name, attrs: [.ints("pool_size"), .ints("strides", absent: "pool_size"), poolPadding], doc: doc) { x, a in
+        let p = try a.requiredInts("pool_size")
+        let s = try a.ints("strides") ?? p
+        return rank2 ? try pool2d(kind, x, poolSize: p, strides: s, padding: a.string("padding"))
+            : try pool(kind, x, poolSize: p, strides: s, padding: a.string("padding"))
+    }
+}
+
 let nnOps: [OpDef] = [
-    OpDef(unary: "softmax") { x, a in try softmax(x, axis: a.int("axis", default: -1)) },
-    OpDef(unary: "log_softmax") { x, a in try softmax(x, axis: a.int("axis", default: -1), log: true) },
-    OpDef(unary: "one_hot") { x, a in
-        try oneHot(x, numClasses: a.int("num_classes"), axis: a.int("axis", default: -1), dtype: a.dtype("dtype", default: .float32))
+    OpDef(unary: "softmax", attrs: [.int("axis", default: -1)], doc: "e ** x normalised to sum 1 along axis") { x, a in
+        try softmax(x, axis: a.int("axis"))
     },
-    OpDef(unary: "max_pool") { x, a in
-        let p = try a.requiredInts("pool_size")
-        return try pool(.max, x, poolSize: p, strides: a.ints("strides") ?? p, padding: a.string("padding", default: "valid"))
+    OpDef(unary: "log_softmax", attrs: [.int("axis", default: -1)], doc: "log(softmax(x)) along axis, computed stably") { x, a in
+        try softmax(x, axis: a.int("axis"), log: true)
     },
-    OpDef(unary: "avg_pool") { x, a in
-        let p = try a.requiredInts("pool_size")
-        return try pool(.avg, x, poolSize: p, strides: a.ints("strides") ?? p, padding: a.string("padding", default: "valid"))
+    OpDef(unary: "one_hot", attrs: [.int("num_classes"), .int("axis", default: -1), .dtype("dtype", default: .float32)],
+          grad: .no, doc: "One-hot encoding of integer indices along a new axis; out-of-range indices give zeros") { x, a in
+        try oneHot(x, numClasses: a.int("num_classes"), axis: a.int("axis"), dtype: a.dtype("dtype"))
     },
-    OpDef(unary: "max_pool2d") { x, a in
-        let p = try a.requiredInts("pool_size")
-        return try pool2d(.max, x, poolSize: p, strides: a.ints("strides") ?? p, padding: a.string("padding", default: "valid"))
-    },
-    OpDef(unary: "avg_pool2d") { x, a in
-        let p = try a.requiredInts("pool_size")
-        return try pool2d(.avg, x, poolSize: p, strides: a.ints("strides") ?? p, padding: a.string("padding", default: "valid"))
-    },
+    poolOp("max_pool", .max, rank2: false),
+    poolOp("avg_pool", .avg, rank2: false),
+    poolOp("max_pool2d", .max, rank2: true),
+    poolOp("avg_pool2d", .avg, rank2: true),
 ]
 
 // MARK: - im2col / col2im (torch's Unfold / Fold, NCHW)
@@ -454,16 +462,30 @@ public func adaptivePool(_ kind: PoolKind, _ x0: Tensor, outputSize: [Int]) thro
     }
 }
 
+private let blockAttrs: [AttrSpec] = [
+    .ints("kernel_size"), .ints("dilation", default: [1]), .ints("padding", default: [0]), .ints("stride", default: [1]),
+]
+
 let nnExtraOps: [OpDef] = [
-    OpDef(unary: "unfold") { x, a in
-        try unfold(x, kernelSize: a.requiredInts("kernel_size"), dilation: a.ints("dilation") ?? [1],
-                   padding: a.ints("padding") ?? [0], stride: a.ints("stride") ?? [1])
+    OpDef(unary: "unfold", attrs: blockAttrs,
+          doc: "torch's Unfold (im2col): x (N, C, H, W) to (N, C*kH*kW, L), zero padding; sizes one int or two") { x, a in
+        try unfold(x, kernelSize: a.requiredInts("kernel_size"), dilation: a.requiredInts("dilation"),
+                   padding: a.requiredInts("padding"), stride: a.requiredInts("stride"))
     },
-    OpDef(unary: "fold") { x, a in
+    OpDef(unary: "fold", attrs: [.ints("output_size")] + blockAttrs,
+          doc: "torch's Fold (col2im): x (N, C*kH*kW, L) to (N, C, oH, oW), overlaps summed") { x, a in
         try fold(x, outputSize: a.requiredInts("output_size"), kernelSize: a.requiredInts("kernel_size"),
-                 dilation: a.ints("dilation") ?? [1], padding: a.ints("padding") ?? [0], stride: a.ints("stride") ?? [1])
+                 dilation: a.requiredInts("dilation"), padding: a.requiredInts("padding"), stride: a.requiredInts("stride"))
     },
-    OpDef(unary: "sparsemax") { x, a in try sparsemax(x, axis: a.int("axis", default: -1)) },
-    OpDef(unary: "adaptive_max_pool") { x, a in try adaptivePool(.max, x, outputSize: a.requiredInts("output_size")) },
-    OpDef(unary: "adaptive_avg_pool") { x, a in try adaptivePool(.avg, x, outputSize: a.requiredInts("output_size")) },
+    OpDef(unary: "sparsemax", attrs: [.int("axis", default: -1)], doc: "Euclidean projection of x onto the simplex along axis") { x, a in
+        try sparsemax(x, axis: a.int("axis"))
+    },
+    OpDef(unary: "adaptive_max_pool", attrs: [.ints("output_size")],
+          doc: "Max over torch's adaptive bins: x (N, *spatial, C) to output_size (one int or one per dim)") { x, a in
+        try adaptivePool(.max, x, outputSize: a.requiredInts("output_size"))
+    },
+    OpDef(unary: "adaptive_avg_pool", attrs: [.ints("output_size")],
+          doc: "Average over torch's adaptive bins: x (N, *spatial, C) to output_size (one int or one per dim)") { x, a in
+        try adaptivePool(.avg, x, outputSize: a.requiredInts("output_size"))
+    },
 ]

@@ -326,22 +326,31 @@ public func overlapAdd(_ x0: Tensor, stride: Int, length: Int? = nil) throws -> 
 }
 
 let numericOps: [OpDef] = [
-    OpDef(unary: "bitcast") { x, a in try bitcast(x, to: a.dtype("dtype")) },
-    OpDef("correlate", arity: 2) { t, a in try correlate(t[0], t[1], mode: a.string("mode", default: "valid")) },
-    OpDef("histogram") { t, a in
-        guard t.count == 1 else { throw EngineError.value("histogram takes 1 input, got \(t.count)") }
+    OpDef(unary: "bitcast", attrs: [.dtype("dtype")], dtypes: .all, grad: .no,
+          doc: "x's bytes read as dtype (the last axis scales by the itemsize ratio)") { x, a in try bitcast(x, to: a.dtype("dtype")) },
+    OpDef("correlate", inputs: ["a", "v"], attrs: [.string("mode", default: "valid", choices: ["valid", "same", "full"])],
+          doc: "numpy.correlate of two 1-D tensors") { t, a in try correlate(t[0], t[1], mode: a.string("mode")) },
+    OpDef("histogram", inputs: ["x"], outputs: ["counts", "edges"],
+          attrs: [.int("bins", default: 10), .float("min", absent: "x's minimum"), .float("max", absent: "x's maximum")], grad: .no,
+          doc: "numpy.histogram with bins equal bins over [min, max]") { t, a in
         let range: (Double, Double)? = a.has("min") || a.has("max") ? (try a.float("min"), try a.float("max")) : nil
-        let r = try histogram(t[0], bins: a.int("bins", default: 10), range: range)
+        let r = try histogram(t[0], bins: a.int("bins"), range: range)
         return [r.counts, r.edges]
     },
-    OpDef("unique") { t, a in
-        guard t.count == 1 else { throw EngineError.value("unique takes 1 input, got \(t.count)") }
+    OpDef("unique", inputs: ["x"], outputs: ["values", "index", "inverse", "counts"],
+          attrs: [.int("axis", absent: "x flattened"), .int("size", absent: "as many as there are"),
+                  .float("fill_value", absent: "the smallest value")], grad: .no,
+          doc: "numpy.unique with return_index, return_inverse and return_counts; size pads or truncates (jax)") { t, a in
         let r = try unique(t[0], axis: a.has("axis") ? a.int("axis") : nil, size: a.has("size") ? a.int("size") : nil,
                            fill: a.has("fill_value") ? a.float("fill_value") : nil)
         return [r.values, r.index, r.inverse, r.counts]
     },
-    OpDef(unary: "frame") { x, a in try frame(x, length: a.int("length"), stride: a.int("stride")) },
-    OpDef(unary: "overlap_add") { x, a in
+    OpDef(unary: "frame", attrs: [.int("length"), .int("stride")],
+          doc: "Overlapping frames of length every stride along the last axis (a new axis before it)") { x, a in
+        try frame(x, length: a.int("length"), stride: a.int("stride"))
+    },
+    OpDef(unary: "overlap_add", attrs: [.int("stride"), .int("length", absent: "the full overlap-added length")],
+          doc: "Frames (..., frames, frame_length) summed back at stride hops; the adjoint of frame") { x, a in
         try overlapAdd(x, stride: a.int("stride"), length: a.has("length") ? a.int("length") : nil)
     },
 ]

@@ -44,8 +44,9 @@ public func adamUpdate(variable x: Tensor, grad g: Tensor, m: Tensor, v: Tensor,
 }
 
 let optimizerOps: [OpDef] = [
-    OpDef("adam_update") { t, a in
-        guard t.count == 4 else { throw EngineError.value("adam_update takes 4 inputs (variable, grad, m, v), got \(t.count)") }
+    OpDef("adam_update", inputs: ["variable", "grad", "m", "v"], outputs: ["variable", "m", "v"],
+          attrs: [.float("alpha"), .float("beta1"), .float("beta2"), .float("epsilon")], grad: .no,
+          doc: "One fused Adam step; alpha = lr * sqrt(1 - beta2^t) / (1 - beta1^t), computed by the caller") { t, a in
         let r = try adamUpdate(variable: t[0], grad: t[1], m: t[2], v: t[3], alpha: a.float("alpha"),
                                beta1: a.float("beta1"), beta2: a.float("beta2"), epsilon: a.float("epsilon"))
         return [r.0, r.1, r.2]

@@ -341,20 +341,18 @@ public func gru(_ x: Tensor, h0: Tensor, kernel: Tensor, recurrentKernel: Tensor
 }
 
 let rnnOps: [OpDef] = [
-    OpDef("lstm") { t, a in
-        guard t.count == 5 || t.count == 6 else {
-            throw EngineError.value("lstm takes x, h0, c0, kernel, recurrent_kernel and an optional bias; got \(t.count) inputs")
-        }
+    OpDef("lstm", inputs: ["x", "h0", "c0", "kernel", "recurrent_kernel", "bias?"], outputs: ["outputs", "h", "c"],
+          attrs: [.bool("go_backwards", default: false)],
+          doc: "Keras's LSTM (gates i, f, c, o; sigmoid and tanh) over x (B, T, F), fused; outputs (B, T, U)") { t, a in
         let r = try lstm(t[0], h0: t[1], c0: t[2], kernel: t[3], recurrentKernel: t[4], bias: t.count == 6 ? t[5] : nil,
-                         goBackwards: a.bool("go_backwards", default: false))
+                         goBackwards: a.bool("go_backwards"))
         return [r.outputs, r.h, r.c]
     },
-    OpDef("gru") { t, a in
-        guard t.count == 4 || t.count == 5 else {
-            throw EngineError.value("gru takes x, h0, kernel, recurrent_kernel and an optional bias; got \(t.count) inputs")
-        }
+    OpDef("gru", inputs: ["x", "h0", "kernel", "recurrent_kernel", "bias?"], outputs: ["outputs", "h"],
+          attrs: [.bool("go_backwards", default: false)],
+          doc: "Keras's GRU (reset_after, gates z, r, h) over x (B, T, F), fused; outputs (B, T, U)") { t, a in
         let r = try gru(t[0], h0: t[1], kernel: t[2], recurrentKernel: t[3], bias: t.count == 5 ? t[4] : nil,
-                        goBackwards: a.bool("go_backwards", default: false))
+                        goBackwards: a.bool("go_backwards"))
         return [r.outputs, r.h]
     },
 ]

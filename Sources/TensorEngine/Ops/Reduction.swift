@@ -377,16 +377,36 @@ private func argExtremumF32(_ p: UnsafePointer<Float>, _ r: Int, max: Bool) -> I
     return 0
 }
 
+extension ReduceOp {
+    var doc: String {
+        switch self {
+        case .sum: return "Sum over axes"
+        case .mean: return "Mean over axes (ints give float32)"
+        case .prod: return "Product over axes"
+        case .max: return "Maximum over axes (NaN propagates)"
+        case .min: return "Minimum over axes (NaN propagates)"
+        case .any: return "Whether any element over axes is true (nonzero)"
+        case .all: return "Whether every element over axes is true (nonzero)"
+        }
+    }
+}
+
+private let reduceAttrs: [AttrSpec] = [.ints("axes", absent: "every axis"), .bool("keepdims", default: false)]
+
 let reductionOps: [OpDef] = ReduceOp.allCases.map { op in
-    OpDef(unary: op.rawValue) { x, a in try reduce(op, x, axes: a.ints("axes"), keepdims: a.bool("keepdims", default: false)) }
+    OpDef(unary: op.rawValue, attrs: reduceAttrs, dtypes: op == .sum || op == .mean ? .all : .real,
+          grad: op == .any || op == .all ? .no : .yes, doc: op.doc) { x, a in
+        try reduce(op, x, axes: a.ints("axes"), keepdims: a.bool("keepdims"))
+    }
 } + [
-    OpDef("moments") { t, a in
-        guard t.count == 1 else { throw EngineError.value("moments takes 1 input, got \(t.count)") }
-        let r = try moments(t[0], axes: a.ints("axes"), keepdims: a.bool("keepdims", default: false))
+    OpDef("moments", inputs: ["x"], outputs: ["mean", "variance"], attrs: reduceAttrs,
+          doc: "Mean and biased variance over axes in one fused pass each (sums in float64; ints give float32)") { t, a in
+        let r = try moments(t[0], axes: a.ints("axes"), keepdims: a.bool("keepdims"))
         return [r.mean, r.variance]
     },
 ] + [ArgReduce.argmax, .argmin].map { op in
-    OpDef(unary: op.rawValue) { x, a in
-        try argReduce(op, x, axis: a.has("axis") ? a.int("axis") : nil, keepdims: a.bool("keepdims", default: false))
+    OpDef(unary: op.rawValue, attrs: [.int("axis", absent: "x flattened"), .bool("keepdims", default: false)], grad: .no,
+          doc: "Index (int32) of the first \(op == .argmax ? "maximum" : "minimum") along axis; NaN wins") { x, a in
+        try argReduce(op, x, axis: a.has("axis") ? a.int("axis") : nil, keepdims: a.bool("keepdims"))
     }
 }

@@ -446,14 +446,28 @@ public func takeAlongAxis(_ x0: Tensor, _ indices0: Tensor, axis: Int) throws ->
 }
 
 let shapeOps: [OpDef] = [
-    OpDef(unary: "reshape") { x, a in try reshape(x, a.requiredInts("shape")) },
-    OpDef(unary: "transpose") { x, a in try transpose(x, a.ints("perm")) },
-    OpDef(unary: "broadcast_to") { x, a in try broadcastTo(x, a.requiredInts("shape")) },
-    OpDef("concatenate") { t, a in [try concatenate(t, axis: a.int("axis", default: 0))] },
-    OpDef("stack") { t, a in [try stack(t, axis: a.int("axis", default: 0))] },
-    OpDef(unary: "strided_slice") { x, a in
+    OpDef(unary: "reshape", attrs: [.ints("shape")], dtypes: .all, doc: "x with a new shape (one -1 inferred); shares storage") { x, a in
+        try reshape(x, a.requiredInts("shape"))
+    },
+    OpDef(unary: "transpose", attrs: [.ints("perm", absent: "the axes reversed")], dtypes: .all,
+          doc: "x with its axes permuted; from 16384 elements a deferred copy, made on first read") { x, a in
+        try transpose(x, a.ints("perm"))
+    },
+    OpDef(unary: "broadcast_to", attrs: [.ints("shape")], dtypes: .all, doc: "x broadcast to shape (numpy rules)") { x, a in
+        try broadcastTo(x, a.requiredInts("shape"))
+    },
+    OpDef("concatenate", inputs: ["xs..."], attrs: [.int("axis", default: 0)], dtypes: .all,
+          doc: "The inputs joined along axis (promoted to one dtype)") { t, a in try concatenate(t, axis: a.int("axis")) },
+    OpDef("stack", inputs: ["xs..."], attrs: [.int("axis", default: 0)], dtypes: .all,
+          doc: "The inputs stacked along a new axis (promoted to one dtype)") { t, a in try stack(t, axis: a.int("axis")) },
+    OpDef(unary: "strided_slice", attrs: [.ints("begin"), .ints("end"), .ints("strides")], dtypes: .all,
+          doc: "x[begin:end:strides], one entry per dim, normalised like slice.indices (end -1 for a negative stride to the start)") { x, a in
         try stridedSlice(x, begin: a.requiredInts("begin"), end: a.requiredInts("end"), strides: a.requiredInts("strides"))
     },
-    OpDef("take", arity: 2) { t, a in try take(t[0], t[1], axis: a.has("axis") ? a.int("axis") : nil) },
-    OpDef("take_along_axis", arity: 2) { t, a in try takeAlongAxis(t[0], t[1], axis: a.int("axis")) },
+    OpDef("take", inputs: ["x", "indices"], attrs: [.int("axis", absent: "x flattened")], dtypes: .all, grad: .wrt(["x"]),
+          doc: "Slices of x at indices along axis; negative indices wrap, out of range is an IndexError") { t, a in
+        try take(t[0], t[1], axis: a.has("axis") ? a.int("axis") : nil)
+    },
+    OpDef("take_along_axis", inputs: ["x", "indices"], attrs: [.int("axis")], dtypes: .all, grad: .wrt(["x"]),
+          doc: "numpy.take_along_axis") { t, a in try takeAlongAxis(t[0], t[1], axis: a.int("axis")) },
 ]

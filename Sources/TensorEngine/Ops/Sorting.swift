@@ -98,18 +98,25 @@ public func cumulative(_ x0: Tensor, axis: Int?, product: Bool, reverse: Bool = 
     return out
 }
 
+private let sortAttrs: [AttrSpec] = [.int("axis", default: -1), .bool("descending", default: false)]
+private let scanAttrs: [AttrSpec] = [.int("axis", absent: "x flattened"), .bool("reverse", default: false)]
+
 let sortingOps: [OpDef] = [
-    OpDef(unary: "argsort") { x, a in try argsort(x, axis: a.int("axis", default: -1), descending: a.bool("descending", default: false)) },
-    OpDef(unary: "sort") { x, a in try sort(x, axis: a.int("axis", default: -1), descending: a.bool("descending", default: false)) },
-    OpDef("top_k") { t, a in
-        guard t.count == 1 else { throw EngineError.value("top_k takes 1 input, got \(t.count)") }
+    OpDef(unary: "argsort", attrs: sortAttrs, grad: .no, doc: "Indices (int32) that sort x along axis, stable; NaN last") { x, a in
+        try argsort(x, axis: a.int("axis"), descending: a.bool("descending"))
+    },
+    OpDef(unary: "sort", attrs: sortAttrs, doc: "x sorted along axis; NaN last") { x, a in
+        try sort(x, axis: a.int("axis"), descending: a.bool("descending"))
+    },
+    OpDef("top_k", inputs: ["x"], outputs: ["values", "indices"], attrs: [.int("k")],
+          doc: "The k largest values along the last axis and their int32 indices (ties: lowest index first)") { t, a in
         let r = try topK(t[0], k: a.int("k"))
         return [r.values, r.indices]
     },
-    OpDef(unary: "cumsum") { x, a in
-        try cumulative(x, axis: a.has("axis") ? a.int("axis") : nil, product: false, reverse: a.bool("reverse", default: false))
+    OpDef(unary: "cumsum", attrs: scanAttrs, doc: "Cumulative sum along axis (reverse: from the end)") { x, a in
+        try cumulative(x, axis: a.has("axis") ? a.int("axis") : nil, product: false, reverse: a.bool("reverse"))
     },
-    OpDef(unary: "cumprod") { x, a in
-        try cumulative(x, axis: a.has("axis") ? a.int("axis") : nil, product: true, reverse: a.bool("reverse", default: false))
+    OpDef(unary: "cumprod", attrs: scanAttrs, doc: "Cumulative product along axis (reverse: from the end)") { x, a in
+        try cumulative(x, axis: a.has("axis") ? a.int("axis") : nil, product: true, reverse: a.bool("reverse"))
     },
 ]

@@ -215,20 +215,27 @@ public func dropout(_ x: Tensor, rate: Double, noiseShape: [Int]? = nil, seed: [
     return out
 }
 
+private let randomAttrs: [AttrSpec] = [.ints("shape"), .dtype("dtype", default: .float32), .ints("seed")]
+
 let randomOps: [OpDef] = [
-    OpDef("random_uniform", arity: 0) { _, a in
-        try random(.uniform(a.float("minval", default: 0), a.float("maxval", default: 1)), shape: a.requiredInts("shape"),
-                   dtype: a.dtype("dtype", default: .float32), seed: a.requiredInts("seed"))
+    OpDef("random_uniform", inputs: [], attrs: randomAttrs + [.float("minval", default: 0), .float("maxval", default: 1)],
+          grad: .no, doc: "Uniform samples in [minval, maxval), a pure function of the 2-int seed (Philox)") { _, a in
+        try random(.uniform(a.float("minval"), a.float("maxval")), shape: a.requiredInts("shape"),
+                   dtype: a.dtype("dtype"), seed: a.requiredInts("seed"))
     },
-    OpDef("random_normal", arity: 0) { _, a in
-        try random(.normal(a.float("mean", default: 0), a.float("stddev", default: 1)), shape: a.requiredInts("shape"),
-                   dtype: a.dtype("dtype", default: .float32), seed: a.requiredInts("seed"))
+    OpDef("random_normal", inputs: [], attrs: randomAttrs + [.float("mean", default: 0), .float("stddev", default: 1)],
+          grad: .no, doc: "Normal samples, a pure function of the 2-int seed") { _, a in
+        try random(.normal(a.float("mean"), a.float("stddev")), shape: a.requiredInts("shape"),
+                   dtype: a.dtype("dtype"), seed: a.requiredInts("seed"))
     },
-    OpDef("random_truncated_normal", arity: 0) { _, a in
-        try random(.truncatedNormal(a.float("mean", default: 0), a.float("stddev", default: 1)), shape: a.requiredInts("shape"),
-                   dtype: a.dtype("dtype", default: .float32), seed: a.requiredInts("seed"))
+    OpDef("random_truncated_normal", inputs: [], attrs: randomAttrs + [.float("mean", default: 0), .float("stddev", default: 1)],
+          grad: .no, doc: "Normal samples redrawn beyond two standard deviations, a pure function of the seed") { _, a in
+        try random(.truncatedNormal(a.float("mean"), a.float("stddev")), shape: a.requiredInts("shape"),
+                   dtype: a.dtype("dtype"), seed: a.requiredInts("seed"))
     },
-    OpDef(unary: "dropout") { x, a in
+    OpDef(unary: "dropout", attrs: [.float("rate"), .ints("noise_shape", absent: "the shape of x"), .ints("seed")],
+          doc: "x with elements zeroed with probability rate and the rest scaled by 1 / (1 - rate); "
+            + "the gradient is the same mask") { x, a in
         try dropout(x, rate: a.float("rate"), noiseShape: a.ints("noise_shape"), seed: a.requiredInts("seed"))
     },
 ]

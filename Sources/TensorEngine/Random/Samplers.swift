@@ -135,14 +135,19 @@ public func randomSample(_ dist: ParamDistribution, _ params: [Tensor], shape: [
     return try cast(out64, to: dtype)
 }
 
+private let sampleAttrs: [AttrSpec] = [.ints("shape"), .dtype("dtype", default: .float32), .ints("seed")]
+
 let samplerOps: [OpDef] = [
-    OpDef("random_gamma", arity: 1) { t, a in
-        try randomSample(.gamma, t, shape: a.requiredInts("shape"), dtype: a.dtype("dtype", default: .float32), seed: a.requiredInts("seed"))
+    OpDef("random_gamma", inputs: ["alpha"], attrs: sampleAttrs, grad: .no,
+          doc: "Gamma(alpha) samples of shape (alpha broadcast), a pure function of seed") { t, a in
+        try randomSample(.gamma, t, shape: a.requiredInts("shape"), dtype: a.dtype("dtype"), seed: a.requiredInts("seed"))
     },
-    OpDef("random_beta", arity: 2) { t, a in
-        try randomSample(.beta, t, shape: a.requiredInts("shape"), dtype: a.dtype("dtype", default: .float32), seed: a.requiredInts("seed"))
+    OpDef("random_beta", inputs: ["alpha", "beta"], attrs: sampleAttrs, grad: .no,
+          doc: "Beta(alpha, beta) samples of shape, a pure function of seed") { t, a in
+        try randomSample(.beta, t, shape: a.requiredInts("shape"), dtype: a.dtype("dtype"), seed: a.requiredInts("seed"))
     },
-    OpDef("random_binomial", arity: 2) { t, a in
-        try randomSample(.binomial, t, shape: a.requiredInts("shape"), dtype: a.dtype("dtype", default: .float32), seed: a.requiredInts("seed"))
+    OpDef("random_binomial", inputs: ["counts", "probabilities"], attrs: sampleAttrs, grad: .no,
+          doc: "Binomial(counts, probabilities) samples of shape, a pure function of seed") { t, a in
+        try randomSample(.binomial, t, shape: a.requiredInts("shape"), dtype: a.dtype("dtype"), seed: a.requiredInts("seed"))
     },
 ]

@@ -105,6 +105,16 @@ int32_t te_dtype_itemsize(int32_t dtype);
 te_status te_op_lookup(const char *name, int32_t *op);
 int32_t te_op_count(void);
 const char *te_op_name(int32_t op); /* NULL when out of range */
+/* The op's schema as one JSON object (NULL when out of range), valid for the
+ * life of the process: {"name", "doc", "inputs": [{"name", "variadic",
+ * "optional", "dtypes"}], "outputs": [names], "attrs": [{"name", "type"
+ * (int|float|bool|string|ints|floats|dtype), "required", and "default" or
+ * "absent" (what leaving it out means), "choices"?}], "complex", "grad"
+ * ("yes" | "no" | "zero" | [differentiable input names])}. te_op_call checks
+ * every call against it: an undeclared attribute, a value of the wrong type
+ * or outside "choices", a missing required one, a wrong input count or an
+ * input dtype outside "dtypes" is an error, never coerced. Thread-safe. */
+const char *te_op_schema(int32_t op);
 /* On success outputs[0..*n_outputs) are new references the caller releases.
  * On failure no output is handed out: outputs is left as it was and
  * *n_outputs is 0. */
