@@ -351,6 +351,13 @@ class GradientTape:
         unconnected = _unconnected_mode(unconnected_gradients)
         frame = self._frame
         if frame is None or frame.released:
+            if self._done is not None and self._persistent:
+                raise RuntimeError(
+                    "This persistent GradientTape has no record left "
+                    f"({self._done}): nested in a recording tape, a tape "
+                    "gives one differentiable set of gradients; take them "
+                    "all in one gradient() call (sources may be a nest)."
+                )
             if self._done is not None:
                 raise RuntimeError(
                     "GradientTape.gradient() can only be called once on a "

@@ -237,6 +237,27 @@ def test_persistent_tape_gives_several_gradients():
     assert _C.tape_depth() == 0
 
 
+def test_nested_tapes_follow_tensorflow():
+    x = _t([1.0, 2.0])
+    # What ran inside a nested tape stays differentiable by the outer one.
+    with keras_swift.GradientTape() as outer:
+        outer.watch(x)
+        with keras_swift.GradientTape() as inner:
+            y = ops.sum(x * x * x)
+        del inner
+    np.testing.assert_allclose(_np(outer.gradient(y, x)), [3.0, 12.0])
+    # A persistent tape nested in a recording one: one differentiable set.
+    with keras_swift.GradientTape() as outer:
+        outer.watch(x)
+        with keras_swift.GradientTape(persistent=True) as inner:
+            inner.watch(x)
+            y = ops.sum(x * x * x)
+        g = inner.gradient(y, x)
+        with pytest.raises(RuntimeError, match="one differentiable set"):
+            inner.gradient(y, x)
+    np.testing.assert_allclose(_np(outer.gradient(ops.sum(g), x)), [6.0, 12.0])
+
+
 def test_stop_recording_makes_a_constant():
     x = _t([3.0])
     with keras_swift.GradientTape(persistent=True) as tape:
@@ -334,6 +355,31 @@ def test_second_derivative_through_intermediates():
     np.testing.assert_allclose(_np(d2y), 6 * _np(x))
     d2 = keras_swift.grad(lambda a: ops.sum(keras_swift.grad(lambda b: ops.sum(b * b * b))(a)))
     np.testing.assert_allclose(_np(d2(x)), 6 * _np(x))
+
+
+def test_sparse_input_gives_row_sparse_kernel_gradient():
+    """As in the built-in train step, a Variable read only through the rows
+    of a sparse product gets an IndexedSlices; equal to the dense input's."""
+    from keras_swift.src.tensor import IndexedSlices
+    from keras_swift.src.tensor import SparseTensor
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(4, 6)) * (rng.random((4, 6)) < 0.3)).astype("float32")
+    layer = layers.Dense(3, use_bias=False)
+    layer.build((None, 6))
+    grads = []
+    for inputs in (SparseTensor.fromdense(x), x):
+        with keras_swift.GradientTape() as tape:
+            loss = ops.sum(ops.square(layer(inputs)))
+        grads.append(tape.gradient(loss, layer.kernel))
+    assert isinstance(grads[0], IndexedSlices) and not isinstance(grads[1], IndexedSlices)
+    np.testing.assert_allclose(_np(grads[0].todense()), _np(grads[1]), rtol=1e-6, atol=1e-6)
+    # value_and_grad (JAX's shape) stays dense.
+    g = keras_swift.grad(lambda k: ops.sum(ops.square(ops.matmul(SparseTensor.fromdense(x), k))))(
+        layer.kernel
+    )
+    assert not isinstance(g, SparseTensor)
+    np.testing.assert_allclose(_np(g), _np(grads[1]), rtol=1e-6, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------
