@@ -208,7 +208,57 @@ func checkJVP(_ name: String, _ x: Tensor, tolerance: Double = 1e-6, file: Stati
     }
 }
 
+/// The Hessian-vector product of sum(f(x) * w) along v, taken as the gradient of a
+/// create_graph gradient, against central differences of the first-order gradient along v.
+func checkSecondOrder(_ name: String, _ x: Tensor, tolerance: Double = 1e-5, eps: Double = 1e-6,
+                      file: StaticString = #filePath, line: UInt = #line,
+                      _ f: (Tensor) throws -> Tensor) throws {
+    let w = try f64(try Tape.paused { try f(x) }.shape, seed: 5)
+    let v = try f64(x.shape, seed: 6)
+    func firstOrder(_ at: [Double]) throws -> [Double] {
+        let t = try Tensor(at, shape: x.shape)
+        t.requiresGrad = true
+        Tape.push()
+        defer { try? Tape.pop() }
+        return try Tape.gradient(of: try sum(try multiply(try f(t), w)), wrt: [t])[0]!.doubles()
+    }
+    let depth = Tape.depth
+    Tape.push()  // records the backward pass
+    Tape.push()  // records f; create_graph consumes it
+    defer { while Tape.depth > depth { try? Tape.pop() } }
+    let t = try Tensor(x.doubles(), shape: x.shape)
+    t.requiresGrad = true
+    let gx = try Tape.gradient(of: try sum(try multiply(try f(t), w)), wrt: [t], createGraph: true)[0]!
+    let hv = try Tape.gradient(of: try sum(try multiply(gx, v)), wrt: [t])[0]!.doubles()
+    let base = x.doubles(), dir = v.doubles()
+    let plus = try firstOrder(zip(base, dir).map { $0 + eps * $1 })
+    let minus = try firstOrder(zip(base, dir).map { $0 - eps * $1 })
+    for i in 0..<hv.count {
+        let numeric = (plus[i] - minus[i]) / (2 * eps)
+        XCTAssertEqual(hv[i], numeric, accuracy: tolerance * Swift.max(1, abs(numeric)), "\(name)[\(i)]",
+                       file: file, line: line)
+    }
+}
+
 final class CreateGraphTests: XCTestCase {
+    /// Second derivatives flow through the forward's intermediates (x*x in x*x*x: the
+    /// consumed tape's nodes join the tape beneath) and through the unary ops whose fused
+    /// derivative kernels are replaced by recorded ops under create_graph.
+    func testSecondDerivatives() throws {
+        let x = try f64([2, 3], seed: 3)
+        let pos = try f64([2, 3], seed: 4, lo: 0.5, hi: 2)
+        try checkSecondOrder("x*x*x", x) { try multiply(try multiply($0, $0), $0) }
+        for op in [UnaryOp.tanh, .sigmoid, .exp, .square, .sin, .cos, .softplus, .silu] {
+            try checkSecondOrder("\(op)", x) { try unary(op, try multiply($0, $0)) }
+        }
+        for op in [UnaryOp.log, .sqrt, .rsqrt, .reciprocal] {
+            try checkSecondOrder("\(op)", pos) { try unary(op, $0) }
+        }
+        let k = try f64([3, 4], seed: 8)
+        try checkSecondOrder("tanh(x @ k) -> softmax", x) { try softmax(try unary(.tanh, try matmul($0, k)), axis: -1) }
+    }
+
+
     /// Gathers whose VJP is a scatter kernel: under create_graph the scatter is recorded
     /// (its VJP is the gather again), so forward mode through them is exact, not zero.
     func testScatterVJPsDifferentiateAgain() throws {

@@ -3,6 +3,10 @@
 Select it with ``KERAS_BACKEND=swift``. The backend itself lives in
 ``keras_swift.src``; ``install()`` activates the import hook by hand for
 interpreters that skip ``.pth`` files (``python -S``/``-I``, embedding).
+
+``GradientTape``, ``value_and_grad`` and ``grad`` (custom training; see
+``keras_swift.autodiff``) load on first use: Keras imports this package
+while it picks its backend, so importing Keras from here would be circular.
 """
 
 __version__ = "0.1.0"
@@ -16,3 +20,18 @@ except ImportError:  # the hook ships separately; the backend works without it
             "keras_swift_hook is not installed; reinstall keras-swift "
             "(`pip install .`) to get the KERAS_BACKEND=swift import hook."
         )
+
+
+_AUTODIFF = ("GradientTape", "grad", "value_and_grad")
+
+
+def __getattr__(name):
+    if name in _AUTODIFF:
+        from keras_swift import autodiff
+
+        return getattr(autodiff, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_AUTODIFF))

@@ -135,9 +135,11 @@ public enum Tape {
     /// Gradients of `target` (seeded with `seed`, default ones) with respect to `sources`,
     /// nil for a source that does not influence `target`.
     ///
-    /// With `createGraph`, the innermost tape is consumed (popped) and the backward pass
-    /// records onto the tape beneath it, so the gradients are themselves differentiable:
-    /// the way to second derivatives and to forward mode (a JVP is the VJP of a VJP).
+    /// With `createGraph`, the innermost tape is consumed (popped): its nodes join the tape
+    /// beneath it and the backward pass records there, so the gradients are themselves
+    /// differentiable: the way to second derivatives and to forward mode (a JVP is the VJP
+    /// of a VJP). The forward's nodes must move too: the backward pass reads the forward's
+    /// intermediates (x*x in d(x*x*x)/dx), and a second derivative flows back through them.
     public static func gradient(of target: Tensor, seed: Tensor? = nil, wrt sources: [Tensor],
                                 createGraph: Bool = false) throws -> [Tensor?] {
         let s = currentTapeState()
@@ -145,7 +147,7 @@ public enum Tape {
         if createGraph {
             guard s.tapes.count >= 2 else { throw EngineError.value("gradient(create_graph) needs an outer tape to record onto") }
             s.tapes.removeLast()
-            defer { for n in nodes { n.release() } }
+            s.tapes[s.tapes.count - 1].append(contentsOf: nodes)
             return try backpropagate(nodes, target, seed, sources, checkRecorded: true)
         }
         return try paused { try backpropagate(nodes, target, seed, sources, checkRecorded: false) }

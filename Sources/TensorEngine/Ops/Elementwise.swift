@@ -893,6 +893,11 @@ public func unary(_ op: UnaryOp, _ x0: Tensor) throws -> Tensor {
     }
     try dispatchFloat(x.dtype, K(op: op, x: x, out: out))
     Tape.record(out, [x]) { g in
+        // Recording a backward pass (create_graph): a fused kernel's factor would be a
+        // constant to the tape, dropping the second derivative through x.
+        if Tape.shouldRecord([g, x, out]), let d = try differentiableDerivative(op, x, out) {
+            return [try multiply(g, d)]
+        }
         let d = try Tensor(empty: x.shape, dtype: x.dtype)
         struct D: FloatVisitor {
             let op: UnaryOp, x: Tensor, y: Tensor, d: Tensor
@@ -915,6 +920,35 @@ public func unary(_ op: UnaryOp, _ x0: Tensor) throws -> Tensor {
         return [try multiply(g, d)]
     }
     return out
+}
+
+/// dy/dx of `op` (y = op(x)) in recorded engine ops, so that it differentiates again; nil
+/// where the fused kernel is already exact to second order (a piecewise-constant derivative:
+/// relu, abs, sign, rounding) or no composition is written yet (see README, create_graph).
+func differentiableDerivative(_ op: UnaryOp, _ x: Tensor, _ y: Tensor) throws -> Tensor? {
+    func c(_ v: Double) throws -> Tensor { try full([], value: v, dtype: x.dtype) }
+    switch op {
+    case .square: return try multiply(x, try c(2))
+    case .exp: return y
+    case .expm1: return try add(y, try c(1))
+    case .log: return try unary(.reciprocal, x)
+    case .log1p: return try unary(.reciprocal, try add(x, try c(1)))
+    case .sqrt: return try divide(try c(0.5), y)
+    case .rsqrt: return try multiply(try c(-0.5), try divide(y, x))
+    case .reciprocal: return try negative(try multiply(y, y))
+    case .sin: return try unary(.cos, x)
+    case .cos: return try negative(try unary(.sin, x))
+    case .tan: return try add(try c(1), try multiply(y, y))
+    case .tanh: return try subtract(try c(1), try multiply(y, y))
+    case .sinh: return try unary(.cosh, x)
+    case .cosh: return try unary(.sinh, x)
+    case .sigmoid: return try multiply(y, try subtract(try c(1), y))
+    case .softplus: return try unary(.sigmoid, x)
+    case .silu:
+        let s = try unary(.sigmoid, x)
+        return try multiply(s, try add(try c(1), try multiply(x, try subtract(try c(1), s))))
+    default: return nil
+    }
 }
 
 /// -x.

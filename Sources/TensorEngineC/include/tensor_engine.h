@@ -134,9 +134,10 @@ int32_t te_requires_grad(te_tensor t);
  * Gradients flow through the ops recorded on the innermost tape. */
 te_status te_gradient(te_tensor target, te_tensor seed, const te_tensor *sources,
                       int32_t n_sources, te_tensor *grads);
-/* As te_gradient, but consumes (pops) the innermost tape and records the
- * backward pass onto the tape beneath it, so the returned gradients can be
- * differentiated again (second derivatives; a JVP as the VJP of a VJP).
+/* As te_gradient, but consumes (pops) the innermost tape: its records join the
+ * tape beneath it, where the backward pass records too, so the returned
+ * gradients can be differentiated again (second derivatives; a JVP as the VJP
+ * of a VJP).
  * Needs at least two tapes. */
 te_status te_gradient_create_graph(te_tensor target, te_tensor seed, const te_tensor *sources,
                                    int32_t n_sources, te_tensor *grads);

@@ -644,13 +644,19 @@ _row_reads = threading.local()
 
 
 @contextlib.contextmanager
-def collect_row_reads():
+def collect_row_reads(enabled=True):
     """Within a train step, ``sparse @ variable`` reads the variable's rows
     through a fresh leaf recorded here instead of through the variable, so the
     gradient of those rows can reach the optimizer row-sparse
-    (``merge_row_gradients``)."""
+    (``gradient_with_row_reads``).
+
+    ``enabled=False`` turns an enclosing collection off for the block: a
+    detached row leaf cuts the rows' path back to the variable, which a
+    gradient taken later with ``create_graph`` (or by an enclosing tape)
+    still needs."""
     outer = getattr(_row_reads, "reads", None)
-    _row_reads.reads = reads = []
+    reads = [] if enabled else None
+    _row_reads.reads = reads
     try:
         yield reads
     finally:
@@ -666,6 +672,14 @@ def _gather_rows(dense, picks):
     rows = detached_leaf(op("gather_nd", op("stop_gradient", dense), picks), True)
     reads.append((dense, picks, rows))
     return rows
+
+
+def gradient_with_row_reads(target, leaves, reads, seed=None, create_graph=False):
+    """The tape's gradients of ``target`` with respect to ``leaves``, the rows
+    that ``collect_row_reads`` recorded as ``reads`` merged into them."""
+    rows = [r for _, _, r in reads or ()]
+    grads = _C.gradient(target, list(leaves) + rows, seed=seed, create_graph=create_graph)
+    return merge_row_gradients(leaves, grads, reads or ())
 
 
 def merge_row_gradients(leaves, grads, reads):

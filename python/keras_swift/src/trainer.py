@@ -24,7 +24,7 @@ from keras.src.utils.python_utils import pythonify_logs
 from keras_swift.src.core import _C
 from keras_swift.src.core import convert_to_numpy
 from keras_swift.src.sparse import collect_row_reads
-from keras_swift.src.sparse import merge_row_gradients
+from keras_swift.src.sparse import gradient_with_row_reads
 
 _BaseTrainer = getattr(base_trainer, "BaseTrainer", None) or base_trainer.Trainer
 
@@ -80,8 +80,7 @@ class Trainer(_BaseTrainer):
                 scaled_loss = self.optimizer.scale_loss(loss)
             grads = None
             if trainable_weights:
-                grads = _C.gradient(scaled_loss, leaves + [rows for _, _, rows in reads])
-                grads = merge_row_gradients(leaves, grads, reads)
+                grads = gradient_with_row_reads(scaled_loss, leaves, reads)
         finally:
             _C.tape_pop()
 
