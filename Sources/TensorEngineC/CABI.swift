@@ -32,7 +32,7 @@ private enum Status {
 }
 
 /// Runs `body`, mapping any error to a status and the thread-local message.
-private func guarded(_ body: () throws -> Void) -> Int32 {
+func guarded(_ body: () throws -> Void) -> Int32 {
     do {
         try body()
         return Status.ok
@@ -51,12 +51,12 @@ private func guarded(_ body: () throws -> Void) -> Int32 {
     }
 }
 
-private func tensor(_ h: OpaquePointer?) throws -> Tensor {
+func tensor(_ h: OpaquePointer?) throws -> Tensor {
     guard let h = h else { throw EngineError.value("null tensor handle") }
     return Unmanaged<Tensor>.fromOpaque(UnsafeRawPointer(h)).takeUnretainedValue()
 }
 
-private func handle(_ t: Tensor) -> OpaquePointer {
+func handle(_ t: Tensor) -> OpaquePointer {
     OpaquePointer(Unmanaged.passRetained(t).toOpaque())
 }
 
@@ -219,7 +219,7 @@ public func te_op_call(_ op: Int32, _ inputs: UnsafePointer<OpaquePointer?>?, _ 
             let x = try tensor(inputs![0])
             let a = try readAttrs(attrs, nAttrs)
             let dest = try oneOutput()
-            dest[0] = handle(try unary(x, a))
+            dest[0] = handle(Tracer.traced(op, try unary(x, a), [x], a))
             nOutputs?.pointee = 1
             return
         }
@@ -227,11 +227,11 @@ public func te_op_call(_ op: Int32, _ inputs: UnsafePointer<OpaquePointer?>?, _ 
         let a = try readAttrs(attrs, nAttrs)
         if let one = OpRegistry.ops[Int(op)].runOne {
             let dest = try oneOutput()
-            dest[0] = handle(try one(ins, a))
+            dest[0] = handle(Tracer.traced(op, try one(ins, a), ins, a))
             nOutputs?.pointee = 1
             return
         }
-        let results = try OpRegistry.ops[Int(op)].run(ins, a)
+        let results = Tracer.traced(op, try OpRegistry.ops[Int(op)].run(ins, a), ins, a)
         guard results.count <= Int(maxOutputs), results.isEmpty || outputs != nil else {
             throw EngineError.value("op \(OpRegistry.ops[Int(op)].name) returns \(results.count) outputs, room for \(maxOutputs)")
         }

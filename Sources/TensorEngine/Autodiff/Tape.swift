@@ -58,13 +58,17 @@ func currentTapeState() -> TapeState {
 /// input requires a gradient or was itself recorded there.
 public enum Tape {
     /// Starts recording (tapes nest).
-    public static func push() { currentTapeState().tapes.append([]) }
+    public static func push() {
+        currentTapeState().tapes.append([])
+        Tracer.tapePushed()
+    }
 
     /// Stops the innermost tape and frees what it recorded.
     public static func pop() throws {
         let s = currentTapeState()
         guard let nodes = s.tapes.popLast() else { throw EngineError.value("no active tape to pop") }
         for n in nodes { n.release() }
+        Tracer.tapePopped()
     }
 
     public static var depth: Int { currentTapeState().tapes.count }
@@ -113,6 +117,7 @@ public enum Tape {
     /// one of another dtype is cast to the input's.
     public static func recordCustom(_ output: Tensor, inputs: [Tensor],
                                     backward: @escaping (Tensor) throws -> [Tensor?]) -> Tensor {
+        Tracer.unreplayable("a custom gradient was recorded (its VJP is not a registry op)")
         let result = stopGradient(output)
         guard result.dtype.isFloatingPoint else { return result }
         let shapes = inputs.map(\.shape), dtypes = inputs.map(\.dtype)
@@ -142,6 +147,13 @@ public enum Tape {
     /// intermediates (x*x in d(x*x*x)/dx), and a second derivative flows back through them.
     public static func gradient(of target: Tensor, seed: Tensor? = nil, wrt sources: [Tensor],
                                 createGraph: Bool = false) throws -> [Tensor?] {
+        let grads = try gradientUntraced(of: target, seed: seed, wrt: sources, createGraph: createGraph)
+        Tracer.gradientTaken(target, seed, sources, createGraph, grads)
+        return grads
+    }
+
+    private static func gradientUntraced(of target: Tensor, seed: Tensor?, wrt sources: [Tensor],
+                                         createGraph: Bool) throws -> [Tensor?] {
         let s = currentTapeState()
         guard let nodes = s.tapes.last else { throw EngineError.value("gradient() needs an active tape") }
         if createGraph {

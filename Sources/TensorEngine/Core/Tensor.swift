@@ -208,7 +208,9 @@ public final class Tensor {
     public let count: Int
     /// Set by `Tape` on tensors produced by a recorded op.
     var node: TapeNode?
-    public var requiresGrad: Bool = false
+    public var requiresGrad: Bool = false {
+        didSet { Tracer.requiresGradSet(self, requiresGrad) }
+    }
 
     /// The tensor's bytes, contiguous and row-major (a deferred copy happens here).
     public var storage: Storage {

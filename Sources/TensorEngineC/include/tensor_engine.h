@@ -160,6 +160,56 @@ te_status te_record_custom(te_tensor output, const te_tensor *inputs, int32_t n_
 /* Sets this thread's te_last_error() text (for callbacks reporting failure). */
 void te_set_last_error(const char *message);
 
+/* Programs (compiled steps). A trace records, on the calling thread only, every
+ * successful te_op_call and every tape step (te_tape_push/pop,
+ * te_set_requires_grad, te_gradient*) while the calls still run eagerly, so the
+ * traced call is itself a correct first step. A tensor used during the trace
+ * that no recorded call produced and that was not declared with
+ * te_trace_input becomes a constant of the graph (held by reference). Graphs
+ * are specialised on their inputs' dtypes and shapes. docs/graph-format.md
+ * describes the design and the file format.
+ *
+ * Thread-safety: te_trace_* act on the calling thread's trace (at most one per
+ * thread; other threads are not recorded). A graph is immutable: any thread
+ * may run, save or query it; runs of one graph are serialised internally. */
+typedef struct te_graph_s *te_graph;
+
+/* Starts a trace on this thread; an error if one is already active. */
+te_status te_trace_begin(void);
+/* Declares t as the next graph input. t must not have been used in the trace
+ * yet. Its te_requires_grad flag is part of the signature: te_graph_run gives
+ * the input the same flag (on a new handle, the caller's tensor is untouched). */
+te_status te_trace_input(te_tensor t);
+/* Ends the trace and, on success, hands out *graph (release with
+ * te_graph_release) computing outputs[0..n) from the declared inputs, with
+ * dead code removed. The trace ends whether or not this succeeds; on failure
+ * *graph is NULL. TE_ERR_NOT_IMPLEMENTED means the trace cannot be replayed
+ * (a custom gradient, a tape pushed before the trace was popped or
+ * differentiated, a tape left pushed, a graph run during the trace); the
+ * message names the cause. */
+te_status te_trace_end(const te_tensor *outputs, int32_t n, te_graph *graph);
+/* Ends this thread's trace, if any, discarding it. */
+void te_trace_abort(void);
+/* 1 while a trace is active on this thread, else 0. */
+int32_t te_trace_active(void);
+
+/* Runs the graph on inputs[0..n_inputs) (dtypes and shapes as traced). On
+ * success outputs[0..*n_outputs) are new references the caller releases; on
+ * failure none is handed out and *n_outputs is 0. Tapes the graph pushes are
+ * popped again, also on failure. */
+te_status te_graph_run(te_graph graph, const te_tensor *inputs, int32_t n_inputs,
+                       te_tensor *outputs, int32_t max_outputs, int32_t *n_outputs);
+/* Writes the graph (ops by name, attributes, constants' bytes) to path. */
+te_status te_graph_save(te_graph graph, const char *path);
+/* Reads a graph written by te_graph_save. An unknown version or op, or a
+ * truncated or corrupt file, is TE_ERR_VALUE and *graph is NULL. */
+te_status te_graph_load(const char *path, te_graph *graph);
+void te_graph_release(te_graph graph);
+/* Counts; -1 for a null handle. */
+int32_t te_graph_num_inputs(te_graph graph);
+int32_t te_graph_num_outputs(te_graph graph);
+int32_t te_graph_num_nodes(te_graph graph);
+
 #ifdef __cplusplus
 }
 #endif

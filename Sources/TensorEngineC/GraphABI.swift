@@ -1,0 +1,89 @@
+// The C ABI of programs (te_trace_*, te_graph_*): recording a step on this thread, replaying
+// it, saving and loading it. Handles are retained `Program` references; the logic lives in
+// TensorEngine/Graph.
+import TensorEngine
+
+private func program(_ g: OpaquePointer?) throws -> Program {
+    guard let g = g else { throw EngineError.value("null graph handle") }
+    return Unmanaged<Program>.fromOpaque(UnsafeRawPointer(g)).takeUnretainedValue()
+}
+
+private func graphHandle(_ p: Program) -> OpaquePointer {
+    OpaquePointer(Unmanaged.passRetained(p).toOpaque())
+}
+
+@_cdecl("te_trace_begin")
+public func te_trace_begin() -> Int32 { guarded { try Tracer.begin() } }
+
+@_cdecl("te_trace_input")
+public func te_trace_input(_ t: OpaquePointer?) -> Int32 { guarded { try Tracer.declareInput(try tensor(t)) } }
+
+@_cdecl("te_trace_abort")
+public func te_trace_abort() { Tracer.abort() }
+
+@_cdecl("te_trace_active")
+public func te_trace_active() -> Int32 { Tracer.isActive ? 1 : 0 }
+
+@_cdecl("te_trace_end")
+public func te_trace_end(_ outputs: UnsafePointer<OpaquePointer?>?, _ n: Int32, _ graph: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    guarded {
+        // The trace ends whatever happens below.
+        defer { Tracer.abort() }
+        guard let graph = graph else { throw EngineError.value("null graph pointer") }
+        graph.pointee = nil
+        guard n >= 0, n == 0 || outputs != nil else { throw EngineError.value("bad output array") }
+        let outs = try (0..<Int(n)).map { try tensor(outputs![$0]) }
+        graph.pointee = graphHandle(try Tracer.end(outputs: outs).eliminatingDeadCode())
+    }
+}
+
+@_cdecl("te_graph_run")
+public func te_graph_run(_ graph: OpaquePointer?, _ inputs: UnsafePointer<OpaquePointer?>?, _ nInputs: Int32,
+                         _ outputs: UnsafeMutablePointer<OpaquePointer?>?, _ maxOutputs: Int32,
+                         _ nOutputs: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guarded {
+        nOutputs?.pointee = 0
+        let p = try program(graph)
+        guard nInputs >= 0, nInputs == 0 || inputs != nil else { throw EngineError.value("bad input array") }
+        guard p.outputs.count <= Int(maxOutputs), p.outputs.isEmpty || outputs != nil else {
+            throw EngineError.value("the graph returns \(p.outputs.count) outputs, room for \(maxOutputs)")
+        }
+        let ins = try (0..<Int(nInputs)).map { try tensor(inputs![$0]) }
+        let results = try p.run(inputs: ins)
+        for (i, r) in results.enumerated() { outputs![i] = handle(r) }
+        nOutputs?.pointee = Int32(results.count)
+    }
+}
+
+@_cdecl("te_graph_save")
+public func te_graph_save(_ graph: OpaquePointer?, _ path: UnsafePointer<CChar>?) -> Int32 {
+    guarded {
+        guard let path = path else { throw EngineError.value("null path") }
+        try program(graph).save(to: String(cString: path))
+    }
+}
+
+@_cdecl("te_graph_load")
+public func te_graph_load(_ path: UnsafePointer<CChar>?, _ graph: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    guarded {
+        guard let graph = graph else { throw EngineError.value("null graph pointer") }
+        graph.pointee = nil
+        guard let path = path else { throw EngineError.value("null path") }
+        graph.pointee = graphHandle(try Program.load(from: String(cString: path)))
+    }
+}
+
+@_cdecl("te_graph_release")
+public func te_graph_release(_ graph: OpaquePointer?) {
+    guard let g = graph else { return }
+    Unmanaged<Program>.fromOpaque(UnsafeRawPointer(g)).release()
+}
+
+@_cdecl("te_graph_num_inputs")
+public func te_graph_num_inputs(_ graph: OpaquePointer?) -> Int32 { (try? Int32(program(graph).inputs.count)) ?? -1 }
+
+@_cdecl("te_graph_num_outputs")
+public func te_graph_num_outputs(_ graph: OpaquePointer?) -> Int32 { (try? Int32(program(graph).outputs.count)) ?? -1 }
+
+@_cdecl("te_graph_num_nodes")
+public func te_graph_num_nodes(_ graph: OpaquePointer?) -> Int32 { (try? Int32(program(graph).nodes.count)) ?? -1 }

@@ -1,0 +1,227 @@
+import XCTest
+@testable import TensorEngineC
+import TensorEngine
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// te_trace_* and te_graph_* exactly as a C caller (the Python extension) uses them: an MLP
+/// step traced through te_op_call and the tape entry points, replayed, saved and loaded.
+final class GraphABITests: XCTestCase {
+    override func tearDown() {
+        te_trace_abort()
+        while te_tape_depth() > 0 { _ = te_tape_pop() }
+    }
+
+    private func make(_ values: [Float], _ shape: [Int64]) -> OpaquePointer? {
+        var h: OpaquePointer? = nil
+        let st = values.withUnsafeBytes { buf in
+            shape.withUnsafeBufferPointer { s in
+                te_tensor_create(11, s.baseAddress, Int32(shape.count), buf.baseAddress, Int64(buf.count), &h)
+            }
+        }
+        XCTAssertEqual(st, 0, String(cString: te_last_error()))
+        return h
+    }
+
+    private func floats(_ h: OpaquePointer?) -> [Float] {
+        let n = Int(te_tensor_size(h))
+        let p = te_tensor_data(h)!.assumingMemoryBound(to: Float.self)
+        return Array(UnsafeBufferPointer(start: p, count: n))
+    }
+
+    /// Calls a one-output op with no attributes; the caller releases the result.
+    private func call(_ name: String, _ inputs: OpaquePointer?...) throws -> OpaquePointer? {
+        var id: Int32 = -1
+        XCTAssertEqual(te_op_lookup(name, &id), 0)
+        var out: OpaquePointer? = nil
+        var n: Int32 = 0
+        let st = inputs.withUnsafeBufferPointer { te_op_call(id, $0.baseAddress, Int32(inputs.count), nil, 0, &out, 1, &n) }
+        guard st == 0 else { throw EngineError.value(String(cString: te_last_error())) }
+        return out
+    }
+
+    private func values(_ n: Int, _ seed: Int) -> [Float] {
+        (0..<n).map { Float(cos(Double($0 * 5 + seed * 11) * 0.41)) }
+    }
+
+    /// One SGD step of a 3-6-2 MLP (mean-squared error); returns new references
+    /// [loss, w1, b1, w2, b2] and releases every intermediate, as the extension does.
+    private func step(_ x: OpaquePointer?, _ y: OpaquePointer?, _ w: [OpaquePointer?], _ lr: OpaquePointer?) throws -> [OpaquePointer?] {
+        XCTAssertEqual(te_tape_push(), 0)
+        var temps: [OpaquePointer?] = []
+        defer { temps.forEach(te_tensor_release) }
+        func t(_ h: OpaquePointer?) -> OpaquePointer? { temps.append(h); return h }
+        let h = t(try call("relu", t(try call("add", t(try call("matmul", x, w[0])), w[1]))))
+        let p = t(try call("add", t(try call("matmul", h, w[2])), w[3]))
+        let d = t(try call("subtract", p, y))
+        let loss = try call("mean", t(try call("multiply", d, d)))
+        var srcs = w
+        var grads = [OpaquePointer?](repeating: nil, count: w.count)
+        XCTAssertEqual(te_gradient(loss, nil, &srcs, Int32(w.count), &grads), 0, String(cString: te_last_error()))
+        XCTAssertEqual(te_tape_pop(), 0)
+        var out = [loss]
+        for (wi, gi) in zip(w, grads) {
+            _ = t(gi)
+            let next = try call("stop_gradient", t(try call("subtract", wi, t(try call("multiply", gi, lr)))))
+            XCTAssertEqual(te_set_requires_grad(next, 1), 0)
+            out.append(next)
+        }
+        return out
+    }
+
+    private func initialWeights() -> [OpaquePointer?] {
+        let w = [make(values(18, 1), [3, 6]), make(values(6, 2), [6]), make(values(12, 3), [6, 2]), make(values(2, 4), [2])]
+        for h in w { XCTAssertEqual(te_set_requires_grad(h, 1), 0) }
+        return w
+    }
+
+    private func batch(_ s: Int) -> (OpaquePointer?, OpaquePointer?) {
+        (make(values(12, 50 + s), [4, 3]), make(values(8, 90 + s), [4, 2]))
+    }
+
+    private func run(_ g: OpaquePointer?, _ inputs: [OpaquePointer?], max: Int32 = 8) -> (Int32, [OpaquePointer?]) {
+        var outs = [OpaquePointer?](repeating: nil, count: Int(max))
+        var n: Int32 = -1
+        let st = inputs.withUnsafeBufferPointer { te_graph_run(g, $0.baseAddress, Int32(inputs.count), &outs, max, &n) }
+        return (st, Array(outs.prefix(Int(n))))
+    }
+
+    func testTracedStepsReplayAndSurviveAFile() throws {
+        let steps = 5
+        let lr = make([0.05], [])
+        defer { te_tensor_release(lr) }
+        // Eager.
+        var eager = initialWeights()
+        for s in 0..<steps {
+            let (x, y) = batch(s)
+            let out = try step(x, y, eager, lr)
+            (eager + [out[0], x, y]).forEach(te_tensor_release)
+            eager = Array(out[1...])
+        }
+        // Traced first step, then replays.
+        let w0 = initialWeights()
+        let (x0, y0) = batch(0)
+        XCTAssertEqual(te_trace_begin(), 0)
+        XCTAssertEqual(te_trace_active(), 1)
+        XCTAssertEqual(te_trace_begin(), 1, "traces do not nest")
+        for h in [x0, y0] + w0 { XCTAssertEqual(te_trace_input(h), 0) }
+        let traced = try step(x0, y0, w0, lr)
+        var graph: OpaquePointer? = nil
+        XCTAssertEqual(traced.withUnsafeBufferPointer { te_trace_end($0.baseAddress, Int32(traced.count), &graph) }, 0,
+                       String(cString: te_last_error()))
+        XCTAssertEqual(te_trace_active(), 0)
+        defer { te_graph_release(graph) }
+        XCTAssertEqual(te_graph_num_inputs(graph), 6)
+        XCTAssertEqual(te_graph_num_outputs(graph), 5)
+        XCTAssertGreaterThan(te_graph_num_nodes(graph), 10)
+        XCTAssertEqual(te_graph_num_inputs(nil), -1)
+        ([x0, y0, traced[0]] + w0).forEach(te_tensor_release)
+
+        // Through a file, with no trace state behind it.
+        let path = "/tmp/graph-abi-\(getpid()).teg"
+        defer { unlink(path) }
+        XCTAssertEqual(te_graph_save(graph, path), 0, String(cString: te_last_error()))
+        var loaded: OpaquePointer? = nil
+        XCTAssertEqual(te_graph_load(path, &loaded), 0, String(cString: te_last_error()))
+        defer { te_graph_release(loaded) }
+
+        var a = Array(traced[1...]), b = a.map { te_tensor_retain($0) }
+        for s in 1..<steps {
+            let (x, y) = batch(s)
+            let (st, out) = run(graph, [x, y] + a)
+            XCTAssertEqual(st, 0, String(cString: te_last_error()))
+            XCTAssertEqual(out.count, 5)
+            let (st2, out2) = run(loaded, [x, y] + b)
+            XCTAssertEqual(st2, 0, String(cString: te_last_error()))
+            XCTAssertEqual(floats(out[0]), floats(out2[0]))
+            (a + b + [x, y, out[0], out2[0]]).forEach(te_tensor_release)
+            a = Array(out[1...])
+            b = Array(out2[1...])
+        }
+        for (r, (l, e)) in zip(a, zip(b, eager)) {
+            XCTAssertEqual(te_requires_grad(r), 1)
+            for (u, (v, w)) in zip(floats(r), zip(floats(l), floats(e))) {
+                XCTAssertEqual(u, w, accuracy: 1e-6)
+                XCTAssertEqual(u, v)
+            }
+        }
+        (a + b + eager).forEach(te_tensor_release)
+    }
+
+    func testErrorsHandNothingOut() throws {
+        let x = make([1, 2, 3], [3])
+        defer { te_tensor_release(x) }
+        XCTAssertEqual(te_trace_begin(), 0)
+        XCTAssertEqual(te_trace_input(x), 0)
+        XCTAssertEqual(te_trace_input(x), 1)
+        XCTAssertEqual(te_trace_input(nil), 1)
+        let y = try call("negative", x)
+        defer { te_tensor_release(y) }
+        var graph: OpaquePointer? = nil
+        var outs: [OpaquePointer?] = [y]
+        XCTAssertEqual(te_trace_end(&outs, 1, nil), 1)
+        XCTAssertEqual(te_trace_active(), 0, "a failed end still ends the trace")
+        XCTAssertEqual(te_trace_end(&outs, 1, &graph), 1, "no trace is active")
+        XCTAssertNil(graph)
+
+        XCTAssertEqual(te_trace_begin(), 0)
+        XCTAssertEqual(te_trace_input(x), 0)
+        let z = try call("exp", x)
+        defer { te_tensor_release(z) }
+        outs = [z]
+        XCTAssertEqual(te_trace_end(&outs, 1, &graph), 0)
+        defer { te_graph_release(graph) }
+        // Wrong input count or shape, or no room: an error and no outputs.
+        let wrong = make([1, 2], [2])
+        defer { te_tensor_release(wrong) }
+        for (ins, room) in [([x, x], Int32(1)), ([wrong], 1), ([x], 0)] {
+            var out: OpaquePointer? = nil
+            var n: Int32 = 7
+            let st = ins.withUnsafeBufferPointer { te_graph_run(graph, $0.baseAddress, Int32(ins.count), &out, room, &n) }
+            XCTAssertEqual(st, 1)
+            XCTAssertNil(out)
+            XCTAssertEqual(n, 0)
+        }
+        let (st, ok) = run(graph, [x])
+        XCTAssertEqual(st, 0)
+        XCTAssertEqual(floats(ok[0]), floats(z))
+        ok.forEach(te_tensor_release)
+        XCTAssertEqual(run(nil, [x]).0, 1)
+
+        // Files: missing, truncated, foreign.
+        var loaded: OpaquePointer? = OpaquePointer(bitPattern: 1)
+        XCTAssertEqual(te_graph_load("/nonexistent/g.teg", &loaded), 1)
+        XCTAssertNil(loaded)
+        XCTAssertEqual(te_graph_load(nil, &loaded), 1)
+        XCTAssertEqual(te_graph_save(graph, "/nonexistent/g.teg"), 1)
+        let path = "/tmp/graph-abi-bad-\(getpid()).teg"
+        defer { unlink(path) }
+        XCTAssertEqual(te_graph_save(graph, path), 0)
+        let f = fopen(path, "r+b")
+        fseek(f, 0, SEEK_END)
+        let size = ftell(f)
+        fclose(f)
+        XCTAssertEqual(truncate(path, size - 3), 0)
+        XCTAssertEqual(te_graph_load(path, &loaded), 1)
+        XCTAssertTrue(String(cString: te_last_error()).contains("truncated"), String(cString: te_last_error()))
+        XCTAssertNil(loaded)
+        let g = fopen(path, "wb")
+        fputs("not a graph", g)
+        fclose(g)
+        XCTAssertEqual(te_graph_load(path, &loaded), 1)
+        XCTAssertNil(loaded)
+    }
+
+    func testUnreplayableTraceIsNotImplemented() throws {
+        let x = make([1, 2], [2])
+        defer { te_tensor_release(x) }
+        XCTAssertEqual(te_tape_push(), 0)
+        XCTAssertEqual(te_trace_begin(), 0)
+        XCTAssertEqual(te_tape_pop(), 0)
+        var graph: OpaquePointer? = nil
+        XCTAssertEqual(te_trace_end(nil, 0, &graph), 4)
+        XCTAssertTrue(String(cString: te_last_error()).contains("before the trace"))
+        XCTAssertNil(graph)
+    }
+}
