@@ -133,6 +133,9 @@ public func te_tensor_nbytes(_ h: OpaquePointer?) -> Int64 { (try? Int64(tensor(
 @_cdecl("te_tensor_data")
 public func te_tensor_data(_ h: OpaquePointer?) -> UnsafeRawPointer? {
     guard let t = try? tensor(h) else { return nil }
+    // The caller reads values on the host, where a trace cannot see what it does with them
+    // (a Python branch, a number baked into an attribute): replaying would be silently wrong.
+    Tracer.unreplayable("a tensor's values were read on the host (numpy(), float(), bool(), printing)")
     return UnsafeRawPointer(t.rawPointer)
 }
 

@@ -97,7 +97,9 @@ int32_t te_tensor_ndim(te_tensor t);
 int32_t te_tensor_shape(te_tensor t, int64_t *out, int32_t cap);
 int64_t te_tensor_size(te_tensor t);
 int64_t te_tensor_nbytes(te_tensor t);
-/* Borrowed pointer, valid while t is alive. Treat as read-only: storage may be shared. */
+/* Borrowed pointer, valid while t is alive. Treat as read-only: storage may be shared.
+ * Called while a trace is active, it makes the trace unreplayable (the caller
+ * reads values the graph cannot see): te_trace_end then fails with that cause. */
 const void *te_tensor_data(te_tensor t);
 int32_t te_dtype_itemsize(int32_t dtype);
 

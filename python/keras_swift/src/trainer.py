@@ -21,6 +21,7 @@ from keras.src.trainers.data_adapters import data_adapter_utils
 from keras.src.trainers.epoch_iterator import EpochIterator as _EpochIterator
 from keras.src.utils import traceback_utils
 from keras.src.utils.python_utils import pythonify_logs
+from keras_swift.src.compiled import CompiledStep
 from keras_swift.src.core import _C
 from keras_swift.src.core import convert_to_numpy
 from keras_swift.src.sparse import collect_row_reads
@@ -139,9 +140,16 @@ class Trainer(_BaseTrainer):
     def make_predict_function(self, force=False):
         if self.predict_function is not None and not force:
             return self.predict_function
+        predict_step = self.predict_step
+        if self.jit_compile:
+            predict_step = CompiledStep(
+                self.predict_step,
+                lambda: self.trainable_variables + self.non_trainable_variables,
+                "predict_step",
+            )
 
         def predict_function(data):
-            outputs = [self.predict_step(batch) for batch in data]
+            outputs = [predict_step(batch) for batch in data]
             if len(outputs) == 1:
                 return outputs[0]
             outputs = [tree.map_structure(convert_to_numpy, o) for o in outputs]
@@ -149,6 +157,7 @@ class Trainer(_BaseTrainer):
                 lambda *parts: np.concatenate(parts), *outputs
             )
 
+        predict_function.compiled = predict_step if self.jit_compile else None
         self.predict_function = predict_function
         return self.predict_function
 

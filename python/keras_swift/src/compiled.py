@@ -1,0 +1,119 @@
+"""Compiled steps: a step function traced into an engine graph and replayed in one C call.
+
+The first call for an input signature (the structure, dtypes and shapes of the batch and
+of the state variables) runs the step eagerly while the engine records every op call and
+tape step into a graph (``_C.trace_begin``/``trace_end``). The inputs of the graph are the
+state variables' values and the batch; its outputs are the step's results and the new
+values of every variable the step assigned. Later calls with the same signature run the
+graph (``_C.graph_run``, without the GIL) and assign those values.
+
+As with ``jax.jit``, Python values are fixed at trace time: a Python number the step turns
+into a tensor is a constant of the graph. What a graph cannot replay (a tensor's values
+read on the host, a custom gradient, a result that is not a tensor) makes that step run
+eagerly from then on, with one warning naming the cause; it is never replayed wrong.
+"""
+
+import warnings
+
+from keras.src import tree
+
+from keras_swift.src.core import convert_to_tensor
+from keras_swift.src.tensor import _C
+from keras_swift.src.tensor import SwiftTensor
+
+
+def _signature(leaves):
+    return tuple(
+        (t.dtype, t.shape) if isinstance(t, SwiftTensor) else ("py", type(t).__name__, repr(t))
+        for t in leaves
+    )
+
+
+class CompiledStep:
+    """``fn(data)`` traced once per signature and replayed as an engine graph.
+
+    ``variables`` returns the Keras Variables the step may read or assign (the model's,
+    the optimizer's, the metrics'): their values are graph inputs, so a replay sees
+    their current values, and those the step assigns are graph outputs.
+    """
+
+    def __init__(self, fn, variables, name):
+        self.fn = fn
+        self.variables = variables
+        self.name = name
+        self.graphs = {}
+        # Why the step runs eagerly (None while it compiles).
+        self.eager_reason = None
+
+    def __call__(self, data):
+        if self.eager_reason is not None or _C.trace_active():
+            # A step called from within another trace is recorded there as it runs.
+            return self.fn(data)
+        leaves, treedef = tree.flatten(data), tree.flatten_with_path(data)
+        batch = [convert_to_tensor(x) if _is_array(x) else x for x in leaves]
+        variables = list(self.variables())
+        # The stored tensors, not `.value`, which may cast under autocast: a cast inside
+        # the step is then recorded from the input.
+        values = [v._value for v in variables]
+        if any(t is None for t in values):
+            return self.fn(data)
+        sig = (tuple(p for p, _ in treedef), _signature(batch), _signature(values))
+        entry = self.graphs.get(sig)
+        if entry is None:
+            return self._trace(sig, data, batch, variables, values)
+        graph, out_struct, n_out, assigned = entry
+        inputs = _unique(values + [t for t in batch if isinstance(t, SwiftTensor)])
+        outs = _C.graph_run(graph, inputs)
+        for i, t in zip(assigned, outs[n_out:]):
+            variables[i]._direct_assign(t)
+        return tree.pack_sequence_as(out_struct, list(outs[:n_out]))
+
+    def _trace(self, sig, data, batch, variables, values):
+        _C.trace_begin()
+        try:
+            for t in _unique(values + [t for t in batch if isinstance(t, SwiftTensor)]):
+                _C.trace_input(t)
+            result = self.fn(tree.pack_sequence_as(data, batch))
+            if len(list(self.variables())) != len(variables):
+                # The step built layers (created variables): trace again on the next call,
+                # when the state is complete.
+                _C.trace_abort()
+                return result
+            out_leaves = tree.flatten(result)
+            assigned = [i for i, v in enumerate(variables) if v._value is not values[i]]
+            if not all(isinstance(t, SwiftTensor) for t in out_leaves):
+                _C.trace_abort()
+                self._give_up("the step returns a value that is not a tensor")
+                return result
+            try:
+                graph = _C.trace_end(out_leaves + [variables[i]._value for i in assigned])
+            except NotImplementedError as e:
+                self._give_up(str(e))
+                return result
+        except BaseException:
+            _C.trace_abort()
+            raise
+        self.graphs[sig] = (graph, tree.map_structure(lambda _: 0, result), len(out_leaves), assigned)
+        return result
+
+    def _give_up(self, reason):
+        self.eager_reason = reason
+        self.graphs.clear()
+        warnings.warn(
+            f"keras_swift: {self.name} runs eagerly instead of compiled: {reason}. "
+            "Pass jit_compile=False to compile() to silence this.",
+            stacklevel=3,
+        )
+
+
+def _is_array(x):
+    return x is not None and not isinstance(x, (str, bytes, bool, int, float))
+
+
+def _unique(tensors):
+    seen, out = set(), []
+    for t in tensors:
+        if id(t) not in seen:
+            seen.add(id(t))
+            out.append(t)
+    return out

@@ -1,0 +1,154 @@
+"""Compiled steps: predict_step traced into an engine graph and replayed.
+
+A compiled predict must give what the eager one gives, follow the variables as
+they change, retrace for a new signature, fall back (with one warning) where a
+graph cannot replay the step, and a traced graph must survive save and load.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+from swift_env import require_swift
+
+keras = require_swift()
+
+from keras import layers  # noqa: E402
+from keras import ops  # noqa: E402
+
+import _swiftkeras  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(7)
+    yield
+    assert not _swiftkeras.trace_active(), "a trace was left active"
+    assert _swiftkeras.tape_depth() == 0
+
+
+def _mlp():
+    return keras.Sequential([keras.Input((12,)), layers.Dense(16, activation="relu"), layers.Dense(3)])
+
+
+def _convnet():
+    return keras.Sequential([
+        keras.Input((8, 8, 2)),
+        layers.Conv2D(4, 3, activation="relu"),
+        layers.BatchNormalization(),
+        layers.MaxPooling2D(),
+        layers.Dropout(0.5),
+        layers.Flatten(),
+        layers.Dense(3, activation="softmax"),
+    ])
+
+
+def _lstm():
+    return keras.Sequential([keras.Input((5, 4)), layers.LSTM(6), layers.Dense(2)])
+
+
+def _two_in_two_out():
+    a, b = keras.Input((4,), name="a"), keras.Input((3,), name="b")
+    h = layers.Dense(5, activation="tanh")(layers.Concatenate()([a, b]))
+    return keras.Model([a, b], [layers.Dense(2)(h), layers.Dense(1, activation="sigmoid")(h)])
+
+
+def _compiled(model):
+    step = model.make_predict_function().compiled
+    assert step is not None
+    return step
+
+
+@pytest.mark.parametrize("build,shape", [(_mlp, (12,)), (_convnet, (8, 8, 2)), (_lstm, (5, 4))])
+def test_compiled_predict_equals_eager(build, shape):
+    model = build()
+    model.compile(loss="mse", jit_compile=True)
+    eager = build()
+    eager.set_weights(model.get_weights())
+    eager.compile(loss="mse", jit_compile=False)
+    x = np.random.default_rng(0).normal(size=(10, *shape)).astype("float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback
+        for _ in range(3):  # trace, then replays
+            np.testing.assert_allclose(model.predict(x, batch_size=4, verbose=0),
+                                       eager.predict(x, batch_size=4, verbose=0), rtol=1e-5, atol=1e-6)
+    step = _compiled(model)
+    assert step.eager_reason is None
+    # Batches of 4, then the last partial batch of 2: two signatures.
+    assert len(step.graphs) == 2
+    np.testing.assert_allclose(model.predict_on_batch(x[:1]), eager.predict_on_batch(x[:1]), rtol=1e-5, atol=1e-6)
+
+
+def test_replay_reads_the_current_weights():
+    model = _mlp()
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.random.default_rng(1).normal(size=(8, 12)).astype("float32")
+    y = np.random.default_rng(2).normal(size=(8, 3)).astype("float32")
+    before = model.predict_on_batch(x)
+    model.predict_on_batch(x)  # replayed
+    model.fit(x, y, epochs=2, verbose=0)
+    after = model.predict_on_batch(x)
+    assert not np.allclose(before, after)
+    want = np.maximum(x @ model.layers[0].kernel.numpy() + model.layers[0].bias.numpy(), 0)
+    want = want @ model.layers[1].kernel.numpy() + model.layers[1].bias.numpy()
+    np.testing.assert_allclose(after, want, rtol=1e-5, atol=1e-5)
+
+
+def test_several_inputs_and_outputs():
+    model = _two_in_two_out()
+    model.compile(loss="mse")
+    rng = np.random.default_rng(3)
+    xa, xb = rng.normal(size=(6, 4)).astype("float32"), rng.normal(size=(6, 3)).astype("float32")
+    first = model.predict_on_batch({"a": xa, "b": xb})
+    again = model.predict_on_batch({"a": xa, "b": xb})
+    for f, g in zip(first, again):
+        np.testing.assert_array_equal(f, g)
+    assert len(_compiled(model).graphs) == 1
+
+
+class _HostRead(layers.Layer):
+    """Branches on a value read on the host: a graph cannot replay that."""
+
+    def call(self, x):
+        if float(ops.sum(x)) > 0:
+            return x * 2.0
+        return x * -1.0
+
+
+def test_a_host_read_falls_back_with_one_warning_and_stays_right():
+    model = keras.Sequential([keras.Input((3,)), _HostRead()])
+    model.compile(loss="mse")
+    pos, neg = np.ones((2, 3), "float32"), -np.ones((2, 3), "float32")
+    with pytest.warns(UserWarning, match="predict_step runs eagerly.*read on the host"):
+        np.testing.assert_array_equal(model.predict_on_batch(pos), 2 * pos)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once only
+        np.testing.assert_array_equal(model.predict_on_batch(neg), -neg)
+        np.testing.assert_array_equal(model.predict_on_batch(pos), 2 * pos)
+    assert "read on the host" in _compiled(model).eager_reason
+
+
+def test_jit_compile_false_stays_eager():
+    model = _mlp()
+    model.compile(loss="mse", jit_compile=False)
+    assert model.make_predict_function().compiled is None
+
+
+def test_a_traced_graph_saves_and_loads(tmp_path):
+    model = _mlp()
+    model.compile(loss="mse")
+    x = np.random.default_rng(4).normal(size=(5, 12)).astype("float32")
+    want = model.predict_on_batch(x)
+    step = _compiled(model)
+    (graph, *_), = step.graphs.values()
+    path = str(tmp_path / "predict.graph")
+    _swiftkeras.graph_save(graph, path)
+    loaded = _swiftkeras.graph_load(path)
+    n_in, n_out, n_nodes = _swiftkeras.graph_info(loaded)
+    assert (n_in, n_out) == (5, 1) and n_nodes > 0  # 4 weights and the batch
+    inputs = [v._value for v in model.trainable_variables + model.non_trainable_variables]
+    inputs.append(_swiftkeras.from_buffer(x, "float32"))
+    (out,) = _swiftkeras.graph_run(loaded, inputs)
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-6)
+    with pytest.raises(TypeError, match="expected a graph"):
+        _swiftkeras.graph_run(object(), inputs)
