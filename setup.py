@@ -16,9 +16,10 @@
        in ``_swiftkeras/glibc-hwcaps/x86-64-v3/`` shadows the baseline one in
        ``_swiftkeras/`` (glibc 2.33 or newer; an older loader ignores it);
     3. copies (and strips) each ``libTensorEngineC.so`` into place;
-    4. compiles ``python/_swiftkeras/_C.c`` against
-       ``Sources/TensorEngineC/include``, linked to that copy with an ``$ORIGIN``
-       rpath so the pair works from wherever it is installed.
+    4. compiles the extension ``_swiftkeras._C`` (the C files in
+       ``python/_swiftkeras/src/``) against ``Sources/TensorEngineC/include``,
+       linked to that copy with an ``$ORIGIN`` rpath so the pair works from
+       wherever it is installed.
 
 The library still links the system OpenBLAS (``libopenblas.so.0``) dynamically.
 
@@ -270,11 +271,16 @@ def _py_modules():
     return [HOOK_MODULE] if os.path.isfile(path) else []
 
 
+EXT_SRC_DIR = os.path.join(PY_DIR, "_swiftkeras", "src")
+# One file per area of the binding; module.c lists them.
+EXT_SOURCES = ["module.c", "tensor.c", "attrs.c", "opcall.c", "dispatch.c", "tape.c", "graph.c"]
+
 native = Extension(
     "_swiftkeras._C",
-    sources=[os.path.join(PY_DIR, "_swiftkeras", "_C.c")],
+    sources=[os.path.join(EXT_SRC_DIR, f) for f in EXT_SOURCES],
     include_dirs=[ENGINE_HEADER_DIR],
-    depends=[os.path.join(ENGINE_HEADER_DIR, "tensor_engine.h")],
+    depends=[os.path.join(ENGINE_HEADER_DIR, "tensor_engine.h"),
+             os.path.join(EXT_SRC_DIR, "internal.h")],
     # libdl for dladdr (engine_library()); glibc 2.34 moved it into libc.
     libraries=["TensorEngineC", "dl"],
     extra_compile_args=["-std=c11", "-fvisibility=hidden", "-Wall", "-Wextra",
