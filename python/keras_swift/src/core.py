@@ -13,7 +13,6 @@ import warnings
 import numpy as np
 
 from keras.src import tree
-from keras.src.backend.common import global_state
 from keras.src.backend.common import standardize_dtype
 from keras.src.backend.common.dtypes import result_type as _result_type
 from keras.src.backend.common.keras_tensor import KerasTensor
@@ -291,16 +290,15 @@ def device_scope(device_name):
             "Invalid value for argument `device_name`. Expected a string "
             f"like 'gpu:0' or 'cpu'. Received: device_name='{device_name}'"
         )
-    previous = global_state.get_global_attribute("swift_device", None)
-    global_state.set_global_attribute("swift_device", device_name.lower())
-    try:
-        yield device_name.lower()
-    finally:
-        global_state.set_global_attribute("swift_device", previous)
+    # The engine has one device, the CPU, so there is no scope state to keep.
+    yield device_name.lower()
 
 
 # ---------------------------------------------------------------------------
-# Shape inference (contract §2.5): run fn eagerly on placeholder tensors.
+# Shape inference: Keras calls compute_output_spec for every op, layer and
+# model build that sees a KerasTensor (ops/operation.py, layers/layer.py,
+# trainers/trainer.py's _symbolic_build). The engine has no shape-only mode,
+# so, as the numpy and torch backends do, run fn eagerly on placeholder tensors.
 # ---------------------------------------------------------------------------
 
 
