@@ -24,7 +24,8 @@ from keras_swift.src import IS_THREAD_SAFE  # noqa: F401
 from keras_swift.src import SUPPORTS_COMPLEX_DTYPES  # noqa: F401
 from keras_swift.src import SUPPORTS_RAGGED_TENSORS  # noqa: F401
 from keras_swift.src import SUPPORTS_SPARSE_TENSORS  # noqa: F401
-from keras_swift.src.tensor import NUMPY_DTYPES
+from keras_swift.src.dtypes import BITS_DTYPES
+from keras_swift.src.dtypes import NUMPY_DTYPES
 from keras_swift.src.tensor import SparseTensor
 from keras_swift.src.tensor import SwiftTensor  # noqa: F401
 from keras_swift.src.tensor import _C
@@ -157,10 +158,8 @@ def from_numpy(a, dtype):
     """Copy a numpy array (already of ``dtype``'s numpy type) into the engine."""
     if not a.flags.c_contiguous:  # (np.ascontiguousarray would make 0-d 1-d)
         a = a.copy(order="C")
-    if dtype == "bfloat16":
-        a = a.view(np.uint16)
-    elif dtype.startswith("float8"):
-        a = a.view(np.uint8)
+    if dtype in BITS_DTYPES:
+        a = a.view(BITS_DTYPES[dtype])
     return _C.from_buffer(a, dtype)
 
 
