@@ -194,7 +194,8 @@ def convert_to_tensor(x, dtype=None, sparse=None, ragged=None):
     # Inside the backend a SparseTensor becomes dense unless `sparse=True`
     # (the dense op code expects engine tensors); the exported
     # `backend.convert_to_tensor` (sparse.convert_to_tensor) keeps it for
-    # `sparse=None`, as Keras's contract says. A dense input stays dense.
+    # `sparse=None`, as keras.ops.convert_to_tensor documents for a backend
+    # that supports sparse tensors. A dense input stays dense.
     if ragged:
         raise ValueError("`ragged=True` is not supported with swift backend")
     if dtype is not None and dtype not in ENGINE_DTYPES:
