@@ -2,8 +2,8 @@
 """Per-op times of ``keras.ops`` on keras-swift next to the numpy backend and JAX.
 
 The 30 ops timed are the compute ops among those the reference training
-workflows hit (the "T" marks of docs/keras-backend-contract.md §1.4: MLP,
-convnet, Embedding+LSTM/GRU, MultiHeadAttention), called exactly as a user
+workflows hit (an MLP, a convnet, Embedding+LSTM/GRU and MultiHeadAttention,
+recorded by backend function name under jax), called exactly as a user
 would: ``keras.ops.<name>`` / ``keras.random.dropout`` on backend tensors.
 T names that do no tensor compute (``shape``, ``is_tensor``, ``zeros``, ...) are
 left out, as are the rarely hit ``diag``, ``prod``, ``sign``, ``split``,

@@ -1,7 +1,9 @@
 """Make released Keras 3 wheels accept ``KERAS_BACKEND=swift``.
 
 Keras 3.13-3.15 pick backend classes with name-based if-chains that end in
-``else: raise`` (see docs/keras-backend-contract.md section 5). Rather than
+``else: raise`` (``backend/__init__.py``, ``models/model.py``,
+``layers/layer.py``, ``export/saved_model.py``; ``_PATCHERS`` below lists
+them), so any other name fails at ``import keras``. Rather than
 forking or editing the installed Keras, this module puts a finder at the front
 of ``sys.meta_path``. When the configured backend is ``"swift"`` and one of the
 modules holding such a chain is imported, the finder hands Keras's own source
@@ -595,45 +597,6 @@ _PATCHERS = {
     OPTIMIZER_TARGET: _patch_optimizer,
 }
 
-# Test modules with the same kind of chain. They are not imported through
-# this finder (pytest's assertion rewriter loads them); the pytest plugin in
-# keras_swift.testing applies these through ``patch_tree``.
-def _add_device_table_entries(tree):
-    """Give {"tensorflow": ..., "jax": ..., "torch": ...} device-name tables a
-    swift entry (its CPU device is "cpu"). Returns how many tables changed."""
-    import ast
-
-    changed = 0
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Dict) or not node.keys:
-            continue
-        keys = [k.value for k in node.keys if isinstance(k, ast.Constant)]
-        if {"tensorflow", "jax", "torch"} <= set(keys) and BACKEND_NAME not in keys:
-            node.keys.append(ast.copy_location(ast.Constant(BACKEND_NAME), node.keys[-1]))
-            node.values.append(ast.copy_location(ast.Constant("cpu"), node.values[-1]))
-            changed += 1
-    return changed
-
-
-def _trainer_test_patcher():
-    trainer = _class_patcher("test Trainer class", TRAINER_MODULE, TRAINER_CLASS)
-
-    def patch(tree, filename):
-        done = trainer(tree, filename)
-        tables = _add_device_table_entries(tree)
-        if done is None and not tables:
-            return None
-        return f"{done}; {tables} device table(s)"
-
-    return patch
-
-
-_TEST_PATCHERS = {
-    # Its Trainer if-chain raises for unknown names, and its PyDataset looks its
-    # CPU device up in a per-backend table.
-    "keras.src.trainers.trainer_test": _trainer_test_patcher(),
-}
-
 
 def patch_tree(module_name, tree, filename):
     """Apply the swift patch for ``module_name`` to ``tree`` in place.
@@ -641,7 +604,7 @@ def patch_tree(module_name, tree, filename):
     Returns a description of the change, or ``None`` when the module is not
     a target or already names the swift backend.
     """
-    patcher = _PATCHERS.get(module_name) or _TEST_PATCHERS.get(module_name)
+    patcher = _PATCHERS.get(module_name)
     if patcher is None:
         return None
     return patcher(tree, filename)

@@ -327,11 +327,6 @@ def patched(hook, module, relpath, edit=None):
             "optimizers/optimizer.py",
             "from keras_swift.src.optimizer import BackendOptimizer as BackendOptimizer",
         ),
-        (
-            "keras.src.trainers.trainer_test",
-            "trainers/trainer_test.py",
-            "from keras_swift.src.trainer import Trainer as Trainer",
-        ),
     ],
 )
 def test_patches_installed_keras(hook, monkeypatch, module, relpath, expected):
@@ -344,6 +339,11 @@ def test_patches_installed_keras(hook, monkeypatch, module, relpath, expected):
     tree = ast.parse(source)
     assert hook.patch_tree(module, tree, relpath) is None
     assert ast.unparse(tree) == source
+
+
+def test_hook_leaves_test_modules_alone(hook):
+    # Test modules are patched by the pytest plugin, not by the start-up hook.
+    assert patched(hook, "keras.src.trainers.trainer_test", "trainers/trainer_test.py")[0] is None
 
 
 def test_optional_classes_fall_back(hook, monkeypatch):

@@ -21,27 +21,10 @@ import pytest
 
 C = pytest.importorskip("_swiftkeras")
 
-NUMPY_DTYPES = {
-    "bool": np.dtype(np.bool_),
-    "int8": np.dtype(np.int8),
-    "int16": np.dtype(np.int16),
-    "int32": np.dtype(np.int32),
-    "int64": np.dtype(np.int64),
-    "uint8": np.dtype(np.uint8),
-    "uint16": np.dtype(np.uint16),
-    "uint32": np.dtype(np.uint32),
-    "uint64": np.dtype(np.uint64),
-    "float16": np.dtype(np.float16),
-    "bfloat16": np.dtype(ml_dtypes.bfloat16),
-    "float32": np.dtype(np.float32),
-    "float64": np.dtype(np.float64),
-    "float8_e4m3fn": np.dtype(ml_dtypes.float8_e4m3fn),
-    "float8_e5m2": np.dtype(ml_dtypes.float8_e5m2),
-    "complex64": np.dtype(np.complex64),
-    "complex128": np.dtype(np.complex128),
-}
-# No buffer format code exists for these: they travel as raw bits.
-BYTES_ONLY = {"bfloat16": np.uint16, "float8_e4m3fn": np.uint8, "float8_e5m2": np.uint8}
+# The backend's dtype table (numpy type, and the raw-bits type of those the
+# buffer protocol cannot describe); test_dtype_table checks it against C.DTYPES.
+from keras_swift.src.dtypes import BITS_DTYPES as BYTES_ONLY  # noqa: E402
+from keras_swift.src.dtypes import NUMPY_DTYPES  # noqa: E402
 
 FORMATS = {
     "bool": "?", "int8": "b", "int16": "h", "int32": "i", "int64": "q",
@@ -124,7 +107,19 @@ def test_abi_version_matches_header():
 
 
 def test_dtype_table():
+    # Python's one dtype table maps exactly the engine's dtypes, each to a numpy
+    # type of the engine's element size; the raw-bits ones are exactly those
+    # the extension refuses a typed buffer for.
     assert set(C.DTYPES) == set(NUMPY_DTYPES)
+    for name, nd in NUMPY_DTYPES.items():
+        t = C.from_buffer(np.zeros(3, BYTES_ONLY.get(name, nd)), name)
+        assert t.itemsize == nd.itemsize, name
+        if name in BYTES_ONLY:
+            assert BYTES_ONLY[name].itemsize == nd.itemsize, name
+            with pytest.raises(BufferError):
+                memoryview(t)
+        else:
+            assert np.asarray(memoryview(t)).dtype == nd, name
 
 
 def test_public_names():

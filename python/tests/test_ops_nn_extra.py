@@ -179,3 +179,12 @@ def test_dot_product_attention_gqa_causal_flash(flash):
     )
     with pytest.raises(ValueError, match="multiple"):
         ops.dot_product_attention(q, k[:, :, :1].repeat(3, axis=2), v[:, :, :1].repeat(3, axis=2))
+
+
+def test_polar_builds_complex_from_magnitude_and_angle():
+    # keras.ops.polar reaches the backend through math._get_complex_tensor_from_tuple.
+    mag = rng.random((2, 3)).astype(np.float32)
+    angle = rng.uniform(-3, 3, (2, 3)).astype(np.float32)
+    out = ops.polar(mag, angle)
+    assert str(out.dtype) == "complex64"
+    np.testing.assert_allclose(ops.convert_to_numpy(out), mag * np.exp(1j * angle), rtol=1e-6, atol=1e-6)

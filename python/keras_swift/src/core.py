@@ -13,7 +13,6 @@ import warnings
 import numpy as np
 
 from keras.src import tree
-from keras.src.backend.common import global_state
 from keras.src.backend.common import standardize_dtype
 from keras.src.backend.common.dtypes import result_type as _result_type
 from keras.src.backend.common.keras_tensor import KerasTensor
@@ -25,7 +24,8 @@ from keras_swift.src import IS_THREAD_SAFE  # noqa: F401
 from keras_swift.src import SUPPORTS_COMPLEX_DTYPES  # noqa: F401
 from keras_swift.src import SUPPORTS_RAGGED_TENSORS  # noqa: F401
 from keras_swift.src import SUPPORTS_SPARSE_TENSORS  # noqa: F401
-from keras_swift.src.tensor import NUMPY_DTYPES
+from keras_swift.src.dtypes import BITS_DTYPES
+from keras_swift.src.dtypes import NUMPY_DTYPES
 from keras_swift.src.tensor import SparseTensor
 from keras_swift.src.tensor import SwiftTensor  # noqa: F401
 from keras_swift.src.tensor import _C
@@ -158,10 +158,8 @@ def from_numpy(a, dtype):
     """Copy a numpy array (already of ``dtype``'s numpy type) into the engine."""
     if not a.flags.c_contiguous:  # (np.ascontiguousarray would make 0-d 1-d)
         a = a.copy(order="C")
-    if dtype == "bfloat16":
-        a = a.view(np.uint16)
-    elif dtype.startswith("float8"):
-        a = a.view(np.uint8)
+    if dtype in BITS_DTYPES:
+        a = a.view(BITS_DTYPES[dtype])
     return _C.from_buffer(a, dtype)
 
 
@@ -196,7 +194,8 @@ def convert_to_tensor(x, dtype=None, sparse=None, ragged=None):
     # Inside the backend a SparseTensor becomes dense unless `sparse=True`
     # (the dense op code expects engine tensors); the exported
     # `backend.convert_to_tensor` (sparse.convert_to_tensor) keeps it for
-    # `sparse=None`, as Keras's contract says. A dense input stays dense.
+    # `sparse=None`, as keras.ops.convert_to_tensor documents for a backend
+    # that supports sparse tensors. A dense input stays dense.
     if ragged:
         raise ValueError("`ragged=True` is not supported with swift backend")
     if dtype is not None and dtype not in ENGINE_DTYPES:
@@ -291,16 +290,15 @@ def device_scope(device_name):
             "Invalid value for argument `device_name`. Expected a string "
             f"like 'gpu:0' or 'cpu'. Received: device_name='{device_name}'"
         )
-    previous = global_state.get_global_attribute("swift_device", None)
-    global_state.set_global_attribute("swift_device", device_name.lower())
-    try:
-        yield device_name.lower()
-    finally:
-        global_state.set_global_attribute("swift_device", previous)
+    # The engine has one device, the CPU, so there is no scope state to keep.
+    yield device_name.lower()
 
 
 # ---------------------------------------------------------------------------
-# Shape inference (contract §2.5): run fn eagerly on placeholder tensors.
+# Shape inference: Keras calls compute_output_spec for every op, layer and
+# model build that sees a KerasTensor (ops/operation.py, layers/layer.py,
+# trainers/trainer.py's _symbolic_build). The engine has no shape-only mode,
+# so, as the numpy and torch backends do, run fn eagerly on placeholder tensors.
 # ---------------------------------------------------------------------------
 
 

@@ -1,4 +1,9 @@
-"""The optimizer mixin (``BackendOptimizer``, contract §5.6).
+"""The optimizer mixin (``BackendOptimizer``).
+
+For a backend other than tensorflow, torch and jax, Keras's
+``keras/src/optimizers/optimizer.py`` builds every optimizer on
+``BaseOptimizer`` written with ``keras.ops``; the hook makes it take this
+mixin instead.
 
 Keras's Adam (and AdamW, which shares its ``update_step``) costs a dozen small
 ops per variable per step; the engine's ``adam_update`` does the same update in

@@ -15,7 +15,6 @@ from keras_swift.src.core import convert_to_numpy
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.core import is_float_dtype
 from keras_swift.src.core import op
-from keras_swift.src.ops import numpy as knp
 
 
 def _seed(seed):
@@ -113,7 +112,9 @@ def dropout(inputs, rate, noise_shape=None, seed=None):
     inputs = convert_to_tensor(inputs)
     rate = float(rate)
     if rate == 1.0:
-        return knp.zeros_like(inputs)
+        # The engine op, not knp.zeros_like: ops.image imports this module, so
+        # importing ops here would make random and ops a cycle.
+        return op("full", shape=list(inputs.shape), dtype=inputs.dtype, value=0.0)
     if rate == 0.0:
         return inputs
     if not is_float_dtype(inputs.dtype):

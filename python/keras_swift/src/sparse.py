@@ -20,7 +20,8 @@ in ``_NUMPY_HANDLERS`` and ``_NN_HANDLERS`` with a dispatcher whose dense
 path costs one ``isinstance`` test. Any other function densifies a sparse
 operand through ``core.convert_to_tensor``; only the exported
 ``backend.convert_to_tensor``/``cast`` (``convert_to_tensor``/``cast`` here)
-keep sparse tensors sparse, as Keras's contract asks.
+keep sparse tensors sparse, as ``keras.ops.convert_to_tensor`` documents for
+``sparse=None`` on a backend that supports them (keras/src/ops/core.py).
 """
 
 import builtins

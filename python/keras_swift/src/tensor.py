@@ -7,8 +7,10 @@ the numpy-like protocol Keras applies to backend tensors: operators (routed to
 Tensors are immutable; nothing here writes into engine storage.
 """
 
-import ml_dtypes
 import numpy as np
+
+from keras_swift.src.dtypes import BITS_DTYPES
+from keras_swift.src.dtypes import NUMPY_DTYPES
 
 try:
     import _swiftkeras as _C
@@ -20,29 +22,6 @@ except ImportError as e:  # pragma: no cover - depends on the installation
         f"Original error: {e}"
     ) from e
 
-NUMPY_DTYPES = {
-    "bool": np.dtype(np.bool_),
-    "int8": np.dtype(np.int8),
-    "int16": np.dtype(np.int16),
-    "int32": np.dtype(np.int32),
-    "int64": np.dtype(np.int64),
-    "uint8": np.dtype(np.uint8),
-    "uint16": np.dtype(np.uint16),
-    "uint32": np.dtype(np.uint32),
-    "uint64": np.dtype(np.uint64),
-    "float16": np.dtype(np.float16),
-    "bfloat16": np.dtype(ml_dtypes.bfloat16),
-    "float32": np.dtype(np.float32),
-    "float64": np.dtype(np.float64),
-    "float8_e4m3fn": np.dtype(ml_dtypes.float8_e4m3fn),
-    "float8_e5m2": np.dtype(ml_dtypes.float8_e5m2),
-    "complex64": np.dtype(np.complex64),
-    "complex128": np.dtype(np.complex128),
-}
-
-# Exported by the engine as flat bytes only (no buffer format code exists).
-_BYTES_ONLY = frozenset(("bfloat16", "float8_e4m3fn", "float8_e5m2"))
-
 
 def numpy_view(t):
     """Zero-copy, read-only ndarray over an engine tensor's storage.
@@ -50,7 +29,7 @@ def numpy_view(t):
     The array keeps the tensor alive.
     """
     want = NUMPY_DTYPES[t.dtype]
-    if t.dtype in _BYTES_ONLY:
+    if t.dtype in BITS_DTYPES:  # no typed buffer: read the bits as the dtype
         a = np.frombuffer(t, dtype=want)
     else:
         a = np.asarray(memoryview(t))

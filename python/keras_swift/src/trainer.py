@@ -3,7 +3,8 @@
 A training step pushes a fresh tape, runs the forward pass and the loss
 (reading each trainable Variable's value registers its leaf tensor), asks the
 engine for the gradient of the loss with respect to those leaves, pops the
-tape and hands the gradients to the optimizer (contract §3.4). Evaluation and
+tape and hands the gradients to the optimizer. Leaves are keyed by Variable,
+not by storage, because an assignment swaps in a new tensor. Evaluation and
 prediction never push a tape, so nothing is recorded.
 """
 

@@ -1,4 +1,9 @@
-"""Keras Variable backed by an engine tensor (contract §2.1).
+"""Keras Variable backed by an engine tensor.
+
+Keras's common ``Variable`` (``keras/src/backend/common/variables.py``) does
+the validation, naming, stateless-scope and autocast handling; a backend
+supplies ``_initialize``, ``_direct_assign``, ``_convert_to_tensor`` and
+``__array__``.
 
 The stored tensor of a trainable variable is a gradient leaf
 (``requires_grad``); the trainer asks the tape for gradients with respect to

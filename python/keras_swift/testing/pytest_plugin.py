@@ -24,9 +24,11 @@ backend cannot run. This plugin stands in for it:
 * on the swift backend, lets ``trainers/trainer_test.py`` import: its own
   backend if-chain raises for unknown names, and pytest imports test modules
   through its assertion rewriter, bypassing keras_swift_hook's finder. The
-  hook's patch is applied to that file's AST just before pytest rewrites its
-  asserts; the same patch gives its per-backend CPU-device table a swift
-  entry. (With ``--assert=plain`` the file still fails to import.)
+  hook's Trainer patch is applied to that file's AST just before pytest
+  rewrites its asserts (``_TEST_PATCHERS``), which also gives its per-backend
+  CPU-device table a swift entry. (With ``--assert=plain`` the file still
+  fails to import.) These patchers live here, not in the hook, so that the
+  hook every Python process loads carries nothing test-only.
 * on the swift backend, teaches the helpers that build and classify sparse
   test inputs by backend name the swift ``SparseTensor`` (below). Only input
   construction and type dispatch change; no assertion or expected value does.
@@ -349,6 +351,48 @@ def _test_module_name(filename):
     return None
 
 
+def _add_device_table_entries(tree):
+    """Give {"tensorflow": ..., "jax": ..., "torch": ...} device-name tables a
+    swift entry (its CPU device is "cpu"). Returns how many tables changed."""
+    import ast
+
+    changed = 0
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Dict) or not node.keys:
+            continue
+        keys = [k.value for k in node.keys if isinstance(k, ast.Constant)]
+        if {"tensorflow", "jax", "torch"} <= set(keys) and SWIFT not in keys:
+            node.keys.append(ast.copy_location(ast.Constant(SWIFT), node.keys[-1]))
+            node.values.append(ast.copy_location(ast.Constant("cpu"), node.values[-1]))
+            changed += 1
+    return changed
+
+
+def _patch_trainer_test(tree, filename):
+    """``trainers/trainer_test.py`` picks its Trainer with an if-chain that
+    raises for unknown names (the hook's model.py patch, applied to a test
+    module), and its PyDataset looks its CPU device up in a per-backend table."""
+    hook = keras_swift_hook
+    trainer = hook._class_patcher("test Trainer class", hook.TRAINER_MODULE, hook.TRAINER_CLASS)
+    done = trainer(tree, filename)
+    tables = _add_device_table_entries(tree)
+    if done is None and not tables:
+        return None
+    return f"{done}; {tables} device table(s)"
+
+
+# Import-time backend chains in test modules. Pytest's assertion rewriter, not
+# the hook's finder, loads these, so the hook never sees them.
+_TEST_PATCHERS = {"keras.src.trainers.trainer_test": _patch_trainer_test}
+
+
+def patch_test_tree(module_name, tree, filename):
+    """Apply the swift patch for the test module ``module_name`` to ``tree`` in
+    place; returns a description of the change, or ``None``."""
+    patcher = _TEST_PATCHERS.get(module_name)
+    return None if patcher is None else patcher(tree, filename)
+
+
 def _patch_test_module_imports():
     """Apply keras_swift_hook's patch to test modules pytest rewrites.
 
@@ -371,7 +415,7 @@ def _patch_test_module_imports():
     def rewrite_asserts(mod, source, module_path=None, config=None):
         name = _test_module_name(module_path) if module_path else None
         if name is not None:
-            keras_swift_hook.patch_tree(name, mod, str(module_path))
+            patch_test_tree(name, mod, str(module_path))
             _patch_sparse_helpers(name, mod, str(module_path))
             _patch_custom_gradient_tests(name, mod, str(module_path))
         return original_rewrite(mod, source, module_path, config)

@@ -167,6 +167,22 @@ FAKE_TRAINER_TEST = """
 """
 
 
+def test_plugin_patches_installed_trainer_test(plugin):
+    import ast
+
+    relpath = KERAS_ROOT / "keras" / "src" / "trainers" / "trainer_test.py"
+    tree = ast.parse(relpath.read_text())
+    change = plugin.patch_test_tree("keras.src.trainers.trainer_test", tree, str(relpath))
+    assert change and "1 device table(s)" in change
+    source = ast.unparse(tree)
+    assert "from keras_swift.src.trainer import Trainer as Trainer" in source
+    compile(tree, str(relpath), "exec")
+    # Patching twice is a no-op: the chain and the table now name swift.
+    tree = ast.parse(source)
+    assert plugin.patch_test_tree("keras.src.trainers.trainer_test", tree, str(relpath)) is None
+    assert plugin.patch_test_tree("keras.src.models.model", tree, str(relpath)) is None
+
+
 def test_plugin_patches_trainer_test_chain(tmp_path):
     # Keras's trainers/trainer_test.py raises at import for unknown backends;
     # the plugin splices the swift branch in before pytest rewrites asserts.

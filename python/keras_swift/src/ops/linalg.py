@@ -200,10 +200,6 @@ def norm(x, ord=None, axis=None, keepdims=False):
     raise ValueError(f"Improper number of dimensions to norm: axis={axis}")
 
 
-# Not implemented yet (generated stubs: keras.ops signatures; each raises
-# NotImplementedError until the engine grows the op or a composition lands).
-
-
 def eig(a):
     w, v = op_multi("eig", [_square(_float(a), "eig")])
     return w, v

@@ -208,6 +208,8 @@ def logdet(x):
     return op_multi("slogdet", [_float(x)])[1]
 
 
+# Not part of the public surface, but keras.ops.polar (keras/src/ops/nn.py's
+# _polar) calls backend.math._get_complex_tensor_from_tuple((real, imag)).
 def _get_complex_tensor_from_tuple(x):
     return op("complex", *_complex_pair(x))
 
