@@ -11,13 +11,11 @@ final class TapeNode {
     var inputs: [Tensor]
     var backward: ((Tensor) throws -> [Tensor?])?
     let outputShape: [Int]
-    let outputDType: DType
 
-    init(inputs: [Tensor], outputShape: [Int], outputDType: DType, backward: @escaping (Tensor) throws -> [Tensor?]) {
+    init(inputs: [Tensor], outputShape: [Int], backward: @escaping (Tensor) throws -> [Tensor?]) {
         self.inputs = inputs
         self.backward = backward
         self.outputShape = outputShape
-        self.outputDType = outputDType
     }
 
     var isLive: Bool { backward != nil }
@@ -104,7 +102,7 @@ public enum Tape {
         guard !s.tapes.isEmpty, s.paused == 0 else { return }
         let inputs = inputs()
         guard inputs.contains(where: isTracked) else { return }
-        let node = TapeNode(inputs: inputs, outputShape: output.shape, outputDType: output.dtype, backward: backward)
+        let node = TapeNode(inputs: inputs, outputShape: output.shape, backward: backward)
         output.node = node
         s.tapes[s.tapes.count - 1].append(node)
     }
