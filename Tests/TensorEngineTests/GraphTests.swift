@@ -269,6 +269,18 @@ final class GraphTests: XCTestCase {
         XCTAssertThrowsError(try Tracer.end(outputs: []), "no trace is active")
     }
 
+    func testAValueDependentOutputShapeIsAnError() throws {
+        let x = try Tensor([1, 0, 2] as [Float])
+        try Tracer.begin()
+        try Tracer.declareInput(x)
+        let nz = try OpRegistry.call("nonzero", [x])
+        let program = try Tracer.end(outputs: nz)
+        XCTAssertEqual(try program.run(inputs: [try Tensor([0, 3, 4] as [Float])]).count, nz.count)
+        XCTAssertThrowsError(try program.run(inputs: [try Tensor([1, 1, 1] as [Float])])) {
+            XCTAssertTrue("\($0)".contains("at replay"), "\($0)")
+        }
+    }
+
     func testConstantsAreKeptByReference() throws {
         let x = try Tensor([1, 2] as [Float]), k = try Tensor([10, 20] as [Float])
         try Tracer.begin()
