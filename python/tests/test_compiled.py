@@ -1,6 +1,6 @@
-"""Compiled steps: predict_step traced into an engine graph and replayed.
+"""Compiled steps: predict_step and test_step traced into engine graphs and replayed.
 
-A compiled predict must give what the eager one gives, follow the variables as
+A compiled step must give what the eager one gives, follow the variables as
 they change, retrace for a new signature, fall back (with one warning) where a
 graph cannot replay the step, and a traced graph must survive save and load.
 """
@@ -77,6 +77,27 @@ def test_compiled_predict_equals_eager(build, shape):
     # Batches of 4, then the last partial batch of 2: two signatures.
     assert len(step.graphs) == 2
     np.testing.assert_allclose(model.predict_on_batch(x[:1]), eager.predict_on_batch(x[:1]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("build,shape", [(_mlp, (12,)), (_convnet, (8, 8, 2))])
+def test_compiled_evaluate_equals_eager(build, shape):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(22, *shape)).astype("float32")
+    y = rng.integers(0, 3, size=(22,))
+    results = []
+    for jit in (True, False):
+        keras.utils.set_random_seed(7)
+        model = build()
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                      jit_compile=jit)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            # Two evaluations (metrics reset between), batches of 8 and a last one of 6.
+            results.append([model.evaluate(x, y, batch_size=8, verbose=0) for _ in range(2)])
+        if jit:
+            step = model.test_function.compiled
+            assert step.eager_reason is None and len(step.graphs) == 2
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-5)
 
 
 def test_replay_reads_the_current_weights():

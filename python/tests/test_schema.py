@@ -90,7 +90,7 @@ def _call_sites():
             if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
                 continue
             where = f"{path.relative_to(ROOT)}:{node.lineno}"
-            if fname in ("op", "call"):
+            if fname in ("op", "call", "_random"):
                 # op(name, *inputs, **attrs): keyword names are attributes.
                 attrs = [k.arg for k in node.keywords if k.arg is not None]
                 sites.append((where, first.value, attrs))

@@ -43,11 +43,23 @@ public func adamUpdate(variable x: Tensor, grad g: Tensor, m: Tensor, v: Tensor,
     return (nx, nm, nv)
 }
 
+/// The one number a scalar (or one-element) tensor holds: a step-dependent hyperparameter
+/// given as a tensor, so that a compiled step reads this step's value.
+func scalarInput(_ t: Tensor, _ op: String, _ name: String) throws -> Double {
+    guard t.count == 1 else { throw EngineError.value("\(op): \(name) must hold one number, got shape \(t.shape)") }
+    return try t.double(at: 0)
+}
+
 let optimizerOps: [OpDef] = [
-    OpDef("adam_update", inputs: ["variable", "grad", "m", "v"], outputs: ["variable", "m", "v"],
-          attrs: [.float("alpha"), .float("beta1"), .float("beta2"), .float("epsilon")], grad: .no,
-          doc: "One fused Adam step; alpha = lr * sqrt(1 - beta2^t) / (1 - beta1^t), computed by the caller") { t, a in
-        let r = try adamUpdate(variable: t[0], grad: t[1], m: t[2], v: t[3], alpha: a.float("alpha"),
+    OpDef("adam_update", inputs: ["variable", "grad", "m", "v", "alpha_t?"], outputs: ["variable", "m", "v"],
+          attrs: [.float("alpha", absent: "the alpha_t input"), .float("beta1"), .float("beta2"), .float("epsilon")], grad: .no,
+          doc: "One fused Adam step; alpha = lr * sqrt(1 - beta2^t) / (1 - beta1^t), computed by the caller "
+            + "(an attribute, or the alpha_t input when it changes per step in a compiled graph)") { t, a in
+        let alpha: Double
+        if t.count == 5 { alpha = try scalarInput(t[4], "adam_update", "alpha_t") }
+        else if a.has("alpha") { alpha = try a.float("alpha") }
+        else { throw EngineError.value("adam_update needs the alpha attribute or the alpha_t input") }
+        let r = try adamUpdate(variable: t[0], grad: t[1], m: t[2], v: t[3], alpha: alpha,
                                beta1: a.float("beta1"), beta2: a.float("beta2"), epsilon: a.float("epsilon"))
         return [r.0, r.1, r.2]
     },

@@ -215,27 +215,43 @@ public func dropout(_ x: Tensor, rate: Double, noiseShape: [Int]? = nil, seed: [
     return out
 }
 
-private let randomAttrs: [AttrSpec] = [.ints("shape"), .dtype("dtype", default: .float32), .ints("seed")]
+/// The seed of a random op: its `seed_t` input (two integers, a tensor a compiled graph
+/// feeds anew each step) when given, else its `seed` attribute.
+func seedOf(_ t: [Tensor], at i: Int, _ a: Attrs) throws -> [Int] {
+    guard t.count > i else {
+        guard let s = try a.ints("seed") else { throw EngineError.value("a random op needs the seed attribute or the seed_t input") }
+        return s
+    }
+    let s = t[i]
+    guard s.dtype.isInteger, s.count == 2 else {
+        throw EngineError.value("seed_t must hold two integers, got \(s.dtype) of shape \(s.shape)")
+    }
+    return try (0..<2).map { Int(try s.double(at: $0)) }
+}
+
+let seedAttr = AttrSpec.ints("seed", absent: "the seed_t input")
+private let randomAttrs: [AttrSpec] = [.ints("shape"), .dtype("dtype", default: .float32), seedAttr]
 
 let randomOps: [OpDef] = [
-    OpDef("random_uniform", inputs: [], attrs: randomAttrs + [.float("minval", default: 0), .float("maxval", default: 1)],
-          grad: .no, doc: "Uniform samples in [minval, maxval), a pure function of the 2-int seed (Philox)") { _, a in
+    OpDef("random_uniform", inputs: [.index("seed_t?")], attrs: randomAttrs + [.float("minval", default: 0), .float("maxval", default: 1)],
+          grad: .no, doc: "Uniform samples in [minval, maxval), a pure function of the 2-int seed (Philox)") { t, a in
         try random(.uniform(a.float("minval"), a.float("maxval")), shape: a.requiredInts("shape"),
-                   dtype: a.dtype("dtype"), seed: a.requiredInts("seed"))
+                   dtype: a.dtype("dtype"), seed: seedOf(t, at: 0, a))
     },
-    OpDef("random_normal", inputs: [], attrs: randomAttrs + [.float("mean", default: 0), .float("stddev", default: 1)],
-          grad: .no, doc: "Normal samples, a pure function of the 2-int seed") { _, a in
+    OpDef("random_normal", inputs: [.index("seed_t?")], attrs: randomAttrs + [.float("mean", default: 0), .float("stddev", default: 1)],
+          grad: .no, doc: "Normal samples, a pure function of the 2-int seed") { t, a in
         try random(.normal(a.float("mean"), a.float("stddev")), shape: a.requiredInts("shape"),
-                   dtype: a.dtype("dtype"), seed: a.requiredInts("seed"))
+                   dtype: a.dtype("dtype"), seed: seedOf(t, at: 0, a))
     },
-    OpDef("random_truncated_normal", inputs: [], attrs: randomAttrs + [.float("mean", default: 0), .float("stddev", default: 1)],
-          grad: .no, doc: "Normal samples redrawn beyond two standard deviations, a pure function of the seed") { _, a in
+    OpDef("random_truncated_normal", inputs: [.index("seed_t?")],
+          attrs: randomAttrs + [.float("mean", default: 0), .float("stddev", default: 1)],
+          grad: .no, doc: "Normal samples redrawn beyond two standard deviations, a pure function of the seed") { t, a in
         try random(.truncatedNormal(a.float("mean"), a.float("stddev")), shape: a.requiredInts("shape"),
-                   dtype: a.dtype("dtype"), seed: a.requiredInts("seed"))
+                   dtype: a.dtype("dtype"), seed: seedOf(t, at: 0, a))
     },
-    OpDef(unary: "dropout", attrs: [.float("rate"), .ints("noise_shape", absent: "the shape of x"), .ints("seed")],
-          doc: "x with elements zeroed with probability rate and the rest scaled by 1 / (1 - rate); "
-            + "the gradient is the same mask") { x, a in
-        try dropout(x, rate: a.float("rate"), noiseShape: a.ints("noise_shape"), seed: a.requiredInts("seed"))
+    OpDef("dropout", inputs: ["x", .index("seed_t?")], attrs: [.float("rate"), .ints("noise_shape", absent: "the shape of x"), seedAttr],
+          grad: .wrt(["x"]), doc: "x with elements zeroed with probability rate and the rest scaled by 1 / (1 - rate); "
+            + "the gradient is the same mask") { t, a in
+        try dropout(t[0], rate: a.float("rate"), noiseShape: a.ints("noise_shape"), seed: seedOf(t, at: 1, a))
     },
 ]

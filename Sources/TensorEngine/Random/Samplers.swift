@@ -135,19 +135,18 @@ public func randomSample(_ dist: ParamDistribution, _ params: [Tensor], shape: [
     return try cast(out64, to: dtype)
 }
 
-private let sampleAttrs: [AttrSpec] = [.ints("shape"), .dtype("dtype", default: .float32), .ints("seed")]
+private let sampleAttrs: [AttrSpec] = [.ints("shape"), .dtype("dtype", default: .float32), seedAttr]
+
+private func sampler(_ name: String, _ dist: ParamDistribution, _ params: [String], doc: String) -> OpDef {
+    let n = params.count
+    return OpDef(name, inputs: params.map { InputSpec($0) } + [.index("seed_t?")], attrs: sampleAttrs, grad: .no, doc: doc) { t, a in
+        try randomSample(dist, Array(t.prefix(n)), shape: a.requiredInts("shape"), dtype: a.dtype("dtype"), seed: seedOf(t, at: n, a))
+    }
+}
 
 let samplerOps: [OpDef] = [
-    OpDef("random_gamma", inputs: ["alpha"], attrs: sampleAttrs, grad: .no,
-          doc: "Gamma(alpha) samples of shape (alpha broadcast), a pure function of seed") { t, a in
-        try randomSample(.gamma, t, shape: a.requiredInts("shape"), dtype: a.dtype("dtype"), seed: a.requiredInts("seed"))
-    },
-    OpDef("random_beta", inputs: ["alpha", "beta"], attrs: sampleAttrs, grad: .no,
-          doc: "Beta(alpha, beta) samples of shape, a pure function of seed") { t, a in
-        try randomSample(.beta, t, shape: a.requiredInts("shape"), dtype: a.dtype("dtype"), seed: a.requiredInts("seed"))
-    },
-    OpDef("random_binomial", inputs: ["counts", "probabilities"], attrs: sampleAttrs, grad: .no,
-          doc: "Binomial(counts, probabilities) samples of shape, a pure function of seed") { t, a in
-        try randomSample(.binomial, t, shape: a.requiredInts("shape"), dtype: a.dtype("dtype"), seed: a.requiredInts("seed"))
-    },
+    sampler("random_gamma", .gamma, ["alpha"], doc: "Gamma(alpha) samples of shape (alpha broadcast), a pure function of seed"),
+    sampler("random_beta", .beta, ["alpha", "beta"], doc: "Beta(alpha, beta) samples of shape, a pure function of seed"),
+    sampler("random_binomial", .binomial, ["counts", "probabilities"],
+            doc: "Binomial(counts, probabilities) samples of shape, a pure function of seed"),
 ]

@@ -15,9 +15,11 @@ Keras's generic path.
 import numbers
 
 from keras.src.optimizers import base_optimizer
+from keras_swift.src.core import _C
 from keras_swift.src.core import cast
 from keras_swift.src.core import convert_to_numpy
 from keras_swift.src.core import convert_to_tensor
+from keras_swift.src.core import op
 from keras_swift.src.core import op_multi
 
 _FUSED_DTYPES = ("float32", "float64")
@@ -33,11 +35,24 @@ class BackendOptimizer(base_optimizer.BaseOptimizer):
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         if not self._can_fuse_adam():
             return super()._backend_update_step(grads, trainable_variables, learning_rate)
-        step = float(convert_to_numpy(self.iterations)) + 1.0
-        lr = float(convert_to_numpy(learning_rate))
         b1, b2 = float(self.beta_1), float(self.beta_2)
-        alpha = lr * (1.0 - b2**step) ** 0.5 / (1.0 - b1**step)
-        attrs = {"alpha": alpha, "beta1": b1, "beta2": b2, "epsilon": float(self.epsilon)}
+        attrs = {"beta1": b1, "beta2": b2, "epsilon": float(self.epsilon)}
+        alpha_t = ()
+        if _C.trace_active():
+            # A compiled step: alpha changes every step, so it is computed by recorded ops
+            # and fed to the update as a tensor (float64, as the host computes it below).
+            step = op("add", cast(self.iterations.value, "float64"), convert_to_tensor(1.0, "float64"))
+            one = convert_to_tensor(1.0, "float64")
+
+            def decay(b):
+                return op("subtract", one, op("power", convert_to_tensor(b, "float64"), step))
+
+            lr = cast(convert_to_tensor(learning_rate), "float64")
+            alpha_t = (op("divide", op("multiply", lr, op("sqrt", decay(b2))), decay(b1)),)
+        else:
+            step = float(convert_to_numpy(self.iterations)) + 1.0
+            lr = float(convert_to_numpy(learning_rate))
+            attrs["alpha"] = lr * (1.0 - b2**step) ** 0.5 / (1.0 - b1**step)
         for grad, var in zip(grads, trainable_variables):
             if var.dtype not in _FUSED_DTYPES:
                 self.update_step(grad, var, learning_rate)
@@ -48,7 +63,7 @@ class BackendOptimizer(base_optimizer.BaseOptimizer):
             index = self._get_variable_index(var)
             m, v = self._momentums[index], self._velocities[index]
             new_var, new_m, new_v = op_multi(
-                "adam_update", (var.value, grad, m.value, v.value), attrs
+                "adam_update", (var.value, grad, m.value, v.value) + alpha_t, attrs
             )
             self.assign(m, new_m)
             self.assign(v, new_v)

@@ -10,6 +10,7 @@ from keras.src.backend.config import floatx
 from keras.src.random.seed_generator import SeedGenerator  # noqa: F401
 from keras.src.random.seed_generator import draw_seed
 from keras.src.random.seed_generator import make_default_seed  # noqa: F401
+from keras_swift.src.core import _C
 from keras_swift.src.core import cast
 from keras_swift.src.core import convert_to_numpy
 from keras_swift.src.core import convert_to_tensor
@@ -17,9 +18,15 @@ from keras_swift.src.core import is_float_dtype
 from keras_swift.src.core import op
 
 
-def _seed(seed):
-    """The engine's ``seed`` attribute: two Python ints from draw_seed."""
-    return [int(v) for v in convert_to_numpy(draw_seed(seed)).reshape(-1)]
+def _random(name, *inputs, seed, **attrs):
+    """Runs random op ``name`` seeded by ``draw_seed(seed)``: two Python ints in its
+    ``seed`` attribute, or, while a trace records a compiled step, its ``seed_t`` input,
+    so that each replay draws from the seed generator's state at that step (an
+    attribute would read it on the host, which a graph cannot replay)."""
+    s = draw_seed(seed)
+    if _C.trace_active():
+        return op(name, *inputs, cast(convert_to_tensor(s), "int64"), **attrs)
+    return op(name, *inputs, seed=[int(v) for v in convert_to_numpy(s).reshape(-1)], **attrs)
 
 
 def _shape(shape):
@@ -36,33 +43,33 @@ def _float_dtype(dtype):
 
 
 def normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
-    return op(
+    return _random(
         "random_normal",
         shape=_shape(shape),
         dtype=_float_dtype(dtype),
-        seed=_seed(seed),
+        seed=seed,
         mean=float(mean),
         stddev=float(stddev),
     )
 
 
 def uniform(shape, minval=0.0, maxval=1.0, dtype=None, seed=None):
-    return op(
+    return _random(
         "random_uniform",
         shape=_shape(shape),
         dtype=_float_dtype(dtype),
-        seed=_seed(seed),
+        seed=seed,
         minval=float(minval),
         maxval=float(maxval),
     )
 
 
 def truncated_normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
-    return op(
+    return _random(
         "random_truncated_normal",
         shape=_shape(shape),
         dtype=_float_dtype(dtype),
-        seed=_seed(seed),
+        seed=seed,
         mean=float(mean),
         stddev=float(stddev),
     )
@@ -71,11 +78,11 @@ def truncated_normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
 def randint(shape, minval, maxval, dtype="int32", seed=None):
     dtype = standardize_dtype(dtype)
     minval, maxval = int(minval), int(maxval)
-    u = op(
+    u = _random(
         "random_uniform",
         shape=_shape(shape),
         dtype="float64",
-        seed=_seed(seed),
+        seed=seed,
         minval=float(minval),
         maxval=float(maxval),
     )
@@ -95,11 +102,11 @@ def categorical(logits, num_samples, dtype="int64", seed=None):
     compute = "float64" if logits.dtype == "float64" else "float32"
     # Gumbel-max: argmax(logits + Gumbel noise) is a categorical sample.
     tiny = 1e-12
-    u = op(
+    u = _random(
         "random_uniform",
         shape=[batch, num_samples, classes],
         dtype=compute,
-        seed=_seed(seed),
+        seed=seed,
         minval=tiny,
         maxval=1.0,
     )
@@ -119,23 +126,23 @@ def dropout(inputs, rate, noise_shape=None, seed=None):
         return inputs
     if not is_float_dtype(inputs.dtype):
         inputs = cast(inputs, floatx())
-    attrs = {"rate": rate, "seed": _seed(seed)}
+    attrs = {"rate": rate}
     if noise_shape is not None:
         attrs["noise_shape"] = [
             int(n) if n is not None else int(inputs.shape[i])
             for i, n in enumerate(noise_shape)
         ]
-    return op("dropout", inputs, **attrs)
+    return _random("dropout", inputs, seed=seed, **attrs)
 
 
 def shuffle(x, axis=0, seed=None):
     x = convert_to_tensor(x)
     n = x.shape[axis]
-    keys = op(
+    keys = _random(
         "random_uniform",
         shape=[n],
         dtype="float32",
-        seed=_seed(seed),
+        seed=seed,
         minval=0.0,
         maxval=1.0,
     )
@@ -147,32 +154,32 @@ def _param(value):
 
 
 def gamma(shape, alpha, dtype=None, seed=None):
-    return op(
+    return _random(
         "random_gamma",
         _param(alpha),
         shape=_shape(shape),
         dtype=_float_dtype(dtype),
-        seed=_seed(seed),
+        seed=seed,
     )
 
 
 def beta(shape, alpha, beta, dtype=None, seed=None):
-    return op(
+    return _random(
         "random_beta",
         _param(alpha),
         _param(beta),
         shape=_shape(shape),
         dtype=_float_dtype(dtype),
-        seed=_seed(seed),
+        seed=seed,
     )
 
 
 def binomial(shape, counts, probabilities, dtype=None, seed=None):
-    return op(
+    return _random(
         "random_binomial",
         _param(counts),
         _param(probabilities),
         shape=_shape(shape),
         dtype=_float_dtype(dtype),
-        seed=_seed(seed),
+        seed=seed,
     )

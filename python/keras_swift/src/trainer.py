@@ -19,6 +19,7 @@ from keras.src.backend import config
 from keras.src.trainers import trainer as base_trainer
 from keras.src.trainers.data_adapters import array_slicing
 from keras.src.trainers.data_adapters import data_adapter_utils
+from keras.src.random.seed_generator import global_seed_generator
 from keras.src.trainers.epoch_iterator import EpochIterator as _EpochIterator
 from keras.src.utils import traceback_utils
 from keras.src.utils.python_utils import pythonify_logs
@@ -112,42 +113,54 @@ class Trainer(_BaseTrainer):
         return self(x)
 
     # -- step functions (a list of batches per call: steps_per_execution) ---
+    def _compiled_step(self, step, name, optimizer=False):
+        """``step`` compiled when jit_compile is on, over the state it may read or assign:
+        the model's, the metrics', the optimizer's variables and the global seed state."""
+        if not self.jit_compile:
+            return step
+
+        def state():
+            variables = self.trainable_variables + self.non_trainable_variables + self.metrics_variables
+            if optimizer and self.optimizer is not None:
+                variables += self.optimizer.variables
+            return variables + [global_seed_generator().state]
+
+        return CompiledStep(step, state, name)
+
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
             return self.train_function
+        train_step = self._compiled_step(self.train_step, "train_step", optimizer=True)
 
         def train_function(data):
             logs = {}
             for batch in data:
-                logs = self.train_step(batch)
+                logs = train_step(batch)
             return logs
 
+        train_function.compiled = train_step if self.jit_compile else None
         self.train_function = train_function
         return self.train_function
 
     def make_test_function(self, force=False):
         if self.test_function is not None and not force:
             return self.test_function
+        test_step = self._compiled_step(self.test_step, "test_step")
 
         def test_function(data):
             logs = {}
             for batch in data:
-                logs = self.test_step(batch)
+                logs = test_step(batch)
             return logs
 
+        test_function.compiled = test_step if self.jit_compile else None
         self.test_function = test_function
         return self.test_function
 
     def make_predict_function(self, force=False):
         if self.predict_function is not None and not force:
             return self.predict_function
-        predict_step = self.predict_step
-        if self.jit_compile:
-            predict_step = CompiledStep(
-                self.predict_step,
-                lambda: self.trainable_variables + self.non_trainable_variables,
-                "predict_step",
-            )
+        predict_step = self._compiled_step(self.predict_step, "predict_step")
 
         def predict_function(data):
             outputs = [predict_step(batch) for batch in data]
