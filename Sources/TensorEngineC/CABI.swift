@@ -213,7 +213,9 @@ public func te_op_call(_ op: Int32, _ inputs: UnsafePointer<OpaquePointer?>?, _ 
             let x = try tensor(inputs![0])
             let a = try readAttrs(attrs, nAttrs)
             let dest = try oneOutput()
-            dest[0] = handle(try unary(x, a))
+            let y = try unary(x, a)
+            Tape.requireGradients(OpRegistry.ops[Int(op)].name, [y], [x])
+            dest[0] = handle(y)
             nOutputs?.pointee = 1
             return
         }
@@ -221,11 +223,14 @@ public func te_op_call(_ op: Int32, _ inputs: UnsafePointer<OpaquePointer?>?, _ 
         let a = try readAttrs(attrs, nAttrs)
         if let one = OpRegistry.ops[Int(op)].runOne {
             let dest = try oneOutput()
-            dest[0] = handle(try one(ins, a))
+            let y = try one(ins, a)
+            Tape.requireGradients(OpRegistry.ops[Int(op)].name, [y], ins)
+            dest[0] = handle(y)
             nOutputs?.pointee = 1
             return
         }
         let results = try OpRegistry.ops[Int(op)].run(ins, a)
+        Tape.requireGradients(OpRegistry.ops[Int(op)].name, results, ins)
         guard results.count <= Int(maxOutputs), results.isEmpty || outputs != nil else {
             throw EngineError.value("op \(OpRegistry.ops[Int(op)].name) returns \(results.count) outputs, room for \(maxOutputs)")
         }

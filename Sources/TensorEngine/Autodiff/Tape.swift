@@ -201,3 +201,43 @@ func sumToShape(_ g: Tensor, _ shape: [Int]) throws -> Tensor {
     let s = axes.isEmpty ? g : try sum(g, axes: axes, keepdims: true)
     return try reshape(s, shape)
 }
+
+extension Tape {
+    /// Ops (and, for ops of several outputs, the output positions) whose derivative is zero
+    /// almost everywhere or undefined by convention, as in JAX: a gradient through them is
+    /// zero (nil), not an error. Every other op that produces a float output from a tracked
+    /// input without recording a VJP raises when a gradient through that output is requested.
+    static let zeroGradientOps: [String: Set<Int>?] = [
+        "stop_gradient": nil, "sign": nil, "floor": nil, "ceil": nil, "round": nil, "floor_divide": nil,
+        "nextafter": nil, "histogram": nil, "unique": nil, "argsort": nil, "nonzero": nil, "one_hot": nil,
+        "ctc_decode": nil, "adam_update": nil, "bitcast": nil, "full": nil, "arange": nil, "eye": nil,
+        "random_uniform": nil, "random_normal": nil, "random_truncated_normal": nil, "random_gamma": nil,
+        "random_beta": nil, "random_binomial": nil,
+        // slogdet's sign
+        "slogdet": [0],
+    ]
+
+    /// Run after op `name` produced `outputs` from `inputs`: a float output that recorded no
+    /// VJP although an input is tracked gets a node that raises at gradient time, so a missing
+    /// derivative is an error instead of a silent zero. Costs one thread-local read when no
+    /// tape is recording.
+    @inline(__always)
+    public static func requireGradients(_ name: @autoclosure () -> String, _ outputs: @autoclosure () -> [Tensor],
+                                        _ inputs: @autoclosure () -> [Tensor]) {
+        let s = currentTapeState()
+        guard !s.tapes.isEmpty, s.paused == 0 else { return }
+        markUndifferentiated(name(), outputs(), inputs())
+    }
+
+    private static func markUndifferentiated(_ name: String, _ outputs: [Tensor], _ ins: [Tensor]) {
+        guard ins.contains(where: isTracked) else { return }
+        let exempt = zeroGradientOps[name]
+        for (i, out) in outputs.enumerated() where out.dtype.isFloatingPoint && !isTracked(out) {
+            if case .some(let positions) = exempt, positions?.contains(i) ?? true { continue }
+            record(out, ins) { _ in
+                throw EngineError.notImplemented(
+                    "the gradient of \(name)\(outputs.count > 1 ? " (output \(i))" : "") is not implemented")
+            }
+        }
+    }
+}
