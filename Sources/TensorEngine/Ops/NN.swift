@@ -35,7 +35,9 @@ public func softmax(_ x0: Tensor, axis: Int = -1, log: Bool = false) throws -> T
                         // A select, so the max vectorises; a NaN in the row still makes the whole
                         // row NaN through the sum below.
                         for i in 1..<r { let v = s[i]; m = v > m ? v : m }
-                        if !m.isFinite { m = 0 }
+                        // An all -inf row shifts by 0 (its result is NaN, as in JAX, either way);
+                        // a +inf maximum stays, so that inf - inf makes the row NaN as JAX's.
+                        if !m.isFinite && !(m > 0) { m = 0 }
                         // exp and the sum in separate passes: each then vectorises (float32 exp
                         // through VecMath instead of one libm call per element).
                         if T.self == Float.self {
