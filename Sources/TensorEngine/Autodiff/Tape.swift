@@ -232,7 +232,10 @@ extension Tape {
     private static func markUndifferentiated(_ name: String, _ outputs: [Tensor], _ ins: [Tensor]) {
         guard ins.contains(where: isTracked) else { return }
         let exempt = zeroGradientOps[name]
-        for (i, out) in outputs.enumerated() where out.dtype.isFloatingPoint && !isTracked(out) {
+        // An output that is one of the inputs (an identity op passing it through) is the
+        // caller's own tensor: it is never marked.
+        for (i, out) in outputs.enumerated()
+        where out.dtype.isFloatingPoint && !isTracked(out) && !ins.contains(where: { $0 === out }) {
             if case .some(let positions) = exempt, positions?.contains(i) ?? true { continue }
             record(out, ins) { _ in
                 throw EngineError.notImplemented(
