@@ -32,6 +32,8 @@ final class SizeCheckTests: XCTestCase {
         XCTAssertEqual(try c.count([2, 0, 1 << 62]), 0)
         XCTAssertEqual(try c.count([3, 4], itemSize: 8), 12)
         assertValueError({ try c.count([-1, 2]) }, mentions: "negative")
+        XCTAssertEqual(try c.count(repeatedInts(1, count: maxRank)), 1)
+        assertValueError({ try c.count(repeatedInts(1, count: maxRank + 1)) }, mentions: "rank")
         assertValueError({ try c.count([1 << 32, 1 << 32]) }, mentions: "too large")
         // Fits in Int but not in memory: one element past physical memory, and a byte size that
         // overflows only once multiplied by the item size.
@@ -54,6 +56,8 @@ final class SizeCheckTests: XCTestCase {
         assertValueError({ try pad(x, [1 << 62, 1 << 62]) }, mentions: "pad")
         assertValueError({ try pad(x, [1 << 40, 0]) }, mentions: "pad")
         assertValueError({ try broadcastTo(x, [1 << 40, 1 << 30, 3]) }, mentions: "broadcast_to")
+        let deep = try Tensor([Float(1)], shape: repeatedInts(1, count: maxRank))
+        assertValueError({ try stack([deep, deep]) }, mentions: "rank")
         assertValueError({ try full([1 << 40, 1 << 40], value: 1) }, mentions: "full")
         assertValueError({ try eye(1 << 40, 1 << 40) }, mentions: "eye")
         let img = try Tensor([Float](repeating: 1, count: 48), shape: [1, 4, 4, 3])

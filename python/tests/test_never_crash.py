@@ -69,6 +69,18 @@ def test_size_errors_name_the_op():
         ops.broadcast_to(np.ones(2, "float32"), (2**40, 2**30, 2))
 
 
+def test_rank_beyond_the_limit_is_a_value_error():
+    # The C ABI example: stack made a tensor of more dimensions than the
+    # extension (and numpy) allow.
+    x = np.zeros((1,) * _C.MAX_RANK, "float32")
+    for fn in (lambda: ops.stack([x, x]), lambda: ops.expand_dims(x, 0),
+               lambda: ops.reshape(x, (1,) * (_C.MAX_RANK + 1))):
+        with pytest.raises(ValueError, match="rank"):
+            fn()
+    with pytest.raises(ValueError):
+        np.zeros((1,) * (_C.MAX_RANK + 1))
+
+
 def test_conv_rejects_non_positive_single_dilation_and_stride():
     x, w = np.ones((1, 8, 8, 3), "float32"), np.ones((3, 3, 3, 4), "float32")
     with pytest.raises(ValueError):

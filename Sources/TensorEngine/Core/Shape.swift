@@ -89,6 +89,10 @@ func coalesce(_ shape: [Int], _ strides: [[Int]]) -> ([Int], [[Int]]) {
     return (outShape, outStrides)
 }
 
+/// Most dimensions a tensor may have: numpy's limit, and the C extension's (a tensor of more
+/// could not be handed to Python).
+public let maxRank = 64
+
 /// Checked arithmetic for sizes that come from a caller: shapes, counts, pads, strides,
 /// dilations, FFT lengths. Swift traps on integer overflow, and an op that builds an index
 /// table from an unchecked size exhausts memory before its output's allocation is refused,
@@ -135,10 +139,13 @@ public struct SizeCheck {
         }
     }
 
-    /// Element count of `shape`: no negative dimension, no overflow, and at `itemSize` bytes
-    /// per element within physical memory.
+    /// Element count of `shape`: at most `maxRank` dimensions, none negative, no overflow,
+    /// and at `itemSize` bytes per element within physical memory.
     @discardableResult
     public func count(_ shape: [Int], itemSize: Int = 1) throws -> Int {
+        guard shape.count <= maxRank else {
+            throw EngineError.value("\(op): rank \(shape.count) exceeds the maximum of \(maxRank) dimensions")
+        }
         var n = 1
         for d in shape {
             guard d >= 0 else { throw EngineError.value("\(op): negative dimension in shape \(shape)") }
