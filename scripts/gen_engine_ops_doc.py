@@ -44,8 +44,9 @@ Conventions:
 - Attributes: `name: type` is required; `= v` is the default; `(absent: ...)` says what
   leaving it out does; `a|b` lists the allowed strings. An int list also takes one int.
 - Input dtypes: *real* is every dtype but complex64/complex128; *all* includes them.
-- Gradient: *yes* (every float input), the inputs it flows to, *zero* (piecewise constant)
-  or – (not differentiable).
+- Gradient: *yes* (every float input), the inputs it flows to, *zero* (piecewise constant),
+  – (not differentiable) or *not yet*: a gradient requested through it raises
+  `NotImplementedError` (so does one through an output that records no VJP).
 - Random ops are pure functions of `seed` (Philox-4x32-10 keyed by `seed[0]`, counter
   `seed[1]`): the same seed gives the same numbers on every platform.
 
@@ -102,7 +103,7 @@ def inputs(schema):
 def grad(g):
     if isinstance(g, list):
         return ", ".join(g)
-    return {"yes": "yes", "no": "–", "zero": "zero"}[g]
+    return {"yes": "yes", "no": "–", "zero": "zero", "missing": "not yet (raises)"}[g]
 
 
 def render():

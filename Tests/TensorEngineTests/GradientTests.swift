@@ -277,3 +277,48 @@ final class CreateGraphTests: XCTestCase {
         }
     }
 }
+
+/// Issue 20: a gradient through an op without a VJP raises; zero-derivative ops stay nil.
+final class MissingVJPTests: XCTestCase {
+    func testUnrecordedFloatOutputRaisesAtGradientTime() throws {
+        let x = try f64([3, 3], seed: 11)
+        Tape.push()
+        defer { try? Tape.pop() }
+        x.requiresGrad = true
+        defer { x.requiresGrad = false }
+        // Through the registry, which marks outputs that recorded no VJP.
+        let u = try OpRegistry.call("svd", [x])[0]
+        XCTAssertThrowsError(try Tape.gradient(of: try sum(u), wrt: [x])) { error in
+            guard case EngineError.notImplemented(let m) = error else { return XCTFail("\(error)") }
+            XCTAssertTrue(m.contains("svd"), m)
+        }
+        // The singular values have a VJP, so they are left alone.
+        let s = try OpRegistry.call("svd", [x])[1]
+        XCTAssertNotNil(try Tape.gradient(of: try sum(s), wrt: [x])[0])
+    }
+
+    func testSVDValuesAndQRGradientsMatchFiniteDifferences() throws {
+        for shape in [[4, 3], [3, 3], [3, 5], [2, 4, 3]] {
+            let a = try f64(shape, seed: 14)
+            try checkGradient("svd_s \(shape)", [a]) { try svd($0[0], full: true).s }
+            try checkGradient("qr_q \(shape)", [a]) { try qr($0[0]).q }
+            try checkGradient("qr_r \(shape)", [a]) { try qr($0[0]).r }
+        }
+    }
+
+    func testZeroDerivativeOpsAndPassThroughOutputsAreNotMarked() throws {
+        let x = try f64([4], seed: 12)
+        Tape.push()
+        defer { try? Tape.pop() }
+        x.requiresGrad = true
+        defer { x.requiresGrad = false }
+        let f = try OpRegistry.call("floor", [x])[0]
+        // floor records a zero VJP of its own; either way the gradient is zero, not an error.
+        let g = try Tape.gradient(of: try sum(f), wrt: [x])[0]
+        XCTAssertEqual(g?.doubles() ?? [0, 0, 0, 0], [0, 0, 0, 0])
+        // An untracked input returned as the output is the caller's tensor: never marked.
+        let c = try f64([4], seed: 13)
+        Tape.requireGradients(OpRegistry.ops[OpRegistry.lookup("where")!].schema, [c], [x, c])
+        XCTAssertNil(c.node)
+    }
+}

@@ -213,3 +213,41 @@ func sumToShape(_ g: Tensor, _ shape: [Int]) throws -> Tensor {
     let s = axes.isEmpty ? g : try sum(g, axes: axes, keepdims: true)
     return try reshape(s, shape)
 }
+
+extension Tape {
+    /// Ops (and, for ops of several outputs, the output positions) whose derivative is zero
+    /// almost everywhere or undefined by convention, as in JAX: a gradient through them is
+    /// zero (nil), not an error. Every other op that produces a float output from a tracked
+    /// input without recording a VJP raises when a gradient through that output is requested.
+    /// Run after a registry op produced `outputs` from `inputs`: a float output that recorded
+    /// no VJP although an input is tracked gets a node that raises at gradient time, so a
+    /// missing derivative is an error instead of a silent zero. The op's schema says which
+    /// outputs have no gradient by definition (`.zero`, `.no`, `constantOutputs`). Costs one
+    /// thread-local read when no tape is recording.
+    @inline(__always)
+    static func requireGradients(_ schema: OpSchema, _ outputs: @autoclosure () -> [Tensor],
+                                 _ inputs: @autoclosure () -> [Tensor]) {
+        switch schema.grad {
+        case .zero, .no: return
+        default: break
+        }
+        let s = currentTapeState()
+        guard !s.tapes.isEmpty, s.paused == 0 else { return }
+        markUndifferentiated(schema, outputs(), inputs())
+    }
+
+    private static func markUndifferentiated(_ schema: OpSchema, _ outputs: [Tensor], _ ins: [Tensor]) {
+        guard ins.contains(where: isTracked) else { return }
+        let name = schema.name
+        // An output that is one of the inputs (an identity op passing it through) is the
+        // caller's own tensor: it is never marked.
+        for (i, out) in outputs.enumerated()
+        where out.dtype.isFloatingPoint && !isTracked(out) && !ins.contains(where: { $0 === out }) {
+            if schema.constantOutputs.contains(i) { continue }
+            record(out, ins) { _ in
+                throw EngineError.notImplemented(
+                    "the gradient of \(name)\(outputs.count > 1 ? " (output \(i))" : "") is not implemented")
+            }
+        }
+    }
+}

@@ -208,9 +208,10 @@ public struct OpDef {
 
     /// An op of several outputs, named by `outputs`.
     public init(_ name: String, inputs: [InputSpec], outputs: [String], attrs: [AttrSpec] = [],
-                dtypes: DTypeSet = .real, grad: Differentiability = .yes, doc: String,
+                dtypes: DTypeSet = .real, grad: Differentiability = .yes, constantOutputs: [Int] = [], doc: String,
                 _ run: @escaping ([Tensor], Attrs) throws -> [Tensor]) {
-        let s = OpSchema(name, inputs: inputs, outputs: outputs, attrs: attrs, dtypes: dtypes, grad: grad, doc: doc)
+        let s = OpSchema(name, inputs: inputs, outputs: outputs, attrs: attrs, dtypes: dtypes, grad: grad,
+                         constantOutputs: constantOutputs, doc: doc)
         schema = s
         self.run = { inputs, attrs in
             var a = attrs
@@ -219,6 +220,7 @@ public struct OpDef {
             guard r.count == s.outputs.count else {
                 throw EngineError.internal("\(s.name) gave \(r.count) outputs; its schema declares \(s.outputs.count)")
             }
+            Tape.requireGradients(s, r, inputs)
             return r
         }
         runOne = nil
@@ -232,7 +234,9 @@ public struct OpDef {
         self.init(s, { inputs, attrs in
             var a = attrs
             try s.check(inputs, &a)
-            return try run(inputs, a)
+            let y = try run(inputs, a)
+            Tape.requireGradients(s, [y], inputs)
+            return y
         }, unary: nil)
     }
 
@@ -243,11 +247,15 @@ public struct OpDef {
         self.init(s, { inputs, attrs in
             var a = attrs
             try s.check(inputs, &a)
-            return try run(inputs[0], a)
+            let y = try run(inputs[0], a)
+            Tape.requireGradients(s, [y], inputs)
+            return y
         }, unary: { x, attrs in
             var a = attrs
             try s.check(x, &a)
-            return try run(x, a)
+            let y = try run(x, a)
+            Tape.requireGradients(s, [y], [x])
+            return y
         })
     }
 

@@ -149,8 +149,10 @@ public enum Differentiability: Sendable {
     case wrt([String])
     /// Piecewise constant: the gradient is zero wherever it is defined.
     case zero
-    /// The outputs are not differentiable values (integers, bools, or a non-differentiable op).
+    /// The outputs are not differentiable values (integers, bools, samples, descriptions).
     case no
+    /// Differentiable, but no VJP is written yet: a gradient through it raises.
+    case missing
 }
 
 /// Everything the registry knows about an op besides its kernel.
@@ -162,6 +164,8 @@ public final class OpSchema: @unchecked Sendable {
     /// The dtypes the op's inputs take (unless an input declares its own).
     public let dtypes: DTypeSet
     public let grad: Differentiability
+    /// Outputs whose gradient is zero by definition (slogdet's sign).
+    public let constantOutputs: [Int]
     public let doc: String
 
     let minInputs: Int
@@ -169,8 +173,9 @@ public final class OpSchema: @unchecked Sendable {
     let requiredAttrs: Int
 
     public init(_ name: String, inputs: [InputSpec], outputs: [String], attrs: [AttrSpec],
-                dtypes: DTypeSet, grad: Differentiability, doc: String) {
+                dtypes: DTypeSet, grad: Differentiability, constantOutputs: [Int] = [], doc: String) {
         self.name = name
+        self.constantOutputs = constantOutputs
         self.inputs = inputs
         self.outputs = outputs
         self.attrs = attrs
@@ -299,6 +304,7 @@ extension OpSchema {
         case .yes: grad = str("yes")
         case .no: grad = str("no")
         case .zero: grad = str("zero")
+        case .missing: grad = str("missing")
         case .wrt(let names): grad = list(names.map(str))
         }
         return obj([("name", str(name)), ("doc", str(doc)), ("inputs", list(inputs)),

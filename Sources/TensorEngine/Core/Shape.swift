@@ -88,3 +88,74 @@ func coalesce(_ shape: [Int], _ strides: [[Int]]) -> ([Int], [[Int]]) {
     }
     return (outShape, outStrides)
 }
+
+/// Most dimensions a tensor may have: numpy's limit, and the C extension's (a tensor of more
+/// could not be handed to Python).
+public let maxRank = 64
+
+/// Checked arithmetic for sizes that come from a caller: shapes, counts, pads, strides,
+/// dilations, FFT lengths. Swift traps on integer overflow, and an op that builds an index
+/// table from an unchecked size exhausts memory before its output's allocation is refused,
+/// so an op computes such sizes here, before it allocates anything. Every refusal is a
+/// ValueError that names the op.
+public struct SizeCheck {
+    public let op: String
+    public init(_ op: String) { self.op = op }
+
+    public func add(_ a: Int, _ b: Int) throws -> Int {
+        let (r, o) = a.addingReportingOverflow(b)
+        guard !o else { throw EngineError.value("\(op): size \(a) + \(b) overflows") }
+        return r
+    }
+
+    public func subtract(_ a: Int, _ b: Int) throws -> Int {
+        let (r, o) = a.subtractingReportingOverflow(b)
+        guard !o else { throw EngineError.value("\(op): size \(a) - \(b) overflows") }
+        return r
+    }
+
+    public func multiply(_ a: Int, _ b: Int) throws -> Int {
+        let (r, o) = a.multipliedReportingOverflow(by: b)
+        guard !o else { throw EngineError.value("\(op): size \(a) * \(b) overflows") }
+        return r
+    }
+
+    /// Sum of non-negative counts (repeat counts, concatenated lengths).
+    public func sum<S: Sequence>(_ xs: S) throws -> Int where S.Element == Int {
+        var total = 0
+        for x in xs {
+            guard x >= 0 else { throw EngineError.value("\(op): negative size \(x)") }
+            total = try add(total, x)
+        }
+        return total
+    }
+
+    /// Refuses `count` elements of `itemSize` bytes each beyond physical memory
+    /// (`maxTensorBytes`, the same bound every tensor allocation enforces).
+    public func fits(_ count: Int, itemSize: Int) throws {
+        let (bytes, o) = count.multipliedReportingOverflow(by: Swift.max(itemSize, 1))
+        guard count >= 0, !o, bytes <= maxTensorBytes else {
+            throw EngineError.value("\(op): \(count) elements of \(itemSize) bytes exceed physical memory (\(maxTensorBytes) bytes)")
+        }
+    }
+
+    /// Element count of `shape`: at most `maxRank` dimensions, none negative, no overflow,
+    /// and at `itemSize` bytes per element within physical memory.
+    @discardableResult
+    public func count(_ shape: [Int], itemSize: Int = 1) throws -> Int {
+        guard shape.count <= maxRank else {
+            throw EngineError.value("\(op): rank \(shape.count) exceeds the maximum of \(maxRank) dimensions")
+        }
+        var n = 1
+        for d in shape {
+            guard d >= 0 else { throw EngineError.value("\(op): negative dimension in shape \(shape)") }
+            let (p, o) = n.multipliedReportingOverflow(by: d)
+            guard !o else { throw EngineError.value("\(op): shape \(shape) is too large (its element count overflows)") }
+            n = p
+        }
+        do { try fits(n, itemSize: itemSize) } catch {
+            throw EngineError.value("\(op): shape \(shape) is too large (\(n) elements of \(itemSize) bytes exceed physical memory, \(maxTensorBytes) bytes)")
+        }
+        return n
+    }
+}

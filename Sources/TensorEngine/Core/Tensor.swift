@@ -151,16 +151,10 @@ public let maxTensorBytes: Int = {
     return o ? 1 << 40 : Swift.min(bytes, 1 << 40)
 }()
 
-/// Number of elements of `shape`, validated: no negative dimension, no overflow.
+/// Number of elements of `shape`, validated: no negative dimension, no overflow, at most
+/// as many elements as physical memory has bytes.
 public func elementCount(_ shape: [Int]) throws -> Int {
-    var n = 1
-    for d in shape {
-        guard d >= 0 else { throw EngineError.value("negative dimension in shape \(shape)") }
-        let (p, o) = n.multipliedReportingOverflow(by: d)
-        guard !o, p <= maxTensorBytes else { throw EngineError.value("shape \(shape) is too large") }
-        n = p
-    }
-    return n
+    try SizeCheck("shape").count(shape)
 }
 
 /// How a deferred tensor reads its source: the source's own row-major layout with the axes
@@ -288,10 +282,8 @@ public final class Tensor {
     }
 
     private convenience init(shape: [Int], dtype: DType, zeroed: Bool) throws {
-        let n = try elementCount(shape)
-        let (bytes, o) = n.multipliedReportingOverflow(by: dtype.itemSize)
-        guard !o, bytes <= maxTensorBytes else { throw EngineError.value("shape \(shape) of \(dtype) is too large") }
-        self.init(storage: try Storage(byteCount: bytes, zeroed: zeroed), shape: shape, dtype: dtype, count: n)
+        let n = try SizeCheck("allocation of \(dtype)").count(shape, itemSize: dtype.itemSize)
+        self.init(storage: try Storage(byteCount: n * dtype.itemSize, zeroed: zeroed), shape: shape, dtype: dtype, count: n)
     }
 
     /// Copies `bytes` of host memory laid out row-major (zeros when `bytes` is nil).

@@ -176,11 +176,11 @@ private func convOperands(_ x0: Tensor, _ w0: Tensor, _ name: String) throws -> 
 }
 
 private func spatialAttr(_ v: [Int], _ spatial: Int, _ name: String) throws -> [Int] {
-    if v.count == 1 { return spatial3(repeatedInts(v[0], count: spatial), 1) }
-    guard v.count == spatial, v.allSatisfy({ $0 > 0 }) else {
+    let full = v.count == 1 ? repeatedInts(v[0], count: spatial) : v
+    guard full.count == spatial, full.allSatisfy({ $0 > 0 }) else {
         throw EngineError.value("\(name) needs 1 or \(spatial) positive values, got \(v)")
     }
-    return spatial3(v, 1)
+    return spatial3(full, 1)
 }
 
 /// Convolution of x (N, *spatial, C) with kernel (*k, C / groups, O), "valid" or "same"
@@ -206,7 +206,7 @@ public func conv(_ x0: Tensor, _ w0: Tensor, strides: [Int] = [1], padding: Stri
     g.strides = try spatialAttr(strides, spatial, "strides")
     g.dilation = try spatialAttr(dilation, spatial, "dilation")
     for d in 0..<3 {
-        (g.outSize[d], g.pads[d]) = try windowGeometry(g.inSize[d], g.kernel[d], g.strides[d], g.dilation[d], padding)
+        (g.outSize[d], g.pads[d]) = try windowGeometry(g.inSize[d], g.kernel[d], g.strides[d], g.dilation[d], padding, op: "conv")
     }
     let outShape = [g.n] + Array(g.outSize.suffix(spatial)) + [g.o]
     let out = try runConv(.forward, g, x, w, outShape: outShape)
@@ -247,8 +247,11 @@ public func convTranspose(_ x0: Tensor, _ w0: Tensor, strides: [Int], padsBefore
     g.pads = spatial3(padsBefore, 0)
     g.outSize = spatial3(Array(x.shape[1...spatial]), 1)
     // The conv this is the adjoint of must map outputSize back onto x's spatial size.
+    let sizes = SizeCheck("conv_transpose")
+    try sizes.count([g.n] + outputSize + [g.c], itemSize: x.dtype.itemSize)
     for d in 0..<3 {
-        let span = (g.outSize[d] - 1) * g.strides[d] + (g.kernel[d] - 1) * g.dilation[d] + 1
+        let span = try sizes.add(try sizes.add(try sizes.multiply(g.outSize[d] - 1, g.strides[d]),
+                                               try sizes.multiply(g.kernel[d] - 1, g.dilation[d])), 1)
         guard g.outSize[d] == 0 || span - g.pads[d] > 0 else {
             throw EngineError.value("conv_transpose: pads \(padsBefore) do not fit output size \(outputSize)")
         }

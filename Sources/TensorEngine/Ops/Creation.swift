@@ -2,6 +2,7 @@
 
 /// A tensor of `shape` filled with `value` (converted to `dtype`, saturating).
 public func full(_ shape: [Int], value: Double, dtype: DType = .float32) throws -> Tensor {
+    try SizeCheck("full").count(shape, itemSize: dtype.itemSize)
     let t = try Tensor(zeros: shape, dtype: dtype)
     if value == 0 { return t }
     struct Fill: NumericVisitor {

@@ -79,10 +79,7 @@ struct ResamplePlan {
     /// even kernel goes after): out[j] = sum_t taps[t] * x[j - (n - 1) / 2 + t].
     static func filter(_ taps: [Double], size: Int) throws -> ResamplePlan {
         let n = taps.count, padLo = (n - 1) / 2
-        let (cells, o) = size.multipliedReportingOverflow(by: n)
-        guard !o, cells <= maxTensorBytes / 8 else {
-            throw EngineError.value("a \(n)-tap filter over an axis of \(size) needs a weight table too large to build")
-        }
+        try SizeCheck("a \(n)-tap filter's weight table").count([size, n], itemSize: 8)
         var p = ResamplePlan(inSize: size, outSize: size, span: n)
         p.starts = repeatedInts(0, count: size)
         p.counts = repeatedInts(0, count: size)
@@ -125,10 +122,7 @@ struct ResamplePlan {
             cnt[j] = b - a + 1
             span = Swift.max(span, b - a + 1)
         }
-        let (cells, o) = outSize.multipliedReportingOverflow(by: span)
-        guard !o, cells <= maxTensorBytes / 8 else {
-            throw EngineError.value("resampling \(inSize) -> \(outSize) with scale \(scale) needs a weight table too large to build")
-        }
+        try SizeCheck("resampling \(inSize) -> \(outSize) with scale \(scale)").count([outSize, span], itemSize: 8)
         var p = ResamplePlan(inSize: inSize, outSize: outSize, span: span)
         p.starts = lo
         p.counts = cnt
@@ -246,8 +240,7 @@ private func resampleAxes(_ x: Tensor, axes: [Int], sizes: [Int]?, name: String)
     guard sizes.allSatisfy({ $0 >= 0 }) else { throw EngineError.value("\(name): negative output size in \(sizes)") }
     var shape = x.shape
     for (a, n) in zip(norm, sizes) { shape[a] = n }
-    let (bytes, o) = try elementCount(shape).multipliedReportingOverflow(by: 8)
-    guard !o, bytes <= maxTensorBytes else { throw EngineError.value("\(name): output shape \(shape) is too large") }
+    try SizeCheck(name).count(shape, itemSize: 8)
     return norm
 }
 

@@ -52,7 +52,10 @@ public func pad(_ x: Tensor, _ pads: [Int], mode: PadMode = .constant, value: Do
     for d in 0..<x.rank where mode != .constant && x.shape[d] == 0 && pads[2 * d] + pads[2 * d + 1] > 0 {
         throw EngineError.value("cannot \(mode.rawValue)-pad an empty dimension")
     }
-    let shape: [Int] = (0..<x.rank).map { (d: Int) -> Int in x.shape[d] + pads[2 * d] + pads[2 * d + 1] }
+    let sizes = SizeCheck("pad")
+    let shape: [Int] = try (0..<x.rank).map { d in try sizes.sum([x.shape[d], pads[2 * d], pads[2 * d + 1]]) }
+    // The source table below holds one Int per output element.
+    try sizes.fits(try sizes.count(shape, itemSize: x.dtype.itemSize), itemSize: Swift.max(x.dtype.itemSize, 8))
     let maps = (0..<x.rank).map { d in (0..<shape[d]).map { padSource($0, pads[2 * d], x.shape[d], mode) } }
     let out = try full(shape, value: value, dtype: x.dtype)
     let size = x.dtype.itemSize, strides = contiguousStrides(x.shape)
@@ -229,7 +232,15 @@ public func `repeat`(_ x0: Tensor, repeats: [Int], axis: Int?) throws -> Tensor 
     guard repeats.count == 1 || repeats.count == n, repeats.allSatisfy({ $0 >= 0 }) else {
         throw EngineError.value("repeats must be one non-negative count or \(n) of them, got \(repeats.count)")
     }
+    // The index table holds one Int64 per output element: sized and checked before it is built.
+    let sizes = SizeCheck("repeat")
+    let total = repeats.count == 1 ? try sizes.multiply(repeats[0], n) : try sizes.sum(repeats)
+    var outShape = x.shape
+    outShape[ax] = total
+    try sizes.fits(try sizes.count(outShape, itemSize: x.dtype.itemSize), itemSize: 8)
+    try sizes.fits(total, itemSize: 8)
     var idx: [Int64] = []
+    idx.reserveCapacity(total)
     for i in 0..<n { idx += [Int64](repeating: Int64(i), count: repeats.count == 1 ? repeats[0] : repeats[i]) }
     return try take(x, try Tensor(idx), axis: ax)
 }
@@ -241,6 +252,7 @@ public func segmentReduce(_ op: ScatterReduction, _ data: Tensor, _ segmentIDs: 
         throw EngineError.value("segment ids must be 1-D with one id per row of data: \(segmentIDs.shape) vs \(data.shape)")
     }
     guard numSegments >= 0 else { throw EngineError.value("num_segments must be non-negative") }
+    try SizeCheck("segment_reduce").count([numSegments] + data.shape.dropFirst(), itemSize: data.dtype.itemSize)
     let idTensor = try cast(segmentIDs, to: .int64)
     let ids = idTensor.pointer(Int64.self)
     defer { withExtendedLifetime(idTensor) {} }
@@ -289,9 +301,11 @@ public func triangle(_ x: Tensor, k: Int, upper: Bool) throws -> Tensor {
 
 /// Identity-like matrix with ones on diagonal k.
 public func eye(_ n: Int, _ m: Int, k: Int = 0, dtype: DType = .float32) throws -> Tensor {
+    try SizeCheck("eye").count([n, m], itemSize: dtype.itemSize)
     let out = try Tensor(zeros: [n, m], dtype: .uint8)
     let p = out.pointer(UInt8.self)
-    for i in 0..<n where i + k >= 0 && i + k < m { p[i * m + i + k] = 1 }
+    // Compared without forming i + k: k comes from the caller unbounded.
+    for i in 0..<n where k >= -i && k < m - i { p[i * m + i + k] = 1 }
     return try cast(out, to: dtype)
 }
 

@@ -218,6 +218,12 @@ public func inv(_ x0: Tensor) throws -> Tensor {
             var ipiv = [Int32](repeating: 0, count: Swift.max(n, 1))
             for b in 0..<batch where n > 0 {
                 let a = out.pointer(T.self) + b * n * n
+                // LU pivoting on NaN leaves finite entries (zeros) in the "inverse": a matrix
+                // with a NaN has no inverse, and numpy's is all NaN.
+                guard !(0..<(n * n)).contains(where: { a[$0].isNaN }) else {
+                    a.update(repeating: .nan, count: n * n)
+                    continue
+                }
                 var info = T.getrf(Int32(n), Int32(n), a, &ipiv)
                 if info == 0 { info = T.getri(Int32(n), a, ipiv) }
                 if info != 0 { throw lapackFailure("inv", info) }
@@ -399,7 +405,40 @@ public func cholesky(_ x0: Tensor) throws -> Tensor {
     return out
 }
 
-/// Reduced (or complete) QR factorisation. Forward only.
+/// x[..., rows, cols] of a batch of matrices.
+private func matrixBlock(_ x: Tensor, rows: Range<Int>? = nil, cols: Range<Int>? = nil) throws -> Tensor {
+    let rank = x.rank
+    var b = repeatedInts(0, count: rank), e = x.shape
+    if let r = rows { b[rank - 2] = r.lowerBound; e[rank - 2] = r.upperBound }
+    if let c = cols { b[rank - 1] = c.lowerBound; e[rank - 1] = c.upperBound }
+    return try stridedSlice(x, begin: b, end: e, strides: repeatedInts(1, count: rank))
+}
+
+/// VJP of A = QR for a square or tall A (Q m×n, R n×n upper triangular), the standard reduced
+/// backward: dA = (dQ + Q copyltu(M)) R⁻ᵀ with M = R dRᵀ − dQᵀ Q, where copyltu mirrors the
+/// lower triangle of M onto its upper one.
+private func qrTallBackward(_ q: Tensor, _ r: Tensor, _ dq: Tensor, _ dr: Tensor) throws -> Tensor {
+    let m = try subtract(try matmul(r, try matrixTranspose(dr)), try matmul(try matrixTranspose(dq), q))
+    let mirrored = try add(try triangle(m, k: 0, upper: false), try matrixTranspose(try triangle(m, k: -1, upper: false)))
+    let b = try add(dq, try matmul(q, mirrored))
+    // b R⁻ᵀ, as (R⁻¹ bᵀ)ᵀ.
+    return try matrixTranspose(try solveTriangular(r, try matrixTranspose(b), lower: false))
+}
+
+/// VJP of the reduced A = QR for any shape. A wide A = [X | Y] (m < n) has R = [U | V] with
+/// X = QU and Y = QV: Y's part is Q dV, X's the square backward with dQ + Y dVᵀ.
+private func qrBackward(_ a: Tensor, _ q: Tensor, _ r: Tensor, _ dq: Tensor, _ dr: Tensor) throws -> Tensor {
+    let (m, n) = (a.shape[a.rank - 2], a.shape[a.rank - 1])
+    if m >= n { return try qrTallBackward(q, r, dq, dr) }
+    let y = try matrixBlock(a, cols: m..<n), u = try matrixBlock(r, cols: 0..<m)
+    let du = try matrixBlock(dr, cols: 0..<m), dv = try matrixBlock(dr, cols: m..<n)
+    let dx = try qrTallBackward(q, u, try add(dq, try matmul(y, try matrixTranspose(dv))), du)
+    return try concatenate([dx, try matmul(q, dv)], axis: -1)
+}
+
+/// Reduced (or complete) QR factorisation. Differentiable in both outputs when Q has no more
+/// columns than A (reduced mode, or complete mode of a square or wide A): a complete Q of a
+/// tall A is not determined by A, so, as in JAX, it has no gradient.
 public func qr(_ x0: Tensor, complete: Bool = false) throws -> (q: Tensor, r: Tensor) {
     let x = try linalgInput(x0)
     let (batch, m, n) = try matrixDims(x, "qr")
@@ -425,6 +464,11 @@ public func qr(_ x0: Tensor, complete: Bool = false) throws -> (q: Tensor, r: Te
         }
     }
     try dispatchLAPACK(x.dtype, K(x: x, q: q, r: r, batch: batch, m: m, n: n, k: k, qc: qc, rr: rr))
+    if qc == k && m > 0 && n > 0 {
+        // The VJP is linear in (dQ, dR), so each output records its own part.
+        Tape.record(q, [x]) { g in [try qrBackward(x, q, r, g, try zerosLike(r))] }
+        Tape.record(r, [x]) { g in [try qrBackward(x, q, r, try zerosLike(q), g)] }
+    }
     return (q, r)
 }
 
@@ -517,7 +561,10 @@ public func eigh(_ x0: Tensor) throws -> (values: Tensor, vectors: Tensor) {
     return (w, v)
 }
 
-/// Singular value decomposition: u, s (descending), vᵀ; reduced unless `full`. Forward only.
+/// Singular value decomposition: u, s (descending), vᵀ; reduced unless `full`. The singular
+/// values are differentiable (dA = U diag(dS) Vᵀ over the leading min(m, n) singular vectors);
+/// U and Vᵀ are not yet, and a gradient through them raises. An empty A's full V (or U) is
+/// the identity, as numpy gives.
 public func svd(_ x0: Tensor, full: Bool = false) throws -> (u: Tensor, s: Tensor, vt: Tensor) {
     let x = try linalgInput(x0)
     let (batch, m, n) = try matrixDims(x, "svd")
@@ -547,6 +594,21 @@ public func svd(_ x0: Tensor, full: Bool = false) throws -> (u: Tensor, s: Tenso
         }
     }
     try dispatchLAPACK(x.dtype, K(x: x, u: u, s: s, vt: vt, batch: batch, m: m, n: n, k: k, uc: uc, vr: vr, full: full))
+    if k == 0 {
+        // No singular vectors are computed: the full bases of the empty side are any orthogonal
+        // matrices, and numpy gives the identity.
+        for (t, d) in [(u, uc), (vt, vr)] where d > 0 && t.count > 0 {
+            let identity = try eye(d, d, dtype: t.dtype)
+            // `batch` counts no matrices when they are empty; t's d×d ones are not.
+            for b in 0..<(t.count / (d * d)) {
+                (t.rawPointer + b * identity.nbytes).copyMemory(from: identity.rawPointer, byteCount: identity.nbytes)
+            }
+        }
+    }
+    if k > 0 {
+        let uk = try Tape.paused { try matrixBlock(u, cols: 0..<k) }, vtk = try Tape.paused { try matrixBlock(vt, rows: 0..<k) }
+        Tape.record(s, [x]) { g in [try matmul(try multiply(uk, try expandDims(g, axis: -2)), vtk)] }
+    }
     return (u, s, vt)
 }
 
@@ -589,11 +651,11 @@ public func lstsq(_ a0: Tensor, _ b0: Tensor, rcond: Double = -1) throws -> Tens
 let lapackOps: [OpDef] = [
     OpDef(unary: "inv", doc: "Inverse of the last two axes (LAPACK getrf/getri)") { x, _ in try inv(x) },
     OpDef(unary: "det", doc: "Determinant of the last two axes") { x, _ in try det(x) },
-    OpDef("slogdet", inputs: ["x"], outputs: ["sign", "logabsdet"], grad: .wrt(["x"]),
+    OpDef("slogdet", inputs: ["x"], outputs: ["sign", "logabsdet"], constantOutputs: [0],
           doc: "Sign and log |det| of the last two axes (the gradient flows through logabsdet)") { t, _ in
         let r = try slogdet(t[0]); return [r.sign, r.logabsdet]
     },
-    OpDef("lu_factor", inputs: ["x"], outputs: ["lu", "pivots"], grad: .no,
+    OpDef("lu_factor", inputs: ["x"], outputs: ["lu", "pivots"], grad: .missing,
           doc: "LU factorisation with partial pivoting (LAPACK getrf; pivots int32, 0-based)") { t, _ in
         let r = try luFactor(t[0]); return [r.lu, r.pivots]
     },
@@ -602,7 +664,7 @@ let lapackOps: [OpDef] = [
           doc: "x with a x = b for triangular a") { t, a in try solveTriangular(t[0], t[1], lower: a.bool("lower")) },
     OpDef(unary: "cholesky", doc: "Lower Cholesky factor of the last two axes") { x, _ in try cholesky(x) },
     OpDef("qr", inputs: ["x"], outputs: ["q", "r"], attrs: [.string("mode", default: "reduced", choices: ["reduced", "complete"])],
-          grad: .no, doc: "QR decomposition of the last two axes") { t, a in
+          doc: "QR decomposition of the last two axes") { t, a in
         let r = try qr(t[0], complete: a.string("mode") == "complete"); return [r.q, r.r]
     },
     OpDef("eig", inputs: ["x"], outputs: ["values", "vectors"], grad: .no,
@@ -613,11 +675,12 @@ let lapackOps: [OpDef] = [
           doc: "Eigenvalues (ascending) and eigenvectors of a symmetric matrix (its lower triangle)") { t, _ in
         let r = try eigh(t[0]); return [r.values, r.vectors]
     },
-    OpDef("svd", inputs: ["x"], outputs: ["u", "s", "vt"], attrs: [.bool("full_matrices", default: true)], grad: .no,
-          doc: "Singular value decomposition x = u diag(s) vt of the last two axes") { t, a in
+    OpDef("svd", inputs: ["x"], outputs: ["u", "s", "vt"], attrs: [.bool("full_matrices", default: true)],
+          doc: "Singular value decomposition x = u diag(s) vt of the last two axes (a gradient through u or vt "
+            + "is not implemented yet and raises)") { t, a in
         let r = try svd(t[0], full: a.bool("full_matrices")); return [r.u, r.s, r.vt]
     },
-    OpDef("lstsq", inputs: ["a", "b"], attrs: [.float("rcond", default: -1)], grad: .no,
+    OpDef("lstsq", inputs: ["a", "b"], attrs: [.float("rcond", default: -1)], grad: .missing,
           doc: "Least-squares x minimising |a x - b| (rcond < 0: machine precision)") { t, a in
         try lstsq(t[0], t[1], rcond: a.float("rcond"))
     },

@@ -35,7 +35,9 @@ public func softmax(_ x0: Tensor, axis: Int = -1, log: Bool = false) throws -> T
                         // A select, so the max vectorises; a NaN in the row still makes the whole
                         // row NaN through the sum below.
                         for i in 1..<r { let v = s[i]; m = v > m ? v : m }
-                        if !m.isFinite { m = 0 }
+                        // An all -inf row shifts by 0 (its result is NaN, as in JAX, either way);
+                        // a +inf maximum stays, so that inf - inf makes the row NaN as JAX's.
+                        if !m.isFinite && !(m > 0) { m = 0 }
                         // exp and the sum in separate passes: each then vectorises (float32 exp
                         // through VecMath instead of one libm call per element).
                         if T.self == Float.self {
@@ -76,6 +78,7 @@ public func oneHot(_ indices: Tensor, numClasses: Int, axis: Int = -1, dtype: DT
     guard indices.dtype.isInteger || indices.dtype == .bool || indices.count == 0 else {
         throw EngineError.type("one_hot needs integer indices, got \(indices.dtype)")
     }
+    try SizeCheck("one_hot").count(indices.shape + [numClasses], itemSize: dtype.itemSize)
     let idx = try cast(indices, to: .int64)
     let flat = try Tensor(zeros: indices.shape + [numClasses], dtype: .uint8)
     let pi = idx.pointer(Int64.self), po = flat.pointer(UInt8.self)
@@ -91,15 +94,19 @@ public func oneHot(_ indices: Tensor, numClasses: Int, axis: Int = -1, dtype: DT
 // MARK: - Convolution and pooling (NHWC)
 
 /// Output size and leading pad of one spatial dimension (TensorFlow's "valid"/"same").
-func windowGeometry(_ size: Int, _ k: Int, _ stride: Int, _ dilation: Int, _ padding: String) throws -> (out: Int, pad: Int) {
+func windowGeometry(_ size: Int, _ k: Int, _ stride: Int, _ dilation: Int, _ padding: String,
+                    op: String) throws -> (out: Int, pad: Int) {
     guard k > 0, stride > 0, dilation > 0 else { throw EngineError.value("window, stride and dilation must be positive") }
-    let effective = (k - 1) * dilation + 1
+    // Kernel, stride and dilation come from the caller unbounded.
+    let sizes = SizeCheck("\(op) (window \(k), stride \(stride), dilation \(dilation))")
+    let effective = try sizes.add(try sizes.multiply(k - 1, dilation), 1)
     switch padding {
     case "valid":
         return (size >= effective ? (size - effective) / stride + 1 : 0, 0)
     case "same":
-        let out = (size + stride - 1) / stride
-        let total = Swift.max((out - 1) * stride + effective - size, 0)
+        let out = size == 0 ? 0 : (size - 1) / stride + 1
+        let span = try sizes.add(try sizes.multiply(out - 1, stride), effective)
+        let total = Swift.max(span - size, 0)
         return (out, total / 2)
     default:
         throw EngineError.value("padding must be 'valid' or 'same', got '\(padding)'")
@@ -131,7 +138,7 @@ public func pool(_ kind: PoolKind, _ x0: Tensor, poolSize: [Int], strides: [Int]
     let k = try per(poolSize, "pool_size"), st = try per(strides, "strides")
     let inSize = repeatedInts(1, count: 3 - spatial) + Array(x.shape[1...spatial])
     var outSize = [1, 1, 1], pads = [0, 0, 0]
-    for d in 0..<3 { (outSize[d], pads[d]) = try windowGeometry(inSize[d], k[d], st[d], 1, padding) }
+    for d in 0..<3 { (outSize[d], pads[d]) = try windowGeometry(inSize[d], k[d], st[d], 1, padding, op: "\(kind.rawValue)_pool") }
     // Clipped window [lo, hi) of each output cell along each dimension.
     let lo = (0..<3).map { d in (0..<outSize[d]).map { Swift.max(0, $0 * st[d] - pads[d]) } }
     let hi = (0..<3).map { d in (0..<outSize[d]).map { Swift.max(lo[d][$0], Swift.min(inSize[d], $0 * st[d] - pads[d] + k[d])) } }

@@ -286,9 +286,8 @@ public func overlapAdd(_ x0: Tensor, stride: Int, length: Int? = nil) throws -> 
         return try cast(try overlapAdd(try cast(x0, to: .float32), stride: stride, length: length), to: x0.dtype)
     }
     let frames = x0.shape[x0.rank - 2], fl = x0.shape[x0.rank - 1]
-    let (span, o1) = Swift.max(frames - 1, 0).multipliedReportingOverflow(by: stride)
-    let (natural0, o2) = span.addingReportingOverflow(fl)
-    guard !o1, !o2 else { throw EngineError.value("overlap_add output length overflows: \(frames) frames of \(fl), stride \(stride)") }
+    let sizes = SizeCheck("overlap_add")
+    let natural0 = try sizes.add(try sizes.multiply(Swift.max(frames - 1, 0), stride), fl)
     let natural = frames == 0 ? 0 : natural0
     let n = length ?? natural
     guard n >= 0 else { throw EngineError.value("overlap_add length must be >= 0, got \(n)") }

@@ -128,14 +128,15 @@ public func reshape(_ x: Tensor, _ shape0: [Int]) throws -> Tensor {
     guard unknown.count <= 1, !shape.contains(where: { $0 < -1 }) else {
         throw EngineError.value("invalid reshape target \(shape0)")
     }
+    let sizes = SizeCheck("reshape")
     if let u = unknown.first {
-        let known = shape.enumerated().filter { $0.offset != u }.map { $0.element }.reduce(1, *)
+        let known = try sizes.count(shape.enumerated().filter { $0.offset != u }.map { $0.element })
         guard known > 0, x.count % known == 0 else {
             throw EngineError.value("cannot reshape tensor of shape \(x.shape) into \(shape0)")
         }
         shape[u] = x.count / known
     }
-    guard try elementCount(shape) == x.count else {
+    guard try sizes.count(shape) == x.count else {
         throw EngineError.value("cannot reshape tensor of shape \(x.shape) (\(x.count) elements) into \(shape0)")
     }
     let out = x.sharing(shape: shape)
@@ -203,6 +204,7 @@ public func transpose(_ x: Tensor, _ perm0: [Int]? = nil) throws -> Tensor {
 
 /// Broadcasts `x` to `shape` (materialised).
 public func broadcastTo(_ x: Tensor, _ shape: [Int]) throws -> Tensor {
+    try SizeCheck("broadcast_to").count(shape, itemSize: x.dtype.itemSize)
     guard try broadcastShapes(x.shape, shape) == shape else {
         throw EngineError.value("cannot broadcast shape \(x.shape) to \(shape)")
     }
@@ -226,7 +228,7 @@ public func concatenate(_ xs0: [Tensor], axis: Int) throws -> Tensor {
         guard x.rank == first.rank, x.shape.enumerated().allSatisfy({ $0.offset == ax || $0.element == first.shape[$0.offset] }) else {
             throw EngineError.value("concatenate: shape \(x.shape) does not match \(first.shape) outside axis \(ax)")
         }
-        shape[ax] += x.shape[ax]
+        shape[ax] = try SizeCheck("concatenate").add(shape[ax], x.shape[ax])
     }
     let out = try Tensor(empty: shape, dtype: dt)
     let outer = shape[..<ax].reduce(1, *), inner = shape[(ax + 1)...].reduce(1, *), size = dt.itemSize

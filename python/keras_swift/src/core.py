@@ -14,6 +14,7 @@ import numpy as np
 
 from keras.src import tree
 from keras.src.backend.common import standardize_dtype
+from keras.src.backend.common.backend_utils import canonicalize_axis
 from keras.src.backend.common.dtypes import result_type as _result_type
 from keras.src.backend.common.keras_tensor import KerasTensor
 from keras.src.backend.common.stateless_scope import StatelessScope
@@ -290,7 +291,14 @@ def device_scope(device_name):
             "Invalid value for argument `device_name`. Expected a string "
             f"like 'gpu:0' or 'cpu'. Received: device_name='{device_name}'"
         )
-    # The engine has one device, the CPU, so there is no scope state to keep.
+    # The engine has one device, the CPU: any other name is refused rather than
+    # ignored, so that code meant for an accelerator does not silently run here.
+    # There is no scope state to keep.
+    if device_name.lower() not in ("cpu", "cpu:0"):
+        raise ValueError(
+            f"Unknown device '{device_name}': the swift backend has one device, "
+            "'cpu' (also 'cpu:0')."
+        )
     yield device_name.lower()
 
 
@@ -555,7 +563,12 @@ def switch(index, branches, *operands):
 
 def unstack(x, num=None, axis=0):
     x = convert_to_tensor(x)
-    axis = axis % x.ndim if x.ndim else axis
+    axis = canonicalize_axis(axis, x.ndim)
+    if num is not None and num != x.shape[axis]:
+        raise ValueError(
+            f"unstack: num={num} does not match dimension {axis} of shape "
+            f"{x.shape}"
+        )
     idx = [builtins.slice(None)] * x.ndim
     out = []
     for i in range(x.shape[axis]):

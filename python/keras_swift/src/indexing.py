@@ -23,14 +23,18 @@ def _is_array_index(k):
     return isinstance(k, (_C.Tensor, KerasVariable, np.ndarray, list, tuple))
 
 
-def _expand_key(key, ndim):
+def _expand_key(key, shape):
     """Split ``key`` into per-dimension entries plus ``None`` (new axes).
 
-    Boolean masks become one int-array entry per dimension they cover.
+    Boolean masks become one int-array entry per dimension they cover; a mask
+    whose shape differs from the dimensions it covers is an IndexError, as in
+    numpy and JAX (its nonzero positions alone could fit a larger dimension).
     """
+    ndim = len(shape)
     if not isinstance(key, tuple):
         key = (key,)
     entries = []
+    mask_sizes = {}  # id of a mask's index array -> the mask's size along it
     for k in key:
         if isinstance(k, (_C.Tensor, KerasVariable)):
             k = convert_to_numpy(k) if k.dtype == "bool" else k
@@ -40,7 +44,10 @@ def _expand_key(key, ndim):
             if k.ndim == 0:
                 entries.append(_scalar_bool_index(bool(k)))
                 continue
-            entries.extend(np.nonzero(k))
+            parts = np.nonzero(k)
+            for part, size in zip(parts, k.shape):
+                mask_sizes[id(part)] = size
+            entries.extend(parts)
         elif isinstance(k, (bool, np.bool_)):
             entries.append(_scalar_bool_index(bool(k)))
         else:
@@ -59,6 +66,18 @@ def _expand_key(key, ndim):
         entries[i : i + 1] = [slice(None)] * (ndim - consumed)
     else:
         entries.extend([slice(None)] * (ndim - consumed))
+    if mask_sizes:
+        dim = 0
+        for k in entries:
+            if k is None:
+                continue
+            if id(k) in mask_sizes and mask_sizes[id(k)] != shape[dim]:
+                raise IndexError(
+                    f"boolean index did not match indexed array along axis "
+                    f"{dim}; size of axis is {shape[dim]} but size of "
+                    f"corresponding boolean axis is {mask_sizes[id(k)]}"
+                )
+            dim += 1
     return entries
 
 
@@ -80,7 +99,7 @@ def _as_int(k):
 
 
 def getitem(x, key):
-    entries = _expand_key(key, x.ndim)
+    entries = _expand_key(key, tuple(x.shape))
     has_advanced = any(
         _is_array_index(k) and _as_int(k) is None for k in entries
     )

@@ -49,7 +49,7 @@ def cholesky(a, upper=False):
 
 def cholesky_inverse(a, upper=False):
     factor = _square(_float(a), "cholesky_inverse")
-    identity = knp.eye(factor.shape[-1], dtype=factor.dtype)
+    identity = op("broadcast_to", knp.eye(factor.shape[-1], dtype=factor.dtype), shape=list(factor.shape))
     inv_factor = op("solve_triangular", factor, identity, lower=not upper)
     if upper:  # A = U^T U
         return op("matmul", inv_factor, _swap_last(inv_factor))

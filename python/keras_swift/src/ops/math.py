@@ -178,9 +178,15 @@ def _fit_last_axis(x, n):
     return x
 
 
+def _fft_length(n):
+    if n < 1:
+        raise ValueError(f"Invalid number of FFT data points ({n}) specified.")
+    return n
+
+
 def rfft(x, fft_length=None):
     x = _float(x)
-    n = x.shape[-1] if fft_length is None else int(fft_length)
+    n = _fft_length(x.shape[-1] if fft_length is None else int(fft_length))
     x = _fit_last_axis(x, n)
     real, imag = _fft(x, knp.zeros_like(x))
     keep = n // 2 + 1
@@ -189,7 +195,7 @@ def rfft(x, fft_length=None):
 
 def irfft(x, fft_length=None):
     real, imag = _complex_pair(x)
-    n = 2 * (real.shape[-1] - 1) if fft_length is None else int(fft_length)
+    n = _fft_length(2 * (real.shape[-1] - 1) if fft_length is None else int(fft_length))
     # Rebuild the Hermitian spectrum X[n - k] = conj(X[k]) and invert it.
     head_r = _fit_last_axis(real, n // 2 + 1)
     head_i = _fit_last_axis(imag, n // 2 + 1)

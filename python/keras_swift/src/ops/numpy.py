@@ -228,7 +228,15 @@ def hypot(x1, x2):
     elif dtype == "int64":
         dtype = "float64"
     x1, x2 = cast(x1, dtype), cast(x2, dtype)
-    return op("sqrt", op("add", op("square", x1), op("square", x2)))
+    # Scaled by the larger magnitude, so that squares cannot overflow; an
+    # infinite side gives inf even against nan (C99 and numpy).
+    a, b = op("abs", x1), op("abs", x2)
+    big, small = op("maximum", a, b), op("minimum", a, b)
+    zero, one = _scalar(0, dtype), _scalar(1, dtype)
+    ratio = op("divide", small, op("where", op("equal", big, zero), one, big))
+    out = op("multiply", big, op("sqrt", op("add", one, op("square", ratio))))
+    inf = op("logical_or", op("isinf", x1), op("isinf", x2))
+    return op("where", inf, _scalar(np.inf, dtype), out)
 
 
 def logaddexp(x1, x2):
@@ -270,7 +278,8 @@ def heaviside(x1, x2):
     x1, x2 = cast(x1, dtype), cast(x2, dtype)
     zero = _scalar(0, dtype)
     out = op("where", op("greater", x1, zero), _scalar(1, dtype), zero)
-    return op("where", op("equal", x1, zero), x2, out)
+    out = op("where", op("equal", x1, zero), x2, out)
+    return op("where", op("isnan", x1), x1, out)  # numpy: heaviside(nan, x) is nan
 
 
 def negative(x):
@@ -418,13 +427,38 @@ def tanh(x):
     return _unary_float("tanh", x)
 
 
+def _is_complex(x):
+    return x.dtype in ("complex64", "complex128")
+
+
+def _huge(dtype):
+    """Above this magnitude x^2 + 1 == x^2 in `dtype`, and x^2 may overflow."""
+    return _scalar(1.0 / np.sqrt(np.finfo(dtype).eps), dtype)
+
+
 def arcsinh(x):
     x = convert_to_tensor(x)
     x = cast(x, _float_dtype(x.dtype))
-    # asinh(x) = sign(x) * log(|x| + sqrt(x^2 + 1)), odd-symmetric for accuracy
-    a = op("abs", x)
     one = _scalar(1, x.dtype)
-    r = op("log", op("add", a, op("sqrt", op("add", op("square", a), one))))
+    if _is_complex(x):
+        # log(z + sqrt(z^2 + 1)) on the half plane where it does not cancel;
+        # the other half by odd symmetry, which keeps numpy's branch cuts.
+        re, im = op("real", x), op("imag", x)
+        zero = _scalar(0, re.dtype)
+        flip = op("logical_or", op("less", re, zero),
+                  op("logical_and", op("equal", re, zero), op("less", im, zero)))
+        z = op("where", flip, op("negative", x), x)
+        r = op("log", op("add", z, op("sqrt", op("add", op("square", z), one))))
+        return op("where", flip, op("negative", r), r)
+    # asinh(|x|) = log1p(|x| + x^2 / (1 + sqrt(x^2 + 1))), exact near 0; above
+    # `huge`, log(2|x|), so that x^2 cannot overflow.
+    a = op("abs", x)
+    huge = _huge(x.dtype)
+    small = op("minimum", a, huge)
+    sq = op("square", small)
+    near = op("log1p", op("add", small, op("divide", sq, op("add", one, op("sqrt", op("add", sq, one))))))
+    far = op("add", op("log", a), _scalar(np.log(2.0), x.dtype))
+    r = op("where", op("greater", a, huge), far, near)
     return op("multiply", op("sign", x), r)
 
 
@@ -432,8 +466,19 @@ def arccosh(x):
     x = convert_to_tensor(x)
     x = cast(x, _float_dtype(x.dtype))
     one = _scalar(1, x.dtype)
-    root = op("sqrt", op("subtract", op("square", x), one))
-    return op("log", op("add", x, root))
+    if _is_complex(x):
+        # log(z + sqrt(z + 1) sqrt(z - 1)): numpy's principal branch (not
+        # sqrt(z^2 - 1), whose cut differs in the left half plane).
+        root = op("multiply", op("sqrt", op("add", x, one)), op("sqrt", op("subtract", x, one)))
+        return op("log", op("add", x, root))
+    # acosh(x) = log1p(t + sqrt(t (t + 2))) with t = x - 1, exact near 1;
+    # above `huge`, log(2x), so that x^2 cannot overflow; nan below 1.
+    huge = _huge(x.dtype)
+    t = op("subtract", op("minimum", x, huge), one)
+    near = op("log1p", op("add", t, op("sqrt", op("multiply", t, op("add", t, _scalar(2, x.dtype))))))
+    far = op("add", op("log", op("maximum", x, one)), _scalar(np.log(2.0), x.dtype))
+    r = op("where", op("greater", x, huge), far, near)
+    return op("where", op("less", x, one), _scalar(np.nan, x.dtype), r)
 
 
 def arctanh(x):
@@ -744,13 +789,24 @@ def count_nonzero(x, axis=None):
     return _reduce("sum", cast(nonzero, "int32"), axis, False)
 
 
+def _abs_square(x):
+    """|x|^2, real; for complex x as numpy's var takes it (not x * x)."""
+    if x.dtype in ("complex64", "complex128"):
+        re, im = op("real", x), op("imag", x)
+        return op("add", op("square", re), op("square", im))
+    return op("square", x)
+
+
 def _var(x, axis, keepdims):
     x = convert_to_tensor(x)
     compute_dtype = result_type(x.dtype, "float32")
     result_dtype = result_type(x.dtype, float)
+    if result_dtype in ("complex64", "complex128"):
+        # numpy and JAX: the variance of complex values is real.
+        result_dtype = "float32" if result_dtype == "complex64" else "float64"
     x = cast(x, compute_dtype)
     centered = op("subtract", x, _reduce("mean", x, axis, True))
-    var = _reduce("mean", op("square", centered), axis, keepdims)
+    var = _reduce("mean", _abs_square(centered), axis, keepdims)
     return var, result_dtype
 
 
@@ -764,7 +820,7 @@ def std(x, axis=None, keepdims=False):
     if is_int_dtype(x.dtype) or x.dtype == "bool":
         x = cast(x, floatx())
     centered = op("subtract", x, _reduce("mean", x, axis, True))
-    return op("sqrt", _reduce("mean", op("square", centered), axis, keepdims))
+    return op("sqrt", _reduce("mean", _abs_square(centered), axis, keepdims))
 
 
 def average(x, axis=None, weights=None):
@@ -976,6 +1032,8 @@ def vdot(x1, x2):
     x1, x2 = _promote(x1, x2)
     a = op("reshape", x1, shape=[-1])
     b = op("reshape", x2, shape=[-1])
+    if a.dtype in ("complex64", "complex128"):
+        a = op("conj", a)  # numpy.vdot conjugates its first argument
     return op("sum", op("multiply", a, b))
 
 
@@ -1405,6 +1463,8 @@ def expand_dims(x, axis):
     axes = _axes(axis)
     out_ndim = x.ndim + len(axes)
     axes = sorted(canonicalize_axis(a, out_ndim) for a in axes)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"repeated axis in `axis`: {axis}")
     shape = list(x.shape)
     for a in axes:
         shape.insert(a, 1)
@@ -1664,6 +1724,8 @@ def pad(x, pad_width, mode="constant", constant_values=None):
     return op("pad", x, pads=[int(p) for p in pw.reshape(-1)], mode=mode, value=value)
 
 def diff(a, n=1, axis=-1):
+    if int(n) < 0:
+        raise ValueError(f"order must be non-negative but got {n}")
     a = convert_to_tensor(a)
     axis = canonicalize_axis(axis, a.ndim)
     for _ in range(n):
@@ -1755,7 +1817,7 @@ def searchsorted(sorted_sequence, values, side="left"):
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     seq, values = _promote(sorted_sequence, values)
     expanded = op("reshape", values, shape=[*values.shape, 1])
-    cmp = op("less" if side == "left" else "less_equal", seq, expanded)
+    cmp = _sort_less(seq, expanded, or_equal=side == "right")
     out_type = "int32" if seq.shape[0] <= np.iinfo(np.int32).max else "int64"
     return op("sum", cast(cmp, out_type), axes=[-1], keepdims=False)
 
@@ -1765,8 +1827,19 @@ def digitize(x, bins):
     bins = convert_to_tensor(bins)
     x, bins = _promote(x, bins)
     expanded = op("reshape", x, shape=[*x.shape, 1])
-    count = op("sum", cast(op("greater_equal", expanded, bins), "int32"), axes=[-1], keepdims=False)
+    count = op("sum", cast(_sort_less(bins, expanded, or_equal=True), "int32"), axes=[-1], keepdims=False)
     return count
+
+
+def _sort_less(a, b, or_equal):
+    """a < b (or a <= b) in numpy's sort order, where nan sorts after every
+    number (and equals itself)."""
+    if not is_float_dtype(a.dtype) and a.dtype not in ("complex64", "complex128"):
+        return op("less_equal" if or_equal else "less", a, b)
+    b_nan = op("isnan", b)
+    if or_equal:
+        return op("logical_or", op("less_equal", a, b), b_nan)
+    return op("logical_or", op("less", a, b), op("logical_and", b_nan, op("logical_not", op("isnan", a))))
 
 
 def bincount(x, weights=None, minlength=0, sparse=False):
@@ -1813,7 +1886,7 @@ def sort(x, axis=-1):
 
 def argsort(x, axis=-1):
     x = convert_to_tensor(x)
-    if axis is None:
+    if axis is None or x.ndim == 0:  # numpy: a scalar sorts as a 1-element array
         return op("argsort", op("reshape", x, shape=[-1]), axis=0)
     return op("argsort", x, axis=int(axis))
 
