@@ -166,10 +166,76 @@ def test_a_traced_graph_saves_and_loads(tmp_path):
     _swiftkeras.graph_save(graph, path)
     loaded = _swiftkeras.graph_load(path)
     n_in, n_out, n_nodes = _swiftkeras.graph_info(loaded)
-    assert (n_in, n_out) == (5, 1) and n_nodes > 0  # 4 weights and the batch
-    inputs = [v._value for v in model.trainable_variables + model.non_trainable_variables]
-    inputs.append(_swiftkeras.from_buffer(x, "float32"))
+    state = [v._value for v in step.variables()]  # 4 weights and the global seed state
+    assert (n_in, n_out) == (len(state) + 1, 1) and n_nodes > 0
+    inputs = state + [_swiftkeras.from_buffer(x, "float32")]
     (out,) = _swiftkeras.graph_run(loaded, inputs)
     np.testing.assert_allclose(np.asarray(out), want, rtol=1e-6)
     with pytest.raises(TypeError, match="expected a graph"):
         _swiftkeras.graph_run(object(), inputs)
+
+
+def _fit_twice(build, x, y, jit, optimizer="adam", **fit_kw):
+    keras.utils.set_random_seed(11)
+    model = build()
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  jit_compile=jit)
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False, **fit_kw)
+    return model, history.history
+
+
+@pytest.mark.parametrize("build,shape,optimizer", [
+    (_mlp, (12,), "adam"),
+    (_mlp, (12,), "sgd"),
+    (_convnet, (8, 8, 2), "adam"),  # BatchNorm updates and Dropout draws in the graph
+    (_lstm, (5, 4), "rmsprop"),
+])
+def test_compiled_fit_equals_eager(build, shape, optimizer):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(20, *shape)).astype("float32")
+    y = rng.integers(0, 2, size=(20,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback
+        compiled, h1 = _fit_twice(build, x, y, True, optimizer)
+    eager, h2 = _fit_twice(build, x, y, False, optimizer)
+    step = compiled.train_function.compiled
+    assert step.eager_reason is None and step.graphs  # full batches of 8 and the last one of 4
+    for k in h2:
+        np.testing.assert_allclose(h1[k], h2[k], rtol=2e-5, atol=1e-6, err_msg=k)
+    for a, b in zip(compiled.get_weights(), eager.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+    # The seed generators advanced alike (the Dropout masks of every step were drawn anew).
+    for a, b in zip(compiled.non_trainable_variables, eager.non_trainable_variables):
+        if "seed_generator" in a.path:
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        else:
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-6)
+
+
+def test_compiled_fit_with_validation_and_a_custom_train_step():
+    class Custom(keras.Model):
+        def train_step(self, data):
+            x, y = data
+            with keras_swift.GradientTape() as tape:
+                loss = self.compute_loss(x=x, y=y, y_pred=self(x, training=True))
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply(grads, self.trainable_variables)
+            return {"loss": loss}
+
+    import keras_swift
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(24, 12)).astype("float32")
+    y = rng.normal(size=(24, 3)).astype("float32")
+    results = []
+    for jit in (True, False):
+        keras.utils.set_random_seed(3)
+        inp = keras.Input((12,))
+        model = Custom(inp, layers.Dense(3)(layers.Dense(8, activation="relu")(inp)))
+        model.compile(optimizer="adam", loss="mse", jit_compile=jit)
+        h = model.fit(x, y, batch_size=8, epochs=3, verbose=0, validation_split=0.25, shuffle=False)
+        results.append((h.history, model.get_weights()))
+        if jit:
+            assert model.train_function.compiled.eager_reason is None
+    for k in results[1][0]:
+        np.testing.assert_allclose(results[0][0][k], results[1][0][k], rtol=2e-5, atol=1e-6, err_msg=k)

@@ -7,7 +7,8 @@ state variables' values and the batch; its outputs are the step's results and th
 values of every variable the step assigned. Later calls with the same signature run the
 graph (``_C.graph_run``, without the GIL) and assign those values.
 
-As with ``jax.jit``, Python values are fixed at trace time: a Python number the step turns
+A batch holding sparse tensors runs eagerly. As with ``jax.jit``, Python values are
+fixed at trace time: a Python number the step turns
 into a tensor is a constant of the graph. What a graph cannot replay (a tensor's values
 read on the host, a custom gradient, a result that is not a tensor) makes that step run
 eagerly from then on, with one warning naming the cause; it is never replayed wrong.
@@ -19,6 +20,7 @@ from keras.src import tree
 
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.tensor import _C
+from keras_swift.src.tensor import SparseTensor
 from keras_swift.src.tensor import SwiftTensor
 
 
@@ -50,6 +52,10 @@ class CompiledStep:
             # A step called from within another trace is recorded there as it runs.
             return self.fn(data)
         leaves, treedef = tree.flatten(data), tree.flatten_with_path(data)
+        if any(isinstance(x, SparseTensor) for x in leaves):
+            # A sparse batch changes its number of entries, and so its signature, from
+            # batch to batch, and densifying it would lose its row-sparse gradients.
+            return self.fn(data)
         batch = [convert_to_tensor(x) if _is_array(x) else x for x in leaves]
         variables = list(self.variables())
         # The stored tensors, not `.value`, which may cast under autocast: a cast inside

@@ -113,14 +113,17 @@ class Trainer(_BaseTrainer):
         return self(x)
 
     # -- step functions (a list of batches per call: steps_per_execution) ---
-    def _compiled_step(self, step, name, optimizer=False):
+    def _compiled_step(self, step, name, metrics=True, optimizer=False):
         """``step`` compiled when jit_compile is on, over the state it may read or assign:
-        the model's, the metrics', the optimizer's variables and the global seed state."""
+        the model's variables, the metrics' and the optimizer's where it uses them, and the
+        global seed state (random ops called without a seed draw from it)."""
         if not self.jit_compile:
             return step
 
         def state():
-            variables = self.trainable_variables + self.non_trainable_variables + self.metrics_variables
+            variables = self.trainable_variables + self.non_trainable_variables
+            if metrics:
+                variables += self.metrics_variables
             if optimizer and self.optimizer is not None:
                 variables += self.optimizer.variables
             return variables + [global_seed_generator().state]
@@ -160,7 +163,7 @@ class Trainer(_BaseTrainer):
     def make_predict_function(self, force=False):
         if self.predict_function is not None and not force:
             return self.predict_function
-        predict_step = self._compiled_step(self.predict_step, "predict_step")
+        predict_step = self._compiled_step(self.predict_step, "predict_step", metrics=False)
 
         def predict_function(data):
             outputs = [predict_step(batch) for batch in data]
