@@ -193,3 +193,45 @@ def run_worker(cmd, env, timeout, prefix):
             return result, None
     tail = (out.stderr or out.stdout).strip().splitlines()[-5:]
     return None, "\n".join(tail) or f"exit status {out.returncode}"
+
+
+def epoch_timer(keras):
+    """A Keras callback that records each epoch's wall time in ``.times``. Only epoch
+    hooks: Keras has pulled the epoch's loss to the host at its end, which waits for
+    asynchronous backends (jax) to finish, and batch hooks would add their own cost."""
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self.start)
+
+    return EpochTimer()
+
+
+def run_interleaved(names, backends, envs, failures, run_one, args, describe):
+    """Runs ``run_one(name, backend, env, args)`` for every name and, inside, every
+    backend, rotating which backend goes first so that none always runs right after
+    another; returns ``{name: {backend: result}}`` and records failures by
+    ``name/backend``. ``describe(result)`` is the progress line's summary."""
+    results = {}
+    for i, name in enumerate(names):
+        order = backends[i % len(backends) :] + backends[: i % len(backends)] if backends else []
+        for b in order:
+            print(f"{name}/{b}: running...", file=sys.stderr, flush=True)
+            try:
+                result, error = run_one(name, b, envs[b], args)
+            except subprocess.TimeoutExpired:
+                result, error = None, f"timed out after {args.timeout:.0f}s"
+            if result is None:
+                failures[f"{name}/{b}"] = error
+                print(f"{name}/{b}: failed: {error}", file=sys.stderr)
+            else:
+                results.setdefault(name, {})[b] = result
+                print(f"{name}/{b}: {describe(result)} ({result['process_wall_s']}s)", file=sys.stderr)
+    return results

@@ -39,11 +39,12 @@ from _common import (
     BACKENDS,
     activate_swift,
     describe_openblas,
+    epoch_timer,
     parse_backends,
     print_openblas_env,
-    worker_environment,
     probe_backends,
     run_worker,
+    worker_environment,
 )
 
 RESULT_PREFIX = "MLP_FIT_RESULT "
@@ -85,20 +86,8 @@ def worker(args):
         loss="sparse_categorical_crossentropy",
     )
 
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.times = []
 
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            # Keras has already pulled the epoch's loss to the host here,
-            # which waits for asynchronous backends (jax) to finish.
-            self.times.append(time.perf_counter() - self.start)
-
-    timer = EpochTimer()
+    timer = epoch_timer(keras)
     history = model.fit(
         x,
         y,

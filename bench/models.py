@@ -33,7 +33,6 @@ divided by X's: above 1, swift trains faster.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,9 +43,10 @@ from _common import (
     describe_openblas,
     parse_backends,
     print_openblas_env,
-    worker_environment,
     probe_backends,
+    run_interleaved,
     run_worker,
+    worker_environment,
 )
 
 MODELS = ("convnet", "lstm", "transformer")
@@ -258,34 +258,9 @@ def main(argv=None):
     backends = parse_backends(args.backends)
     envs, failures = probe_backends(backends, args.python)
     backends = [b for b in backends if b in envs]
-    results = {}
-    for i, model in enumerate(args.model_names):
-        # Rotate who goes first so no backend always runs right after another.
-        order = backends[i % len(backends) :] + backends[: i % len(backends)] if backends else []
-        for b in order:
-            print(f"{model}/{b}: running...", file=sys.stderr, flush=True)
-            try:
-                result, error = run_one(model, b, envs[b], args)
-            except subprocess.TimeoutExpired:
-                result, error = None, f"timed out after {args.timeout:.0f}s"
-            if result is None:
-                failures[f"{model}/{b}"] = error
-                print(f"{model}/{b}: failed: {error}", file=sys.stderr)
-            else:
-                results.setdefault(model, {})[b] = result
-                print(
-                    f"{model}/{b}: {result['samples_per_s']:.0f} samples/s "
-                    f"({result['process_wall_s']}s)",
-                    file=sys.stderr,
-                )
-    report(results, failures, backends, args.model_names, args)
-    if args.json:
-        settings = {
-            k: v for k, v in vars(args).items() if k not in ("json", "worker", "python", "model")
-        }
-        payload = {"results": results, "not_run": failures, "settings": settings}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
-    return 0 if results else 1
+    results = run_interleaved(
+        args.model_names, backends, envs, failures, run_one, args, lambda r: f"{r['samples_per_s']:.0f} samples/s"
+    )
 
 
 if __name__ == "__main__":

@@ -76,7 +76,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -85,11 +84,13 @@ from _common import (
     BACKENDS,
     activate_swift,
     describe_openblas,
+    epoch_timer,
     parse_backends,
     print_openblas_env,
-    worker_environment,
     probe_backends,
+    run_interleaved,
     run_worker,
+    worker_environment,
 )
 
 RESULT_PREFIX = "STEPS_BENCH "
@@ -234,23 +235,12 @@ def worker(args):
     model = build(workload)
     rss_before_fit = peak_rss_mb()
 
-    class EpochTimer(keras.callbacks.Callback):
-        # Only epoch hooks: Keras keeps dispatching batch callbacks asynchronously.
-        def __init__(self):
-            super().__init__()
-            self.times = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.times.append(time.perf_counter() - self.start)
 
     warm = min(args.warmup_steps, steps) * batch
     start = time.perf_counter()
     model.fit(x[:warm], y[:warm], batch_size=batch, epochs=1, verbose=0)
     fit_warmup_s = time.perf_counter() - start
-    timer = EpochTimer()
+    timer = epoch_timer(keras)
     history = model.fit(
         x, y, batch_size=batch, epochs=args.repeats, shuffle=False, callbacks=[timer], verbose=0
     )
@@ -460,28 +450,11 @@ def main(argv=None):
     backends = parse_backends(args.backends)
     envs, failures = probe_backends(backends, args.python)
     backends = [b for b in backends if b in envs]
-    results = {}
-    for i, workload in enumerate(args.workload_names):
-        # Rotate who goes first so no backend always runs right after another.
-        order = backends[i % len(backends) :] + backends[: i % len(backends)] if backends else []
-        for b in order:
-            print(f"{workload}/{b}: running...", file=sys.stderr, flush=True)
-            try:
-                result, error = run_one(workload, b, envs[b], args)
-            except subprocess.TimeoutExpired:
-                result, error = None, f"timed out after {args.timeout:.0f}s"
-            if result is None:
-                failures[f"{workload}/{b}"] = error
-                print(f"{workload}/{b}: failed: {error}", file=sys.stderr)
-            else:
-                results.setdefault(workload, {})[b] = result
-                print(
-                    f"{workload}/{b}: fit {result['fit_samples_per_s']:.0f}, predict "
-                    f"{result['predict_samples_per_s']:.0f} samples/s, "
-                    f"{result['latency_us']:.0f} us, {result['fit_peak_rss_mb']:.0f} MB "
-                    f"({result['process_wall_s']}s)",
-                    file=sys.stderr,
-                )
+    results = run_interleaved(
+        args.workload_names, backends, envs, failures, run_one, args,
+        lambda r: f"fit {r['fit_samples_per_s']:.0f}, predict {r['predict_samples_per_s']:.0f} samples/s, "
+        f"{r['latency_us']:.0f} us, {r['fit_peak_rss_mb']:.0f} MB",
+    )
     report(results, failures, backends, args)
     if args.json:
         settings = {
