@@ -149,6 +149,20 @@ def test_a_host_read_falls_back_with_one_warning_and_stays_right():
     assert "read on the host" in _compiled(model).eager_reason
 
 
+class _Cond(layers.Layer):
+    def call(self, x):
+        return ops.cond(ops.sum(x) > 0, lambda: x * 2.0, lambda: -x)
+
+
+def test_tensor_control_flow_falls_back_and_stays_right():
+    model = keras.Sequential([keras.Input((3,)), _Cond()])
+    model.compile(loss="mse")
+    pos = np.ones((2, 3), "float32")
+    with pytest.warns(UserWarning, match="predict_step runs eagerly"):
+        np.testing.assert_array_equal(model.predict_on_batch(pos), 2 * pos)
+    np.testing.assert_array_equal(model.predict_on_batch(-pos), pos)
+
+
 def test_jit_compile_false_stays_eager():
     model = _mlp()
     model.compile(loss="mse", jit_compile=False)
