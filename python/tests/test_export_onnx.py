@@ -1,0 +1,115 @@
+"""model.export(format="onnx") on the swift backend, checked with ONNX Runtime."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import keras  # noqa: E402
+from keras import layers  # noqa: E402
+
+from keras_swift.src import export as swift_export  # noqa: E402
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "swift", reason="swift backend only")
+
+# A batch size unlike the trace's, so a batch dimension frozen into the graph fails.
+RUN_BATCH = 3
+assert RUN_BATCH != swift_export.TRACE_BATCH
+
+
+def _export_and_run(model, tmp_path, inputs):
+    path = str(tmp_path / "model.onnx")
+    model.export(path, format="onnx", verbose=False)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    feeds = {i.name: x for i, x in zip(session.get_inputs(), inputs)}
+    for i in session.get_inputs():
+        assert i.shape[0] == "batch"
+    return session.run(None, feeds)
+
+
+def _check(model, tmp_path, inputs):
+    expected = model.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
+    expected = expected if isinstance(expected, (list, tuple)) else [expected]
+    got = _export_and_run(model, tmp_path, inputs)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+
+
+def _rand(*shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def test_mlp(tmp_path):
+    model = keras.Sequential([
+        keras.Input((12,)),
+        layers.Dense(16, activation="relu"),
+        layers.Dropout(0.3),
+        layers.Dense(8, activation="tanh"),
+        layers.Dense(4, activation="softmax"),
+    ])
+    _check(model, tmp_path, [_rand(RUN_BATCH, 12)])
+
+
+def test_convnet_with_batchnorm(tmp_path):
+    model = keras.Sequential([
+        keras.Input((10, 10, 3)),
+        layers.Conv2D(6, 3, padding="same", activation="relu"),
+        layers.BatchNormalization(),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(4, 3, strides=2, padding="valid"),
+        layers.AveragePooling2D(2, padding="same"),
+        layers.Flatten(),
+        layers.Dense(5),
+    ])
+    x = _rand(16, 10, 10, 3, seed=1)
+    # Moving statistics away from their initial values, so inference normalisation matters.
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(x, _rand(16, 5, seed=2), epochs=1, batch_size=8, verbose=0)
+    _check(model, tmp_path, [x[:RUN_BATCH]])
+
+
+def test_two_inputs_two_outputs(tmp_path):
+    a = keras.Input((6,), name="a")
+    b = keras.Input((4,), name="b")
+    h = layers.Concatenate()([layers.Dense(5, activation="gelu")(a), b])
+    h = layers.LayerNormalization()(h)
+    out1 = layers.Dense(3, name="out1")(h)
+    out2 = layers.Dense(2, activation="sigmoid", name="out2")(layers.Reshape((3, 3))(h)[:, 0])
+    model = keras.Model([a, b], [out1, out2])
+    _check(model, tmp_path, [_rand(RUN_BATCH, 6, seed=3), _rand(RUN_BATCH, 4, seed=4)])
+
+
+def test_embedding(tmp_path):
+    model = keras.Sequential([
+        keras.Input((5,), dtype="int32"),
+        layers.Embedding(11, 4),
+        layers.GlobalAveragePooling1D(),
+        layers.Dense(2),
+    ])
+    x = np.random.default_rng(5).integers(0, 11, size=(RUN_BATCH, 5)).astype("int32")
+    _check(model, tmp_path, [x])
+
+
+@pytest.mark.parametrize("layer", [layers.LSTM, layers.GRU])
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_recurrent(tmp_path, layer, go_backwards):
+    model = keras.Sequential([
+        keras.Input((5, 3)),
+        layer(4, return_sequences=True, go_backwards=go_backwards),
+        layer(3),
+    ])
+    _check(model, tmp_path, [_rand(RUN_BATCH, 5, 3, seed=6)])
+
+
+def test_unsupported_op_names_it(tmp_path):
+    class Cumulative(layers.Layer):
+        def call(self, x):
+            return keras.ops.cumsum(x, axis=1)
+
+    model = keras.Sequential([keras.Input((4,)), Cumulative()])
+    model.predict(_rand(2, 4), verbose=0)
+    with pytest.raises(NotImplementedError, match="'cumsum'"):
+        model.export(str(tmp_path / "m.onnx"), format="onnx", verbose=False)
