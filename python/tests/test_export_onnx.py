@@ -113,3 +113,23 @@ def test_unsupported_op_names_it(tmp_path):
     model.predict(_rand(2, 4), verbose=0)
     with pytest.raises(NotImplementedError, match="'cumsum'"):
         model.export(str(tmp_path / "m.onnx"), format="onnx", verbose=False)
+
+
+def test_multi_head_attention(tmp_path):
+    q = keras.Input((5, 8))
+    kv = keras.Input((6, 8))
+    out = layers.MultiHeadAttention(num_heads=2, key_dim=4)(q, kv)
+    model = keras.Model([q, kv], layers.GlobalAveragePooling1D()(out))
+    _check(model, tmp_path, [_rand(RUN_BATCH, 5, 8, seed=7), _rand(RUN_BATCH, 6, 8, seed=8)])
+
+
+def test_activations_conv1d_and_pooling(tmp_path):
+    x = keras.Input((9, 4))
+    h = layers.Conv1D(6, 3, padding="same", activation="elu")(x)
+    h = layers.DepthwiseConv1D(2, activation="selu")(h)
+    h = layers.MaxPooling1D(2, padding="same")(h)
+    parts = [layers.Activation(a)(h) for a in ("leaky_relu", "silu", "relu6", "softplus", "exponential")]
+    h = layers.Concatenate(axis=-1)(parts)
+    out = layers.Dense(3, activation="log_softmax")(layers.GlobalMaxPooling1D()(h))
+    model = keras.Model(x, out)
+    _check(model, tmp_path, [_rand(RUN_BATCH, 9, 4, seed=9)])

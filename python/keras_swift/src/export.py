@@ -10,9 +10,13 @@ constants; they become initializers. The default opset is ``DEFAULT_OPSET`` (18:
 lowerings here need at least ``MIN_OPSET``.
 
 Batch size: dim 0 of every input and output is the symbolic ``"batch"``. The trace runs
-on ``TRACE_BATCH`` rows; a shape attribute whose first dim equals it on a value computed
-from the inputs (``reshape``, ``broadcast_to``, ``full``) takes that dim from the actual
-input at run time, and slices that run to the end of an axis stay open-ended. An op
+on ``TRACE_BATCH`` rows. A ``reshape`` of a value computed from the inputs lets the run
+infer the first target dim that ``TRACE_BATCH`` divides (einsum folds the batch into
+other dims), or takes dim 0 from the run's batch when the target already has a -1; a
+``full`` whose dim 0 is ``TRACE_BATCH`` takes the run's batch; ``broadcast_to`` keeps
+the input's sizes; slices that run to the end of an axis stay open-ended. A reshape
+target with a static size that ``TRACE_BATCH`` (13) divides before the dim holding the
+batch would be mistaken for it. An op
 with no lowering raises ``NotImplementedError`` naming it.
 
 SavedModel export is not available: Keras's ``export_saved_model`` converts the model
@@ -33,7 +37,7 @@ MIN_OPSET = 18
 # Rows of the sample batch the trace runs on. Odd and unusual so that a static dimension
 # of the model rarely equals it (such a dim in a reshape of a batch-dependent value would
 # be taken for the batch).
-TRACE_BATCH = 7
+TRACE_BATCH = 13
 
 _UNSUPPORTED = (
     "`export_saved_model` only currently supports the tensorflow, jax and torch "
@@ -385,13 +389,22 @@ class _Lowering:
     # Shapes.
 
     def op_reshape(self, names, ins, outs, attrs):
-        shape = self.dynamic_shape(_listify(attrs["shape"]), ins[0] in self.batch)
-        return self.node("Reshape", [names[0], shape])
+        shape = _listify(attrs["shape"])
+        if ins[0] in self.batch and -1 not in shape:
+            # The batch may be folded into any dim (einsum's reshapes): let the run infer
+            # the first dim the traced batch divides.
+            for d, n in enumerate(shape):
+                if n and n % TRACE_BATCH == 0:
+                    return self.node("Reshape", [names[0], self.ints(shape[:d] + [-1] + shape[d + 1:])])
+        return self.node("Reshape", [names[0], self.dynamic_shape(shape, ins[0] in self.batch)])
 
     def op_broadcast_to(self, names, ins, outs, attrs):
         shape = _listify(attrs["shape"])
-        # Expand broadcasts both ways: a batch-sized target keeps the input's batch.
-        return self.node("Expand", [names[0], self.dynamic_shape(shape, ins[0] in self.batch)])
+        # Expand broadcasts both ways: a 1 keeps the input's size, batch-sized or not.
+        in_shape = self.shape(ins[0])
+        lead = len(shape) - len(in_shape)
+        shape = [1 if d >= lead and in_shape[d - lead] == n else n for d, n in enumerate(shape)]
+        return self.node("Expand", [names[0], self.ints(shape)])
 
     def op_full(self, names, ins, outs, attrs):
         shape = _listify(attrs["shape"])
