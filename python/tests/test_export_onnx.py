@@ -18,9 +18,9 @@ RUN_BATCH = 3
 assert RUN_BATCH != swift_export.TRACE_BATCH
 
 
-def _export_and_run(model, tmp_path, inputs):
+def _export_and_run(model, tmp_path, inputs, **kwargs):
     path = str(tmp_path / "model.onnx")
-    model.export(path, format="onnx", verbose=False)
+    model.export(path, format="onnx", verbose=False, **kwargs)
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     feeds = {i.name: x for i, x in zip(session.get_inputs(), inputs)}
     for i in session.get_inputs():
@@ -28,10 +28,10 @@ def _export_and_run(model, tmp_path, inputs):
     return session.run(None, feeds)
 
 
-def _check(model, tmp_path, inputs):
+def _check(model, tmp_path, inputs, **kwargs):
     expected = model.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
     expected = expected if isinstance(expected, (list, tuple)) else [expected]
-    got = _export_and_run(model, tmp_path, inputs)
+    got = _export_and_run(model, tmp_path, inputs, **kwargs)
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
         assert g.shape == e.shape
@@ -133,3 +133,31 @@ def test_activations_conv1d_and_pooling(tmp_path):
     out = layers.Dense(3, activation="log_softmax")(layers.GlobalMaxPooling1D()(h))
     model = keras.Model(x, out)
     _check(model, tmp_path, [_rand(RUN_BATCH, 9, 4, seed=9)])
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_older_opsets(tmp_path, opset):
+    # Before opset 18 the Reduce* ops (but ReduceSum) take their axes as an attribute.
+    model = keras.Sequential([
+        keras.Input((4, 3)),
+        layers.GRU(5, return_sequences=True),
+        layers.LayerNormalization(),
+        layers.GlobalMaxPooling1D(),
+    ])
+    _check(model, tmp_path, [_rand(RUN_BATCH, 4, 3, seed=10)], opset_version=opset)
+    import onnx
+
+    assert onnx.load(str(tmp_path / "model.onnx")).opset_import[0].version == opset
+
+
+def test_conv3d_grouped_conv_and_padding(tmp_path):
+    model = keras.Sequential([
+        keras.Input((4, 5, 6, 2)),
+        layers.Conv3D(4, 2, padding="same", dilation_rate=1),
+        layers.MaxPooling3D(2, padding="same"),
+        layers.Reshape((2 * 3, 3, 4)),
+        layers.ZeroPadding2D(((1, 0), (0, 2))),
+        layers.Conv2D(6, 3, groups=2, dilation_rate=2, padding="same"),
+        layers.GlobalAveragePooling2D(),
+    ])
+    _check(model, tmp_path, [_rand(RUN_BATCH, 4, 5, 6, 2, seed=11)])

@@ -5,9 +5,9 @@ ONNX (``model.export(path, format="onnx")``; ``keras_swift_hook`` routes Keras's
 traced into an engine graph on a sample batch, the graph is read back with
 ``_C.graph_describe`` and every engine op is lowered to ONNX nodes with the ``onnx``
 helper API. Variables are not graph inputs while tracing, so the engine records them as
-constants; they become initializers. The default opset is ``DEFAULT_OPSET`` (18: the
-``Reduce*`` ops take their axes as an input); the
-lowerings here need at least ``MIN_OPSET``.
+constants; they become initializers. The default opset is ``DEFAULT_OPSET`` (18, the
+newest whose ops these lowerings use; from 18 the ``Reduce*`` ops take their axes as an
+input, before it an attribute); ``opset_version`` may ask for ``MIN_OPSET`` (13) or newer.
 
 Batch size: dim 0 of every input and output is the symbolic ``"batch"``. The trace runs
 on ``TRACE_BATCH`` rows. A ``reshape`` of a value computed from the inputs lets the run
@@ -33,7 +33,7 @@ from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.tensor import _C
 
 DEFAULT_OPSET = 18
-MIN_OPSET = 18
+MIN_OPSET = 13
 # Rows of the sample batch the trace runs on. Odd and unusual so that a static dimension
 # of the model rarely equals it (such a dim in a reshape of a batch-dependent value would
 # be taken for the batch).
@@ -221,6 +221,7 @@ class _Lowering:
     # -- the lowering ---------------------------------------------------------------
 
     def build(self, opset):
+        self.opset = opset
         schemas = _schema_defaults()
         for n in self.desc["nodes"]:
             if n["kind"] != "op":
@@ -290,9 +291,18 @@ class _Lowering:
         args = [self.cast(nm, self.dtype(v), common) for nm, v in zip(names, ins)]
         return self.node(_COMPARE[op], args)
 
-    def reduce(self, onnx_op, x, attrs):
-        inputs = [x] if attrs.get("axes") is None else [x, self.ints(_listify(attrs["axes"]))]
-        return self.node(onnx_op, inputs, keepdims=int(bool(attrs.get("keepdims", False))))
+    def reduce(self, onnx_op, x, attrs, keepdims=None):
+        axes = attrs.get("axes")
+        keep = int(bool(attrs.get("keepdims", False)) if keepdims is None else keepdims)
+        if axes is None:
+            return self.node(onnx_op, [x], keepdims=keep)
+        if onnx_op == "ReduceSum" or self.opset >= 18:
+            return self.node(onnx_op, [x, self.ints(_listify(axes))], keepdims=keep)
+        return self.node(onnx_op, [x], axes=_listify(axes), keepdims=keep)
+
+    def split(self, x, size, n, axis):
+        """``x`` cut into ``n`` equal parts of ``size`` along ``axis``."""
+        return self.node("Split", [x, self.ints([size // n] * n)], n_out=n, axis=axis)
 
     # Unary ops with a formula.
 
@@ -370,9 +380,9 @@ class _Lowering:
         keep = bool(attrs.get("keepdims", False))
         x = names[0]
         axes_in = [] if axes is None else [self.ints(_listify(axes))]
-        mean = self.node("ReduceMean", [x] + axes_in, keepdims=1)
+        mean = self.reduce("ReduceMean", x, attrs, keepdims=1)
         centred = self.node("Sub", [x, mean])
-        var = self.node("ReduceMean", [self.node("Mul", [centred, centred])] + axes_in, keepdims=1)
+        var = self.reduce("ReduceMean", self.node("Mul", [centred, centred]), attrs, keepdims=1)
         if keep:
             return [mean, var]
         if axes is None:
@@ -534,9 +544,9 @@ class _Lowering:
 
     # Recurrent layers: ONNX LSTM/GRU.
 
-    def _gates(self, w, order, n_gates, transpose_to):
+    def _gates(self, w, size, order, n_gates, transpose_to):
         """Keras (in, n*U) gate blocks reordered, transposed and given a direction axis."""
-        parts = self.node("Split", [w], n_out=n_gates, axis=-1, num_outputs=n_gates)
+        parts = self.split(w, size, n_gates, -1)
         if order is not None:
             parts = [parts[i] for i in order]
         joined = self.node("Concat", parts, axis=-1) if n_gates > 1 else parts[0]
@@ -555,17 +565,18 @@ class _Lowering:
         kernel, recurrent = names[1 + n_state], names[2 + n_state]
         units = self.shape(ins[2 + n_state])[0]
         dt = self.dtype(ins[0])
-        w = self._gates(kernel, order, n_gates, True)
-        r = self._gates(recurrent, order, n_gates, True)
+        size = n_gates * units
+        w = self._gates(kernel, size, order, n_gates, True)
+        r = self._gates(recurrent, size, order, n_gates, True)
         if len(names) > 3 + n_state:
             b = names[3 + n_state]
             if bias_rows == 2 and len(self.shape(ins[3 + n_state])) == 2:
-                rows = self.node("Split", [b], n_out=2, axis=0, num_outputs=2)
+                rows = self.split(b, 2, 2, 0)
                 rows = [self.node("Squeeze", [rw, self.ints([0])]) for rw in rows]
-                wb = self._gates(rows[0], order, n_gates, False)
-                rb = self._gates(rows[1], order, n_gates, False)
+                wb = self._gates(rows[0], size, order, n_gates, False)
+                rb = self._gates(rows[1], size, order, n_gates, False)
             else:
-                wb = self._gates(b, order, n_gates, False)
+                wb = self._gates(b, size, order, n_gates, False)
                 rb = self.initializer(np.zeros((1, n_gates * units), dtype=dt), "rb")
             bias = self.node("Concat", [wb, rb], axis=1)
         else:
