@@ -161,3 +161,9 @@ def test_conv3d_grouped_conv_and_padding(tmp_path):
         layers.GlobalAveragePooling2D(),
     ])
     _check(model, tmp_path, [_rand(RUN_BATCH, 4, 5, 6, 2, seed=11)])
+
+
+def test_input_signature_with_a_fixed_batch_still_exports_a_dynamic_one(tmp_path):
+    model = keras.Sequential([keras.Input((6,)), layers.Reshape((2, 3)), layers.Flatten(), layers.Dense(2)])
+    signature = [keras.InputSpec(shape=(5, 6), dtype="float32")]
+    _check(model, tmp_path, [_rand(RUN_BATCH, 6, seed=12)], input_signature=signature)

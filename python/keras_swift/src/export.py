@@ -28,6 +28,7 @@ import math
 import numpy as np
 
 from keras.src import tree
+from keras.src.backend import standardize_dtype
 
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.tensor import _C
@@ -102,13 +103,14 @@ def _input_names(specs):
 
 
 def _sample_input(spec):
-    shape = [TRACE_BATCH if i == 0 and d is None else d for i, d in enumerate(spec.shape)]
+    # Dim 0 is the batch, symbolic in the ONNX model, whatever size the signature gives.
+    shape = [TRACE_BATCH if i == 0 else d for i, d in enumerate(spec.shape)]
     if any(d is None for d in shape):
         raise ValueError(
             "The swift backend exports ONNX with a dynamic batch dimension only: give "
             f"every other dimension of the input signature a size (got {tuple(spec.shape)})."
         )
-    dtype = str(getattr(spec, "dtype", None) or "float32")
+    dtype = standardize_dtype(getattr(spec, "dtype", None) or "float32")
     if "int" in dtype:
         data = np.zeros(shape, dtype=dtype)
     else:
