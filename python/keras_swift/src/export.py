@@ -16,8 +16,16 @@ other dims), or takes dim 0 from the run's batch when the target already has a -
 ``full`` whose dim 0 is ``TRACE_BATCH`` takes the run's batch; ``broadcast_to`` keeps
 the input's sizes; slices that run to the end of an axis stay open-ended. A reshape
 target with a static size that ``TRACE_BATCH`` (13) divides before the dim holding the
-batch would be mistaken for it. An op
-with no lowering raises ``NotImplementedError`` naming it.
+batch would be mistaken for it.
+
+Other dynamic dimensions (``None`` in the signature past dim 0) are traced at
+``TRACE_DYNAMIC`` and named in the ONNX inputs; the ops that follow them at run time are
+the elementwise ones, matmul, convolution and pooling, reductions and concatenation (as
+in convnets with global pooling and dense layers over sequences). A reshape, ``full`` or
+recurrent layer over such a dim keeps its traced size, and ONNX Runtime rejects other
+sizes there.
+
+An op with no lowering raises ``NotImplementedError`` naming it.
 
 SavedModel export is not available: Keras's ``export_saved_model`` converts the model
 through TensorFlow, JAX or PyTorch tracing.
@@ -39,6 +47,8 @@ MIN_OPSET = 13
 # of the model rarely equals it (such a dim in a reshape of a batch-dependent value would
 # be taken for the batch).
 TRACE_BATCH = 13
+# The traced size of another dimension the signature leaves dynamic (None).
+TRACE_DYNAMIC = 11
 
 _UNSUPPORTED = (
     "`export_saved_model` only currently supports the tensorflow, jax and torch "
@@ -104,12 +114,8 @@ def _input_names(specs):
 
 def _sample_input(spec):
     # Dim 0 is the batch, symbolic in the ONNX model, whatever size the signature gives.
-    shape = [TRACE_BATCH if i == 0 else d for i, d in enumerate(spec.shape)]
-    if any(d is None for d in shape):
-        raise ValueError(
-            "The swift backend exports ONNX with a dynamic batch dimension only: give "
-            f"every other dimension of the input signature a size (got {tuple(spec.shape)})."
-        )
+    shape = [TRACE_BATCH if i == 0 else (TRACE_DYNAMIC if d is None else d)
+             for i, d in enumerate(spec.shape)]
     dtype = standardize_dtype(getattr(spec, "dtype", None) or "float32")
     if "int" in dtype:
         data = np.zeros(shape, dtype=dtype)
@@ -146,6 +152,8 @@ class _Lowering:
         self.graph = graph
         self.input_names = names
         self.specs = specs
+        # Whether the signature leaves a dimension other than the batch dynamic.
+        self.dynamic = any(d is None for spec in specs for d in list(spec.shape)[1:])
         self.nodes = []
         self.initializers = []
         self.name = {}  # engine value id -> ONNX tensor name
@@ -268,13 +276,18 @@ class _Lowering:
         h = self.helper
         inputs = []
         for i, entry in enumerate(self.desc["inputs"]):
-            shape = ["batch"] + list(entry["shape"][1:])
+            dims = list(self.specs[i].shape)
+            shape = ["batch"] + [f"{self.input_names[i]}_dim{d}" if dims[d] is None else n
+                                 for d, n in enumerate(entry["shape"]) if d > 0]
             inputs.append(h.make_tensor_value_info(self.input_names[i], self.onnx_type(entry["dtype"]), shape))
         outputs = []
         for i, entry in enumerate(self.desc["outputs"]):
             name = f"output_{i}"
             self.node("Identity", [self.name[entry["value"]]], outputs=[name])
             shape = list(entry["shape"])
+            if self.dynamic:
+                # Sizes that follow another dynamic dim are not tracked: leave them open.
+                shape = [None] * len(shape)
             if entry["value"] in self.batch and shape:
                 shape[0] = "batch"
             outputs.append(h.make_tensor_value_info(name, self.onnx_type(entry["dtype"]), shape))
@@ -500,15 +513,20 @@ class _Lowering:
     # Convolution and pooling (the engine is channels-last, ONNX channels-first).
 
     def _spatial_pads(self, in_sizes, kernel, strides, dilation, padding):
+        """The pads attribute; "same" with a stride over a dynamic size pads at run time."""
         if padding == "valid":
-            return [0] * (2 * len(in_sizes))
+            return {"pads": [0] * (2 * len(in_sizes))}
+        if self.dynamic and any(s > 1 for s in strides):
+            # Keras's "same" puts the odd pixel after, as SAME_UPPER.
+            return {"auto_pad": "SAME_UPPER"}
         before, after = [], []
         for n, k, s, d in zip(in_sizes, kernel, strides, dilation):
             eff = (k - 1) * d + 1
             total = max((math.ceil(n / s) - 1) * s + eff - n, 0)
             before.append(total // 2)
             after.append(total - total // 2)
-        return before + after
+        # A stride of 1 pads by the kernel's extent alone, whatever the size.
+        return {"pads": before + after}
 
     def op_conv(self, names, ins, outs, attrs):
         x_shape, k_shape = self.shape(ins[0]), self.shape(ins[1])
@@ -519,7 +537,7 @@ class _Lowering:
         pads = self._spatial_pads(x_shape[1:-1], kernel, strides, dilation, attrs.get("padding", "valid"))
         w = self.node("Transpose", [names[1]], perm=[n + 1, n] + list(range(n)))
         y = self.node("Conv", [self.nchw(names[0], rank), w], kernel_shape=kernel, strides=strides,
-                      dilations=dilation, pads=pads, group=int(attrs.get("groups", 1)))
+                      dilations=dilation, group=int(attrs.get("groups", 1)), **pads)
         return self.nhwc(y, rank)
 
     op_conv2d = op_conv
@@ -531,7 +549,7 @@ class _Lowering:
         strides = _per_dim(attrs.get("strides") or pool, n)
         pads = self._spatial_pads(x_shape[1:-1], pool, strides, [1] * n, attrs.get("padding", "valid"))
         y = self.node(onnx_op, [self.nchw(names[0], rank)], kernel_shape=pool, strides=strides,
-                      pads=pads, **extra)
+                      **pads, **extra)
         return self.nhwc(y, rank)
 
     def op_max_pool(self, names, ins, outs, attrs):
