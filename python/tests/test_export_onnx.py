@@ -185,3 +185,27 @@ def test_dynamic_spatial_and_sequence_dims(tmp_path):
         x = [_rand(RUN_BATCH, hh, ww, 3, seed=hh), _rand(RUN_BATCH, steps, 4, seed=ww)]
         got = session.run(None, dict(zip([i.name for i in session.get_inputs()], x)))[0]
         np.testing.assert_allclose(got, model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_graph_describe_and_constants():
+    from keras_swift.src.tensor import _C
+
+    x = keras.ops.convert_to_tensor(np.ones((2, 3), "float32"))
+    w = keras.ops.convert_to_tensor(np.arange(6, dtype="float32").reshape(3, 2))
+    _C.trace_begin()
+    try:
+        _C.trace_input(x)
+        y = keras.ops.matmul(x, w)
+        graph = _C.trace_end([y])
+    except BaseException:
+        _C.trace_abort()
+        raise
+    d = _C.graph_describe(graph)
+    assert [n["op"] for n in d["nodes"]] == ["matmul"]
+    assert d["inputs"][0]["shape"] == [2, 3] and d["outputs"][0]["shape"] == [2, 2]
+    assert d["constants"] == [{"value": d["nodes"][0]["inputs"][1], "dtype": "float32", "shape": [3, 2]}]
+    np.testing.assert_array_equal(np.asarray(_C.graph_constant(graph, 0)), np.asarray(w))
+    with pytest.raises(IndexError, match="out of range"):
+        _C.graph_constant(graph, 1)
+    with pytest.raises(TypeError):
+        _C.graph_describe("not a graph")
