@@ -2,7 +2,7 @@
 
 Keras 3.13-3.15 pick backend classes with name-based if-chains that end in
 ``else: raise`` (``backend/__init__.py``, ``models/model.py``,
-``layers/layer.py``, ``export/saved_model.py``; ``_PATCHERS`` below lists
+``layers/layer.py``, ``export/saved_model.py``, ``export/onnx.py``; ``_PATCHERS`` below lists
 them), so any other name fails at ``import keras``. Rather than
 forking or editing the installed Keras, this module puts a finder at the front
 of ``sys.meta_path``. When the configured backend is ``"swift"`` and one of the
@@ -576,6 +576,36 @@ def _patch_backend_utils(tree, filename):
     return f"DynamicBackend whitelist + __getattr__ -> {COMPAT_MODULE}"
 
 
+ONNX_TARGET = "keras.src.export.onnx"
+ONNX_FUNCTION = "export_onnx"
+
+
+def _patch_export_onnx(tree, filename):
+    # export_onnx's chain names tensorflow/jax/torch and raises in its else; the swift
+    # branch hands the model to EXPORT_MODULE's exporter with the signature Keras built.
+    chains = [
+        c
+        for c in _find_chains(tree)
+        if {"tensorflow", "torch", "jax"} <= set(c.names) and c.ends_in_raise()
+    ]
+    if any(BACKEND_NAME in c.names for c in chains):
+        return None
+    if len(chains) != 1:
+        raise KerasStructureError(
+            f"keras_swift_hook cannot add the {BACKEND_NAME!r} ONNX exporter to "
+            f"{filename}: expected exactly one backend if-chain ending in "
+            f"`else: raise`, found {len(chains)}."
+        )
+    chain = chains[0]
+    body = _snippet(
+        f"from {EXPORT_MODULE} import {ONNX_FUNCTION} as _keras_swift_export_onnx\n"
+        "_keras_swift_export_onnx(model, filepath, input_signature, opset_version)\n",
+        chain.else_body[0],
+    )
+    _append_branch(chain, body)
+    return f"{EXPORT_MODULE}.{ONNX_FUNCTION}"
+
+
 _PATCHERS = {
     "keras.src.backend": _patch_backend_package,
     "keras.src.models.model": _class_patcher("Trainer class", TRAINER_MODULE, TRAINER_CLASS),
@@ -595,6 +625,7 @@ _PATCHERS = {
     ),
     "keras.src.utils.backend_utils": _patch_backend_utils,
     OPTIMIZER_TARGET: _patch_optimizer,
+    ONNX_TARGET: _patch_export_onnx,
 }
 
 

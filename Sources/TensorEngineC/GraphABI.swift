@@ -87,3 +87,35 @@ public func te_graph_num_outputs(_ graph: OpaquePointer?) -> Int32 { (try? Int32
 
 @_cdecl("te_graph_num_nodes")
 public func te_graph_num_nodes(_ graph: OpaquePointer?) -> Int32 { (try? Int32(program(graph).nodes.count)) ?? -1 }
+
+@_cdecl("te_graph_num_constants")
+public func te_graph_num_constants(_ graph: OpaquePointer?) -> Int32 { (try? Int32(program(graph).constants.count)) ?? -1 }
+
+@_cdecl("te_graph_json")
+public func te_graph_json(_ graph: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
+                          _ len: UnsafeMutablePointer<Int>?) -> Int32 {
+    guarded {
+        guard let len = len else { throw EngineError.value("null length pointer") }
+        let text = Array(try program(graph).describedAsJSON().utf8)
+        len.pointee = text.count
+        guard let buf = buf else { return }
+        guard cap > text.count else {
+            throw EngineError.value("graph JSON needs \(text.count + 1) bytes, the buffer has \(cap)")
+        }
+        for (k, byte) in text.enumerated() { buf[k] = CChar(bitPattern: byte) }
+        buf[text.count] = 0
+    }
+}
+
+@_cdecl("te_graph_constant")
+public func te_graph_constant(_ graph: OpaquePointer?, _ i: Int32, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    guarded {
+        guard let out = out else { throw EngineError.value("null output pointer") }
+        out.pointee = nil
+        let p = try program(graph)
+        guard i >= 0, Int(i) < p.constants.count else {
+            throw EngineError.index("constant \(i) is out of range: the graph has \(p.constants.count)")
+        }
+        out.pointee = handle(p.constants[Int(i)].tensor)
+    }
+}

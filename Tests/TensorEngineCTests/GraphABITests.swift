@@ -224,4 +224,42 @@ final class GraphABITests: XCTestCase {
         XCTAssertTrue(String(cString: te_last_error()).contains("before the trace"))
         XCTAssertNil(graph)
     }
+
+    func testGraphDescribesItselfAsJSONAndHandsOutConstants() throws {
+        let x = make([1, -2, 3], [1, 3]), w = make(values(6, 1), [3, 2])
+        defer { [x, w].forEach(te_tensor_release) }
+        XCTAssertEqual(te_trace_begin(), 0)
+        XCTAssertEqual(te_trace_input(x), 0)
+        let y = try call("relu", x)
+        let z = try call("matmul", y, w)
+        defer { [y, z].forEach(te_tensor_release) }
+        var graph: OpaquePointer? = nil
+        var outs = [z]
+        XCTAssertEqual(te_trace_end(&outs, 1, &graph), 0, String(cString: te_last_error()))
+        defer { te_graph_release(graph) }
+
+        var len = 0
+        XCTAssertEqual(te_graph_json(graph, nil, 0, &len), 0)
+        var buf = [CChar](repeating: 1, count: len)
+        XCTAssertEqual(te_graph_json(graph, &buf, len, &len), 1, "no room for the NUL")
+        XCTAssertEqual(buf[0], 1, "nothing written on failure")
+        buf = [CChar](repeating: 1, count: len + 1)
+        XCTAssertEqual(te_graph_json(graph, &buf, len + 1, &len), 0)
+        XCTAssertEqual(buf[len], 0)
+        let text = String(cString: buf)
+        XCTAssertEqual(text.utf8.count, len)
+        XCTAssertTrue(text.hasPrefix("{\"version\":1,\"value_count\":4,\"inputs\":[{\"value\":0,\"dtype\":\"float32\",\"shape\":[1,3]"), text)
+        XCTAssertTrue(text.contains("\"constants\":[{\"value\":1,\"dtype\":\"float32\",\"shape\":[3,2]}]"), text)
+        XCTAssertTrue(text.contains("{\"kind\":\"op\",\"op\":\"relu\",\"attrs\":{},\"inputs\":[0],\"outputs\":[2]}"), text)
+        XCTAssertTrue(text.contains("\"op\":\"matmul\",\"attrs\":{},\"inputs\":[2,1],\"outputs\":[3]"), text)
+
+        XCTAssertEqual(te_graph_num_constants(graph), 1)
+        var c: OpaquePointer? = nil
+        XCTAssertEqual(te_graph_constant(graph, 0, &c), 0)
+        XCTAssertEqual(floats(c), values(6, 1))
+        te_tensor_release(c)
+        XCTAssertEqual(te_graph_constant(graph, 1, &c), 3)
+        XCTAssertNil(c)
+        XCTAssertEqual(te_graph_json(nil, nil, 0, &len), 1)
+    }
 }

@@ -16,6 +16,7 @@
 #ifndef TENSOR_ENGINE_H
 #define TENSOR_ENGINE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -211,6 +212,18 @@ void te_graph_release(te_graph graph);
 int32_t te_graph_num_inputs(te_graph graph);
 int32_t te_graph_num_outputs(te_graph graph);
 int32_t te_graph_num_nodes(te_graph graph);
+int32_t te_graph_num_constants(te_graph graph);
+/* The graph described as JSON (UTF-8; docs/graph-format.md, "Describing a
+ * program"): inputs, outputs and constants with dtype and shape, and the nodes
+ * in order with op name, typed attributes and value ids. *len receives the
+ * text's length in bytes, without the terminating NUL. With buf NULL this only
+ * measures; otherwise the text and a NUL are copied into buf[0..cap), the
+ * caller's memory, and a cap of *len or less is TE_ERR_VALUE (nothing written). */
+te_status te_graph_json(te_graph graph, char *buf, size_t cap, size_t *len);
+/* Constant i (0 <= i < te_graph_num_constants, in the JSON's order) as a new
+ * reference in *out, which the caller releases with te_tensor_release. It
+ * shares the graph's storage: treat it as read-only. */
+te_status te_graph_constant(te_graph graph, int32_t i, te_tensor *out);
 
 #ifdef __cplusplus
 }

@@ -228,6 +228,76 @@ py_graph_info(PyObject *mod, PyObject *gobj)
                          (int)te_graph_num_nodes(g));
 }
 
+PyDoc_STRVAR(graph_describe_doc,
+"graph_describe(graph)\n--\n\n"
+"The graph as a dict (te_graph_json parsed): 'inputs', 'outputs' and\n"
+"'constants' ({'value', 'dtype', 'shape'}), and 'nodes' in order\n"
+"({'kind': 'op', 'op', 'attrs': {name: {'type', 'value'}}, 'inputs',\n"
+"'outputs'} for ops). graph_constant(graph, i) gives constant i's values.");
+
+static PyObject *
+py_graph_describe(PyObject *mod, PyObject *gobj)
+{
+    te_graph g = graph_unwrap(gobj);
+    if (g == NULL) {
+        return NULL;
+    }
+    size_t len = 0;
+    te_status st = te_graph_json(g, NULL, 0, &len);
+    if (st != TE_OK) {
+        return set_engine_error(st);
+    }
+    char *buf = PyMem_Malloc(len + 1);
+    if (buf == NULL) {
+        return PyErr_NoMemory();
+    }
+    /* A graph is immutable, so the text has the length just measured. */
+    st = te_graph_json(g, buf, len + 1, &len);
+    if (st != TE_OK) {
+        PyMem_Free(buf);
+        return set_engine_error(st);
+    }
+    PyObject *text = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)len, "strict");
+    PyMem_Free(buf);
+    if (text == NULL) {
+        return NULL;
+    }
+    PyObject *json = PyImport_ImportModule("json");
+    if (json == NULL) {
+        Py_DECREF(text);
+        return NULL;
+    }
+    PyObject *result = PyObject_CallMethod(json, "loads", "O", text);
+    Py_DECREF(json);
+    Py_DECREF(text);
+    return result;
+}
+
+PyDoc_STRVAR(graph_constant_doc,
+"graph_constant(graph, i)\n--\n\n"
+"Constant i of the graph (in graph_describe's order) as a Tensor sharing\n"
+"the graph's storage: read it, do not write it.");
+
+static PyObject *
+py_graph_constant(PyObject *mod, PyObject *args)
+{
+    PyObject *gobj;
+    int i;
+    if (!PyArg_ParseTuple(args, "Oi:graph_constant", &gobj, &i)) {
+        return NULL;
+    }
+    te_graph g = graph_unwrap(gobj);
+    if (g == NULL) {
+        return NULL;
+    }
+    te_tensor t = NULL;
+    te_status st = te_graph_constant(g, (int32_t)i, &t);
+    if (st != TE_OK) {
+        return set_engine_error(st);
+    }
+    return wrap_handle(t);
+}
+
 static PyMethodDef graph_methods[] = {
     {"trace_begin", (PyCFunction)py_trace_begin, METH_NOARGS, trace_begin_doc},
     {"trace_input", (PyCFunction)py_trace_input, METH_O, trace_input_doc},
@@ -238,6 +308,8 @@ static PyMethodDef graph_methods[] = {
     {"graph_save", (PyCFunction)py_graph_save, METH_VARARGS, graph_save_doc},
     {"graph_load", (PyCFunction)py_graph_load, METH_O, graph_load_doc},
     {"graph_info", (PyCFunction)py_graph_info, METH_O, graph_info_doc},
+    {"graph_describe", (PyCFunction)py_graph_describe, METH_O, graph_describe_doc},
+    {"graph_constant", (PyCFunction)py_graph_constant, METH_VARARGS, graph_constant_doc},
     {NULL, NULL, 0, NULL},
 };
 

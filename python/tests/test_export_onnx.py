@@ -1,0 +1,211 @@
+"""model.export(format="onnx") on the swift backend, checked with ONNX Runtime."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import keras  # noqa: E402
+from keras import layers  # noqa: E402
+
+from keras_swift.src import export as swift_export  # noqa: E402
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "swift", reason="swift backend only")
+
+# A batch size unlike the trace's, so a batch dimension frozen into the graph fails.
+RUN_BATCH = 3
+assert RUN_BATCH != swift_export.TRACE_BATCH
+
+
+def _export_and_run(model, tmp_path, inputs, **kwargs):
+    path = str(tmp_path / "model.onnx")
+    model.export(path, format="onnx", verbose=False, **kwargs)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    feeds = {i.name: x for i, x in zip(session.get_inputs(), inputs)}
+    for i in session.get_inputs():
+        assert i.shape[0] == "batch"
+    return session.run(None, feeds)
+
+
+def _check(model, tmp_path, inputs, **kwargs):
+    expected = model.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
+    expected = expected if isinstance(expected, (list, tuple)) else [expected]
+    got = _export_and_run(model, tmp_path, inputs, **kwargs)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+
+
+def _rand(*shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def test_mlp(tmp_path):
+    model = keras.Sequential([
+        keras.Input((12,)),
+        layers.Dense(16, activation="relu"),
+        layers.Dropout(0.3),
+        layers.Dense(8, activation="tanh"),
+        layers.Dense(4, activation="softmax"),
+    ])
+    _check(model, tmp_path, [_rand(RUN_BATCH, 12)])
+
+
+def test_convnet_with_batchnorm(tmp_path):
+    model = keras.Sequential([
+        keras.Input((10, 10, 3)),
+        layers.Conv2D(6, 3, padding="same", activation="relu"),
+        layers.BatchNormalization(),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(4, 3, strides=2, padding="valid"),
+        layers.AveragePooling2D(2, padding="same"),
+        layers.Flatten(),
+        layers.Dense(5),
+    ])
+    x = _rand(16, 10, 10, 3, seed=1)
+    # Moving statistics away from their initial values, so inference normalisation matters.
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(x, _rand(16, 5, seed=2), epochs=1, batch_size=8, verbose=0)
+    _check(model, tmp_path, [x[:RUN_BATCH]])
+
+
+def test_two_inputs_two_outputs(tmp_path):
+    a = keras.Input((6,), name="a")
+    b = keras.Input((4,), name="b")
+    h = layers.Concatenate()([layers.Dense(5, activation="gelu")(a), b])
+    h = layers.LayerNormalization()(h)
+    out1 = layers.Dense(3, name="out1")(h)
+    out2 = layers.Dense(2, activation="sigmoid", name="out2")(layers.Reshape((3, 3))(h)[:, 0])
+    model = keras.Model([a, b], [out1, out2])
+    _check(model, tmp_path, [_rand(RUN_BATCH, 6, seed=3), _rand(RUN_BATCH, 4, seed=4)])
+
+
+def test_embedding(tmp_path):
+    model = keras.Sequential([
+        keras.Input((5,), dtype="int32"),
+        layers.Embedding(11, 4),
+        layers.GlobalAveragePooling1D(),
+        layers.Dense(2),
+    ])
+    x = np.random.default_rng(5).integers(0, 11, size=(RUN_BATCH, 5)).astype("int32")
+    _check(model, tmp_path, [x])
+
+
+@pytest.mark.parametrize("layer", [layers.LSTM, layers.GRU])
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_recurrent(tmp_path, layer, go_backwards):
+    model = keras.Sequential([
+        keras.Input((5, 3)),
+        layer(4, return_sequences=True, go_backwards=go_backwards),
+        layer(3),
+    ])
+    _check(model, tmp_path, [_rand(RUN_BATCH, 5, 3, seed=6)])
+
+
+def test_unsupported_op_names_it(tmp_path):
+    class Cumulative(layers.Layer):
+        def call(self, x):
+            return keras.ops.cumsum(x, axis=1)
+
+    model = keras.Sequential([keras.Input((4,)), Cumulative()])
+    model.predict(_rand(2, 4), verbose=0)
+    with pytest.raises(NotImplementedError, match="'cumsum'"):
+        model.export(str(tmp_path / "m.onnx"), format="onnx", verbose=False)
+
+
+def test_multi_head_attention(tmp_path):
+    q = keras.Input((5, 8))
+    kv = keras.Input((6, 8))
+    out = layers.MultiHeadAttention(num_heads=2, key_dim=4)(q, kv)
+    model = keras.Model([q, kv], layers.GlobalAveragePooling1D()(out))
+    _check(model, tmp_path, [_rand(RUN_BATCH, 5, 8, seed=7), _rand(RUN_BATCH, 6, 8, seed=8)])
+
+
+def test_activations_conv1d_and_pooling(tmp_path):
+    x = keras.Input((9, 4))
+    h = layers.Conv1D(6, 3, padding="same", activation="elu")(x)
+    h = layers.DepthwiseConv1D(2, activation="selu")(h)
+    h = layers.MaxPooling1D(2, padding="same")(h)
+    parts = [layers.Activation(a)(h) for a in ("leaky_relu", "silu", "relu6", "softplus", "exponential")]
+    h = layers.Concatenate(axis=-1)(parts)
+    out = layers.Dense(3, activation="log_softmax")(layers.GlobalMaxPooling1D()(h))
+    model = keras.Model(x, out)
+    _check(model, tmp_path, [_rand(RUN_BATCH, 9, 4, seed=9)])
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_older_opsets(tmp_path, opset):
+    # Before opset 18 the Reduce* ops (but ReduceSum) take their axes as an attribute.
+    model = keras.Sequential([
+        keras.Input((4, 3)),
+        layers.GRU(5, return_sequences=True),
+        layers.LayerNormalization(),
+        layers.GlobalMaxPooling1D(),
+    ])
+    _check(model, tmp_path, [_rand(RUN_BATCH, 4, 3, seed=10)], opset_version=opset)
+    import onnx
+
+    assert onnx.load(str(tmp_path / "model.onnx")).opset_import[0].version == opset
+
+
+def test_conv3d_grouped_conv_and_padding(tmp_path):
+    model = keras.Sequential([
+        keras.Input((4, 5, 6, 2)),
+        layers.Conv3D(4, 2, padding="same", dilation_rate=1),
+        layers.MaxPooling3D(2, padding="same"),
+        layers.Reshape((2 * 3, 3, 4)),
+        layers.ZeroPadding2D(((1, 0), (0, 2))),
+        layers.Conv2D(6, 3, groups=2, dilation_rate=2, padding="same"),
+        layers.GlobalAveragePooling2D(),
+    ])
+    _check(model, tmp_path, [_rand(RUN_BATCH, 4, 5, 6, 2, seed=11)])
+
+
+def test_input_signature_with_a_fixed_batch_still_exports_a_dynamic_one(tmp_path):
+    model = keras.Sequential([keras.Input((6,)), layers.Reshape((2, 3)), layers.Flatten(), layers.Dense(2)])
+    signature = [keras.InputSpec(shape=(5, 6), dtype="float32")]
+    _check(model, tmp_path, [_rand(RUN_BATCH, 6, seed=12)], input_signature=signature)
+
+
+def test_dynamic_spatial_and_sequence_dims(tmp_path):
+    image = keras.Input((None, None, 3), name="image")
+    text = keras.Input((None, 4), name="text")
+    h = layers.Conv2D(5, 3, strides=2, padding="same", activation="relu")(image)
+    h = layers.MaxPooling2D(2, padding="same")(h)
+    h = layers.GlobalAveragePooling2D()(h)
+    t = layers.GlobalMaxPooling1D()(layers.Dense(3)(text))
+    model = keras.Model([image, text], layers.Dense(2)(layers.Concatenate()([h, t])))
+    model.predict([_rand(1, 8, 8, 3), _rand(1, 3, 4)], verbose=0)
+    path = str(tmp_path / "model.onnx")
+    model.export(path, format="onnx", verbose=False)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for (hh, ww, steps) in [(9, 6, 2), (16, 17, 5)]:
+        x = [_rand(RUN_BATCH, hh, ww, 3, seed=hh), _rand(RUN_BATCH, steps, 4, seed=ww)]
+        got = session.run(None, dict(zip([i.name for i in session.get_inputs()], x)))[0]
+        np.testing.assert_allclose(got, model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_graph_describe_and_constants():
+    from keras_swift.src.tensor import _C
+
+    x = keras.ops.convert_to_tensor(np.ones((2, 3), "float32"))
+    w = keras.ops.convert_to_tensor(np.arange(6, dtype="float32").reshape(3, 2))
+    _C.trace_begin()
+    try:
+        _C.trace_input(x)
+        y = keras.ops.matmul(x, w)
+        graph = _C.trace_end([y])
+    except BaseException:
+        _C.trace_abort()
+        raise
+    d = _C.graph_describe(graph)
+    assert [n["op"] for n in d["nodes"]] == ["matmul"]
+    assert d["inputs"][0]["shape"] == [2, 3] and d["outputs"][0]["shape"] == [2, 2]
+    assert d["constants"] == [{"value": d["nodes"][0]["inputs"][1], "dtype": "float32", "shape": [3, 2]}]
+    np.testing.assert_array_equal(np.asarray(_C.graph_constant(graph, 0)), np.asarray(w))
+    with pytest.raises(IndexError, match="out of range"):
+        _C.graph_constant(graph, 1)
+    with pytest.raises(TypeError):
+        _C.graph_describe("not a graph")
