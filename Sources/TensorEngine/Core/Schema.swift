@@ -242,46 +242,22 @@ public final class OpSchema: @unchecked Sendable {
 // MARK: - JSON
 
 /// The schema as one JSON object: what the C ABI hands out (`te_op_schema`) and what the
-/// op reference is generated from. Written by hand: the engine does not use Foundation.
+/// op reference is generated from.
 extension OpSchema {
     public var json: String {
-        func str(_ s: String) -> String {
-            var out = "\""
-            for u in s.unicodeScalars {
-                switch u {
-                case "\"": out += "\\\""
-                case "\\": out += "\\\\"
-                case "\n": out += "\\n"
-                case "\t": out += "\\t"
-                default:
-                    if u.value < 0x20 {
-                        let h = String(u.value, radix: 16)
-                        out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
-                    } else {
-                        out.unicodeScalars.append(u)
-                    }
-                }
-            }
-            return out + "\""
-        }
+        let str = jsonString
         func list(_ items: [String]) -> String { "[" + items.joined(separator: ", ") + "]" }
         func obj(_ fields: [(String, String)]) -> String {
             "{" + fields.map { str($0.0) + ": " + $0.1 }.joined(separator: ", ") + "}"
         }
-        func num(_ d: Double) -> String {
-            if d.isNaN { return "\"nan\"" }
-            if d.isInfinite { return d > 0 ? "\"inf\"" : "\"-inf\"" }
-            if d == d.rounded(), abs(d) < 1e15 { return String(Int(d)) + ".0" }
-            return "\(d)"
-        }
         func value(_ v: AttrValue) -> String {
             switch v {
             case .int(let i): return String(i)
-            case .float(let d): return num(d)
+            case .float(let d): return jsonDouble(d)
             case .bool(let b): return b ? "true" : "false"
             case .string(let s): return str(s)
             case .ints(let l): return list(l.map(String.init))
-            case .floats(let l): return list(l.map(num))
+            case .floats(let l): return list(l.map(jsonDouble))
             }
         }
         func dtypeList(_ s: DTypeSet) -> String { list(s.dtypes.map { str($0.name) }) }

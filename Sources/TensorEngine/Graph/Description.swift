@@ -58,13 +58,6 @@ private func jsonInts(_ v: [Int]) -> String {
     "[" + v.map { String($0) }.joined(separator: ",") + "]"
 }
 
-/// A double as JSON; the non-finite ones as Python's json module writes and reads them.
-private func jsonDouble(_ d: Double) -> String {
-    if d.isNaN { return "NaN" }
-    if d.isInfinite { return d < 0 ? "-Infinity" : "Infinity" }
-    return "\(d)"
-}
-
 /// `{"type": ..., "value": ...}`, the type named as in the op schema.
 private func jsonAttr(_ v: AttrValue) -> String {
     switch v {
@@ -75,25 +68,4 @@ private func jsonAttr(_ v: AttrValue) -> String {
     case .ints(let a): return "{\"type\":\"ints\",\"value\":\(jsonInts(a))}"
     case .floats(let a): return "{\"type\":\"floats\",\"value\":[\(a.map(jsonDouble).joined(separator: ","))]}"
     }
-}
-
-private func jsonString(_ str: String) -> String {
-    var out = "\""
-    for u in str.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if u.value < 0x20 {
-                let hex = String(u.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            } else {
-                out.unicodeScalars.append(u)
-            }
-        }
-    }
-    return out + "\""
 }
