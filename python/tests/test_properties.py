@@ -180,7 +180,14 @@ def _known_crash(name, inputs, attrs):
         with np.errstate(all="ignore"):
             count = (stop - start) / step if step else 0.0
         return math.isfinite(count) and abs(count) >= 2.0**63
+    if name in SCALAR_AXIS0_CRASH and inputs and inputs[0].ndim == 0:
+        axes = attrs.get("axes", attrs.get("axis"))
+        return axes is not None and axes is not True and (axes == 0 or (isinstance(axes, list) and 0 in axes))
     return False
+
+
+# Reductions that trap on a rank-0 input with axis 0 (axis -1 and 1 raise as they should).
+SCALAR_AXIS0_CRASH = ("sum", "mean", "prod", "max", "min", "any", "all", "moments", "argmax", "argmin")
 
 
 def _sweep_call(name, inputs, attrs):
@@ -680,6 +687,23 @@ def test_arange_of_a_hugely_negative_count_is_empty(attrs):
 
 def _engine(name, *xs, **attrs):
     return to_numpy(C.op(name, [to_engine(np.asarray(x)) for x in xs], attrs)[0])
+
+
+@pytest.mark.xfail(strict=True, reason="engine: a reduction of a rank-0 tensor over axis 0 traps "
+                   "(SIGILL) instead of raising 'axis 0 is out of bounds' (numpy/JAX raise)")
+@pytest.mark.parametrize("name", SCALAR_AXIS0_CRASH)
+def test_reduction_of_a_scalar_over_axis_0_raises(name):
+    attr = "axis" if name.startswith("arg") else "axes"
+    out = _survives(_raises_or_returns(
+        f"C.op({name!r}, [C.from_buffer(np.array(1.0), 'float64')], {{{attr!r}: [0] if {attr!r} == 'axes' else 0}})"))
+    assert out.startswith("raised") and "out of bounds" in out
+
+
+@pytest.mark.xfail(strict=True, reason="engine: keras.ops.sum(np.float32(1), axis=0) reaches the same trap")
+def test_keras_sum_of_a_scalar_over_axis_0_raises():
+    code = ("import os; os.environ['KERAS_BACKEND'] = 'swift'\nfrom keras import ops\n"
+            + _raises_or_returns("ops.sum(np.float32(1.0), axis=0)"))
+    assert _survives(code).startswith("raised")
 
 
 @pytest.mark.xfail(strict=True, reason="engine: a reduction over non-adjacent axes of an empty "
