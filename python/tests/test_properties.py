@@ -21,6 +21,7 @@ counted in ``CASES`` and reported at the end of the session by conftest.py.
 import collections
 import math
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -180,6 +181,8 @@ def _known_crash(name, inputs, attrs):
         with np.errstate(all="ignore"):
             count = (stop - start) / step if step else 0.0
         return math.isfinite(count) and abs(count) >= 2.0**63
+    if name == "scatter_nd" and len(inputs) > 1 and inputs[0].ndim == 0 and inputs[1].shape == (0,):
+        return True
     if name in SCALAR_AXIS0_CRASH and inputs and inputs[0].ndim == 0:
         axes = attrs.get("axes", attrs.get("axis"))
         return axes is not None and axes is not True and (axes == 0 or (isinstance(axes, list) and 0 in axes))
@@ -319,7 +322,8 @@ def _reference(fn, arrays, out_dtype):
     # nextafter steps in its own dtype: a wider one takes a smaller step.
     exact = (all(a.dtype.kind in "biu" for a in arrays) and out.kind in "biu") or (
         fn is np.nextafter and all(a.dtype == out for a in arrays))
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's "mean of empty slice"
         if not exact:
             # The engine computes integer inputs of a float op in the output dtype
             # (sin(int32) is sin of the float32 nearest it).
@@ -697,6 +701,14 @@ def test_reduction_of_a_scalar_over_axis_0_raises(name):
     out = _survives(_raises_or_returns(
         f"C.op({name!r}, [C.from_buffer(np.array(1.0), 'float64')], {{{attr!r}: [0] if {attr!r} == 'axes' else 0}})"))
     assert out.startswith("raised") and "out of bounds" in out
+
+
+@pytest.mark.xfail(strict=True, reason="engine: scatter_nd of a rank-0 base with indices of "
+                   "shape (0,) and empty updates traps (SIGILL)")
+def test_scatter_nd_into_a_scalar_with_no_indices():
+    _survives(_raises_or_returns(
+        "C.op('scatter_nd', [C.from_buffer(np.array(0.0, 'float32'), 'float32'), "
+        "C.from_buffer(np.zeros(0, 'int32'), 'int32'), C.from_buffer(np.zeros(0, 'float32'), 'float32')], {})"))
 
 
 @pytest.mark.xfail(strict=True, reason="engine: keras.ops.sum(np.float32(1), axis=0) reaches the same trap")
