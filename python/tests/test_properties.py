@@ -195,7 +195,13 @@ def _known_crash(name, inputs, attrs):
 
 # Reductions that trap on a rank-0 input with axis 0 (axis -1 and 1 raise as they should).
 SCALAR_AXIS0_CRASH = ("sum", "mean", "prod", "max", "min", "any", "all", "moments", "argmax", "argmin",
-                      "unique")
+                      "unique", "resize", "scale_and_translate", "separable_filter", "gaussian_blur")
+_SCALAR_AXIS0_ATTRS = {
+    "resize": {"sizes": [2], "method": "nearest"},
+    "scale_and_translate": {"sizes": [2], "scales": [1.0], "translations": [0.0], "method": "linear"},
+    "separable_filter": {"sizes": [1], "taps": [1.0]},
+    "gaussian_blur": {"sizes": [1], "sigmas": [1.0]},
+}
 
 
 def _sweep_call(name, inputs, attrs):
@@ -713,13 +719,13 @@ def _engine(name, *xs, **attrs):
     return to_numpy(C.op(name, [to_engine(np.asarray(x)) for x in xs], attrs)[0])
 
 
-@pytest.mark.xfail(strict=True, reason="engine: a reduction of a rank-0 tensor over axis 0 traps "
-                   "(SIGILL) instead of raising 'axis 0 is out of bounds' (numpy/JAX raise)")
+@pytest.mark.xfail(strict=True, reason="engine: a reduction (or unique, or an image op "
+                   "over axes) of a rank-0 tensor over axis 0 traps (SIGILL) instead of raising 'axis 0 is out of bounds' (numpy/JAX raise)")
 @pytest.mark.parametrize("name", SCALAR_AXIS0_CRASH)
 def test_reduction_of_a_scalar_over_axis_0_raises(name):
-    attr = "axis" if name.startswith("arg") or name == "unique" else "axes"
-    out = _survives(_raises_or_returns(
-        f"C.op({name!r}, [C.from_buffer(np.array(1.0), 'float64')], {{{attr!r}: [0] if {attr!r} == 'axes' else 0}})"))
+    attrs = {"axis": 0} if name.startswith("arg") or name == "unique" else {"axes": [0]}
+    attrs.update(_SCALAR_AXIS0_ATTRS.get(name, {}))
+    out = _survives(_raises_or_returns(f"C.op({name!r}, [C.from_buffer(np.array(1.0), 'float64')], {attrs!r})"))
     assert out.startswith("raised") and "out of bounds" in out
 
 
