@@ -187,6 +187,9 @@ def _known_crash(name, inputs, attrs):
         return True  # hangs: see test_eye_with_an_empty_huge_side_returns
     if name == "scatter_nd" and len(inputs) > 1 and inputs[0].ndim == 0 and inputs[1].shape == (0,):
         return True
+    if name == "scatter_nd" and len(inputs) == 3 and inputs[1].ndim:
+        base, idx, upd = (a.shape for a in inputs)
+        return upd != idx[:-1] + base[idx[-1]:]  # unchecked: see test_scatter_nd_checks_the_updates_shape
     if name in SCALAR_AXIS0_CRASH and inputs and inputs[0].ndim == 0:
         axes = attrs.get("axes", attrs.get("axis"))
         return axes is not None and axes is not True and (axes == 0 or (isinstance(axes, list) and 0 in axes))
@@ -742,6 +745,21 @@ def test_scatter_nd_into_a_scalar_with_no_indices():
     _survives(_raises_or_returns(
         "C.op('scatter_nd', [C.from_buffer(np.array(0.0, 'float32'), 'float32'), "
         "C.from_buffer(np.zeros(0, 'int32'), 'int32'), C.from_buffer(np.zeros(0, 'float32'), 'float32')], {})"))
+
+
+@pytest.mark.xfail(strict=True, reason="engine: scatter_nd does not check the updates' shape against "
+                   "indices.shape[:-1] + base.shape[depth:]: a wrong shape is accepted, and one with too "
+                   "few elements traps (SIGILL)")
+@pytest.mark.parametrize("base, indices, updates", [
+    ((1, 1, 2, 3), (2, 3), (0, 0, 2, 2)),  # traps
+    ((2, 3), (1, 1), (5,)),  # accepted
+])
+def test_scatter_nd_checks_the_updates_shape(base, indices, updates):
+    out = _survives(_raises_or_returns(
+        f"C.op('scatter_nd', [C.from_buffer(np.zeros({base}, 'float32'), 'float32'), "
+        f"C.from_buffer(np.zeros({indices}, 'int32'), 'int32'), "
+        f"C.from_buffer(np.zeros({updates}, 'float32'), 'float32')], {{}})"))
+    assert out.startswith("raised")
 
 
 @pytest.mark.xfail(strict=True, reason="engine: keras.ops.sum(np.float32(1), axis=0) reaches the same trap")
