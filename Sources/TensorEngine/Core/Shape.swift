@@ -45,7 +45,8 @@ func broadcastStrides(_ shape: [Int], to target: [Int]) -> [Int] {
 /// Normalises a possibly negative axis against `rank`.
 public func normalizeAxis(_ axis: Int, rank: Int) throws -> Int {
     let a = axis < 0 ? axis + rank : axis
-    guard a >= 0 && a < Swift.max(rank, 1) && (rank > 0 || a == 0) else {
+    // A 0-d tensor has no axis (numpy and JAX agree): its axis 0 would index an empty shape.
+    guard a >= 0 && a < rank else {
         throw EngineError.value("axis \(axis) is out of bounds for a tensor of rank \(rank)")
     }
     return a

@@ -43,7 +43,7 @@ public func arange(start: Double, stop: Double, step: Double = 1, dtype: DType =
     guard count.isFinite, count < Double(maxTensorBytes) else {
         throw EngineError.value("arange(\(start), \(stop), \(step)) has too many elements")
     }
-    let n = Swift.max(0, Int(count))
+    let n = count > 0 ? Int(count) : 0  // Int(count) of a huge negative count would trap
     if dtype.isHalf || dtype == .bool || dtype.isComplex {
         let base = dtype.complexPart ?? .float32
         return try cast(try arange(start: start, stop: stop, step: step, dtype: base), to: dtype)

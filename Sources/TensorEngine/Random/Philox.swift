@@ -226,7 +226,9 @@ func seedOf(_ t: [Tensor], at i: Int, _ a: Attrs) throws -> [Int] {
     guard s.dtype.isInteger, s.count == 2 else {
         throw EngineError.value("seed_t must hold two integers, got \(s.dtype) of shape \(s.shape)")
     }
-    return try (0..<2).map { Int(try s.double(at: $0)) }
+    // Exact integers: a double would round near 2**63 and trap on the way back to Int.
+    let exact = try cast(s, to: .int64).pointer(Int64.self)
+    return [Int(exact[0]), Int(exact[1])]
 }
 
 let seedAttr = AttrSpec.ints("seed", absent: "the seed_t input")
