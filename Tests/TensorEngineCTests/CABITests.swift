@@ -11,22 +11,9 @@ import Glibc
 /// Exercises the exported C entry points exactly as a C caller would: raw handles, 64-byte
 /// te_attr records, status codes and the thread-local message.
 final class CABITests: XCTestCase {
-    private func make(_ values: [Float], _ shape: [Int64]) -> OpaquePointer? {
-        var h: OpaquePointer? = nil
-        let st = values.withUnsafeBytes { buf in
-            shape.withUnsafeBufferPointer { s in
-                te_tensor_create(11, s.baseAddress, Int32(shape.count), buf.baseAddress, Int64(buf.count), &h)
-            }
-        }
-        XCTAssertEqual(st, 0, String(cString: te_last_error()))
-        return h
-    }
+    private func make(_ values: [Float], _ shape: [Int64]) -> OpaquePointer? { makeFloatTensor(values, shape) }
 
-    private func floats(_ h: OpaquePointer?) -> [Float] {
-        let n = Int(te_tensor_size(h))
-        let p = te_tensor_data(h)!.assumingMemoryBound(to: Float.self)
-        return Array(UnsafeBufferPointer(start: p, count: n))
-    }
+    private func floats(_ h: OpaquePointer?) -> [Float] { floatValues(h) }
 
     private func op(_ name: String) -> Int32 {
         var id: Int32 = -1

@@ -13,22 +13,9 @@ final class GraphABITests: XCTestCase {
         while te_tape_depth() > 0 { _ = te_tape_pop() }
     }
 
-    private func make(_ values: [Float], _ shape: [Int64]) -> OpaquePointer? {
-        var h: OpaquePointer? = nil
-        let st = values.withUnsafeBytes { buf in
-            shape.withUnsafeBufferPointer { s in
-                te_tensor_create(11, s.baseAddress, Int32(shape.count), buf.baseAddress, Int64(buf.count), &h)
-            }
-        }
-        XCTAssertEqual(st, 0, String(cString: te_last_error()))
-        return h
-    }
+    private func make(_ values: [Float], _ shape: [Int64]) -> OpaquePointer? { makeFloatTensor(values, shape) }
 
-    private func floats(_ h: OpaquePointer?) -> [Float] {
-        let n = Int(te_tensor_size(h))
-        let p = te_tensor_data(h)!.assumingMemoryBound(to: Float.self)
-        return Array(UnsafeBufferPointer(start: p, count: n))
-    }
+    private func floats(_ h: OpaquePointer?) -> [Float] { floatValues(h) }
 
     /// Calls a one-output op with no attributes; the caller releases the result.
     private func call(_ name: String, _ inputs: OpaquePointer?...) throws -> OpaquePointer? {
