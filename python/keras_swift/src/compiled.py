@@ -63,7 +63,9 @@ class CompiledStep:
         values = [v._value for v in variables]
         if any(t is None for t in values):
             return self.fn(data)
-        sig = (tuple(p for p, _ in treedef), _signature(batch), _signature(values))
+        # Which leaves are the same tensor is part of the signature too: the graph takes
+        # each tensor once.
+        sig = (tuple(p for p, _ in treedef), _signature(batch), _signature(values), _aliasing(values + batch))
         entry = self.graphs.get(sig)
         if entry is None:
             return self._trace(sig, data, batch, variables, values)
@@ -114,6 +116,11 @@ class CompiledStep:
 
 def _is_array(x):
     return x is not None and not isinstance(x, (str, bytes, bool, int, float))
+
+
+def _aliasing(leaves):
+    first = {}
+    return tuple(first.setdefault(id(t), i) for i, t in enumerate(leaves))
 
 
 def _unique(tensors):
