@@ -51,7 +51,8 @@ class CompiledStep:
         if self.eager_reason is not None or _C.trace_active():
             # A step called from within another trace is recorded there as it runs.
             return self.fn(data)
-        leaves, treedef = tree.flatten(data), tree.flatten_with_path(data)
+        flat = tree.flatten_with_path(data)
+        paths, leaves = tuple(p for p, _ in flat), [x for _, x in flat]
         if any(isinstance(x, SparseTensor) for x in leaves):
             # A sparse batch changes its number of entries, and so its signature, from
             # batch to batch, and densifying it would lose its row-sparse gradients.
@@ -65,7 +66,7 @@ class CompiledStep:
             return self.fn(data)
         # Which leaves are the same tensor is part of the signature too: the graph takes
         # each tensor once.
-        sig = (tuple(p for p, _ in treedef), _signature(batch), _signature(values), _aliasing(values + batch))
+        sig = (paths, _signature(batch), _signature(values), _aliasing(values + batch))
         entry = self.graphs.get(sig)
         if entry is None:
             return self._trace(sig, data, batch, variables, values)
