@@ -91,6 +91,33 @@ public func te_graph_num_nodes(_ graph: OpaquePointer?) -> Int32 { (try? Int32(p
 @_cdecl("te_graph_num_constants")
 public func te_graph_num_constants(_ graph: OpaquePointer?) -> Int32 { (try? Int32(program(graph).constants.count)) ?? -1 }
 
+/// Input (or output) i's dtype into *dtype and up to `cap` dims into shape; the rank, or -1
+/// for a null handle or an index out of range.
+private func graphSpec(_ graph: OpaquePointer?, _ i: Int32, output: Bool, _ dtype: UnsafeMutablePointer<Int32>?,
+                       _ shape: UnsafeMutablePointer<Int64>?, _ cap: Int32) -> Int32 {
+    guard let p = try? program(graph) else { return -1 }
+    let specs = output ? p.outputs.map(\.spec) : p.inputs.map(\.spec)
+    guard i >= 0, Int(i) < specs.count else { return -1 }
+    let spec = specs[Int(i)]
+    dtype?.pointee = spec.dtype.rawValue
+    if let shape = shape {
+        for d in 0..<Swift.min(Int(Swift.max(cap, 0)), spec.shape.count) { shape[d] = Int64(spec.shape[d]) }
+    }
+    return Int32(spec.shape.count)
+}
+
+@_cdecl("te_graph_input_spec")
+public func te_graph_input_spec(_ graph: OpaquePointer?, _ i: Int32, _ dtype: UnsafeMutablePointer<Int32>?,
+                                _ shape: UnsafeMutablePointer<Int64>?, _ cap: Int32) -> Int32 {
+    graphSpec(graph, i, output: false, dtype, shape, cap)
+}
+
+@_cdecl("te_graph_output_spec")
+public func te_graph_output_spec(_ graph: OpaquePointer?, _ i: Int32, _ dtype: UnsafeMutablePointer<Int32>?,
+                                 _ shape: UnsafeMutablePointer<Int64>?, _ cap: Int32) -> Int32 {
+    graphSpec(graph, i, output: true, dtype, shape, cap)
+}
+
 @_cdecl("te_graph_json")
 public func te_graph_json(_ graph: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
                           _ len: UnsafeMutablePointer<Int>?) -> Int32 {

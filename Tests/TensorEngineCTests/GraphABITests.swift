@@ -103,6 +103,21 @@ final class GraphABITests: XCTestCase {
         XCTAssertEqual(te_graph_num_outputs(graph), 5)
         XCTAssertGreaterThan(te_graph_num_nodes(graph), 10)
         XCTAssertEqual(te_graph_num_inputs(nil), -1)
+        // Each input's and output's spec, as traced.
+        for (i, h) in ([x0, y0] + w0).enumerated() {
+            var dtype: Int32 = -1, shape = [Int64](repeating: -1, count: 8), want = [Int64](repeating: -1, count: 8)
+            let rank = te_graph_input_spec(graph, Int32(i), &dtype, &shape, 8)
+            XCTAssertEqual(rank, te_tensor_shape(h, &want, 8))
+            XCTAssertEqual(dtype, te_tensor_dtype(h))
+            XCTAssertEqual(shape, want)
+        }
+        var dtype: Int32 = -1, dims = [Int64](repeating: -1, count: 2)
+        XCTAssertEqual(te_graph_output_spec(graph, 1, &dtype, &dims, 1), te_tensor_ndim(traced[1]))
+        XCTAssertEqual(dtype, te_tensor_dtype(traced[1]))
+        XCTAssertEqual(dims[1], -1, "writes at most cap dims")
+        XCTAssertEqual(te_graph_input_spec(graph, 6, nil, nil, 0), -1)
+        XCTAssertEqual(te_graph_output_spec(graph, -1, nil, nil, 0), -1)
+        XCTAssertEqual(te_graph_output_spec(nil, 0, nil, nil, 0), -1)
         ([x0, y0, traced[0]] + w0).forEach(te_tensor_release)
 
         // Through a file, with no trace state behind it.

@@ -213,6 +213,12 @@ int32_t te_graph_num_inputs(te_graph graph);
 int32_t te_graph_num_outputs(te_graph graph);
 int32_t te_graph_num_nodes(te_graph graph);
 int32_t te_graph_num_constants(te_graph graph);
+/* Input (or output) i of the graph as traced: its te_dtype into *dtype (when
+ * not NULL) and its first min(cap, rank) dims into shape (when not NULL).
+ * Returns the rank, or -1 for a null handle or an index out of range. A C
+ * program feeding a loaded graph sizes its inputs from these. */
+int32_t te_graph_input_spec(te_graph graph, int32_t i, int32_t *dtype, int64_t *shape, int32_t cap);
+int32_t te_graph_output_spec(te_graph graph, int32_t i, int32_t *dtype, int64_t *shape, int32_t cap);
 /* The graph described as JSON (UTF-8; docs/graph-format.md, "Describing a
  * program"): inputs, outputs and constants with dtype and shape, and the nodes
  * in order with op name, typed attributes and value ids. *len receives the
