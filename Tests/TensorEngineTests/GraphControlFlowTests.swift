@@ -71,9 +71,11 @@ final class GraphControlFlowTests: XCTestCase {
         for (i, want) in [(-5, -3), (0, -3), (1, 9), (2, Float(3).squareRoot()), (9, Float(3).squareRoot())] as [(Int32, Float)] {
             XCTAssertEqual(try floats(try program.run(inputs: [try Tensor([i]), x])[0])[0], want, accuracy: 1e-6, "index \(i)")
         }
-        XCTAssertThrowsError(try program.run(inputs: [try Tensor([Float(1)]), x])) { e in
+        try Tracer.begin()
+        XCTAssertThrowsError(try Tracer.beginCond(selector: try Tensor([Float(1)]), count: 2)) { e in
             XCTAssertTrue("\(e)".contains("selector"), "\(e)")
         }
+        XCTAssertThrowsError(try Tracer.beginCond(selector: try Tensor([true, false]), count: 2))
     }
 
     func testGradientsFlowThroughACondAtReplay() throws {
