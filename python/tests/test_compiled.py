@@ -446,3 +446,41 @@ def test_control_flow_in_a_custom_train_step():
         np.testing.assert_allclose(results[0][0][k], results[1][0][k], rtol=2e-5, atol=1e-6, err_msg=k)
     for a, b in zip(results[0][1], results[1][1]):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+
+
+class _Counter(layers.Layer):
+    """State assigned inside a cond nested in a while_loop body (found and carried)."""
+
+    def build(self, shape):
+        self.count = self.add_weight(shape=(), initializer="zeros", trainable=False, name="count")
+        self.last = self.add_weight(shape=(), initializer="zeros", trainable=False, name="last")
+
+    def call(self, x):
+        s = ops.sum(x)
+
+        def body(i, acc):
+            ops.cond(s > 0, lambda: self.count.assign_add(1.0), lambda: self.count.assign_sub(2.0))
+            return i + 1, acc + self.count
+
+        _, acc = ops.while_loop(lambda i, acc: i < ops.cast(ops.abs(s), "int32"), body, (0, 0.0))
+        self.last.assign(acc)
+        return x * acc
+
+
+def test_state_assigned_in_nested_control_flow_is_carried():
+    model = keras.Sequential([keras.Input((2,)), _Counter()])
+    model.compile(loss="mse")
+    count = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback
+        for v in (1.0, 0.5, -1.0, 2.0, 0.0, -0.5):
+            x = np.full((1, 2), v, "float32")
+            acc = 0.0
+            for _ in range(int(abs(2 * v))):
+                count += 1.0 if v > 0 else -2.0
+                acc += count
+            np.testing.assert_allclose(model.predict_on_batch(x), x * acc, rtol=1e-6)
+            layer = model.layers[0]
+            assert float(layer.count.numpy()) == count and float(layer.last.numpy()) == acc
+    step = _compiled(model)
+    assert step.eager_reason is None and len(step.graphs) == 1
