@@ -263,7 +263,7 @@ enum BlockRunner {
     static func run(_ nodes: [GraphNode], _ plan: BlockPlan, _ slots: inout [Tensor?]) throws {
         for v in plan.unusedAtEntry { slots[v] = nil }
         for (n, node) in nodes.enumerated() {
-            try Program.execute(node, plan.children[n], &slots)
+            try Program.execute(node, plan, n, &slots)
             for v in plan.freeAfter[n] { slots[v] = nil }
         }
     }

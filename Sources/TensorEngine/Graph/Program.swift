@@ -176,7 +176,7 @@ public final class Program {
             let depth = Tape.depth
             do {
                 for (n, node) in nodes.enumerated() {
-                    try Program.execute(node, plan.children[n], &slots)
+                    try Program.execute(node, plan, n, &slots)
                     for v in freeAfter[n] { slots[v] = nil }
                     observer?(n, slots)
                 }
@@ -196,8 +196,8 @@ public final class Program {
         }
     }
 
-    /// Runs one node; `blocks`: the plans of its blocks (control flow).
-    static func execute(_ node: GraphNode, _ blocks: [BlockPlan], _ slots: inout [Tensor?]) throws {
+    /// Runs node `n` of the block planned by `plan` (which holds the plans of its blocks).
+    static func execute(_ node: GraphNode, _ plan: BlockPlan, _ n: Int, _ slots: inout [Tensor?]) throws {
         func read(_ v: Int) throws -> Tensor { try BlockRunner.read(slots, v) }
         switch node {
         case .op(let index, let name, let attrs, let ins, let outs):
@@ -223,9 +223,9 @@ public final class Program {
                 slots[v] = g
             }
         case .cond(let selector, let branches, let outs):
-            try BlockRunner.cond(selector, branches, outs, blocks, &slots)
+            try BlockRunner.cond(selector, branches, outs, plan.children[n], &slots)
         case .whileLoop(let initial, let params, let condition, let body, let outs, let maxIterations):
-            let final = try BlockRunner.loop(params, condition, body, maxIterations, blocks, state: try initial.map(read),
+            let final = try BlockRunner.loop(params, condition, body, maxIterations, plan.children[n], state: try initial.map(read),
                                              done: 0, &slots)
             for (o, t) in zip(outs, final) { slots[o] = gradientAlias(t) }
         }
