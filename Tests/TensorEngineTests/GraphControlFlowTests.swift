@@ -143,6 +143,23 @@ final class GraphControlFlowTests: XCTestCase {
         }
     }
 
+    func testAnOpReturningItsInputInsideABranchKeepsItsOuterName() throws {
+        let x = try Tensor([1, 2] as [Float]), sel = try Tensor([true])
+        try Tracer.begin()
+        try Tracer.declareInput(sel)
+        try Tracer.declareInput(x)
+        _ = try Tracer.beginCond(selector: sel, count: 2)
+        let same = try op("cast", x, attrs: ["dtype": .string("float32")])
+        XCTAssertTrue(same === x, "a cast to the same dtype hands back its input")
+        let a = try op("negative", same)
+        try Tracer.nextBranch()
+        let out = try XCTUnwrap(try Tracer.endCond(results: [[a], [x]]))
+        let y = try op("add", out[0], x)  // x after the cond: its outer name, not the branch's
+        let program = try Tracer.end(outputs: [y])
+        XCTAssertEqual(try floats(try program.run(inputs: [try Tensor([true]), x])[0]), [2, 4])
+        XCTAssertEqual(try floats(try program.run(inputs: [try Tensor([false]), x])[0]), [0, 0])
+    }
+
     func testBranchesOfOtherSpecsFailTheTrace() throws {
         let x = try Tensor([1, 2] as [Float]), sel = try Tensor([false])
         try Tracer.begin()

@@ -61,6 +61,10 @@ public final class Tracer {
     /// The scopes open now, outermost first (0, the top level, always).
     private var openScopes: [Int] = [0]
     private var scopeCount = 1
+    /// Tensors named outside a block that a node inside it named again (an op that returns
+    /// its input, as a cast to the same dtype does), with their earlier value: the block's
+    /// name is dropped when it closes.
+    private var shadowed: [(scope: Int, tensor: ObjectIdentifier, value: Int)] = []
     /// Control flow being recorded, innermost last.
     private var frames: [Frame] = []
 
@@ -230,6 +234,7 @@ public final class Tracer {
         held = []
         nodes = []
         constants = []
+        shadowed = []
         for f in frames {
             f.outer = []
             f.blocks = []
@@ -241,9 +246,12 @@ public final class Tracer {
     private func name(_ t: Tensor) -> Int {
         let v = valueCount
         valueCount += 1
-        valueOf[ObjectIdentifier(t)] = v
+        let id = ObjectIdentifier(t)
+        let scope = openScopes[openScopes.count - 1]
+        if scope != 0, let old = valueOf[id] { shadowed.append((scope, id, old)) }
+        valueOf[id] = v
         held.append(t)
-        scopeOf.append(openScopes[openScopes.count - 1])
+        scopeOf.append(scope)
         return v
     }
 
@@ -275,6 +283,15 @@ extension Tracer {
         return tr
     }
 
+    /// Closes the innermost scope, giving back the names its nodes shadowed.
+    private func closeScope() {
+        let s = openScopes.removeLast()
+        while let last = shadowed.last, last.scope == s {
+            shadowed.removeLast()
+            valueOf[last.tensor] = last.value
+        }
+    }
+
     private func openScope() -> Int {
         let s = scopeCount
         scopeCount += 1
@@ -284,7 +301,7 @@ extension Tracer {
 
     /// Ends the block being recorded in `f`, yielding `results` (its ids, resolved by the caller).
     private func closeBlock(_ f: Frame, results: [Int]) {
-        openScopes.removeLast()
+        closeScope()
         guard failure == nil else { return }
         if tapeDepth != f.depth { return fail("a cond branch or while_loop block left a tape pushed or popped") }
         f.blocks.append(GraphBlock(nodes: nodes, results: results))
@@ -414,7 +431,8 @@ extension Tracer {
         if let m = maxIterations, m < 0 { throw EngineError.value("maximum_iterations must not be negative, got \(m)") }
         let resultIDs = tr.failure == nil ? results.map { tr.value(of: $0) } : []
         tr.closeBlock(f, results: resultIDs)
-        tr.openScopes.removeLast()  // the parameters' scope
+        tr.closeScope()  // the parameters'
+
         _ = tr.popFrame()
         guard tr.failure == nil else { return nil }
         let specs = initial.map(TensorSpec.init(of:))
@@ -452,7 +470,7 @@ extension Tracer {
         let tr = try active()
         guard let f = tr.frames.last else { throw EngineError.value("no cond or while_loop is being recorded") }
         // Close the scopes the frame opened (their ids are the newest) that are still open.
-        while let s = tr.openScopes.last, s != 0, s >= (f.scopes.first ?? Int.max) { tr.openScopes.removeLast() }
+        while let s = tr.openScopes.last, s != 0, s >= (f.scopes.first ?? Int.max) { tr.closeScope() }
         _ = tr.popFrame()
         if tr.tapeDepth != f.depth { tr.fail("a cond branch or while_loop that raised left a tape pushed or popped") }
     }
