@@ -484,3 +484,42 @@ def test_state_assigned_in_nested_control_flow_is_carried():
             assert float(layer.count.numpy()) == count and float(layer.last.numpy()) == acc
     step = _compiled(model)
     assert step.eager_reason is None and len(step.graphs) == 1
+
+
+@pytest.mark.parametrize("case", ["cosine-warmup", "cosine-restarts", "hinge-spectral"])
+def test_keras_code_that_branches_on_tensors_compiles(case):
+    """Learning-rate schedules, a loss and a layer of Keras's own that call ops.cond."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(32, 12)).astype("float32")
+    y = rng.integers(0, 2, size=(32, 1)).astype("float32")
+
+    def build():
+        if case == "hinge-spectral":
+            return keras.Sequential([keras.Input((12,)), layers.SpectralNormalization(layers.Dense(8)),
+                                     layers.Dense(1)])
+        return keras.Sequential([keras.Input((12,)), layers.Dense(8, activation="relu"), layers.Dense(1)])
+
+    def optimizer():
+        if case == "cosine-warmup":
+            return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+                0.01, decay_steps=6, warmup_target=0.05, warmup_steps=3))
+        return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecayRestarts(
+            0.02, first_decay_steps=2, t_mul=1.5, m_mul=0.9))
+
+    results = []
+    for jit in (True, False):
+        keras.utils.set_random_seed(5)
+        model = build()
+        model.compile(optimizer=optimizer(), loss="hinge" if case == "hinge-spectral" else "mse", jit_compile=jit)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no fallback
+            # SpectralNormalization assigns its kernel rather than differentiating it (eager too).
+            warnings.filterwarnings("ignore", message="Gradients do not exist")
+            h = model.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False)
+        results.append((h.history, model.get_weights()))
+        if jit:
+            _compiles_without_fallback(model)
+    for k in results[1][0]:
+        np.testing.assert_allclose(results[0][0][k], results[1][0][k], rtol=2e-5, atol=1e-6, err_msg=k)
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
