@@ -523,3 +523,29 @@ def test_keras_code_that_branches_on_tensors_compiles(case):
         np.testing.assert_allclose(results[0][0][k], results[1][0][k], rtol=2e-5, atol=1e-6, err_msg=k)
     for a, b in zip(results[0][1], results[1][1]):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+
+
+def test_control_flow_calls_out_of_place_raise():
+    t = _swiftkeras.from_buffer(np.ones((1,), "float32"), "float32")
+    with pytest.raises(ValueError, match="no active trace"):
+        _swiftkeras.trace_cond_next()
+    with pytest.raises(ValueError, match="no active trace"):
+        _swiftkeras.trace_while_body(t)
+    _swiftkeras.trace_begin()
+    try:
+        with pytest.raises(ValueError, match="selector"):
+            _swiftkeras.trace_cond_begin(t, 2)  # a float selector
+        with pytest.raises(ValueError, match="no cond"):
+            _swiftkeras.trace_cond_end([t, t], 2)
+        with pytest.raises(ValueError, match="split"):
+            _swiftkeras.trace_cond_end([t, t, t], 2)
+        with pytest.raises(TypeError):
+            _swiftkeras.trace_cond_begin("yes", 2)
+        with pytest.raises(ValueError, match="no cond or while_loop"):
+            _swiftkeras.trace_block_abort()
+        with pytest.raises(TypeError):
+            _swiftkeras.trace_while_begin([t, "x"])
+        with pytest.raises(ValueError, match="negative"):
+            _swiftkeras.trace_while_end([], -1)
+    finally:
+        _swiftkeras.trace_abort()

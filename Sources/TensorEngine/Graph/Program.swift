@@ -1,16 +1,17 @@
 // Programs: a training (or inference) step recorded once and replayed many times.
 //
-// A `Program` is a straight-line list of nodes over SSA values (dense integer ids, each
-// defined exactly once: by being a declared input, a constant, or a node's output).
-// Nodes are registry op calls (op by index, its name, `Attrs`, input and output ids) plus
-// the structural steps a training step needs from the engine's tape: push, pop, setting a
-// value's `requiresGrad`, and `gradient`. Replay runs the forward ops with a real tape
+// A `Program` is a list of nodes over SSA values (dense integer ids, each defined exactly
+// once: by being a declared input, a constant, or a node's output). Nodes are registry op
+// calls (op by index, its name, `Attrs`, input and output ids), the structural steps a
+// training step needs from the engine's tape (push, pop, setting a value's `requiresGrad`,
+// `gradient`), and control flow (`cond`, `whileLoop`) over nested blocks of nodes
+// (ControlFlow.swift). Replay runs the forward ops with a real tape
 // active and asks that tape for gradients, exactly as the eager step did; lowering the
 // VJPs into the graph is a later step.
 //
 // A program is specialised on its inputs' dtypes and shapes (like `jax.jit`): `run`
-// rejects anything else. It is immutable once built; building it validates it (SSA order,
-// op indices, balanced tapes) and computes a liveness plan, so `run` drops each
+// rejects anything else. It is immutable once built; building it validates it (SSA order
+// and scoping, op indices, balanced tapes) and computes a liveness plan, so `run` drops each
 // intermediate right after its last use. `eliminatingDeadCode()` drops nodes whose
 // outputs reach no program output and have no side effect.
 #if canImport(Glibc)
