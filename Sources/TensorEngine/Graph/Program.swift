@@ -59,8 +59,9 @@ public enum GraphNode {
     case cond(selector: Int, branches: [GraphBlock], outputs: [Int])
     /// Binds `parameters` to the carried state (first `initial`), runs `condition` and, while
     /// its one result is non-zero and fewer than `maxIterations` iterations ran, `body`,
-    /// whose results are the next state; `outputs` receive the final state.
-    case whileLoop(initial: [Int], parameters: [Int], condition: GraphBlock, body: GraphBlock, outputs: [Int],
+    /// whose results are the next state; `outputs` receive the final state. Indirect: its
+    /// payload would otherwise make every node larger.
+    indirect case whileLoop(initial: [Int], parameters: [Int], condition: GraphBlock, body: GraphBlock, outputs: [Int],
                    maxIterations: Int?)
 
     /// Values read, in order; for control flow, also the values its blocks read from outside.
