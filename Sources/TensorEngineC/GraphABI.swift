@@ -146,3 +146,89 @@ public func te_graph_constant(_ graph: OpaquePointer?, _ i: Int32, _ out: Unsafe
         out.pointee = handle(p.constants[Int(i)].tensor)
     }
 }
+
+// MARK: - Control flow while tracing (docs/graph-format.md, "Control flow")
+
+private func tensors(_ p: UnsafePointer<OpaquePointer?>?, _ n: Int32, _ what: String) throws -> [Tensor] {
+    guard n >= 0, n == 0 || p != nil else { throw EngineError.value("bad \(what) array") }
+    return try (0..<Int(n)).map { try tensor(p![$0]) }
+}
+
+/// Hands `ts` out into `out` (room checked by the caller) as new references.
+private func handOut(_ ts: [Tensor], _ out: UnsafeMutablePointer<OpaquePointer?>?) throws {
+    guard ts.isEmpty || out != nil else { throw EngineError.value("null output array") }
+    for (i, t) in ts.enumerated() { out![i] = handle(t) }
+}
+
+@_cdecl("te_trace_cond_begin")
+public func te_trace_cond_begin(_ selector: OpaquePointer?, _ nBranches: Int32, _ taken: UnsafeMutablePointer<Int32>?,
+                                _ recording: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guarded {
+        guard let taken = taken, let recording = recording else { throw EngineError.value("null output pointer") }
+        let (k, rec) = try Tracer.beginCond(selector: try tensor(selector), count: Int(nBranches))
+        taken.pointee = Int32(k)
+        recording.pointee = rec ? 1 : 0
+    }
+}
+
+@_cdecl("te_trace_cond_next")
+public func te_trace_cond_next() -> Int32 { guarded { try Tracer.nextBranch() } }
+
+@_cdecl("te_trace_cond_end")
+public func te_trace_cond_end(_ results: UnsafePointer<OpaquePointer?>?, _ nBranches: Int32, _ nResults: Int32,
+                              _ outputs: UnsafeMutablePointer<OpaquePointer?>?, _ recorded: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guarded {
+        guard let recorded = recorded else { throw EngineError.value("null output pointer") }
+        recorded.pointee = 0
+        guard nBranches >= 0, nResults >= 0, Int(nBranches) * Int(nResults) <= Int(Int32.max) else {
+            throw EngineError.value("bad result counts")
+        }
+        let flat = try tensors(results, nBranches * nResults, "result")
+        let m = Int(nResults)
+        let perBranch = (0..<Int(nBranches)).map { Array(flat[($0 * m)..<($0 * m + m)]) }
+        guard let outs = try Tracer.endCond(results: perBranch) else { return }
+        try handOut(outs, outputs)
+        recorded.pointee = 1
+    }
+}
+
+@_cdecl("te_trace_while_begin")
+public func te_trace_while_begin(_ initial: UnsafePointer<OpaquePointer?>?, _ n: Int32,
+                                 _ params: UnsafeMutablePointer<OpaquePointer?>?, _ recording: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guarded {
+        guard let recording = recording else { throw EngineError.value("null output pointer") }
+        recording.pointee = 0
+        guard let ps = try Tracer.beginWhile(initial: try tensors(initial, n, "initial value")) else { return }
+        try handOut(ps, params)
+        recording.pointee = 1
+    }
+}
+
+@_cdecl("te_trace_while_body")
+public func te_trace_while_body(_ pred: OpaquePointer?, _ holds: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guarded {
+        guard let holds = holds else { throw EngineError.value("null output pointer") }
+        holds.pointee = try Tracer.whileBody(pred: try tensor(pred)) ? 1 : 0
+    }
+}
+
+@_cdecl("te_trace_while_end")
+public func te_trace_while_end(_ results: UnsafePointer<OpaquePointer?>?, _ n: Int32, _ maxIterations: Int64,
+                               _ outputs: UnsafeMutablePointer<OpaquePointer?>?, _ recorded: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guarded {
+        guard let recorded = recorded else { throw EngineError.value("null output pointer") }
+        recorded.pointee = 0
+        let limit = maxIterations < 0 ? nil : Int(maxIterations)
+        guard let outs = try Tracer.endWhile(results: try tensors(results, n, "result"), maxIterations: limit) else { return }
+        try handOut(outs, outputs)
+        recorded.pointee = 1
+    }
+}
+
+@_cdecl("te_trace_block_abort")
+public func te_trace_block_abort() -> Int32 { guarded { try Tracer.abortBlock() } }
+
+@_cdecl("te_trace_unreplayable")
+public func te_trace_unreplayable(_ reason: UnsafePointer<CChar>?) {
+    Tracer.unreplayable(reason.map { String(cString: $0) } ?? "the caller marked it so")
+}
