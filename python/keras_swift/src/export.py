@@ -39,7 +39,7 @@ from keras.src import tree
 from keras.src.backend import standardize_dtype
 
 from keras_swift.src.core import convert_to_tensor
-from keras_swift.src.tensor import _C
+from keras_swift.src.engine import _C
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 13

@@ -15,12 +15,12 @@ Keras's generic path.
 import numbers
 
 from keras.src.optimizers import base_optimizer
-from keras_swift.src.core import _C
 from keras_swift.src.core import cast
 from keras_swift.src.core import convert_to_numpy
 from keras_swift.src.core import convert_to_tensor
-from keras_swift.src.core import op
-from keras_swift.src.core import op_multi
+from keras_swift.src.engine import _C
+from keras_swift.src.engine import op
+from keras_swift.src.engine import op_multi
 
 _FUSED_DTYPES = ("float32", "float64")
 

@@ -5,11 +5,11 @@ ops do not cover raises ``NotImplementedError`` and Keras falls back to ``rnn``.
 
 from keras.src import activations
 from keras.src import tree
-from keras_swift.src.core import _C
 from keras_swift.src.core import cast
 from keras_swift.src.core import convert_to_tensor
-from keras_swift.src.core import op
-from keras_swift.src.core import op_multi
+from keras_swift.src.engine import _C
+from keras_swift.src.engine import op
+from keras_swift.src.engine import op_multi
 from keras_swift.src.ops import numpy as knp
 
 

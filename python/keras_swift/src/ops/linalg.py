@@ -4,13 +4,13 @@ import numpy as np
 from keras.src import tree
 
 from keras_swift.src.core import cast
-from keras_swift.src.core import to_float as _float
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.core import is_float_dtype
-from keras_swift.src.tensor import _C
-from keras_swift.src.core import op
-from keras_swift.src.core import op_multi
 from keras_swift.src.core import result_type
+from keras_swift.src.core import to_float as _float
+from keras_swift.src.engine import _C
+from keras_swift.src.engine import op
+from keras_swift.src.engine import op_multi
 from keras_swift.src.ops import numpy as knp
 from keras_swift.src.variable import detached_leaf
 

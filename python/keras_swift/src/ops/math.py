@@ -3,11 +3,11 @@
 import math as pymath
 
 from keras_swift.src.core import cast
-from keras_swift.src.core import to_float as _float
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.core import is_int_dtype
-from keras_swift.src.core import op
-from keras_swift.src.core import op_multi
+from keras_swift.src.core import to_float as _float
+from keras_swift.src.engine import op
+from keras_swift.src.engine import op_multi
 from keras_swift.src.ops import numpy as knp
 
 

@@ -16,14 +16,15 @@ from keras.src.backend.common.backend_utils import (
 )
 from keras.src.backend.config import epsilon
 from keras.src.backend.config import standardize_data_format
+from keras_swift.src import sparse
 from keras_swift.src.core import cast
-from keras_swift.src.core import to_float as _float
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.core import is_float_dtype
 from keras_swift.src.core import is_int_dtype
-from keras_swift.src.core import op
-from keras_swift.src.core import op_multi
 from keras_swift.src.core import result_type
+from keras_swift.src.core import to_float as _float
+from keras_swift.src.engine import op
+from keras_swift.src.engine import op_multi
 from keras_swift.src.ops import numpy as knp
 
 
@@ -413,6 +414,7 @@ def conv_transpose(
 # ---------------------------------------------------------------------------
 
 
+@sparse.on_sparse_flag(sparse.one_hot)
 def one_hot(x, num_classes, axis=-1, dtype=None, sparse=False):
     if sparse:
         raise ValueError("Unsupported value `sparse=True` with swift backend")
@@ -423,6 +425,7 @@ def one_hot(x, num_classes, axis=-1, dtype=None, sparse=False):
     return op("one_hot", x, num_classes=int(num_classes), axis=int(axis), dtype=dtype)
 
 
+@sparse.on_sparse_flag(sparse.multi_hot)
 def multi_hot(x, num_classes, axis=-1, dtype=None, sparse=False):
     if sparse:
         raise ValueError("Unsupported value `sparse=True` with swift backend")
