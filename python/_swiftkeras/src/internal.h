@@ -100,7 +100,6 @@ int attrs_reserve(AttrSet *set, Py_ssize_t n);
 void attrs_hold(AttrSet *set, Py_ssize_t k, PyObject *key, PyObject *value);
 int attrs_fill(AttrSet *set, Py_ssize_t k);
 void attrs_free(AttrSet *set);
-int attrs_convert(PyObject *dict, AttrSet *set);
 int attrs_convert_kw(PyObject *kwnames, PyObject *const *values, AttrSet *set);
 
 /* -------------------------------------------------------------------------- */

@@ -24,10 +24,11 @@ except ImportError as e:  # pragma: no cover - depends on the installation
     ) from e
 
 
-# op(name, *inputs, **attrs) runs one engine op and returns its first output.
-# It is the C function itself: a Python wrapper building the inputs tuple and
-# attrs dict cost more than a small op.
-op = _C.call
+# op(name, *inputs, **attrs) runs one engine op and returns its output, or the
+# tuple of its outputs for an op with several (the schema fixes the count). It
+# is the C function itself, under the same name: a Python wrapper building the
+# inputs tuple and attrs dict cost more than a small op.
+op = _C.op
 
 
 def engine_op(name, *, constant_time=False, **attrs):
@@ -54,11 +55,6 @@ def engine_op(name, *, constant_time=False, **attrs):
         return functools.update_wrapper(bound, fn)
 
     return bind
-
-
-def op_multi(name, inputs, attrs=None):
-    """Run one engine op and return all its outputs (a tuple)."""
-    return _C.op(name, inputs, attrs)
 
 
 def numpy_view(t):

@@ -20,7 +20,6 @@ from keras_swift.src.core import convert_to_numpy
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.engine import _C
 from keras_swift.src.engine import op
-from keras_swift.src.engine import op_multi
 
 _FUSED_DTYPES = ("float32", "float64")
 
@@ -62,8 +61,8 @@ class BackendOptimizer(base_optimizer.BaseOptimizer):
                 grad = cast(grad, var.dtype)
             index = self._get_variable_index(var)
             m, v = self._momentums[index], self._velocities[index]
-            new_var, new_m, new_v = op_multi(
-                "adam_update", (var.value, grad, m.value, v.value) + alpha_t, attrs
+            new_var, new_m, new_v = op(
+                "adam_update", var.value, grad, m.value, v.value, *alpha_t, **attrs
             )
             self.assign(m, new_m)
             self.assign(v, new_v)

@@ -24,7 +24,6 @@ from keras_swift.src.core import is_int_dtype
 from keras_swift.src.core import result_type
 from keras_swift.src.core import to_float as _float
 from keras_swift.src.engine import op
-from keras_swift.src.engine import op_multi
 from keras_swift.src.ops import numpy as knp
 
 
@@ -541,7 +540,7 @@ def moments(x, axes, keepdims=False, synchronized=False):
         x = cast(x, "float32")
     elif not is_float_dtype(ori_dtype):
         x = cast(x, result_type(ori_dtype, float))
-    mean, variance = op_multi("moments", (x,), {"axes": axes, "keepdims": bool(keepdims)})
+    mean, variance = op("moments", x, axes=axes, keepdims=bool(keepdims))
     if ori_dtype in ("float16", "bfloat16"):
         info = np.finfo(np.float16)
         mean = cast(op("clip", mean, min=float(info.min), max=float(info.max)), ori_dtype)
@@ -756,16 +755,15 @@ def ctc_decode(
     if mask_index is None:
         mask_index = inputs.shape[-1] - 1
     lengths = cast(convert_to_tensor(sequence_lengths), "int32")
-    decoded, scores = op_multi(
+    decoded, scores = op(
         "ctc_decode",
-        [inputs, lengths],
-        {
-            "strategy": strategy,
-            "beam_width": int(beam_width),
-            "top_paths": int(top_paths),
-            "merge_repeated": bool(merge_repeated),
-            "mask_index": int(mask_index),
-        },
+        inputs,
+        lengths,
+        strategy=strategy,
+        beam_width=int(beam_width),
+        top_paths=int(top_paths),
+        merge_repeated=bool(merge_repeated),
+        mask_index=int(mask_index),
     )
     return decoded, scores
 

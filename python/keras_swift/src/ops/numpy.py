@@ -31,7 +31,6 @@ from keras_swift.src.core import sum_dtype as _sum_dtype
 from keras_swift.src.engine import _C
 from keras_swift.src.engine import engine_op
 from keras_swift.src.engine import op
-from keras_swift.src.engine import op_multi
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -2102,7 +2101,7 @@ def slogdet(x):
     x = convert_to_tensor(x)
     if not is_float_dtype(x.dtype):
         x = cast(x, result_type(x.dtype, float))
-    sign, logabsdet = op_multi("slogdet", [x])
+    sign, logabsdet = op("slogdet", x)
     return sign, logabsdet
 
 
@@ -2315,7 +2314,7 @@ def histogram(x, bins=10, range=None):
     attrs = {"bins": int(bins)}
     if range is not None:
         attrs["min"], attrs["max"] = float(range[0]), float(range[1])
-    counts, edges = op_multi("histogram", [x], attrs)
+    counts, edges = op("histogram", x, **attrs)
     return counts, edges
 
 
@@ -2338,7 +2337,7 @@ def unique(
         attrs["size"] = int(size)
     if fill_value is not None:
         attrs["fill_value"] = float(fill_value)
-    values, index, inverse, counts = op_multi("unique", [x], attrs or None)
+    values, index, inverse, counts = op("unique", x, **attrs)
     outputs = [values]
     if return_index:
         outputs.append(index)
