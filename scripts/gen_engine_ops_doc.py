@@ -54,8 +54,7 @@ Conventions:
 |---|---|---|---|---|---|
 """
 
-ALL = ("bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 bfloat16 float32 "
-       "float64 float8_e4m3fn float8_e5m2 complex64 complex128").split()
+ALL = list(_swiftkeras.DTYPES)
 COMPLEX = {"complex64", "complex128"}
 NAMED = {
     frozenset(ALL): "all",

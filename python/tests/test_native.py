@@ -109,10 +109,18 @@ def test_abi_version_matches_header():
 
 
 def test_dtype_table():
-    # Python's one dtype table maps exactly the engine's dtypes, each to a numpy
-    # type of the engine's element size; the raw-bits ones are exactly those
-    # the extension refuses a typed buffer for.
-    assert set(C.DTYPES) == set(NUMPY_DTYPES)
+    # Python's one dtype table names the engine's dtypes in te_dtype order: the
+    # schema of an op taking any dtype lists them so. The extension's names
+    # (C.DTYPES, by te_dtype code) are the engine's own: a dtype the engine
+    # makes from a name (cast's dtype attribute, which it parses) comes back
+    # under that name.
+    engine = C.op_schemas()["reshape"]["inputs"][0]["dtypes"]
+    assert list(NUMPY_DTYPES) == engine == list(C.DTYPES)
+    x = C.from_buffer(np.zeros(3, np.bool_), "bool")
+    for name in engine:
+        assert C.op("cast", x, dtype=name).dtype == name
+    # Each numpy type has the engine's element size; the raw-bits ones are
+    # exactly those the extension refuses a typed buffer for.
     for name, nd in NUMPY_DTYPES.items():
         t = C.from_buffer(np.zeros(3, BYTES_ONLY.get(name, nd)), name)
         assert t.itemsize == nd.itemsize, name

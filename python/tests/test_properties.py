@@ -34,6 +34,8 @@ ml_dtypes = pytest.importorskip("ml_dtypes")
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from keras_swift.src.dtypes import BITS_DTYPES  # noqa: E402
+from keras_swift.src.dtypes import NUMPY_DTYPES  # noqa: E402
 
 _COMMON = dict(
     deadline=None,
@@ -58,15 +60,15 @@ def outputs(name, inputs, attrs=None):
 # $KERAS_SWIFT_HYPOTHESIS_COUNTS as JSON when set).
 CASES = collections.Counter()
 
-BITS = {"bfloat16": ml_dtypes.bfloat16, "float8_e4m3fn": ml_dtypes.float8_e4m3fn,
-        "float8_e5m2": ml_dtypes.float8_e5m2}
+# The dtypes numpy knows only through ml_dtypes (raw bits across the buffer protocol).
+BITS = BITS_DTYPES
 INTS = [d for d in DTYPES if d.startswith(("int", "uint"))]
-FLOATS = ["float16", "bfloat16", "float32", "float64", "float8_e4m3fn", "float8_e5m2"]
-COMPLEX = ["complex64", "complex128"]
+FLOATS = [d for d in DTYPES if NUMPY_DTYPES[d].kind == "f" or d in BITS]
+COMPLEX = [d for d in DTYPES if NUMPY_DTYPES[d].kind == "c"]
 
 
 def np_dtype(name):
-    return np.dtype(BITS.get(name, name))
+    return NUMPY_DTYPES[name] if name in NUMPY_DTYPES else np.dtype(name)
 
 
 def to_engine(a, dtype=None):
