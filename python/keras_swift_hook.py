@@ -3,7 +3,8 @@
 Keras 3.13-3.15 pick backend classes with name-based if-chains that end in
 ``else: raise`` (``backend/__init__.py``, ``models/model.py``,
 ``layers/layer.py``, ``export/saved_model.py``, ``export/onnx.py``; ``_PATCHERS`` below lists
-them), so any other name fails at ``import keras``. Rather than
+them), so any other name fails at ``import keras``. (One more entry there only keeps
+``import keras`` from loading jax: ``_patch_orbax_checkpoint``.) Rather than
 forking or editing the installed Keras, this module puts a finder at the front
 of ``sys.meta_path``. When the configured backend is ``"swift"`` and one of the
 modules holding such a chain is imported, the finder hands Keras's own source
@@ -602,6 +603,34 @@ def _patch_export_onnx(tree, filename):
     return f"{EXPORT_MODULE}.{ONNX_FUNCTION}"
 
 
+ORBAX_TARGET = "keras.src.callbacks.orbax_checkpoint"
+
+
+def _patch_orbax_checkpoint(tree, filename):
+    """Skip the module-level ``import jax`` of Keras's Orbax callback.
+
+    Keras 3.15 runs it at ``import keras`` whenever jax is installed, only to give old jax
+    versions a ``jax.monitoring.record_scalar`` for Orbax; under the swift backend it loads
+    a framework the process never uses (130 MB of resident memory and about a second of
+    start-up, measured). Orbax imports jax itself when the callback is used. Only that one
+    ``try: import jax ... except ImportError`` statement is touched; a Keras without it is
+    left as it is.
+    """
+    import ast
+
+    for i, stmt in enumerate(tree.body):
+        if (
+            isinstance(stmt, ast.Try)
+            and stmt.body
+            and isinstance(stmt.body[0], ast.Import)
+            and [a.name for a in stmt.body[0].names] == ["jax"]
+            and any(isinstance(h.type, ast.Name) and h.type.id == "ImportError" for h in stmt.handlers)
+        ):
+            tree.body[i] = ast.copy_location(ast.Pass(), stmt)
+            return "module-level `import jax` skipped"
+    return None
+
+
 _PATCHERS = {
     "keras.src.backend": _patch_backend_package,
     "keras.src.models.model": _class_patcher("Trainer class", TRAINER_MODULE, TRAINER_CLASS),
@@ -622,6 +651,7 @@ _PATCHERS = {
     "keras.src.utils.backend_utils": _patch_backend_utils,
     OPTIMIZER_TARGET: _patch_optimizer,
     ONNX_TARGET: _patch_export_onnx,
+    ORBAX_TARGET: _patch_orbax_checkpoint,
 }
 
 

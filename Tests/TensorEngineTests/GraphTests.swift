@@ -150,8 +150,8 @@ final class GraphTests: XCTestCase {
         badMagic[0] = UInt8(ascii: "X")
         XCTAssertThrowsError(try Program(serialized: badMagic)) { XCTAssertTrue("\($0)".contains("magic")) }
         var future = bytes
-        future[8] = 2
-        XCTAssertThrowsError(try Program(serialized: future)) { XCTAssertTrue("\($0)".contains("version 2")) }
+        future[8] = 3
+        XCTAssertThrowsError(try Program(serialized: future)) { XCTAssertTrue("\($0)".contains("version 3")) }
         // The same file naming an op this engine does not have.
         let name = Array("matmul".utf8)
         let at = try XCTUnwrap((0...(bytes.count - name.count)).first { Array(bytes[$0..<($0 + name.count)]) == name })

@@ -40,7 +40,8 @@ class BackendOptimizer(base_optimizer.BaseOptimizer):
         if _C.trace_active():
             # A compiled step: alpha changes every step, so it is computed by recorded ops
             # and fed to the update as a tensor (float64, as the host computes it below).
-            step = op("add", cast(self.iterations.value, "float64"), convert_to_tensor(1.0, "float64"))
+            # `iterations` is a tensor, not a Variable, under gradient accumulation.
+            step = op("add", cast(convert_to_tensor(self.iterations), "float64"), convert_to_tensor(1.0, "float64"))
             one = convert_to_tensor(1.0, "float64")
 
             def decay(b):

@@ -12,6 +12,7 @@ recorded and never alias the previous value.
 """
 
 from keras.src.backend.common.variables import Variable as KerasVariable
+from keras_swift.src import control_flow
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.engine import op
 
@@ -31,6 +32,10 @@ class Variable(KerasVariable):
 
     def _direct_assign(self, value):
         value = convert_to_tensor(value, dtype=self._dtype)
+        logs = control_flow.ASSIGN_LOGS
+        if logs:
+            # A cond branch or loop body being traced: it yields the variable's new value.
+            logs[-1].setdefault(id(self), (self, self._value))
         self._value = detached_leaf(value, self.trainable)
 
     def _convert_to_tensor(self, value, dtype=None):

@@ -11,12 +11,14 @@ from keras.src.backend.common import standardize_dtype
 from keras.src.backend.common.backend_utils import canonicalize_axis
 from keras.src.backend.common.keras_tensor import KerasTensor
 from keras.src.backend.common.stateless_scope import StatelessScope
+from keras.src.backend.common.variables import Variable as KerasVariable
 from keras.src.backend.common.symbolic_scope import SymbolicScope
 from keras.src.backend.config import floatx
 from keras_swift.src import IS_THREAD_SAFE
 from keras_swift.src import SUPPORTS_COMPLEX_DTYPES
 from keras_swift.src import SUPPORTS_RAGGED_TENSORS
 from keras_swift.src import SUPPORTS_SPARSE_TENSORS
+from keras_swift.src import control_flow
 from keras_swift.src import core
 from keras_swift.src.core import ENGINE_DTYPES
 from keras_swift.src.core import cast
@@ -32,6 +34,7 @@ from keras_swift.src.core import shape
 from keras_swift.src.core import slice
 from keras_swift.src.core import slice_update
 from keras_swift.src.core import stop_gradient
+from keras_swift.src.engine import _C
 from keras_swift.src.engine import op
 from keras_swift.src.ops import numpy as knp
 from keras_swift.src.sparse import SparseTensor
@@ -151,7 +154,19 @@ def compute_output_spec(fn, *args, **kwargs):
 # ---------------------------------------------------------------------------
 
 
+def _selector(x, integer):
+    """A traced cond's selector: ``x`` as bool (or, ``integer``, as an integer index)."""
+    x = core.convert_to_tensor(x)
+    dtype = standardize_dtype(x.dtype)
+    if integer:
+        return x if dtype == "bool" or "int" in dtype else cast(x, "int32")
+    return x if dtype == "bool" else cast(x, "bool")
+
+
 def cond(pred, true_fn, false_fn):
+    if control_flow.traceable(pred):
+        # A compiled step is tracing: a graph cond, both branches recorded (control_flow.py).
+        return control_flow.cond(_selector(pred, integer=False), [false_fn, true_fn])
     if pred:
         return true_fn()
     return false_fn()
@@ -294,22 +309,47 @@ def associative_scan(f, elems, reverse=False, axis=0):
 
 
 def while_loop(cond, body, loop_vars, maximum_iterations=None):
-    current_iter = 0
     is_tuple = isinstance(loop_vars, (tuple, list))
     loop_vars = tuple(loop_vars) if is_tuple else (loop_vars,)
     loop_vars = tree.map_structure(core.convert_to_tensor, loop_vars)
-    while cond(*loop_vars) and (
-        maximum_iterations is None or current_iter < maximum_iterations
-    ):
-        loop_vars = body(*loop_vars)
-        if not isinstance(loop_vars, (list, tuple)):
-            loop_vars = (loop_vars,)
-        loop_vars = tuple(loop_vars)
-        current_iter += 1
+
+    def run(loop_vars, current_iter):
+        while cond(*loop_vars) and (
+            maximum_iterations is None or current_iter < maximum_iterations
+        ):
+            loop_vars = body(*loop_vars)
+            if not isinstance(loop_vars, (list, tuple)):
+                loop_vars = (loop_vars,)
+            loop_vars = tuple(loop_vars)
+            current_iter += 1
+        return loop_vars
+
+    if _C.trace_active():
+        # A compiled step is tracing: a graph loop (control_flow.py).
+        limit = None if maximum_iterations is None else int(maximum_iterations)
+        loop_vars = control_flow.while_loop(cond, body, loop_vars, limit, run)
+    else:
+        loop_vars = run(loop_vars, 0)
     return loop_vars if is_tuple else loop_vars[0]
 
 
 def fori_loop(lower, upper, body_fun, init_val):
+    if _C.trace_active() and (
+        isinstance(lower, (_C.Tensor, KerasVariable)) or isinstance(upper, (_C.Tensor, KerasVariable))
+    ):
+        # Tensor bounds in a trace: a graph loop rather than reading them on the host.
+        ref = upper if isinstance(upper, (_C.Tensor, KerasVariable)) else lower
+        dtype = standardize_dtype(ref.dtype)
+        if "int" in dtype:
+            lower = core.convert_to_tensor(lower, dtype)
+            upper = core.convert_to_tensor(upper, dtype)
+            one = core.convert_to_tensor(1, dtype)
+
+            def step(i, val):
+                return op("add", i, one), body_fun(i, val)
+
+            _, val = while_loop(lambda i, _: op("less", i, upper), step, (lower, init_val))
+            return val
     val = init_val
     for i in range(int(lower), int(upper)):
         val = body_fun(i, val)
@@ -317,6 +357,9 @@ def fori_loop(lower, upper, body_fun, init_val):
 
 
 def switch(index, branches, *operands):
+    if branches and control_flow.traceable(index):
+        # A compiled step is tracing: a graph cond over every branch (control_flow.py).
+        return control_flow.cond(_selector(index, integer=True), list(branches), operands)
     index = int(convert_to_numpy(index))
     index = builtins.min(builtins.max(index, 0), len(branches) - 1)
     return branches[index](*operands)
