@@ -457,27 +457,32 @@ def _class_patcher(what, module, cls, fallback=None, require_raise=True):
     return patch
 
 
-def _optimizer_chain(tree, filename):
-    # The optimizer chain names only tensorflow/torch/jax and its else
-    # defines the generic mixin; the swift branch goes in front of that else.
+def _three_backend_chain(tree, filename, what, shape, accept):
+    """The one chain naming tensorflow, torch and jax (and not every built-in
+    backend) that ``accept`` takes, or ``None`` if already patched. The
+    optimizer's and the ONNX exporter's chains have this form."""
     chains = [
         c
         for c in _find_chains(tree)
-        if {"tensorflow", "torch", "jax"} <= set(c.names) and c.else_body
+        if {"tensorflow", "torch", "jax"} <= set(c.names) and accept(c)
     ]
     if any(BACKEND_NAME in c.names for c in chains):
         return None
     if len(chains) != 1:
         raise KerasStructureError(
-            f"keras_swift_hook cannot add the {BACKEND_NAME!r} optimizer mixin to "
-            f"{filename}: expected exactly one backend if-chain with an else "
-            f"branch, found {len(chains)}."
+            f"keras_swift_hook cannot add the {BACKEND_NAME!r} {what} to "
+            f"{filename}: expected exactly one backend if-chain {shape}, "
+            f"found {len(chains)}."
         )
     return chains[0]
 
 
 def _patch_optimizer(tree, filename):
-    chain = _optimizer_chain(tree, filename)
+    # The optimizer chain names only tensorflow/torch/jax and its else
+    # defines the generic mixin; the swift branch goes in front of that else.
+    chain = _three_backend_chain(
+        tree, filename, "optimizer mixin", "with an else branch", lambda c: c.else_body
+    )
     if chain is None:
         return None
     common = None
@@ -584,20 +589,11 @@ ONNX_FUNCTION = "export_onnx"
 def _patch_export_onnx(tree, filename):
     # export_onnx's chain names tensorflow/jax/torch and raises in its else; the swift
     # branch hands the model to EXPORT_MODULE's exporter with the signature Keras built.
-    chains = [
-        c
-        for c in _find_chains(tree)
-        if {"tensorflow", "torch", "jax"} <= set(c.names) and c.ends_in_raise()
-    ]
-    if any(BACKEND_NAME in c.names for c in chains):
+    chain = _three_backend_chain(
+        tree, filename, "ONNX exporter", "ending in `else: raise`", lambda c: c.ends_in_raise()
+    )
+    if chain is None:
         return None
-    if len(chains) != 1:
-        raise KerasStructureError(
-            f"keras_swift_hook cannot add the {BACKEND_NAME!r} ONNX exporter to "
-            f"{filename}: expected exactly one backend if-chain ending in "
-            f"`else: raise`, found {len(chains)}."
-        )
-    chain = chains[0]
     body = _snippet(
         f"from {EXPORT_MODULE} import {ONNX_FUNCTION} as _keras_swift_export_onnx\n"
         "_keras_swift_export_onnx(model, filepath, input_signature, opset_version)\n",

@@ -15,6 +15,9 @@ venv=.venv-test
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q -r requirements-test.txt
 
+echo "== import contracts of the Python backend (python/.importlinter)"
+(cd python && "../$venv/bin/lint-imports" --no-cache)
+
 echo "== Swift tests"
 swift build --build-tests --scratch-path .build-test
 swift test --skip-build --scratch-path .build-test

@@ -199,7 +199,7 @@ def test_dynamic_spatial_and_sequence_dims(tmp_path):
 
 
 def test_graph_describe_and_constants():
-    from keras_swift.src.tensor import _C
+    from keras_swift.src.engine import _C
 
     x = keras.ops.convert_to_tensor(np.ones((2, 3), "float32"))
     w = keras.ops.convert_to_tensor(np.arange(6, dtype="float32").reshape(3, 2))

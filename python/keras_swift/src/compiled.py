@@ -19,8 +19,8 @@ import warnings
 from keras.src import tree
 
 from keras_swift.src.core import convert_to_tensor
-from keras_swift.src.tensor import _C
-from keras_swift.src.tensor import SparseTensor
+from keras_swift.src.engine import _C
+from keras_swift.src.sparse import SparseTensor
 from keras_swift.src.tensor import SwiftTensor
 
 

@@ -1,6 +1,6 @@
 """``cond``, ``switch`` and ``while_loop`` on a tensor predicate while a compiled step traces.
 
-Outside a trace they are plain Python (``core.py``). While a trace records, a predicate
+Outside a trace they are plain Python (``ops/core.py``). While a trace records, a predicate
 read on the host would make the step unreplayable, so they become engine control flow
 instead (``_C.trace_cond_*``, ``_C.trace_while_*``; docs/graph-format.md, "Control flow"):
 
@@ -24,9 +24,8 @@ import math
 
 from keras.src import tree
 from keras.src.backend.common.variables import Variable as KerasVariable
-
-from keras_swift.src.tensor import SwiftTensor
-from keras_swift.src.tensor import _C
+from keras_swift.src.core import convert_to_tensor
+from keras_swift.src.engine import _C
 
 # Innermost last: {id(variable): (variable, its value before the block)} for the variables
 # assigned while a branch or loop body is recorded.
@@ -37,7 +36,7 @@ def traceable(x):
     """Whether ``x`` is a predicate or index the trace can branch on: a one-value tensor."""
     if isinstance(x, KerasVariable):
         x = x.value
-    return isinstance(x, SwiftTensor) and math.prod(x.shape) == 1 and _C.trace_active()
+    return isinstance(x, _C.Tensor) and math.prod(x.shape) == 1 and _C.trace_active()
 
 
 def cond(selector, branches, operands=()):
@@ -120,7 +119,7 @@ def while_loop(cond_fn, body_fn, loop_vars, maximum_iterations, eager_loop):
             pred = cond_fn(*state)
             if isinstance(pred, KerasVariable):
                 pred = pred.value
-            if not isinstance(pred, SwiftTensor):
+            if not isinstance(pred, _C.Tensor):
                 # A condition decided in Python, not by the loop's values: a Python loop,
                 # recorded as it runs.
                 _C.trace_block_abort()
@@ -185,8 +184,6 @@ def while_loop(cond_fn, body_fn, loop_vars, maximum_iterations, eager_loop):
 
 def _loop_state(new, loop_vars):
     """The body's result as a flat list of tensors matching ``loop_vars``, or None."""
-    from keras_swift.src.core import convert_to_tensor
-
     if new is None:
         return None
     new = tuple(new) if isinstance(new, (list, tuple)) else (new,)
@@ -220,8 +217,6 @@ def _result_columns(outs):
     """Per leaf of the branches' results: ``("static", value)`` where every branch gives
     the same Python value (or None), else ``"tensor"`` with the branches' tensors in
     ``tensors``. None when they cannot be one cond's outputs."""
-    from keras_swift.src.core import convert_to_tensor
-
     try:
         for out in outs[1:]:
             tree.assert_same_structure(outs[0], out)

@@ -14,7 +14,7 @@ recorded and never alias the previous value.
 from keras.src.backend.common.variables import Variable as KerasVariable
 from keras_swift.src import control_flow
 from keras_swift.src.core import convert_to_tensor
-from keras_swift.src.core import op
+from keras_swift.src.engine import op
 
 
 def detached_leaf(value, requires_grad):
