@@ -33,7 +33,7 @@ public func te_trace_end(_ outputs: UnsafePointer<OpaquePointer?>?, _ n: Int32, 
         graph.pointee = nil
         guard n >= 0, n == 0 || outputs != nil else { throw EngineError.value("bad output array") }
         let outs = try (0..<Int(n)).map { try tensor(outputs![$0]) }
-        graph.pointee = graphHandle(try Tracer.end(outputs: outs).eliminatingDeadCode())
+        graph.pointee = graphHandle(try Tracer.end(outputs: outs).optimized())
     }
 }
 

@@ -185,8 +185,9 @@ te_status te_trace_begin(void);
 te_status te_trace_input(te_tensor t);
 /* Ends the trace and, on success, hands out *graph (release with
  * te_graph_release) computing outputs[0..n) from the declared inputs, with
- * dead code removed. The trace ends whether or not this succeeds; on failure
- * *graph is NULL. TE_ERR_NOT_IMPLEMENTED means the trace cannot be replayed
+ * constants folded, common subexpressions merged and dead code removed
+ * (docs/graph-format.md, "Passes"). The trace ends whether or not this
+ * succeeds; on failure *graph is NULL. TE_ERR_NOT_IMPLEMENTED means the trace cannot be replayed
  * (a custom gradient, a tape pushed before the trace was popped or
  * differentiated, a tape left pushed, a graph run during the trace); the
  * message names the cause. */
