@@ -41,15 +41,7 @@ PyDoc_STRVAR(trace_begin_doc,
 "Start recording this thread's op calls and tape steps into a graph (they\n"
 "still run). End with trace_end(outputs) or trace_abort().");
 
-static PyObject *
-py_trace_begin(PyObject *mod, PyObject *unused)
-{
-    te_status st = te_trace_begin();
-    if (st != TE_OK) {
-        return set_engine_error(st);
-    }
-    Py_RETURN_NONE;
-}
+STATUS_FUNCTION(py_trace_begin, te_trace_begin)
 
 PyDoc_STRVAR(trace_input_doc,
 "trace_input(tensor)\n--\n\n"
@@ -160,15 +152,7 @@ PyDoc_STRVAR(trace_cond_next_doc,
 "trace_cond_next()\n--\n\n"
 "End the branch being recorded and start the next.");
 
-static PyObject *
-py_trace_cond_next(PyObject *mod, PyObject *unused)
-{
-    te_status st = te_trace_cond_next();
-    if (st != TE_OK) {
-        return set_engine_error(st);
-    }
-    Py_RETURN_NONE;
-}
+STATUS_FUNCTION(py_trace_cond_next, te_trace_cond_next)
 
 /* Calls end(handles, n, outs, &recorded) with room for n_out outputs; returns
  * the outputs as a tuple, or None when nothing was recorded. */
@@ -348,15 +332,7 @@ PyDoc_STRVAR(trace_block_abort_doc,
 "trace_block_abort()\n--\n\n"
 "Drop the innermost cond or while loop being recorded (after an exception).");
 
-static PyObject *
-py_trace_block_abort(PyObject *mod, PyObject *unused)
-{
-    te_status st = te_trace_block_abort();
-    if (st != TE_OK) {
-        return set_engine_error(st);
-    }
-    Py_RETURN_NONE;
-}
+STATUS_FUNCTION(py_trace_block_abort, te_trace_block_abort)
 
 PyDoc_STRVAR(graph_run_doc,
 "graph_run(graph, inputs)\n--\n\n"

@@ -116,4 +116,16 @@ int init_graph(PyObject *m);
 
 #pragma GCC visibility pop
 
+/* Defines `static PyObject *pyname(mod, unused)`: calls the C ABI's
+ * `te_status cfn(void)` and returns None, or raises its error. */
+#define STATUS_FUNCTION(pyname, cfn)                        \
+    static PyObject *pyname(PyObject *mod, PyObject *unused) \
+    {                                                       \
+        te_status st = cfn();                               \
+        if (st != TE_OK) {                                  \
+            return set_engine_error(st);                    \
+        }                                                   \
+        Py_RETURN_NONE;                                     \
+    }
+
 #endif /* SWIFTKERAS_INTERNAL_H */
