@@ -208,6 +208,12 @@ final class GraphTests: XCTestCase {
         try Tracer.declareInput(x)
         let asOutput = try Tracer.end(outputs: [try op("multiply", two, two), try op("add", x, x)]).optimized()
         XCTAssertEqual(opNames(asOutput), ["multiply", "add"])
+        // An op with no inputs stays an op (translators read its shape).
+        try Tracer.begin()
+        try Tracer.declareInput(x)
+        let filled = try op("full", attrs: ["shape": .ints([3]), "value": .float(1)])
+        let withFull = try Tracer.end(outputs: [try op("add", x, filled)]).optimized()
+        XCTAssertEqual(opNames(withFull), ["full", "add"])
         // A constant that requires a gradient is not folded (a tape would record the op).
         let w = try leaf(Tensor([1, 2] as [Float]))
         try Tracer.begin()

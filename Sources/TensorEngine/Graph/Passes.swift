@@ -47,6 +47,9 @@ extension Program {
 
     /// The program with every top-level op whose inputs are all constants (none requiring
     /// a gradient) run once, here, and its results made constants, when they are small.
+    /// Ops with no inputs (`full`, `arange`) stay: they cost one fill per run, and a
+    /// translator reads their shapes (the ONNX exporter makes a `full` of the traced batch
+    /// size follow the batch).
     public func foldingConstants() throws -> Program {
         let pinned = pinnedValues
         var constantOf: [Int: Tensor] = [:]
@@ -54,7 +57,7 @@ extension Program {
         var kept: [GraphNode] = []
         var folded: [Constant] = []
         for node in nodes {
-            guard case .op(let index, _, let attrs, let ins, let outs) = node,
+            guard case .op(let index, _, let attrs, let ins, let outs) = node, !ins.isEmpty,
                   !outs.contains(where: pinned.contains),
                   let args = Optional(ins.compactMap { constantOf[$0] }), args.count == ins.count,
                   !args.contains(where: \.requiresGrad),
