@@ -60,8 +60,9 @@ class CompiledStep:
             return self._trace(sig, data, batch, variables, values)
         graph, out_struct, n_out, assigned = entry
         outs = _C.graph_run(graph, _graph_inputs(values, batch))
+        # The graph ends each assigned value as _direct_assign would (detached, flagged).
         for i, t in zip(assigned, outs[n_out:]):
-            variables[i]._direct_assign(t)
+            variables[i]._take_value(t)
         return tree.pack_sequence_as(out_struct, list(outs[:n_out]))
 
     def lookup(self, data):

@@ -38,6 +38,13 @@ class Variable(KerasVariable):
             logs[-1].setdefault(id(self), (self, self._value))
         self._value = detached_leaf(value, self.trainable)
 
+    def _take_value(self, leaf):
+        """Store ``leaf``, already what ``_direct_assign`` would store (a detached tensor
+        of this dtype flagged as this variable's leaf): a compiled step's new value."""
+        if leaf.requires_grad != self._trainable:
+            leaf.requires_grad = self._trainable
+        self._value = leaf
+
     def _convert_to_tensor(self, value, dtype=None):
         return convert_to_tensor(value, dtype=dtype)
 
