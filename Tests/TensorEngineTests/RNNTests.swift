@@ -117,6 +117,26 @@ final class RNNTests: XCTestCase {
             for (a, e) in zip(g.outputs.doubles() + g.h.doubles(), wantG.0 + wantG.1) {
                 XCTAssertEqual(a, e, accuracy: 1e-12, "gru goBackwards \(goBackwards)")
             }
+            // The LSTM's gradients (each thread runs its rows' backward steps) equal one thread's.
+            func grads(_ threads: Int) throws -> [[Double]] {
+                Threading.numThreads = threads
+                let xs = try [x, h0, c0, w4, u4, b4].map { t -> Tensor in
+                    let leaf = try stopGradient(t)
+                    leaf.requiresGrad = true
+                    return leaf
+                }
+                Tape.push()
+                defer { try? Tape.pop() }
+                let r = try lstm(xs[0], h0: xs[1], c0: xs[2], kernel: xs[3], recurrentKernel: xs[4], bias: xs[5],
+                                 goBackwards: goBackwards)
+                let total = try sum(try add(try add(try sum(r.outputs, axes: [1]), r.h), r.c), axes: [0, 1])
+                return try Tape.gradient(of: total, wrt: xs).map { try XCTUnwrap($0).doubles() }
+            }
+            for (i, (a, e)) in zip(try grads(3), try grads(1)).enumerated() {
+                XCTAssertEqual(a.count, e.count)
+                for (u, v) in zip(a, e) { XCTAssertEqual(u, v, accuracy: 1e-10, "lstm gradient \(i) goBackwards \(goBackwards)") }
+            }
+            Threading.numThreads = 3
         }
     }
 

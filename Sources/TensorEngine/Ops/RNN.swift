@@ -136,37 +136,49 @@ private func lstmBackward<E: RNNFloat>(_: E.Type, _ r: LSTMRun, gOut: Tensor?, g
     let pdz = dz.pointer(E.self), pdh = dh.pointer(E.self), pdc = dc.pointer(E.self)
     let h0 = r.h0.pointer(E.self), c0 = r.c0.pointer(E.self), uk = r.recurrent.pointer(E.self)
     let pgo = gOutT?.pointer(E.self)
-    for s in stride(from: T - 1, through: 0, by: -1) {
-        let t = g.time(s)
-        let (hp, ld) = g.previous(s, initial: h0, steps: hs), cp = g.previous(s, initial: c0, steps: cs).0
-        for b in 0..<B {
-            let zb = z + (b * T + t) * U4, dzb = pdz + (b * T + t) * U4, cb = cs + (b * T + t) * U
-            let cpb = cp + b * ld, dhb = pdh + b * U, dcb = pdc + b * U
-            if let gob = pgo.map({ $0 + (b * T + s) * U }) {
-                for j in 0..<U { dhb[j] += gob[j] }
+    // As forward: each thread runs every step of its own rows.
+    batchSlices(g, width: U4) { rows in
+        let b0 = rows.lowerBound
+        for s in stride(from: T - 1, through: 0, by: -1) {
+            let t = g.time(s)
+            let (_, ld) = g.previous(s, initial: h0, steps: hs), cp = g.previous(s, initial: c0, steps: cs).0
+            for b in rows {
+                let zb = z + (b * T + t) * U4, dzb = pdz + (b * T + t) * U4, cb = cs + (b * T + t) * U
+                let cpb = cp + b * ld, dhb = pdh + b * U, dcb = pdc + b * U
+                if let gob = pgo.map({ $0 + (b * T + s) * U }) {
+                    for j in 0..<U { dhb[j] += gob[j] }
+                }
+                let gi = UnsafePointer(zb), gf = gi + U, gg = gi + 2 * U, go = gi + 3 * U
+                let dzi = dzb, dzf = dzb + U, dzg = dzb + 2 * U, dzo = dzb + 3 * U
+                // dc_t = dc_{t+1} f_{t+1} (already in dcb) + dh_t o_t tanh'(c_t)
+                for j in 0..<U {
+                    let tc = E.tanhGate(cb[j])
+                    dcb[j] += dhb[j] * go[j] * (1 - tc * tc)
+                }
+                for j in 0..<U {
+                    let tc = E.tanhGate(cb[j])
+                    dzo[j] = dhb[j] * tc * go[j] * (1 - go[j])
+                }
+                for j in 0..<U { dzi[j] = dcb[j] * gg[j] * gi[j] * (1 - gi[j]) }
+                for j in 0..<U { dzf[j] = dcb[j] * cpb[j] * gf[j] * (1 - gf[j]) }
+                for j in 0..<U { dzg[j] = dcb[j] * gi[j] * (1 - gg[j] * gg[j]) }
+                for j in 0..<U { dcb[j] *= gf[j] }
             }
-            let gi = UnsafePointer(zb), gf = gi + U, gg = gi + 2 * U, go = gi + 3 * U
-            let dzi = dzb, dzf = dzb + U, dzg = dzb + 2 * U, dzo = dzb + 3 * U
-            // dc_t = dc_{t+1} f_{t+1} (already in dcb) + dh_t o_t tanh'(c_t)
-            for j in 0..<U {
-                let tc = E.tanhGate(cb[j])
-                dcb[j] += dhb[j] * go[j] * (1 - tc * tc)
-            }
-            for j in 0..<U {
-                let tc = E.tanhGate(cb[j])
-                dzo[j] = dhb[j] * tc * go[j] * (1 - go[j])
-            }
-            for j in 0..<U { dzi[j] = dcb[j] * gg[j] * gi[j] * (1 - gi[j]) }
-            for j in 0..<U { dzf[j] = dcb[j] * cpb[j] * gf[j] * (1 - gf[j]) }
-            for j in 0..<U { dzg[j] = dcb[j] * gi[j] * (1 - gg[j] * gg[j]) }
-            for j in 0..<U { dcb[j] *= gf[j] }
+            // dh_{t-1} = dz_t U^T
+            gemmUnlessEmpty(transB: true, m: rows.count, n: U, k: U4, a: pdz + b0 * T * U4 + t * U4, lda: T * U4,
+                            b: uk, ldb: U4, beta: 0, c: pdh + b0 * U, ldc: U)
         }
-        // dU += h_{t-1}^T dz_t, then dh_{t-1} = dz_t U^T
-        gemmUnlessEmpty(transA: true, m: U, n: U4, k: B, a: hp, lda: ld, b: pdz + t * U4, ldb: T * U4,
-                        beta: 1, c: dU.pointer(E.self), ldc: U4)
-        gemmUnlessEmpty(transB: true, m: B, n: U, k: U4, a: pdz + t * U4, lda: T * U4, b: uk, ldb: U4,
-                        beta: 0, c: pdh, ldc: U)
     }
+    // dU = sum over steps of h_{t-1}^T dz_t: one GEMM over every (batch, step) row, each
+    // row's entering state gathered beside it (was one small GEMM per step).
+    let entering = try Tensor(empty: [B, T, U], dtype: dt)
+    let pe = entering.pointer(E.self)
+    for s in 0..<T {
+        let t = g.time(s), (hp, ld) = g.previous(s, initial: h0, steps: hs)
+        for b in 0..<B { (pe + (b * T + t) * U).update(from: hp + b * ld, count: U) }
+    }
+    gemmUnlessEmpty(transA: true, m: U, n: U4, k: B * T, a: pe, lda: U, b: pdz, ldb: U4, beta: 0,
+                    c: dU.pointer(E.self), ldc: U4)
     let p = try inputProjectionGradients(r.x, r.kernel, dz, bias: r.bias != nil)
     return [p.dx, dh, dc, p.dW, dU] + (p.db.map { [$0] } ?? [])
 }
