@@ -31,10 +31,26 @@ public func softmax(_ x0: Tensor, axis: Int = -1, log: Bool = false) throws -> T
                 parallelFor(x.count / r, cost: r * 8) { range in
                     for row in range {
                         let s = px + row * r, d = po + row * r
-                        var m = s[0]
-                        // A select, so the max vectorises; a NaN in the row still makes the whole
-                        // row NaN through the sum below.
-                        for i in 1..<r { let v = s[i]; m = v > m ? v : m }
+                        // Selects in four independent chains (one chain waits out each
+                        // compare); a NaN in the row still makes the whole row NaN through
+                        // the sum below.
+                        var (m0, m1, m2, m3) = (s[0], s[0], s[0], s[0])
+                        var i = 1
+                        while i + 4 <= r {
+                            m0 = s[i] > m0 ? s[i] : m0
+                            m1 = s[i + 1] > m1 ? s[i + 1] : m1
+                            m2 = s[i + 2] > m2 ? s[i + 2] : m2
+                            m3 = s[i + 3] > m3 ? s[i + 3] : m3
+                            i += 4
+                        }
+                        while i < r {
+                            m0 = s[i] > m0 ? s[i] : m0
+                            i += 1
+                        }
+                        var m = m0
+                        if m1 > m { m = m1 }
+                        if m2 > m { m = m2 }
+                        if m3 > m { m = m3 }
                         // An all -inf row shifts by 0 (its result is NaN, as in JAX, either way);
                         // a +inf maximum stays, so that inf - inf makes the row NaN as JAX's.
                         if !m.isFinite && !(m > 0) { m = 0 }

@@ -94,7 +94,7 @@ private struct LSTMRun {
 }
 
 private func lstmForward<E: RNNFloat>(_: E.Type, _ r: LSTMRun) {
-    let g = r.g, (B, T, U) = (g.batch, g.steps, g.units), U4 = 4 * U
+    let g = r.g, (T, U) = (g.steps, g.units), U4 = 4 * U
     let z = r.gates.pointer(E.self), cs = r.cells.pointer(E.self), hs = r.hidden.pointer(E.self)
     let uk = r.recurrent.pointer(E.self), h0 = r.h0.pointer(E.self), c0 = r.c0.pointer(E.self)
     let bias = r.bias?.pointer(E.self)
@@ -193,7 +193,7 @@ private struct GRURun {
 }
 
 private func gruForward<E: RNNFloat>(_: E.Type, _ r: GRURun) {
-    let g = r.g, (B, T, U) = (g.batch, g.steps, g.units), U3 = 3 * U
+    let g = r.g, (T, U) = (g.steps, g.units), U3 = 3 * U
     let z = r.gates.pointer(E.self), rp = r.recurrentProjections.pointer(E.self), hs = r.hidden.pointer(E.self)
     let uk = r.recurrent.pointer(E.self), h0 = r.h0.pointer(E.self)
     let (bi, br) = (r.bias?.pointer(E.self), r.bias.map { $0.pointer(E.self) + U3 })

@@ -77,9 +77,22 @@ public func reduce(_ op: ReduceOp, _ x0: Tensor, axes axes0: [Int]? = nil, keepd
             }
             @inline(__always) func reduceRow(_ base: Int, _ lo: Int, _ hi: Int) -> T {
                 if op == .sum || op == .mean { return T.sumRow(px + base + lo, hi - lo) }
-                var acc = identity
-                for i in lo..<hi { acc = combine(acc, px[base + i]) }
-                return acc
+                // Four independent chains: one chain waits out each combine's latency (a
+                // row max ran at ~4 cycles an element).
+                var (a0, a1, a2, a3) = (identity, identity, identity, identity)
+                var i = lo
+                while i + 4 <= hi {
+                    a0 = combine(a0, px[base + i])
+                    a1 = combine(a1, px[base + i + 1])
+                    a2 = combine(a2, px[base + i + 2])
+                    a3 = combine(a3, px[base + i + 3])
+                    i += 4
+                }
+                while i < hi {
+                    a0 = combine(a0, px[base + i])
+                    i += 1
+                }
+                return combine(combine(a0, a1), combine(a2, a3))
             }
             if inner == 1 {
                 if outer >= Threading.threads || r < Threading.grain {
