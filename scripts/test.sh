@@ -25,6 +25,15 @@ echo "== install keras-swift"
 echo "== Python tests"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider python/tests
 
+# A bounded slice of the coverage-guided fuzzer (README "Fuzzing"); a finding exits non-zero
+# and its input is printed (base64) in the log. Run in a scratch directory: libFuzzer writes
+# its artifacts to the working directory.
+echo "== Fuzzing slice (scripts/fuzz.py)"
+fuzz_dir=$(mktemp -d)
+(cd "$fuzz_dir" && "$OLDPWD/$venv/bin/python" "$OLDPWD/scripts/fuzz.py" -seed=1 -runs=20000 -max_total_time=90 \
+    -timeout=20 -rss_limit_mb=4096 -print_final_stats=1)
+rm -rf "$fuzz_dir"
+
 # A representative slice that runs in a few minutes; the full suite is the README's
 # conformance command. The runner exits non-zero on any failure, crash or timeout, except
 # tests that fail only because they import a framework this venv lacks (tensorflow: e.g.
