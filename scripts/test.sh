@@ -19,6 +19,14 @@ echo "== Swift tests"
 swift build --build-tests --scratch-path .build-test
 swift test --skip-build --scratch-path .build-test
 
+# The same tests under AddressSanitizer (with leak checks) and ThreadSanitizer, each a debug
+# build of its own (about a minute each on 2 cores); README "Sanitizers".
+echo "== Swift tests under AddressSanitizer and ThreadSanitizer"
+swift build --build-tests --sanitize=address --scratch-path .build-asan
+LSAN_OPTIONS=suppressions=$PWD/Tests/lsan-suppressions.txt swift test --skip-build --sanitize=address --scratch-path .build-asan
+swift build --build-tests --sanitize=thread --scratch-path .build-tsan
+TSAN_OPTIONS=suppressions=$PWD/Tests/tsan-suppressions.txt swift test --skip-build --sanitize=thread --scratch-path .build-tsan
+
 echo "== install keras-swift"
 "$venv/bin/pip" install -q .
 
