@@ -52,13 +52,15 @@ except ImportError:  # bfloat16/float8 inputs are then built from raw bytes only
 VERBOSE = bool(os.environ.get("KERAS_SWIFT_FUZZ_VERBOSE"))
 ALLOWED = (ValueError, TypeError, IndexError, NotImplementedError)
 SCHEMAS = C.op_schemas()
-NAMES = sorted(SCHEMAS)
+# KERAS_SWIFT_FUZZ_SKIP=op,op leaves out ops with a finding not fixed yet, so that a run
+# goes on to the next one.
+NAMES = sorted(set(SCHEMAS) - set(filter(None, os.environ.get("KERAS_SWIFT_FUZZ_SKIP", "").split(","))))
 DTYPES = list(C.DTYPES)
 NARROW = {"bfloat16": "uint16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}
 # Positive sizes past the engine's allocation bound (physical memory, at most 2**40 bytes),
 # so that an op must refuse them: a smaller one such as 2**31 is a legitimate output of
 # gigabytes, which -rss_limit_mb would report as a finding.
-HUGE = [2**62, -(2**62), 2**63 - 1, -(2**63), 2**41, 2**64, -1, -(2**31)]
+HUGE = [2**62, -(2**62), 2**63 - 1, -(2**63), 2**41, -(2**41), 2**64, -1]
 WRONG = ["zero", 1.5, None, [1, "a"], [[1]], b"x", (), {"a": 1}, True, object()]
 FLOATS = [0.0, -0.0, 0.5, 1.0, -1.0, 2.0, 1e-3, float("nan"), float("inf"), float("-inf"), 1e300, -1e300]
 STRINGS = ["", "SAME", "valid ", "\x00", "nearest", "constant", "float32", "add"]
@@ -164,7 +166,7 @@ def _feature_functions(count):
     return out
 
 
-FEATURES = _feature_functions(8192)
+FEATURES = _feature_functions(1 << 15)  # about 5 s to instrument; 8192 filled up within minutes
 
 
 def observe(name, inputs, outcome):

@@ -719,6 +719,14 @@ def test_axis_ops_on_an_empty_tensor_with_a_huge_side_return(call, shape):
     assert out.startswith("returned") and f"shape={shape}" in out
 
 
+def test_histogram_of_a_range_below_float64_spacing_raises():
+    # Found by scripts/fuzz.py: int64 values within float64's spacing of each other gave
+    # lo == hi even after widening by 0.5, and the bin index of 0 / 0 trapped (SIGILL).
+    out = _survives(_raises_or_returns(
+        "C.op('histogram', [C.from_buffer(np.array([2**62 + 87, 2**62], 'int64'), 'int64')], {})"))
+    assert out.startswith("raised") and "Too many bins" in out  # numpy's error
+
+
 @pytest.mark.parametrize("name, params", [("random_uniform", 0), ("random_normal", 0),
                                           ("random_truncated_normal", 0), ("random_gamma", 1),
                                           ("random_beta", 2)])
