@@ -24,7 +24,7 @@ input dtypes and ranks, and its result or error class with the numbers left out)
 input that reaches a new error message or a new result kind is kept in the corpus.
 
 Usage (libFuzzer flags pass through; corpus directories are read and added to):
-    python scripts/fuzz.py -runs=3000                       # the CI slice (scripts/test.sh)
+    python scripts/fuzz.py -seed=1 -runs=300000 -max_total_time=120 corpus  # the CI slice (scripts/test.sh)
     python scripts/fuzz.py -max_total_time=3600 fuzz-corpus # a longer run, corpus kept
     KERAS_SWIFT_FUZZ_VERBOSE=1 python scripts/fuzz.py crash-<sha1>  # replay one, printing the call
 Seed inputs (one call per op, and the graph files) are written to the first corpus

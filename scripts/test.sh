@@ -38,8 +38,8 @@ echo "== Python tests"
 # its artifacts to the working directory.
 echo "== Fuzzing slice (scripts/fuzz.py)"
 fuzz_dir=$(mktemp -d)
-(cd "$fuzz_dir" && "$OLDPWD/$venv/bin/python" "$OLDPWD/scripts/fuzz.py" -seed=1 -runs=20000 -max_total_time=90 \
-    -timeout=20 -rss_limit_mb=4096 -print_final_stats=1)
+(cd "$fuzz_dir" && "$OLDPWD/$venv/bin/python" "$OLDPWD/scripts/fuzz.py" -seed=1 -runs=300000 -max_total_time=120 \
+    -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 corpus)
 rm -rf "$fuzz_dir"
 
 # A representative slice that runs in a few minutes; the full suite is the README's
