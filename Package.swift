@@ -10,6 +10,11 @@ let package = Package(
         .library(name: "TensorEngineC", type: .dynamic, targets: ["TensorEngineC"]),
         .library(name: "SwiftKeras", targets: ["SwiftKeras"]),
         .executable(name: "DigitsMLP", targets: ["DigitsMLP"]),
+        .executable(name: "run-graph", targets: ["RunGraph"]),
+    ],
+    dependencies: [
+        // Command lines of the example tools.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
         .systemLibrary(
@@ -29,6 +34,11 @@ let package = Package(
             dependencies: ["SwiftKeras", "TensorEngine"],
             path: "Examples/DigitsMLP",
             exclude: ["digits.bin"]
+        ),
+        .executableTarget(
+            name: "RunGraph",
+            dependencies: ["TensorEngine", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Examples/RunGraph"
         ),
         .testTarget(name: "TensorEngineTests", dependencies: ["TensorEngine"]),
         .testTarget(name: "TensorEngineCTests", dependencies: ["TensorEngineC", "TensorEngine", "CTensorEngine"]),

@@ -3,7 +3,8 @@
 Keras 3.13-3.15 pick backend classes with name-based if-chains that end in
 ``else: raise`` (``backend/__init__.py``, ``models/model.py``,
 ``layers/layer.py``, ``export/saved_model.py``, ``export/onnx.py``; ``_PATCHERS`` below lists
-them), so any other name fails at ``import keras``. Rather than
+them), so any other name fails at ``import keras``. (One more entry there only keeps
+``import keras`` from loading jax: ``_patch_orbax_checkpoint``.) Rather than
 forking or editing the installed Keras, this module puts a finder at the front
 of ``sys.meta_path``. When the configured backend is ``"swift"`` and one of the
 modules holding such a chain is imported, the finder hands Keras's own source
@@ -456,27 +457,32 @@ def _class_patcher(what, module, cls, fallback=None, require_raise=True):
     return patch
 
 
-def _optimizer_chain(tree, filename):
-    # The optimizer chain names only tensorflow/torch/jax and its else
-    # defines the generic mixin; the swift branch goes in front of that else.
+def _three_backend_chain(tree, filename, what, shape, accept):
+    """The one chain naming tensorflow, torch and jax (and not every built-in
+    backend) that ``accept`` takes, or ``None`` if already patched. The
+    optimizer's and the ONNX exporter's chains have this form."""
     chains = [
         c
         for c in _find_chains(tree)
-        if {"tensorflow", "torch", "jax"} <= set(c.names) and c.else_body
+        if {"tensorflow", "torch", "jax"} <= set(c.names) and accept(c)
     ]
     if any(BACKEND_NAME in c.names for c in chains):
         return None
     if len(chains) != 1:
         raise KerasStructureError(
-            f"keras_swift_hook cannot add the {BACKEND_NAME!r} optimizer mixin to "
-            f"{filename}: expected exactly one backend if-chain with an else "
-            f"branch, found {len(chains)}."
+            f"keras_swift_hook cannot add the {BACKEND_NAME!r} {what} to "
+            f"{filename}: expected exactly one backend if-chain {shape}, "
+            f"found {len(chains)}."
         )
     return chains[0]
 
 
 def _patch_optimizer(tree, filename):
-    chain = _optimizer_chain(tree, filename)
+    # The optimizer chain names only tensorflow/torch/jax and its else
+    # defines the generic mixin; the swift branch goes in front of that else.
+    chain = _three_backend_chain(
+        tree, filename, "optimizer mixin", "with an else branch", lambda c: c.else_body
+    )
     if chain is None:
         return None
     common = None
@@ -583,20 +589,11 @@ ONNX_FUNCTION = "export_onnx"
 def _patch_export_onnx(tree, filename):
     # export_onnx's chain names tensorflow/jax/torch and raises in its else; the swift
     # branch hands the model to EXPORT_MODULE's exporter with the signature Keras built.
-    chains = [
-        c
-        for c in _find_chains(tree)
-        if {"tensorflow", "torch", "jax"} <= set(c.names) and c.ends_in_raise()
-    ]
-    if any(BACKEND_NAME in c.names for c in chains):
+    chain = _three_backend_chain(
+        tree, filename, "ONNX exporter", "ending in `else: raise`", lambda c: c.ends_in_raise()
+    )
+    if chain is None:
         return None
-    if len(chains) != 1:
-        raise KerasStructureError(
-            f"keras_swift_hook cannot add the {BACKEND_NAME!r} ONNX exporter to "
-            f"{filename}: expected exactly one backend if-chain ending in "
-            f"`else: raise`, found {len(chains)}."
-        )
-    chain = chains[0]
     body = _snippet(
         f"from {EXPORT_MODULE} import {ONNX_FUNCTION} as _keras_swift_export_onnx\n"
         "_keras_swift_export_onnx(model, filepath, input_signature, opset_version)\n",
@@ -604,6 +601,34 @@ def _patch_export_onnx(tree, filename):
     )
     _append_branch(chain, body)
     return f"{EXPORT_MODULE}.{ONNX_FUNCTION}"
+
+
+ORBAX_TARGET = "keras.src.callbacks.orbax_checkpoint"
+
+
+def _patch_orbax_checkpoint(tree, filename):
+    """Skip the module-level ``import jax`` of Keras's Orbax callback.
+
+    Keras 3.15 runs it at ``import keras`` whenever jax is installed, only to give old jax
+    versions a ``jax.monitoring.record_scalar`` for Orbax; under the swift backend it loads
+    a framework the process never uses (130 MB of resident memory and about a second of
+    start-up, measured). Orbax imports jax itself when the callback is used. Only that one
+    ``try: import jax ... except ImportError`` statement is touched; a Keras without it is
+    left as it is.
+    """
+    import ast
+
+    for i, stmt in enumerate(tree.body):
+        if (
+            isinstance(stmt, ast.Try)
+            and stmt.body
+            and isinstance(stmt.body[0], ast.Import)
+            and [a.name for a in stmt.body[0].names] == ["jax"]
+            and any(isinstance(h.type, ast.Name) and h.type.id == "ImportError" for h in stmt.handlers)
+        ):
+            tree.body[i] = ast.copy_location(ast.Pass(), stmt)
+            return "module-level `import jax` skipped"
+    return None
 
 
 _PATCHERS = {
@@ -626,6 +651,7 @@ _PATCHERS = {
     "keras.src.utils.backend_utils": _patch_backend_utils,
     OPTIMIZER_TARGET: _patch_optimizer,
     ONNX_TARGET: _patch_export_onnx,
+    ORBAX_TARGET: _patch_orbax_checkpoint,
 }
 
 

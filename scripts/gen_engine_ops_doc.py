@@ -23,8 +23,8 @@ Generated from the op schema by `python scripts/gen_engine_ops_doc.py`; do not e
 Each op is declared once in `Sources/TensorEngine/Ops/` (its schema, forward, shape and
 dtype rule and VJP side by side) and callable by name from Swift (`OpRegistry`), from C
 (`te_op_lookup` + `te_op_call`; `te_op_schema` gives the schema below as JSON) and from
-Python (`_swiftkeras.call(name, *inputs, **attrs)` for the first output,
-`_swiftkeras.op(name, inputs, attrs)` for all; `_swiftkeras.op_schemas()`).
+Python (`_swiftkeras.op(name, *inputs, **attrs)`: the output, or the tuple of an op with
+several; `_swiftkeras.op_schemas()`).
 
 Every call is checked against the schema before the kernel runs: the number of inputs
 and their dtypes, and each attribute's name, type, value (where it lists choices) and
@@ -54,8 +54,7 @@ Conventions:
 |---|---|---|---|---|---|
 """
 
-ALL = ("bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 bfloat16 float32 "
-       "float64 float8_e4m3fn float8_e5m2 complex64 complex128").split()
+ALL = list(_swiftkeras.DTYPES)
 COMPLEX = {"complex64", "complex128"}
 NAMED = {
     frozenset(ALL): "all",

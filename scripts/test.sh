@@ -15,12 +15,15 @@ venv=.venv-test
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q -r requirements-test.txt
 
+echo "== import contracts of the Python backend (python/.importlinter)"
+(cd python && "../$venv/bin/lint-imports" --no-cache)
+
 echo "== Swift tests"
 swift build --build-tests --scratch-path .build-test
 swift test --skip-build --scratch-path .build-test
 
 # The same tests under AddressSanitizer (with leak checks) and ThreadSanitizer, each a debug
-# build of its own (about a minute each on 2 cores); README "Sanitizers".
+# build of its own (about a minute each on 2 cores); docs/testing.md "Sanitizers".
 echo "== Swift tests under AddressSanitizer and ThreadSanitizer"
 swift build --build-tests --sanitize=address --scratch-path .build-asan
 LSAN_OPTIONS=suppressions=$PWD/Tests/lsan-suppressions.txt swift test --skip-build --sanitize=address --scratch-path .build-asan
@@ -33,7 +36,7 @@ echo "== install keras-swift"
 echo "== Python tests"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider python/tests
 
-# A bounded slice of the coverage-guided fuzzer (README "Fuzzing"); a finding exits non-zero
+# A bounded slice of the coverage-guided fuzzer (docs/testing.md "Fuzzing"); a finding exits non-zero
 # and its input is printed (base64) in the log. Run in a scratch directory: libFuzzer writes
 # its artifacts to the working directory.
 echo "== Fuzzing slice (scripts/fuzz.py)"

@@ -33,7 +33,7 @@ public func te_trace_end(_ outputs: UnsafePointer<OpaquePointer?>?, _ n: Int32, 
         graph.pointee = nil
         guard n >= 0, n == 0 || outputs != nil else { throw EngineError.value("bad output array") }
         let outs = try (0..<Int(n)).map { try tensor(outputs![$0]) }
-        graph.pointee = graphHandle(try Tracer.end(outputs: outs).eliminatingDeadCode())
+        graph.pointee = graphHandle(try Tracer.end(outputs: outs).optimized())
     }
 }
 
@@ -91,6 +91,33 @@ public func te_graph_num_nodes(_ graph: OpaquePointer?) -> Int32 { (try? Int32(p
 @_cdecl("te_graph_num_constants")
 public func te_graph_num_constants(_ graph: OpaquePointer?) -> Int32 { (try? Int32(program(graph).constants.count)) ?? -1 }
 
+/// Input (or output) i's dtype into *dtype and up to `cap` dims into shape; the rank, or -1
+/// for a null handle or an index out of range.
+private func graphSpec(_ graph: OpaquePointer?, _ i: Int32, output: Bool, _ dtype: UnsafeMutablePointer<Int32>?,
+                       _ shape: UnsafeMutablePointer<Int64>?, _ cap: Int32) -> Int32 {
+    guard let p = try? program(graph) else { return -1 }
+    let specs = output ? p.outputs.map(\.spec) : p.inputs.map(\.spec)
+    guard i >= 0, Int(i) < specs.count else { return -1 }
+    let spec = specs[Int(i)]
+    dtype?.pointee = spec.dtype.rawValue
+    if let shape = shape {
+        for d in 0..<Swift.min(Int(Swift.max(cap, 0)), spec.shape.count) { shape[d] = Int64(spec.shape[d]) }
+    }
+    return Int32(spec.shape.count)
+}
+
+@_cdecl("te_graph_input_spec")
+public func te_graph_input_spec(_ graph: OpaquePointer?, _ i: Int32, _ dtype: UnsafeMutablePointer<Int32>?,
+                                _ shape: UnsafeMutablePointer<Int64>?, _ cap: Int32) -> Int32 {
+    graphSpec(graph, i, output: false, dtype, shape, cap)
+}
+
+@_cdecl("te_graph_output_spec")
+public func te_graph_output_spec(_ graph: OpaquePointer?, _ i: Int32, _ dtype: UnsafeMutablePointer<Int32>?,
+                                 _ shape: UnsafeMutablePointer<Int64>?, _ cap: Int32) -> Int32 {
+    graphSpec(graph, i, output: true, dtype, shape, cap)
+}
+
 @_cdecl("te_graph_json")
 public func te_graph_json(_ graph: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
                           _ len: UnsafeMutablePointer<Int>?) -> Int32 {
@@ -118,4 +145,90 @@ public func te_graph_constant(_ graph: OpaquePointer?, _ i: Int32, _ out: Unsafe
         }
         out.pointee = handle(p.constants[Int(i)].tensor)
     }
+}
+
+// MARK: - Control flow while tracing (docs/graph-format.md, "Control flow")
+
+private func tensors(_ p: UnsafePointer<OpaquePointer?>?, _ n: Int32, _ what: String) throws -> [Tensor] {
+    guard n >= 0, n == 0 || p != nil else { throw EngineError.value("bad \(what) array") }
+    return try (0..<Int(n)).map { try tensor(p![$0]) }
+}
+
+/// Hands `ts` out into `out` (room checked by the caller) as new references.
+private func handOut(_ ts: [Tensor], _ out: UnsafeMutablePointer<OpaquePointer?>?) throws {
+    guard ts.isEmpty || out != nil else { throw EngineError.value("null output array") }
+    for (i, t) in ts.enumerated() { out![i] = handle(t) }
+}
+
+@_cdecl("te_trace_cond_begin")
+public func te_trace_cond_begin(_ selector: OpaquePointer?, _ nBranches: Int32, _ taken: UnsafeMutablePointer<Int32>?,
+                                _ recording: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guarded {
+        guard let taken = taken, let recording = recording else { throw EngineError.value("null output pointer") }
+        let (k, rec) = try Tracer.beginCond(selector: try tensor(selector), count: Int(nBranches))
+        taken.pointee = Int32(k)
+        recording.pointee = rec ? 1 : 0
+    }
+}
+
+@_cdecl("te_trace_cond_next")
+public func te_trace_cond_next() -> Int32 { guarded { try Tracer.nextBranch() } }
+
+@_cdecl("te_trace_cond_end")
+public func te_trace_cond_end(_ results: UnsafePointer<OpaquePointer?>?, _ nBranches: Int32, _ nResults: Int32,
+                              _ outputs: UnsafeMutablePointer<OpaquePointer?>?, _ recorded: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guarded {
+        guard let recorded = recorded else { throw EngineError.value("null output pointer") }
+        recorded.pointee = 0
+        guard nBranches >= 0, nResults >= 0, Int(nBranches) * Int(nResults) <= Int(Int32.max) else {
+            throw EngineError.value("bad result counts")
+        }
+        let flat = try tensors(results, nBranches * nResults, "result")
+        let m = Int(nResults)
+        let perBranch = (0..<Int(nBranches)).map { Array(flat[($0 * m)..<($0 * m + m)]) }
+        guard let outs = try Tracer.endCond(results: perBranch) else { return }
+        try handOut(outs, outputs)
+        recorded.pointee = 1
+    }
+}
+
+@_cdecl("te_trace_while_begin")
+public func te_trace_while_begin(_ initial: UnsafePointer<OpaquePointer?>?, _ n: Int32,
+                                 _ params: UnsafeMutablePointer<OpaquePointer?>?, _ recording: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guarded {
+        guard let recording = recording else { throw EngineError.value("null output pointer") }
+        recording.pointee = 0
+        guard let ps = try Tracer.beginWhile(initial: try tensors(initial, n, "initial value")) else { return }
+        try handOut(ps, params)
+        recording.pointee = 1
+    }
+}
+
+@_cdecl("te_trace_while_body")
+public func te_trace_while_body(_ pred: OpaquePointer?, _ holds: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guarded {
+        guard let holds = holds else { throw EngineError.value("null output pointer") }
+        holds.pointee = try Tracer.whileBody(pred: try tensor(pred)) ? 1 : 0
+    }
+}
+
+@_cdecl("te_trace_while_end")
+public func te_trace_while_end(_ results: UnsafePointer<OpaquePointer?>?, _ n: Int32, _ maxIterations: Int64,
+                               _ outputs: UnsafeMutablePointer<OpaquePointer?>?, _ recorded: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guarded {
+        guard let recorded = recorded else { throw EngineError.value("null output pointer") }
+        recorded.pointee = 0
+        let limit = maxIterations < 0 ? nil : Int(maxIterations)
+        guard let outs = try Tracer.endWhile(results: try tensors(results, n, "result"), maxIterations: limit) else { return }
+        try handOut(outs, outputs)
+        recorded.pointee = 1
+    }
+}
+
+@_cdecl("te_trace_block_abort")
+public func te_trace_block_abort() -> Int32 { guarded { try Tracer.abortBlock() } }
+
+@_cdecl("te_trace_unreplayable")
+public func te_trace_unreplayable(_ reason: UnsafePointer<CChar>?) {
+    Tracer.unreplayable(reason.map { String(cString: $0) } ?? "the caller marked it so")
 }

@@ -103,6 +103,21 @@ final class GraphABITests: XCTestCase {
         XCTAssertEqual(te_graph_num_outputs(graph), 5)
         XCTAssertGreaterThan(te_graph_num_nodes(graph), 10)
         XCTAssertEqual(te_graph_num_inputs(nil), -1)
+        // Each input's and output's spec, as traced.
+        for (i, h) in ([x0, y0] + w0).enumerated() {
+            var dtype: Int32 = -1, shape = [Int64](repeating: -1, count: 8), want = [Int64](repeating: -1, count: 8)
+            let rank = te_graph_input_spec(graph, Int32(i), &dtype, &shape, 8)
+            XCTAssertEqual(rank, te_tensor_shape(h, &want, 8))
+            XCTAssertEqual(dtype, te_tensor_dtype(h))
+            XCTAssertEqual(shape, want)
+        }
+        var dtype: Int32 = -1, dims = [Int64](repeating: -1, count: 2)
+        XCTAssertEqual(te_graph_output_spec(graph, 1, &dtype, &dims, 1), te_tensor_ndim(traced[1]))
+        XCTAssertEqual(dtype, te_tensor_dtype(traced[1]))
+        XCTAssertEqual(dims[1], -1, "writes at most cap dims")
+        XCTAssertEqual(te_graph_input_spec(graph, 6, nil, nil, 0), -1)
+        XCTAssertEqual(te_graph_output_spec(graph, -1, nil, nil, 0), -1)
+        XCTAssertEqual(te_graph_output_spec(nil, 0, nil, nil, 0), -1)
         ([x0, y0, traced[0]] + w0).forEach(te_tensor_release)
 
         // Through a file, with no trace state behind it.
@@ -248,5 +263,59 @@ final class GraphABITests: XCTestCase {
         XCTAssertEqual(te_graph_constant(graph, 1, &c), 3)
         XCTAssertNil(c)
         XCTAssertEqual(te_graph_json(nil, nil, 0, &len), 1)
+    }
+
+    /// A cond on the sign of sum(x) (exp(x) or -x), then a loop doubling the result until its
+    /// sum reaches 100, traced through te_trace_cond_* and te_trace_while_* and replayed.
+    func testControlFlowThroughTheCABI() throws {
+        let x = make([1, -2, 3], [3]), zero = make([0], []), hundred = make([100], []), two = make([2], [])
+        var temps: [OpaquePointer?] = [x, zero, hundred, two]
+        defer { temps.forEach(te_tensor_release) }
+        func t(_ h: OpaquePointer?) -> OpaquePointer? { temps.append(h); return h }
+        XCTAssertEqual(te_trace_begin(), 0)
+        XCTAssertEqual(te_trace_input(x), 0)
+        let p = t(try call("greater", t(try call("sum", x)), zero))
+        var taken: Int32 = -1, recording: Int32 = -1
+        XCTAssertEqual(te_trace_cond_begin(p, 2, &taken, &recording), 0, String(cString: te_last_error()))
+        XCTAssertEqual([taken, recording], [1, 1])
+        let a = t(try call("negative", x))
+        XCTAssertEqual(te_trace_cond_next(), 0)
+        let b = t(try call("exp", x))
+        var results = [a, b], outs: [OpaquePointer?] = [nil], recorded: Int32 = -1
+        XCTAssertEqual(te_trace_cond_end(&results, 2, 1, &outs, &recorded), 0, String(cString: te_last_error()))
+        XCTAssertEqual(recorded, 1)
+        var initial = [t(outs[0])], params: [OpaquePointer?] = [nil]
+        XCTAssertEqual(te_trace_while_begin(&initial, 1, &params, &recording), 0)
+        _ = t(params[0])
+        var holds: Int32 = -1
+        XCTAssertEqual(te_trace_while_body(t(try call("less", t(try call("sum", params[0])), hundred)), &holds), 0)
+        XCTAssertEqual(holds, 1)
+        var next = [t(try call("multiply", params[0], two))], final: [OpaquePointer?] = [nil]
+        XCTAssertEqual(te_trace_while_end(&next, 1, -1, &final, &recorded), 0, String(cString: te_last_error()))
+        XCTAssertEqual(recorded, 1)
+        _ = t(final[0])
+        func expected(_ v: [Float]) -> [Float] {
+            var y = v.reduce(0, +) > 0 ? v.map { Float(Foundation.exp(Double($0))) } : v.map { -$0 }
+            while y.reduce(0, +) < 100 { y = y.map { $0 * 2 } }
+            return y
+        }
+        var graph: OpaquePointer? = nil
+        XCTAssertEqual(te_trace_end(&final, 1, &graph), 0, String(cString: te_last_error()))
+        defer { te_graph_release(graph) }
+        // Read after the trace (a read during it is a host read).
+        XCTAssertEqual(floats(final[0]), expected([1, -2, 3]), "the traced call ran the loop to its end")
+        for v: [Float] in [[-1, -1, -1], [0.5, 0.25, 2], [1, -2, 3]] {
+            let input = t(make(v, [3]))
+            let (st, out) = run(graph, [input])
+            XCTAssertEqual(st, 0)
+            guard out.count == 1 else { return XCTFail("no output") }
+            out.forEach { _ = t($0) }
+            let got = floats(out[0]), want = expected(v)
+            for (g, w) in zip(got, want) { XCTAssertEqual(g, w, accuracy: 1e-4 * abs(w)) }
+        }
+        // Misuse is an error, never a crash.
+        XCTAssertNotEqual(te_trace_cond_next(), 0, "no cond is open")
+        XCTAssertNotEqual(te_trace_block_abort(), 0)
+        XCTAssertNotEqual(te_trace_cond_begin(p, 2, nil, nil), 0)
     }
 }

@@ -150,8 +150,8 @@ final class GraphTests: XCTestCase {
         badMagic[0] = UInt8(ascii: "X")
         XCTAssertThrowsError(try Program(serialized: badMagic)) { XCTAssertTrue("\($0)".contains("magic")) }
         var future = bytes
-        future[8] = 2
-        XCTAssertThrowsError(try Program(serialized: future)) { XCTAssertTrue("\($0)".contains("version 2")) }
+        future[8] = 3
+        XCTAssertThrowsError(try Program(serialized: future)) { XCTAssertTrue("\($0)".contains("version 3")) }
         // The same file naming an op this engine does not have.
         let name = Array("matmul".utf8)
         let at = try XCTUnwrap((0...(bytes.count - name.count)).first { Array(bytes[$0..<($0 + name.count)]) == name })
@@ -182,6 +182,84 @@ final class GraphTests: XCTestCase {
         XCTAssertEqual(pruned.valueCount, 2, "values are renumbered densely")
         XCTAssertEqual(try pruned.run(inputs: [x])[0].array(Float.self), [-1, -2, -3])
         XCTAssertEqual(try program.run(inputs: [x])[0].array(Float.self), [-1, -2, -3])
+    }
+
+    private func opNames(_ p: Program) -> [String] {
+        p.nodes.compactMap { if case .op(_, let name, _, _, _) = $0 { name } else { nil } }
+    }
+
+    func testConstantFoldingRunsConstantOpsOnce() throws {
+        let x = try Tensor([1, 2, 3] as [Float])
+        let two = try Tensor(scalar: Float(2)), big = try Tensor(zeros: [2048])
+        try Tracer.begin()
+        try Tracer.declareInput(x)
+        let four = try op("multiply", two, two)          // constants only: folded
+        let y = try op("add", x, try op("sqrt", four))   // reads the input: kept
+        let bigSum = try op("add", big, big)             // too large to become a constant
+        let z = try op("sum", bigSum)
+        let program = try Tracer.end(outputs: [y, z])
+        let folded = try program.optimized()
+        // multiply and sqrt ran here; what is left reads the input or the large constant.
+        XCTAssertEqual(opNames(folded), ["add", "add", "sum"])
+        XCTAssertEqual(try folded.run(inputs: [x])[0].array(Float.self), [3, 4, 5])
+        XCTAssertEqual(try folded.run(inputs: [x])[1].array(Float.self), [0])
+        // A program output keeps its node (the caller sees that handle).
+        try Tracer.begin()
+        try Tracer.declareInput(x)
+        let asOutput = try Tracer.end(outputs: [try op("multiply", two, two), try op("add", x, x)]).optimized()
+        XCTAssertEqual(opNames(asOutput), ["multiply", "add"])
+        // An op with no inputs stays an op (translators read its shape).
+        try Tracer.begin()
+        try Tracer.declareInput(x)
+        let filled = try op("full", attrs: ["shape": .ints([3]), "value": .float(1)])
+        let withFull = try Tracer.end(outputs: [try op("add", x, filled)]).optimized()
+        XCTAssertEqual(opNames(withFull), ["full", "add"])
+        // A constant that requires a gradient is not folded (a tape would record the op).
+        let w = try leaf(Tensor([1, 2] as [Float]))
+        try Tracer.begin()
+        try Tracer.declareInput(x)
+        let wx = try op("sum", try op("multiply", w, w))
+        let kept = try Tracer.end(outputs: [try op("add", x, wx)]).optimized()
+        XCTAssertEqual(opNames(kept), ["multiply", "sum", "add"])
+    }
+
+    func testCommonSubexpressionsMergeWithinAStretchOnly() throws {
+        let x = try Tensor([1, 4, 9] as [Float])
+        try Tracer.begin()
+        try Tracer.declareInput(x)
+        let a = try op("sqrt", x), b = try op("sqrt", x)          // merged
+        let c = try op("sum", x, attrs: ["axes": .ints([0])])
+        let d = try op("sum", x, attrs: ["axes": .ints([0]), "keepdims": .bool(true)])  // other attrs: kept
+        let s1 = try op("add", a, b)
+        Tape.push()
+        let e = try op("sqrt", x)                                 // after a tape step: kept
+        try Tape.pop()
+        let program = try Tracer.end(outputs: [s1, c, d, e])
+        let merged = try program.optimized()
+        XCTAssertEqual(opNames(merged), ["sqrt", "sum", "sum", "add", "sqrt"])
+        let want = try program.run(inputs: [x]), got = try merged.run(inputs: [x])
+        for (w, g) in zip(want, got) {
+            XCTAssertEqual(w.shape, g.shape)
+            XCTAssertEqual(try w.array(Float.self), try g.array(Float.self))
+        }
+        // Outputs keep their own nodes: the caller tells the handles apart.
+        try Tracer.begin()
+        try Tracer.declareInput(x)
+        let p = try Tracer.end(outputs: [try op("negative", x), try op("negative", x)]).optimized()
+        XCTAssertEqual(opNames(p), ["negative", "negative"])
+    }
+
+    func testOptimizedTrainingStepReplaysLikeTheTrace() throws {
+        let (traced, _) = try traceStep()
+        let plain = try traced.eliminatingDeadCode(), optimized = try traced.optimized()
+        XCTAssertLessThanOrEqual(optimized.nodes.count, plain.nodes.count)
+        var (wa, wb) = (try initialWeights(), try initialWeights())
+        for s in 0..<3 {
+            let (x, y) = try batch(s)
+            let a = try plain.run(inputs: [x, y] + wa), b = try optimized.run(inputs: [x, y] + wb)
+            for (u, v) in zip(a, b) { XCTAssertEqual(try u.array(Float.self), try v.array(Float.self)) }
+            (wa, wb) = (Array(a[1...]), Array(b[1...]))
+        }
     }
 
     func testDeadCodeKeepsTapeSteps() throws {

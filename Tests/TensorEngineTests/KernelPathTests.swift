@@ -6,6 +6,47 @@ import Synchronization
 
 /// The vectorised / fused fast paths against the plain definitions they replace.
 final class KernelPathTests: XCTestCase {
+    /// GEMM cut into blocks of rows or columns on the pool: every shape, transpose and beta
+    /// against a plain triple loop (in double), including blocks that do not divide evenly
+    /// and calls from inside a parallel loop (which run on their own thread).
+    func testGEMMSplitAcrossThreadsMatchesTheDefinition() {
+        let saved = Threading.numThreads
+        defer { Threading.numThreads = saved }
+        Threading.numThreads = 3
+        for (m, n, k) in [(517, 96, 33), (40, 700, 50), (300, 299, 3), (64, 64, 64), (2, 5000, 30)] {
+            for (transA, transB) in [(false, false), (true, false), (false, true), (true, true)] {
+                for beta: Float in [0, 1] {
+                    var rng: UInt64 = 99
+                    func next() -> Float { rng = rng &* 6364136223846793005 &+ 1; return Float(Int(rng >> 40) % 19 - 9) / 8 }
+                    let a = (0..<(m * k)).map { _ in next() }, b = (0..<(k * n)).map { _ in next() }
+                    let c0 = (0..<(m * n)).map { _ in next() }
+                    let (lda, ldb) = (transA ? m : k, transB ? k : n)
+                    var want = [Double](repeating: 0, count: m * n)
+                    for i in 0..<m { for j in 0..<n {
+                        var acc = Double(beta) * Double(c0[i * n + j])
+                        for p in 0..<k {
+                            acc += Double(transA ? a[p * lda + i] : a[i * lda + p]) * Double(transB ? b[j * ldb + p] : b[p * ldb + j])
+                        }
+                        want[i * n + j] = acc
+                    } }
+                    for nested in [false, true] {
+                        var c = c0
+                        let run = { (pc: UnsafeMutablePointer<Float>) in
+                            Float.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                                       beta: beta, c: pc, ldc: n)
+                        }
+                        c.withUnsafeMutableBufferPointer { buf in
+                            let pc = buf.baseAddress!
+                            if nested { parallelFor(2, cost: Threading.grain) { r in if r.contains(0) { run(pc) } } } else { run(pc) }
+                        }
+                        let worst = zip(c, want).map { abs(Double($0) - $1) }.max() ?? 0
+                        XCTAssertLessThan(worst, 1e-3, "\(m)x\(n)x\(k) transA \(transA) transB \(transB) beta \(beta) nested \(nested)")
+                    }
+                }
+            }
+        }
+    }
+
     /// WorkerPool: every index once, from nested calls and from several caller threads at
     /// a time (all but one run inline), with more workers than this machine may have cores.
     func testParallelForCoversEveryIndexOnceUnderConcurrentCallers() {

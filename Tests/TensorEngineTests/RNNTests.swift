@@ -94,6 +94,52 @@ final class RNNTests: XCTestCase {
         }
     }
 
+    /// Batches large enough that each thread runs the whole sequence of its own rows give
+    /// what the stepwise recurrence gives, for both layers and both directions.
+    func testBatchSlicesAcrossThreadsMatchTheRecurrence() throws {
+        let saved = Threading.numThreads
+        defer { Threading.numThreads = saved }
+        Threading.numThreads = 3
+        let (b, t, f, u) = (7, 20, 5, 16)
+        let x = try f64([b, t, f], seed: 21), h0 = try f64([b, u], seed: 22), c0 = try f64([b, u], seed: 23)
+        for goBackwards in [false, true] {
+            let w4 = try f64([f, 4 * u], seed: 24), u4 = try f64([u, 4 * u], seed: 25), b4 = try f64([4 * u], seed: 26)
+            let r = try lstm(x, h0: h0, c0: c0, kernel: w4, recurrentKernel: u4, bias: b4, goBackwards: goBackwards)
+            let want = referenceLSTM(x: x.doubles(), h0: h0.doubles(), c0: c0.doubles(), w: w4.doubles(), u: u4.doubles(),
+                                     bias: b4.doubles(), b: b, t: t, f: f, units: u, goBackwards: goBackwards)
+            for (a, e) in zip(r.outputs.doubles() + r.h.doubles() + r.c.doubles(), want.0 + want.1 + want.2) {
+                XCTAssertEqual(a, e, accuracy: 1e-12, "lstm goBackwards \(goBackwards)")
+            }
+            let w3 = try f64([f, 3 * u], seed: 27), u3 = try f64([u, 3 * u], seed: 28), b3 = try f64([2, 3 * u], seed: 29)
+            let g = try gru(x, h0: h0, kernel: w3, recurrentKernel: u3, bias: b3, goBackwards: goBackwards)
+            let wantG = referenceGRU(x: x.doubles(), h0: h0.doubles(), w: w3.doubles(), u: u3.doubles(), bias: b3.doubles(),
+                                     b: b, t: t, f: f, units: u, goBackwards: goBackwards)
+            for (a, e) in zip(g.outputs.doubles() + g.h.doubles(), wantG.0 + wantG.1) {
+                XCTAssertEqual(a, e, accuracy: 1e-12, "gru goBackwards \(goBackwards)")
+            }
+            // The LSTM's gradients (each thread runs its rows' backward steps) equal one thread's.
+            func grads(_ threads: Int) throws -> [[Double]] {
+                Threading.numThreads = threads
+                let xs = try [x, h0, c0, w4, u4, b4].map { t -> Tensor in
+                    let leaf = try stopGradient(t)
+                    leaf.requiresGrad = true
+                    return leaf
+                }
+                Tape.push()
+                defer { try? Tape.pop() }
+                let r = try lstm(xs[0], h0: xs[1], c0: xs[2], kernel: xs[3], recurrentKernel: xs[4], bias: xs[5],
+                                 goBackwards: goBackwards)
+                let total = try sum(try add(try add(try sum(r.outputs, axes: [1]), r.h), r.c), axes: [0, 1])
+                return try Tape.gradient(of: total, wrt: xs).map { try XCTUnwrap($0).doubles() }
+            }
+            for (i, (a, e)) in zip(try grads(3), try grads(1)).enumerated() {
+                XCTAssertEqual(a.count, e.count)
+                for (u, v) in zip(a, e) { XCTAssertEqual(u, v, accuracy: 1e-10, "lstm gradient \(i) goBackwards \(goBackwards)") }
+            }
+            Threading.numThreads = 3
+        }
+    }
+
     func testLSTMGradientsMatchFiniteDifferences() throws {
         for goBackwards in [false, true] {
             for hasBias in [true, false] {

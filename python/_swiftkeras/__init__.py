@@ -20,7 +20,6 @@ try:
     from ._C import MAX_RANK
     from ._C import Tensor
     from ._C import abi_version
-    from ._C import call
     from ._C import engine_library
     from ._C import from_buffer
     from ._C import get_num_threads
@@ -64,7 +63,6 @@ __all__ = [
     "MAX_RANK",
     "Tensor",
     "abi_version",
-    "call",
     "engine_library",
     "from_buffer",
     "get_num_threads",

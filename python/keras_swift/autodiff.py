@@ -41,10 +41,10 @@ import threading
 
 from keras.src import tree
 from keras.src.backend.common.variables import Variable as KerasVariable
-from keras_swift.src.core import _C
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.core import is_float_dtype
-from keras_swift.src.core import op
+from keras_swift.src.engine import _C
+from keras_swift.src.engine import op
 from keras_swift.src.ops import numpy as knp
 from keras_swift.src.sparse import collect_row_reads
 from keras_swift.src.sparse import gradient_with_row_reads

@@ -360,8 +360,8 @@ def test_second_derivative_through_intermediates():
 def test_sparse_input_gives_row_sparse_kernel_gradient():
     """As in the built-in train step, a Variable read only through the rows
     of a sparse product gets an IndexedSlices; equal to the dense input's."""
-    from keras_swift.src.tensor import IndexedSlices
-    from keras_swift.src.tensor import SparseTensor
+    from keras_swift.src.sparse import IndexedSlices
+    from keras_swift.src.sparse import SparseTensor
 
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(4, 6)) * (rng.random((4, 6)) < 0.3)).astype("float32")

@@ -392,16 +392,16 @@ def test_raw_engine_errors_are_python_exceptions():
     x = ops.convert_to_tensor(np.ones((2, 2), "float32"))
     y = ops.convert_to_tensor(np.ones((2, 2), "int32"))
     # mixed dtypes are promoted with Keras's lattice
-    assert _swiftkeras.op("add", [x, y], None)[0].dtype == "float32"
+    assert _swiftkeras.op("add", x, y).dtype == "float32"
     with pytest.raises(ValueError):
-        _swiftkeras.op("matmul", [x, ops.ones((3, 3))], None)
+        _swiftkeras.op("matmul", x, ops.ones((3, 3)))
     with pytest.raises((ValueError, NotImplementedError)):
-        _swiftkeras.op("no_such_op", [x], None)
+        _swiftkeras.op("no_such_op", x)
     with pytest.raises((TypeError, ValueError)):
-        _swiftkeras.op("reshape", [x], {"shape": "bad"})
+        _swiftkeras.op("reshape", x, shape="bad")
     with pytest.raises((TypeError, ValueError)):
-        _swiftkeras.op("add", [x], None)  # wrong arity
-    assert ops.convert_to_numpy(_swiftkeras.op("add", [x, x], None)[0]).sum() == 8
+        _swiftkeras.op("add", x)  # wrong arity
+    assert ops.convert_to_numpy(_swiftkeras.op("add", x, x)).sum() == 8
 
 
 # ---------------------------------------------------------------------------

@@ -115,6 +115,17 @@ def test_unsupported_op_names_it(tmp_path):
         model.export(str(tmp_path / "m.onnx"), format="onnx", verbose=False)
 
 
+def test_graph_control_flow_names_itself(tmp_path):
+    class Branches(layers.Layer):
+        def call(self, x):
+            return keras.ops.cond(keras.ops.sum(x) > 0, lambda: x * 2.0, lambda: -x)
+
+    model = keras.Sequential([keras.Input((4,)), Branches()])
+    model.predict(_rand(2, 4), verbose=0)
+    with pytest.raises(NotImplementedError, match="holds a cond step"):
+        model.export(str(tmp_path / "m.onnx"), format="onnx", verbose=False)
+
+
 def test_multi_head_attention(tmp_path):
     q = keras.Input((5, 8))
     kv = keras.Input((6, 8))
@@ -188,7 +199,7 @@ def test_dynamic_spatial_and_sequence_dims(tmp_path):
 
 
 def test_graph_describe_and_constants():
-    from keras_swift.src.tensor import _C
+    from keras_swift.src.engine import _C
 
     x = keras.ops.convert_to_tensor(np.ones((2, 3), "float32"))
     w = keras.ops.convert_to_tensor(np.arange(6, dtype="float32").reshape(3, 2))

@@ -341,6 +341,14 @@ def test_patches_installed_keras(hook, monkeypatch, module, relpath, expected):
     assert ast.unparse(tree) == source
 
 
+def test_orbax_callback_imports_no_jax(hook):
+    change, source = patched(hook, "keras.src.callbacks.orbax_checkpoint", "callbacks/orbax_checkpoint.py")
+    assert change and "import jax" not in source.split("def ", 1)[0]
+    assert "class OrbaxCheckpoint" in source
+    tree = ast.parse(source)
+    assert hook.patch_tree("keras.src.callbacks.orbax_checkpoint", tree, "x.py") is None
+
+
 def test_hook_leaves_test_modules_alone(hook):
     # Test modules are patched by the pytest plugin, not by the start-up hook.
     assert patched(hook, "keras.src.trainers.trainer_test", "trainers/trainer_test.py")[0] is None
@@ -500,6 +508,19 @@ def test_builtin_backends_untouched(tmp_path, backend):
     assert check(result).strip() == backend
     assert "patched" not in result.stderr
     assert f"backend is {backend!r}; not patching" in result.stderr
+
+
+def test_import_keras_loads_no_jax_under_swift(tmp_path):
+    pytest.importorskip("jax")
+    # The real backend, in a fresh process: Keras would import jax at start-up.
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys, keras; keras.callbacks.OrbaxCheckpoint; "
+         "print(keras.backend.backend(), 'jax' in sys.modules)"],
+        env={**os.environ, "KERAS_BACKEND": "swift", "KERAS_HOME": str(tmp_path)},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["swift", "False"]
 
 
 def test_pth_never_breaks_python(tmp_path):

@@ -43,7 +43,7 @@ SCRIPT = textwrap.dedent(
         return C.from_buffer(a, str(a.dtype))
 
     def run(name, *xs, **attrs):
-        return np.asarray(C.call(name, *xs, **attrs))
+        return np.asarray(C.op(name, *xs, **attrs))
 
     out = {"engine": np.array(C.engine_library())}
     for dt in ("float32", "float64"):
@@ -65,7 +65,7 @@ SCRIPT = textwrap.dedent(
         out[f"add_row/{dt}"] = run("add", x, row)
         out[f"multiply_col/{dt}"] = run("multiply", x, col)
         out[f"greater/{dt}"] = run("greater", x, y)
-        out[f"equal/{dt}"] = run("equal", C.call("round", x), t(np.zeros((1,), dt)))
+        out[f"equal/{dt}"] = run("equal", C.op("round", x), t(np.zeros((1,), dt)))
         for name in ("sum", "mean", "max", "prod"):
             out[f"{name}/{dt}"] = run(name, x, axes=[1])
             out[f"{name}0/{dt}"] = run(name, x, axes=[0])
@@ -92,8 +92,8 @@ SCRIPT = textwrap.dedent(
     xin = t(r.standard_normal((16, 64)).astype("float32"))
     C.tape_push()
     try:
-        h = C.call("gelu", C.call("matmul", xin, w))
-        loss = C.call("sum", C.call("log_softmax", C.call("tanh", h), axis=-1))
+        h = C.op("gelu", C.op("matmul", xin, w))
+        loss = C.op("sum", C.op("log_softmax", C.op("tanh", h), axis=-1))
         (g,) = C.gradient(loss, [w])
     finally:
         C.tape_pop()

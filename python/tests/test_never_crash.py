@@ -57,7 +57,7 @@ def test_issue_huge_sizes_raise_value_error(name):
 def test_pad_widths_that_overflow_the_sum_raise():
     x = ops.convert_to_tensor(np.ones(3, "float32"))
     with pytest.raises(ValueError, match="pad"):
-        _C.call("pad", x, pads=[2**62, 2**62], mode="constant", value=0.0)
+        _C.op("pad", x, pads=[2**62, 2**62], mode="constant", value=0.0)
 
 
 def test_size_errors_name_the_op():

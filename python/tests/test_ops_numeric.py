@@ -31,7 +31,7 @@ def test_correlate(mode, na, nv):
 def test_correlate_gradient():
     a = keras.Variable(rng.normal(size=6).astype("float32"))
     v = rng.normal(size=3).astype("float32")
-    from keras_swift.src.core import _C
+    from keras_swift.src.engine import _C
 
     _C.tape_push()
     try:

@@ -669,7 +669,7 @@ def test_float32_sqrt_rsqrt_match_numpy(n):
 ])
 def test_float32_fast_path_gradients(name, grad):
     import _swiftkeras as C
-    from keras_swift.src.core import op
+    from keras_swift.src.engine import op
 
     x64 = np.linspace(0.05, 4, 50) * np.where(np.arange(50) % 2, 1.0, -1.0)
     if name == "sqrt":

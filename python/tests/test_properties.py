@@ -34,6 +34,8 @@ ml_dtypes = pytest.importorskip("ml_dtypes")
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from keras_swift.src.dtypes import BITS_DTYPES  # noqa: E402
+from keras_swift.src.dtypes import NUMPY_DTYPES  # noqa: E402
 
 _COMMON = dict(
     deadline=None,
@@ -48,19 +50,25 @@ SCHEMAS = C.op_schemas()
 DTYPES = list(C.DTYPES)
 ENGINE_ERRORS = (ValueError, TypeError, IndexError, NotImplementedError)
 
+
+def outputs(name, inputs, attrs=None):
+    """Every output of an op, as a tuple (op() returns a one-output op's Tensor)."""
+    out = C.op(name, *inputs, **(attrs or {}))
+    return out if isinstance(out, tuple) else (out,)
+
 # Cases run, by test; conftest.py prints the totals (and writes them to
 # $KERAS_SWIFT_HYPOTHESIS_COUNTS as JSON when set).
 CASES = collections.Counter()
 
-BITS = {"bfloat16": ml_dtypes.bfloat16, "float8_e4m3fn": ml_dtypes.float8_e4m3fn,
-        "float8_e5m2": ml_dtypes.float8_e5m2}
+# The dtypes numpy knows only through ml_dtypes (raw bits across the buffer protocol).
+BITS = BITS_DTYPES
 INTS = [d for d in DTYPES if d.startswith(("int", "uint"))]
-FLOATS = ["float16", "bfloat16", "float32", "float64", "float8_e4m3fn", "float8_e5m2"]
-COMPLEX = ["complex64", "complex128"]
+FLOATS = [d for d in DTYPES if NUMPY_DTYPES[d].kind == "f" or d in BITS]
+COMPLEX = [d for d in DTYPES if NUMPY_DTYPES[d].kind == "c"]
 
 
 def np_dtype(name):
-    return np.dtype(BITS.get(name, name))
+    return NUMPY_DTYPES[name] if name in NUMPY_DTYPES else np.dtype(name)
 
 
 def to_engine(a, dtype=None):
@@ -190,7 +198,7 @@ def _sweep_call(name, inputs, attrs):
             f.write(f"{name} {[(a.dtype.name, a.shape, a.ravel().tolist()) for a in inputs]} {attrs!r}\n")
     ts = [to_engine(a) for a in inputs]
     try:
-        outs = C.op(name, ts, attrs)
+        outs = outputs(name, ts, attrs)
     except ENGINE_ERRORS:
         return None
     assert isinstance(outs, tuple) and outs, name
@@ -375,7 +383,7 @@ def test_unary_numerics(name):
         x = array_of(data.draw, dtype, shape, edge_values(dtype))
         hypothesis.assume(not _known_wrong(name, [x]))
         try:
-            got = C.op(name, [to_engine(x)], {})[0]
+            got = outputs(name, [to_engine(x)])[0]
         except ENGINE_ERRORS as e:
             pytest.fail(f"{name}({dtype}) raised {e!r} on accepted input")
         _assert_matches(to_numpy(got), _reference(fn, [x], got.dtype), got.dtype, (name, x))
@@ -401,7 +409,7 @@ def test_binary_numerics(name):
             b = b % (8 * b.dtype.itemsize)  # numpy's shift past the width is platform-defined
         hypothesis.assume(not _known_wrong(name, [a, b]))
         try:
-            got = C.op(name, [to_engine(a), to_engine(b)], {})[0]
+            got = outputs(name, [to_engine(a), to_engine(b)])[0]
         except ENGINE_ERRORS as e:
             pytest.fail(f"{name}({dtype}) raised {e!r} on accepted input")
         _assert_matches(to_numpy(got), _reference(fn, [a, b], got.dtype), got.dtype, (name, a, b))
@@ -437,7 +445,7 @@ def test_reduction_numerics(name):
         empty = x.size == 0 if ax is None else any(shape[i] == 0 for i in ax)
         hypothesis.assume(not _known_wrong(name, [x], attrs))
         try:
-            got = C.op(name, [to_engine(x)], attrs)[0]
+            got = outputs(name, [to_engine(x)], attrs)[0]
         except ENGINE_ERRORS as e:
             if name in ("max", "min") and empty:
                 return  # numpy raises too: a reduction with no identity over nothing
@@ -557,9 +565,9 @@ def _forward(name, xs, case, watch=()):
     ins = list(ts)
     if case.get("sym"):
         a = ins[0]
-        half = C.call("multiply", C.call("add", a, C.call("transpose", a, perm=[1, 0])), to_engine(np.float64(0.5)))
-        ins[0] = C.call("add", half, to_engine(3.0 * np.eye(a.shape[0])))
-    outs = C.op(name, ins, dict(case.get("attrs", {})))
+        half = C.op("multiply", C.op("add", a, C.op("transpose", a, perm=[1, 0])), to_engine(np.float64(0.5)))
+        ins[0] = C.op("add", half, to_engine(3.0 * np.eye(a.shape[0])))
+    outs = outputs(name, ins, dict(case.get("attrs", {})))
     return ts, [outs[k] for k in case.get("outputs", range(len(outs))) if outs[k].dtype == "float64"]
 
 
@@ -591,8 +599,8 @@ def test_gradient_matches_finite_differences(name):
             ts, outs_ = _forward(name, xs_, case, watch=wrt)
             loss = None
             for o, w in zip(outs_, weights):
-                term = C.call("sum", C.call("multiply", o, to_engine(w)))
-                loss = term if loss is None else C.call("add", loss, term)
+                term = C.op("sum", C.op("multiply", o, to_engine(w)))
+                loss = term if loss is None else C.op("add", loss, term)
             grads = C.gradient(loss, [ts[k] for k in wrt])
         finally:
             C.tape_pop()
@@ -623,8 +631,8 @@ def test_missing_gradient_raises(name):
         for t in ts:
             t.requires_grad = True
         with pytest.raises(NotImplementedError):
-            outs = C.op(name, ts, {})
-            loss = C.call("sum", outs[0])
+            outs = outputs(name, ts)
+            loss = C.op("sum", outs[0])
             C.gradient(loss, ts)
     finally:
         C.tape_pop()
@@ -649,19 +657,19 @@ def _raises_or_returns(call):
 
 @pytest.mark.parametrize("attrs", ["stop=-1e19", "start=1e19, stop=0.0, step=0.5", "stop=1.0, step=-1e-300"])
 def test_arange_of_a_hugely_negative_count_is_empty(attrs):
-    out = _survives(_raises_or_returns(f"C.call('arange', {attrs})"))
+    out = _survives(_raises_or_returns(f"C.op('arange', {attrs})"))
     assert "shape=(0,)" in out
 
 
 def _engine(name, *xs, **attrs):
-    return to_numpy(C.op(name, [to_engine(np.asarray(x)) for x in xs], attrs)[0])
+    return to_numpy(outputs(name, [to_engine(np.asarray(x)) for x in xs], attrs)[0])
 
 
 @pytest.mark.parametrize("name", SCALAR_AXIS0_CRASH)
 def test_reduction_of_a_scalar_over_axis_0_raises(name):
     attrs = {"axis": 0} if name.startswith("arg") or name == "unique" else {"axes": [0]}
     attrs.update(_SCALAR_AXIS0_ATTRS.get(name, {}))
-    out = _survives(_raises_or_returns(f"C.op({name!r}, [C.from_buffer(np.array(1.0), 'float64')], {attrs!r})"))
+    out = _survives(_raises_or_returns(f"C.op({name!r}, C.from_buffer(np.array(1.0), 'float64'), **{attrs!r})"))
     assert out.startswith("raised") and "out of bounds" in out
 
 
@@ -673,15 +681,15 @@ def test_reduction_of_a_scalar_over_axis_0_raises(name):
 ])
 def test_eye_with_an_empty_huge_side_returns(attrs, want):
     # It looped over every row; a hang fails with TimeoutExpired.
-    out = _survives(_raises_or_returns(f"C.call('eye', {attrs})"), timeout=20)
+    out = _survives(_raises_or_returns(f"C.op('eye', {attrs})"), timeout=20)
     assert out.startswith(want) if want == "raised" else want in out
 
 
 def test_scatter_nd_into_a_scalar_with_no_indices():
     # Index tuples of length 0 in a batch of shape (): one update of the base's shape ().
     out = _survives(_raises_or_returns(
-        "C.op('scatter_nd', [C.from_buffer(np.array(0.0, 'float32'), 'float32'), "
-        "C.from_buffer(np.zeros(0, 'int32'), 'int32'), C.from_buffer(np.zeros(0, 'float32'), 'float32')], {})"))
+        "C.op('scatter_nd', C.from_buffer(np.array(0.0, 'float32'), 'float32'), "
+        "C.from_buffer(np.zeros(0, 'int32'), 'int32'), C.from_buffer(np.zeros(0, 'float32'), 'float32'))"))
     assert out.startswith("raised") and "updates of shape [0]" in out
     got = _engine("scatter_nd", np.array(1.0), np.zeros(0, "int32"), np.array(2.0), reduction="add")
     assert got.shape == () and got == 3.0
@@ -701,16 +709,16 @@ def test_gather_and_scatter_nd_with_empty_index_tuples_take_the_whole_tensor_per
 ])
 def test_scatter_nd_checks_the_updates_shape(base, indices, updates):
     out = _survives(_raises_or_returns(
-        f"C.op('scatter_nd', [C.from_buffer(np.zeros({base}, 'float32'), 'float32'), "
+        f"C.op('scatter_nd', C.from_buffer(np.zeros({base}, 'float32'), 'float32'), "
         f"C.from_buffer(np.zeros({indices}, 'int32'), 'int32'), "
-        f"C.from_buffer(np.zeros({updates}, 'float32'), 'float32')], {{}})"))
+        f"C.from_buffer(np.zeros({updates}, 'float32'), 'float32'))"))
     assert out.startswith("raised")
 
 
 @pytest.mark.parametrize("call, shape", [
-    ("C.op('argsort', [C.from_buffer(np.zeros((0, 2**31), 'uint16'), 'uint16')], {'axis': -2})", "(0, 2147483648)"),
-    ("C.op('cumsum', [C.from_buffer(np.zeros((0, 2**40), 'float32'), 'float32')], {'axis': 0})", "(0, 1099511627776)"),
-    ("C.op('cumprod', [C.from_buffer(np.zeros((2**40, 0), 'int8'), 'int8')], {'axis': 1})", "(1099511627776, 0)"),
+    ("C.op('argsort', C.from_buffer(np.zeros((0, 2**31), 'uint16'), 'uint16'), axis=-2)", "(0, 2147483648)"),
+    ("C.op('cumsum', C.from_buffer(np.zeros((0, 2**40), 'float32'), 'float32'), axis=0)", "(0, 1099511627776)"),
+    ("C.op('cumprod', C.from_buffer(np.zeros((2**40, 0), 'int8'), 'int8'), axis=1)", "(1099511627776, 0)"),
 ])
 def test_axis_ops_on_an_empty_tensor_with_a_huge_side_return(call, shape):
     # Found by scripts/fuzz.py: they looped over every position of the long axis, sorting
@@ -723,7 +731,7 @@ def test_histogram_of_a_range_below_float64_spacing_raises():
     # Found by scripts/fuzz.py: int64 values within float64's spacing of each other gave
     # lo == hi even after widening by 0.5, and the bin index of 0 / 0 trapped (SIGILL).
     out = _survives(_raises_or_returns(
-        "C.op('histogram', [C.from_buffer(np.array([2**62 + 87, 2**62], 'int64'), 'int64')], {})"))
+        "C.op('histogram', C.from_buffer(np.array([2**62 + 87, 2**62], 'int64'), 'int64'))"))
     assert out.startswith("raised") and "Too many bins" in out  # numpy's error
 
 
@@ -733,8 +741,8 @@ def test_histogram_of_a_range_below_float64_spacing_raises():
 def test_random_ops_with_a_huge_seed(name, params):
     p = "C.from_buffer(np.array([2.0], 'float32'), 'float32'), "
     out = _survives(_raises_or_returns(
-        f"C.op({name!r}, [{p * params}C.from_buffer(np.array([2**63 - 2, 2], 'int64'), 'int64')], "
-        "{'shape': [2]})"))
+        f"C.op({name!r}, {p * params}C.from_buffer(np.array([2**63 - 2, 2], 'int64'), 'int64'), "
+        "shape=[2])"))
     assert "returned" in out or "seed" in out
 
 
@@ -801,4 +809,4 @@ def test_floor_divide_of_an_underflowing_quotient(dtype, a, b):
 
 def test_frame_longer_than_the_signal():
     with pytest.raises(ValueError):
-        C.op("frame", [to_engine(np.zeros((2, 3), "float32"))], {"length": 2**62, "stride": 1})
+        C.op("frame", to_engine(np.zeros((2, 3), "float32")), length=2**62, stride=1)

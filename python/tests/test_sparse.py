@@ -13,7 +13,7 @@ keras = require_swift()
 from keras import ops  # noqa: E402
 
 from keras_swift.src import sparse  # noqa: E402
-from keras_swift.src.tensor import SparseTensor  # noqa: E402
+from keras_swift.src.sparse import SparseTensor  # noqa: E402
 from keras_swift.src.tensor import SwiftTensor  # noqa: E402
 
 rng = np.random.default_rng(0)
@@ -326,7 +326,7 @@ def test_take_with_sparse_indices():
 
 def test_symbolic_sparse_output_spec():
     # backend.compute_output_spec runs the op on an empty SparseTensor
-    from keras_swift.src import core
+    from keras_swift.src.ops import core
 
     x = keras.KerasTensor((None, 3), sparse=True)
     spec = core.compute_output_spec(lambda t: ops.sin(t), x)

@@ -6,23 +6,31 @@ import Glibc
 import Darwin
 #endif
 
-/// Thread settings shared by our kernels and OpenBLAS: one knob for both.
+/// Thread settings: one pool (`WorkerPool`) runs every parallel kernel, GEMM included.
+/// OpenBLAS itself runs on the calling thread only: its own threads spin between calls and
+/// split each product statically in halves, so on a small or shared machine they fought our
+/// pool for the cores (a compiled convnet predict step took 26 ms on 2 threads against
+/// 13 ms CPU on one; 11.8k context switches against 354 for 40 steps). GEMMs are cut into
+/// blocks that the pool's threads claim instead (`BLASFloat.gemm`).
 public enum Threading {
     nonisolated(unsafe) static var threads: Int = defaultThreads()
 
+    /// OpenBLAS's own count (from OPENBLAS_NUM_THREADS, OMP_NUM_THREADS or the CPUs) becomes
+    /// ours; OpenBLAS is then held to one thread.
     static func defaultThreads() -> Int {
         let n = Int(openblas_get_num_threads())
+        openblas_set_num_threads(1)
         return Swift.max(1, n)
     }
 
-    /// Number of threads our kernels and OpenBLAS may use.
+    /// Number of threads our kernels (GEMM included) may use.
     public static var numThreads: Int {
         get { threads }
-        set {
-            threads = Swift.max(1, newValue)
-            openblas_set_num_threads(Int32(threads))
-        }
+        set { threads = Swift.max(1, newValue) }
     }
+
+    /// Multiply-adds below which a GEMM stays on the calling thread.
+    static let gemmGrain = 1 << 18
 
     /// Elementwise work below this many elements stays on the calling thread.
     public static let grain = 1 << 15
@@ -35,7 +43,8 @@ public enum Threading {
 }
 
 /// Runs `body` over `0..<n` split into contiguous chunks on up to `Threading.numThreads`
-/// threads, when the work (n * costPerItem) is worth it. Never call BLAS from `body`.
+/// threads, when the work (n * costPerItem) is worth it. A `body` calling GEMM runs it on
+/// its own thread (the pool is taken).
 @inline(__always)
 func parallelFor(_ n: Int, cost costPerItem: Int = 1, streaming: Bool = false, _ body: (Range<Int>) -> Void) {
     let work = n * Swift.max(costPerItem, 1)

@@ -22,32 +22,48 @@ extension Program {
             if i > 0 { s += "," }
             s += "{\"value\":\(c.value),\(jsonSpec(TensorSpec(of: c.tensor)))}"
         }
-        s += "],\"nodes\":["
-        for (i, node) in nodes.enumerated() {
-            if i > 0 { s += "," }
-            switch node {
-            case .op(_, let name, let attrs, let ins, let outs):
-                s += "{\"kind\":\"op\",\"op\":\(jsonString(name)),\"attrs\":{"
-                // Sorted, as in the file format: the same program gives the same text.
-                for (j, (k, v)) in attrs.values.sorted(by: { $0.key < $1.key }).enumerated() {
-                    if j > 0 { s += "," }
-                    s += "\(jsonString(k)):\(jsonAttr(v))"
-                }
-                s += "},\"inputs\":\(jsonInts(ins)),\"outputs\":\(jsonInts(outs))}"
-            case .tapePush:
-                s += "{\"kind\":\"tape_push\"}"
-            case .tapePop:
-                s += "{\"kind\":\"tape_pop\"}"
-            case .setRequiresGrad(let v, let flag):
-                s += "{\"kind\":\"set_requires_grad\",\"value\":\(v),\"flag\":\(flag)}"
-            case .gradient(let target, let seed, let sources, let createGraph, let outs):
-                s += "{\"kind\":\"gradient\",\"target\":\(target),\"seed\":\(seed.map { String($0) } ?? "null")"
-                s += ",\"sources\":\(jsonInts(sources)),\"create_graph\":\(createGraph),\"outputs\":["
-                s += outs.map { $0.map { String($0) } ?? "null" }.joined(separator: ",") + "]}"
-            }
-        }
-        return s + "]}"
+        s += "],\"nodes\":" + jsonNodes(nodes)
+        return s + "}"
     }
+}
+
+private func jsonNodes(_ nodes: [GraphNode]) -> String {
+    var s = "["
+    for (i, node) in nodes.enumerated() {
+        if i > 0 { s += "," }
+        switch node {
+        case .op(_, let name, let attrs, let ins, let outs):
+            s += "{\"kind\":\"op\",\"op\":\(jsonString(name)),\"attrs\":{"
+            // Sorted, as in the file format: the same program gives the same text.
+            for (j, (k, v)) in attrs.values.sorted(by: { $0.key < $1.key }).enumerated() {
+                if j > 0 { s += "," }
+                s += "\(jsonString(k)):\(jsonAttr(v))"
+            }
+            s += "},\"inputs\":\(jsonInts(ins)),\"outputs\":\(jsonInts(outs))}"
+        case .tapePush:
+            s += "{\"kind\":\"tape_push\"}"
+        case .tapePop:
+            s += "{\"kind\":\"tape_pop\"}"
+        case .setRequiresGrad(let v, let flag):
+            s += "{\"kind\":\"set_requires_grad\",\"value\":\(v),\"flag\":\(flag)}"
+        case .gradient(let target, let seed, let sources, let createGraph, let outs):
+            s += "{\"kind\":\"gradient\",\"target\":\(target),\"seed\":\(seed.map { String($0) } ?? "null")"
+            s += ",\"sources\":\(jsonInts(sources)),\"create_graph\":\(createGraph),\"outputs\":["
+            s += outs.map { $0.map { String($0) } ?? "null" }.joined(separator: ",") + "]}"
+        case .cond(let selector, let branches, let outs):
+            s += "{\"kind\":\"cond\",\"selector\":\(selector),\"branches\":["
+            s += branches.map(jsonBlock).joined(separator: ",") + "],\"outputs\":\(jsonInts(outs))}"
+        case .whileLoop(let initial, let params, let condition, let body, let outs, let maxIterations):
+            s += "{\"kind\":\"while\",\"initial\":\(jsonInts(initial)),\"parameters\":\(jsonInts(params))"
+            s += ",\"condition\":\(jsonBlock(condition)),\"body\":\(jsonBlock(body)),\"outputs\":\(jsonInts(outs))"
+            s += ",\"max_iterations\":\(maxIterations.map { String($0) } ?? "null")}"
+        }
+    }
+    return s + "]"
+}
+
+private func jsonBlock(_ b: GraphBlock) -> String {
+    "{\"nodes\":\(jsonNodes(b.nodes)),\"results\":\(jsonInts(b.results))}"
 }
 
 private func jsonSpec(_ spec: TensorSpec) -> String {

@@ -1,16 +1,17 @@
 // Programs: a training (or inference) step recorded once and replayed many times.
 //
-// A `Program` is a straight-line list of nodes over SSA values (dense integer ids, each
-// defined exactly once: by being a declared input, a constant, or a node's output).
-// Nodes are registry op calls (op by index, its name, `Attrs`, input and output ids) plus
-// the structural steps a training step needs from the engine's tape: push, pop, setting a
-// value's `requiresGrad`, and `gradient`. Replay runs the forward ops with a real tape
+// A `Program` is a list of nodes over SSA values (dense integer ids, each defined exactly
+// once: by being a declared input, a constant, or a node's output). Nodes are registry op
+// calls (op by index, its name, `Attrs`, input and output ids), the structural steps a
+// training step needs from the engine's tape (push, pop, setting a value's `requiresGrad`,
+// `gradient`), and control flow (`cond`, `whileLoop`) over nested blocks of nodes
+// (ControlFlow.swift). Replay runs the forward ops with a real tape
 // active and asks that tape for gradients, exactly as the eager step did; lowering the
 // VJPs into the graph is a later step.
 //
 // A program is specialised on its inputs' dtypes and shapes (like `jax.jit`): `run`
-// rejects anything else. It is immutable once built; building it validates it (SSA order,
-// op indices, balanced tapes) and computes a liveness plan, so `run` drops each
+// rejects anything else. It is immutable once built; building it validates it (SSA order
+// and scoping, op indices, balanced tapes) and computes a liveness plan, so `run` drops each
 // intermediate right after its last use. `eliminatingDeadCode()` drops nodes whose
 // outputs reach no program output and have no side effect.
 #if canImport(Glibc)
@@ -53,14 +54,29 @@ public enum GraphNode {
     /// the gradient of `sources[i]`, nil where the trace got none (the source did not
     /// influence the target).
     case gradient(target: Int, seed: Int?, sources: [Int], createGraph: Bool, outputs: [Int?])
+    /// Runs `branches[k]`, k the scalar `selector`'s value (bool or integer) clamped to the
+    /// branches; `outputs[i]` receives its `results[i]` (ControlFlow.swift).
+    case cond(selector: Int, branches: [GraphBlock], outputs: [Int])
+    /// Binds `parameters` to the carried state (first `initial`), runs `condition` and, while
+    /// its one result is non-zero and fewer than `maxIterations` iterations ran, `body`,
+    /// whose results are the next state; `outputs` receive the final state. Indirect: its
+    /// payload would otherwise make every node larger.
+    indirect case whileLoop(initial: [Int], parameters: [Int], condition: GraphBlock, body: GraphBlock, outputs: [Int],
+                   maxIterations: Int?)
 
-    /// Values read, in order.
+    /// Values read, in order; for control flow, also the values its blocks read from outside.
     public var inputValues: [Int] {
         switch self {
         case .op(_, _, _, let inputs, _): return inputs
         case .tapePush, .tapePop: return []
         case .setRequiresGrad(let v, _): return [v]
         case .gradient(let t, let s, let srcs, _, _): return [t] + (s.map { [$0] } ?? []) + srcs
+        case .cond(let selector, let branches, _):
+            var seen: Set<Int> = [selector]
+            return [selector] + branches.flatMap { $0.freeValues() }.filter { seen.insert($0).inserted }
+        case .whileLoop(let initial, let params, let condition, let body, _, _):
+            var seen = Set(initial)
+            return initial + (condition.freeValues(entry: params) + body.freeValues(entry: params)).filter { seen.insert($0).inserted }
         }
     }
 
@@ -69,6 +85,7 @@ public enum GraphNode {
         switch self {
         case .op(_, _, _, _, let outputs): return outputs
         case .gradient(_, _, _, _, let outputs): return outputs.compactMap { $0 }
+        case .cond(_, _, let outputs), .whileLoop(_, _, _, _, let outputs, _): return outputs
         case .tapePush, .tapePop, .setRequiresGrad: return []
         }
     }
@@ -102,6 +119,8 @@ public final class Program {
     let freeAfter: [[Int]]
     /// Inputs and constants that no node reads and no output returns.
     let unusedAtStart: [Int]
+    /// The liveness plan, with control-flow nodes' plans for their blocks.
+    let plan: BlockPlan
     /// Runs of one program are serialised: a set-requires-grad node may change a constant's
     /// flag, which another thread's run would read.
     private let runLock = Mutex(())
@@ -112,67 +131,19 @@ public final class Program {
         self.outputs = outputs
         self.constants = constants
         self.nodes = nodes
-        (freeAfter, unusedAtStart) = try Program.validateAndPlan(valueCount, inputs, outputs, constants, nodes)
+        plan = try Program.validateAndPlan(valueCount, inputs, outputs, constants, nodes)
+        freeAfter = plan.freeAfter
+        unusedAtStart = plan.unusedAtEntry
     }
 
-    /// Checks SSA order, op indices and names, balanced tapes and output specs; returns the
-    /// liveness plan.
+    /// Checks SSA order and scoping, op indices and names, balanced tapes and control-flow
+    /// arities; returns the liveness plan (ControlFlow.swift).
     private static func validateAndPlan(_ valueCount: Int, _ inputs: [Input], _ outputs: [Output],
-                                        _ constants: [Constant], _ nodes: [GraphNode]) throws -> ([[Int]], [Int]) {
-        guard valueCount >= 0 else { throw EngineError.value("program: negative value count") }
-        var defined = [Bool](repeating: false, count: valueCount)
-        func define(_ v: Int, _ what: String) throws {
-            guard v >= 0, v < valueCount else { throw EngineError.value("program: \(what) defines value \(v), out of range [0, \(valueCount))") }
-            guard !defined[v] else { throw EngineError.value("program: value \(v) is defined twice") }
-            defined[v] = true
-        }
-        func use(_ v: Int, _ what: String) throws {
-            guard v >= 0, v < valueCount, defined[v] else { throw EngineError.value("program: \(what) reads value \(v) before it is defined") }
-        }
-        for i in inputs { try define(i.value, "an input") }
-        for c in constants { try define(c.value, "a constant") }
-        var lastUse = [Int](repeating: -1, count: valueCount)  // -1: never read by a node
-        var depth = 0
-        for (n, node) in nodes.enumerated() {
-            let what = "node \(n)"
-            switch node {
-            case .op(let index, let name, _, _, _):
-                guard index >= 0, index < OpRegistry.ops.count, OpRegistry.ops[index].name == name else {
-                    throw EngineError.value("program: \(what) names op '\(name)' at index \(index), which the registry does not hold")
-                }
-            case .tapePush:
-                depth += 1
-            case .tapePop:
-                guard depth > 0 else { throw EngineError.value("program: \(what) pops a tape the program did not push") }
-                depth -= 1
-            case .setRequiresGrad:
-                break
-            case .gradient(_, _, let sources, let createGraph, let outs):
-                guard sources.count == outs.count else { throw EngineError.value("program: \(what) has \(sources.count) sources and \(outs.count) gradients") }
-                guard depth >= (createGraph ? 2 : 1) else {
-                    throw EngineError.value("program: \(what) takes a gradient without a tape the program pushed")
-                }
-                if createGraph { depth -= 1 }
-            }
-            for v in node.inputValues {
-                try use(v, what)
-                lastUse[v] = n
-            }
-            for v in node.outputValues { try define(v, what) }
-        }
-        guard depth == 0 else { throw EngineError.value("program: ends with \(depth) tape(s) still pushed") }
-        var isOutput = [Bool](repeating: false, count: valueCount)
-        for o in outputs {
-            try use(o.value, "an output")
-            isOutput[o.value] = true
-        }
-        var freeAfter = [[Int]](repeating: [], count: nodes.count)
-        for (n, node) in nodes.enumerated() {
-            for v in node.outputValues where lastUse[v] < 0 && !isOutput[v] { freeAfter[n].append(v) }
-        }
-        for v in 0..<valueCount where lastUse[v] >= 0 && !isOutput[v] { freeAfter[lastUse[v]].append(v) }
-        let unused = (inputs.map(\.value) + constants.map(\.value)).filter { lastUse[$0] < 0 && !isOutput[$0] }
-        return (freeAfter, unused)
+                                        _ constants: [Constant], _ nodes: [GraphNode]) throws -> BlockPlan {
+        var validator = try ProgramValidator(valueCount: valueCount)
+        let (plan, _) = try validator.block(nodes, entry: inputs.map(\.value) + constants.map(\.value),
+                                            results: outputs.map(\.value), depth: 0, base: 0, path: "")
+        return plan
     }
 
     /// Runs the program on `inputs` (dtypes and shapes as traced) and returns its outputs.
@@ -207,7 +178,7 @@ public final class Program {
             let depth = Tape.depth
             do {
                 for (n, node) in nodes.enumerated() {
-                    try execute(node, &slots)
+                    try Program.execute(node, plan, n, &slots)
                     for v in freeAfter[n] { slots[v] = nil }
                     observer?(n, slots)
                 }
@@ -227,11 +198,9 @@ public final class Program {
         }
     }
 
-    private func execute(_ node: GraphNode, _ slots: inout [Tensor?]) throws {
-        func read(_ v: Int) throws -> Tensor {
-            guard let t = slots[v] else { throw EngineError.internal("program value \(v) was dropped before its last use") }
-            return t
-        }
+    /// Runs node `n` of the block planned by `plan` (which holds the plans of its blocks).
+    static func execute(_ node: GraphNode, _ plan: BlockPlan, _ n: Int, _ slots: inout [Tensor?]) throws {
+        func read(_ v: Int) throws -> Tensor { try BlockRunner.read(slots, v) }
         switch node {
         case .op(let index, let name, let attrs, let ins, let outs):
             let results = try OpRegistry.ops[index].run(try ins.map(read), attrs)
@@ -255,36 +224,85 @@ public final class Program {
                 }
                 slots[v] = g
             }
+        case .cond(let selector, let branches, let outs):
+            try BlockRunner.cond(selector, branches, outs, plan.children[n], &slots)
+        case .whileLoop(let initial, let params, let condition, let body, let outs, let maxIterations):
+            let final = try BlockRunner.loop(params, condition, body, maxIterations, plan.children[n], state: try initial.map(read),
+                                             done: 0, &slots)
+            for (o, t) in zip(outs, final) { slots[o] = gradientAlias(t) }
         }
     }
 
     /// The program without nodes whose outputs reach no program output and that have no
     /// side effect. Tape push/pop and a create-graph gradient (which pops a tape) always
     /// stay; setting `requiresGrad` stays where a later node reads the value or it is an
-    /// input, constant or output (whose flag the caller sees). Inputs stay (the signature is
-    /// unchanged); constants no node reads any more are dropped.
+    /// input, constant or output (whose flag the caller sees) or defined outside the block
+    /// that sets it. Inside control flow the same holds per block; a cond drops the outputs
+    /// nothing reads (and its branches' results for them); a cond or loop none of whose
+    /// outputs is read goes unless a block keeps a node for its side effect. Inputs stay
+    /// (the signature is unchanged); constants no node reads any more are dropped.
     public func eliminatingDeadCode() throws -> Program {
         // Values whose requiresGrad flag the caller can see.
         var external = [Bool](repeating: false, count: valueCount)
         for v in inputs.map(\.value) + constants.map(\.value) + outputs.map(\.value) { external[v] = true }
         var live = [Bool](repeating: false, count: valueCount)
         for o in outputs { live[o.value] = true }
-        var keep = [Bool](repeating: false, count: nodes.count)
-        for n in stride(from: nodes.count - 1, through: 0, by: -1) {
-            let node = nodes[n]
-            switch node {
-            case .tapePush, .tapePop:
-                keep[n] = true
-            case .gradient(_, _, _, true, _):
-                keep[n] = true
-            case .setRequiresGrad(let v, _):
-                keep[n] = live[v] || external[v]
-            case .op, .gradient:
-                keep[n] = node.outputValues.contains { live[$0] }
+
+        /// The block's live nodes (its live values marked in `live` on entry) and whether one
+        /// of them is kept for a side effect alone.
+        func prune(_ nodes: [GraphNode], entry: [Int], nested: Bool) -> ([GraphNode], Bool) {
+            var definedHere = Set(entry)
+            if nested { for node in nodes { definedHere.formUnion(node.outputValues) } }
+            var kept: [GraphNode] = []
+            var effect = false
+            for node in nodes.reversed() {
+                var keep: GraphNode?
+                switch node {
+                case .tapePush, .tapePop, .gradient(_, _, _, true, _):
+                    keep = node
+                    effect = true
+                case .setRequiresGrad(let v, _):
+                    let outer = nested && !definedHere.contains(v)
+                    if live[v] || external[v] || outer { keep = node }
+                    if outer { effect = true }
+                case .op, .gradient:
+                    if node.outputValues.contains(where: { live[$0] }) { keep = node }
+                case .cond(let selector, let branches, let outs):
+                    let used = outs.indices.filter { live[outs[$0]] }
+                    var newBranches: [GraphBlock] = []
+                    var sideEffect = false
+                    for b in branches {
+                        let results = used.map { b.results[$0] }
+                        for r in results { live[r] = true }
+                        let (body, e) = prune(b.nodes, entry: [], nested: true)
+                        sideEffect = sideEffect || e
+                        newBranches.append(GraphBlock(nodes: body, results: results))
+                    }
+                    if !used.isEmpty || sideEffect {
+                        keep = .cond(selector: selector, branches: newBranches, outputs: used.map { outs[$0] })
+                        effect = effect || sideEffect
+                    }
+                case .whileLoop(let initial, let params, let condition, let body, let outs, let maxIterations):
+                    // Every carried value feeds the next iteration: the state stays whole.
+                    for r in condition.results + body.results { live[r] = true }
+                    let (condNodes, e1) = prune(condition.nodes, entry: [], nested: true)
+                    let (bodyNodes, e2) = prune(body.nodes, entry: params, nested: true)
+                    if outs.contains(where: { live[$0] }) || e1 || e2 {
+                        keep = .whileLoop(initial: initial, parameters: params,
+                                          condition: GraphBlock(nodes: condNodes, results: condition.results),
+                                          body: GraphBlock(nodes: bodyNodes, results: body.results),
+                                          outputs: outs, maxIterations: maxIterations)
+                        effect = effect || e1 || e2
+                    }
+                }
+                if let k = keep {
+                    for v in k.inputValues { live[v] = true }
+                    kept.append(k)
+                }
             }
-            if keep[n] { for v in node.inputValues { live[v] = true } }
+            return (kept.reversed(), effect)
         }
-        let kept = nodes.indices.filter { keep[$0] }.map { nodes[$0] }
+        let (kept, _) = prune(nodes, entry: [], nested: false)
         let usedConstants = constants.filter { live[$0.value] }
         // Renumber the values left densely (in definition order), so a program's value count
         // is the number of values it defines.
@@ -294,9 +312,10 @@ public final class Program {
             if newID[v] < 0 { newID[v] = count; count += 1 }
             return newID[v]
         }
-        let ins = inputs.map { Input(value: renumber($0.value), spec: $0.spec, requiresGrad: $0.requiresGrad) }
-        let consts = usedConstants.map { Constant(value: renumber($0.value), tensor: $0.tensor) }
-        let renumbered: [GraphNode] = kept.map { node in
+        func renumbered(_ block: GraphBlock) -> GraphBlock {
+            GraphBlock(nodes: block.nodes.map(renumbered), results: block.results.map(renumber))
+        }
+        func renumbered(_ node: GraphNode) -> GraphNode {
             // Inputs were defined (and so numbered) before the node; its outputs are numbered here.
             switch node {
             case .op(let index, let name, let attrs, let ins, let outs):
@@ -308,9 +327,21 @@ public final class Program {
             case .gradient(let t, let seed, let srcs, let createGraph, let outs):
                 return .gradient(target: renumber(t), seed: seed.map(renumber), sources: srcs.map(renumber),
                                  createGraph: createGraph, outputs: outs.map { $0.map(renumber) })
+            case .cond(let selector, let branches, let outs):
+                let s = renumber(selector)
+                let bs = branches.map(renumbered)
+                return .cond(selector: s, branches: bs, outputs: outs.map(renumber))
+            case .whileLoop(let initial, let params, let condition, let body, let outs, let maxIterations):
+                let i = initial.map(renumber), p = params.map(renumber)
+                let c = renumbered(condition), b = renumbered(body)
+                return .whileLoop(initial: i, parameters: p, condition: c, body: b, outputs: outs.map(renumber),
+                                  maxIterations: maxIterations)
             }
         }
+        let ins = inputs.map { Input(value: renumber($0.value), spec: $0.spec, requiresGrad: $0.requiresGrad) }
+        let consts = usedConstants.map { Constant(value: renumber($0.value), tensor: $0.tensor) }
+        let newNodes = kept.map(renumbered)
         let outs = outputs.map { Output(value: renumber($0.value), spec: $0.spec) }
-        return try Program(valueCount: count, inputs: ins, outputs: outs, constants: consts, nodes: renumbered)
+        return try Program(valueCount: count, inputs: ins, outputs: outs, constants: consts, nodes: newNodes)
     }
 }

@@ -11,7 +11,10 @@ import Darwin
 
 extension Program {
     static let magic: [UInt8] = Array("TEGRAPH\0".utf8)
-    public static let formatVersion: UInt32 = 1
+    /// Version 2 added control flow (node kinds 5 and 6); version 1 files still load.
+    public static let formatVersion: UInt32 = 2
+    /// How deeply control flow may nest in a file (deeper is rejected, not recursed into).
+    static let maxNesting = 64
     /// Stands for "no value" where a value id is optional.
     static let noValue: UInt32 = .max
 
@@ -40,6 +43,46 @@ extension Program {
             w.u64(UInt64(c.tensor.nbytes))
             w.raw(UnsafeRawBufferPointer(start: c.tensor.rawPointer, count: c.tensor.nbytes))
         }
+        try Program.write(nodes, &w)
+        return w.out
+    }
+
+    /// Reads a program from the file format.
+    public convenience init(serialized bytes: [UInt8]) throws {
+        var r = ByteReader(bytes)
+        guard try r.bytes(Program.magic.count) == Program.magic else { throw EngineError.value("not a program file (bad magic)") }
+        let version = try r.u32()
+        guard version == 1 || version == Program.formatVersion else {
+            throw EngineError.value("program file version \(version) is not supported (this engine reads versions 1 to \(Program.formatVersion))")
+        }
+        // Each value is defined once, by a field of at least 4 bytes (its id).
+        let valueCount = try r.count(elementSize: 4)
+        var inputs: [Input] = []
+        for _ in 0..<(try r.count(elementSize: 6)) {
+            inputs.append(Input(value: try r.value(), spec: try r.spec(), requiresGrad: try r.bool()))
+        }
+        var outputs: [Output] = []
+        for _ in 0..<(try r.count(elementSize: 5)) {
+            outputs.append(Output(value: try r.value(), spec: try r.spec()))
+        }
+        var constants: [Constant] = []
+        for _ in 0..<(try r.count(elementSize: 14)) {
+            let v = try r.value(), spec = try r.spec(), requiresGrad = try r.bool()
+            let n = try r.u64()
+            let expected = try elementCount(spec.shape).multipliedReportingOverflow(by: spec.dtype.itemSize)
+            guard !expected.overflow, n == UInt64(expected.partialValue) else {
+                throw EngineError.value("program file: constant \(constants.count) has \(n) bytes, \(spec) needs \(expected.partialValue)")
+            }
+            let t = try r.withBytes(Int(n)) { try Tensor(bytes: $0.baseAddress, byteCount: $0.count, shape: spec.shape, dtype: spec.dtype) }
+            if requiresGrad { t.requiresGrad = true }
+            constants.append(Constant(value: v, tensor: t))
+        }
+        let nodes = try Program.readNodes(&r, nesting: version == 1 ? Program.maxNesting : 0)
+        guard r.atEnd else { throw EngineError.value("program file: \(r.remaining) unexpected bytes after the last node") }
+        try self.init(valueCount: valueCount, inputs: inputs, outputs: outputs, constants: constants, nodes: nodes)
+    }
+
+    static func write(_ nodes: [GraphNode], _ w: inout ByteWriter) throws {
         try w.count(nodes.count)
         for node in nodes {
             switch node {
@@ -70,41 +113,30 @@ extension Program {
                 try w.values(sources)
                 try w.count(outs.count)
                 for o in outs { try w.optionalValue(o) }
+            case .cond(let selector, let branches, let outs):
+                w.u8(5)
+                try w.value(selector)
+                try w.count(branches.count)
+                for b in branches { try write(b, &w) }
+                try w.values(outs)
+            case .whileLoop(let initial, let params, let condition, let body, let outs, let maxIterations):
+                w.u8(6)
+                try w.values(initial)
+                try w.values(params)
+                try write(condition, &w)
+                try write(body, &w)
+                try w.values(outs)
+                w.i64(maxIterations ?? -1)
             }
         }
-        return w.out
     }
 
-    /// Reads a program from the file format.
-    public convenience init(serialized bytes: [UInt8]) throws {
-        var r = ByteReader(bytes)
-        guard try r.bytes(Program.magic.count) == Program.magic else { throw EngineError.value("not a program file (bad magic)") }
-        let version = try r.u32()
-        guard version == Program.formatVersion else {
-            throw EngineError.value("program file version \(version) is not supported (this engine reads version \(Program.formatVersion))")
-        }
-        // Each value is defined once, by a field of at least 4 bytes (its id).
-        let valueCount = try r.count(elementSize: 4)
-        var inputs: [Input] = []
-        for _ in 0..<(try r.count(elementSize: 6)) {
-            inputs.append(Input(value: try r.value(), spec: try r.spec(), requiresGrad: try r.bool()))
-        }
-        var outputs: [Output] = []
-        for _ in 0..<(try r.count(elementSize: 5)) {
-            outputs.append(Output(value: try r.value(), spec: try r.spec()))
-        }
-        var constants: [Constant] = []
-        for _ in 0..<(try r.count(elementSize: 14)) {
-            let v = try r.value(), spec = try r.spec(), requiresGrad = try r.bool()
-            let n = try r.u64()
-            let expected = try elementCount(spec.shape).multipliedReportingOverflow(by: spec.dtype.itemSize)
-            guard !expected.overflow, n == UInt64(expected.partialValue) else {
-                throw EngineError.value("program file: constant \(constants.count) has \(n) bytes, \(spec) needs \(expected.partialValue)")
-            }
-            let t = try r.withBytes(Int(n)) { try Tensor(bytes: $0.baseAddress, byteCount: $0.count, shape: spec.shape, dtype: spec.dtype) }
-            if requiresGrad { t.requiresGrad = true }
-            constants.append(Constant(value: v, tensor: t))
-        }
+    private static func write(_ block: GraphBlock, _ w: inout ByteWriter) throws {
+        try write(block.nodes, &w)
+        try w.values(block.results)
+    }
+
+    static func readNodes(_ r: inout ByteReader, nesting: Int) throws -> [GraphNode] {
         var nodes: [GraphNode] = []
         for _ in 0..<(try r.count(elementSize: 1)) {
             switch try r.u8() {
@@ -129,12 +161,33 @@ extension Program {
                 var outs: [Int?] = []
                 for _ in 0..<(try r.count(elementSize: 4)) { outs.append(try r.optionalValue()) }
                 nodes.append(.gradient(target: target, seed: seed, sources: sources, createGraph: createGraph, outputs: outs))
+            case let k where k == 5 || k == 6:
+                // A version 1 file reads at the limit: it has no control flow.
+                guard nesting < maxNesting else { throw EngineError.value("program file: control flow nests deeper than \(maxNesting) (or a version 1 file holds some)") }
+                if k == 5 {
+                    let selector = try r.value()
+                    // A branch takes at least its two counts.
+                    let branches = try (0..<r.count(elementSize: 8)).map { _ in try readBlock(&r, nesting: nesting + 1) }
+                    nodes.append(.cond(selector: selector, branches: branches, outputs: try r.values()))
+                } else {
+                    let initial = try r.values(), params = try r.values()
+                    let condition = try readBlock(&r, nesting: nesting + 1), body = try readBlock(&r, nesting: nesting + 1)
+                    let outs = try r.values()
+                    let limit = try r.i64()
+                    guard limit >= -1 else { throw EngineError.value("program file: bad iteration limit \(limit)") }
+                    nodes.append(.whileLoop(initial: initial, parameters: params, condition: condition, body: body,
+                                            outputs: outs, maxIterations: limit < 0 ? nil : limit))
+                }
             case let k:
                 throw EngineError.value("program file: unknown node kind \(k)")
             }
         }
-        guard r.atEnd else { throw EngineError.value("program file: \(r.remaining) unexpected bytes after the last node") }
-        try self.init(valueCount: valueCount, inputs: inputs, outputs: outputs, constants: constants, nodes: nodes)
+        return nodes
+    }
+
+    private static func readBlock(_ r: inout ByteReader, nesting: Int) throws -> GraphBlock {
+        let nodes = try readNodes(&r, nesting: nesting)
+        return GraphBlock(nodes: nodes, results: try r.values())
     }
 
     /// Writes the program to `path` (replacing the file).

@@ -12,6 +12,13 @@
 // a custom (foreign) VJP, a tape popped or differentiated that was pushed before the trace
 // began, a tape left pushed, or running a program inside a trace.
 //
+// Control flow (`beginCond`/`nextBranch`/`endCond`, `beginWhile`/`whileBody`/`endWhile`)
+// records nested blocks: while one is open, nodes go to it, and the values it defines are
+// visible only inside it; using one elsewhere (a result leaked through Python state) makes
+// the trace unreplayable. Every branch of a cond runs for real; the node's outputs are new
+// handles on the taken branch's results. A loop's condition and body run once while
+// recording; the engine then runs the rest of the iterations from the recorded blocks.
+//
 // The trace is confined to the thread that began it (a thread-local, like the tape). With
 // no trace active on any thread the hooks cost one relaxed load of a global counter; while
 // some thread traces, the others pay a thread-local lookup.
@@ -49,6 +56,40 @@ public final class Tracer {
     private var tapeDepth = 0
     /// Why the trace cannot be replayed (the first reason met); recording stops there.
     private var failure: String?
+    /// The block (scope) that defines each value: 0 for the top level.
+    private var scopeOf: [Int] = []
+    /// The scopes open now, outermost first (0, the top level, always).
+    private var openScopes: [Int] = [0]
+    private var scopeCount = 1
+    /// Tensors named outside a block that a node inside it named again (an op that returns
+    /// its input, as a cast to the same dtype does), with their earlier value: the block's
+    /// name is dropped when it closes.
+    private var shadowed: [(scope: Int, tensor: ObjectIdentifier, value: Int)] = []
+    /// Control flow being recorded, innermost last.
+    private var frames: [Frame] = []
+
+    /// A cond or loop being recorded.
+    private final class Frame {
+        enum Kind {
+            case cond(selector: Int, taken: Int, count: Int)
+            /// `continues`: the condition's value on the first iteration, once recorded.
+            case loop(initial: [Tensor], params: [Int], continues: Bool?)
+        }
+        var kind: Kind
+        /// The node list the frame's node goes into.
+        var outer: [GraphNode]
+        /// Tapes active when it began: its blocks must leave them so.
+        let depth: Int
+        /// Finished blocks, and the scope of each (finished and current).
+        var blocks: [GraphBlock] = []
+        var scopes: [Int] = []
+
+        init(_ kind: Kind, outer: [GraphNode], depth: Int) {
+            self.kind = kind
+            self.outer = outer
+            self.depth = depth
+        }
+    }
 
     private init() { activeTraces.wrappingAdd(1, ordering: .relaxed) }
 
@@ -89,6 +130,9 @@ public final class Tracer {
         guard let tr = current else { throw EngineError.value("no active trace") }
         abort()
         if let f = tr.failure { throw EngineError.notImplemented("the trace cannot be replayed: \(f)") }
+        guard tr.frames.isEmpty else {
+            throw EngineError.notImplemented("the trace cannot be replayed: it ends inside a cond or while_loop")
+        }
         guard tr.tapeDepth == 0 else {
             throw EngineError.notImplemented("the trace cannot be replayed: it ends with \(tr.tapeDepth) tape(s) it pushed still active")
         }
@@ -131,13 +175,18 @@ public final class Tracer {
     static func tapePopped() {
         guard let tr = current, tr.failure == nil else { return }
         guard tr.tapeDepth > 0 else { return tr.fail("a tape pushed before the trace began was popped") }
+        if let f = tr.frames.last, tr.tapeDepth <= f.depth {
+            return tr.fail("a tape pushed outside a cond branch or while_loop was popped inside it")
+        }
         tr.tapeDepth -= 1
         tr.nodes.append(.tapePop)
     }
 
     static func requiresGradSet(_ t: Tensor, _ flag: Bool) {
         guard let tr = current, tr.failure == nil else { return }
-        tr.nodes.append(.setRequiresGrad(value: tr.value(of: t), flag: flag))
+        let v = tr.value(of: t)
+        guard tr.failure == nil else { return }
+        tr.nodes.append(.setRequiresGrad(value: v, flag: flag))
     }
 
     static func gradientTaken(_ target: Tensor, _ seed: Tensor?, _ sources: [Tensor], _ createGraph: Bool,
@@ -146,9 +195,13 @@ public final class Tracer {
         guard tr.tapeDepth >= (createGraph ? 2 : 1) else {
             return tr.fail("a gradient was taken from a tape pushed before the trace began")
         }
+        if createGraph, let f = tr.frames.last, tr.tapeDepth <= f.depth {
+            return tr.fail("a gradient inside a cond branch or while_loop consumed a tape pushed outside it")
+        }
         if createGraph { tr.tapeDepth -= 1 }
-        let t = tr.value(of: target), s = seed.map(tr.value(of:)), srcs = sources.map(tr.value(of:))
+        let t = tr.value(of: target), s = seed.map { tr.value(of: $0) }, srcs = sources.map { tr.value(of: $0) }
         let outs = grads.map { $0.map(tr.name) }
+        guard tr.failure == nil else { return }
         tr.nodes.append(.gradient(target: t, seed: s, sources: srcs, createGraph: createGraph, outputs: outs))
     }
 
@@ -168,7 +221,8 @@ public final class Tracer {
     func recordOp(_ op: Int, _ inputs: [Tensor], _ attrs: Attrs, _ outputs: [Tensor]) {
         guard failure == nil else { return }
         guard op >= 0, op < OpRegistry.ops.count else { return fail("op handle \(op) is not in the registry") }
-        let ins = inputs.map(value(of:))
+        let ins = inputs.map { value(of: $0) }
+        guard failure == nil else { return }
         let outs = outputs.map(name)
         nodes.append(.op(index: op, name: OpRegistry.ops[op].name, attrs: attrs, inputs: ins, outputs: outs))
     }
@@ -180,22 +234,244 @@ public final class Tracer {
         held = []
         nodes = []
         constants = []
+        shadowed = []
+        for f in frames {
+            f.outer = []
+            f.blocks = []
+            if case .loop = f.kind { f.kind = .loop(initial: [], params: [], continues: nil) }
+        }
     }
 
     /// A new value id for `t` (a node's result, or an input); `t` now names it.
     private func name(_ t: Tensor) -> Int {
         let v = valueCount
         valueCount += 1
-        valueOf[ObjectIdentifier(t)] = v
+        let id = ObjectIdentifier(t)
+        let scope = openScopes[openScopes.count - 1]
+        if scope != 0, let old = valueOf[id] { shadowed.append((scope, id, old)) }
+        valueOf[id] = v
         held.append(t)
+        scopeOf.append(scope)
         return v
     }
 
-    /// The value `t` names, making it a constant when the trace has not met it yet.
-    private func value(of t: Tensor) -> Int {
-        if let v = valueOf[ObjectIdentifier(t)] { return v }
-        let v = name(t)
+    /// The value `t` names, making it a constant when the trace has not met it yet. A value
+    /// defined in a block that is not open (nor `extra`) fails the trace.
+    private func value(of t: Tensor, alsoIn extra: Int? = nil) -> Int {
+        if let v = valueOf[ObjectIdentifier(t)] {
+            if v < scopeOf.count, case let s = scopeOf[v], s != 0, s != extra, !openScopes.contains(s) {
+                fail("a value computed inside a cond branch or while_loop was used outside it")
+            }
+            return v
+        }
+        // A constant belongs to the top level, visible everywhere.
+        let v = valueCount
+        valueCount += 1
+        valueOf[ObjectIdentifier(t)] = v
+        held.append(t)
+        scopeOf.append(0)
         constants.append(Program.Constant(value: v, tensor: t))
         return v
+    }
+}
+
+// MARK: - Control flow
+
+extension Tracer {
+    private static func active() throws -> Tracer {
+        guard let tr = current else { throw EngineError.value("no active trace") }
+        return tr
+    }
+
+    /// Closes the innermost scope, giving back the names its nodes shadowed.
+    private func closeScope() {
+        let s = openScopes.removeLast()
+        while let last = shadowed.last, last.scope == s {
+            shadowed.removeLast()
+            valueOf[last.tensor] = last.value
+        }
+    }
+
+    private func openScope() -> Int {
+        let s = scopeCount
+        scopeCount += 1
+        openScopes.append(s)
+        return s
+    }
+
+    /// Ends the block being recorded in `f`, yielding `results` (its ids, resolved by the caller).
+    private func closeBlock(_ f: Frame, results: [Int]) {
+        closeScope()
+        guard failure == nil else { return }
+        if tapeDepth != f.depth { return fail("a cond branch or while_loop block left a tape pushed or popped") }
+        f.blocks.append(GraphBlock(nodes: nodes, results: results))
+        nodes = []
+    }
+
+    private func popFrame() -> Frame {
+        let f = frames.removeLast()
+        nodes = f.outer
+        return f
+    }
+
+    /// Starts recording a cond of `count` branches on `selector` (a scalar bool or integer),
+    /// and its branch 0. Returns the branch the selector takes and whether the cond is
+    /// recorded; when it is not (the trace cannot be replayed already), run the taken branch
+    /// alone and make no other cond call for it.
+    public static func beginCond(selector: Tensor, count: Int) throws -> (taken: Int, recording: Bool) {
+        let tr = try active()
+        guard count >= 1 else { throw EngineError.value("a cond needs at least one branch") }
+        let taken = try branchIndex(selector, count: count)
+        guard tr.failure == nil else { return (taken, false) }
+        let sel = tr.value(of: selector)
+        guard tr.failure == nil else { return (taken, false) }
+        let f = Frame(.cond(selector: sel, taken: taken, count: count), outer: tr.nodes, depth: tr.tapeDepth)
+        tr.frames.append(f)
+        tr.nodes = []
+        f.scopes.append(tr.openScope())
+        return (taken, true)
+    }
+
+    private func condFrame() throws -> (Frame, Int, Int) {
+        guard let f = frames.last, case .cond(_, let taken, let count) = f.kind else {
+            throw EngineError.value("no cond is being recorded")
+        }
+        return (f, taken, count)
+    }
+
+    /// Ends the branch being recorded and starts the next.
+    public static func nextBranch() throws {
+        let tr = try active()
+        let (f, _, count) = try tr.condFrame()
+        guard f.scopes.count < count else { throw EngineError.value("the cond has \(count) branches, all started") }
+        // Results are named at the end, when every branch's are known.
+        tr.closeBlock(f, results: [])
+        f.scopes.append(tr.openScope())
+    }
+
+    /// Ends the last branch and the cond. `results[k]`: branch k's results (the same number,
+    /// dtypes and shapes for every branch). Returns the cond's outputs (new handles on the
+    /// taken branch's results), or nil when the trace cannot be replayed (then use the taken
+    /// branch's results as they are).
+    public static func endCond(results: [[Tensor]]) throws -> [Tensor]? {
+        let tr = try active()
+        let (f, taken, count) = try tr.condFrame()
+        guard f.scopes.count == count else { throw EngineError.value("the cond has \(count) branches, \(f.scopes.count) started") }
+        tr.closeBlock(f, results: [])
+        _ = tr.popFrame()
+        guard tr.failure == nil, case .cond(let selector, _, _) = f.kind else { return nil }
+        guard results.count == count else {
+            throw EngineError.value("the cond has \(count) branches, results were given for \(results.count)")
+        }
+        let specs = results[taken].map(TensorSpec.init(of:))
+        for r in results where r.map(TensorSpec.init(of:)) != specs {
+            tr.fail("the branches of a cond return different numbers, dtypes or shapes of values: "
+                    + "\(r.map(TensorSpec.init(of:))) and \(specs)")
+            return nil
+        }
+        var branches = f.blocks
+        for k in 0..<count { branches[k].results = results[k].map { tr.value(of: $0, alsoIn: f.scopes[k]) } }
+        guard tr.failure == nil else { return nil }
+        let outputs = results[taken].map(gradientAlias)
+        tr.nodes.append(.cond(selector: selector, branches: branches, outputs: outputs.map(tr.name)))
+        return outputs
+    }
+
+    /// Starts recording a loop carrying `initial` and its condition block. Returns the
+    /// parameters (new handles on `initial`) that the condition and the body read in place of
+    /// the carried values, or nil when the loop is not recorded (the trace cannot be
+    /// replayed already): then run it eagerly and make no other loop call for it.
+    public static func beginWhile(initial: [Tensor]) throws -> [Tensor]? {
+        let tr = try active()
+        guard tr.failure == nil else { return nil }
+        _ = initial.map { tr.value(of: $0) }
+        guard tr.failure == nil else { return nil }
+        let f = Frame(.loop(initial: initial, params: [], continues: nil), outer: tr.nodes, depth: tr.tapeDepth)
+        tr.frames.append(f)
+        tr.nodes = []
+        f.scopes.append(tr.openScope())
+        let params = initial.map(gradientAlias)
+        f.kind = .loop(initial: initial, params: params.map(tr.name), continues: nil)
+        f.scopes.append(tr.openScope())
+        return params
+    }
+
+    private func loopFrame() throws -> Frame {
+        guard let f = frames.last, case .loop = f.kind else { throw EngineError.value("no while_loop is being recorded") }
+        return f
+    }
+
+    /// Ends the condition block with `pred` (one bool or real value) and starts the body's.
+    /// Returns whether the condition holds (the body's results are the next state).
+    public static func whileBody(pred: Tensor) throws -> Bool {
+        let tr = try active()
+        let f = try tr.loopFrame()
+        guard case .loop(let initial, let params, nil) = f.kind, f.scopes.count == 2 else {
+            throw EngineError.value("the while_loop's condition was already recorded")
+        }
+        let holds = try loopContinues(pred)
+        let p = tr.failure == nil ? tr.value(of: pred) : 0
+        tr.closeBlock(f, results: [p])
+        f.kind = .loop(initial: initial, params: params, continues: holds)
+        f.scopes.append(tr.openScope())
+        return holds
+    }
+
+    /// Ends the body with `results` (the next state: as many values as the loop carries, of
+    /// their dtypes and shapes) and the loop, and runs the loop's remaining iterations from
+    /// the recorded blocks (at most `maxIterations` in all). Returns the final state (new
+    /// handles), or nil when the trace cannot be replayed: then finish the loop eagerly from
+    /// `results` when the condition held, else from the initial values.
+    public static func endWhile(results: [Tensor], maxIterations: Int?) throws -> [Tensor]? {
+        let tr = try active()
+        let f = try tr.loopFrame()
+        guard case .loop(let initial, let params, let continues?) = f.kind, f.scopes.count == 3 else {
+            throw EngineError.value("the while_loop's condition was not recorded")
+        }
+        if let m = maxIterations, m < 0 { throw EngineError.value("maximum_iterations must not be negative, got \(m)") }
+        let resultIDs = tr.failure == nil ? results.map { tr.value(of: $0) } : []
+        tr.closeBlock(f, results: resultIDs)
+        tr.closeScope()  // the parameters'
+
+        _ = tr.popFrame()
+        guard tr.failure == nil else { return nil }
+        let specs = initial.map(TensorSpec.init(of:))
+        guard results.map(TensorSpec.init(of:)) == specs else {
+            tr.fail("a while_loop body returns values of other dtypes or shapes than it carries: "
+                    + "\(results.map(TensorSpec.init(of:))) for \(specs)")
+            return nil
+        }
+        let condition = f.blocks[0], body = f.blocks[1]
+        let initialIDs = initial.map { tr.value(of: $0) }
+        let node = GraphNode.whileLoop(initial: initialIDs, parameters: params, condition: condition, body: body,
+                                       outputs: [], maxIterations: maxIterations)
+        // The first iteration ran while recording; the engine runs the others, unrecorded.
+        var final = initial
+        if continues, maxIterations.map({ $0 > 0 }) ?? true {
+            let free = Array(Set(node.inputValues))
+            let plans = try ProgramValidator.planLoop(valueCount: tr.valueCount, free: free, params: params,
+                                                      condition: condition, body: body, depth: tr.tapeDepth)
+            var slots = [Tensor?](repeating: nil, count: tr.valueCount)
+            for v in free { slots[v] = tr.held[v] }
+            let p = pthread_getspecific(tracerKey)
+            pthread_setspecific(tracerKey, nil)
+            defer { pthread_setspecific(tracerKey, p) }
+            final = try BlockRunner.loop(params, condition, body, maxIterations, plans, state: results, done: 1, &slots)
+        }
+        let outputs = final.map(gradientAlias)
+        tr.nodes.append(.whileLoop(initial: initialIDs, parameters: params, condition: condition, body: body,
+                                   outputs: outputs.map(tr.name), maxIterations: maxIterations))
+        return outputs
+    }
+
+    /// Drops the innermost cond or loop being recorded, as if it had not run: the values it
+    /// defined can no longer be used.
+    public static func abortBlock() throws {
+        let tr = try active()
+        guard let f = tr.frames.last else { throw EngineError.value("no cond or while_loop is being recorded") }
+        // Close the scopes the frame opened (their ids are the newest) that are still open.
+        while let s = tr.openScopes.last, s != 0, s >= (f.scopes.first ?? Int.max) { tr.closeScope() }
+        _ = tr.popFrame()
+        if tr.tapeDepth != f.depth { tr.fail("a cond branch or while_loop that raised left a tape pushed or popped") }
     }
 }

@@ -19,32 +19,78 @@ struct ConvGeometry {
 /// Pads a spatial list of rank 1...3 to 3 entries with `fill` in front.
 private func spatial3(_ v: [Int], _ fill: Int) -> [Int] { repeatedInts(fill, count: 3 - v.count) + v }
 
+/// Copies `n` channels; a short run is a plain loop, not a call to memmove (a 1-channel
+/// input made im2col spend most of its time in memmove and memset calls of one element).
+@inline(__always)
+private func copyChannels<T>(_ src: UnsafePointer<T>, _ dst: UnsafeMutablePointer<T>, _ n: Int) {
+    if n >= 16 { dst.update(from: src, count: n) } else { for j in 0..<n { dst[j] = src[j] } }
+}
+
+@inline(__always)
+private func zeroChannels<T: BLASFloat>(_ dst: UnsafeMutablePointer<T>, _ n: Int) {
+    if n >= 16 { dst.update(repeating: 0, count: n) } else { for j in 0..<n { dst[j] = 0 } }
+}
+
+/// Where a conv's taps read for one output line: the geometry as scalars (arrays in an inner
+/// loop cost a bounds check and a retain each), walked tap by tap.
+private struct TapWalk {
+    let d, h, w, kd, kh, kw, sz, sy, sx, dz, dy, dx, pz, py, px, od, oh, ow: Int
+
+    init(_ g: ConvGeometry) {
+        (d, h, w) = (g.inSize[0], g.inSize[1], g.inSize[2])
+        (kd, kh, kw) = (g.kernel[0], g.kernel[1], g.kernel[2])
+        (sz, sy, sx) = (g.strides[0], g.strides[1], g.strides[2])
+        (dz, dy, dx) = (g.dilation[0], g.dilation[1], g.dilation[2])
+        (pz, py, px) = (g.pads[0], g.pads[1], g.pads[2])
+        (od, oh, ow) = (g.outSize[0], g.outSize[1], g.outSize[2])
+    }
+
+    /// Calls `body(tap, inputRow, kx)` for every tap of output line `line` (image, z, y):
+    /// `inputRow` is the input row's first pixel index (image, z, y, x = 0), nil where the
+    /// row lies in the padding.
+    @inline(__always)
+    func forEachTap(line: Int, _ body: (_ tap: Int, _ inputRow: Int?, _ kx: Int) -> Void) {
+        let img = line / (od * oh), oz = (line / oh) % od, oy = line % oh
+        var tap = 0
+        for kz in 0..<kd {
+            let iz = oz * sz - pz + kz * dz
+            for ky in 0..<kh {
+                let iy = oy * sy - py + ky * dy
+                let row = iz >= 0 && iz < d && iy >= 0 && iy < h ? ((img * d + iz) * h + iy) * w : nil
+                for kx in 0..<kw {
+                    body(tap, row, kx)
+                    tap += 1
+                }
+            }
+        }
+    }
+
+    /// The input column output pixel `ox` reads at kernel column `kx`, nil in the padding.
+    @inline(__always)
+    func inputX(_ ox: Int, _ kx: Int) -> Int? {
+        let ix = ox * sx - px + kx * dx
+        return ix >= 0 && ix < w ? ix : nil
+    }
+}
+
 /// Columns (kernel position, group channel) for output lines [l0, l1) and group `gi`; a line
 /// is one (image, z, y) row of the output, `ow` pixels.
 private func im2col<T: BLASFloat>(_ x: UnsafePointer<T>, _ g: ConvGeometry, _ gi: Int, _ l0: Int, _ l1: Int,
                                   _ cols: UnsafeMutablePointer<T>) {
-    let (od, oh, ow) = (g.outSize[0], g.outSize[1], g.outSize[2])
-    let (d, h, w) = (g.inSize[0], g.inSize[1], g.inSize[2])
-    parallelFor(l1 - l0, cost: ow * g.kk) { range in
+    let walk = TapWalk(g), (c, cg, kk, ow) = (g.c, g.cg, g.kk, g.outSize[2])
+    let x0 = x + gi * cg
+    parallelFor(l1 - l0, cost: ow * kk) { range in
         for r in range {
-            let line = l0 + r
-            let img = line / (od * oh), oz = (line / oh) % od, oy = line % oh
-            for ox in 0..<ow {
-                var dst = cols + ((r * ow) + ox) * g.kk
-                for kz in 0..<g.kernel[0] {
-                    let iz = oz * g.strides[0] - g.pads[0] + kz * g.dilation[0]
-                    for ky in 0..<g.kernel[1] {
-                        let iy = oy * g.strides[1] - g.pads[1] + ky * g.dilation[1]
-                        for kx in 0..<g.kernel[2] {
-                            let ix = ox * g.strides[2] - g.pads[2] + kx * g.dilation[2]
-                            if iz >= 0 && iz < d && iy >= 0 && iy < h && ix >= 0 && ix < w {
-                                dst.update(from: x + (((img * d + iz) * h + iy) * w + ix) * g.c + gi * g.cg, count: g.cg)
-                            } else {
-                                dst.update(repeating: 0, count: g.cg)
-                            }
-                            dst += g.cg
-                        }
+            let lineCols = cols + r * ow * kk
+            walk.forEachTap(line: l0 + r) { tap, row, kx in
+                var dst = lineCols + tap * cg
+                for ox in 0..<ow {
+                    if let row = row, let ix = walk.inputX(ox, kx) {
+                        copyChannels(x0 + (row + ix) * c, dst, cg)
+                    } else {
+                        zeroChannels(dst, cg)
                     }
+                    dst += kk
                 }
             }
         }
@@ -54,45 +100,46 @@ private func im2col<T: BLASFloat>(_ x: UnsafePointer<T>, _ g: ConvGeometry, _ gi
 /// Adds columns back into the input-shaped buffer (the adjoint of im2col).
 private func col2im<T: BLASFloat>(_ cols: UnsafePointer<T>, _ g: ConvGeometry, _ gi: Int, _ n0: Int, _ n1: Int,
                                   _ dx: UnsafeMutablePointer<T>) {
-    let (od, oh, ow) = (g.outSize[0], g.outSize[1], g.outSize[2])
-    let (d, h, w) = (g.inSize[0], g.inSize[1], g.inSize[2])
+    let walk = TapWalk(g), (c, cg, kk, ow) = (g.c, g.cg, g.kk, g.outSize[2])
+    let lines = g.linesPerImage, dx0 = dx + gi * cg
     // One task per image: windows never cross images, so writes never race.
     parallelFor(n1 - n0, cost: g.rowsPerImage * g.kk) { range in
         for li in range {
-            let img = n0 + li
-            for oz in 0..<od { for oy in 0..<oh { for ox in 0..<ow {
-                var src = cols + (((li * od + oz) * oh + oy) * ow + ox) * g.kk
-                for kz in 0..<g.kernel[0] {
-                    let iz = oz * g.strides[0] - g.pads[0] + kz * g.dilation[0]
-                    for ky in 0..<g.kernel[1] {
-                        let iy = oy * g.strides[1] - g.pads[1] + ky * g.dilation[1]
-                        for kx in 0..<g.kernel[2] {
-                            let ix = ox * g.strides[2] - g.pads[2] + kx * g.dilation[2]
-                            if iz >= 0 && iz < d && iy >= 0 && iy < h && ix >= 0 && ix < w {
-                                let dst = dx + (((img * d + iz) * h + iy) * w + ix) * g.c + gi * g.cg
-                                for ch in 0..<g.cg { dst[ch] += src[ch] }
-                            }
-                            src += g.cg
+            for l in 0..<lines {
+                let lineCols = cols + (li * lines + l) * ow * kk
+                walk.forEachTap(line: (n0 + li) * lines + l) { tap, row, kx in
+                    guard let row = row else { return }
+                    var src = lineCols + tap * cg
+                    for ox in 0..<ow {
+                        if let ix = walk.inputX(ox, kx) {
+                            let dst = dx0 + (row + ix) * c
+                            for ch in 0..<cg { dst[ch] += src[ch] }
                         }
+                        src += kk
                     }
                 }
-            } } }
+            }
         }
     }
 }
 
-/// Bytes of GEMM operand per conv chunk (im2col columns, Winograd's transformed tiles).
+/// Bytes of Winograd's transformed tiles per chunk.
 let convChunkBytes = 4 << 20
 
-/// Output lines per im2col chunk, bounding the column buffer to `convChunkBytes`: GEMM then reads
-/// columns im2col has just written while they are still in cache (16x32x32x64, 3x3: one
+/// Bytes of im2col columns and GEMM output per chunk: both stay in cache between im2col and
+/// GEMM (a 1-channel 3x3 conv of 128x28x28 images to 32 channels, K = 9, ran 6.7 ms with
+/// 4 MB of columns and a 14 MB output per chunk, 4.0 ms with 1 MB of both).
+let im2colChunkBytes = 1 << 20
+
+/// Output lines per im2col chunk, bounding its columns and output rows to `im2colChunkBytes`:
+/// GEMM then reads columns im2col has just written while they are still in cache (16x32x32x64, 3x3: one
 /// image per chunk ran ~20 ms against ~30 ms for 13 images per 32 MB chunk; one 128x128x64
 /// image, one 38 MB chunk when chunks were whole images: 10.1-10.7 ms against 7.4-8.0). The
 /// input-gradient pass takes whole images: col2im's threads split by image so that their
 /// writes never overlap.
 private func chunkLines(_ g: ConvGeometry, _ itemSize: Int, wholeImages: Bool) -> Int {
-    let perLine = Swift.max(1, g.outSize[2] * g.kk * itemSize)
-    let lines = Swift.max(1, Swift.min(g.n * g.linesPerImage, convChunkBytes / perLine))
+    let perLine = Swift.max(1, g.outSize[2] * (g.kk + g.og) * itemSize)
+    let lines = Swift.max(1, Swift.min(g.n * g.linesPerImage, im2colChunkBytes / perLine))
     return wholeImages ? Swift.max(1, lines / g.linesPerImage) * g.linesPerImage : lines
 }
 

@@ -32,25 +32,36 @@ func gemm(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false) 
         offB[i] = ob * k * n
     }
     let lda = transA ? m : k, ldb = transB ? k : n
-    let ta = transA ? CblasTrans : CblasNoTrans, tb = transB ? CblasTrans : CblasNoTrans
-    switch a.dtype {
-    case .float32:
-        let pa = a.pointer(Float.self), pb = b.pointer(Float.self), pc = out.pointer(Float.self)
-        if nb > 1 && batchB.isEmpty && !transA {
-            // B shared by every batch entry: one big GEMM over the stacked rows of A.
-            cblas_sgemm(CblasRowMajor, ta, tb, Int32(nb * m), Int32(n), Int32(k), 1, pa, Int32(lda), pb, Int32(ldb), 0, pc, Int32(n))
-        } else {
-            for i in 0..<nb {
-                cblas_sgemm(CblasRowMajor, ta, tb, Int32(m), Int32(n), Int32(k), 1, pa + offA[i], Int32(lda),
-                            pb + offB[i], Int32(ldb), 0, pc + i * m * n, Int32(n))
+    struct B: BLASVisitor {
+        let a: Tensor, b: Tensor, out: Tensor, m: Int, n: Int, k: Int, lda: Int, ldb: Int
+        let transA: Bool, transB: Bool, shared: Bool, offA: [Int], offB: [Int]
+        func visit<T: BLASFloat>(_: T.Type) throws {
+            let pa = a.pointer(T.self), pb = b.pointer(T.self), pc = out.pointer(T.self)
+            let (m, n, k, lda, ldb, transA, transB, offA, offB) = (m, n, k, lda, ldb, transA, transB, offA, offB)
+            if shared {
+                // B shared by every batch entry: one big GEMM over the stacked rows of A.
+                T.gemm(transA: false, transB: transB, m: offA.count * m, n: n, k: k, a: pa, lda: lda, b: pb, ldb: ldb,
+                       beta: 0, c: pc, ldc: n)
+            } else if m * n * k >= Threading.gemmGrain {
+                for i in offA.indices {
+                    T.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: pa + offA[i], lda: lda,
+                           b: pb + offB[i], ldb: ldb, beta: 0, c: pc + i * m * n, ldc: n)
+                }
+            } else {
+                // Small products (attention heads): one thread per run of batch entries.
+                parallelFor(offA.count, cost: m * n * k) { r in
+                    for i in r {
+                        T.blasGEMM(transA: transA, transB: transB, m: m, n: n, k: k, a: pa + offA[i], lda: lda,
+                                   b: pb + offB[i], ldb: ldb, beta: 0, c: pc + i * m * n, ldc: n)
+                    }
+                }
             }
         }
-    case .float64:
-        let pa = a.pointer(Double.self), pb = b.pointer(Double.self), pc = out.pointer(Double.self)
-        for i in 0..<nb {
-            cblas_dgemm(CblasRowMajor, ta, tb, Int32(m), Int32(n), Int32(k), 1, pa + offA[i], Int32(lda),
-                        pb + offB[i], Int32(ldb), 0, pc + i * m * n, Int32(n))
-        }
+    }
+    switch a.dtype {
+    case .float32, .float64:
+        try dispatchBLAS(a.dtype, B(a: a, b: b, out: out, m: m, n: n, k: k, lda: lda, ldb: ldb, transA: transA,
+                                    transB: transB, shared: nb > 1 && batchB.isEmpty && !transA, offA: offA, offB: offB))
     default:
         struct K: NumericVisitor {
             let a: Tensor, b: Tensor, out: Tensor, m: Int, n: Int, k: Int, transA: Bool, transB: Bool
@@ -123,22 +134,54 @@ let linalgOps: [OpDef] = [
 
 /// float32 / float64 GEMM through OpenBLAS (row-major).
 protocol BLASFloat: FloatElem, BinaryFloatingPoint {
-    static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
-                     a: UnsafePointer<Self>, lda: Int, b: UnsafePointer<Self>, ldb: Int,
-                     beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int)
+    /// One OpenBLAS call (single-threaded: see `Threading`).
+    static func blasGEMM(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                         a: UnsafePointer<Self>, lda: Int, b: UnsafePointer<Self>, ldb: Int,
+                         beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int)
+}
+
+extension BLASFloat {
+    /// C = op(A) op(B) + beta C on the worker pool: C is cut into blocks of rows (of columns
+    /// when it is wider than tall), twice as many as threads, that the threads claim one
+    /// by one, so a thread the OS delays holds up one block, not half the product. Each
+    /// block packs the other operand again, so blocks stay at least `minBlock` wide.
+    static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Self>, lda: Int,
+                     b: UnsafePointer<Self>, ldb: Int, beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int) {
+        let minBlock = 32, byRows = m >= n, extent = byRows ? m : n
+        let threads = Swift.min(Threading.threads, extent / minBlock)
+        if threads > 1, m * n * Swift.max(k, 1) >= Threading.gemmGrain {
+            let blocks = Swift.min(2 * threads, extent / minBlock)
+            let size = ((extent + blocks - 1) / blocks + 7) / 8 * 8
+            let count = (extent + size - 1) / size
+            let ran = WorkerPool.shared.run(count, chunk: 1, workers: threads - 1) { range in
+                for block in range {
+                    let lo = block * size, len = Swift.min(size, extent - lo)
+                    if byRows {
+                        blasGEMM(transA: transA, transB: transB, m: len, n: n, k: k, a: transA ? a + lo : a + lo * lda,
+                                 lda: lda, b: b, ldb: ldb, beta: beta, c: c + lo * ldc, ldc: ldc)
+                    } else {
+                        blasGEMM(transA: transA, transB: transB, m: m, n: len, k: k, a: a, lda: lda,
+                                 b: transB ? b + lo * ldb : b + lo, ldb: ldb, beta: beta, c: c + lo, ldc: ldc)
+                    }
+                }
+            }
+            if ran { return }
+        }
+        blasGEMM(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+    }
 }
 
 extension Float: BLASFloat {
-    static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
-                     b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    static func blasGEMM(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+                         b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 }
 
 extension Double: BLASFloat {
-    static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Double>, lda: Int,
-                     b: UnsafePointer<Double>, ldb: Int, beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int) {
+    static func blasGEMM(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Double>, lda: Int,
+                         b: UnsafePointer<Double>, ldb: Int, beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int) {
         cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }

@@ -185,8 +185,9 @@ te_status te_trace_begin(void);
 te_status te_trace_input(te_tensor t);
 /* Ends the trace and, on success, hands out *graph (release with
  * te_graph_release) computing outputs[0..n) from the declared inputs, with
- * dead code removed. The trace ends whether or not this succeeds; on failure
- * *graph is NULL. TE_ERR_NOT_IMPLEMENTED means the trace cannot be replayed
+ * constants folded, common subexpressions merged and dead code removed
+ * (docs/graph-format.md, "Passes"). The trace ends whether or not this
+ * succeeds; on failure *graph is NULL. TE_ERR_NOT_IMPLEMENTED means the trace cannot be replayed
  * (a custom gradient, a tape pushed before the trace was popped or
  * differentiated, a tape left pushed, a graph run during the trace); the
  * message names the cause. */
@@ -195,6 +196,44 @@ te_status te_trace_end(const te_tensor *outputs, int32_t n, te_graph *graph);
 void te_trace_abort(void);
 /* 1 while a trace is active on this thread, else 0. */
 int32_t te_trace_active(void);
+/* Marks this thread's trace (if any) as not replayable, for reason: te_trace_end
+ * then fails with it. For callers that see what the trace cannot (a host-side
+ * branch, an exception inside a traced branch). */
+void te_trace_unreplayable(const char *reason);
+
+/* Control flow while tracing (docs/graph-format.md, "Control flow"). A cond
+ * records every branch (each runs for real, in order 0, 1, ...): begin it on a
+ * scalar bool or integer selector (branch k = its value clamped to the
+ * branches; false, true are 0, 1), which also starts branch 0;
+ * te_trace_cond_next ends a branch and starts the next; te_trace_cond_end
+ * takes every branch's results, row-major (n_branches x n_results: the same
+ * dtypes and shapes in each row) and hands out n_results new tensors holding
+ * the taken branch's results. Values a branch computes are visible only in
+ * it: using one after the cond makes the trace unreplayable.
+ * *recording / *recorded are 0 when the trace can no longer be replayed:
+ * then te_trace_cond_begin opened nothing (run the taken branch alone), and
+ * te_trace_cond_end handed out nothing (use the taken branch's results). */
+te_status te_trace_cond_begin(te_tensor selector, int32_t n_branches, int32_t *taken, int32_t *recording);
+te_status te_trace_cond_next(void);
+te_status te_trace_cond_end(const te_tensor *results, int32_t n_branches, int32_t n_results,
+                            te_tensor *outputs, int32_t *recorded);
+/* A while loop carrying initial[0..n): te_trace_while_begin hands out n
+ * parameters (new tensors on the initial values) for the condition and body to
+ * read, and starts the condition's block; te_trace_while_body ends it with the
+ * condition's value pred (one bool or real value; *holds: whether it is
+ * non-zero) and starts the body's; te_trace_while_end ends the body with the
+ * next state results[0..n) (the carried dtypes and shapes), runs the remaining
+ * iterations itself from the recorded blocks (max_iterations in all; < 0: no
+ * limit) and hands out the final state as n new tensors. *recording /
+ * *recorded 0: the loop is not recorded (the trace can no longer be replayed);
+ * finish it eagerly (te_trace_while_begin opened nothing then). */
+te_status te_trace_while_begin(const te_tensor *initial, int32_t n, te_tensor *params, int32_t *recording);
+te_status te_trace_while_body(te_tensor pred, int32_t *holds);
+te_status te_trace_while_end(const te_tensor *results, int32_t n, int64_t max_iterations,
+                             te_tensor *outputs, int32_t *recorded);
+/* Drops the innermost cond or loop being recorded (after an exception in it):
+ * the values it defined can no longer be used in the trace. */
+te_status te_trace_block_abort(void);
 
 /* Runs the graph on inputs[0..n_inputs) (dtypes and shapes as traced). On
  * success outputs[0..*n_outputs) are new references the caller releases; on
@@ -213,6 +252,12 @@ int32_t te_graph_num_inputs(te_graph graph);
 int32_t te_graph_num_outputs(te_graph graph);
 int32_t te_graph_num_nodes(te_graph graph);
 int32_t te_graph_num_constants(te_graph graph);
+/* Input (or output) i of the graph as traced: its te_dtype into *dtype (when
+ * not NULL) and its first min(cap, rank) dims into shape (when not NULL).
+ * Returns the rank, or -1 for a null handle or an index out of range. A C
+ * program feeding a loaded graph sizes its inputs from these. */
+int32_t te_graph_input_spec(te_graph graph, int32_t i, int32_t *dtype, int64_t *shape, int32_t cap);
+int32_t te_graph_output_spec(te_graph graph, int32_t i, int32_t *dtype, int64_t *shape, int32_t cap);
 /* The graph described as JSON (UTF-8; docs/graph-format.md, "Describing a
  * program"): inputs, outputs and constants with dtype and shape, and the nodes
  * in order with op name, typed attributes and value ids. *len receives the

@@ -1,7 +1,7 @@
 /*
- * Attribute conversion: Python values (keyword arguments of call() and Op, the
- * dict of op()) become te_attr records the engine reads, with every object
- * they point into held until the call is over.
+ * Attribute conversion: Python values (keyword arguments of op() and Op)
+ * become te_attr records the engine reads, with every object they point into
+ * held until the call is over.
  */
 #include "internal.h"
 
@@ -378,38 +378,7 @@ attrs_init(AttrSet *set)
     set->n_ints = 0;
 }
 
-/* Attributes from a dict (op()) or None. */
-int
-attrs_convert(PyObject *dict, AttrSet *set)
-{
-    attrs_init(set);
-    if (dict == NULL || dict == Py_None) {
-        return 0;
-    }
-    if (!PyDict_Check(dict)) {
-        PyErr_Format(PyExc_TypeError, "attrs must be a dict or None, not %.200s",
-                     Py_TYPE(dict)->tp_name);
-        return -1;
-    }
-    Py_ssize_t n = PyDict_GET_SIZE(dict);
-    if (n == 0) {
-        return 0;
-    }
-    if (attrs_reserve(set, n) < 0) {
-        return -1;
-    }
-    /* Snapshot keys and values first: converting a value may run Python code
-     * (__index__, __float__) that could mutate the dict under PyDict_Next. */
-    Py_ssize_t pos = 0, k = 0;
-    PyObject *key, *value;
-    while (k < n && PyDict_Next(dict, &pos, &key, &value)) {
-        attrs_hold(set, k, key, value);
-        k++;
-    }
-    return attrs_fill(set, k);
-}
-
-/* Attributes from keyword arguments (call()): names in `kwnames`, values
+/* Attributes from keyword arguments (op()): names in `kwnames`, values
  * after them in the vectorcall array. No dict is built. */
 int
 attrs_convert_kw(PyObject *kwnames, PyObject *const *values, AttrSet *set)

@@ -41,15 +41,7 @@ PyDoc_STRVAR(trace_begin_doc,
 "Start recording this thread's op calls and tape steps into a graph (they\n"
 "still run). End with trace_end(outputs) or trace_abort().");
 
-static PyObject *
-py_trace_begin(PyObject *mod, PyObject *unused)
-{
-    te_status st = te_trace_begin();
-    if (st != TE_OK) {
-        return set_engine_error(st);
-    }
-    Py_RETURN_NONE;
-}
+STATUS_FUNCTION(py_trace_begin, te_trace_begin)
 
 PyDoc_STRVAR(trace_input_doc,
 "trace_input(tensor)\n--\n\n"
@@ -118,6 +110,229 @@ py_trace_active(PyObject *mod, PyObject *unused)
 {
     return PyBool_FromLong(te_trace_active());
 }
+
+PyDoc_STRVAR(trace_unreplayable_doc,
+"trace_unreplayable(reason)\n--\n\n"
+"Mark this thread's trace (if any) as not replayable, for reason.");
+
+static PyObject *
+py_trace_unreplayable(PyObject *mod, PyObject *reason)
+{
+    const char *text = PyUnicode_AsUTF8(reason);
+    if (text == NULL) {
+        return NULL;
+    }
+    te_trace_unreplayable(text);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(trace_cond_begin_doc,
+"trace_cond_begin(selector, n_branches)\n--\n\n"
+"Start recording a cond on selector (a scalar bool or integer Tensor) and its\n"
+"branch 0. Returns (taken, recording): the branch the selector picks, and\n"
+"whether the cond is recorded (if not, run the taken branch alone).");
+
+static PyObject *
+py_trace_cond_begin(PyObject *mod, PyObject *args)
+{
+    PyObject *sel;
+    int n;
+    if (!PyArg_ParseTuple(args, "O!i:trace_cond_begin", &TensorType, &sel, &n)) {
+        return NULL;
+    }
+    int32_t taken = 0, recording = 0;
+    te_status st = te_trace_cond_begin(((TensorObject *)sel)->handle, n, &taken, &recording);
+    if (st != TE_OK) {
+        return set_engine_error(st);
+    }
+    return Py_BuildValue("(iO)", (int)taken, recording ? Py_True : Py_False);
+}
+
+PyDoc_STRVAR(trace_cond_next_doc,
+"trace_cond_next()\n--\n\n"
+"End the branch being recorded and start the next.");
+
+STATUS_FUNCTION(py_trace_cond_next, te_trace_cond_next)
+
+/* Calls end(handles, n, outs, &recorded) with room for n_out outputs; returns
+ * the outputs as a tuple, or None when nothing was recorded. */
+static PyObject *
+end_block(PyObject *results, Py_ssize_t n_out,
+          te_status (*end)(const te_tensor *, int32_t, te_tensor *, int32_t *, void *), void *ctx)
+{
+    te_tensor small[16];
+    te_tensor *handles;
+    int32_t n;
+    PyObject *keep = collect_tensors(results, "results", NULL, small, 16, &handles, &n);
+    if (keep == NULL) {
+        return NULL;
+    }
+    te_tensor *outs = PyMem_New(te_tensor, (size_t)(n_out > 0 ? n_out : 1));
+    int32_t recorded = 0;
+    te_status st = TE_OK;
+    if (outs != NULL) {
+        st = end(handles, n, outs, &recorded, ctx);
+    }
+    if (handles != small) {
+        PyMem_Free(handles);
+    }
+    Py_DECREF(keep);
+    if (outs == NULL) {
+        return PyErr_NoMemory();
+    }
+    if (st != TE_OK) {
+        PyMem_Free(outs);
+        return set_engine_error(st);
+    }
+    PyObject *r;
+    if (recorded) {
+        r = wrap_outputs(outs, (int32_t)n_out);
+    }
+    else {
+        r = Py_NewRef(Py_None);
+    }
+    PyMem_Free(outs);
+    return r;
+}
+
+static te_status
+cond_end(const te_tensor *h, int32_t n, te_tensor *outs, int32_t *recorded, void *ctx)
+{
+    int32_t branches = *(int32_t *)ctx;
+    return te_trace_cond_end(h, branches, branches > 0 ? n / branches : 0, outs, recorded);
+}
+
+PyDoc_STRVAR(trace_cond_end_doc,
+"trace_cond_end(results, n_branches)\n--\n\n"
+"End the last branch and the cond. results: every branch's result Tensors,\n"
+"branch after branch (the same count, dtypes and shapes for each). Returns\n"
+"the cond's outputs (a tuple of new Tensors holding the taken branch's\n"
+"results), or None when the trace can no longer be replayed.");
+
+static PyObject *
+py_trace_cond_end(PyObject *mod, PyObject *args)
+{
+    PyObject *results;
+    int branches;
+    if (!PyArg_ParseTuple(args, "Oi:trace_cond_end", &results, &branches)) {
+        return NULL;
+    }
+    Py_ssize_t total = PyObject_Length(results);
+    if (total < 0) {
+        return NULL;
+    }
+    if (branches <= 0 || total % branches != 0) {
+        PyErr_Format(PyExc_ValueError, "trace_cond_end(): %zd results do not split into %d branches", total,
+                     branches);
+        return NULL;
+    }
+    int32_t b = branches;
+    return end_block(results, total / branches, cond_end, &b);
+}
+
+PyDoc_STRVAR(trace_while_begin_doc,
+"trace_while_begin(initial)\n--\n\n"
+"Start recording a while loop carrying the Tensors initial, and its\n"
+"condition. Returns the parameters (a tuple of new Tensors on the initial\n"
+"values) the condition and body read, or None when the loop is not recorded\n"
+"(run it eagerly).");
+
+static PyObject *
+py_trace_while_begin(PyObject *mod, PyObject *initial)
+{
+    te_tensor small[16];
+    te_tensor *handles;
+    int32_t n;
+    PyObject *keep = collect_tensors(initial, "initial values", NULL, small, 16, &handles, &n);
+    if (keep == NULL) {
+        return NULL;
+    }
+    te_tensor *params = PyMem_New(te_tensor, (size_t)(n > 0 ? n : 1));
+    int32_t recording = 0;
+    te_status st = TE_OK;
+    if (params != NULL) {
+        st = te_trace_while_begin(handles, n, params, &recording);
+    }
+    if (handles != small) {
+        PyMem_Free(handles);
+    }
+    Py_DECREF(keep);
+    if (params == NULL) {
+        return PyErr_NoMemory();
+    }
+    if (st != TE_OK) {
+        PyMem_Free(params);
+        return set_engine_error(st);
+    }
+    PyObject *r = recording ? wrap_outputs(params, n) : Py_NewRef(Py_None);
+    PyMem_Free(params);
+    return r;
+}
+
+PyDoc_STRVAR(trace_while_body_doc,
+"trace_while_body(pred)\n--\n\n"
+"End the loop condition's block with pred (a scalar Tensor) and start the\n"
+"body's. Returns whether pred holds.");
+
+static PyObject *
+py_trace_while_body(PyObject *mod, PyObject *pred)
+{
+    if (!Tensor_Check(pred)) {
+        PyErr_Format(PyExc_TypeError, "trace_while_body() takes a Tensor, not %.200s", Py_TYPE(pred)->tp_name);
+        return NULL;
+    }
+    int32_t holds = 0;
+    te_status st = te_trace_while_body(((TensorObject *)pred)->handle, &holds);
+    if (st != TE_OK) {
+        return set_engine_error(st);
+    }
+    return PyBool_FromLong(holds);
+}
+
+static te_status
+while_end(const te_tensor *h, int32_t n, te_tensor *outs, int32_t *recorded, void *ctx)
+{
+    return te_trace_while_end(h, n, *(int64_t *)ctx, outs, recorded);
+}
+
+PyDoc_STRVAR(trace_while_end_doc,
+"trace_while_end(results, max_iterations)\n--\n\n"
+"End the body with the next state (Tensors as carried) and the loop; the\n"
+"engine runs the remaining iterations (max_iterations in all, None: no\n"
+"limit). Returns the final state (a tuple of new Tensors), or None when the\n"
+"trace can no longer be replayed (finish the loop eagerly).");
+
+static PyObject *
+py_trace_while_end(PyObject *mod, PyObject *args)
+{
+    PyObject *results, *limit;
+    if (!PyArg_ParseTuple(args, "OO:trace_while_end", &results, &limit)) {
+        return NULL;
+    }
+    int64_t max_iterations = -1;
+    if (limit != Py_None) {
+        long long v = PyLong_AsLongLong(limit);
+        if (v == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (v < 0) {
+            PyErr_SetString(PyExc_ValueError, "max_iterations must not be negative");
+            return NULL;
+        }
+        max_iterations = (int64_t)v;
+    }
+    Py_ssize_t n = PyObject_Length(results);
+    if (n < 0) {
+        return NULL;
+    }
+    return end_block(results, n, while_end, &max_iterations);
+}
+
+PyDoc_STRVAR(trace_block_abort_doc,
+"trace_block_abort()\n--\n\n"
+"Drop the innermost cond or while loop being recorded (after an exception).");
+
+STATUS_FUNCTION(py_trace_block_abort, te_trace_block_abort)
 
 PyDoc_STRVAR(graph_run_doc,
 "graph_run(graph, inputs)\n--\n\n"
@@ -304,6 +519,14 @@ static PyMethodDef graph_methods[] = {
     {"trace_end", (PyCFunction)py_trace_end, METH_O, trace_end_doc},
     {"trace_abort", (PyCFunction)py_trace_abort, METH_NOARGS, trace_abort_doc},
     {"trace_active", (PyCFunction)py_trace_active, METH_NOARGS, trace_active_doc},
+    {"trace_unreplayable", (PyCFunction)py_trace_unreplayable, METH_O, trace_unreplayable_doc},
+    {"trace_cond_begin", (PyCFunction)py_trace_cond_begin, METH_VARARGS, trace_cond_begin_doc},
+    {"trace_cond_next", (PyCFunction)py_trace_cond_next, METH_NOARGS, trace_cond_next_doc},
+    {"trace_cond_end", (PyCFunction)py_trace_cond_end, METH_VARARGS, trace_cond_end_doc},
+    {"trace_while_begin", (PyCFunction)py_trace_while_begin, METH_O, trace_while_begin_doc},
+    {"trace_while_body", (PyCFunction)py_trace_while_body, METH_O, trace_while_body_doc},
+    {"trace_while_end", (PyCFunction)py_trace_while_end, METH_VARARGS, trace_while_end_doc},
+    {"trace_block_abort", (PyCFunction)py_trace_block_abort, METH_NOARGS, trace_block_abort_doc},
     {"graph_run", (PyCFunction)py_graph_run, METH_VARARGS, graph_run_doc},
     {"graph_save", (PyCFunction)py_graph_save, METH_VARARGS, graph_save_doc},
     {"graph_load", (PyCFunction)py_graph_load, METH_O, graph_load_doc},

@@ -17,7 +17,8 @@
  * whatever the flags (PyInit__C is exported by PyMODINIT_FUNC). */
 #pragma GCC visibility push(hidden)
 
-#define N_DTYPES 17
+/* te_dtype's codes run from 0 to the last one, TE_COMPLEX128. */
+#define N_DTYPES (TE_COMPLEX128 + 1)
 
 /* The engine refuses ranks above this (te_tensor_create), so a larger rank
  * reported for a handle means a broken engine, not a big tensor. */
@@ -100,7 +101,6 @@ int attrs_reserve(AttrSet *set, Py_ssize_t n);
 void attrs_hold(AttrSet *set, Py_ssize_t k, PyObject *key, PyObject *value);
 int attrs_fill(AttrSet *set, Py_ssize_t k);
 void attrs_free(AttrSet *set);
-int attrs_convert(PyObject *dict, AttrSet *set);
 int attrs_convert_kw(PyObject *kwnames, PyObject *const *values, AttrSet *set);
 
 /* -------------------------------------------------------------------------- */
@@ -115,5 +115,17 @@ int init_tape(PyObject *m);
 int init_graph(PyObject *m);
 
 #pragma GCC visibility pop
+
+/* Defines `static PyObject *pyname(mod, unused)`: calls the C ABI's
+ * `te_status cfn(void)` and returns None, or raises its error. */
+#define STATUS_FUNCTION(pyname, cfn)                        \
+    static PyObject *pyname(PyObject *mod, PyObject *unused) \
+    {                                                       \
+        te_status st = cfn();                               \
+        if (st != TE_OK) {                                  \
+            return set_engine_error(st);                    \
+        }                                                   \
+        Py_RETURN_NONE;                                     \
+    }
 
 #endif /* SWIFTKERAS_INTERNAL_H */

@@ -20,7 +20,7 @@
  *   tensor.c    the Tensor type, its buffer protocol, the tensor class and
  *               from_buffer
  *   attrs.c     Python values into te_attr records
- *   opcall.c    op(), call() and the Op binding
+ *   opcall.c    op() and the Op binding
  *   dispatch.c  Dispatch, the sparse-or-dense callable
  *   tape.c      tapes, gradient() and custom gradients
  *   graph.c     traces and graphs (compiled steps)

@@ -1,6 +1,6 @@
 /*
- * Running engine ops: op() (every output), call() (the first output, the
- * backend's way in) and the Op binding of one backend function to one op.
+ * Running engine ops: op(), the one way in (the backend's `op` is this
+ * function), and the Op binding of one backend function to one op.
  */
 #include "internal.h"
 
@@ -8,56 +8,6 @@
 #include <string.h>
 
 static PyObject *op_cache = NULL; /* str -> int op handle */
-
-/* Minimal METH_FASTCALL|METH_KEYWORDS parser: op() is on every Keras op's
- * path, and PyArg_ParseTupleAndKeywords would cost more than the call itself
- * for small tensors. */
-static int
-parse_fast(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-           const char *const *names, int n_names, int n_required, PyObject **out)
-{
-    for (int i = 0; i < n_names; i++) {
-        out[i] = NULL;
-    }
-    if (nargs > n_names) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname,
-                     n_names, nargs);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++) {
-        out[i] = args[i];
-    }
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    for (Py_ssize_t j = 0; j < nkw; j++) {
-        PyObject *kw = PyTuple_GET_ITEM(kwnames, j);
-        int found = -1;
-        for (int i = 0; i < n_names; i++) {
-            if (PyUnicode_CompareWithASCIIString(kw, names[i]) == 0) {
-                found = i;
-                break;
-            }
-        }
-        if (found < 0) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R",
-                         fname, kw);
-            return -1;
-        }
-        if (out[found] != NULL) {
-            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
-                         names[found]);
-            return -1;
-        }
-        out[found] = args[nargs + j];
-    }
-    for (int i = 0; i < n_required; i++) {
-        if (out[i] == NULL) {
-            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname,
-                         names[i]);
-            return -1;
-        }
-    }
-    return 0;
-}
 
 /* Op handles by name; failures are not cached so a later registration (or a
  * typo fixed in a retry) is seen. */
@@ -124,88 +74,34 @@ run_op(PyObject *name, int32_t op, te_tensor *in_handles, int32_t n_in, AttrSet 
     return -1;
 }
 
-/* The first of run_op's outputs as a Tensor; the others are released. */
+/* What op() returns for run_op's outputs: the Tensor of a one-output op,
+ * the tuple of a several-output one (the schema fixes an op's count). */
 static PyObject *
-first_output(PyObject *name, te_tensor *outs, int32_t n_out)
+op_result(te_tensor *outs, int32_t n_out)
 {
-    if (n_out == 0) {
-        PyErr_Format(PyExc_RuntimeError, "op %R returned no outputs", name);
-        return NULL;
+    if (n_out == 1) {
+        return wrap_handle(outs[0]);
     }
-    for (int32_t i = 1; i < n_out; i++) {
-        te_tensor_release(outs[i]);
-    }
-    return wrap_handle(outs[0]);
+    return wrap_outputs(outs, n_out);
 }
 
 PyDoc_STRVAR(op_doc,
-"op(name, inputs, attrs=None)\n--\n\n"
-"Run the engine op `name` on a sequence of Tensors with a dict of\n"
-"attributes and return its outputs as a tuple of Tensors.\n\n"
+"op(name, *inputs, **attrs)\n--\n\n"
+"Run the engine op `name` on Tensors with keyword attributes. Returns its\n"
+"output, or the tuple of its outputs for an op that has several (the schema\n"
+"fixes the count: op_schemas()[name][\"outputs\"]).\n\n"
 "Attribute values: bool, int (or numpy integer), float (or numpy floating),\n"
 "str, list/tuple of ints (ints) or of numbers with a float (floats); None\n"
 "omits the attribute. Engine errors raise ValueError (bad values/shapes),\n"
-"TypeError (dtypes), IndexError (indices) or NotImplementedError.");
+"TypeError (dtypes), IndexError (indices) or NotImplementedError.\n\n"
+"Every backend op goes through here, so no inputs tuple, attribute dict or\n"
+"result tuple (for one output) is built.");
 
 static PyObject *
 py_op(PyObject *mod, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static const char *const names[] = {"name", "inputs", "attrs"};
-    PyObject *a[3];
-    if (parse_fast("op", args, nargs, kwnames, names, 3, 2, a) < 0) {
-        return NULL;
-    }
-    PyObject *name = a[0], *inputs = a[1], *attr_dict = a[2];
-    if (!PyUnicode_Check(name)) {
-        PyErr_Format(PyExc_TypeError, "op() name must be a str, not %.200s",
-                     Py_TYPE(name)->tp_name);
-        return NULL;
-    }
-    int32_t op;
-    if (lookup_op(name, &op) < 0) {
-        return NULL;
-    }
-
-    te_tensor small_inputs[SMALL_INPUTS];
-    te_tensor *in_handles;
-    int32_t n_in;
-    PyObject *keep_inputs = collect_tensors(inputs, "inputs", name, small_inputs,
-                                            SMALL_INPUTS, &in_handles, &n_in);
-    if (keep_inputs == NULL) {
-        return NULL;
-    }
-
-    PyObject *result = NULL;
-    AttrSet attrs;
-    if (attrs_convert(attr_dict, &attrs) < 0) {
-        goto done_inputs;
-    }
-    te_tensor outs[MAX_OUTPUTS];
-    int32_t n_out;
-    if (run_op(name, op, in_handles, n_in, &attrs, outs, &n_out, 0) == 0) {
-        result = wrap_outputs(outs, n_out);
-    }
-    attrs_free(&attrs);
-
-done_inputs:
-    if (in_handles != small_inputs) {
-        PyMem_Free(in_handles);
-    }
-    Py_DECREF(keep_inputs);
-    return result;
-}
-
-PyDoc_STRVAR(call_doc,
-"call(name, *inputs, **attrs)\n--\n\n"
-"Run the engine op `name` on Tensors with keyword attributes and return its\n"
-"first output: op(name, inputs, attrs)[0] without building the tuple, the\n"
-"dict or the result tuple, since every backend op goes through here.");
-
-static PyObject *
-py_call(PyObject *mod, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
     if (nargs < 1 || !PyUnicode_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "call() needs an op name (str) as first argument");
+        PyErr_SetString(PyExc_TypeError, "op() needs an op name (str) as first argument");
         return NULL;
     }
     PyObject *name = args[0];
@@ -245,7 +141,7 @@ py_call(PyObject *mod, PyObject *const *args, Py_ssize_t nargs, PyObject *kwname
     te_tensor outs[MAX_OUTPUTS];
     int32_t n_out;
     if (run_op(name, op, in_handles, (int32_t)n_in, &attrs, outs, &n_out, 0) == 0) {
-        result = first_output(name, outs, n_out);
+        result = op_result(outs, n_out);
     }
     attrs_free(&attrs);
 
@@ -262,7 +158,8 @@ done_inputs:
 
 /* A backend function bound to one engine op: Op(fallback, name, params,
  * attrs) behaves exactly as the Python function `fallback`, whose body is
- * `op(name, *inputs, **{attr: param})` once its inputs are Tensors. When they
+ * `op(name, *inputs, **{attr: param})` once its inputs are Tensors (and
+ * returns what op() would). When they
  * already are, the call goes straight to the engine (positional and keyword
  * parameters after the inputs become the named attributes); any other call
  * (a numpy input, a sparse tensor, an unknown keyword) runs `fallback`, which
@@ -354,7 +251,7 @@ Op_vectorcall(OpObject *self, PyObject *const *args, size_t nargsf, PyObject *kw
     te_tensor outs[MAX_OUTPUTS];
     int32_t n_out;
     if (run_op(self->name, self->op, in_handles, k, &attrs, outs, &n_out, self->keep_gil) == 0) {
-        result = first_output(self->name, outs, n_out);
+        result = op_result(outs, n_out);
     }
     attrs_free(&attrs);
     return result;
@@ -502,7 +399,6 @@ static PyTypeObject OpType = {
 
 static PyMethodDef opcall_methods[] = {
     {"op", (PyCFunction)(void (*)(void))py_op, METH_FASTCALL | METH_KEYWORDS, op_doc},
-    {"call", (PyCFunction)(void (*)(void))py_call, METH_FASTCALL | METH_KEYWORDS, call_doc},
     {NULL, NULL, 0, NULL},
 };
 

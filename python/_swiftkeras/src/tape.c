@@ -8,29 +8,13 @@ PyDoc_STRVAR(tape_push_doc,
 "tape_push()\n--\n\n"
 "Start recording ops (on this thread) onto a new innermost tape.");
 
-static PyObject *
-py_tape_push(PyObject *mod, PyObject *unused)
-{
-    te_status st = te_tape_push();
-    if (st != TE_OK) {
-        return set_engine_error(st);
-    }
-    Py_RETURN_NONE;
-}
+STATUS_FUNCTION(py_tape_push, te_tape_push)
 
 PyDoc_STRVAR(tape_pop_doc,
 "tape_pop()\n--\n\n"
 "Discard the innermost tape of this thread.");
 
-static PyObject *
-py_tape_pop(PyObject *mod, PyObject *unused)
-{
-    te_status st = te_tape_pop();
-    if (st != TE_OK) {
-        return set_engine_error(st);
-    }
-    Py_RETURN_NONE;
-}
+STATUS_FUNCTION(py_tape_pop, te_tape_pop)
 
 PyDoc_STRVAR(tape_depth_doc,
 "tape_depth()\n--\n\n"

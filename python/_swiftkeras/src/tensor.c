@@ -11,18 +11,33 @@
 /* Copies into the engine above this size run without the GIL. */
 #define NOGIL_COPY_BYTES (1 << 20)
 
-static const char *const dtype_names[N_DTYPES] = {
-    "bool",   "int8",   "int16",   "int32",    "int64",    "uint8",   "uint16",
-    "uint32", "uint64", "float16", "bfloat16", "float32",  "float64",
-    "float8_e4m3fn", "float8_e5m2", "complex64", "complex128",
-};
-
-/* Native struct-module codes with fixed sizes on every platform we target
- * ('l' would be 4 bytes on Windows, hence 'q'). bfloat16 has no code: it is
- * exported as its raw 16 bits and reinterpreted by the caller (ml_dtypes). */
-static const char *const dtype_formats[N_DTYPES] = {
-    "?", "b", "h", "i", "q", "B", "H", "I", "Q", "e", "H", "f", "d",
-    "B", "B", "Zf", "Zd",
+/* Each te_dtype's name (the engine's: its schema and its dtype attributes use
+ * the same; python/tests/test_native.py checks them against it) and native
+ * struct-module code, keyed by the header's constants. Codes have fixed sizes
+ * on every platform we target ('l' would be 4 bytes on Windows, hence 'q');
+ * bfloat16 and float8 have none: they are exported as their raw bits and
+ * reinterpreted by the caller (ml_dtypes). */
+static const struct {
+    const char *name;
+    const char *format;
+} dtype_info[N_DTYPES] = {
+    [TE_BOOL] = {"bool", "?"},
+    [TE_INT8] = {"int8", "b"},
+    [TE_INT16] = {"int16", "h"},
+    [TE_INT32] = {"int32", "i"},
+    [TE_INT64] = {"int64", "q"},
+    [TE_UINT8] = {"uint8", "B"},
+    [TE_UINT16] = {"uint16", "H"},
+    [TE_UINT32] = {"uint32", "I"},
+    [TE_UINT64] = {"uint64", "Q"},
+    [TE_FLOAT16] = {"float16", "e"},
+    [TE_BFLOAT16] = {"bfloat16", "H"},
+    [TE_FLOAT32] = {"float32", "f"},
+    [TE_FLOAT64] = {"float64", "d"},
+    [TE_FLOAT8_E4M3FN] = {"float8_e4m3fn", "B"},
+    [TE_FLOAT8_E5M2] = {"float8_e5m2", "B"},
+    [TE_COMPLEX64] = {"complex64", "Zf"},
+    [TE_COMPLEX128] = {"complex128", "Zd"},
 };
 
 PyTypeObject *tensor_class = NULL;
@@ -255,7 +270,7 @@ Tensor_repr(TensorObject *self)
     const char *name = Py_TYPE(self)->tp_name;
     const char *dot = strrchr(name, '.');
     PyObject *r = PyUnicode_FromFormat("<%s shape=%R dtype=%s>", dot ? dot + 1 : name,
-                                       shape, dtype_names[self->dtype]);
+                                       shape, dtype_info[self->dtype].name);
     Py_DECREF(shape);
     return r;
 }
@@ -304,7 +319,7 @@ Tensor_getbuffer(TensorObject *self, Py_buffer *view, int flags)
         PyErr_Format(PyExc_BufferError,
                      "%s tensors export no typed buffer; use numpy.asarray(t) or "
                      "numpy.frombuffer(t, ml_dtypes.%s)",
-                     dtype_names[self->dtype], dtype_names[self->dtype]);
+                     dtype_info[self->dtype].name, dtype_info[self->dtype].name);
         return -1;
     }
     int64_t nbytes = te_tensor_nbytes(self->handle);
@@ -321,7 +336,7 @@ Tensor_getbuffer(TensorObject *self, Py_buffer *view, int flags)
     view->len = (Py_ssize_t)nbytes;
     view->readonly = 1;
     view->itemsize = te_dtype_itemsize(self->dtype);
-    view->format = (flags & PyBUF_FORMAT) ? (char *)dtype_formats[self->dtype] : NULL;
+    view->format = (flags & PyBUF_FORMAT) ? (char *)dtype_info[self->dtype].format : NULL;
     if ((flags & PyBUF_ND) == PyBUF_ND) {
         view->ndim = self->ndim;
         view->shape = self->ndim ? self->dims : NULL;
@@ -381,7 +396,7 @@ dtype_from_name(PyObject *name, int32_t *out)
         return -1;
     }
     for (int32_t i = 0; i < N_DTYPES; i++) {
-        if (name == dtype_strs[i] || PyUnicode_CompareWithASCIIString(name, dtype_names[i]) == 0) {
+        if (name == dtype_strs[i] || PyUnicode_CompareWithASCIIString(name, dtype_info[i].name) == 0) {
             *out = i;
             return 0;
         }
@@ -646,7 +661,7 @@ py_from_buffer(PyObject *mod, PyObject *args, PyObject *kwargs)
     if (view.itemsize != itemsize) {
         PyErr_Format(PyExc_ValueError,
                      "from_buffer(): buffer items are %zd bytes but %s needs %d",
-                     view.itemsize, dtype_names[dt], (int)itemsize);
+                     view.itemsize, dtype_info[dt].name, (int)itemsize);
         goto done;
     }
     if (view.ndim < 0 || view.ndim > MAX_RANK) {
@@ -726,7 +741,7 @@ init_tensor(PyObject *m)
     }
     for (int i = 0; i < N_DTYPES; i++) {
         if (dtype_strs[i] == NULL) {
-            dtype_strs[i] = PyUnicode_InternFromString(dtype_names[i]);
+            dtype_strs[i] = PyUnicode_InternFromString(dtype_info[i].name);
             if (dtype_strs[i] == NULL) {
                 Py_DECREF(dtypes);
                 return -1;

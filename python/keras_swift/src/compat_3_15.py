@@ -11,6 +11,7 @@ from keras_swift.src import SUPPORTS_GRADIENT
 from keras_swift.src import distribution_lib
 from keras_swift.src import random
 from keras_swift.src import rnn as _rnn
+from keras_swift.src import tensor  # noqa: F401  (registers the tensor class)
 from keras_swift.src.ops import core
 from keras_swift.src.ops import image
 from keras_swift.src.ops import linalg

@@ -19,8 +19,8 @@ import warnings
 from keras.src import tree
 
 from keras_swift.src.core import convert_to_tensor
-from keras_swift.src.tensor import _C
-from keras_swift.src.tensor import SparseTensor
+from keras_swift.src.engine import _C
+from keras_swift.src.sparse import SparseTensor
 from keras_swift.src.tensor import SwiftTensor
 
 
@@ -51,36 +51,58 @@ class CompiledStep:
         if self.eager_reason is not None or _C.trace_active():
             # A step called from within another trace is recorded there as it runs.
             return self.fn(data)
+        prepared = self._prepare(data)
+        if prepared is None:
+            return self.fn(data)
+        sig, batch, variables, values = prepared
+        entry = self.graphs.get(sig)
+        if entry is None:
+            return self._trace(sig, data, batch, variables, values)
+        graph, out_struct, n_out, assigned = entry
+        outs = _C.graph_run(graph, _graph_inputs(values, batch))
+        # The graph ends each assigned value as _direct_assign would (detached, flagged).
+        for i, t in zip(assigned, outs[n_out:]):
+            variables[i]._take_value(t)
+        return tree.pack_sequence_as(out_struct, list(outs[:n_out]))
+
+    def lookup(self, data):
+        """``(graph, inputs)``: the graph traced for ``data``'s signature and what it takes
+        for that batch (the state's current values, then the batch's tensors, each tensor
+        once); None when no graph was traced for it or the batch runs eagerly. The graph's
+        outputs are the step's results (flattened), then the new values of the variables
+        it assigns. For running a step outside Python: ``graph_save`` the graph and feed
+        it these inputs from Swift or C."""
+        prepared = self._prepare(data)
+        if prepared is None or prepared[0] not in self.graphs:
+            return None
+        sig, batch, _, values = prepared
+        return self.graphs[sig][0], _graph_inputs(values, batch)
+
+    def _prepare(self, data):
+        """``(signature, batch leaves, variables, their values)``, or None when ``data``
+        must run eagerly."""
         flat = tree.flatten_with_path(data)
         paths, leaves = tuple(p for p, _ in flat), [x for _, x in flat]
         if any(isinstance(x, SparseTensor) for x in leaves):
             # A sparse batch changes its number of entries, and so its signature, from
             # batch to batch, and densifying it would lose its row-sparse gradients.
-            return self.fn(data)
+            return None
         batch = [convert_to_tensor(x) if _is_array(x) else x for x in leaves]
         variables = list(self.variables())
         # The stored tensors, not `.value`, which may cast under autocast: a cast inside
         # the step is then recorded from the input.
         values = [v._value for v in variables]
         if any(t is None for t in values):
-            return self.fn(data)
+            return None
         # Which leaves are the same tensor is part of the signature too: the graph takes
         # each tensor once.
         sig = (paths, _signature(batch), _signature(values), _aliasing(values + batch))
-        entry = self.graphs.get(sig)
-        if entry is None:
-            return self._trace(sig, data, batch, variables, values)
-        graph, out_struct, n_out, assigned = entry
-        inputs = _unique(values + [t for t in batch if isinstance(t, SwiftTensor)])
-        outs = _C.graph_run(graph, inputs)
-        for i, t in zip(assigned, outs[n_out:]):
-            variables[i]._direct_assign(t)
-        return tree.pack_sequence_as(out_struct, list(outs[:n_out]))
+        return sig, batch, variables, values
 
     def _trace(self, sig, data, batch, variables, values):
         _C.trace_begin()
         try:
-            for t in _unique(values + [t for t in batch if isinstance(t, SwiftTensor)]):
+            for t in _graph_inputs(values, batch):
                 _C.trace_input(t)
             result = self.fn(tree.pack_sequence_as(data, batch))
             if len(list(self.variables())) != len(variables):
@@ -122,6 +144,10 @@ def _is_array(x):
 def _aliasing(leaves):
     first = {}
     return tuple(first.setdefault(id(t), i) for i, t in enumerate(leaves))
+
+
+def _graph_inputs(values, batch):
+    return _unique(values + [t for t in batch if isinstance(t, SwiftTensor)])
 
 
 def _unique(tensors):

@@ -1,11 +1,14 @@
-"""Core backend functions: engine calls, conversion, dtypes, control flow.
+"""Core backend functions: conversion, dtype rules, slicing, gradients.
 
-Everything that computes goes through ``op`` (one engine op by name). numpy is
-used only at the boundary: turning user data into engine tensors and engine
-tensors into arrays.
+The layer above the engine binding (``engine``): everything here computes
+through ``op`` (one engine op by name); numpy is used only at the boundary,
+turning user data into engine tensors and engine tensors into arrays.
+``SparseBase`` is what this layer knows of a sparse tensor (its layout and
+dense form); the sparse ops and operators are ``keras_swift.src.sparse``'s.
+Control flow and shape inference, which call the numpy ops, are
+``keras_swift.src.ops.core``'s.
 """
 
-import builtins
 import contextlib
 import functools
 import warnings
@@ -14,68 +17,23 @@ import numpy as np
 
 from keras.src import tree
 from keras.src.backend.common import standardize_dtype
-from keras.src.backend.common.backend_utils import canonicalize_axis
 from keras.src.backend.common.dtypes import result_type as _result_type
 from keras.src.backend.common.keras_tensor import KerasTensor
-from keras.src.backend.common.stateless_scope import StatelessScope
-from keras.src.backend.common.symbolic_scope import SymbolicScope
 from keras.src.backend.common.variables import Variable as KerasVariable
 from keras.src.backend.config import floatx
-from keras_swift.src import IS_THREAD_SAFE  # noqa: F401
-from keras_swift.src import SUPPORTS_COMPLEX_DTYPES  # noqa: F401
-from keras_swift.src import SUPPORTS_RAGGED_TENSORS  # noqa: F401
-from keras_swift.src import SUPPORTS_SPARSE_TENSORS  # noqa: F401
-from keras_swift.src.dtypes import BITS_DTYPES
 from keras_swift.src.dtypes import NUMPY_DTYPES
-from keras_swift.src.tensor import SparseTensor
-from keras_swift.src.tensor import SwiftTensor  # noqa: F401
-from keras_swift.src.tensor import _C
-from keras_swift.src.tensor import numpy_view
+from keras_swift.src.engine import _C
+from keras_swift.src.engine import from_numpy
+from keras_swift.src.engine import numpy_view
+from keras_swift.src.engine import op
 
 ENGINE_DTYPES = frozenset(NUMPY_DTYPES)
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 
 # ---------------------------------------------------------------------------
-# Engine calls
+# Helpers of the op modules
 # ---------------------------------------------------------------------------
-
-
-# op(name, *inputs, **attrs) runs one engine op and returns its first output.
-# It is the C function itself: a Python wrapper building the inputs tuple and
-# attrs dict cost more than a small op.
-op = _C.call
-
-
-def engine_op(name, *, constant_time=False, **attrs):
-    """Binds a backend function whose body is ``op(name, *inputs, **attrs)``
-    once its inputs are tensors to that engine op, called from C.
-
-    ``attrs`` maps each parameter after the tensor inputs to its engine
-    attribute; the function's own parameters give the order. A call whose
-    inputs are already engine tensors skips the Python frame; every other
-    call (conversion, sparse input, bad arguments) runs the function itself.
-    A ``constant_time`` op (its output is a description, not computed) keeps
-    the GIL, whose release would cost more than the op.
-    """
-
-    def bind(fn):
-        code = fn.__code__
-        params = code.co_varnames[: code.co_argcount]
-        n_inputs = len(params) - len(attrs)
-        bound = _C.Op(
-            fn, name, params, tuple(attrs[p] for p in params[n_inputs:]),
-            constant_time=constant_time,
-        )
-        return functools.update_wrapper(bound, fn)
-
-    return bind
-
-
-def op_multi(name, inputs, attrs=None):
-    """Run one engine op and return all its outputs (a tuple)."""
-    return _C.op(name, inputs, attrs)
-
 
 def to_float(x):
     """x as a tensor of a float dtype (integers and bools promote as Keras does)."""
@@ -104,6 +62,7 @@ def no_grad():
         yield
     finally:
         _C.tape_pop()
+
 
 
 # ---------------------------------------------------------------------------
@@ -146,6 +105,198 @@ def _check_engine_dtype(dtype):
     return dtype
 
 
+
+def sum_dtype(dtype):
+    # jax's accumulation rule for sums and products
+    if dtype in ("bool", "int8", "int16"):
+        return "int32"
+    if dtype in ("uint8", "uint16"):
+        return "uint32"
+    return dtype
+
+
+def matmul_dtype(x1, x2):
+    if x1.dtype == "int8" and x2.dtype == "int8":
+        return "int32"
+    return result_type(x1.dtype, x2.dtype)
+
+
+
+# ---------------------------------------------------------------------------
+# Sparse layout
+# ---------------------------------------------------------------------------
+
+
+class SparseBase:
+    """A COO sparse tensor whose indices and values are engine tensors: its
+    layout, validation and dense form. ``keras_swift.src.sparse.SparseTensor``
+    adds the operators, which are sparse ops.
+
+    ``indices`` (int64, ``[nnz, k]``) names the coordinates of ``nnz``
+    entries along the first ``k`` dimensions of ``shape``; ``values``
+    (``[nnz, *shape[k:]]``) holds them. ``k == ndim`` is element-wise COO;
+    ``k < ndim`` stores whole trailing slices per index (jax's BCOO with
+    ``n_dense > 0``, TensorFlow's IndexedSlices). Duplicate indices mean the
+    sum of their values.
+
+    Args:
+        indices: integer tensor-like ``[nnz, k]``, ``0 <= k <= len(shape)``.
+        values: tensor-like ``[nnz, *shape[k:]]``.
+        shape: the dense shape (static ints).
+        unique: the caller guarantees that ``indices`` has no duplicates
+            (skips merging them before non-linear element-wise ops).
+        validate: check that indices are in range (one engine reduction).
+    """
+
+    __array_priority__ = 100.0
+    __slots__ = ("indices", "values", "shape", "unique")
+
+    def __init__(self, indices, values, shape, unique=False, validate=True):
+        try:
+            shape = tuple(int(d) for d in shape)
+        except TypeError as e:
+            raise TypeError(
+                f"SparseTensor: `shape` must be a sequence of ints, got {shape!r}"
+            ) from e
+        if any(d < 0 for d in shape):
+            raise ValueError(f"SparseTensor: negative dimension in shape {shape}")
+        if not isinstance(indices, _C.Tensor):
+            indices = np.asarray(indices)
+            if indices.size == 0:
+                indices = indices.reshape(0, len(shape))
+            if indices.dtype.kind not in "iu":
+                raise TypeError(
+                    f"SparseTensor: `indices` must be integers, got {indices.dtype}"
+                )
+            indices = convert_to_tensor(indices, "int64")
+        if not (indices.dtype.startswith("int") or indices.dtype.startswith("uint")):
+            raise TypeError(
+                f"SparseTensor: `indices` must be integers, got {indices.dtype}"
+            )
+        if indices.dtype != "int64":
+            indices = op("cast", indices, dtype="int64")
+        if indices.ndim != 2 or indices.shape[1] > len(shape):
+            raise ValueError(
+                "SparseTensor: `indices` must have shape [nnz, k] with "
+                f"k <= {len(shape)} (the rank of shape {shape}), got "
+                f"{indices.shape}"
+            )
+        values = convert_to_tensor(values)
+        nnz, k = indices.shape
+        if values.shape != (nnz, *shape[k:]):
+            raise ValueError(
+                f"SparseTensor: `values` must have shape {(nnz, *shape[k:])} "
+                f"for {nnz} indices into shape {shape}, got {values.shape}"
+            )
+        if validate and nnz and k:
+            limits = convert_to_tensor(np.asarray(shape[:k], np.int64))
+            zero = convert_to_tensor(np.zeros((), np.int64))
+            bad = op(
+                "logical_or",
+                op("less", indices, zero),
+                op("greater_equal", indices, limits),
+            )
+            if bool(op("any", bad)):
+                raise IndexError(
+                    f"SparseTensor: an index is out of range for shape {shape}"
+                )
+        self.indices = indices
+        self.values = values
+        self.shape = shape
+        self.unique = bool(unique)
+
+    # -- properties --------------------------------------------------------
+    @property
+    def dtype(self):
+        return self.values.dtype
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def n_sparse(self):
+        return self.indices.shape[1]
+
+    @property
+    def n_dense(self):
+        return len(self.shape) - self.indices.shape[1]
+
+    @property
+    def nnz(self):
+        return self.indices.shape[0]
+
+    @property
+    def size(self):
+        size = 1
+        for d in self.shape:
+            size *= d
+        return size
+
+    # -- conversion --------------------------------------------------------
+    def todense(self):
+        dtype = self.dtype
+        values = self.values
+        if dtype == "bool":  # duplicates mean "or": count, then compare
+            values = op("cast", values, dtype="int32")
+        if self.n_sparse == 0:
+            out = op("sum", values, axes=[0], keepdims=False)
+        else:
+            base = op("full", shape=list(self.shape), dtype=values.dtype, value=0.0)
+            out = op("scatter_nd", base, self.indices, values, reduction="add")
+        if dtype == "bool":
+            out = op("cast", out, dtype="bool")
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        a = numpy_view(self.todense())
+        return a.astype(dtype) if dtype is not None else a.copy()
+
+    def numpy(self):
+        return self.todense().numpy()
+
+    def astype(self, dtype):
+        return self.with_values(cast(self.values, dtype))
+
+    def with_values(self, values):
+        """Same indices (and shape) holding ``values``, of the same class."""
+        return type(self)(
+            self.indices, values, self.shape, unique=self.unique, validate=False
+        )
+
+    def __repr__(self):
+        return (
+            f"SparseTensor(shape={self.shape}, dtype={self.dtype}, "
+            f"nnz={self.nnz}, n_dense={self.n_dense})"
+        )
+
+    __str__ = __repr__
+    __hash__ = object.__hash__
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    # Indexing, iteration and truth value work on the dense form.
+    def __getitem__(self, key):
+        return self.todense()[key]
+
+    def __iter__(self):
+        return iter(self.todense())
+
+    def __bool__(self):
+        return bool(self.todense())
+
+
+def is_foreign_operand(other):
+    """Operands a tensor's operators leave to the other side (NotImplemented)."""
+    if other is None or isinstance(other, (str, bytes)):
+        return True
+    # Symbolic tensors handle the reflected operator themselves.
+    return type(other).__name__ == "KerasTensor"
+
+
 # ---------------------------------------------------------------------------
 # Conversion
 # ---------------------------------------------------------------------------
@@ -153,15 +304,6 @@ def _check_engine_dtype(dtype):
 
 def is_tensor(x):
     return isinstance(x, _C.Tensor)
-
-
-def from_numpy(a, dtype):
-    """Copy a numpy array (already of ``dtype``'s numpy type) into the engine."""
-    if not a.flags.c_contiguous:  # (np.ascontiguousarray would make 0-d 1-d)
-        a = a.copy(order="C")
-    if dtype in BITS_DTYPES:
-        a = a.view(BITS_DTYPES[dtype])
-    return _C.from_buffer(a, dtype)
 
 
 def _scalar_dtype(x):
@@ -207,8 +349,8 @@ def convert_to_tensor(x, dtype=None, sparse=None, ragged=None):
         if dtype is None or x.dtype == dtype:
             return x
         return op("cast", x, dtype=_check_engine_dtype(dtype))
-    if isinstance(x, SparseTensor):
-        return _sparse().convert(x, dtype, bool(sparse))
+    if isinstance(x, SparseBase):
+        return convert_sparse(x, dtype, bool(sparse))
     if isinstance(x, KerasTensor):
         raise ValueError(
             "A KerasTensor is symbolic: it's a placeholder for a shape and a "
@@ -247,17 +389,23 @@ def convert_to_numpy(x):
         x = x.value
     if isinstance(x, _C.Tensor):
         return np.array(numpy_view(x))
-    if isinstance(x, SparseTensor):
+    if isinstance(x, SparseBase):
         return np.array(numpy_view(x.todense()))
     if isinstance(x, (list, tuple)):
         return np.array([convert_to_numpy(e) for e in x])
     return np.array(x)
 
 
-def _sparse():
-    from keras_swift.src import sparse
-
-    return sparse
+def convert_sparse(x, dtype, keep):
+    """``convert_to_tensor`` of a sparse tensor: kept sparse if ``keep``."""
+    if not keep:
+        out = x.todense()
+        if dtype is not None and out.dtype != dtype:
+            out = cast(out, dtype)
+        return out
+    if dtype is not None and x.dtype != dtype:
+        return x.astype(dtype)
+    return x
 
 
 def shape(x):
@@ -269,7 +417,7 @@ def cast(x, dtype):
         return x  # the common no-op, before standardize_dtype's cost
     if isinstance(x, KerasVariable):
         x = x.value
-    if isinstance(x, SparseTensor):  # stays sparse, as on jax and tensorflow
+    if isinstance(x, SparseBase):  # stays sparse, as on jax and tensorflow
         return x.astype(standardize_dtype(dtype))
     return convert_to_tensor(x, standardize_dtype(dtype))
 
@@ -301,280 +449,6 @@ def device_scope(device_name):
         )
     yield device_name.lower()
 
-
-# ---------------------------------------------------------------------------
-# Shape inference: Keras calls compute_output_spec for every op, layer and
-# model build that sees a KerasTensor (ops/operation.py, layers/layer.py,
-# trainers/trainer.py's _symbolic_build). The engine has no shape-only mode,
-# so, as the numpy and torch backends do, run fn eagerly on placeholder tensors.
-# ---------------------------------------------------------------------------
-
-
-def compute_output_spec(fn, *args, **kwargs):
-    with StatelessScope(), SymbolicScope(), no_grad():
-
-        def has_none_shape(x):
-            return isinstance(x, KerasTensor) and None in x.shape
-
-        none_in_shape = builtins.any(
-            builtins.map(has_none_shape, tree.flatten((args, kwargs)))
-        )
-
-        def to_tensor(x, fill_value):
-            if isinstance(x, KerasTensor):
-                shape = [fill_value if d is None else d for d in x.shape]
-                dtype = x.dtype if x.dtype in ENGINE_DTYPES else floatx()
-                if x.sparse:  # one zero entry (none if the shape is empty)
-                    nse = 1 if builtins.all(shape) else 0
-                    return SparseTensor(
-                        op("full", shape=[nse, len(shape)], dtype="int64", value=0.0),
-                        op("full", shape=[nse], dtype=dtype, value=0.0),
-                        shape,
-                        unique=True,
-                        validate=False,
-                    )
-                return op("full", shape=shape, dtype=dtype, value=0.0)
-            return x
-
-        args_1, kwargs_1 = tree.map_structure(
-            lambda x: to_tensor(x, 83), (args, kwargs)
-        )
-        outputs = outputs_1 = fn(*args_1, **kwargs_1)
-
-        if none_in_shape:
-            args_2, kwargs_2 = tree.map_structure(
-                lambda x: to_tensor(x, 89), (args, kwargs)
-            )
-            outputs_2 = fn(*args_2, **kwargs_2)
-            flat_out = []
-            for x1, x2 in zip(tree.flatten(outputs_1), tree.flatten(outputs_2)):
-                if is_tensor(x1) or isinstance(x1, SparseTensor):
-                    shape = [
-                        d1 if d1 == d2 else None
-                        for d1, d2 in zip(x1.shape, x2.shape)
-                    ]
-                    flat_out.append(
-                        KerasTensor(
-                            shape,
-                            x1.dtype,
-                            sparse=isinstance(x1, SparseTensor),
-                        )
-                    )
-                else:
-                    flat_out.append(x1)
-            outputs = tree.pack_sequence_as(outputs_1, flat_out)
-
-        def to_keras_tensor(x):
-            if is_tensor(x):
-                return KerasTensor(x.shape, standardize_dtype(x.dtype))
-            if isinstance(x, SparseTensor):
-                return KerasTensor(
-                    x.shape, standardize_dtype(x.dtype), sparse=True
-                )
-            return x
-
-        return tree.map_structure(to_keras_tensor, outputs)
-
-
-# ---------------------------------------------------------------------------
-# Control flow (eager Python loops; a tape records straight through them)
-# ---------------------------------------------------------------------------
-
-
-def _knp():
-    from keras_swift.src.ops import numpy as knp
-
-    return knp
-
-
-def cond(pred, true_fn, false_fn):
-    if pred:
-        return true_fn()
-    return false_fn()
-
-
-def vectorized_map(function, elements):
-    knp = _knp()
-    if not isinstance(elements, (list, tuple)):
-        elements = convert_to_tensor(elements)
-        return knp.stack([function(x) for x in elements])
-    batch_size = elements[0].shape[0]
-    outputs = [
-        function([x[index] for x in elements]) for index in range(batch_size)
-    ]
-    return tree.map_structure(lambda *ys: knp.stack(ys), *outputs)
-
-
-def map(f, xs):
-    def g(_, x):
-        return (), f(x)
-
-    _, ys = scan(g, (), xs)
-    return ys
-
-
-def scan(f, init, xs=None, length=None, reverse=False, unroll=1):
-    # Ref: jax.lax.scan
-    if not callable(f):
-        raise TypeError(f"`f` should be a callable. Received: f={f}")
-    if not isinstance(unroll, bool):
-        if not isinstance(unroll, int) or unroll < 1:
-            raise ValueError(
-                "`unroll` must be an positive integer or boolean. "
-                f"Received: unroll={unroll}"
-            )
-    if xs is None and length is None:
-        raise ValueError("Got no `xs` to scan over and `length` not provided.")
-
-    input_is_sequence = tree.is_nested(xs)
-    output_is_sequence = tree.is_nested(init)
-
-    def pack_input(x):
-        return tree.pack_sequence_as(xs, x) if input_is_sequence else x[0]
-
-    def pack_output(x):
-        return tree.pack_sequence_as(init, x) if output_is_sequence else x[0]
-
-    if xs is None:
-        xs_flat = []
-        n = int(length)
-    else:
-        xs_flat = [convert_to_tensor(elem) for elem in tree.flatten(xs)]
-        n = int(length) if length is not None else xs_flat[0].shape[0]
-
-    init_flat = [convert_to_tensor(i) for i in tree.flatten(init)]
-    carry = pack_output(init_flat)
-    knp = _knp()
-    dummy_y = [knp.zeros_like(i) for i in init_flat]
-
-    ys = []
-    steps = builtins.reversed(range(n)) if reverse else range(n)
-    for i in steps:
-        xs_slice = [x[i] for x in xs_flat]
-        packed_xs = pack_input(xs_slice) if xs_slice else None
-        carry, y = f(carry, packed_xs)
-        ys.append(y if y is not None else dummy_y)
-    if reverse:
-        ys.reverse()
-    if not ys:
-        return carry, ys
-    stacked_y = tree.map_structure(lambda *ys: knp.stack(ys), *ys)
-    return carry, stacked_y
-
-
-def associative_scan(f, elems, reverse=False, axis=0):
-    # Ref: jax.lax.associative_scan (the recursive odd/even scheme).
-    if not callable(f):
-        raise TypeError(f"`f` should be a callable. Received: f={f}")
-    knp = _knp()
-    elems_flat = [convert_to_tensor(e) for e in tree.flatten(elems)]
-    if reverse:
-        elems_flat = [knp.flip(e, (axis,)) for e in elems_flat]
-
-    def combine(a_flat, b_flat):
-        a = tree.pack_sequence_as(elems, a_flat)
-        b = tree.pack_sequence_as(elems, b_flat)
-        return tree.flatten(f(a, b))
-
-    num_elems = int(elems_flat[0].shape[axis])
-    if not builtins.all(
-        int(e.shape[axis]) == num_elems for e in elems_flat[1:]
-    ):
-        raise ValueError(
-            "Array inputs to associative_scan must have the same "
-            "first dimension. (saw: {})".format([e.shape for e in elems_flat])
-        )
-
-    def slice_axis(x, start=0, stop=None, step=1):
-        idx = [builtins.slice(None)] * x.ndim
-        idx[axis] = builtins.slice(start, stop, step)
-        return x[tuple(idx)]
-
-    def interleave(a, b):
-        # a: [a0, a1, ...] (n or n + 1 items), b: [b0, b1, ...] (n items)
-        # -> [a0, b0, a1, b1, ...]
-        ax = axis % a.ndim
-        n = b.shape[ax]
-        head = slice_axis(a, 0, n)
-        pairs = knp.stack([head, b], axis=ax + 1)
-        shape = list(a.shape)
-        shape[ax] = 2 * n
-        out = knp.reshape(pairs, shape)
-        if a.shape[ax] > n:
-            out = knp.concatenate([out, slice_axis(a, n)], axis=ax)
-        return out
-
-    def scan_rec(elems):
-        n = elems[0].shape[axis]
-        if n < 2:
-            return elems
-        reduced = combine(
-            [slice_axis(e, 0, -1, 2) for e in elems],
-            [slice_axis(e, 1, None, 2) for e in elems],
-        )
-        odd = scan_rec(reduced)
-        if n % 2 == 0:
-            even = combine(
-                [slice_axis(e, 0, -1) for e in odd],
-                [slice_axis(e, 2, None, 2) for e in elems],
-            )
-        else:
-            even = combine(odd, [slice_axis(e, 2, None, 2) for e in elems])
-        even = [
-            knp.concatenate([slice_axis(e, 0, 1), r], axis=axis)
-            for e, r in zip(elems, even)
-        ]
-        return [interleave(e, o) for e, o in zip(even, odd)]
-
-    scans = scan_rec(elems_flat)
-    if reverse:
-        scans = [knp.flip(s, (axis,)) for s in scans]
-    return tree.pack_sequence_as(elems, scans)
-
-
-def while_loop(cond, body, loop_vars, maximum_iterations=None):
-    current_iter = 0
-    is_tuple = isinstance(loop_vars, (tuple, list))
-    loop_vars = tuple(loop_vars) if is_tuple else (loop_vars,)
-    loop_vars = tree.map_structure(convert_to_tensor, loop_vars)
-    while cond(*loop_vars) and (
-        maximum_iterations is None or current_iter < maximum_iterations
-    ):
-        loop_vars = body(*loop_vars)
-        if not isinstance(loop_vars, (list, tuple)):
-            loop_vars = (loop_vars,)
-        loop_vars = tuple(loop_vars)
-        current_iter += 1
-    return loop_vars if is_tuple else loop_vars[0]
-
-
-def fori_loop(lower, upper, body_fun, init_val):
-    val = init_val
-    for i in range(int(lower), int(upper)):
-        val = body_fun(i, val)
-    return val
-
-
-def switch(index, branches, *operands):
-    index = int(convert_to_numpy(index))
-    index = builtins.min(builtins.max(index, 0), len(branches) - 1)
-    return branches[index](*operands)
-
-
-def unstack(x, num=None, axis=0):
-    x = convert_to_tensor(x)
-    axis = canonicalize_axis(axis, x.ndim)
-    if num is not None and num != x.shape[axis]:
-        raise ValueError(
-            f"unstack: num={num} does not match dimension {axis} of shape "
-            f"{x.shape}"
-        )
-    idx = [builtins.slice(None)] * x.ndim
-    out = []
-    for i in range(x.shape[axis]):
-        idx[axis] = i
-        out.append(x[tuple(idx)])
-    return out
 
 
 # ---------------------------------------------------------------------------
@@ -672,7 +546,7 @@ class custom_gradient:
 
     def __call__(self, *args, **kwargs):
         positions = [
-            i for i, a in enumerate(args) if isinstance(a, (SwiftTensor, KerasVariable))
+            i for i, a in enumerate(args) if isinstance(a, (_C.Tensor, KerasVariable))
         ]
         inputs = [convert_to_tensor(args[i]) for i in positions]
         with no_grad():

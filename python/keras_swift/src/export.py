@@ -39,7 +39,7 @@ from keras.src import tree
 from keras.src.backend import standardize_dtype
 
 from keras_swift.src.core import convert_to_tensor
-from keras_swift.src.tensor import _C
+from keras_swift.src.engine import _C
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 13
@@ -244,7 +244,11 @@ class _Lowering:
             attrs.update({k: a["value"] for k, a in n["attrs"].items()})
             ins, outs = n["inputs"], n["outputs"]
             # Replaying the op gives each output's dtype and shape as traced.
-            results = _C.op(op, [self.value[v] for v in ins], {k: a["value"] for k, a in n["attrs"].items()})
+            results = _C.op(
+                op, *[self.value[v] for v in ins], **{k: a["value"] for k, a in n["attrs"].items()}
+            )
+            if not isinstance(results, tuple):
+                results = (results,)
             for v, r in zip(outs, results):
                 self.value[v] = r
             if any(v in self.batch for v in ins):

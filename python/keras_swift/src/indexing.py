@@ -12,11 +12,11 @@ import math
 import numpy as np
 
 from keras.src.backend.common.variables import Variable as KerasVariable
-from keras_swift.src.core import _C
 from keras_swift.src.core import convert_to_numpy
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.core import is_int_dtype
-from keras_swift.src.core import op
+from keras_swift.src.engine import _C
+from keras_swift.src.engine import op
 
 
 def _is_array_index(k):

@@ -15,12 +15,11 @@ Keras's generic path.
 import numbers
 
 from keras.src.optimizers import base_optimizer
-from keras_swift.src.core import _C
 from keras_swift.src.core import cast
 from keras_swift.src.core import convert_to_numpy
 from keras_swift.src.core import convert_to_tensor
-from keras_swift.src.core import op
-from keras_swift.src.core import op_multi
+from keras_swift.src.engine import _C
+from keras_swift.src.engine import op
 
 _FUSED_DTYPES = ("float32", "float64")
 
@@ -41,7 +40,8 @@ class BackendOptimizer(base_optimizer.BaseOptimizer):
         if _C.trace_active():
             # A compiled step: alpha changes every step, so it is computed by recorded ops
             # and fed to the update as a tensor (float64, as the host computes it below).
-            step = op("add", cast(self.iterations.value, "float64"), convert_to_tensor(1.0, "float64"))
+            # `iterations` is a tensor, not a Variable, under gradient accumulation.
+            step = op("add", cast(convert_to_tensor(self.iterations), "float64"), convert_to_tensor(1.0, "float64"))
             one = convert_to_tensor(1.0, "float64")
 
             def decay(b):
@@ -62,8 +62,8 @@ class BackendOptimizer(base_optimizer.BaseOptimizer):
                 grad = cast(grad, var.dtype)
             index = self._get_variable_index(var)
             m, v = self._momentums[index], self._velocities[index]
-            new_var, new_m, new_v = op_multi(
-                "adam_update", (var.value, grad, m.value, v.value) + alpha_t, attrs
+            new_var, new_m, new_v = op(
+                "adam_update", var.value, grad, m.value, v.value, *alpha_t, **attrs
             )
             self.assign(m, new_m)
             self.assign(v, new_v)

@@ -10,12 +10,12 @@ from keras.src.backend.config import floatx
 from keras.src.random.seed_generator import SeedGenerator  # noqa: F401
 from keras.src.random.seed_generator import draw_seed
 from keras.src.random.seed_generator import make_default_seed  # noqa: F401
-from keras_swift.src.core import _C
 from keras_swift.src.core import cast
 from keras_swift.src.core import convert_to_numpy
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.core import is_float_dtype
-from keras_swift.src.core import op
+from keras_swift.src.engine import _C
+from keras_swift.src.engine import op
 
 
 def _random(name, *inputs, seed, **attrs):

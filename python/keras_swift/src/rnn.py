@@ -5,11 +5,10 @@ ops do not cover raises ``NotImplementedError`` and Keras falls back to ``rnn``.
 
 from keras.src import activations
 from keras.src import tree
-from keras_swift.src.core import _C
 from keras_swift.src.core import cast
 from keras_swift.src.core import convert_to_tensor
-from keras_swift.src.core import op
-from keras_swift.src.core import op_multi
+from keras_swift.src.engine import _C
+from keras_swift.src.engine import op
 from keras_swift.src.ops import numpy as knp
 
 
@@ -138,7 +137,7 @@ def _fused(name, inputs, states, mask, kernel, recurrent_kernel, bias,
         raise NotImplementedError
     if time_major:
         tensors[0] = op("transpose", tensors[0], perm=[1, 0, 2])
-    outputs, *final = op_multi(name, tensors, {"go_backwards": bool(go_backwards)})
+    outputs, *final = op(name, *tensors, go_backwards=bool(go_backwards))
     h = final[0]
     if not return_sequences:
         outputs = knp.expand_dims(h, 0 if time_major else 1)

@@ -1,10 +1,11 @@
-"""Sparse tensor ops: the swift backend's counterpart of jax's BCOO support.
+"""Sparse tensors: the swift backend's counterpart of jax's BCOO support.
 
-``SparseTensor`` (defined in ``keras_swift.src.tensor`` next to the dense
-tensor class) is a COO tensor: int64 ``indices`` ``[nnz, k]`` into the first
-``k`` dimensions of ``shape`` and ``values`` ``[nnz, *shape[k:]]``; ``k <
-ndim`` is the "indexed slices" layout (BCOO's ``n_dense > 0``). Duplicate
-indices mean the sum of their values, as in BCOO.
+``SparseTensor`` is a COO tensor: int64 ``indices`` ``[nnz, k]`` into the
+first ``k`` dimensions of ``shape`` and ``values`` ``[nnz, *shape[k:]]``;
+``k < ndim`` is the "indexed slices" layout (BCOO's ``n_dense > 0``).
+Duplicate indices mean the sum of their values, as in BCOO. Its layout,
+validation and dense form are ``core.SparseBase``'s (the dense layers below
+convert it); this module adds its ops and operators.
 
 The semantics follow keras/src/backend/jax/sparse.py and jax/numpy.py:
 zero-preserving element-wise ops keep the indices, other unary ops densify,
@@ -15,42 +16,47 @@ indices. Every computation is a composition of engine ops (gather/scatter,
 argsort, cumsum, segment sums); numpy appears only for static shapes and
 where user data enters.
 
-The backend's op modules stay dense: ``install`` wraps the functions listed
-in ``_NUMPY_HANDLERS`` and ``_NN_HANDLERS`` with a dispatcher whose dense
-path costs one ``isinstance`` test. Any other function densifies a sparse
-operand through ``core.convert_to_tensor``; only the exported
-``backend.convert_to_tensor``/``cast`` (``convert_to_tensor``/``cast`` here)
-keep sparse tensors sparse, as ``keras.ops.convert_to_tensor`` documents for
-``sparse=None`` on a backend that supports them (keras/src/ops/core.py).
+As on jax, each op module declares a function's sparse behaviour where it is
+defined, with a decorator from here (``elementwise_unary``,
+``elementwise_binary_union``, ``on_first_arg(sum)``...): the dense path of the
+wrapped function costs one ``isinstance`` test. Any other function densifies a
+sparse operand through ``core.convert_to_tensor``; only the exported
+``backend.convert_to_tensor``/``cast`` keep sparse tensors sparse, as
+``keras.ops.convert_to_tensor`` documents for ``sparse=None`` on a backend
+that supports them (keras/src/ops/core.py).
 """
 
 import builtins
 import contextlib
 import functools
 import math
+import operator
 import threading
 
 import numpy as np
 
 from keras.src.backend.common import standardize_dtype
 from keras.src.backend.common.backend_utils import canonicalize_axis
-from keras_swift.src.core import _C
-from keras_swift.src.core import SparseTensor
-from keras_swift.src.tensor import IndexedSlices
+from keras_swift.src import core
+from keras_swift.src.core import SparseBase
 from keras_swift.src.core import cast as _cast
-from keras_swift.src.core import from_numpy
 from keras_swift.src.core import is_float_dtype
+from keras_swift.src.core import is_foreign_operand
 from keras_swift.src.core import is_int_dtype
-from keras_swift.src.core import op
+from keras_swift.src.core import matmul_dtype
 from keras_swift.src.core import result_type
+from keras_swift.src.core import sum_dtype
+from keras_swift.src.dtypes import NUMPY_DTYPES
+from keras_swift.src.engine import _C
+from keras_swift.src.engine import from_numpy
+from keras_swift.src.engine import op
+from keras_swift.src.variable import detached_leaf
 
 INDEX_DTYPE = "int64"
 
 
 def _const(values, dtype=INDEX_DTYPE):
     """A small tensor of static values (shapes, strides, offsets)."""
-    from keras_swift.src.tensor import NUMPY_DTYPES
-
     return from_numpy(np.asarray(values, dtype=NUMPY_DTYPES[dtype]), dtype)
 
 
@@ -65,15 +71,9 @@ def _columns(indices, cols):
     return op("take", indices, _const(cols, "int32"), axis=1)
 
 
-def _knp():
-    from keras_swift.src.ops import numpy as knp
-
-    return knp
-
-
 def is_tensor(x):
     """``backend.is_tensor``: dense engine tensors and sparse tensors."""
-    return isinstance(x, (_C.Tensor, SparseTensor))
+    return isinstance(x, (_C.Tensor, SparseBase))
 
 
 # ---------------------------------------------------------------------------
@@ -83,9 +83,7 @@ def is_tensor(x):
 
 def fromdense(x, n_dense=0):
     """The sparse form of dense ``x``: its non-zero entries (or slices)."""
-    from keras_swift.src.core import convert_to_tensor
-
-    x = convert_to_tensor(x)
+    x = core.convert_to_tensor(x)
     k = x.ndim - int(n_dense)
     if not 0 <= k <= x.ndim:
         raise ValueError(f"n_dense={n_dense} is invalid for rank {x.ndim}")
@@ -99,21 +97,6 @@ def fromdense(x, n_dense=0):
     indices = op("nonzero", mask)
     values = op("gather_nd", x, indices)
     return SparseTensor(indices, values, x.shape, unique=True, validate=False)
-
-
-def todense(x):
-    dtype = x.dtype
-    values = x.values
-    if dtype == "bool":  # duplicates mean "or": count, then compare
-        values = op("cast", values, dtype="int32")
-    if x.n_sparse == 0:
-        out = op("sum", values, axes=[0], keepdims=False)
-    else:
-        base = _zeros(x.shape, values.dtype)
-        out = op("scatter_nd", base, x.indices, values, reduction="add")
-    if dtype == "bool":
-        out = op("cast", out, dtype="bool")
-    return out
 
 
 def _strides(dims):
@@ -239,20 +222,8 @@ def _align(x1, x2):
 
 
 # ---------------------------------------------------------------------------
-# Conversion entry points used by core.convert_to_tensor
+# Conversion
 # ---------------------------------------------------------------------------
-
-
-def convert(x, dtype=None, sparse=True):
-    """``convert_to_tensor`` of a SparseTensor: kept if ``sparse``."""
-    if not sparse:
-        out = x.todense()
-        if dtype is not None and out.dtype != dtype:
-            out = _cast(out, dtype)
-        return out
-    if dtype is not None and x.dtype != dtype:
-        return x.astype(dtype)
-    return x
 
 
 def from_foreign(x):
@@ -278,20 +249,11 @@ def from_foreign(x):
 def convert_to_tensor(x, dtype=None, sparse=None, ragged=None):
     """``backend.convert_to_tensor``: keeps sparse tensors unless
     ``sparse=False`` (the backend's own code densifies them)."""
-    from keras_swift.src import core
-
-    if isinstance(x, SparseTensor):
+    if isinstance(x, SparseBase):
         if dtype is not None:
             dtype = standardize_dtype(dtype)
-        return convert(x, dtype, sparse is None or bool(sparse))
+        return core.convert_sparse(x, dtype, sparse is None or bool(sparse))
     return core.convert_to_tensor(x, dtype, sparse, ragged)
-
-
-def cast(x, dtype):
-    """``backend.cast``: a SparseTensor stays sparse."""
-    if isinstance(x, SparseTensor):
-        return x.astype(dtype)
-    return _cast(x, dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -307,7 +269,7 @@ def _densify(x):
     return x.todense() if isinstance(x, SparseTensor) else x
 
 
-def elementwise_unary(linear):
+def _unary_handler(linear):
     """Zero-preserving unary op: applied to the values, indices kept.
 
     Non-linear ops (``f(a + b) != f(a) + f(b)``) see merged duplicates.
@@ -321,16 +283,14 @@ def elementwise_unary(linear):
     return handler
 
 
-def densifying_unary(dense_fn, x, *args, **kwargs):
+def _densifying_unary(dense_fn, x, *args, **kwargs):
     return dense_fn(x.todense(), *args, **kwargs)
 
 
 def _dense_operand(x, shape):
     """Dense ``x`` broadcast to ``shape``, or None if that changes ``x``'s
     result shape (the op then runs densely)."""
-    from keras_swift.src.core import convert_to_tensor
-
-    x = convert_to_tensor(x)
+    x = core.convert_to_tensor(x)
     if tuple(x.shape) == tuple(shape):
         return x
     try:
@@ -360,7 +320,7 @@ def _combine_sparse(dense_fn, x1, x2, linear):
     return SparseTensor(indices, dense_fn(v1, v2), x1.shape, unique=True, validate=False)
 
 
-def elementwise_binary_union(linear):
+def _union_handler(linear):
     """``f(0, 0) == 0`` ops (add, subtract, maximum, minimum): sparse only
     when both operands are; the result holds the union of their indices."""
 
@@ -480,9 +440,7 @@ def _reduce_sum(x, axis, keepdims, dtype):
 
 
 def sum(dense_fn, x, axis=None, keepdims=False):
-    from keras_swift.src.ops.numpy import _sum_dtype
-
-    return _reduce_sum(x, axis, keepdims, _sum_dtype(x.dtype))
+    return _reduce_sum(x, axis, keepdims, sum_dtype(x.dtype))
 
 
 def mean(dense_fn, x, axis=None, keepdims=False):
@@ -668,8 +626,6 @@ def _gather_rows(dense, picks):
     reads = getattr(_row_reads, "reads", None)
     if reads is None or not getattr(dense, "requires_grad", False):
         return op("gather_nd", dense, picks)
-    from keras_swift.src.variable import detached_leaf
-
     rows = detached_leaf(op("gather_nd", op("stop_gradient", dense), picks), True)
     reads.append((dense, picks, rows))
     return rows
@@ -713,13 +669,10 @@ def _swap_last(x):
 
 def matmul(dense_fn, x1, x2):
     """Sparse-aware matmul; the result is sparse only if both operands are."""
-    from keras_swift.src.core import convert_to_tensor
-    from keras_swift.src.ops.numpy import _matmul_dtype
-
     s1, s2 = isinstance(x1, SparseTensor), isinstance(x2, SparseTensor)
-    d1 = x1 if s1 else convert_to_tensor(x1)
-    d2 = x2 if s2 else convert_to_tensor(x2)
-    dtype = _matmul_dtype(d1, d2)
+    d1 = x1 if s1 else core.convert_to_tensor(x1)
+    d2 = x2 if s2 else core.convert_to_tensor(x2)
+    dtype = matmul_dtype(d1, d2)
     if d1.ndim < 2 or d2.ndim < 2:
         return dense_fn(_densify(x1), _densify(x2))
     batch = tuple(np.broadcast_shapes(tuple(d1.shape[:-2]), tuple(d2.shape[:-2])))
@@ -745,8 +698,8 @@ def dot(dense_fn, x1, x2):
     nd1 = getattr(x1, "ndim", 0)
     nd2 = getattr(x2, "ndim", 0)
     if nd1 == 2 and nd2 == 2:
-        dense_matmul = _knp().matmul
-        return matmul(getattr(dense_matmul, "__wrapped__", dense_matmul), x1, x2)
+        # (matmul's dense fallback never runs for two 2-D operands)
+        return matmul(dense_fn, x1, x2)
     return dense_fn(_densify(x1), _densify(x2))
 
 
@@ -777,8 +730,6 @@ def _counts(batch_coords, classes, weights, batch_shape, length, dtype):
 def bincount(dense_fn, x, weights=None, minlength=0, sparse=False):
     """Sparse bincount, for a sparse ``x`` (counting its stored values, as
     jax does) or ``sparse=True``."""
-    from keras_swift.src.core import convert_to_tensor
-
     if isinstance(x, SparseTensor):
         if weights is not None:
             if not isinstance(weights, SparseTensor):
@@ -796,9 +747,9 @@ def bincount(dense_fn, x, weights=None, minlength=0, sparse=False):
         batch_shape = x.shape[:-1]
         batch_coords = _columns(x.indices, list(range(x.ndim - 1)))
     else:
-        x = convert_to_tensor(x)
+        x = core.convert_to_tensor(x)
         if weights is not None:
-            weights = convert_to_tensor(_densify(weights))
+            weights = core.convert_to_tensor(_densify(weights))
             weights = op("reshape", weights, shape=[-1])
         classes = op("reshape", x, shape=[-1])
         batch_shape = x.shape[:-1]
@@ -816,9 +767,7 @@ def bincount(dense_fn, x, weights=None, minlength=0, sparse=False):
 def one_hot(dense_fn, x, num_classes, axis=-1, dtype=None, sparse=False):
     """Sparse one-hot: one entry per input position (value 0 for an input
     outside ``[0, num_classes)``, which jax keeps as an explicit zero too)."""
-    from keras_swift.src.core import convert_to_tensor
-
-    x = convert_to_tensor(_densify(x))
+    x = core.convert_to_tensor(_densify(x))
     if not is_int_dtype(x.dtype):
         x = _cast(x, "int32")
     num_classes = int(num_classes)
@@ -844,9 +793,7 @@ def one_hot(dense_fn, x, num_classes, axis=-1, dtype=None, sparse=False):
 
 
 def multi_hot(dense_fn, x, num_classes, axis=-1, dtype=None, sparse=False):
-    from keras_swift.src.core import convert_to_tensor
-
-    x = convert_to_tensor(_densify(x))
+    x = core.convert_to_tensor(_densify(x))
     reduction_axis = 1 if x.ndim > 1 else 0
     hot = one_hot(None, x, num_classes, axis=axis, dtype="int32")
     hot = _reduce_sum(hot, [reduction_axis], False, "int32")
@@ -857,118 +804,142 @@ def multi_hot(dense_fn, x, num_classes, axis=-1, dtype=None, sparse=False):
 
 
 # ---------------------------------------------------------------------------
-# Dispatch
+# Declaring a function's sparse behaviour
 # ---------------------------------------------------------------------------
 
 
-# The three common dispatchers are C callables (``_C.Dispatch``): a Python
+# The decorators' dispatchers are C callables (``_C.Dispatch``): a Python
 # wrapper's *args/**kwargs packing cost as much as a small op on every call of
 # add, multiply, sum, reshape, transpose...
 
 
-def _dispatcher(mode):
-    def make(dense_fn, handler):
-        return functools.update_wrapper(
-            _C.Dispatch(dense_fn, handler, SparseTensor, mode), dense_fn
-        )
+def _checking(mode):
+    def decorator(handler):
+        def wrap(dense_fn):
+            return functools.update_wrapper(
+                _C.Dispatch(dense_fn, handler, SparseTensor, mode), dense_fn
+            )
 
-    return make
+        return wrap
 
-
-_first_arg_dispatch = _dispatcher(0)  # f(x, ...)
-_binary_dispatch = _dispatcher(1)  # f(x1, x2)
-_list_dispatch = _dispatcher(2)  # f([x, ...], ...)
+    return decorator
 
 
-def _sparse_flag_dispatch(dense_fn, handler):
-    """For ops with a ``sparse=`` argument (bincount, one_hot, multi_hot)."""
-
-    @functools.wraps(dense_fn)
-    def dispatch(x, *args, **kwargs):
-        if kwargs.get("sparse", args[3] if len(args) >= 4 else False):
-            return handler(dense_fn, x, *args, **kwargs)
-        return dense_fn(x, *args, **kwargs)
-
-    return dispatch
+# ``@on_first_arg(handler)``: ``f(x, ...)`` runs ``handler(f, x, ...)`` for a
+# sparse ``x``; ``on_either_arg``: ``f(x1, x2)`` for either operand sparse;
+# ``on_listed_args``: ``f([x, ...], ...)`` for any listed one sparse.
+on_first_arg = _checking(0)
+on_either_arg = _checking(1)
+on_listed_args = _checking(2)
 
 
-def _bincount_dispatch(dense_fn, handler):
-    @functools.wraps(dense_fn)
-    def dispatch(x, weights=None, minlength=0, sparse=False):
-        if sparse or isinstance(x, SparseTensor):
-            return handler(dense_fn, x, weights, minlength, sparse)
-        return dense_fn(x, weights=weights, minlength=minlength, sparse=sparse)
+def on_sparse_flag(handler):
+    """For ops with a ``sparse=`` argument (one_hot, multi_hot)."""
 
-    return dispatch
+    def wrap(dense_fn):
+        @functools.wraps(dense_fn)
+        def dispatch(x, *args, **kwargs):
+            if kwargs.get("sparse", args[3] if len(args) >= 4 else False):
+                return handler(dense_fn, x, *args, **kwargs)
+            return dense_fn(x, *args, **kwargs)
 
+        return dispatch
 
-_LINEAR = elementwise_unary(linear=True)
-_NONLINEAR = elementwise_unary(linear=False)
-
-# name -> (dispatcher, handler). The element-wise lists follow the jax
-# backend's decorators (keras/src/backend/jax/numpy.py).
-_NUMPY_HANDLERS = {
-    **{
-        name: (_first_arg_dispatch, _LINEAR)
-        for name in ("conjugate", "conj", "copy", "imag", "real", "negative")
-    },
-    **{
-        name: (_first_arg_dispatch, _NONLINEAR)
-        for name in (
-            "abs", "absolute", "arcsin", "arcsinh", "arctan", "arctanh",
-            "ceil", "digitize", "expm1", "floor", "isinf", "isnan", "log1p",
-            "round", "sign", "signbit", "sin", "sinh", "sqrt", "square",
-            "tan", "tanh",
-        )
-    },
-    **{
-        name: (_first_arg_dispatch, densifying_unary)
-        for name in (
-            "arccos", "arccosh", "cos", "cosh", "exp", "exp2", "isfinite",
-            "log", "log10", "log2", "reciprocal",
-        )
-    },
-    "add": (_binary_dispatch, elementwise_binary_union(linear=True)),
-    "subtract": (_binary_dispatch, elementwise_binary_union(linear=True)),
-    "maximum": (_binary_dispatch, elementwise_binary_union(linear=False)),
-    "minimum": (_binary_dispatch, elementwise_binary_union(linear=False)),
-    "multiply": (_binary_dispatch, multiply),
-    "divide": (_binary_dispatch, divide),
-    "true_divide": (_binary_dispatch, divide),
-    "matmul": (_binary_dispatch, matmul),
-    "dot": (_binary_dispatch, dot),
-    "sum": (_first_arg_dispatch, sum),
-    "mean": (_first_arg_dispatch, mean),
-    "expand_dims": (_first_arg_dispatch, expand_dims),
-    "squeeze": (_first_arg_dispatch, squeeze),
-    "transpose": (_first_arg_dispatch, transpose),
-    "reshape": (_first_arg_dispatch, reshape),
-    "concatenate": (_list_dispatch, concatenate),
-    "bincount": (_bincount_dispatch, bincount),
-}
-
-_NN_HANDLERS = {
-    "one_hot": (_sparse_flag_dispatch, one_hot),
-    "multi_hot": (_sparse_flag_dispatch, multi_hot),
-}
+    return wrap
 
 
-def install(numpy_module, nn_module):
-    """Wrap the listed functions of the backend's op modules in place.
+def on_sparse_input_or_flag(handler):
+    """bincount: sparse for a sparse ``x`` or ``sparse=True``."""
 
-    Idempotent; functions a module lacks are skipped.
-    """
-    for module, table in ((numpy_module, _NUMPY_HANDLERS), (nn_module, _NN_HANDLERS)):
-        for name, (dispatcher, handler) in table.items():
-            fn = getattr(module, name, None)
-            if fn is None or getattr(fn, "_keras_swift_sparse", False):
-                continue
-            if isinstance(fn, _C.Op):
-                # Its engine path takes dense tensors only; the rest reaches
-                # the fallback, where the sparse check costs nothing extra.
-                fn.fallback = dispatcher(fn.fallback, handler)
-                fn._keras_swift_sparse = True
-                continue
-            wrapped = dispatcher(fn, handler)
-            wrapped._keras_swift_sparse = True
-            setattr(module, name, wrapped)
+    def wrap(dense_fn):
+        @functools.wraps(dense_fn)
+        def dispatch(x, weights=None, minlength=0, sparse=False):
+            if sparse or isinstance(x, SparseTensor):
+                return handler(dense_fn, x, weights, minlength, sparse)
+            return dense_fn(x, weights=weights, minlength=minlength, sparse=sparse)
+
+        return dispatch
+
+    return wrap
+
+
+# The element-wise kinds, named as the jax backend's decorators
+# (keras/src/backend/jax/sparse.py).
+_LINEAR_UNARY = _unary_handler(linear=True)
+_NONLINEAR_UNARY = _unary_handler(linear=False)
+_LINEAR_UNION = _union_handler(linear=True)
+_NONLINEAR_UNION = _union_handler(linear=False)
+
+
+def elementwise_unary(linear):
+    return on_first_arg(_LINEAR_UNARY if linear else _NONLINEAR_UNARY)
+
+
+densifying_unary = on_first_arg(_densifying_unary)
+
+
+def elementwise_binary_union(linear):
+    return on_either_arg(_LINEAR_UNION if linear else _NONLINEAR_UNION)
+
+
+elementwise_binary_intersection = on_either_arg(multiply)
+elementwise_division = on_either_arg(divide)
+
+
+# ---------------------------------------------------------------------------
+# The sparse tensor
+# ---------------------------------------------------------------------------
+
+
+def _operator(handler, dense_op, reflected=False):
+    # The sparse rule of the backend function of the same name, applied to
+    # Python's operator on the dense tensors (whose operators are the
+    # backend's functions).
+    def method(self, other):
+        if is_foreign_operand(other):
+            return NotImplemented
+        if reflected:
+            return handler(dense_op, other, self)
+        return handler(dense_op, self, other)
+
+    return method
+
+
+class SparseTensor(SparseBase):
+    """A COO sparse tensor (``core.SparseBase``: the layout, the arguments,
+    the dense form) with a tensor's arithmetic operators, which are the sparse
+    ops of the backend functions of the same names."""
+
+    __slots__ = ()
+
+    @classmethod
+    def fromdense(cls, x, n_dense=0):
+        """The sparse form of dense ``x``: its non-zero entries, or with
+        ``n_dense > 0`` its trailing slices that hold a non-zero."""
+        return fromdense(x, n_dense=n_dense)
+
+    __add__ = _operator(_LINEAR_UNION, operator.add)
+    __radd__ = _operator(_LINEAR_UNION, operator.add, reflected=True)
+    __sub__ = _operator(_LINEAR_UNION, operator.sub)
+    __rsub__ = _operator(_LINEAR_UNION, operator.sub, reflected=True)
+    __mul__ = _operator(multiply, operator.mul)
+    __rmul__ = _operator(multiply, operator.mul, reflected=True)
+    __truediv__ = _operator(divide, operator.truediv)
+    __rtruediv__ = _operator(divide, operator.truediv, reflected=True)
+    __matmul__ = _operator(matmul, operator.matmul)
+    __rmatmul__ = _operator(matmul, operator.matmul, reflected=True)
+
+    def __neg__(self):
+        return _LINEAR_UNARY(operator.neg, self)
+
+    def __abs__(self):
+        return _NONLINEAR_UNARY(operator.abs, self)
+
+
+class IndexedSlices(SparseTensor):
+    """A SparseTensor whose indices name whole rows (``indices`` is
+    ``[nnz, 1]``): the gradient of a variable that a train step read only
+    through row gathers (``sparse @ kernel``), so optimizers update just those
+    rows, as TensorFlow's IndexedSlices of the same name. Duplicate rows sum."""
+
+    __slots__ = ()

@@ -2,68 +2,29 @@
 
 ``SwiftTensor`` subclasses the native ``_swiftkeras.Tensor`` and is registered
 with ``set_tensor_class``, so every tensor the engine hands out is one. It adds
-the numpy-like protocol Keras applies to backend tensors: operators (routed to
-``keras_swift.src.ops.numpy``), indexing, scalar conversion and ``__array__``.
-Tensors are immutable; nothing here writes into engine storage.
+the numpy-like protocol Keras applies to backend tensors: operators (the
+backend functions of ``keras_swift.src.ops.numpy``), indexing, scalar
+conversion and ``__array__``. It is defined here, above the ops its operators
+call; the layers below test for ``_C.Tensor``. Tensors are immutable; nothing
+here writes into engine storage.
 """
 
 import numpy as np
 
-from keras_swift.src.dtypes import BITS_DTYPES
-from keras_swift.src.dtypes import NUMPY_DTYPES
-
-try:
-    import _swiftkeras as _C
-except ImportError as e:  # pragma: no cover - depends on the installation
-    raise ImportError(
-        "keras_swift needs the native module `_swiftkeras` (the Swift "
-        "engine's CPython extension). Build and install it with "
-        "`pip install .` from the keras-swift repository. "
-        f"Original error: {e}"
-    ) from e
-
-
-def numpy_view(t):
-    """Zero-copy, read-only ndarray over an engine tensor's storage.
-
-    The array keeps the tensor alive.
-    """
-    want = NUMPY_DTYPES[t.dtype]
-    if t.dtype in BITS_DTYPES:  # no typed buffer: read the bits as the dtype
-        a = np.frombuffer(t, dtype=want)
-    else:
-        a = np.asarray(memoryview(t))
-    shape = t.shape
-    if a.shape != shape:
-        a = a.reshape(shape)
-    return a
-
-
-def _knp():
-    from keras_swift.src.ops import numpy as knp
-
-    return knp
-
-
-def _indexing():
-    from keras_swift.src import indexing
-
-    return indexing
-
-
-def _is_foreign(other):
-    """Operands our operators leave to the other side (NotImplemented)."""
-    if other is None or isinstance(other, (str, bytes)):
-        return True
-    # Symbolic tensors handle the reflected operator themselves.
-    return type(other).__name__ == "KerasTensor"
+from keras_swift.src import indexing
+from keras_swift.src.core import cast
+from keras_swift.src.core import convert_to_tensor
+from keras_swift.src.core import is_foreign_operand
+from keras_swift.src.engine import _C
+from keras_swift.src.engine import numpy_view
+from keras_swift.src.ops import numpy as knp
 
 
 def _binary(fname, reflected=False):
     def method(self, other):
-        if _is_foreign(other):
+        if is_foreign_operand(other):
             return NotImplemented
-        fn = getattr(_knp(), fname)
+        fn = getattr(knp, fname)
         return fn(other, self) if reflected else fn(self, other)
 
     method.__name__ = fname
@@ -72,9 +33,8 @@ def _binary(fname, reflected=False):
 
 def _bitwise_or_logical(logical, bitwise, reflected=False):
     def method(self, other):
-        if _is_foreign(other):
+        if is_foreign_operand(other):
             return NotImplemented
-        knp = _knp()
         a, b = (other, self) if reflected else (self, other)
         other_dtype = getattr(other, "dtype", None)
         is_bool = self.dtype == "bool" and (
@@ -85,11 +45,10 @@ def _bitwise_or_logical(logical, bitwise, reflected=False):
     return method
 
 
-class _Arithmetic:
-    """The operators dense and sparse tensors share; each routes to the
-    backend function of the same name."""
+class _SwiftTensorMethods:
+    """An n-dimensional array computed by the Swift engine."""
 
-    __slots__ = ()
+    __array_priority__ = 100.0
 
     __add__ = _binary("add")
     __radd__ = _binary("add", reflected=True)
@@ -103,16 +62,10 @@ class _Arithmetic:
     __rmatmul__ = _binary("matmul", reflected=True)
 
     def __neg__(self):
-        return _knp().negative(self)
+        return knp.negative(self)
 
     def __abs__(self):
-        return _knp().absolute(self)
-
-
-class _SwiftTensorMethods(_Arithmetic):
-    """An n-dimensional array computed by the Swift engine."""
-
-    __array_priority__ = 100.0
+        return knp.absolute(self)
 
     # -- numpy interop -----------------------------------------------------
     def __array__(self, dtype=None, copy=None):
@@ -144,22 +97,18 @@ class _SwiftTensorMethods(_Arithmetic):
         return numpy_view(self).tolist()
 
     def astype(self, dtype):
-        from keras_swift.src.core import cast
-
         return cast(self, dtype)
 
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = shape[0]
-        return _knp().reshape(self, shape)
+        return knp.reshape(self, shape)
 
     @property
     def T(self):
-        return _knp().transpose(self)
+        return knp.transpose(self)
 
     def __reduce__(self):
-        from keras_swift.src.core import convert_to_tensor
-
         return (convert_to_tensor, (self.numpy(),))
 
     # Tensors are immutable: a copy is the tensor itself.
@@ -199,7 +148,6 @@ class _SwiftTensorMethods(_Arithmetic):
         return (self[i] for i in range(self.shape[0]))
 
     def __contains__(self, value):
-        knp = _knp()
         return bool(knp.any(knp.equal(self, value)))
 
     def __bool__(self):
@@ -227,9 +175,9 @@ class _SwiftTensorMethods(_Arithmetic):
         return int(self.item())
 
     def __getitem__(self, key):
-        return _indexing().getitem(self, key)
+        return indexing.getitem(self, key)
 
-    # -- arithmetic (the rest in _Arithmetic) --------------------------------
+    # -- arithmetic (continued) ---------------------------------------------
     __floordiv__ = _binary("floor_divide")
     __rfloordiv__ = _binary("floor_divide", reflected=True)
     __mod__ = _binary("mod")
@@ -253,13 +201,12 @@ class _SwiftTensorMethods(_Arithmetic):
         return self
 
     def __invert__(self):
-        knp = _knp()
         if self.dtype == "bool":
             return knp.logical_not(self)
         return knp.bitwise_invert(self)
 
     def __round__(self, ndigits=None):
-        return _knp().round(self, decimals=ndigits or 0)
+        return knp.round(self, decimals=ndigits or 0)
 
 
 def _tensor_class(methods):
@@ -278,183 +225,3 @@ def _tensor_class(methods):
 
 SwiftTensor = _tensor_class(_SwiftTensorMethods)
 _C.set_tensor_class(SwiftTensor)
-
-
-def _sparse():
-    from keras_swift.src import sparse
-
-    return sparse
-
-
-_op = _C.call
-
-
-class SparseTensor(_Arithmetic):
-    """A COO sparse tensor whose indices and values are engine tensors.
-
-    ``indices`` (int64, ``[nnz, k]``) names the coordinates of ``nnz``
-    entries along the first ``k`` dimensions of ``shape``; ``values``
-    (``[nnz, *shape[k:]]``) holds them. ``k == ndim`` is element-wise COO;
-    ``k < ndim`` stores whole trailing slices per index (jax's BCOO with
-    ``n_dense > 0``, TensorFlow's IndexedSlices). Duplicate indices mean the
-    sum of their values. The ops live in ``keras_swift.src.sparse``.
-
-    Args:
-        indices: integer tensor-like ``[nnz, k]``, ``0 <= k <= len(shape)``.
-        values: tensor-like ``[nnz, *shape[k:]]``.
-        shape: the dense shape (static ints).
-        unique: the caller guarantees that ``indices`` has no duplicates
-            (skips merging them before non-linear element-wise ops).
-        validate: check that indices are in range (one engine reduction).
-    """
-
-    __array_priority__ = 100.0
-    __slots__ = ("indices", "values", "shape", "unique")
-
-    def __init__(self, indices, values, shape, unique=False, validate=True):
-        from keras_swift.src.core import convert_to_tensor
-
-        try:
-            shape = tuple(int(d) for d in shape)
-        except TypeError as e:
-            raise TypeError(
-                f"SparseTensor: `shape` must be a sequence of ints, got {shape!r}"
-            ) from e
-        if any(d < 0 for d in shape):
-            raise ValueError(f"SparseTensor: negative dimension in shape {shape}")
-        if not isinstance(indices, _C.Tensor):
-            indices = np.asarray(indices)
-            if indices.size == 0:
-                indices = indices.reshape(0, len(shape))
-            if indices.dtype.kind not in "iu":
-                raise TypeError(
-                    f"SparseTensor: `indices` must be integers, got {indices.dtype}"
-                )
-            indices = convert_to_tensor(indices, "int64")
-        if not (indices.dtype.startswith("int") or indices.dtype.startswith("uint")):
-            raise TypeError(
-                f"SparseTensor: `indices` must be integers, got {indices.dtype}"
-            )
-        if indices.dtype != "int64":
-            indices = _op("cast", indices, dtype="int64")
-        if indices.ndim != 2 or indices.shape[1] > len(shape):
-            raise ValueError(
-                "SparseTensor: `indices` must have shape [nnz, k] with "
-                f"k <= {len(shape)} (the rank of shape {shape}), got "
-                f"{indices.shape}"
-            )
-        values = convert_to_tensor(values)
-        nnz, k = indices.shape
-        if values.shape != (nnz, *shape[k:]):
-            raise ValueError(
-                f"SparseTensor: `values` must have shape {(nnz, *shape[k:])} "
-                f"for {nnz} indices into shape {shape}, got {values.shape}"
-            )
-        if validate and nnz and k:
-            limits = convert_to_tensor(np.asarray(shape[:k], np.int64))
-            zero = convert_to_tensor(np.zeros((), np.int64))
-            bad = _op(
-                "logical_or",
-                _op("less", indices, zero),
-                _op("greater_equal", indices, limits),
-            )
-            if bool(_op("any", bad)):
-                raise IndexError(
-                    f"SparseTensor: an index is out of range for shape {shape}"
-                )
-        self.indices = indices
-        self.values = values
-        self.shape = shape
-        self.unique = bool(unique)
-
-    @classmethod
-    def fromdense(cls, x, n_dense=0):
-        """The sparse form of dense ``x``: its non-zero entries, or with
-        ``n_dense > 0`` its trailing slices that hold a non-zero."""
-        return _sparse().fromdense(x, n_dense=n_dense)
-
-    # -- properties --------------------------------------------------------
-    @property
-    def dtype(self):
-        return self.values.dtype
-
-    @property
-    def ndim(self):
-        return len(self.shape)
-
-    @property
-    def n_sparse(self):
-        return self.indices.shape[1]
-
-    @property
-    def n_dense(self):
-        return len(self.shape) - self.indices.shape[1]
-
-    @property
-    def nnz(self):
-        return self.indices.shape[0]
-
-    @property
-    def size(self):
-        size = 1
-        for d in self.shape:
-            size *= d
-        return size
-
-    # -- conversion --------------------------------------------------------
-    def todense(self):
-        return _sparse().todense(self)
-
-    def __array__(self, dtype=None, copy=None):
-        a = numpy_view(self.todense())
-        return a.astype(dtype) if dtype is not None else a.copy()
-
-    def numpy(self):
-        return self.todense().numpy()
-
-    def astype(self, dtype):
-        from keras_swift.src.core import cast
-
-        return self.with_values(cast(self.values, dtype))
-
-    def with_values(self, values):
-        """Same indices (and shape) holding ``values``, of the same class."""
-        return type(self)(
-            self.indices, values, self.shape, unique=self.unique, validate=False
-        )
-
-    def __repr__(self):
-        return (
-            f"SparseTensor(shape={self.shape}, dtype={self.dtype}, "
-            f"nnz={self.nnz}, n_dense={self.n_dense})"
-        )
-
-    __str__ = __repr__
-    __hash__ = object.__hash__
-
-    def __len__(self):
-        if not self.shape:
-            raise TypeError("len() of a 0-d tensor")
-        return self.shape[0]
-
-    # Indexing, iteration and truth value work on the dense form.
-    def __getitem__(self, key):
-        return self.todense()[key]
-
-    def __iter__(self):
-        return iter(self.todense())
-
-    def __bool__(self):
-        return bool(self.todense())
-
-    # Operators (_Arithmetic) go through the backend functions, which dispatch
-    # on sparse.
-
-
-class IndexedSlices(SparseTensor):
-    """A SparseTensor whose indices name whole rows (``indices`` is
-    ``[nnz, 1]``): the gradient of a variable that a train step read only
-    through row gathers (``sparse @ kernel``), so optimizers update just those
-    rows, as TensorFlow's IndexedSlices of the same name. Duplicate rows sum."""
-
-    __slots__ = ()

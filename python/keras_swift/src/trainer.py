@@ -24,9 +24,10 @@ from keras.src.trainers.epoch_iterator import EpochIterator as _EpochIterator
 from keras.src.utils import traceback_utils
 from keras.src.utils.python_utils import pythonify_logs
 from keras_swift.src.compiled import CompiledStep
-from keras_swift.src.core import _C
 from keras_swift.src.core import convert_to_numpy
+from keras_swift.src.engine import _C
 from keras_swift.src.sparse import collect_row_reads
+from keras_swift.src.sparse import from_foreign
 from keras_swift.src.sparse import gradient_with_row_reads
 
 _BaseTrainer = getattr(base_trainer, "BaseTrainer", None) or base_trainer.Trainer
@@ -45,8 +46,6 @@ class EpochIterator(_EpochIterator):
     """
 
     def _get_iterator(self):
-        from keras_swift.src.sparse import from_foreign
-
         for batch in super()._get_iterator():
             yield tree.map_structure(from_foreign, batch, none_is_leaf=False)
 

@@ -12,8 +12,9 @@ recorded and never alias the previous value.
 """
 
 from keras.src.backend.common.variables import Variable as KerasVariable
+from keras_swift.src import control_flow
 from keras_swift.src.core import convert_to_tensor
-from keras_swift.src.core import op
+from keras_swift.src.engine import op
 
 
 def detached_leaf(value, requires_grad):
@@ -31,7 +32,18 @@ class Variable(KerasVariable):
 
     def _direct_assign(self, value):
         value = convert_to_tensor(value, dtype=self._dtype)
+        logs = control_flow.ASSIGN_LOGS
+        if logs:
+            # A cond branch or loop body being traced: it yields the variable's new value.
+            logs[-1].setdefault(id(self), (self, self._value))
         self._value = detached_leaf(value, self.trainable)
+
+    def _take_value(self, leaf):
+        """Store ``leaf``, already what ``_direct_assign`` would store (a detached tensor
+        of this dtype flagged as this variable's leaf): a compiled step's new value."""
+        if leaf.requires_grad != self._trainable:
+            leaf.requires_grad = self._trainable
+        self._value = leaf
 
     def _convert_to_tensor(self, value, dtype=None):
         return convert_to_tensor(value, dtype=dtype)

@@ -445,7 +445,7 @@ class _JaxSparseShim:
         def __new__(cls, args, *, shape, **layout):
             import numpy as np
 
-            from keras_swift.src.tensor import SparseTensor
+            from keras_swift.src.sparse import SparseTensor
 
             values, indices = args
             if np.ndim(indices) > 2:
@@ -467,13 +467,13 @@ class _JaxSparseShim:
 
         @staticmethod
         def fromdense(x, n_batch=0, n_dense=0, **layout):
-            from keras_swift.src.tensor import SparseTensor
+            from keras_swift.src.sparse import SparseTensor
 
             return SparseTensor.fromdense(x, n_dense=n_dense)
 
     @property
     def JAXSparse(self):
-        from keras_swift.src.tensor import SparseTensor
+        from keras_swift.src.sparse import SparseTensor
 
         return SparseTensor
 
@@ -704,7 +704,7 @@ def _patch_custom_gradient_tests(module_name, tree, filename):
 
 def swift_sparseness(x):
     """``numpy_test.sparseness`` for the swift SparseTensor, else None."""
-    from keras_swift.src.tensor import SparseTensor
+    from keras_swift.src.sparse import SparseTensor
 
     if isinstance(x, SparseTensor):
         return "slices" if x.n_dense > 0 else "sparse"
@@ -724,7 +724,7 @@ def _patch_assert_sparse():
 
     def assertSparse(self, x, sparse=True):
         from keras.src.backend.common.keras_tensor import KerasTensor
-        from keras_swift.src.tensor import SparseTensor
+        from keras_swift.src.sparse import SparseTensor
 
         if isinstance(x, KerasTensor) or current_backend() != SWIFT:
             return original(self, x, sparse)

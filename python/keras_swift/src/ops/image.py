@@ -6,8 +6,8 @@ from keras_swift.src.core import cast
 from keras_swift.src.core import convert_to_numpy
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.core import is_float_dtype
-from keras_swift.src.core import op
 from keras_swift.src.core import result_type
+from keras_swift.src.engine import op
 from keras_swift.src.ops import numpy as knp
 
 

@@ -4,13 +4,12 @@ import numpy as np
 from keras.src import tree
 
 from keras_swift.src.core import cast
-from keras_swift.src.core import to_float as _float
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.core import is_float_dtype
-from keras_swift.src.tensor import _C
-from keras_swift.src.core import op
-from keras_swift.src.core import op_multi
 from keras_swift.src.core import result_type
+from keras_swift.src.core import to_float as _float
+from keras_swift.src.engine import _C
+from keras_swift.src.engine import op
 from keras_swift.src.ops import numpy as knp
 from keras_swift.src.variable import detached_leaf
 
@@ -37,7 +36,7 @@ def qr(x, mode="reduced"):
             f"Received: mode={mode}"
         )
     x = _float(x)
-    q, r = op_multi("qr", [x], {"mode": mode})
+    q, r = op("qr", x, mode=mode)
     return q, r
 
 
@@ -65,12 +64,12 @@ def inv(a):
 
 
 def eigh(a):
-    w, v = op_multi("eigh", [_square(_float(a), "eigh")])
+    w, v = op("eigh", _square(_float(a), "eigh"))
     return w, v
 
 
 def lu_factor(a):
-    lu, pivots = op_multi("lu_factor", [_float(a)])
+    lu, pivots = op("lu_factor", _float(a))
     return lu, pivots
 
 
@@ -102,7 +101,7 @@ def lstsq(a, b, rcond=None):
 
 def svd(x, full_matrices=True, compute_uv=True):
     x = _float(x)
-    u, s, vt = op_multi("svd", [x], {"full_matrices": bool(full_matrices)})
+    u, s, vt = op("svd", x, full_matrices=bool(full_matrices))
     if not compute_uv:
         return s
     return u, s, vt
@@ -201,7 +200,7 @@ def norm(x, ord=None, axis=None, keepdims=False):
 
 
 def eig(a):
-    w, v = op_multi("eig", [_square(_float(a), "eig")])
+    w, v = op("eig", _square(_float(a), "eig"))
     return w, v
 
 

@@ -3,11 +3,10 @@
 import math as pymath
 
 from keras_swift.src.core import cast
-from keras_swift.src.core import to_float as _float
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.core import is_int_dtype
-from keras_swift.src.core import op
-from keras_swift.src.core import op_multi
+from keras_swift.src.core import to_float as _float
+from keras_swift.src.engine import op
 from keras_swift.src.ops import numpy as knp
 
 
@@ -75,7 +74,7 @@ def segment_prod(data, segment_ids, num_segments=None, sorted=False):
 
 def top_k(x, k, sorted=True):
     x = convert_to_tensor(x)
-    values, indices = op_multi("top_k", [x], {"k": int(k)})
+    values, indices = op("top_k", x, k=int(k))
     return values, indices
 
 
@@ -90,7 +89,7 @@ def in_top_k(targets, predictions, k):
         op("reshape", targets, shape=[-1, 1]),
         axis=-1,
     )
-    kth = op_multi("top_k", [predictions], {"k": int(k)})[0][:, -1:]
+    kth = op("top_k", predictions, k=int(k))[0][:, -1:]
     return op("reshape", op("greater_equal", target_values, kth), shape=[-1])
 
 
@@ -137,7 +136,7 @@ def _complex_pair(x):
 
 def _fft(real, imag, inverse=False):
     """DFT along the last axis (engine op; inverse normalised by 1/n)."""
-    return op_multi("fft", [real, imag], {"inverse": bool(inverse)})
+    return op("fft", real, imag, inverse=bool(inverse))
 
 
 def _swap_last(x):
@@ -211,7 +210,7 @@ def irfft(x, fft_length=None):
 
 
 def logdet(x):
-    return op_multi("slogdet", [_float(x)])[1]
+    return op("slogdet", _float(x))[1]
 
 
 # Not part of the public surface, but keras.ops.polar (keras/src/ops/nn.py's

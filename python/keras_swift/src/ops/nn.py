@@ -16,14 +16,14 @@ from keras.src.backend.common.backend_utils import (
 )
 from keras.src.backend.config import epsilon
 from keras.src.backend.config import standardize_data_format
+from keras_swift.src import sparse
 from keras_swift.src.core import cast
-from keras_swift.src.core import to_float as _float
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.core import is_float_dtype
 from keras_swift.src.core import is_int_dtype
-from keras_swift.src.core import op
-from keras_swift.src.core import op_multi
 from keras_swift.src.core import result_type
+from keras_swift.src.core import to_float as _float
+from keras_swift.src.engine import op
 from keras_swift.src.ops import numpy as knp
 
 
@@ -413,6 +413,7 @@ def conv_transpose(
 # ---------------------------------------------------------------------------
 
 
+@sparse.on_sparse_flag(sparse.one_hot)
 def one_hot(x, num_classes, axis=-1, dtype=None, sparse=False):
     if sparse:
         raise ValueError("Unsupported value `sparse=True` with swift backend")
@@ -423,6 +424,7 @@ def one_hot(x, num_classes, axis=-1, dtype=None, sparse=False):
     return op("one_hot", x, num_classes=int(num_classes), axis=int(axis), dtype=dtype)
 
 
+@sparse.on_sparse_flag(sparse.multi_hot)
 def multi_hot(x, num_classes, axis=-1, dtype=None, sparse=False):
     if sparse:
         raise ValueError("Unsupported value `sparse=True` with swift backend")
@@ -538,7 +540,7 @@ def moments(x, axes, keepdims=False, synchronized=False):
         x = cast(x, "float32")
     elif not is_float_dtype(ori_dtype):
         x = cast(x, result_type(ori_dtype, float))
-    mean, variance = op_multi("moments", (x,), {"axes": axes, "keepdims": bool(keepdims)})
+    mean, variance = op("moments", x, axes=axes, keepdims=bool(keepdims))
     if ori_dtype in ("float16", "bfloat16"):
         info = np.finfo(np.float16)
         mean = cast(op("clip", mean, min=float(info.min), max=float(info.max)), ori_dtype)
@@ -753,16 +755,15 @@ def ctc_decode(
     if mask_index is None:
         mask_index = inputs.shape[-1] - 1
     lengths = cast(convert_to_tensor(sequence_lengths), "int32")
-    decoded, scores = op_multi(
+    decoded, scores = op(
         "ctc_decode",
-        [inputs, lengths],
-        {
-            "strategy": strategy,
-            "beam_width": int(beam_width),
-            "top_paths": int(top_paths),
-            "merge_repeated": bool(merge_repeated),
-            "mask_index": int(mask_index),
-        },
+        inputs,
+        lengths,
+        strategy=strategy,
+        beam_width=int(beam_width),
+        top_paths=int(top_paths),
+        merge_repeated=bool(merge_repeated),
+        mask_index=int(mask_index),
     )
     return decoded, scores
 

@@ -15,20 +15,22 @@ from keras.src.backend.common.backend_utils import canonicalize_axis
 from keras.src.backend.common.backend_utils import vectorize_impl
 from keras.src.backend.common.variables import standardize_dtype
 from keras.src.backend.config import floatx
-from keras_swift.src.core import _C
+from keras_swift.src import sparse
 from keras_swift.src.core import _static_ints
 from keras_swift.src.core import cast
 from keras_swift.src.core import convert_to_numpy
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.core import dtype_of
-from keras_swift.src.core import engine_op
 from keras_swift.src.core import is_float_dtype
 from keras_swift.src.core import is_int_dtype
 from keras_swift.src.core import is_tensor
+from keras_swift.src.core import matmul_dtype as _matmul_dtype
 from keras_swift.src.core import not_implemented
-from keras_swift.src.core import op
-from keras_swift.src.core import op_multi
 from keras_swift.src.core import result_type
+from keras_swift.src.core import sum_dtype as _sum_dtype
+from keras_swift.src.engine import _C
+from keras_swift.src.engine import engine_op
+from keras_swift.src.engine import op
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -98,15 +100,6 @@ def _unary_exp_like(name, x):
     return op(name, x)
 
 
-def _sum_dtype(dtype):
-    # jax's accumulation rule for sums and products
-    if dtype in ("bool", "int8", "int16"):
-        return "int32"
-    if dtype in ("uint8", "uint16"):
-        return "uint32"
-    return dtype
-
-
 def _reduce(name, x, axis, keepdims):
     return op(name, x, axes=_axes(axis), keepdims=bool(keepdims))
 
@@ -131,22 +124,27 @@ def _slice_axis(x, axis, start=None, stop=None, step=None):
 # ---------------------------------------------------------------------------
 
 
+@sparse.elementwise_binary_union(linear=True)
 def add(x1, x2):
     return _binary("add", x1, x2)
 
 
+@sparse.elementwise_binary_union(linear=True)
 def subtract(x1, x2):
     return _binary("subtract", x1, x2)
 
 
+@sparse.elementwise_binary_intersection
 def multiply(x1, x2):
     return _binary("multiply", x1, x2)
 
 
+@sparse.elementwise_division
 def divide(x1, x2):
     return _binary("divide", x1, x2, extra=(float,))
 
 
+@sparse.elementwise_division
 def true_divide(x1, x2):
     return divide(x1, x2)
 
@@ -190,10 +188,12 @@ def power(x1, x2):
     return _binary("power", x1, x2)
 
 
+@sparse.elementwise_binary_union(linear=False)
 def maximum(x1, x2):
     return _binary("maximum", x1, x2)
 
 
+@sparse.elementwise_binary_union(linear=False)
 def minimum(x1, x2):
     return _binary("minimum", x1, x2)
 
@@ -282,10 +282,12 @@ def heaviside(x1, x2):
     return op("where", op("isnan", x1), x1, out)  # numpy: heaviside(nan, x) is nan
 
 
+@sparse.elementwise_unary(linear=True)
 def negative(x):
     return op("negative", convert_to_tensor(x))
 
 
+@sparse.elementwise_unary(linear=False)
 def absolute(x):
     x = convert_to_tensor(x)
     if x.dtype == "bool" or x.dtype.startswith("uint"):
@@ -293,6 +295,7 @@ def absolute(x):
     return op("abs", x)
 
 
+@sparse.elementwise_unary(linear=False)
 def abs(x):
     return absolute(x)
 
@@ -304,6 +307,7 @@ def fabs(x):
     return op("abs", x)
 
 
+@sparse.elementwise_unary(linear=False)
 def sign(x):
     x = convert_to_tensor(x)
     if x.dtype == "bool":
@@ -311,6 +315,7 @@ def sign(x):
     return op("sign", x)
 
 
+@sparse.elementwise_unary(linear=False)
 def signbit(x):
     x = convert_to_tensor(x)
     if x.dtype == "bool" or x.dtype.startswith("uint"):
@@ -328,6 +333,7 @@ def signbit(x):
     return neg
 
 
+@sparse.elementwise_unary(linear=False)
 def square(x):
     x = convert_to_tensor(x)
     if x.dtype == "bool":
@@ -335,6 +341,7 @@ def square(x):
     return op("square", x)
 
 
+@sparse.elementwise_unary(linear=False)
 def sqrt(x):
     return _unary_float("sqrt", x)
 
@@ -351,15 +358,18 @@ def cbrt(x):
     return op("multiply", op("sign", x), mag)
 
 
+@sparse.densifying_unary
 def reciprocal(x):
     x = convert_to_tensor(x)
     return op("reciprocal", x)
 
 
+@sparse.densifying_unary
 def exp(x):
     return _unary_exp_like("exp", x)
 
 
+@sparse.densifying_unary
 def exp2(x):
     x = convert_to_tensor(x)
     if is_int_dtype(x.dtype) or x.dtype == "bool":
@@ -367,62 +377,76 @@ def exp2(x):
     return op("exp", op("multiply", x, _scalar(np.log(2.0), x.dtype)))
 
 
+@sparse.elementwise_unary(linear=False)
 def expm1(x):
     return _unary_exp_like("expm1", x)
 
 
+@sparse.densifying_unary
 def log(x):
     return _unary_float("log", x)
 
 
+@sparse.elementwise_unary(linear=False)
 def log1p(x):
     return _unary_float("log1p", x)
 
 
+@sparse.densifying_unary
 def log2(x):
     x = convert_to_tensor(x)
     x = cast(x, _float_dtype(x.dtype))
     return op("divide", op("log", x), _scalar(np.log(2.0), x.dtype))
 
 
+@sparse.densifying_unary
 def log10(x):
     x = convert_to_tensor(x)
     x = cast(x, _float_dtype(x.dtype))
     return op("divide", op("log", x), _scalar(np.log(10.0), x.dtype))
 
 
+@sparse.elementwise_unary(linear=False)
 def sin(x):
     return _unary_float("sin", x)
 
 
+@sparse.densifying_unary
 def cos(x):
     return _unary_float("cos", x)
 
 
+@sparse.elementwise_unary(linear=False)
 def tan(x):
     return _unary_float("tan", x)
 
 
+@sparse.elementwise_unary(linear=False)
 def arcsin(x):
     return _unary_float("arcsin", x)
 
 
+@sparse.densifying_unary
 def arccos(x):
     return _unary_float("arccos", x)
 
 
+@sparse.elementwise_unary(linear=False)
 def arctan(x):
     return _unary_float("arctan", x)
 
 
+@sparse.elementwise_unary(linear=False)
 def sinh(x):
     return _unary_float("sinh", x)
 
 
+@sparse.densifying_unary
 def cosh(x):
     return _unary_float("cosh", x)
 
 
+@sparse.elementwise_unary(linear=False)
 def tanh(x):
     return _unary_float("tanh", x)
 
@@ -436,6 +460,7 @@ def _huge(dtype):
     return _scalar(1.0 / np.sqrt(np.finfo(dtype).eps), dtype)
 
 
+@sparse.elementwise_unary(linear=False)
 def arcsinh(x):
     x = convert_to_tensor(x)
     x = cast(x, _float_dtype(x.dtype))
@@ -462,6 +487,7 @@ def arcsinh(x):
     return op("multiply", op("sign", x), r)
 
 
+@sparse.densifying_unary
 def arccosh(x):
     x = convert_to_tensor(x)
     x = cast(x, _float_dtype(x.dtype))
@@ -481,6 +507,7 @@ def arccosh(x):
     return op("where", op("less", x, one), _scalar(np.nan, x.dtype), r)
 
 
+@sparse.elementwise_unary(linear=False)
 def arctanh(x):
     x = convert_to_tensor(x)
     x = cast(x, _float_dtype(x.dtype))
@@ -524,10 +551,12 @@ def rad2deg(x):
     return op("multiply", x, _scalar(180.0 / np.pi, dtype))
 
 
+@sparse.elementwise_unary(linear=False)
 def floor(x):
     return _unary_float("floor", x)
 
 
+@sparse.elementwise_unary(linear=False)
 def ceil(x):
     return _unary_float("ceil", x)
 
@@ -539,6 +568,7 @@ def trunc(x):
     return op("multiply", op("sign", x), op("floor", op("abs", x)))
 
 
+@sparse.elementwise_unary(linear=False)
 def round(x, decimals=0):
     x = convert_to_tensor(x)
     if decimals == 0:
@@ -637,6 +667,7 @@ def logical_not(x):
     return op("logical_not", cast(x, "bool"))
 
 
+@sparse.elementwise_unary(linear=False)
 def isnan(x):
     x = convert_to_tensor(x)
     if not is_float_dtype(x.dtype):
@@ -644,6 +675,7 @@ def isnan(x):
     return op("isnan", x)
 
 
+@sparse.elementwise_unary(linear=False)
 def isinf(x):
     x = convert_to_tensor(x)
     if not is_float_dtype(x.dtype):
@@ -651,6 +683,7 @@ def isinf(x):
     return op("isinf", x)
 
 
+@sparse.densifying_unary
 def isfinite(x):
     x = convert_to_tensor(x)
     if not is_float_dtype(x.dtype):
@@ -711,6 +744,7 @@ def isin(x1, x2, assume_unique=False, invert=False):
 # ---------------------------------------------------------------------------
 
 
+@sparse.on_first_arg(sparse.sum)
 def sum(x, axis=None, keepdims=False):
     x = convert_to_tensor(x)
     return _reduce("sum", cast(x, _sum_dtype(x.dtype)), axis, keepdims)
@@ -722,6 +756,7 @@ def prod(x, axis=None, keepdims=False, dtype=None):
     return _reduce("prod", cast(x, dtype), axis, keepdims)
 
 
+@sparse.on_first_arg(sparse.mean)
 def mean(x, axis=None, keepdims=False):
     x = convert_to_tensor(x)
     if is_int_dtype(x.dtype) or x.dtype == "bool":
@@ -955,12 +990,7 @@ def nanargmin(x, axis=None, keepdims=False):
 # ---------------------------------------------------------------------------
 
 
-def _matmul_dtype(x1, x2):
-    if x1.dtype == "int8" and x2.dtype == "int8":
-        return "int32"
-    return result_type(x1.dtype, x2.dtype)
-
-
+@sparse.on_either_arg(sparse.matmul)
 def matmul(x1, x2):
     x1 = convert_to_tensor(x1)
     x2 = convert_to_tensor(x2)
@@ -1005,6 +1035,7 @@ def tensordot(x1, x2, axes=2):
     return _tensordot(x1, x2, axes1, axes2)
 
 
+@sparse.on_either_arg(sparse.dot)
 def dot(x1, x2):
     x1, x2 = _promote(x1, x2)
     if x1.ndim == 0 or x2.ndim == 0:
@@ -1260,6 +1291,7 @@ def array(x, dtype=None):
     return convert_to_tensor(x, dtype=dtype)
 
 
+@sparse.elementwise_unary(linear=True)
 def copy(x):
     return convert_to_tensor(x)  # tensors are immutable
 
@@ -1449,6 +1481,7 @@ def size(x):
     return convert_to_tensor(x).size
 
 
+@sparse.on_first_arg(sparse.reshape)
 def reshape(x, newshape):
     x = convert_to_tensor(x)
     return op("reshape", x, shape=_shape_list(newshape))
@@ -1458,6 +1491,7 @@ def ravel(x):
     return op("reshape", convert_to_tensor(x), shape=[-1])
 
 
+@sparse.on_first_arg(sparse.expand_dims)
 def expand_dims(x, axis):
     x = convert_to_tensor(x)
     axes = _axes(axis)
@@ -1471,6 +1505,7 @@ def expand_dims(x, axis):
     return op("reshape", x, shape=shape)
 
 
+@sparse.on_first_arg(sparse.squeeze)
 def squeeze(x, axis=None):
     x = convert_to_tensor(x)
     if axis is None:
@@ -1488,6 +1523,7 @@ def squeeze(x, axis=None):
 
 
 @engine_op("transpose", constant_time=True, axes="perm")
+@sparse.on_first_arg(sparse.transpose)
 def transpose(x, axes=None):
     # O(1) in the engine (a deferred copy; a small input, under 16K elements,
     # is copied at once), so the call is the op's whole cost: bound in C for
@@ -1524,6 +1560,7 @@ def broadcast_to(x, shape):
     return op("broadcast_to", convert_to_tensor(x), shape=_shape_list(shape))
 
 
+@sparse.on_listed_args(sparse.concatenate)
 def concatenate(xs, axis=0):
     xs = _promote(*xs) if len(xs) > 1 else [convert_to_tensor(xs[0])]
     if axis is None:
@@ -1822,6 +1859,7 @@ def searchsorted(sorted_sequence, values, side="left"):
     return op("sum", cast(cmp, out_type), axes=[-1], keepdims=False)
 
 
+@sparse.elementwise_unary(linear=False)
 def digitize(x, bins):
     x = convert_to_tensor(x)
     bins = convert_to_tensor(bins)
@@ -1842,6 +1880,7 @@ def _sort_less(a, b, or_equal):
     return op("logical_or", op("less", a, b), op("logical_and", b_nan, op("logical_not", op("isnan", a))))
 
 
+@sparse.on_sparse_input_or_flag(sparse.bincount)
 def bincount(x, weights=None, minlength=0, sparse=False):
     if sparse:
         raise ValueError("Unsupported value `sparse=True` with swift backend")
@@ -2029,18 +2068,22 @@ def nanmedian(x, axis=None, keepdims=False):
 # ---------------------------------------------------------------------------
 
 
+@sparse.elementwise_unary(linear=True)
 def conjugate(x):
     return op("conj", convert_to_tensor(x))
 
 
+@sparse.elementwise_unary(linear=True)
 def conj(x):
     return conjugate(x)
 
 
+@sparse.elementwise_unary(linear=True)
 def real(x):
     return op("real", convert_to_tensor(x))
 
 
+@sparse.elementwise_unary(linear=True)
 def imag(x):
     return op("imag", convert_to_tensor(x))
 
@@ -2058,7 +2101,7 @@ def slogdet(x):
     x = convert_to_tensor(x)
     if not is_float_dtype(x.dtype):
         x = cast(x, result_type(x.dtype, float))
-    sign, logabsdet = op_multi("slogdet", [x])
+    sign, logabsdet = op("slogdet", x)
     return sign, logabsdet
 
 
@@ -2271,7 +2314,7 @@ def histogram(x, bins=10, range=None):
     attrs = {"bins": int(bins)}
     if range is not None:
         attrs["min"], attrs["max"] = float(range[0]), float(range[1])
-    counts, edges = op_multi("histogram", [x], attrs)
+    counts, edges = op("histogram", x, **attrs)
     return counts, edges
 
 
@@ -2294,7 +2337,7 @@ def unique(
         attrs["size"] = int(size)
     if fill_value is not None:
         attrs["fill_value"] = float(fill_value)
-    values, index, inverse, counts = op_multi("unique", [x], attrs or None)
+    values, index, inverse, counts = op("unique", x, **attrs)
     outputs = [values]
     if return_index:
         outputs.append(index)

@@ -1,0 +1,137 @@
+// Graph passes run when a trace ends (`Program.optimized()`): constant folding, then common
+// subexpressions, then dead code.
+//
+// Both rest on registry ops being pure functions of their inputs and attributes (random
+// ops read their seed as an input). Both work on the program's top-level node list only:
+// values defined inside control-flow blocks are left alone, though uses inside blocks of
+// a value replaced outside are redirected.
+//
+// Tapes make a node's meaning depend on where it runs: an op recorded under a pushed tape
+// gets a gradient, the same op before the push does not, and a set-requires-grad node
+// changes what later ops record. So two nodes merge only within one stretch between tape
+// steps, requires-grad changes and control flow, where both would be recorded alike; and
+// no node whose outputs are program outputs, gradient sources or get their requires-grad
+// flag set is merged or folded (the caller, or a tape, tells those handles apart).
+
+extension Program {
+    /// Constant folding, common subexpressions and dead code, in that order.
+    public func optimized() throws -> Program {
+        try foldingConstants().eliminatingCommonSubexpressions().eliminatingDeadCode()
+    }
+
+    /// Values whose identity matters beyond their contents: program outputs, values a
+    /// set-requires-grad node flips and gradient sources (each gets its own gradient),
+    /// anywhere, blocks included.
+    private var pinnedValues: Set<Int> {
+        var pinned = Set(outputs.map(\.value))
+        func visit(_ nodes: [GraphNode]) {
+            for node in nodes {
+                switch node {
+                case .setRequiresGrad(let v, _): pinned.insert(v)
+                case .gradient(_, _, let sources, _, _): pinned.formUnion(sources)
+                case .cond(_, let branches, _): for b in branches { visit(b.nodes) }
+                case .whileLoop(_, _, let condition, let body, _, _):
+                    visit(condition.nodes)
+                    visit(body.nodes)
+                default: break
+                }
+            }
+        }
+        visit(nodes)
+        return pinned
+    }
+
+    /// Largest result (in elements) folded into a constant: the constant then lives as long
+    /// as the program, and is written into its file.
+    static let foldLimit = 1024
+
+    /// The program with every top-level op whose inputs are all constants (none requiring
+    /// a gradient) run once, here, and its results made constants, when they are small.
+    /// Ops with no inputs (`full`, `arange`) stay: they cost one fill per run, and a
+    /// translator reads their shapes (the ONNX exporter makes a `full` of the traced batch
+    /// size follow the batch).
+    public func foldingConstants() throws -> Program {
+        let pinned = pinnedValues
+        var constantOf: [Int: Tensor] = [:]
+        for c in constants { constantOf[c.value] = c.tensor }
+        var kept: [GraphNode] = []
+        var folded: [Constant] = []
+        for node in nodes {
+            guard case .op(let index, _, let attrs, let ins, let outs) = node, !ins.isEmpty,
+                  !outs.contains(where: pinned.contains),
+                  let args = Optional(ins.compactMap { constantOf[$0] }), args.count == ins.count,
+                  !args.contains(where: \.requiresGrad),
+                  let results = try? OpRegistry.ops[index].run(args, attrs),
+                  results.count == outs.count,
+                  results.allSatisfy({ $0.count <= Program.foldLimit && !$0.requiresGrad })
+            else {
+                kept.append(node)
+                continue
+            }
+            for (v, t) in zip(outs, results) {
+                constantOf[v] = t
+                folded.append(Constant(value: v, tensor: t))
+            }
+        }
+        if folded.isEmpty { return self }
+        return try Program(valueCount: valueCount, inputs: inputs, outputs: outputs, constants: constants + folded,
+                           nodes: kept)
+    }
+
+    /// The program with each top-level op node that repeats an earlier one (same op,
+    /// attributes and inputs, in the same stretch: see the top of this file) dropped and
+    /// its outputs read from the earlier node's.
+    public func eliminatingCommonSubexpressions() throws -> Program {
+        let pinned = pinnedValues
+        var replacement: [Int: Int] = [:]
+        func resolve(_ v: Int) -> Int { replacement[v] ?? v }
+        var seen: [String: [Int]] = [:]
+        var kept: [GraphNode] = []
+        for node in nodes {
+            let node = node.readingReplaced(resolve)
+            switch node {
+            case .op(let index, _, let attrs, let ins, let outs):
+                let key = "\(index)|\(ins)|" + attrs.values.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+                    .joined(separator: ",")
+                if !outs.contains(where: pinned.contains), let earlier = seen[key], earlier.count == outs.count {
+                    for (v, e) in zip(outs, earlier) { replacement[v] = e }
+                    continue
+                }
+                if !outs.contains(where: pinned.contains) { seen[key] = outs }
+            default:
+                // A tape step, requires-grad change or control flow ends the stretch.
+                seen.removeAll()
+            }
+            kept.append(node)
+        }
+        if replacement.isEmpty { return self }
+        return try Program(valueCount: valueCount, inputs: inputs,
+                           outputs: outputs.map { Output(value: resolve($0.value), spec: $0.spec) },
+                           constants: constants, nodes: kept)
+    }
+}
+
+extension GraphNode {
+    /// The node with every value it reads (in nested blocks too) passed through `resolve`.
+    func readingReplaced(_ resolve: (Int) -> Int) -> GraphNode {
+        func block(_ b: GraphBlock) -> GraphBlock {
+            GraphBlock(nodes: b.nodes.map { $0.readingReplaced(resolve) }, results: b.results.map(resolve))
+        }
+        switch self {
+        case .op(let index, let name, let attrs, let ins, let outs):
+            return .op(index: index, name: name, attrs: attrs, inputs: ins.map(resolve), outputs: outs)
+        case .tapePush, .tapePop:
+            return self
+        case .setRequiresGrad(let v, let flag):
+            return .setRequiresGrad(value: resolve(v), flag: flag)
+        case .gradient(let t, let seed, let srcs, let createGraph, let outs):
+            return .gradient(target: resolve(t), seed: seed.map(resolve), sources: srcs.map(resolve),
+                             createGraph: createGraph, outputs: outs)
+        case .cond(let selector, let branches, let outs):
+            return .cond(selector: resolve(selector), branches: branches.map(block), outputs: outs)
+        case .whileLoop(let initial, let params, let condition, let body, let outs, let maxIterations):
+            return .whileLoop(initial: initial.map(resolve), parameters: params, condition: block(condition),
+                              body: block(body), outputs: outs, maxIterations: maxIterations)
+        }
+    }
+}
