@@ -22,11 +22,28 @@ echo "== Swift tests"
 swift build --build-tests --scratch-path .build-test
 swift test --skip-build --scratch-path .build-test
 
+# The same tests under AddressSanitizer (with leak checks) and ThreadSanitizer, each a debug
+# build of its own (about a minute each on 2 cores); docs/testing.md "Sanitizers".
+echo "== Swift tests under AddressSanitizer and ThreadSanitizer"
+swift build --build-tests --sanitize=address --scratch-path .build-asan
+LSAN_OPTIONS=suppressions=$PWD/Tests/lsan-suppressions.txt swift test --skip-build --sanitize=address --scratch-path .build-asan
+swift build --build-tests --sanitize=thread --scratch-path .build-tsan
+TSAN_OPTIONS=suppressions=$PWD/Tests/tsan-suppressions.txt swift test --skip-build --sanitize=thread --scratch-path .build-tsan
+
 echo "== install keras-swift"
 "$venv/bin/pip" install -q .
 
 echo "== Python tests"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider python/tests
+
+# A bounded slice of the coverage-guided fuzzer (docs/testing.md "Fuzzing"); a finding exits non-zero
+# and its input is printed (base64) in the log. Run in a scratch directory: libFuzzer writes
+# its artifacts to the working directory.
+echo "== Fuzzing slice (scripts/fuzz.py)"
+fuzz_dir=$(mktemp -d)
+(cd "$fuzz_dir" && "$OLDPWD/$venv/bin/python" "$OLDPWD/scripts/fuzz.py" -seed=1 -runs=300000 -max_total_time=120 \
+    -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 corpus)
+rm -rf "$fuzz_dir"
 
 # A representative slice that runs in a few minutes; the full suite is the README's
 # conformance command. The runner exits non-zero on any failure, crash or timeout, except

@@ -29,7 +29,10 @@ final class SizeCheckTests: XCTestCase {
     func testCountChecksSignOverflowAndPhysicalMemory() throws {
         let c = SizeCheck("op")
         XCTAssertEqual(try c.count([]), 1)
-        XCTAssertEqual(try c.count([2, 0, 1 << 62]), 0)
+        XCTAssertEqual(try c.count([2, 0, 1 << 61]), 0)
+        // numpy's rule: an empty shape whose other dimensions' byte size overflows is refused.
+        assertValueError({ try c.count([2, 0, 1 << 62]) }, mentions: "too large")
+        assertValueError({ try c.count([0, 1 << 61], itemSize: 8) }, mentions: "too large")
         XCTAssertEqual(try c.count([3, 4], itemSize: 8), 12)
         assertValueError({ try c.count([-1, 2]) }, mentions: "negative")
         XCTAssertEqual(try c.count(repeatedInts(1, count: maxRank)), 1)

@@ -51,12 +51,15 @@ extension Complex {
     @inline(__always) var isFinite: Bool { re.isFinite && im.isFinite }
     @inline(__always) var isZero: Bool { re == 0 && im == 0 }
 
-    /// |z| without overflow or underflow in the squares.
+    /// |z| without overflow or underflow in the squares; C99's hypot at the edges (an
+    /// infinite part wins over a NaN one).
     @inline(__always) var magnitude: R {
         let a = Swift.abs(re), b = Swift.abs(im)
         if a.isInfinite || b.isInfinite { return .infinity }
+        // Before max: Swift.max(0, nan) is 0.
+        if a.isNaN || b.isNaN { return .nan }
         let m = Swift.max(a, b)
-        if m == 0 || m.isNaN { return m == 0 ? 0 : .nan }
+        if m == 0 { return 0 }
         let x = a / m, y = b / m
         return m * R.sqrt(x * x + y * y)
     }
@@ -64,6 +67,11 @@ extension Complex {
     @inline(__always) var argument: R { R.atan2(im, re) }
 
     @inline(__always) static func exp(_ z: Self) -> Self {
+        // C99's cexp at an infinite real part with a non-finite imaginary one, where
+        // e * cos(im) would be 0 * nan or inf * nan: exp(-inf + i y) = 0, exp(inf + i y) = inf + nan i.
+        if z.re.isInfinite && !z.im.isFinite {
+            return z.re < 0 ? Self(0, z.im.sign == .minus ? -0.0 : 0) : Self(.infinity, .nan)
+        }
         let e = R.exp(z.re)
         if z.im == 0 { return Self(e, z.im) }
         return Self(e * R.cos(z.im), e * R.sin(z.im))
@@ -71,12 +79,36 @@ extension Complex {
 
     @inline(__always) static func log(_ z: Self) -> Self { Self(R.log(z.magnitude), z.argument) }
 
-    /// The principal square root (branch cut on the negative real axis).
+    /// The principal square root (branch cut on the negative real axis), with C99's csqrt
+    /// at infinities and NaN.
     @inline(__always) static func sqrt(_ z: Self) -> Self {
         if z.isZero { return Self(0, z.im) }
-        let t = R.sqrt((z.magnitude + Swift.abs(z.re)) / 2)
-        if z.re >= 0 { return Self(t, z.im / (2 * t)) }
-        return Self(Swift.abs(z.im) / (2 * t), z.im < 0 ? -t : t)
+        if z.im.isInfinite { return Self(.infinity, z.im) }
+        if z.re.isInfinite {
+            let zero: R = z.im.sign == .minus ? -0.0 : 0
+            if z.re > 0 { return Self(z.re, z.im.isNaN ? z.im : zero) }
+            return z.im.isNaN ? Self(.nan, .infinity) : Self(0, z.im.sign == .minus ? -.infinity : .infinity)
+        }
+        // Scaled by 1/4 near the largest finite values, where |z| + |re| overflows.
+        let big = Swift.max(Swift.abs(z.re), Swift.abs(z.im)) > R.greatestFiniteMagnitude / 4
+        let w = big ? Self(z.re / 4, z.im / 4) : z, scale: R = big ? 2 : 1
+        let t = R.sqrt((w.magnitude + Swift.abs(w.re)) / 2)
+        if w.re >= 0 { return Self(scale * t, scale * (w.im / (2 * t))) }
+        return Self(scale * (Swift.abs(w.im) / (2 * t)), scale * (w.im < 0 ? -t : t))
+    }
+
+    /// z / |z| as numpy takes it: an infinite part gives its sign (both infinite: NaN), NaN
+    /// gives NaN, and 0 gives 0.
+    @inline(__always) static func sign(_ z: Self) -> Self {
+        switch (z.re.isInfinite, z.im.isInfinite) {
+        case (true, true): return Self(.nan, .nan)
+        case (true, false): return Self(z.re < 0 ? -1 : 1, 0)
+        case (false, true): return Self(0, z.im < 0 ? -1 : 1)
+        default:
+            if z.isNaN { return Self(.nan, .nan) }
+            let m = z.magnitude
+            return m == 0 ? Self(0) : Self(z.re / m, z.im / m)
+        }
     }
 
     /// a ** b = exp(b log a), with 0 ** b = 0 for Re(b) > 0 and 1 for b = 0 (numpy's rule).
@@ -93,6 +125,34 @@ extension Complex {
             return b.re < 0 ? Self(1) / r : r
         }
         if a.isZero { return b.re > 0 ? Self(0) : Self(.nan, .nan) }
-        return exp(b * log(a))
+        return exp(annexGProduct(b, log(a)))
+    }
+
+    /// x * y as C99 Annex G defines it (glibc's cpow, which numpy calls, multiplies so):
+    /// where the plain formula gives NaN + NaN i only through an infinite factor or product,
+    /// the infinities are recovered. The multiply op itself stays plain, as numpy's is.
+    static func annexGProduct(_ x: Self, _ y: Self) -> Self {
+        var (a, b, c, d) = (x.re, x.im, y.re, y.im)
+        let (ac, bd, ad, bc) = (a * c, b * d, a * d, b * c)
+        let plain = Self(ac - bd, ad + bc)
+        guard plain.re.isNaN && plain.im.isNaN else { return plain }
+        @inline(__always) func signed(_ m: R, _ s: R) -> R { s.sign == .minus ? -m : m }
+        @inline(__always) func box(_ v: R) -> R { signed(v.isInfinite ? 1 : 0, v) }
+        @inline(__always) func unNaN(_ v: R) -> R { v.isNaN ? signed(0, v) : v }
+        var recover = false
+        if a.isInfinite || b.isInfinite {
+            (a, b, c, d) = (box(a), box(b), unNaN(c), unNaN(d))
+            recover = true
+        }
+        if c.isInfinite || d.isInfinite {
+            (a, b, c, d) = (unNaN(a), unNaN(b), box(c), box(d))
+            recover = true
+        }
+        if !recover && (ac.isInfinite || bd.isInfinite || ad.isInfinite || bc.isInfinite) {
+            (a, b, c, d) = (unNaN(a), unNaN(b), unNaN(c), unNaN(d))
+            recover = true
+        }
+        guard recover else { return plain }
+        return Self(R.infinity * (a * c - b * d), R.infinity * (a * d + b * c))
     }
 }

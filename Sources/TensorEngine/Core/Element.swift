@@ -189,7 +189,17 @@ extension NumElem where Self: FloatElem {
     @inline(__always) public static func sub(_ a: Self, _ b: Self) -> Self { a - b }
     @inline(__always) public static func mul(_ a: Self, _ b: Self) -> Self { a * b }
     @inline(__always) public static func div(_ a: Self, _ b: Self) -> Self { a / b }
-    @inline(__always) public static func floorDiv(_ a: Self, _ b: Self) -> Self { floorf(a / b) }
+    /// numpy's divmod: the quotient of a - fmod(a, b), so one that underflows still floors
+    /// (-1e-300 // 1e300 is -1, where floor(a / b) gives -0).
+    @inline(__always) public static func floorDiv(_ a: Self, _ b: Self) -> Self {
+        if b == 0 { return a / b }
+        let m = fmodf(a, b)
+        var div = (a - m) / b
+        if m != 0 && ((b < 0) != (m < 0)) { div -= 1 }
+        if div == 0 { return (a / b).sign == .minus ? -0.0 : 0 }
+        let f = floorf(div)
+        return div - f > 0.5 ? f + 1 : f
+    }
     @inline(__always) public static func mod(_ a: Self, _ b: Self) -> Self {
         let r = fmodf(a, b)
         return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r

@@ -141,18 +141,24 @@ public struct SizeCheck {
     }
 
     /// Element count of `shape`: at most `maxRank` dimensions, none negative, no overflow,
-    /// and at `itemSize` bytes per element within physical memory.
+    /// and at `itemSize` bytes per element within physical memory. An empty shape obeys
+    /// numpy's rule too, its non-zero dimensions' byte size representable: (2, 0, 2**62)
+    /// could not be handed to numpy, and a loop over its long axis would not end.
     @discardableResult
     public func count(_ shape: [Int], itemSize: Int = 1) throws -> Int {
         guard shape.count <= maxRank else {
             throw EngineError.value("\(op): rank \(shape.count) exceeds the maximum of \(maxRank) dimensions")
         }
-        var n = 1
+        var n = 1, nonzero = 1
         for d in shape {
             guard d >= 0 else { throw EngineError.value("\(op): negative dimension in shape \(shape)") }
-            let (p, o) = n.multipliedReportingOverflow(by: d)
+            let (p, o) = nonzero.multipliedReportingOverflow(by: Swift.max(d, 1))
             guard !o else { throw EngineError.value("\(op): shape \(shape) is too large (its element count overflows)") }
-            n = p
+            nonzero = p
+            n = n &* d  // at most `nonzero`
+        }
+        if n == 0 && nonzero.multipliedReportingOverflow(by: Swift.max(itemSize, 1)).overflow {
+            throw EngineError.value("\(op): shape \(shape) is too large (its byte size overflows, although it is empty)")
         }
         do { try fits(n, itemSize: itemSize) } catch {
             throw EngineError.value("\(op): shape \(shape) is too large (\(n) elements of \(itemSize) bytes exceed physical memory, \(maxTensorBytes) bytes)")

@@ -61,9 +61,7 @@ private struct ComplexUnary<R: ComplexPart>: UnaryKernel {
         case .log: return .log(z)
         case .sqrt: return .sqrt(z)
         case .reciprocal: return Complex(1) / z
-        case .sign:
-            let m = z.magnitude
-            return m == 0 ? Complex(0) : Complex(z.re / m, z.im / m)
+        case .sign: return .sign(z)
         default: return z  // complexUnary lets no other op through
         }
     }

@@ -580,6 +580,7 @@ public func binary(_ op: BinaryOp, _ a0: Tensor, _ b0: Tensor) throws -> Tensor 
     let (a, b) = try promote(a0, b0)
     let dt = a.dtype
     if dt.isComplex { return try complexBinary(op, a, b) }
+    if op == .nextafter && dt.isHalf { return try nextAfterNarrow(a, b) }
     if dt.isHalf || (op.floatOnly && !dt.isFloatingPoint) {
         let r = try binary(op, cast(a, to: .float32), cast(b, to: .float32))
         return op.isComparison || !dt.isHalf ? r : try cast(r, to: dt)
@@ -625,6 +626,32 @@ public func binary(_ op: BinaryOp, _ a0: Tensor, _ b0: Tensor) throws -> Tensor 
     if dt.isFloatingPoint && !op.isComparison && op != .nextafter {
         Tape.record(out, [a, b]) { g in try binaryVJP(op, a, b, out, g) }
     }
+    return out
+}
+
+/// nextafter of a 16- or 8-bit float steps in its own bits: widened to float32 it would step
+/// by float32's spacing and round back to `a`.
+private func nextAfterNarrow(_ a: Tensor, _ b: Tensor) throws -> Tensor {
+    let shape = try broadcastShapes(a.shape, b.shape)
+    let x = try materialize(try cast(a, to: .float32), shape), y = try materialize(try cast(b, to: .float32), shape)
+    let bitsA = try materialize(a, shape), bitsB = try materialize(b, shape)
+    let nanBits = try cast(try scalar(.nan, .float32), to: a.dtype)
+    let out = try Tensor(empty: shape, dtype: a.dtype)
+    let px = x.pointer(Float.self), py = y.pointer(Float.self), n = out.count
+    func step<W: FixedWidthInteger & UnsignedInteger>(_: W.Type) {
+        let ba = bitsA.rawPointer.assumingMemoryBound(to: W.self), bb = bitsB.rawPointer.assumingMemoryBound(to: W.self)
+        let po = out.rawPointer.assumingMemoryBound(to: W.self)
+        let nan = nanBits.rawPointer.load(as: W.self), signBit: W = 1 << (W.bitWidth - 1)
+        for i in 0..<n {
+            let u = px[i], v = py[i]
+            if u.isNaN || v.isNaN { po[i] = nan }
+            else if u == v { po[i] = bb[i] }
+            else if u == 0 { po[i] = v > 0 ? 1 : signBit | 1 }
+            else { po[i] = (u < v) == (u > 0) ? ba[i] &+ 1 : ba[i] &- 1 }
+        }
+    }
+    if a.dtype.itemSize == 1 { step(UInt8.self) } else { step(UInt16.self) }
+    withExtendedLifetime((x, y, bitsA, bitsB, nanBits)) {}
     return out
 }
 
@@ -973,6 +1000,11 @@ public func relu(_ x: Tensor) throws -> Tensor { try unary(.relu, x) }
 /// Broadcasts `x` to `shape` as a new contiguous tensor (or `x` itself when it already fits).
 func materialize(_ x: Tensor, _ shape: [Int]) throws -> Tensor {
     if x.shape == shape { return x }
+    // The broadcast loop reads x through strides for `shape`: a shape that does not
+    // broadcast would read past x's buffer.
+    guard try broadcastShapes(x.shape, shape) == shape else {
+        throw EngineError.value("cannot broadcast shape \(x.shape) to \(shape)")
+    }
     let out = try Tensor(empty: shape, dtype: x.dtype)
     // Broadcasting against a same-shaped dummy reuses the binary loop: out = first(x, _).
     let dummy = try Tensor(zeros: [], dtype: .uint8)
@@ -1052,7 +1084,7 @@ extension BinaryOp {
         case .power: return "a ** b"
         case .maximum: return "Elementwise maximum (NaN propagates)"
         case .minimum: return "Elementwise minimum (NaN propagates)"
-        case .floorDivide: return "floor(a / b); integer division by zero gives 0"
+        case .floorDivide: return "floor(a / b) as numpy takes it (from a - fmod(a, b), so a quotient that underflows still floors); integer division by zero gives 0"
         case .mod: return "a - floor(a / b) * b, the sign of b; integer modulo by zero gives 0"
         case .arctan2: return "Angle of the point (b, a) in (-pi, pi]; ints give float32"
         case .nextafter: return "The next representable float after a towards b; ints give float32"

@@ -94,13 +94,16 @@ private func tupleOffsets(_ indices: Tensor, into shape: [Int]) throws -> (offse
     guard indices.dtype.isInteger else { throw EngineError.type("indices must be integers, got \(indices.dtype)") }
     let k = indices.shape.last!
     guard k <= shape.count else { throw EngineError.value("index tuples of length \(k) for a tensor of rank \(shape.count)") }
-    let sliceShape = Array(shape[k...]), slice = sliceShape.reduce(1, *)
+    let sliceShape = Array(shape[k...])
     let strides = contiguousStrides(shape)
     let values = try cast(indices, to: .int64)
     let v = values.pointer(Int64.self)
     defer { withExtendedLifetime(values) {} }
-    let count = indices.count / Swift.max(k, 1)
-    var out = repeatedInts(0, count: k == 0 ? 1 : count)
+    // One tuple per batch position, also when the tuples are empty (k = 0: each takes the
+    // whole tensor).
+    let batchShape = Array(indices.shape.dropLast())
+    try SizeCheck("the index tuples of shape \(indices.shape)").count(batchShape, itemSize: 8)
+    var out = repeatedInts(0, count: batchShape.reduce(1, *))
     for t in 0..<out.count {
         var off = 0
         for j in 0..<k {
@@ -113,7 +116,7 @@ private func tupleOffsets(_ indices: Tensor, into shape: [Int]) throws -> (offse
         }
         out[t] = off
     }
-    return (out, sliceShape, Array(indices.shape.dropLast()))
+    return (out, sliceShape, batchShape)
 }
 
 /// out[b...] = x[indices[b..., :]] (TensorFlow's gather_nd). Differentiable in x.
@@ -139,6 +142,10 @@ public func scatterND(_ base0: Tensor, _ indices: Tensor, _ updates0: Tensor, re
     let (offsets, sliceShape, batch) = try tupleOffsets(indices, into: base.shape)
     let slice = sliceShape.reduce(1, *)
     let expected = batch + sliceShape
+    guard (try? broadcastShapes(updates.shape, expected)) == expected else {
+        throw EngineError.value("scatter_nd: updates of shape \(updates.shape) do not broadcast to "
+                                + "indices.shape[:-1] + base.shape[\(indices.shape.last ?? 0):] = \(expected)")
+    }
     let u = try materialize(updates, expected)
     if base.dtype.isComplex {
         // Adding or storing acts on the two parts independently.
@@ -304,8 +311,11 @@ public func eye(_ n: Int, _ m: Int, k: Int = 0, dtype: DType = .float32) throws 
     try SizeCheck("eye").count([n, m], itemSize: dtype.itemSize)
     let out = try Tensor(zeros: [n, m], dtype: .uint8)
     let p = out.pointer(UInt8.self)
-    // Compared without forming i + k: k comes from the caller unbounded.
-    for i in 0..<n where k >= -i && k < m - i { p[i * m + i + k] = 1 }
+    // Only the rows the diagonal crosses, bounded without forming i + k (k comes from the
+    // caller unbounded): a loop over all n rows never ends for eye(2**60, 0).
+    let lo = k >= 0 ? 0 : (k <= -n ? n : -k)
+    let hi = k >= m ? 0 : (k > m - n ? m - k : n)
+    for i in lo..<Swift.max(lo, hi) { p[i * m + i + k] = 1 }
     return try cast(out, to: dtype)
 }
 

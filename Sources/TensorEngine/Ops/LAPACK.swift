@@ -267,10 +267,12 @@ public func luFactor(_ x0: Tensor) throws -> (lu: Tensor, pivots: Tensor) {
 /// (sign, log|det|) of each square matrix, from its LU factorisation. log|det| is differentiable.
 public func slogdet(_ x0: Tensor) throws -> (sign: Tensor, logabsdet: Tensor) {
     let x = try linalgInput(x0)
-    let (batch, n, _) = try matrixDims(x, "slogdet", square: true)
+    let (_, n, _) = try matrixDims(x, "slogdet", square: true)
     let (lu, piv) = try Tape.paused { try luFactor(x) }
     let batchShape = Array(x.shape.dropLast(2))
     let sign = try Tensor(zeros: batchShape, dtype: x.dtype), logdet = try Tensor(zeros: batchShape, dtype: x.dtype)
+    // One result per matrix, also for 0x0 matrices (det 1), of which x holds no elements.
+    let batch = sign.count
     let pl = lu.doubles(), pp = try piv.array(Int32.self)
     var signs = [Double](repeating: 1, count: batch), logs = [Double](repeating: 0, count: batch)
     for b in 0..<batch {

@@ -120,6 +120,12 @@ public func histogram(_ x0: Tensor, bins: Int, range: (Double, Double)? = nil) t
     let step = (hi - lo) / Double(Swift.max(bins, 1))
     for i in 0...bins { edges[i] = Double(i) * step + lo }  // numpy's linspace
     if bins > 0 { edges[bins] = hi }
+    // numpy's rule: edges that do not increase (a range below float64's spacing at its
+    // magnitude, as for int64 values near 2**62) cannot make bins; the scaled index would
+    // also be 0 / 0 there.
+    for i in 0..<bins where !(edges[i] < edges[i + 1]) {
+        throw EngineError.value("Too many bins for data range. Cannot create \(bins) finite-sized bins.")
+    }
     if bins > 0 {
         for i in 0..<n {
             let v = px[i]

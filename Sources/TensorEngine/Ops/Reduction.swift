@@ -14,8 +14,9 @@ private func reductionLayout(_ x: Tensor, _ axes: [Int]) throws -> (Tensor, Int,
     }
     let kept = (0..<x.rank).filter { !axes.contains($0) }
     let t = try Tape.paused { try transpose(x, kept + axes) }
+    // outer from the kept dimensions: x.count / r is 0 when a reduced axis is empty.
     let r = axes.map { x.shape[$0] }.reduce(1, *)
-    return (t, x.count / Swift.max(r, 1), r, 1)
+    return (t, kept.map { x.shape[$0] }.reduce(1, *), r, 1)
 }
 
 /// The shape with reduced `axes` set to 1, and the output shape (that one under `keepdims`,
@@ -33,6 +34,10 @@ public func reduce(_ op: ReduceOp, _ x0: Tensor, axes axes0: [Int]? = nil, keepd
     let (keptShape, outShape) = reducedShapes(x0.shape, axes: axes, keepdims: keepdims)
 
     if op == .any || op == .all {
+        // Over nothing, any is False and all is True (their identities; max/min have none).
+        if axes.contains(where: { x0.shape[$0] == 0 }) {
+            return try full(outShape, value: op == .all ? 1 : 0, dtype: .bool)
+        }
         // Truthiness first: a cast straight to uint8 would truncate 0.5 to 0.
         let b = try cast(try cast(x0, to: .bool), to: .uint8)
         let r = try reduce(op == .any ? .max : .min, b, axes: axes0, keepdims: keepdims)

@@ -9,6 +9,8 @@ public func argsort(_ x0: Tensor, axis: Int = -1, descending: Bool = false) thro
     let ax = try normalizeAxis(axis, rank: x.rank)
     let outer = x.shape[..<ax].reduce(1, *), r = x.shape[ax], inner = x.shape[(ax + 1)...].reduce(1, *)
     let out = try Tensor(zeros: x.shape, dtype: .int32)
+    // Empty: nothing to sort, where a loop over the lanes of an empty axis might never end.
+    if x.count == 0 { return out }
     struct K: NumericVisitor {
         let x: Tensor, out: Tensor, outer: Int, r: Int, inner: Int, descending: Bool
         func visit<T: NumElem>(_: T.Type) throws {
@@ -64,6 +66,7 @@ public func cumulative(_ x0: Tensor, axis: Int?, product: Bool, reverse: Bool = 
     if x.rank == 0 { return x }
     let ax = try normalizeAxis(axis ?? 0, rank: x.rank)
     let outer = x.shape[..<ax].reduce(1, *), r = x.shape[ax], inner = x.shape[(ax + 1)...].reduce(1, *)
+    if x.count == 0 { return x }  // as argsort: no lanes to walk
     let out = try Tensor(zeros: x.shape, dtype: x.dtype)
     struct K: NumericVisitor {
         let x: Tensor, out: Tensor, outer: Int, r: Int, inner: Int, product: Bool, reverse: Bool

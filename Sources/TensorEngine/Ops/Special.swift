@@ -55,7 +55,9 @@ enum SpecialFunctions {
             term *= -(mu - j * j) / (Double(k) * 8 * ax)
             total += term
         }
-        let v = Glibc.exp(ax) / (2 * Double.pi * ax).squareRoot() * total
+        // Beyond exp's range the two factors are inf / inf: take the quotient in logs there.
+        let v = ax < 700 ? Glibc.exp(ax) / (2 * Double.pi * ax).squareRoot() * total
+            : Glibc.exp(ax - 0.5 * (Glibc.log(2 * Double.pi) + Glibc.log(ax))) * total
         return order1 && x < 0 ? -v : v
     }
 }
