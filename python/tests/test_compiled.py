@@ -47,6 +47,16 @@ def _lstm():
     return keras.Sequential([keras.Input((5, 4)), layers.LSTM(6), layers.Dense(2)])
 
 
+def _transformer():
+    # Keras's text-classification block in small: attention (with dropout), residuals,
+    # LayerNorm, a feed-forward pair, pooling.
+    inp = keras.Input((6, 8))
+    h = layers.LayerNormalization()(inp + layers.MultiHeadAttention(num_heads=2, key_dim=4, dropout=0.1)(inp, inp))
+    f = layers.Dense(8)(layers.Dense(16, activation="relu")(h))
+    h = layers.LayerNormalization()(h + layers.Dropout(0.1)(f))
+    return keras.Model(inp, layers.Dense(3)(layers.GlobalAveragePooling1D()(h)))
+
+
 def _two_in_two_out():
     a, b = keras.Input((4,), name="a"), keras.Input((3,), name="b")
     h = layers.Dense(5, activation="tanh")(layers.Concatenate()([a, b]))
@@ -285,6 +295,7 @@ def _fit_twice(build, x, y, jit, optimizer="adam", **fit_kw):
     (_mlp, (12,), "sgd"),
     (_convnet, (8, 8, 2), "adam"),  # BatchNorm updates and Dropout draws in the graph
     (_lstm, (5, 4), "rmsprop"),
+    (_transformer, (6, 8), "adam"),
 ])
 def test_compiled_fit_equals_eager(build, shape, optimizer):
     rng = np.random.default_rng(6)
