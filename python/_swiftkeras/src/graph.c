@@ -73,7 +73,7 @@ py_trace_end(PyObject *mod, PyObject *outputs)
     te_tensor small[16];
     te_tensor *handles;
     int32_t n;
-    PyObject *keep = collect_tensors(outputs, "outputs", NULL, small, 16, &handles, &n);
+    PyObject *keep = collect_tensors(outputs, "trace_end(): outputs", NULL, small, 16, &handles, &n);
     if (keep == NULL) {
         te_trace_abort();
         return NULL;
@@ -163,7 +163,7 @@ end_block(PyObject *results, Py_ssize_t n_out,
     te_tensor small[16];
     te_tensor *handles;
     int32_t n;
-    PyObject *keep = collect_tensors(results, "results", NULL, small, 16, &handles, &n);
+    PyObject *keep = collect_tensors(results, "the block's results", NULL, small, 16, &handles, &n);
     if (keep == NULL) {
         return NULL;
     }
@@ -243,7 +243,8 @@ py_trace_while_begin(PyObject *mod, PyObject *initial)
     te_tensor small[16];
     te_tensor *handles;
     int32_t n;
-    PyObject *keep = collect_tensors(initial, "initial values", NULL, small, 16, &handles, &n);
+    PyObject *keep =
+        collect_tensors(initial, "trace_while_begin(): initial values", NULL, small, 16, &handles, &n);
     if (keep == NULL) {
         return NULL;
     }
@@ -353,7 +354,7 @@ py_graph_run(PyObject *mod, PyObject *args)
     te_tensor small[16];
     te_tensor *handles;
     int32_t n;
-    PyObject *keep = collect_tensors(inputs, "inputs", NULL, small, 16, &handles, &n);
+    PyObject *keep = collect_tensors(inputs, "graph_run(): inputs", NULL, small, 16, &handles, &n);
     if (keep == NULL) {
         return NULL;
     }

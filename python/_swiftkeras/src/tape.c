@@ -155,7 +155,7 @@ py_record_custom(PyObject *mod, PyObject *args)
     te_tensor small_in[SMALL_INPUTS];
     te_tensor *in;
     int32_t n;
-    PyObject *keep = collect_tensors(inputs, "inputs", NULL, small_in, SMALL_INPUTS, &in, &n);
+    PyObject *keep = collect_tensors(inputs, "record_custom(): inputs", NULL, small_in, SMALL_INPUTS, &in, &n);
     if (keep == NULL) {
         return NULL;
     }
@@ -205,7 +205,7 @@ py_gradient(PyObject *mod, PyObject *args, PyObject *kwargs)
     te_tensor small_src[SMALL_INPUTS];
     te_tensor *src;
     int32_t n;
-    PyObject *keep = collect_tensors(sources, "sources", NULL, small_src,
+    PyObject *keep = collect_tensors(sources, "gradient(): sources", NULL, small_src,
                                      SMALL_INPUTS, &src, &n);
     if (keep == NULL) {
         return NULL;

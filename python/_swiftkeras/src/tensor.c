@@ -414,8 +414,9 @@ PyObject *
 collect_tensors(PyObject *seq, const char *what, PyObject *opname, te_tensor *small,
                 Py_ssize_t small_cap, te_tensor **handles, int32_t *count)
 {
-    /* Error messages name the op (or gradient()); `opname` is only formatted
-     * on failure, keeping string work off the success path. */
+    /* Error messages name the op, when there is one (`what` names the argument
+     * otherwise: gradient's sources, graph_run's inputs); `opname` is only
+     * formatted on failure, keeping string work off the success path. */
     *handles = NULL;
     *count = 0;
     if (Tensor_Check(seq) || PyUnicode_Check(seq) || PyBytes_Check(seq) ||
@@ -425,8 +426,7 @@ collect_tensors(PyObject *seq, const char *what, PyObject *opname, te_tensor *sm
                          opname, what, Py_TYPE(seq)->tp_name);
         }
         else {
-            PyErr_Format(PyExc_TypeError,
-                         "gradient(): %s must be a sequence of Tensors, not %.200s", what,
+            PyErr_Format(PyExc_TypeError, "%s must be a sequence of Tensors, not %.200s", what,
                          Py_TYPE(seq)->tp_name);
         }
         return NULL;
@@ -458,8 +458,8 @@ collect_tensors(PyObject *seq, const char *what, PyObject *opname, te_tensor *sm
                              opname, what, i, Py_TYPE(item)->tp_name);
             }
             else {
-                PyErr_Format(PyExc_TypeError, "gradient(): %s[%zd] must be a Tensor, not %.200s",
-                             what, i, Py_TYPE(item)->tp_name);
+                PyErr_Format(PyExc_TypeError, "%s[%zd] must be a Tensor, not %.200s", what, i,
+                             Py_TYPE(item)->tp_name);
             }
             if (arr != small) {
                 PyMem_Free(arr);
