@@ -83,7 +83,9 @@ _Static_assert(sizeof(te_attr) == 64, "te_attr layout is part of the ABI");
 uint32_t te_abi_version(void);
 const char *te_last_error(void);
 
-/* Threads used by our kernels and by OpenBLAS (one knob for both). */
+/* Threads of the engine's worker pool, which runs every parallel kernel, GEMM
+ * included (OpenBLAS itself is held to the calling thread and called per block;
+ * its LAPACK routines run on one thread). */
 void te_set_num_threads(int32_t n);
 int32_t te_get_num_threads(void);
 
