@@ -90,14 +90,16 @@ extension Program {
         for node in nodes {
             let node = node.readingReplaced(resolve)
             switch node {
-            case .op(let index, _, let attrs, let ins, let outs):
+            case .op(let index, _, let attrs, let ins, let outs) where !outs.contains(where: pinned.contains):
                 let key = "\(index)|\(ins)|" + attrs.values.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
                     .joined(separator: ",")
-                if !outs.contains(where: pinned.contains), let earlier = seen[key], earlier.count == outs.count {
+                if let earlier = seen[key], earlier.count == outs.count {
                     for (v, e) in zip(outs, earlier) { replacement[v] = e }
                     continue
                 }
-                if !outs.contains(where: pinned.contains) { seen[key] = outs }
+                seen[key] = outs
+            case .op:
+                break
             default:
                 // A tape step, requires-grad change or control flow ends the stretch.
                 seen.removeAll()

@@ -115,11 +115,8 @@ public final class Program {
     public let outputs: [Output]
     public let constants: [Constant]
     public let nodes: [GraphNode]
-    /// Per node, the values whose last use it is (dropped right after it runs).
-    let freeAfter: [[Int]]
-    /// Inputs and constants that no node reads and no output returns.
-    let unusedAtStart: [Int]
-    /// The liveness plan, with control-flow nodes' plans for their blocks.
+    /// The liveness plan (per node, the values whose last use it is; the inputs and
+    /// constants nothing reads), with control-flow nodes' plans for their blocks.
     let plan: BlockPlan
     /// Runs of one program are serialised: a set-requires-grad node may change a constant's
     /// flag, which another thread's run would read.
@@ -132,8 +129,6 @@ public final class Program {
         self.constants = constants
         self.nodes = nodes
         plan = try Program.validateAndPlan(valueCount, inputs, outputs, constants, nodes)
-        freeAfter = plan.freeAfter
-        unusedAtStart = plan.unusedAtEntry
     }
 
     /// Checks SSA order and scoping, op indices and names, balanced tapes and control-flow
@@ -174,12 +169,12 @@ public final class Program {
                     slots[spec.value] = alias
                 }
             }
-            for v in unusedAtStart { slots[v] = nil }
+            for v in plan.unusedAtEntry { slots[v] = nil }
             let depth = Tape.depth
             do {
                 for (n, node) in nodes.enumerated() {
                     try Program.execute(node, plan, n, &slots)
-                    for v in freeAfter[n] { slots[v] = nil }
+                    for v in plan.freeAfter[n] { slots[v] = nil }
                     observer?(n, slots)
                 }
             } catch {

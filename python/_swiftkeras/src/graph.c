@@ -154,18 +154,23 @@ PyDoc_STRVAR(trace_cond_next_doc,
 
 STATUS_FUNCTION(py_trace_cond_next, te_trace_cond_next)
 
-/* Calls end(handles, n, outs, &recorded) with room for n_out outputs; returns
- * the outputs as a tuple, or None when nothing was recorded. */
+/* Calls end(handles, n, outs, &recorded, ctx) on the Tensors of `results` with
+ * room for n_out outputs (n_out < 0: as many as there are tensors); returns
+ * the outputs as a tuple, or None when nothing was recorded. `what` names the
+ * argument in errors. */
 static PyObject *
-end_block(PyObject *results, Py_ssize_t n_out,
+end_block(PyObject *results, const char *what, Py_ssize_t n_out,
           te_status (*end)(const te_tensor *, int32_t, te_tensor *, int32_t *, void *), void *ctx)
 {
     te_tensor small[16];
     te_tensor *handles;
     int32_t n;
-    PyObject *keep = collect_tensors(results, "the block's results", NULL, small, 16, &handles, &n);
+    PyObject *keep = collect_tensors(results, what, NULL, small, 16, &handles, &n);
     if (keep == NULL) {
         return NULL;
+    }
+    if (n_out < 0) {
+        n_out = n;
     }
     te_tensor *outs = PyMem_New(te_tensor, (size_t)(n_out > 0 ? n_out : 1));
     int32_t recorded = 0;
@@ -227,7 +232,7 @@ py_trace_cond_end(PyObject *mod, PyObject *args)
         return NULL;
     }
     int32_t b = branches;
-    return end_block(results, total / branches, cond_end, &b);
+    return end_block(results, "trace_cond_end(): results", total / branches, cond_end, &b);
 }
 
 PyDoc_STRVAR(trace_while_begin_doc,
@@ -237,37 +242,16 @@ PyDoc_STRVAR(trace_while_begin_doc,
 "values) the condition and body read, or None when the loop is not recorded\n"
 "(run it eagerly).");
 
+static te_status
+while_begin(const te_tensor *h, int32_t n, te_tensor *params, int32_t *recording, void *ctx)
+{
+    return te_trace_while_begin(h, n, params, recording);
+}
+
 static PyObject *
 py_trace_while_begin(PyObject *mod, PyObject *initial)
 {
-    te_tensor small[16];
-    te_tensor *handles;
-    int32_t n;
-    PyObject *keep =
-        collect_tensors(initial, "trace_while_begin(): initial values", NULL, small, 16, &handles, &n);
-    if (keep == NULL) {
-        return NULL;
-    }
-    te_tensor *params = PyMem_New(te_tensor, (size_t)(n > 0 ? n : 1));
-    int32_t recording = 0;
-    te_status st = TE_OK;
-    if (params != NULL) {
-        st = te_trace_while_begin(handles, n, params, &recording);
-    }
-    if (handles != small) {
-        PyMem_Free(handles);
-    }
-    Py_DECREF(keep);
-    if (params == NULL) {
-        return PyErr_NoMemory();
-    }
-    if (st != TE_OK) {
-        PyMem_Free(params);
-        return set_engine_error(st);
-    }
-    PyObject *r = recording ? wrap_outputs(params, n) : Py_NewRef(Py_None);
-    PyMem_Free(params);
-    return r;
+    return end_block(initial, "trace_while_begin(): initial values", -1, while_begin, NULL);
 }
 
 PyDoc_STRVAR(trace_while_body_doc,
@@ -326,7 +310,7 @@ py_trace_while_end(PyObject *mod, PyObject *args)
     if (n < 0) {
         return NULL;
     }
-    return end_block(results, n, while_end, &max_iterations);
+    return end_block(results, "trace_while_end(): results", n, while_end, &max_iterations);
 }
 
 PyDoc_STRVAR(trace_block_abort_doc,
