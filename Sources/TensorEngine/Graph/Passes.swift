@@ -1,5 +1,5 @@
-// Graph passes run when a trace ends (`Program.optimized()`): constant folding, then common
-// subexpressions, then dead code.
+// Graph passes run when a trace ends (`Program.optimized()`): constant folding, common
+// subexpressions, epilogue fusion, then dead code.
 //
 // Both rest on registry ops being pure functions of their inputs and attributes (random
 // ops read their seed as an input). Both work on the program's top-level node list only:
@@ -14,9 +14,9 @@
 // flag set is merged or folded (the caller, or a tape, tells those handles apart).
 
 extension Program {
-    /// Constant folding, common subexpressions and dead code, in that order.
+    /// Constant folding, common subexpressions, epilogue fusion and dead code, in that order.
     public func optimized() throws -> Program {
-        try foldingConstants().eliminatingCommonSubexpressions().eliminatingDeadCode()
+        try foldingConstants().eliminatingCommonSubexpressions().fusingEpilogues().eliminatingDeadCode()
     }
 
     /// Values whose identity matters beyond their contents: program outputs, values a
@@ -110,6 +110,69 @@ extension Program {
         return try Program(valueCount: valueCount, inputs: inputs,
                            outputs: outputs.map { Output(value: resolve($0.value), spec: $0.spec) },
                            constants: constants, nodes: kept)
+    }
+}
+
+extension Program {
+    /// The program with each top-level `conv` or `matmul` whose one reader is an `add`, and
+    /// that add's one reader an activation (relu, sigmoid, tanh) if there is one, made one
+    /// node with a `bias` input and an `activation` attribute (Epilogue.swift), placed where
+    /// the last of them was. The three must lie in one stretch (see the top of this file), and
+    /// neither intermediate may be pinned. The fused op computes the same values, as the ops
+    /// themselves wherever the kernel cannot (a bias that is not one row of channels, a tape
+    /// recording), so the rewrite needs no shapes.
+    public func fusingEpilogues() throws -> Program {
+        guard let conv = OpRegistry.lookup("conv"), let matmul = OpRegistry.lookup("matmul"),
+              let add = OpRegistry.lookup("add") else { return self }
+        var activations: [Int: EpilogueActivation] = [:]
+        for a in EpilogueActivation.allCases where a != .none {
+            if let i = OpRegistry.lookup(a.rawValue) { activations[i] = a }
+        }
+        let pinned = pinnedValues
+        var uses = [Int](repeating: 0, count: valueCount)
+        for node in nodes { for v in node.inputValues { uses[v] += 1 } }
+        for o in outputs { uses[o.value] += 1 }
+        var stretch = [Int](repeating: 0, count: nodes.count)
+        var current = 0
+        for (n, node) in nodes.enumerated() {
+            if case .op = node {} else { current += 1 }
+            stretch[n] = current
+        }
+        // The node reading `v` (its only reader) in node `n`'s stretch, with its op and inputs.
+        func reader(of v: Int, after n: Int) -> (at: Int, index: Int, attrs: Attrs, inputs: [Int], outputs: [Int])? {
+            guard uses[v] == 1, !pinned.contains(v) else { return nil }
+            var j = n + 1
+            while j < nodes.count, stretch[j] == stretch[n] {
+                if case .op(let index, _, let attrs, let ins, let outs) = nodes[j], ins.contains(v) {
+                    return (j, index, attrs, ins, outs)
+                }
+                j += 1
+            }
+            return nil
+        }
+        var rewritten = nodes.map { Optional($0) }
+        var fused = 0
+        for (n, node) in nodes.enumerated() {
+            guard case .op(let index, let name, var attrs, let ins, let outs) = node, index == conv || index == matmul,
+                  ins.count == 2, !attrs.has("activation"), outs.count == 1,
+                  let sum = reader(of: outs[0], after: n), sum.index == add, sum.inputs.count == 2, sum.outputs.count == 1
+            else { continue }
+            let bias = sum.inputs[0] == outs[0] ? sum.inputs[1] : sum.inputs[0]
+            guard bias != outs[0] else { continue }
+            var last = sum.at, result = sum.outputs[0], activation = EpilogueActivation.none
+            if let act = reader(of: result, after: sum.at), let a = activations[act.index], act.attrs.values.isEmpty,
+               act.inputs.count == 1, act.outputs.count == 1 {
+                (last, result, activation) = (act.at, act.outputs[0], a)
+                rewritten[sum.at] = nil
+            }
+            attrs.set("activation", .string(activation.rawValue))
+            rewritten[n] = nil
+            rewritten[last] = .op(index: index, name: name, attrs: attrs, inputs: ins + [bias], outputs: [result])
+            fused += 1
+        }
+        if fused == 0 { return self }
+        return try Program(valueCount: valueCount, inputs: inputs, outputs: outputs, constants: constants,
+                           nodes: rewritten.compactMap { $0 })
     }
 }
 

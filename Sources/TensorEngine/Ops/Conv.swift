@@ -150,10 +150,17 @@ private enum ConvPass { case forward, inputGrad, kernelGrad }
 private struct ConvKernel: BLASVisitor {
     let pass: ConvPass, g: ConvGeometry
     let a: Tensor, b: Tensor, out: Tensor
+    /// The forward pass's epilogue (Epilogue.swift): a bias and its activation, if any.
+    var bias: Tensor? = nil, activation: EpilogueActivation? = nil
     func visit<T: BLASFloat>(_: T.Type) throws {
-        guard g.n > 0, g.kk > 0, g.rowsPerImage > 0 else { return }
+        let epilogue = activation.map { Epilogue<T>(bias: bias.map { UnsafePointer($0.pointer(T.self)) }, activation: $0) }
+        guard g.n > 0, g.kk > 0, g.rowsPerImage > 0 else {
+            // No products (no input channels): the output is zeros, still to be finished.
+            if let e = epilogue, g.o > 0 { e.apply(out.pointer(T.self), rows: out.count / g.o, width: g.o, ld: g.o) }
+            return
+        }
         if pass != .kernelGrad, let wg = winogradGeometry(forward: pass == .forward, g) {
-            return try winogradPass(T.self, inputGrad: pass == .inputGrad, wg, x: a, w: b, y: out)
+            return try winogradPass(T.self, inputGrad: pass == .inputGrad, wg, x: a, w: b, y: out, epilogue: epilogue)
         }
         let ow = g.outSize[2], lines = g.n * g.linesPerImage
         let chunk = chunkLines(g, MemoryLayout<T>.size, wholeImages: pass == .inputGrad)
@@ -172,7 +179,8 @@ private struct ConvKernel: BLASVisitor {
                     im2col(a.pointer(T.self), g, gi, l0, l1, pc)
                     T.gemm(transA: false, transB: false, m: rows, n: g.og, k: g.kk, a: pc, lda: g.kk,
                            b: b.pointer(T.self) + gi * g.og, ldb: g.o, beta: 0,
-                           c: out.pointer(T.self) + first * g.o + gi * g.og, ldc: g.o)
+                           c: out.pointer(T.self) + first * g.o + gi * g.og, ldc: g.o,
+                           epilogue: g.groups == 1 ? epilogue : nil)
                 case .inputGrad:
                     // cols = dy[:, group] @ W[:, group]^T, then scatter into dx
                     T.gemm(transA: false, transB: true, m: rows, n: g.kk, k: g.og,
@@ -189,27 +197,32 @@ private struct ConvKernel: BLASVisitor {
                 l0 = l1
             }
         }
+        // Grouped: each chunk wrote one group's channels; the bias spans them all.
+        if g.groups > 1, let e = epilogue { e.apply(out.pointer(T.self), rows: out.count / g.o, width: g.o, ld: g.o) }
     }
 }
 
-private func runConv(_ pass: ConvPass, _ g: ConvGeometry, _ a: Tensor, _ b: Tensor, outShape: [Int]) throws -> Tensor {
+private func runConv(_ pass: ConvPass, _ g: ConvGeometry, _ a: Tensor, _ b: Tensor, outShape: [Int],
+                     bias: Tensor? = nil, activation: EpilogueActivation? = nil) throws -> Tensor {
     // Only the forward pass overwrites every output element; the others accumulate.
     let out = pass == .forward && g.kk > 0 ? try Tensor(empty: outShape, dtype: a.dtype) : try Tensor(zeros: outShape, dtype: a.dtype)
-    try dispatchBLAS(a.dtype, ConvKernel(pass: pass, g: g, a: a, b: b, out: out))
+    try dispatchBLAS(a.dtype, ConvKernel(pass: pass, g: g, a: a, b: b, out: out, bias: bias, activation: activation))
     return out
 }
 
 /// Records the VJP shared by conv and conv_transpose: both are linear in each argument,
 /// so each one's gradient is a pass of the other with geometry `g`.
 private func recordConv(_ out: Tensor, x: Tensor, w: Tensor, g: ConvGeometry, transposed: Bool) {
-    Tape.record(out, [x, w]) { gy0 in
-        let gy = try cast(gy0, to: x.dtype)
-        if transposed {
-            // out = conv^T(x, w): dx = conv(gy, w), dw = kernelGrad(gy, x)
-            return [try runConv(.forward, g, gy, w, outShape: x.shape), try runConv(.kernelGrad, g, gy, x, outShape: w.shape)]
-        }
-        return [try runConv(.inputGrad, g, gy, w, outShape: x.shape), try runConv(.kernelGrad, g, x, gy, outShape: w.shape)]
+    Tape.record(out, [x, w]) { gy in try convVJP(gy, x: x, w: w, g: g, transposed: transposed) }
+}
+
+private func convVJP(_ gy0: Tensor, x: Tensor, w: Tensor, g: ConvGeometry, transposed: Bool) throws -> [Tensor?] {
+    let gy = try cast(gy0, to: x.dtype)
+    if transposed {
+        // out = conv^T(x, w): dx = conv(gy, w), dw = kernelGrad(gy, x)
+        return [try runConv(.forward, g, gy, w, outShape: x.shape), try runConv(.kernelGrad, g, gy, x, outShape: w.shape)]
     }
+    return [try runConv(.inputGrad, g, gy, w, outShape: x.shape), try runConv(.kernelGrad, g, x, gy, outShape: w.shape)]
 }
 
 private func convOperands(_ x0: Tensor, _ w0: Tensor, _ name: String) throws -> (Tensor, Tensor, Int) {
@@ -231,14 +244,15 @@ private func spatialAttr(_ v: [Int], _ spatial: Int, _ name: String) throws -> [
 }
 
 /// Convolution of x (N, *spatial, C) with kernel (*k, C / groups, O), "valid" or "same"
-/// padding (TensorFlow's split: the extra pad goes after). Differentiable in both.
-public func conv(_ x0: Tensor, _ w0: Tensor, strides: [Int] = [1], padding: String = "valid", dilation: [Int] = [1],
-                 groups: Int = 1) throws -> Tensor {
+/// padding (TensorFlow's split: the extra pad goes after), then `activation(y + bias)` when
+/// given (Epilogue.swift). Differentiable in all three.
+public func conv(_ x0: Tensor, _ w0: Tensor, bias: Tensor? = nil, activation: EpilogueActivation = .none,
+                 strides: [Int] = [1], padding: String = "valid", dilation: [Int] = [1], groups: Int = 1) throws -> Tensor {
     let (x, w, spatial) = try convOperands(x0, w0, "conv")
     if x.dtype.isHalf {
         let r = try conv(try cast(x, to: .float32), try cast(w, to: .float32), strides: strides, padding: padding,
                          dilation: dilation, groups: groups)
-        return try cast(r, to: x.dtype)
+        return try epilogueByOps(try cast(r, to: x.dtype), bias: bias, activation: activation)
     }
     var g = ConvGeometry()
     g.n = x.shape[0]
@@ -256,9 +270,16 @@ public func conv(_ x0: Tensor, _ w0: Tensor, strides: [Int] = [1], padding: Stri
         (g.outSize[d], g.pads[d]) = try windowGeometry(g.inSize[d], g.kernel[d], g.strides[d], g.dilation[d], padding, op: "conv")
     }
     let outShape = [g.n] + Array(g.outSize.suffix(spatial)) + [g.o]
+    if bias != nil || activation != .none, epilogueFits(bias: bias, dtype: x.dtype, channels: g.o, rank: outShape.count) {
+        let out = try runConv(.forward, g, x, w, outShape: outShape, bias: bias, activation: activation)
+        recordEpilogue(out, [x, w], bias: bias, activation: activation) { gz in
+            try convVJP(gz, x: x, w: w, g: g, transposed: false)
+        }
+        return out
+    }
     let out = try runConv(.forward, g, x, w, outShape: outShape)
     recordConv(out, x: x, w: w, g: g, transposed: false)
-    return out
+    return try epilogueByOps(out, bias: bias, activation: activation)
 }
 
 /// 2-D convenience form of `conv` (NHWC input, (KH, KW, C, O) kernel).
@@ -313,10 +334,13 @@ private let convDilation = AttrSpec.ints("dilation", default: [1])
 private let convPadding = AttrSpec.string("padding", default: "valid", choices: ["valid", "same"])
 
 let convOps: [OpDef] = [
-    OpDef("conv", inputs: ["x", "kernel"], attrs: [convStrides, convPadding, convDilation, .int("groups", default: 1)],
+    OpDef("conv", inputs: ["x", "kernel", "bias?"],
+          attrs: [convStrides, convPadding, convDilation, .int("groups", default: 1), epilogueActivationAttr],
           doc: "Convolution of x (N, *spatial, C) with kernel (*k, C/groups, O), 1-3 spatial dims; strides and "
-            + "dilation: one int or one per spatial dim; groups = C is depthwise") { t, a in
-        try conv(t[0], t[1], strides: a.requiredInts("strides"), padding: a.string("padding"),
+            + "dilation: one int or one per spatial dim; groups = C is depthwise; then activation(y + bias) "
+            + "when given, applied as the output is written where it can be") { t, a in
+        try conv(t[0], t[1], bias: t.count > 2 ? t[2] : nil, activation: a.epilogueActivation(),
+                 strides: a.requiredInts("strides"), padding: a.string("padding"),
                  dilation: a.requiredInts("dilation"), groups: a.int("groups"))
     },
     OpDef("conv2d", inputs: ["x", "kernel"], attrs: [.ints("strides", default: [1, 1]), convPadding, .ints("dilation", default: [1, 1])],

@@ -230,7 +230,9 @@ struct Abs<T: NumElem>: UnaryKernel, Streaming { @inline(__always) func callAsFu
 struct Sign<T: NumElem>: UnaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: T) -> T { T.sign(x) } }
 struct Square<T: NumElem>: UnaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: T) -> T { T.mul(x, x) } }
 /// max(x, 0), NaN-propagating for floats.
-struct Relu<T: NumElem>: UnaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: T) -> T { x > T.zeroValue || x.isNaNValue ? x : T.zeroValue } }
+/// NaN stays NaN (`NaN <= 0` is false). One comparison and a select, no `||`: its short circuit
+/// made an in-place loop (a GEMM epilogue) a branch and a conditional store per element.
+struct Relu<T: NumElem>: UnaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: T) -> T { x <= T.zeroValue ? T.zeroValue : x } }
 struct Identity<T>: UnaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: T) -> T { x } }
 struct Not: UnaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: Bool) -> Bool { !x } }
 struct AlwaysTrue: UnaryKernel, Streaming { @inline(__always) func callAsFunction(_ x: Bool) -> Bool { true } }
@@ -919,34 +921,37 @@ public func unary(_ op: UnaryOp, _ x0: Tensor) throws -> Tensor {
         }
     }
     try dispatchFloat(x.dtype, K(op: op, x: x, out: out))
-    Tape.record(out, [x]) { g in
-        // Recording a backward pass (create_graph): a fused kernel's factor would be a
-        // constant to the tape, dropping the second derivative through x.
-        if Tape.shouldRecord([g, x, out]), let d = try differentiableDerivative(op, x, out) {
-            return [try multiply(g, d)]
-        }
-        let d = try Tensor(empty: x.shape, dtype: x.dtype)
-        struct D: FloatVisitor {
-            let op: UnaryOp, x: Tensor, y: Tensor, d: Tensor
-            func visit<T: FloatElem>(_: T.Type) throws {
-                // The per-element switch of Derivative blocks vectorisation: hot ops get functors.
-                switch op {
-                case .tanh: mapBinary(x, y, d, TanhGrad<T>())
-                case .sigmoid: mapBinary(x, y, d, SigmoidGrad<T>())
-                case .exp: mapBinary(x, y, d, ExpGrad<T>())
-                case .sqrt: mapBinary(x, y, d, SqrtGrad<T>())
-                case .relu: mapBinary(x, y, d, ReluGrad<T>())
-                case .gelu(approximate: true) where T.self == Float.self: mapBinary(x, y, d, GeluTanhGradF32())
-                case .gelu(approximate: false) where T.self == Float.self: mapBinary(x, y, d, GeluErfGradF32())
-                case .erf where T.self == Float.self: mapBinary(x, y, d, ErfGradF32())
-                default: mapBinary(x, y, d, Derivative<T>(op: op))
-                }
+    Tape.record(out, [x]) { g in [try unaryVJP(op, g, x: x, y: out)] }
+    return out
+}
+
+/// g times dy/dx for y = op(x) (float x).
+func unaryVJP(_ op: UnaryOp, _ g: Tensor, x: Tensor, y out: Tensor) throws -> Tensor {
+    // Recording a backward pass (create_graph): a fused kernel's factor would be a
+    // constant to the tape, dropping the second derivative through x.
+    if Tape.shouldRecord([g, x, out]), let d = try differentiableDerivative(op, x, out) {
+        return try multiply(g, d)
+    }
+    let d = try Tensor(empty: x.shape, dtype: x.dtype)
+    struct D: FloatVisitor {
+        let op: UnaryOp, x: Tensor, y: Tensor, d: Tensor
+        func visit<T: FloatElem>(_: T.Type) throws {
+            // The per-element switch of Derivative blocks vectorisation: hot ops get functors.
+            switch op {
+            case .tanh: mapBinary(x, y, d, TanhGrad<T>())
+            case .sigmoid: mapBinary(x, y, d, SigmoidGrad<T>())
+            case .exp: mapBinary(x, y, d, ExpGrad<T>())
+            case .sqrt: mapBinary(x, y, d, SqrtGrad<T>())
+            case .relu: mapBinary(x, y, d, ReluGrad<T>())
+            case .gelu(approximate: true) where T.self == Float.self: mapBinary(x, y, d, GeluTanhGradF32())
+            case .gelu(approximate: false) where T.self == Float.self: mapBinary(x, y, d, GeluErfGradF32())
+            case .erf where T.self == Float.self: mapBinary(x, y, d, ErfGradF32())
+            default: mapBinary(x, y, d, Derivative<T>(op: op))
             }
         }
-        try dispatchFloat(x.dtype, D(op: op, x: x, y: out, d: d))
-        return [try multiply(g, d)]
     }
-    return out
+    try dispatchFloat(x.dtype, D(op: op, x: x, y: out, d: d))
+    return try multiply(g, d)
 }
 
 /// dy/dx of `op` (y = op(x)) in recorded engine ops, so that it differentiates again; nil

@@ -2,7 +2,8 @@ import COpenBLAS
 
 /// C = op(A) @ op(B) per batch with broadcast batch dimensions; A, B of rank >= 2 and one
 /// float32/float64 dtype go to OpenBLAS, other numeric dtypes to a row-parallel loop.
-func gemm(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false) throws -> Tensor {
+func gemm(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false, bias: Tensor? = nil,
+          activation: EpilogueActivation? = nil) throws -> Tensor {
     let (m, ka) = transA ? (a.shape[a.rank - 1], a.shape[a.rank - 2]) : (a.shape[a.rank - 2], a.shape[a.rank - 1])
     let (kb, n) = transB ? (b.shape[b.rank - 1], b.shape[b.rank - 2]) : (b.shape[b.rank - 2], b.shape[b.rank - 1])
     guard ka == kb else {
@@ -35,17 +36,19 @@ func gemm(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false) 
     struct B: BLASVisitor {
         let a: Tensor, b: Tensor, out: Tensor, m: Int, n: Int, k: Int, lda: Int, ldb: Int
         let transA: Bool, transB: Bool, shared: Bool, offA: [Int], offB: [Int]
+        let bias: Tensor?, activation: EpilogueActivation?
         func visit<T: BLASFloat>(_: T.Type) throws {
             let pa = a.pointer(T.self), pb = b.pointer(T.self), pc = out.pointer(T.self)
             let (m, n, k, lda, ldb, transA, transB, offA, offB) = (m, n, k, lda, ldb, transA, transB, offA, offB)
+            let epilogue = activation.map { Epilogue<T>(bias: bias.map { UnsafePointer($0.pointer(T.self)) }, activation: $0) }
             if shared {
                 // B shared by every batch entry: one big GEMM over the stacked rows of A.
                 T.gemm(transA: false, transB: transB, m: offA.count * m, n: n, k: k, a: pa, lda: lda, b: pb, ldb: ldb,
-                       beta: 0, c: pc, ldc: n)
+                       beta: 0, c: pc, ldc: n, epilogue: epilogue)
             } else if m * n * k >= Threading.gemmGrain {
                 for i in offA.indices {
                     T.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: pa + offA[i], lda: lda,
-                           b: pb + offB[i], ldb: ldb, beta: 0, c: pc + i * m * n, ldc: n)
+                           b: pb + offB[i], ldb: ldb, beta: 0, c: pc + i * m * n, ldc: n, epilogue: epilogue)
                 }
             } else {
                 // Small products (attention heads): one thread per run of batch entries.
@@ -53,6 +56,7 @@ func gemm(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false) 
                     for i in r {
                         T.blasGEMM(transA: transA, transB: transB, m: m, n: n, k: k, a: pa + offA[i], lda: lda,
                                    b: pb + offB[i], ldb: ldb, beta: 0, c: pc + i * m * n, ldc: n)
+                        epilogue?.apply(pc + i * m * n, rows: m, width: n, ld: n)
                     }
                 }
             }
@@ -61,7 +65,8 @@ func gemm(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false) 
     switch a.dtype {
     case .float32, .float64:
         try dispatchBLAS(a.dtype, B(a: a, b: b, out: out, m: m, n: n, k: k, lda: lda, ldb: ldb, transA: transA,
-                                    transB: transB, shared: nb > 1 && batchB.isEmpty && !transA, offA: offA, offB: offB))
+                                    transB: transB, shared: nb > 1 && batchB.isEmpty && !transA, offA: offA, offB: offB,
+                                    bias: bias, activation: activation))
     default:
         struct K: NumericVisitor {
             let a: Tensor, b: Tensor, out: Tensor, m: Int, n: Int, k: Int, transA: Bool, transB: Bool
@@ -93,8 +98,24 @@ func gemm(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false) 
 /// numpy `matmul`: 1-D operands are promoted to matrices and the added axis removed;
 /// batch dimensions broadcast. Differentiable.
 public func matmul(_ a0: Tensor, _ b0: Tensor) throws -> Tensor {
+    try matmul(a0, b0, bias: nil, activation: .none)
+}
+
+/// `activation(matmul(a, b) + bias)` (Epilogue.swift): in the GEMM's blocks where it fits, else
+/// as the three ops.
+public func matmul(_ a0: Tensor, _ b0: Tensor, bias: Tensor?, activation: EpilogueActivation) throws -> Tensor {
     guard a0.rank > 0, b0.rank > 0 else { throw EngineError.value("matmul does not accept 0-d tensors") }
     var (a, b) = try promote(a0, b0)
+    if bias != nil || activation != .none {
+        if a.rank >= 2, b.rank >= 2,
+           epilogueFits(bias: bias, dtype: a.dtype, channels: b.shape[b.rank - 1], rank: Swift.max(a.rank, b.rank)) {
+            let out = try gemm(a, b, bias: bias, activation: activation)
+            let (aa, bb) = (a, b)
+            recordEpilogue(out, [aa, bb], bias: bias, activation: activation) { g in try matmulVJP(g, aa, bb) }
+            return out
+        }
+        return try epilogueByOps(try matmul(a, b), bias: bias, activation: activation)
+    }
     if a.dtype.isComplex { return try complexMatmul(a, b) }
     if a.dtype.isHalf || a.dtype == .bool {
         let r = try matmul(try cast(a, to: a.dtype == .bool ? .int32 : .float32), try cast(b, to: a.dtype == .bool ? .int32 : .float32))
@@ -106,15 +127,7 @@ public func matmul(_ a0: Tensor, _ b0: Tensor) throws -> Tensor {
     var out = try gemm(a, b)
     if a.dtype.isFloatingPoint {
         let (aa, bb) = (a, b)
-        Tape.record(out, [aa, bb]) { g in
-            // Under create_graph the backward pass is itself recorded, so it must go through
-            // matmul; otherwise gemm's transpose flags save the transposed copies.
-            if Tape.shouldRecord([g, aa, bb]) {
-                return [try sumToShape(try matmul(g, try matrixTranspose(bb)), aa.shape),
-                        try sumToShape(try matmul(try matrixTranspose(aa), g), bb.shape)]
-            }
-            return [try sumToShape(try gemm(g, bb, transB: true), aa.shape), try sumToShape(try gemm(aa, g, transA: true), bb.shape)]
-        }
+        Tape.record(out, [aa, bb]) { g in try matmulVJP(g, aa, bb) }
     }
     if vecA || vecB {
         var s = out.shape
@@ -125,10 +138,22 @@ public func matmul(_ a0: Tensor, _ b0: Tensor) throws -> Tensor {
     return out
 }
 
+/// Gradients of a and b (both at least 2-D) for the output gradient g of their product.
+private func matmulVJP(_ g: Tensor, _ a: Tensor, _ b: Tensor) throws -> [Tensor?] {
+    // Under create_graph the backward pass is itself recorded, so it must go through
+    // matmul; otherwise gemm's transpose flags save the transposed copies.
+    if Tape.shouldRecord([g, a, b]) {
+        return [try sumToShape(try matmul(g, try matrixTranspose(b)), a.shape),
+                try sumToShape(try matmul(try matrixTranspose(a), g), b.shape)]
+    }
+    return [try sumToShape(try gemm(g, b, transB: true), a.shape), try sumToShape(try gemm(a, g, transA: true), b.shape)]
+}
+
 let linalgOps: [OpDef] = [
-    OpDef("matmul", inputs: ["a", "b"], dtypes: .all,
-          doc: "numpy matmul: 1-D operands promoted, batch dims broadcast; float32/float64 through OpenBLAS") { t, _ in
-        try matmul(t[0], t[1])
+    OpDef("matmul", inputs: ["a", "b", "bias?"], attrs: [epilogueActivationAttr], dtypes: .all,
+          doc: "numpy matmul: 1-D operands promoted, batch dims broadcast; float32/float64 through OpenBLAS; "
+            + "then activation(y + bias) when given, applied as the output is written where it can be") { t, a in
+        try matmul(t[0], t[1], bias: t.count > 2 ? t[2] : nil, activation: a.epilogueActivation())
     },
 ]
 
@@ -145,8 +170,10 @@ extension BLASFloat {
     /// when it is wider than tall), twice as many as threads, that the threads claim one
     /// by one, so a thread the OS delays holds up one block, not half the product. Each
     /// block packs the other operand again, so blocks stay at least `minBlock` wide.
+    /// `epilogue` finishes each block of C as soon as it is written (and so needs beta = 0).
     static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Self>, lda: Int,
-                     b: UnsafePointer<Self>, ldb: Int, beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int) {
+                     b: UnsafePointer<Self>, ldb: Int, beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int,
+                     epilogue: Epilogue<Self>? = nil) {
         let minBlock = 32, byRows = m >= n, extent = byRows ? m : n
         let threads = Swift.min(Threading.threads, extent / minBlock)
         if threads > 1, m * n * Swift.max(k, 1) >= Threading.gemmGrain {
@@ -159,15 +186,18 @@ extension BLASFloat {
                     if byRows {
                         blasGEMM(transA: transA, transB: transB, m: len, n: n, k: k, a: transA ? a + lo : a + lo * lda,
                                  lda: lda, b: b, ldb: ldb, beta: beta, c: c + lo * ldc, ldc: ldc)
+                        epilogue?.apply(c + lo * ldc, rows: len, width: n, ld: ldc)
                     } else {
                         blasGEMM(transA: transA, transB: transB, m: m, n: len, k: k, a: a, lda: lda,
                                  b: transB ? b + lo * ldb : b + lo, ldb: ldb, beta: beta, c: c + lo, ldc: ldc)
+                        epilogue?.apply(c + lo, rows: m, width: len, ld: ldc, column: lo)
                     }
                 }
             }
             if ran { return }
         }
         blasGEMM(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+        epilogue?.apply(c, rows: m, width: n, ld: ldc)
     }
 }
 

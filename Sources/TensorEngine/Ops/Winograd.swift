@@ -26,9 +26,10 @@ func winogradGeometry(forward: Bool, _ g: ConvGeometry) -> ConvGeometry? {
 
 /// y = conv(x, w), or for `inputGrad` dx = conv^T(dy, w) with `g` from `winogradGeometry`.
 func winogradPass<T: BLASFloat>(_: T.Type, inputGrad: Bool, _ g: ConvGeometry, x: Tensor,
-                                                      w: Tensor, y: Tensor) throws {
+                                w: Tensor, y: Tensor, epilogue: Epilogue<T>? = nil) throws {
     guard inputGrad else {
-        return try winogradConv(T.self, g, x: x.pointer(T.self), w: w.pointer(T.self), y: y.pointer(T.self))
+        return try winogradConv(T.self, g, x: x.pointer(T.self), w: w.pointer(T.self), y: y.pointer(T.self),
+                                epilogue: epilogue)
     }
     // w (3, 3, C, O) -> (3, 3, O, C) turned 180°; here g.c = O and g.o = C.
     let (c, o) = (g.o, g.c)
@@ -83,10 +84,11 @@ private func kernelLine<T: BinaryFloatingPoint>(_ a: UnsafePointer<T>, _ b: Unsa
     }
 }
 
-/// y = conv(x, w) for `winogradApplies(g)`: x (N, 1, H, W, C) as pointers, w (3, 3, C, O).
+/// y = conv(x, w) for `winogradApplies(g)`: x (N, 1, H, W, C) as pointers, w (3, 3, C, O);
+/// `epilogue` finishes each output pixel as its tile is written.
 func winogradConv<T: BLASFloat>(_: T.Type, _ g: ConvGeometry, x: UnsafePointer<T>,
-                                                      w: UnsafePointer<T>, y: UnsafeMutablePointer<T>,
-                                                      chunkBytes: Int = convChunkBytes) throws {
+                                w: UnsafePointer<T>, y: UnsafeMutablePointer<T>,
+                                chunkBytes: Int = convChunkBytes, epilogue: Epilogue<T>? = nil) throws {
     let (c, o) = (g.c, g.o)
     let (h, wd, oh, ow) = (g.inSize[1], g.inSize[2], g.outSize[1], g.outSize[2])
     let (th, tw) = ((oh + 1) / 2, (ow + 1) / 2)
@@ -168,6 +170,9 @@ func winogradConv<T: BLASFloat>(_: T.Type, _ g: ConvGeometry, x: UnsafePointer<T
                     let row = UnsafePointer(tmp + a * 4 * o)
                     let dst = { (b: Int) in oy < oh && ox + b < ow ? y + ((img * oh + oy) * ow + ox + b) * o : spill }
                     outputLine(row, row + o, row + 2 * o, row + 3 * o, dst(0), dst(1), o)
+                    if let e = epilogue, oy < oh {
+                        for b in 0..<Swift.min(2, ow - ox) { e.apply(dst(b), rows: 1, width: o, ld: o) }
+                    }
                 }
             }
         }

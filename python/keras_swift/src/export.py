@@ -133,6 +133,8 @@ _SAME = {
     "floor": "Floor", "ceil": "Ceil", "reciprocal": "Reciprocal", "sin": "Sin", "cos": "Cos",
     "softplus": "Softplus", "softsign": "Softsign", "round": "Round",
 }
+# Engine ops that may carry a bias input and an `activation` attribute (an epilogue).
+_EPILOGUE_OPS = ("conv", "matmul")
 _COMPARE = {
     "equal": "Equal", "less": "Less", "less_equal": "LessOrEqual",
     "greater": "Greater", "greater_equal": "GreaterOrEqual",
@@ -261,6 +263,12 @@ class _Lowering:
                     f"'{op}' (used by this model)."
                 )
             names = [self.name[v] for v in ins]
+            # A conv or matmul the engine fused with its bias and activation (the graph pass
+            # of Epilogue.swift) goes back to the three ONNX nodes.
+            bias = None
+            activation = attrs.pop("activation", "none") if op in _EPILOGUE_OPS else "none"
+            if op in _EPILOGUE_OPS and len(ins) > 2:
+                bias, names, ins = (names[2], ins[2]), names[:2], ins[:2]
             if lower is not None:
                 result = lower(names, ins, outs, attrs)
             elif op in _REDUCE:
@@ -271,6 +279,10 @@ class _Lowering:
                 out_dtype = self.dtype(outs[0])
                 args = [self.cast(nm, self.dtype(v), out_dtype) for nm, v in zip(names, ins)]
                 result = self.node(_SAME[op], args)
+            if bias is not None:
+                result = self.node("Add", [result, self.cast(bias[0], self.dtype(bias[1]), self.dtype(outs[0]))])
+            if activation != "none":
+                result = self.node(_SAME[activation], [result])
             result = result if isinstance(result, list) else [result]
             for v, r in zip(outs, result):
                 self.name[v] = r
