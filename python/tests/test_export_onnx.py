@@ -134,6 +134,13 @@ def test_multi_head_attention(tmp_path):
     _check(model, tmp_path, [_rand(RUN_BATCH, 5, 8, seed=7), _rand(RUN_BATCH, 6, 8, seed=8)])
 
 
+def test_causal_self_attention(tmp_path):
+    x = keras.Input((6, 8))
+    out = layers.MultiHeadAttention(num_heads=2, key_dim=4)(x, x, use_causal_mask=True)
+    model = keras.Model(x, layers.Flatten()(out))
+    _check(model, tmp_path, [_rand(RUN_BATCH, 6, 8, seed=9)])
+
+
 def test_activations_conv1d_and_pooling(tmp_path):
     x = keras.Input((9, 4))
     h = layers.Conv1D(6, 3, padding="same", activation="elu")(x)

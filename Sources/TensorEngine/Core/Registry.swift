@@ -275,7 +275,7 @@ public enum OpRegistry {
             + indexingOps + sortingOps + convOps + lapackOps + fftOps + bitwiseOps
             + numericOps + samplerOps
             + optimizerOps
-            + nnExtraOps + ctcOps + rnnOps
+            + nnExtraOps + ctcOps + rnnOps + attentionOps
             + imageOps + complexOps
         return all
     }()

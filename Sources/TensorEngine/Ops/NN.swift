@@ -13,6 +13,53 @@ private func withAxisLast(_ x: Tensor, _ axis: Int, _ body: (Tensor) throws -> T
 /// Float dtype an op computes in: float32/float64 as is, everything else float32.
 private func computeDType(_ dt: DType) -> DType { dt == .float64 ? .float64 : .float32 }
 
+/// Softmax (or log-softmax) of the `r` values at `s` into `d` (`d` may be `s` unless `log`);
+/// returns the row's log-sum-exp (the shift plus the log of the sum).
+@inline(__always)
+@discardableResult
+func softmaxRow<T: FloatElem>(_ s: UnsafePointer<T>, _ d: UnsafeMutablePointer<T>, _ r: Int, log: Bool) -> T {
+    // Selects in four independent chains (one chain waits out each compare); a NaN in the
+    // row still makes the whole row NaN through the sum below.
+    var (m0, m1, m2, m3) = (s[0], s[0], s[0], s[0])
+    var i = 1
+    while i + 4 <= r {
+        m0 = s[i] > m0 ? s[i] : m0
+        m1 = s[i + 1] > m1 ? s[i + 1] : m1
+        m2 = s[i + 2] > m2 ? s[i + 2] : m2
+        m3 = s[i + 3] > m3 ? s[i + 3] : m3
+        i += 4
+    }
+    while i < r {
+        m0 = s[i] > m0 ? s[i] : m0
+        i += 1
+    }
+    var m = m0
+    if m1 > m { m = m1 }
+    if m2 > m { m = m2 }
+    if m3 > m { m = m3 }
+    // An all -inf row shifts by 0 (its result is NaN, as in JAX, either way);
+    // a +inf maximum stays, so that inf - inf makes the row NaN as JAX's.
+    if !m.isFinite && !(m > 0) { m = 0 }
+    // exp and the sum in separate passes: each then vectorises (float32 exp
+    // through VecMath instead of one libm call per element).
+    if T.self == Float.self {
+        let sf = UnsafeRawPointer(s).assumingMemoryBound(to: Float.self)
+        let df = UnsafeMutableRawPointer(d).assumingMemoryBound(to: Float.self)
+        let mf = unsafeBitCast(m, to: Float.self)
+        for i in 0..<r { df[i] = VecMath.exp(sf[i] - mf) }
+    } else {
+        for i in 0..<r { d[i] = T.exp(s[i] - m) }
+    }
+    let total = T.sumRow(d, r), lt = T.log(total)
+    if log {
+        for i in 0..<r { d[i] = s[i] - m - lt }
+    } else {
+        let inv = 1 / total
+        for i in 0..<r { d[i] *= inv }
+    }
+    return m + lt
+}
+
 /// softmax (or log-softmax) along `axis`, max-shifted for stability.
 public func softmax(_ x0: Tensor, axis: Int = -1, log: Bool = false) throws -> Tensor {
     if x0.dtype != computeDType(x0.dtype) {
@@ -29,50 +76,7 @@ public func softmax(_ x0: Tensor, axis: Int = -1, log: Bool = false) throws -> T
                 let px = x.pointer(T.self), po = out.pointer(T.self), (r, log) = (self.r, self.log)
                 guard r > 0 else { return }
                 parallelFor(x.count / r, cost: r * 8) { range in
-                    for row in range {
-                        let s = px + row * r, d = po + row * r
-                        // Selects in four independent chains (one chain waits out each
-                        // compare); a NaN in the row still makes the whole row NaN through
-                        // the sum below.
-                        var (m0, m1, m2, m3) = (s[0], s[0], s[0], s[0])
-                        var i = 1
-                        while i + 4 <= r {
-                            m0 = s[i] > m0 ? s[i] : m0
-                            m1 = s[i + 1] > m1 ? s[i + 1] : m1
-                            m2 = s[i + 2] > m2 ? s[i + 2] : m2
-                            m3 = s[i + 3] > m3 ? s[i + 3] : m3
-                            i += 4
-                        }
-                        while i < r {
-                            m0 = s[i] > m0 ? s[i] : m0
-                            i += 1
-                        }
-                        var m = m0
-                        if m1 > m { m = m1 }
-                        if m2 > m { m = m2 }
-                        if m3 > m { m = m3 }
-                        // An all -inf row shifts by 0 (its result is NaN, as in JAX, either way);
-                        // a +inf maximum stays, so that inf - inf makes the row NaN as JAX's.
-                        if !m.isFinite && !(m > 0) { m = 0 }
-                        // exp and the sum in separate passes: each then vectorises (float32 exp
-                        // through VecMath instead of one libm call per element).
-                        if T.self == Float.self {
-                            let sf = UnsafeRawPointer(s).assumingMemoryBound(to: Float.self)
-                            let df = UnsafeMutableRawPointer(d).assumingMemoryBound(to: Float.self)
-                            let mf = unsafeBitCast(m, to: Float.self)
-                            for i in 0..<r { df[i] = VecMath.exp(sf[i] - mf) }
-                        } else {
-                            for i in 0..<r { d[i] = T.exp(s[i] - m) }
-                        }
-                        let total = T.sumRow(d, r)
-                        if log {
-                            let lt = T.log(total)
-                            for i in 0..<r { d[i] = s[i] - m - lt }
-                        } else {
-                            let inv = 1 / total
-                            for i in 0..<r { d[i] *= inv }
-                        }
-                    }
+                    for row in range { softmaxRow(px + row * r, po + row * r, r, log: log) }
                 }
             }
         }

@@ -544,6 +544,21 @@ class _Lowering:
         # A stride of 1 pads by the kernel's extent alone, whatever the size.
         return {"pads": before + after}
 
+    def op_dot_product_attention(self, names, ins, outs, attrs):
+        q, k, v = names
+        dtype = self.dtype(ins[0])
+        logits = self.node("Mul", [self.node("MatMul", [q, self.node("Transpose", [k], perm=[0, 1, 3, 2])]),
+                                   self.scalar(attrs["scale"], dtype)])
+        if attrs.get("causal"):
+            t, s = self.shape(ins[0])[2], self.shape(ins[1])[2]
+            if self.dynamic:
+                raise NotImplementedError(
+                    "ONNX export: causal attention over a dynamic sequence length is not supported yet."
+                )
+            keep = self.initializer(np.tril(np.ones((t, s), dtype=bool)), "causal")
+            logits = self.node("Where", [keep, logits, self.scalar(-np.inf, dtype)])
+        return self.node("MatMul", [self.node("Softmax", [logits], axis=-1), v])
+
     def op_conv(self, names, ins, outs, attrs):
         x_shape, k_shape = self.shape(ins[0]), self.shape(ins[1])
         rank, n = len(x_shape), len(x_shape) - 2

@@ -611,7 +611,7 @@ def dot_product_attention(
     scale = (1.0 / math.sqrt(head_dim)) if scale is None else float(scale)
     # (B, T, N, H) -> (B, N, T, H)
     q = op("transpose", query, perm=[0, 2, 1, 3])
-    k = op("transpose", key, perm=[0, 2, 3, 1])
+    k = op("transpose", key, perm=[0, 2, 1, 3])
     v = op("transpose", value, perm=[0, 2, 1, 3])
     n_q, n_kv = q.shape[1], k.shape[1]
     if n_kv == 0 or n_q % n_kv:
@@ -624,7 +624,11 @@ def dot_product_attention(
         reps = n_q // n_kv
         k = knp.repeat(k, reps, axis=1)
         v = knp.repeat(v, reps, axis=1)
-    logits = op("multiply", op("matmul", q, k), _scalar(scale, q.dtype))
+    if bias is None and mask is None and attn_logits_soft_cap is None and dtype in ("float32", "float64"):
+        # The engine's blocked kernel: no (B, N, T, S) scores are materialised or kept.
+        out = op("dot_product_attention", q, k, v, scale=scale, causal=bool(is_causal))
+        return op("transpose", out, perm=[0, 2, 1, 3])
+    logits = op("multiply", op("matmul", q, op("transpose", k, perm=[0, 1, 3, 2])), _scalar(scale, q.dtype))
     if attn_logits_soft_cap is not None:
         # Splash attention's soft cap: cap * tanh(logits / cap).
         cap = _scalar(attn_logits_soft_cap, logits.dtype)
