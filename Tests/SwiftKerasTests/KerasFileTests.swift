@@ -1,0 +1,130 @@
+import Foundation
+import XCTest
+@testable import SwiftKeras
+import TensorEngine
+
+/// Models saved by Python Keras (scripts/gen_swiftkeras_fixtures.py) load in Swift and
+/// predict what Keras predicted, within 1e-5.
+final class KerasFileTests: XCTestCase {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+
+    func fixture(_ name: String) -> String { Self.fixtures.appendingPathComponent(name).path }
+
+    func assertClose(_ got: Tensor, _ want: Tensor, _ what: String, tolerance: Double = 1e-5,
+                     file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(got.shape, want.shape, "\(what): shape", file: file, line: line)
+        guard got.shape == want.shape else { return }
+        let worst = zip(got.doubles(), want.doubles()).map { abs($0 - $1) }.max() ?? 0
+        XCTAssertLessThanOrEqual(worst, tolerance, "\(what): largest difference", file: file, line: line)
+    }
+
+    /// Loads NAME.keras, feeds NAME.in<i>.npy and compares with NAME.out<i>.npy.
+    func checkFixture(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let model = try Model.load(fixture("\(name).keras"))
+        var xs: [Tensor] = []
+        while FileManager.default.fileExists(atPath: fixture("\(name).in\(xs.count).npy")) {
+            xs.append(try NumPy.load(fixture("\(name).in\(xs.count).npy")))
+        }
+        XCTAssertEqual(xs.count, model.inputs.count, file: file, line: line)
+        let ys = try model.predict(xs)
+        for (i, y) in ys.enumerated() {
+            assertClose(y, try NumPy.load(fixture("\(name).out\(i).npy")), "\(name) output \(i)", file: file, line: line)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: fixture("\(name).out\(ys.count).npy")), "fewer outputs than Keras")
+    }
+
+    func testMLP() throws { try checkFixture("mlp") }
+    func testConvnetWithBatchNorm() throws { try checkFixture("convnet") }
+    func testRecurrent() throws { try checkFixture("rnn") }
+    func testTwoInputsTwoOutputsSharedLayer() throws { try checkFixture("two_in_two_out") }
+    func testMultiHeadAttention() throws { try checkFixture("attention") }
+
+    func testWeightsFileAlone() throws {
+        let model = try Model.load(fixture("mlp.keras"))
+        let x = try NumPy.load(fixture("mlp.in0.npy"))
+        let want = try model.predict(x)
+        for p in model.weights { p.value = try zerosLike(p.value) }
+        try model.loadWeights(fixture("mlp.weights.h5"))
+        assertClose(try model.predict(x), want, "after loadWeights")
+    }
+
+    func testSaveAndReload() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sk-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for name in ["convnet", "two_in_two_out"] {
+            let model = try Model.load(fixture("\(name).keras"))
+            let path = dir.appendingPathComponent("\(name).keras").path
+            try model.save(path)
+            let again = try Model.load(path)
+            var xs: [Tensor] = []
+            while FileManager.default.fileExists(atPath: fixture("\(name).in\(xs.count).npy")) {
+                xs.append(try NumPy.load(fixture("\(name).in\(xs.count).npy")))
+            }
+            for (a, b) in zip(try model.predict(xs), try again.predict(xs)) { assertClose(b, a, "\(name) reloaded", tolerance: 0) }
+        }
+    }
+
+    func testNumPyRoundTrip() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sk-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let a = try Tensor([Float(1), 2, 3, 4, 5, 6], shape: [2, 3])
+        let b = try Tensor([Int32(7), 8, 9])
+        try NumPy.save(dir.appendingPathComponent("a.npy").path, a)
+        let back = try NumPy.load(dir.appendingPathComponent("a.npy").path)
+        XCTAssertEqual(back.shape, [2, 3])
+        XCTAssertEqual(try back.array(Float.self), [1, 2, 3, 4, 5, 6])
+        try NumPy.saveArchive(dir.appendingPathComponent("ab.npz").path, [("a", a), ("b", b)])
+        let both = try NumPy.loadArchive(dir.appendingPathComponent("ab.npz").path)
+        XCTAssertEqual(both.map { $0.name }, ["a", "b"])
+        XCTAssertEqual(try both[1].value.array(Int32.self), [7, 8, 9])
+        XCTAssertThrowsError(try NumPy.decode(Data([1, 2, 3])))
+    }
+
+    func testSummaryListsLayersAndCounts() throws {
+        let text = try Model.load(fixture("mlp.keras")).summary()
+        XCTAssertTrue(text.contains("Model: \"mlp\""))
+        XCTAssertTrue(text.contains("dense (Dense)"))
+        XCTAssertTrue(text.contains("(None, 16)"))
+        // 8*16+16 + 16*12 + 12*4+4 parameters.
+        XCTAssertTrue(text.contains("Total params: 388 (1.52 KB)"), text)
+    }
+
+    private func config(_ layers: [[String: Any]]) -> [String: Any] {
+        ["class_name": "Sequential", "config": ["name": "m", "layers": layers]]
+    }
+
+    func testUnknownCustomAndLambdaLayersAreNamedErrors() {
+        let input: [String: Any] = ["class_name": "InputLayer", "config": ["name": "in", "batch_shape": [NSNull(), 4]]]
+        let cases: [([String: Any], String)] = [
+            (["class_name": "Lambda", "config": ["name": "lam"]], "Lambda"),
+            (["class_name": "MyLayer", "module": "my_project.layers", "config": ["name": "mine"]], "MyLayer"),
+            (["class_name": "MyLayer", "registered_name": "Custom>MyLayer", "config": ["name": "mine"]], "Custom>MyLayer"),
+            (["class_name": "ConvLSTM2D", "module": "keras.layers", "config": ["name": "clstm"]], "ConvLSTM2D"),
+        ]
+        for (entry, word) in cases {
+            XCTAssertThrowsError(try Model(config: config([input, entry]))) { error in
+                let message = (error as? EngineError)?.message ?? "\(error)"
+                XCTAssertTrue(message.contains(word), message)
+            }
+        }
+    }
+
+    func testBadFilesAndInputsThrow() throws {
+        XCTAssertThrowsError(try Model.load(fixture("does-not-exist.keras")))
+        XCTAssertThrowsError(try Model.load(fixture("mlp.in0.npy")))
+        let model = try Model.load(fixture("mlp.keras"))
+        XCTAssertThrowsError(try model.predict(try zeros([2, 7])))
+        XCTAssertThrowsError(try model.loadWeights(fixture("mlp.in0.npy")))
+        let conv = try Model.load(fixture("convnet.keras"))
+        XCTAssertThrowsError(try conv.loadWeights(fixture("mlp.weights.h5")))
+    }
+
+    func testSnakeCaseMatchesKeras() {
+        XCTAssertEqual(snakeCase("MultiHeadAttention"), "multi_head_attention")
+        XCTAssertEqual(snakeCase("Conv2D"), "conv2d")
+        XCTAssertEqual(snakeCase("ReLU"), "re_lu")
+        XCTAssertEqual(snakeCase("GlobalAveragePooling1D"), "global_average_pooling1d")
+    }
+}

@@ -1,0 +1,120 @@
+"""Regenerates Tests/SwiftKerasTests/Fixtures: small models saved by Python Keras (JAX backend),
+an input for each and Keras's predictions, which the SwiftKeras tests must match within 1e-5.
+
+    KERAS_BACKEND=jax python scripts/gen_swiftkeras_fixtures.py
+"""
+import os
+import pathlib
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import layers  # noqa: E402
+
+OUT = pathlib.Path(__file__).resolve().parent.parent / "Tests" / "SwiftKerasTests" / "Fixtures"
+
+
+def mlp():
+    return keras.Sequential([
+        keras.Input((8,)),
+        layers.Dense(16, activation="relu"),
+        layers.Dropout(0.3),
+        layers.Dense(12, activation="tanh", use_bias=False),
+        layers.Dense(4, activation="softmax"),
+    ], name="mlp")
+
+
+def convnet():
+    return keras.Sequential([
+        keras.Input((8, 8, 3)),
+        layers.Rescaling(0.5, offset=0.1),
+        layers.Conv2D(4, 3, padding="same", activation="relu"),
+        layers.BatchNormalization(),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(6, (2, 3), strides=(1, 2), padding="valid"),
+        layers.AveragePooling2D(2, strides=1, padding="same"),
+        layers.ReLU(max_value=2.0, negative_slope=0.1),
+        layers.Flatten(),
+        layers.Dense(3),
+        layers.Softmax(),
+    ], name="convnet")
+
+
+def rnn():
+    inp = keras.Input((6,), dtype="int32")
+    x = layers.Embedding(10, 4)(inp)
+    x = layers.LSTM(5, return_sequences=True)(x)
+    x = layers.Bidirectional(layers.GRU(3, return_sequences=True))(x)
+    x = layers.Bidirectional(layers.LSTM(2), merge_mode="sum")(x)
+    y = layers.SimpleRNN(4)(layers.Reshape((5, 2))(layers.Dense(10)(x)))
+    return keras.Model(inp, layers.Dense(2)(y), name="rnn")
+
+
+def two_in_two_out():
+    a_in = keras.Input((8,), name="a")
+    b_in = keras.Input((6, 4), name="b")
+    a = layers.Dense(5, activation="gelu")(a_in)
+    b = layers.Conv1D(4, 3, padding="causal", activation="elu")(b_in)
+    b = layers.MaxPooling1D(2)(b)
+    b = layers.AveragePooling1D(2, padding="same")(b)
+    b = layers.Conv1D(5, 2, strides=1, dilation_rate=1)(b)
+    g = layers.GlobalAveragePooling1D()(b)
+    shared = layers.Dense(5, activation="selu", name="shared")
+    s1, s2 = shared(a), shared(g)
+    added = layers.Add()([s1, s2, a])
+    prod = layers.Multiply()([s1, layers.Activation("sigmoid")(s2)])
+    cat = layers.Concatenate()([added, prod, layers.GlobalMaxPooling1D()(b)])
+    cat = layers.LayerNormalization()(cat)
+    out1 = layers.Dense(3, activation="softmax", name="probs")(cat)
+    out2 = layers.Dense(1, name="value")(layers.Activation("swish")(added))
+    return keras.Model([a_in, b_in], [out1, out2], name="two_in_two_out")
+
+
+def attention():
+    inp = keras.Input((5, 8))
+    ctx = keras.Input((3, 6))
+    x = layers.MultiHeadAttention(num_heads=2, key_dim=4)(inp, inp)
+    x = layers.LayerNormalization(epsilon=1e-5)(layers.Add()([inp, x]))
+    y = layers.MultiHeadAttention(num_heads=3, key_dim=2, output_shape=8)(x, ctx)
+    y = layers.Conv2D(2, 2)(layers.Reshape((5, 8, 1))(y))
+    y = layers.GlobalMaxPooling2D()(y)
+    z = layers.GlobalAveragePooling2D()(layers.Reshape((5, 4, 2))(x))
+    return keras.Model([inp, ctx], layers.Concatenate()([y, z]), name="attention")
+
+
+def inputs_for(model, rng):
+    xs = []
+    for t in model.inputs:
+        shape = (3,) + tuple(t.shape[1:])
+        if "int" in str(t.dtype):
+            xs.append(rng.integers(0, 10, size=shape).astype("int32"))
+        else:
+            xs.append(rng.normal(size=shape).astype("float32"))
+    return xs
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    keras.utils.set_random_seed(7)
+    for build in (mlp, convnet, rnn, two_in_two_out, attention):
+        model = build()
+        # Non-trivial moving statistics and biases, so inference paths are really checked.
+        for w in model.weights:
+            w.assign(rng.normal(scale=0.5, size=w.shape).astype("float32")
+                     if "variance" not in w.path else rng.uniform(0.5, 1.5, size=w.shape).astype("float32"))
+        name = build.__name__
+        model.save(OUT / f"{name}.keras")
+        xs = inputs_for(model, rng)
+        ys = model.predict(xs if len(xs) > 1 else xs[0], verbose=0)
+        ys = ys if isinstance(ys, list) else [ys]
+        for i, x in enumerate(xs):
+            np.save(OUT / f"{name}.in{i}.npy", x)
+        for i, y in enumerate(ys):
+            np.save(OUT / f"{name}.out{i}.npy", np.asarray(y))
+    mlp_model = keras.models.load_model(OUT / "mlp.keras")
+    mlp_model.save_weights(OUT / "mlp.weights.h5")
+
+
+if __name__ == "__main__":
+    main()
