@@ -82,6 +82,38 @@ def attention():
     return keras.Model([inp, ctx], layers.Concatenate()([y, z]), name="attention")
 
 
+def misc():
+    """The remaining layer classes and options, one small graph."""
+    seq = keras.Input((4, 3))
+    x = layers.ZeroPadding1D((1, 2))(seq)
+    x = layers.Conv1D(4, 2, dilation_rate=2, use_bias=False)(x)
+    x = layers.LeakyReLU(negative_slope=0.2)(x)
+    x = layers.Permute((2, 1))(x)
+    x = layers.BatchNormalization(axis=1)(x)
+    x = layers.GlobalMaxPooling1D(keepdims=True)(x)
+    x = layers.Flatten()(x)
+    r = layers.RepeatVector(3)(x)
+    r = layers.GRU(2, return_sequences=True, go_backwards=True)(r)
+    r = layers.SimpleRNN(3, activation="relu", return_sequences=True)(r)
+    r = layers.MultiHeadAttention(num_heads=1, key_dim=2)(r, r, use_causal_mask=True)
+    r = layers.LayerNormalization(rms_scaling=True)(r)
+    r = layers.Flatten()(r)
+    y = layers.ELU(alpha=0.5)(layers.Dense(6)(x))
+    sub = layers.Subtract()([y, layers.Dense(6, activation="hard_sigmoid")(x)])
+    ave = layers.Average()([sub, y])
+    mx = layers.Maximum()([ave, layers.GaussianNoise(0.1)(sub)])
+    mn = layers.Minimum()([mx, layers.Activation("softplus")(y)])
+    vol = keras.Input((4, 4, 4, 1))
+    v = layers.Conv3D(2, 2, padding="same")(vol)
+    v = layers.AveragePooling3D(2)(v)
+    v = layers.GlobalAveragePooling3D()(v)
+    img = keras.Input((5, 5, 2))
+    i = layers.ZeroPadding2D(((1, 0), (0, 1)))(img)
+    i = layers.Conv2D(3, 2, strides=2, activation="mish")(i)
+    i = layers.GlobalMaxPooling2D()(i)
+    return keras.Model([seq, vol, img], [layers.Concatenate()([mn, r, v, i]), r], name="misc")
+
+
 def inputs_for(model, rng):
     xs = []
     for t in model.inputs:
@@ -97,7 +129,7 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(7)
     keras.utils.set_random_seed(7)
-    for build in (mlp, convnet, rnn, two_in_two_out, attention):
+    for build in (mlp, convnet, rnn, two_in_two_out, attention, misc):
         model = build()
         # Non-trivial moving statistics and biases, so inference paths are really checked.
         for w in model.weights:

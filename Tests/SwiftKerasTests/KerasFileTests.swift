@@ -38,6 +38,9 @@ final class KerasFileTests: XCTestCase {
     func testRecurrent() throws { try checkFixture("rnn") }
     func testTwoInputsTwoOutputsSharedLayer() throws { try checkFixture("two_in_two_out") }
     func testMultiHeadAttention() throws { try checkFixture("attention") }
+    /// Conv3D, pooling 3D, padding, Permute, RepeatVector, a causal attention mask, BatchNorm
+    /// on axis 1, the merge layers, backwards GRU, ReLU-activated SimpleRNN, several activations.
+    func testRemainingLayers() throws { try checkFixture("misc") }
 
     func testWeightsFileAlone() throws {
         let model = try Model.load(fixture("mlp.keras"))

@@ -197,7 +197,7 @@ public final class LayerNormalization: KerasLayer {
         rawAxes = axes
         epsilon = try c.double("epsilon", 1e-3)
         rms = try c.bool("rms_scaling", false)
-        gamma = try c.bool("scale", true) ? Parameter("gamma", try ones(dims)) : nil
+        gamma = try c.bool("scale", true) || rms ? Parameter("gamma", try ones(dims)) : nil
         beta = try c.bool("center", true) && !rms ? Parameter("beta", try zeros(dims)) : nil
         try super.init(c)
     }
@@ -209,8 +209,9 @@ public final class LayerNormalization: KerasLayer {
         let eps = try scalar(epsilon, x.dtype)
         var y: Tensor
         if rms {
-            let ms = try mean(try square(x), axes: rawAxes, keepdims: true)
-            y = try multiply(x, try unary(.rsqrt, try add(ms, eps)))
+            // Keras's (deprecated) rms_scaling divides the uncentred input by the standard deviation.
+            let v = try moments(x, axes: rawAxes, keepdims: true).variance
+            y = try multiply(x, try unary(.rsqrt, try add(v, eps)))
         } else {
             let (m, v) = try moments(x, axes: rawAxes, keepdims: true)
             y = try multiply(try subtract(x, m), try unary(.rsqrt, try add(v, eps)))
