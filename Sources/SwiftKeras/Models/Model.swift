@@ -306,3 +306,51 @@ public final class ModelLayer: KerasLayer {
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] { try model.predict(inputs) }
 }
+
+extension Model {
+    /// A trained `Sequential` as a Keras model (its layers' configs and current weights), to
+    /// `save` as a `.keras` file Keras 3 loads. `inputShape` excludes the batch dimension.
+    public convenience init(_ sequential: Sequential, inputShape: [Int], name: String = "sequential") throws {
+        var used: Set<String> = ["input_layer"]
+        var entries: [[String: Any]] = [[
+            "module": "keras.layers", "class_name": "InputLayer", "registered_name": NSNull(),
+            "config": ["name": "input_layer", "batch_shape": [NSNull()] + inputShape.map { $0 as Any },
+                       "dtype": "float32", "sparse": false, "ragged": false],
+        ]]
+        var sources: [KerasLayer] = []
+        for layer in sequential.layers {
+            guard let k = layer as? KerasLayer else {
+                throw EngineError.notImplemented("\(type(of: layer)) has no Keras config, so the model cannot be saved")
+            }
+            var config = k.config
+            var unique = k.name, n = 0
+            while used.contains(unique) {
+                n += 1
+                unique = "\(k.name)_\(n)"
+            }
+            used.insert(unique)
+            config["name"] = unique
+            var entry: [String: Any] = ["module": "keras.layers", "class_name": k.className, "config": config,
+                                        "registered_name": NSNull()]
+            if let b = k.buildConfig { entry["build_config"] = b }
+            entries.append(entry)
+            sources.append(k)
+        }
+        try self.init(config: ["module": "keras", "class_name": "Sequential", "registered_name": NSNull(),
+                               "config": ["name": name, "trainable": true, "layers": entries],
+                               "build_config": ["input_shape": [NSNull()] + inputShape.map { $0 as Any }]])
+        for (mine, source) in zip(layers, sources) {
+            for (to, from) in zip(mine.weightGroups, source.weightGroups) {
+                guard to.weights.count == from.weights.count else {
+                    throw EngineError.internal("\(source.name): weight groups differ after rebuilding from config")
+                }
+                for (p, q) in zip(to.weights, from.weights) {
+                    guard p.value.shape == q.value.shape else {
+                        throw EngineError.value("layer '\(source.name)': weight \(q.name) has shape \(q.value.shape), its config builds \(p.value.shape)")
+                    }
+                    p.value = q.value
+                }
+            }
+        }
+    }
+}
