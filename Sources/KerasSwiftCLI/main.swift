@@ -31,11 +31,10 @@ struct Predict: ParsableCommand {
             let m = try Model.load(model)
             let ys = try m.predict(try inputs.map { try NumPy.load($0) })
             if output.hasSuffix(".npz") {
-                var seen: [String: Int] = [:]
+                // Arrays are named after the output layers; a layer with several outputs numbers them.
+                let names = m.outputNames
                 try NumPy.saveArchive(output, ys.enumerated().map { i, y in
-                    let base = m.outputNames[i]
-                    seen[base, default: 0] += 1
-                    return (seen[base]! > 1 ? "\(base)_\(i)" : base, y)
+                    (names.filter { $0 == names[i] }.count > 1 ? "\(names[i])_\(i)" : names[i], y)
                 })
             } else {
                 guard ys.count == 1 else {

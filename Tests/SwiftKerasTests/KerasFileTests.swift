@@ -42,6 +42,24 @@ final class KerasFileTests: XCTestCase {
     /// on axis 1, the merge layers, backwards GRU, ReLU-activated SimpleRNN, several activations.
     func testRemainingLayers() throws { try checkFixture("misc") }
 
+    /// One loaded model serves several threads at once (the C ABI promises it), and models
+    /// load on several threads at once (HDF5 calls are serialised).
+    func testConcurrentLoadsAndPredictions() throws {
+        let model = try Model.load(fixture("rnn.keras"))
+        let x = try NumPy.load(fixture("rnn.in0.npy"))
+        let want = try model.predict(x).array(Float.self)
+        let lock = NSLock()
+        var results: [[Float]] = []
+        DispatchQueue.concurrentPerform(iterations: 4) { i in
+            let got = try? (i % 2 == 0 ? model : Model.load(fixture("rnn.keras"))).predict(x).array(Float.self)
+            lock.lock()
+            results.append(got ?? [])
+            lock.unlock()
+        }
+        XCTAssertEqual(results.count, 4)
+        for r in results { XCTAssertEqual(r, want) }
+    }
+
     func testWeightsFileAlone() throws {
         let model = try Model.load(fixture("mlp.keras"))
         let x = try NumPy.load(fixture("mlp.in0.npy"))

@@ -31,7 +31,7 @@ public final class InputLayer: KerasLayer {
     /// Checks a model input against the declared shape and casts it to the declared dtype.
     func accept(_ x: Tensor) throws -> Tensor {
         guard x.rank == batchShape.count,
-              zip(x.shape, batchShape).allSatisfy({ $1 == nil || $0 == $1! }) else {
+              zip(x.shape, batchShape).allSatisfy({ n, want in want.map { $0 == n } ?? true }) else {
             let want = "(" + batchShape.map { $0.map(String.init) ?? "None" }.joined(separator: ", ") + ")"
             throw EngineError.value("input '\(name)' expects shape \(want), got \(x.shape)")
         }

@@ -54,8 +54,8 @@ public struct LayerConfig {
     public func ints(_ key: String, count: Int, _ fallback: [Int]? = nil) throws -> [Int] {
         if !has(key), let f = fallback { return f }
         if let n = raw[key] as? NSNumber { return Array(repeating: n.intValue, count: count) }
-        guard let a = raw[key] as? [Any], let v = Optional(a.compactMap { ($0 as? NSNumber)?.intValue }),
-              v.count == a.count else { throw fail(key, "an integer or a list of integers") }
+        let v = (raw[key] as? [Any])?.compactMap { ($0 as? NSNumber)?.intValue } ?? []
+        guard let a = raw[key] as? [Any], v.count == a.count else { throw fail(key, "an integer or a list of integers") }
         if v.count == 1 && count > 1 { return Array(repeating: v[0], count: count) }
         guard v.count == count else { throw fail(key, "\(count) integers") }
         return v
