@@ -114,6 +114,26 @@ def misc():
     return keras.Model([seq, vol, img], [layers.Concatenate()([mn, r, v, i]), r], name="misc")
 
 
+def more():
+    """Depthwise, separable and transposed convolutions, cropping, upsampling, PReLU, GroupNorm."""
+    img = keras.Input((6, 6, 4))
+    x = layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", activation="relu")(img)
+    x = layers.SeparableConv2D(6, 2, strides=2, depth_multiplier=2)(x)
+    x = layers.Conv2DTranspose(4, 3, strides=2, padding="same")(x)
+    x = layers.Conv2DTranspose(3, 2, strides=1, padding="valid", dilation_rate=1)(x)
+    x = layers.Cropping2D(((1, 0), (0, 2)))(x)
+    x = layers.UpSampling2D((1, 2))(x)
+    x = layers.GroupNormalization(groups=3)(x)
+    x = layers.PReLU(shared_axes=[1, 2])(x)
+    seq = keras.Input((5, 2))
+    s = layers.Conv1DTranspose(3, 3, strides=2)(seq)
+    s = layers.Cropping1D((1, 2))(s)
+    s = layers.UpSampling1D(2)(s)
+    s = layers.SeparableConv1D(4, 3, padding="same")(s)
+    s = layers.DepthwiseConv1D(2)(s)
+    return keras.Model([img, seq], [x, s], name="more")
+
+
 def inputs_for(model, rng):
     xs = []
     for t in model.inputs:
@@ -129,7 +149,7 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(7)
     keras.utils.set_random_seed(7)
-    for build in (mlp, convnet, rnn, two_in_two_out, attention, misc):
+    for build in (mlp, convnet, rnn, two_in_two_out, attention, misc, more):
         model = build()
         # Non-trivial moving statistics and biases, so inference paths are really checked.
         for w in model.weights:

@@ -41,6 +41,7 @@ final class KerasFileTests: XCTestCase {
     /// Conv3D, pooling 3D, padding, Permute, RepeatVector, a causal attention mask, BatchNorm
     /// on axis 1, the merge layers, backwards GRU, ReLU-activated SimpleRNN, several activations.
     func testRemainingLayers() throws { try checkFixture("misc") }
+    func testDepthwiseSeparableTransposedConvolutionsAndFriends() throws { try checkFixture("more") }
 
     /// One loaded model serves several threads at once (the C ABI promises it), and models
     /// load on several threads at once (HDF5 calls are serialised).

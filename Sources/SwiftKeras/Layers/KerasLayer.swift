@@ -176,6 +176,12 @@ public enum LayerRegistry {
         "Concatenate": Concatenate.self, "Add": Merge.self, "Subtract": Merge.self, "Multiply": Merge.self,
         "Average": Merge.self, "Maximum": Merge.self, "Minimum": Merge.self,
         "ZeroPadding1D": ZeroPadding.self, "ZeroPadding2D": ZeroPadding.self,
+        "DepthwiseConv1D": DepthwiseConv.self, "DepthwiseConv2D": DepthwiseConv.self,
+        "SeparableConv1D": SeparableConv.self, "SeparableConv2D": SeparableConv.self,
+        "Conv1DTranspose": ConvTranspose.self, "Conv2DTranspose": ConvTranspose.self,
+        "Conv3DTranspose": ConvTranspose.self, "Cropping1D": Cropping.self, "Cropping2D": Cropping.self,
+        "Cropping3D": Cropping.self, "UpSampling1D": UpSampling.self, "UpSampling2D": UpSampling.self,
+        "UpSampling3D": UpSampling.self, "PReLU": PReLU.self, "GroupNormalization": GroupNormalization.self,
     ]
 
     /// Adds (or replaces) the Swift type that rebuilds layers of a Keras class name.
