@@ -57,8 +57,17 @@ def _attention():
     return keras.Model(inp, layers.Dense(3, activation="softmax")(layers.GlobalAveragePooling1D()(x)))
 
 
+def _nested():
+    inner = keras.Sequential([keras.Input((6,)), layers.Dense(5, activation="relu"), layers.Dense(4)])
+    head_in = keras.Input((4,))
+    head = keras.Model(head_in, layers.Dense(3)(head_in))
+    inp = keras.Input((6,))
+    body = keras.Model(inp, layers.Add()([head(inner(inp)), layers.Dense(3)(inp)]))
+    return keras.Sequential([keras.Input((6,)), body, layers.Softmax()])
+
+
 MODELS = {"mlp": _mlp, "convnet": _convnet, "recurrent": _recurrent, "two_in_two_out": _two_in_two_out,
-          "attention": _attention}
+          "attention": _attention, "nested": _nested}
 
 
 def _data(model, rng, n):
