@@ -261,3 +261,68 @@ public final class GroupNormalization: KerasLayer {
         return [try reshape(try add(try multiply(grouped, inv), shift), x.shape)]
     }
 }
+
+/// Normalization (the preprocessing layer): (x - mean) / max(sqrt(variance), 1e-7), or its
+/// inverse; mean and variance from the config or from the adapted weights (mean, variance,
+/// count), kept along `axis` and broadcast over the other axes.
+public final class Normalization: KerasLayer {
+    let mean: Parameter, variance: Parameter, count: Parameter?
+    let broadcastShape: [Int], invert: Bool
+
+    public required init(_ c: LayerConfig) throws {
+        let shape = try c.buildShape()
+        let rank = shape.count
+        var keep: [Int]
+        if let n = c.raw["axis"] as? NSNumber { keep = [n.intValue] } else if let a = c.raw["axis"] as? [NSNumber] { keep = a.map { $0.intValue } } else { keep = [] }
+        keep = try keep.map {
+            let a = $0 < 0 ? $0 + rank : $0
+            guard a >= 0 && a < rank else { throw EngineError.value("Normalization '\(c.name)': axis \($0) out of range for rank \(rank)") }
+            return a
+        }.sorted()
+        let dims = try keep.map { a -> Int in
+            guard let d = shape[a] else { throw EngineError.value("Normalization '\(c.name)': kept axis \(a) has no known size") }
+            return d
+        }
+        broadcastShape = (0..<rank).map { a in keep.firstIndex(of: a).map { dims[$0] } ?? 1 }
+        invert = try c.bool("invert", false)
+        if c.has("mean") || c.has("variance") {
+            func values(_ key: String) throws -> Tensor {
+                func flat(_ v: Any?) -> [Double]? {
+                    if let n = v as? NSNumber { return [n.doubleValue] }
+                    guard let a = v as? [Any] else { return nil }
+                    var out: [Double] = []
+                    for item in a {
+                        guard let f = flat(item) else { return nil }
+                        out += f
+                    }
+                    return out
+                }
+                guard let v = flat(c.raw[key]) else { throw EngineError.value("Normalization '\(c.name)': bad \(key) in config") }
+                let t = try Tensor(v.map { Float($0) })
+                return v.count == 1 ? try reshape(t, []) : try reshape(t, dims)
+            }
+            mean = Parameter("mean", try values("mean"), trainable: false)
+            variance = Parameter("variance", try values("variance"), trainable: false)
+            count = nil
+        } else {
+            mean = Parameter("mean", try zeros(dims), trainable: false)
+            variance = Parameter("variance", try ones(dims), trainable: false)
+            count = Parameter("count", try zeros([], dtype: .int64), trainable: false)
+        }
+        try super.init(c)
+    }
+
+    override public var weights: [Parameter] { count == nil ? [] : [mean, variance] + (count.map { [$0] } ?? []) }
+
+    override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
+        var x = try one(inputs)
+        if x.dtype != .float32 { x = try cast(x, to: .float32) }
+        guard x.rank == broadcastShape.count else {
+            throw EngineError.value("Normalization '\(name)': input \(x.shape) does not have rank \(broadcastShape.count)")
+        }
+        let m = mean.value.rank == 0 ? mean.value : try reshape(mean.value, broadcastShape)
+        let v = variance.value.rank == 0 ? variance.value : try reshape(variance.value, broadcastShape)
+        let scale = try maximum(try sqrt(v), try scalar(1e-7, v.dtype))
+        return [invert ? try add(m, try multiply(x, scale)) : try divide(try subtract(x, m), scale)]
+    }
+}
