@@ -148,6 +148,43 @@ def inputs_for(model, rng):
     return xs
 
 
+def write_gradients(name, rng):
+    """Gradients of L = sum_k sum(output_k * R_k) (inference mode) for NAME.keras's inputs:
+    NAME.r<k>.npy holds R_k, NAME.gin<i>.npy d L / d float input i, and NAME.grads.weights.h5
+    d L / d each trainable weight laid out as the model's own weights file (zeros for the
+    non-trainable ones), so the Swift test reads them with loadWeights."""
+    import jax
+    import jax.numpy as jnp
+
+    model = keras.models.load_model(OUT / f"{name}.keras")
+    xs = [np.load(OUT / f"{name}.in{i}.npy") for i in range(len(model.inputs))]
+    ys = model.predict(xs if len(xs) > 1 else xs[0], verbose=0)
+    ys = ys if isinstance(ys, list) else [ys]
+    rs = [rng.normal(size=np.shape(y)).astype("float32") for y in ys]
+    floats = [i for i, x in enumerate(xs) if x.dtype.kind == "f"]
+    trainable = [v.value for v in model.trainable_variables]
+    frozen = [v.value for v in model.non_trainable_variables]
+
+    def loss(tv, fx):
+        args = list(xs)
+        for i, x in zip(floats, fx):
+            args[i] = x
+        out, _ = model.stateless_call(tv, frozen, args if len(args) > 1 else args[0], training=False)
+        out = out if isinstance(out, (list, tuple)) else [out]
+        return sum(jnp.sum(o * r) for o, r in zip(out, rs))
+
+    g_weights, g_inputs = jax.grad(loss, argnums=(0, 1))(trainable, [xs[i] for i in floats])
+    for k, r in enumerate(rs):
+        np.save(OUT / f"{name}.r{k}.npy", r)
+    for i, g in zip(floats, g_inputs):
+        np.save(OUT / f"{name}.gin{i}.npy", np.asarray(g))
+    for v, g in zip(model.trainable_variables, g_weights):
+        v.assign(g)
+    for v in model.non_trainable_variables:
+        v.assign(np.zeros(v.shape, v.dtype))
+    model.save_weights(OUT / f"{name}.grads.weights.h5")
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(7)
@@ -170,6 +207,8 @@ def main():
             np.save(OUT / f"{name}.in{i}.npy", x)
         for i, y in enumerate(ys):
             np.save(OUT / f"{name}.out{i}.npy", np.asarray(y))
+    for name in ("mlp", "convnet", "rnn", "two_in_two_out", "attention"):
+        write_gradients(name, rng)
     mlp_model = keras.models.load_model(OUT / "mlp.keras")
     mlp_model.save_weights(OUT / "mlp.weights.h5")
 

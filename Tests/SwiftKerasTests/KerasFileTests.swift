@@ -43,6 +43,40 @@ final class KerasFileTests: XCTestCase {
     func testRemainingLayers() throws { try checkFixture("misc") }
     func testDepthwiseSeparableTransposedConvolutionsAndFriends() throws { try checkFixture("more") }
 
+    /// Gradients through the rebuilt layers (the engine's VJPs) against JAX's through Keras's:
+    /// d sum_k sum(output_k * R_k) / d (every trainable weight, every float input).
+    func checkGradients(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let model = try Model.load(fixture("\(name).keras"))
+        let want = try Model.load(fixture("\(name).keras"))
+        try want.loadWeights(fixture("\(name).grads.weights.h5"))
+        let xs = try (0..<model.inputs.count).map { try NumPy.load(fixture("\(name).in\($0).npy")) }
+        let floats = xs.indices.filter { xs[$0].dtype.isFloatingPoint }
+        for i in floats { xs[i].requiresGrad = true }
+        let params = model.weights.filter { $0.trainable }
+        Tape.push()
+        defer { try? Tape.pop() }
+        var loss = try scalar(0)
+        for (k, y) in try model.predict(xs).enumerated() {
+            loss = try add(loss, try sum(try multiply(y, try NumPy.load(fixture("\(name).r\(k).npy")))))
+        }
+        let grads = try Tape.gradient(of: loss, wrt: params.map { $0.value } + floats.map { xs[$0] })
+        let expected = want.weights.filter { $0.trainable }.map { $0.value }
+            + floats.map { try? NumPy.load(fixture("\(name).gin\($0).npy")) }.compactMap { $0 }
+        XCTAssertEqual(grads.count, expected.count, file: file, line: line)
+        for (i, (g, w)) in zip(grads, expected).enumerated() {
+            guard let g else { XCTFail("\(name): no gradient for source \(i)", file: file, line: line); continue }
+            let scale = max(1, w.doubles().map { abs($0) }.max() ?? 0)
+            assertClose(g, w, "\(name) gradient \(i) (\(i < params.count ? params[i].name : "input"))",
+                        tolerance: 1e-5 * scale, file: file, line: line)
+        }
+    }
+
+    func testGradientsMLP() throws { try checkGradients("mlp") }
+    func testGradientsConvnet() throws { try checkGradients("convnet") }
+    func testGradientsRecurrent() throws { try checkGradients("rnn") }
+    func testGradientsTwoInputsTwoOutputs() throws { try checkGradients("two_in_two_out") }
+    func testGradientsMultiHeadAttention() throws { try checkGradients("attention") }
+
     /// One loaded model serves several threads at once (the C ABI promises it), and models
     /// load on several threads at once (HDF5 calls are serialised).
     func testConcurrentLoadsAndPredictions() throws {
