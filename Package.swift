@@ -62,6 +62,6 @@ let package = Package(
         ),
         .testTarget(name: "TensorEngineTests", dependencies: ["TensorEngine"]),
         .testTarget(name: "TensorEngineCTests", dependencies: ["TensorEngineC", "TensorEngine", "CTensorEngine"]),
-        .testTarget(name: "SwiftKerasTests", dependencies: ["SwiftKeras", "TensorEngine"], exclude: ["Fixtures"]),
+        .testTarget(name: "SwiftKerasTests", dependencies: ["SwiftKeras", "SwiftKerasC", "TensorEngine", "CTensorEngine"], exclude: ["Fixtures"]),
     ]
 )
