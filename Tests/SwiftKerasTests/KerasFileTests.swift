@@ -167,6 +167,29 @@ final class KerasFileTests: XCTestCase {
         }
     }
 
+    /// A model built on dicts takes and returns them in Keras's flattening order (sorted keys).
+    func testDictInputsAndOutputs() throws {
+        func ref(_ name: String) -> [String: Any] {
+            ["class_name": "__keras_tensor__", "config": ["shape": [NSNull(), 1], "keras_history": [name, 0, 0]]]
+        }
+        func input(_ name: String, _ width: Int) -> [String: Any] {
+            ["class_name": "InputLayer", "name": name, "inbound_nodes": [],
+             "config": ["name": name, "batch_shape": [NSNull(), width], "dtype": "float32"]]
+        }
+        let concat: [String: Any] = ["class_name": "Concatenate", "name": "cat", "config": ["name": "cat", "axis": -1],
+                                     "inbound_nodes": [["args": [[ref("zeta"), ref("alpha")]], "kwargs": [:]]]]
+        let model = try Model(config: ["class_name": "Functional", "config": [
+            "name": "dicts", "layers": [input("zeta", 2), input("alpha", 1), concat],
+            "input_layers": ["zeta": ["zeta", 0, 0], "alpha": ["alpha", 0, 0]],
+            "output_layers": ["z_out": ["zeta", 0, 0], "cat_out": ["cat", 0, 0]],
+        ]])
+        XCTAssertEqual(model.inputs.map { $0.name }, ["alpha", "zeta"])
+        XCTAssertEqual(model.outputNames, ["cat_out", "z_out"])
+        let ys = try model.predict([try Tensor([Float(1)], shape: [1, 1]), try Tensor([Float(2), 3], shape: [1, 2])])
+        XCTAssertEqual(try ys[0].array(Float.self), [2, 3, 1])
+        XCTAssertEqual(try ys[1].array(Float.self), [2, 3])
+    }
+
     func testBadFilesAndInputsThrow() throws {
         XCTAssertThrowsError(try Model.load(fixture("does-not-exist.keras")))
         XCTAssertThrowsError(try Model.load(fixture("mlp.in0.npy")))

@@ -28,8 +28,12 @@ public final class Model {
     public let layers: [KerasLayer]
     /// The model's inputs, in the order `predict` takes them.
     public let inputs: [InputLayer]
-    /// Names of the layers whose outputs `predict` returns, in order.
-    public var outputNames: [String] { outputRefs.map { $0.layer } }
+    /// Names of the outputs `predict` returns, in order: the keys of a model built with a
+    /// dict of outputs, else the names of the layers that compute them.
+    public var outputNames: [String] {
+        if let keys = (config["config"] as? [String: Any])?["output_layers"] as? [String: Any] { return keys.keys.sorted() }
+        return outputRefs.map { $0.layer }
+    }
     /// The config entry Keras wrote ({"module", "class_name", "config", ...}).
     public let config: [String: Any]
 
@@ -120,11 +124,18 @@ public final class Model {
         return dict
     }
 
-    /// [[name, node, index], ...] or a single [name, node, index].
+    /// [[name, node, index], ...], a single [name, node, index], or {key: [name, node, index]}
+    /// (a model built on dicts: Keras flattens them in sorted key order).
     private static func parseRefs(_ v: Any?, _ what: String) throws -> [TensorRef] {
         func ref(_ a: [Any]) -> TensorRef? {
             guard a.count >= 3, let n = a[0] as? String, let node = a[1] as? NSNumber, let i = a[2] as? NSNumber else { return nil }
             return TensorRef(layer: n, node: node.intValue, index: i.intValue)
+        }
+        if let dict = v as? [String: Any] {
+            return try dict.keys.sorted().map { key in
+                guard let a = dict[key] as? [Any], let r = ref(a) else { throw EngineError.value("model config: bad \(what) entry '\(key)'") }
+                return r
+            }
         }
         guard let list = v as? [Any] else { throw EngineError.value("model config has no \(what)") }
         if let single = ref(list) { return [single] }
