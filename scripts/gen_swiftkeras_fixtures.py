@@ -137,6 +137,16 @@ def more():
     return keras.Model([img, seq], [x, s], name="more")
 
 
+def einsum():
+    """EinsumDense in its three equation forms, with bias on some axes."""
+    seq = keras.Input((4, 6))
+    x = layers.EinsumDense("abc,cd->abd", output_shape=(None, 5), bias_axes="d", activation="relu")(seq)
+    x = layers.EinsumDense("...b,bc->...c", output_shape=3)(x)
+    x = layers.EinsumDense("abc,cde->abde", output_shape=(None, 2, 3), bias_axes="de")(x)
+    y = layers.EinsumDense("ab...,bc->ac...", output_shape=(7,), bias_axes="c")(seq)
+    return keras.Model(seq, [x, y], name="einsum")
+
+
 def inputs_for(model, rng):
     xs = []
     for t in model.inputs:
@@ -148,7 +158,7 @@ def inputs_for(model, rng):
     return xs
 
 
-def write_gradients(name, rng):
+def write_gradients(name):
     """Gradients of L = sum_k sum(output_k * R_k) (inference mode) for NAME.keras's inputs:
     NAME.r<k>.npy holds R_k, NAME.gin<i>.npy d L / d float input i, and NAME.grads.weights.h5
     d L / d each trainable weight laid out as the model's own weights file (zeros for the
@@ -156,6 +166,7 @@ def write_gradients(name, rng):
     import jax
     import jax.numpy as jnp
 
+    rng = np.random.default_rng(sum(map(ord, name)))  # per model: adding a fixture changes no other
     model = keras.models.load_model(OUT / f"{name}.keras")
     xs = [np.load(OUT / f"{name}.in{i}.npy") for i in range(len(model.inputs))]
     ys = model.predict(xs if len(xs) > 1 else xs[0], verbose=0)
@@ -189,7 +200,7 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(7)
     keras.utils.set_random_seed(7)
-    for build in (mlp, convnet, rnn, two_in_two_out, attention, misc, more):
+    for build in (mlp, convnet, rnn, two_in_two_out, attention, misc, more, einsum):
         model = build()
         # Non-trivial moving statistics and biases, so inference paths are really checked.
         for w in (w for w in model.weights if "float" in str(w.dtype)):
@@ -208,7 +219,7 @@ def main():
         for i, y in enumerate(ys):
             np.save(OUT / f"{name}.out{i}.npy", np.asarray(y))
     for name in ("mlp", "convnet", "rnn", "two_in_two_out", "attention"):
-        write_gradients(name, rng)
+        write_gradients(name)
     mlp_model = keras.models.load_model(OUT / "mlp.keras")
     mlp_model.save_weights(OUT / "mlp.weights.h5")
 

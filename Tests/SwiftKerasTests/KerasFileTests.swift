@@ -42,6 +42,7 @@ final class KerasFileTests: XCTestCase {
     /// on axis 1, the merge layers, backwards GRU, ReLU-activated SimpleRNN, several activations.
     func testRemainingLayers() throws { try checkFixture("misc") }
     func testDepthwiseSeparableTransposedConvolutionsAndFriends() throws { try checkFixture("more") }
+    func testEinsumDense() throws { try checkFixture("einsum") }
 
     /// Gradients through the rebuilt layers (the engine's VJPs) against JAX's through Keras's:
     /// d sum_k sum(output_k * R_k) / d (every trainable weight, every float input).

@@ -182,7 +182,7 @@ public enum LayerRegistry {
         "Conv3DTranspose": ConvTranspose.self, "Cropping1D": Cropping.self, "Cropping2D": Cropping.self,
         "Cropping3D": Cropping.self, "UpSampling1D": UpSampling.self, "UpSampling2D": UpSampling.self,
         "UpSampling3D": UpSampling.self, "PReLU": PReLU.self, "GroupNormalization": GroupNormalization.self,
-        "Normalization": Normalization.self,
+        "Normalization": Normalization.self, "EinsumDense": EinsumDense.self,
     ]
 
     /// Adds (or replaces) the Swift type that rebuilds layers of a Keras class name.
