@@ -30,8 +30,7 @@ extension Model {
             "(" + s.map { $0.map(String.init) ?? "None" }.joined(separator: ", ") + (s.count == 1 ? ",)" : ")")
         }
         var rows: [[[String]]] = []
-        let shown: [KerasLayer] = functional ? layers : layers
-        for layer in shown {
+        for layer in layers {
             let type = layer is ModelLayer ? ((layer as? ModelLayer)?.model.className ?? layer.className) : layer.className
             let outs = (shapes[layer.name] ?? []).map(shapeText)
             var row = [["\(layer.name) (\(type))"], outs.isEmpty ? ["?"] : outs, [String(layer.parameterCount)]]
