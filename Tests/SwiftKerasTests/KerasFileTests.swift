@@ -191,6 +191,24 @@ final class KerasFileTests: XCTestCase {
         XCTAssertEqual(try ys[1].array(Float.self), [2, 3])
     }
 
+    /// A custom Python layer reimplemented in Swift and registered under Keras's name for it.
+    final class TimesTwo: KerasLayer {
+        override func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
+            [try multiply(try one(inputs), try scalar(2))]
+        }
+    }
+
+    func testRegisteredSwiftTypeRebuildsACustomLayer() throws {
+        let input: [String: Any] = ["class_name": "InputLayer", "config": ["name": "in", "batch_shape": [NSNull(), 2]]]
+        let custom: [String: Any] = ["class_name": "TimesTwo", "module": "my_project.layers",
+                                     "registered_name": "my_project>TimesTwo", "config": ["name": "double"]]
+        let config: [String: Any] = ["class_name": "Sequential", "config": ["name": "m", "layers": [input, custom]]]
+        XCTAssertThrowsError(try Model(config: config))
+        LayerRegistry.register("my_project>TimesTwo", TimesTwo.self)
+        let y = try Model(config: config).predict(try Tensor([Float(1), 2], shape: [1, 2]))
+        XCTAssertEqual(try y.array(Float.self), [2, 4])
+    }
+
     func testBadFilesAndInputsThrow() throws {
         XCTAssertThrowsError(try Model.load(fixture("does-not-exist.keras")))
         XCTAssertThrowsError(try Model.load(fixture("mlp.in0.npy")))

@@ -185,7 +185,8 @@ public enum LayerRegistry {
         "Normalization": Normalization.self, "EinsumDense": EinsumDense.self,
     ]
 
-    /// Adds (or replaces) the Swift type that rebuilds layers of a Keras class name.
+    /// Adds (or replaces) the Swift type that rebuilds layers of a Keras class name, or of a
+    /// custom layer's registered name ("my_package>MyLayer", as Keras writes it).
     public static func register(_ className: String, _ type: KerasLayer.Type) {
         lock.lock()
         defer { lock.unlock() }
@@ -210,6 +211,11 @@ public enum LayerRegistry {
             throw EngineError.value("a layer entry in the model config has no class_name/config: \(entry.keys.sorted())")
         }
         let name = config["name"] as? String ?? "?"
+        // A custom Python layer reimplemented in Swift and registered under its Keras name
+        // ("package>ClassName") is rebuilt like a built-in one.
+        if let registered = entry["registered_name"] as? String, let custom = type(registered) {
+            return try custom.init(LayerConfig(className: className, raw: config, buildShapes: shapes(entry["build_config"])))
+        }
         if className == "Lambda" {
             throw EngineError.notImplemented("layer '\(name)' is a Lambda layer: its Python function cannot run in Swift")
         }
