@@ -9,12 +9,18 @@ let package = Package(
         .library(name: "TensorEngine", targets: ["TensorEngine"]),
         .library(name: "TensorEngineC", type: .dynamic, targets: ["TensorEngineC"]),
         .library(name: "SwiftKeras", targets: ["SwiftKeras"]),
+        // Keras model files from C: a library of its own, so the Python wheel's engine
+        // (TensorEngineC) links neither HDF5 nor the zip package.
+        .library(name: "SwiftKerasC", type: .dynamic, targets: ["SwiftKerasC"]),
+        .executable(name: "keras-swift", targets: ["KerasSwiftCLI"]),
         .executable(name: "DigitsMLP", targets: ["DigitsMLP"]),
         .executable(name: "run-graph", targets: ["RunGraph"]),
     ],
     dependencies: [
         // Command lines of the example tools.
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // .keras and .npz files are zip archives.
+        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
     ],
     targets: [
         .systemLibrary(
@@ -28,7 +34,21 @@ let package = Package(
         // declarations C callers use (te_attr's layout, the enums) instead of copies.
         .systemLibrary(name: "CTensorEngine", path: "Sources/TensorEngineC/include"),
         .target(name: "TensorEngineC", dependencies: ["TensorEngine", "CTensorEngine"], exclude: ["include"]),
-        .target(name: "SwiftKeras", dependencies: ["TensorEngine"]),
+        // HDF5's C library (Keras's weight files), Debian's serial build.
+        .systemLibrary(
+            name: "CHDF5",
+            path: "Sources/CHDF5",
+            pkgConfig: "hdf5",
+            providers: [.apt(["libhdf5-dev"])]
+        ),
+        .target(name: "SwiftKeras", dependencies: ["TensorEngine", "CHDF5", .product(name: "ZIPFoundation", package: "ZIPFoundation")]),
+        .systemLibrary(name: "CSwiftKerasModel", path: "Sources/SwiftKerasC/include"),
+        .target(name: "SwiftKerasC", dependencies: ["SwiftKeras", "TensorEngine", "CSwiftKerasModel", "CTensorEngine"], exclude: ["include"]),
+        .executableTarget(
+            name: "KerasSwiftCLI",
+            dependencies: ["SwiftKeras", "TensorEngine", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/KerasSwiftCLI"
+        ),
         .executableTarget(
             name: "DigitsMLP",
             dependencies: ["SwiftKeras", "TensorEngine"],
@@ -42,6 +62,6 @@ let package = Package(
         ),
         .testTarget(name: "TensorEngineTests", dependencies: ["TensorEngine"]),
         .testTarget(name: "TensorEngineCTests", dependencies: ["TensorEngineC", "TensorEngine", "CTensorEngine"]),
-        .testTarget(name: "SwiftKerasTests", dependencies: ["SwiftKeras", "TensorEngine"]),
+        .testTarget(name: "SwiftKerasTests", dependencies: ["SwiftKeras", "SwiftKerasC", "TensorEngine", "CTensorEngine"], exclude: ["Fixtures"]),
     ]
 )

@@ -4,10 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! pkg-config --exists openblas 2>/dev/null; then
+# OpenBLAS for the engine; HDF5 for SwiftKeras's Keras files (.keras, .weights.h5).
+if ! pkg-config --exists openblas hdf5 2>/dev/null; then
     sudo=$(command -v sudo || true)
     $sudo apt-get update -qq
-    $sudo apt-get install -y -qq libopenblas-dev pkg-config >/dev/null
+    $sudo apt-get install -y -qq libopenblas-dev libhdf5-dev pkg-config >/dev/null
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv

@@ -25,56 +25,68 @@ public protocol Layer: AnyObject {
     func callAsFunction(_ x: Tensor, training: Bool) throws -> Tensor
 }
 
-public enum Activation {
-    case linear, relu, sigmoid, tanh, softmax, gelu
-
-    public func callAsFunction(_ x: Tensor) throws -> Tensor {
-        switch self {
-        case .linear: return x
-        case .relu: return try TensorEngine.relu(x)
-        case .sigmoid: return try TensorEngine.sigmoid(x)
-        case .tanh: return try TensorEngine.tanh(x)
-        case .softmax: return try TensorEngine.softmax(x, axis: -1)
-        case .gelu: return try unary(.gelu(approximate: false), x)
-        }
-    }
-}
-
 /// Glorot-uniform initial values, a pure function of `seed` (as Keras's initializer).
 func glorotUniform(_ shape: [Int], fanIn: Int, fanOut: Int, seed: Int) throws -> Tensor {
     let limit = (6.0 / Double(fanIn + fanOut)).squareRoot()
     return try random(.uniform(-limit, limit), shape: shape, seed: [seed, 0])
 }
 
-/// Fully connected layer: activation(x @ kernel + bias).
-public final class Dense: Layer {
+/// Fully connected layer: activation(x @ kernel + bias), Keras's `Dense`.
+public final class Dense: KerasLayer, Layer {
     public let kernel: Parameter
-    public let bias: Parameter
+    public let bias: Parameter?
     public let activation: Activation
 
-    public init(inputs: Int, units: Int, activation: Activation = .linear, seed: Int = 0) throws {
+    public init(inputs: Int, units: Int, activation: Activation = .linear, useBias: Bool = true, seed: Int = 0,
+                name: String = "dense") throws {
         kernel = Parameter("kernel", try glorotUniform([inputs, units], fanIn: inputs, fanOut: units, seed: seed))
-        bias = Parameter("bias", try zeros([units]))
+        bias = useBias ? Parameter("bias", try zeros([units])) : nil
         self.activation = activation
+        super.init(className: "Dense", name: name,
+                   config: ["units": units, "activation": activation.name, "use_bias": useBias],
+                   buildShape: [nil, inputs])
     }
 
-    public var parameters: [Parameter] { [kernel, bias] }
+    required init(_ c: LayerConfig) throws {
+        let units = try c.int("units")
+        let inputs = try c.inputDim()
+        activation = try Activation(config: c.raw["activation"])
+        kernel = Parameter("kernel", try zeros([inputs, units]))
+        bias = try c.bool("use_bias", true) ? Parameter("bias", try zeros([units])) : nil
+        try super.init(c)
+    }
+
+    public var parameters: [Parameter] { [kernel] + (bias.map { [$0] } ?? []) }
+    override public var weights: [Parameter] { parameters }
 
     public func callAsFunction(_ x: Tensor, training: Bool = false) throws -> Tensor {
-        try activation(try add(try matmul(x, kernel.value), bias.value))
+        var y = try matmul(x, kernel.value)
+        if let b = bias { y = try add(y, b.value) }
+        return try activation(y)
+    }
+
+    override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
+        [try self(try one(inputs), training: options.training)]
     }
 }
 
 /// Inverted dropout: zeroes a `rate` fraction in training and rescales the rest.
-public final class Dropout: Layer {
+public final class Dropout: KerasLayer, Layer {
     public let rate: Double
     private var calls = 0
     private let seed: Int
 
-    public init(rate: Double, seed: Int = 0) throws {
+    public init(rate: Double, seed: Int = 0, name: String = "dropout") throws {
         guard rate >= 0 && rate < 1 else { throw EngineError.value("dropout rate must be in [0, 1), got \(rate)") }
         self.rate = rate
         self.seed = seed
+        super.init(className: "Dropout", name: name, config: ["rate": rate], buildShape: nil)
+    }
+
+    required init(_ c: LayerConfig) throws {
+        rate = try c.double("rate")
+        seed = 0
+        try super.init(c)
     }
 
     public var parameters: [Parameter] { [] }
@@ -86,4 +98,7 @@ public final class Dropout: Layer {
         let keep = try cast(try binary(.greaterEqual, u, try scalar(rate, x.dtype)), to: x.dtype)
         return try multiply(x, try multiply(keep, try scalar(1 / (1 - rate), x.dtype)))
     }
+
+    /// Inference only through the model graph: dropout is the identity there.
+    override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] { [try one(inputs)] }
 }

@@ -1,0 +1,95 @@
+import Foundation
+import TensorEngine
+
+/// Keras's activation functions by their serialized names (`keras.activations.get`).
+public enum Activation: Equatable {
+    case linear, relu, sigmoid, tanh, softmax, gelu
+    case elu, selu, swish, softplus, softsign, exponential, hardSigmoid, hardSwish, leakyRelu, relu6, mish, logSoftmax
+
+    public init(name: String) throws {
+        switch name {
+        case "linear": self = .linear
+        case "relu": self = .relu
+        case "sigmoid": self = .sigmoid
+        case "tanh": self = .tanh
+        case "softmax": self = .softmax
+        case "gelu": self = .gelu
+        case "elu": self = .elu
+        case "selu": self = .selu
+        case "swish", "silu": self = .swish
+        case "softplus": self = .softplus
+        case "softsign": self = .softsign
+        case "exponential": self = .exponential
+        case "hard_sigmoid": self = .hardSigmoid
+        case "hard_silu", "hard_swish": self = .hardSwish
+        case "leaky_relu": self = .leakyRelu
+        case "relu6": self = .relu6
+        case "mish": self = .mish
+        case "log_softmax": self = .logSoftmax
+        default: throw EngineError.notImplemented("SwiftKeras has no activation '\(name)'")
+        }
+    }
+
+    /// The value of a layer config's "activation" entry: a name, null, or a serialized function.
+    init(config value: Any?) throws {
+        switch value {
+        case nil, is NSNull: self = .linear
+        case let s as String: try self.init(name: s)
+        case let d as [String: Any]:
+            if let s = d["config"] as? String { try self.init(name: s) }
+            else { throw EngineError.notImplemented("SwiftKeras cannot rebuild the custom activation \(d["class_name"] ?? d)") }
+        default: throw EngineError.value("bad activation in layer config: \(value.map { "\($0)" } ?? "nil")")
+        }
+    }
+
+    public var name: String {
+        switch self {
+        case .linear: return "linear"
+        case .relu: return "relu"
+        case .sigmoid: return "sigmoid"
+        case .tanh: return "tanh"
+        case .softmax: return "softmax"
+        case .gelu: return "gelu"
+        case .elu: return "elu"
+        case .selu: return "selu"
+        case .swish: return "swish"
+        case .softplus: return "softplus"
+        case .softsign: return "softsign"
+        case .exponential: return "exponential"
+        case .hardSigmoid: return "hard_sigmoid"
+        case .hardSwish: return "hard_silu"
+        case .leakyRelu: return "leaky_relu"
+        case .relu6: return "relu6"
+        case .mish: return "mish"
+        case .logSoftmax: return "log_softmax"
+        }
+    }
+
+    public func callAsFunction(_ x: Tensor) throws -> Tensor {
+        switch self {
+        case .linear: return x
+        case .relu: return try TensorEngine.relu(x)
+        case .sigmoid: return try TensorEngine.sigmoid(x)
+        case .tanh: return try TensorEngine.tanh(x)
+        case .softmax: return try TensorEngine.softmax(x, axis: -1)
+        case .logSoftmax: return try TensorEngine.softmax(x, axis: -1, log: true)
+        case .gelu: return try unary(.gelu(approximate: false), x)
+        case .elu: return try unary(.elu(alpha: 1), x)
+        case .selu: return try unary(.selu, x)
+        case .swish: return try unary(.silu, x)
+        case .softplus: return try unary(.softplus, x)
+        case .softsign: return try unary(.softsign, x)
+        case .exponential: return try exp(x)
+        // Keras 3: hard_sigmoid(x) = relu6(x + 3) / 6.
+        case .hardSigmoid: return try hardSigmoid(x)
+        case .hardSwish: return try multiply(x, try hardSigmoid(x))
+        case .leakyRelu: return try unary(.leakyRelu(slope: 0.2), x)
+        case .relu6: return try unary(.relu6, x)
+        case .mish: return try multiply(x, try TensorEngine.tanh(try unary(.softplus, x)))
+        }
+    }
+
+    private func hardSigmoid(_ x: Tensor) throws -> Tensor {
+        try divide(try unary(.relu6, try add(x, try scalar(3, x.dtype))), try scalar(6, x.dtype))
+    }
+}

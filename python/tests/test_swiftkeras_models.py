@@ -1,0 +1,168 @@
+"""Models trained and saved by Keras on the swift backend run with no Python: through the
+`keras-swift` command line (Sources/KerasSwiftCLI) and from C through the model ABI
+(Examples/c/predict_model.c against libSwiftKerasC, te_model.h), predicting what Keras
+predicts within 1e-5. scripts/test.sh builds both into .build-test/debug; set
+KERAS_SWIFT_BIN_DIR to use another build."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from swift_env import require_swift
+
+keras = require_swift()
+
+from keras import layers  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+HEADER_DIR = REPO / "Sources" / "TensorEngineC" / "include"
+SWIFT_BIN_DIR = Path(os.environ.get("KERAS_SWIFT_BIN_DIR", REPO / ".build-test" / "debug"))
+CLI = SWIFT_BIN_DIR / "keras-swift"
+
+
+def _mlp():
+    return keras.Sequential([keras.Input((6,)), layers.Dense(16, activation="relu"), layers.Dropout(0.2),
+                             layers.Dense(3, activation="softmax")])
+
+
+def _convnet():
+    return keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(4, 3, padding="same", activation="relu"),
+                             layers.BatchNormalization(), layers.MaxPooling2D(2), layers.Conv2D(4, 3),
+                             layers.GlobalAveragePooling2D(), layers.Dense(3, activation="softmax")])
+
+
+def _recurrent():
+    inp = keras.Input((5, 3))
+    x = layers.LSTM(4, return_sequences=True)(inp)
+    x = layers.Bidirectional(layers.GRU(3))(x)
+    return keras.Model(inp, layers.Dense(3, activation="softmax")(x))
+
+
+def _two_in_two_out():
+    a, b = keras.Input((6,), name="a"), keras.Input((4, 3), name="b")
+    shared = layers.Dense(4, activation="tanh")
+    ha, hb = shared(a), shared(layers.Dense(6)(layers.Flatten()(layers.Conv1D(2, 2, padding="same")(b))))
+    merged = layers.Concatenate()([ha, hb, layers.Multiply()([ha, hb])])
+    return keras.Model([a, b], [layers.Dense(3, activation="softmax", name="cls")(merged),
+                                layers.Dense(1, name="reg")(layers.Add()([ha, hb]))])
+
+
+def _attention():
+    inp = keras.Input((5, 6))
+    x = layers.MultiHeadAttention(num_heads=2, key_dim=3)(inp, inp)
+    x = layers.LayerNormalization()(layers.Add()([inp, x]))
+    return keras.Model(inp, layers.Dense(3, activation="softmax")(layers.GlobalAveragePooling1D()(x)))
+
+
+def _nested():
+    inner = keras.Sequential([keras.Input((6,)), layers.Dense(5, activation="relu"), layers.Dense(4)])
+    head_in = keras.Input((4,))
+    head = keras.Model(head_in, layers.Dense(3)(head_in))
+    inp = keras.Input((6,))
+    body = keras.Model(inp, layers.Add()([head(inner(inp)), layers.Dense(3)(inp)]))
+    return keras.Sequential([keras.Input((6,)), body, layers.Softmax()])
+
+
+MODELS = {"mlp": _mlp, "convnet": _convnet, "recurrent": _recurrent, "two_in_two_out": _two_in_two_out,
+          "attention": _attention, "nested": _nested}
+
+
+def _data(model, rng, n):
+    return [rng.normal(size=(n,) + tuple(t.shape[1:])).astype("float32") for t in model.inputs]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Each model trained for two epochs on the swift backend, saved, with an input batch and
+    Keras's predictions for it."""
+    folder = tmp_path_factory.mktemp("swiftkeras_models")
+    rng = np.random.default_rng(0)
+    keras.utils.set_random_seed(0)
+    out = {}
+    for name, build in MODELS.items():
+        model = build()
+        xs = _data(model, rng, 32)
+        ys = [rng.integers(0, 3, size=(32,)) if o.shape[-1] == 3 else rng.normal(size=(32, 1)).astype("float32")
+              for o in model.outputs]
+        model.compile(optimizer="adam", loss=["sparse_categorical_crossentropy" if o.shape[-1] == 3 else "mse"
+                                              for o in model.outputs])
+        model.fit(xs if len(xs) > 1 else xs[0], ys if len(ys) > 1 else ys[0], epochs=2, batch_size=8, verbose=0)
+        path = folder / f"{name}.keras"
+        model.save(path)
+        x_test = _data(model, rng, 4)
+        want = model.predict(x_test if len(x_test) > 1 else x_test[0], verbose=0)
+        want = [np.asarray(w) for w in (want if isinstance(want, (list, tuple)) else [want])]
+        inputs = []
+        for i, x in enumerate(x_test):
+            inputs.append(folder / f"{name}.in{i}.npy")
+            np.save(inputs[-1], x)
+        out[name] = (path, inputs, want)
+    return out
+
+
+def _require(path, what):
+    if not path.exists():
+        pytest.skip(f"{path} is not built ({what}; scripts/test.sh builds it, or set KERAS_SWIFT_BIN_DIR)")
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_keras_swift_predict_matches_keras(trained, name, tmp_path):
+    _require(CLI, "the keras-swift tool")
+    path, inputs, want = trained[name]
+    out = tmp_path / ("out.npz" if len(want) > 1 else "out.npy")
+    run = subprocess.run([str(CLI), "predict", str(path), *map(str, inputs), "-o", str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    if len(want) == 1:
+        got = [np.load(out)]
+    else:
+        with np.load(out) as z:
+            got = [z[k] for k in z.files]
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-5, rtol=0)
+
+
+def test_keras_swift_summary_and_errors(trained, tmp_path):
+    _require(CLI, "the keras-swift tool")
+    path, inputs, _ = trained["two_in_two_out"]
+    text = subprocess.run([str(CLI), "summary", str(path)], capture_output=True, text=True, check=True).stdout
+    assert "Total params:" in text and "(Concatenate)" in text and "Connected to" in text
+    # Too few inputs, and a model with a Lambda layer: an error message, not a crash.
+    bad = subprocess.run([str(CLI), "predict", str(path), str(inputs[0]), "-o", str(tmp_path / "o.npz")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "takes 2 input" in bad.stderr
+    lam = keras.Sequential([keras.Input((3,)), layers.Lambda(lambda t: t * 2)])
+    lam.save(tmp_path / "lambda.keras")
+    bad = subprocess.run([str(CLI), "summary", str(tmp_path / "lambda.keras")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "Lambda" in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def predict_model_exe(tmp_path_factory):
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    _require(SWIFT_BIN_DIR / "libSwiftKerasC.so", "the SwiftKerasC library")
+    exe = tmp_path_factory.mktemp("c") / "predict_model"
+    subprocess.run([cc, "-O1", "-Wall", "-Werror", str(REPO / "Examples" / "c" / "predict_model.c"), f"-I{HEADER_DIR}",
+                    f"-L{SWIFT_BIN_DIR}", "-lSwiftKerasC", "-lpthread", f"-Wl,-rpath,{SWIFT_BIN_DIR}", "-o", str(exe)],
+                   check=True)
+    return exe
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_c_example_predicts_like_keras(trained, predict_model_exe, name, tmp_path):
+    path, inputs, want = trained[name]
+    run = subprocess.run([str(predict_model_exe), str(path), str(tmp_path), *map(str, inputs)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "concurrent predictions agree" in run.stdout
+    for i, w in enumerate(want):
+        np.testing.assert_allclose(np.load(tmp_path / f"output_{i}.npy"), w, atol=1e-5, rtol=0)
+    missing = subprocess.run([str(predict_model_exe), str(tmp_path / "nope.keras"), str(tmp_path), *map(str, inputs)],
+                             capture_output=True, text=True)
+    assert missing.returncode == 1 and "nope.keras" in missing.stderr
