@@ -1,7 +1,8 @@
 """The keras-swift backend package (upstream pluggable-backend layout).
 
 Keras 3.15 star-imports ``keras_swift.src.compat_3_15`` (the flat namespace
-of ``keras.src.backend``); this package only carries the feature flags.
+of ``keras.src.backend``); this package only carries the feature flags
+(``distribution_lib`` is the submodule of that name).
 """
 
 SUPPORTS_SPARSE_TENSORS = True
@@ -9,4 +10,3 @@ SUPPORTS_RAGGED_TENSORS = False
 SUPPORTS_COMPLEX_DTYPES = True
 IS_THREAD_SAFE = False
 SUPPORTS_GRADIENT = True
-distribution_lib = None
