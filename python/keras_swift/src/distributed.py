@@ -65,7 +65,12 @@ def current():
     """The ``DataParallelRun`` of the current distribution, or None when training runs
     in this process alone."""
     distribution = global_state.get_global_attribute("distribution")
-    if distribution is None or not getattr(distribution, "_is_multi_process", False):
+    if distribution is None:
+        return None
+    refused = getattr(distribution, "_swift_refused", None)
+    if refused is not None:
+        raise NotImplementedError(refused)
+    if not getattr(distribution, "_is_multi_process", False):
         return None
     run = getattr(distribution, "_swift_run", None)
     if run is None:
@@ -122,10 +127,8 @@ class DataParallelRun:
         return shard
 
     # -- training -------------------------------------------------------------
-    def make_train_function(self, model):
-        from keras_swift.src.trainer import Trainer
-
-        if type(model).train_step is not Trainer.train_step:
+    def make_train_function(self, model, builtin_train_step):
+        if type(model).train_step is not builtin_train_step:
             raise NotImplementedError(
                 f"keras_swift: {type(model).__name__} overrides train_step; multi-process "
                 "DataParallel cuts the built-in train_step at its gradients to average "

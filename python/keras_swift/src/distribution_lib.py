@@ -305,4 +305,8 @@ def check_variable(variable, value):
     if layout is not None:
         backend_layout = _backend_layout(layout)
         if backend_layout.split_dims():
-            raise _model_parallel_error(f"variable {variable.path!r}", backend_layout)
+            error = _model_parallel_error(f"variable {variable.path!r}", backend_layout)
+            # Sequential.build swallows NotImplementedError (shape inference): fit,
+            # evaluate and predict raise it again (distributed.current()).
+            distribution._swift_refused = str(error)
+            raise error

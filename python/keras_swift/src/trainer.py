@@ -162,7 +162,7 @@ class Trainer(_BaseTrainer):
             return self.train_function
         run = distributed.current()
         if run is not None:
-            self.train_function = run.make_train_function(self)
+            self.train_function = run.make_train_function(self, Trainer.train_step)
             return self.train_function
         train_step = self._compiled_step(self.train_step, "train_step", optimizer=True)
 
