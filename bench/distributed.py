@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Data-parallel training step on the swift backend: 1 process x 2 engine threads against
+2 MPI processes x 1 thread each (keras.distribution.DataParallel over Open MPI).
+
+Workloads (bench/steps.py's): ``mlp`` (Dense 784-512-512-10, Adam, batch 128) and
+``convnet`` (Keras's MNIST convnet, Adam, batch 128); the global batch is 128 in both
+configurations, so 2 processes each run 64 rows a step. Each configuration runs in fresh
+processes: a warm-up ``fit`` of ``--warmup-steps`` steps (tracing), then ``--repeats``
+timed epochs of ``--steps`` steps; reported: the median epoch's milliseconds per step,
+and for 2 processes the share of the step rank 0 spends in MPI calls (the gradient
+allreduce plus the metrics' one, including any wait for the other rank), read from
+timers around those calls.
+
+    python bench/distributed.py                 # both workloads
+    python bench/distributed.py --workloads mlp --steps 50 --json d.json
+
+Needs mpirun (Open MPI) and mpi4py. Run it on an otherwise idle machine with at least
+2 cores; the report prints the load average before and after.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULT_PREFIX = "DISTRIBUTED_BENCH "
+BATCH = 128
+
+
+def worker(args):
+    sys.path.insert(0, str(HERE))
+    os.environ.setdefault("KERAS_BACKEND", "swift")
+    from _common import activate_swift
+
+    activate_swift()
+    import keras
+
+    from steps import build, make_data
+
+    distributed = os.environ.get("BENCH_DIST") == "1"
+    if distributed:
+        keras.distribution.initialize()
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+    from keras.src.backend import distribution_lib
+
+    import _swiftkeras
+
+    _swiftkeras.set_num_threads(args.threads)
+    rank = distribution_lib.process_id()
+
+    mpi_time = [0.0]
+    if distributed:
+        from keras_swift.src import distributed as dp
+
+        def timed(fn):
+            def wrapper(*a, **k):
+                start = time.perf_counter()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    mpi_time[0] += time.perf_counter() - start
+
+            return wrapper
+
+        dp.DataParallelRun.allreduce_sum = timed(dp.DataParallelRun.allreduce_sum)
+        reduce_metrics = dp.DataParallelRun._reduce_metrics
+        dp.DataParallelRun._reduce_metrics = timed(reduce_metrics)
+
+    keras.utils.set_random_seed(0)
+    x, y = make_data(args.workload, BATCH * args.steps, 0)
+    model = build(args.workload)
+    model.fit(x[: BATCH * args.warmup_steps], y[: BATCH * args.warmup_steps],
+              batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
+
+    epochs, shares = [], []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            mpi_time[0] = 0.0
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            elapsed = time.perf_counter() - self.start
+            epochs.append(elapsed / args.steps * 1e3)
+            shares.append(mpi_time[0] / elapsed)
+
+    model.fit(x, y, batch_size=BATCH, epochs=args.repeats, verbose=0, shuffle=False,
+              callbacks=[Timer()])
+    if rank == 0:
+        i = epochs.index(statistics.median_low(epochs))
+        print(RESULT_PREFIX + json.dumps({
+            "ms_per_step": epochs[i],
+            "mpi_share": shares[i] if distributed else None,
+            "epochs_ms_per_step": epochs,
+        }), flush=True)
+
+
+def run(workload, processes, threads, args):
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker",
+           "--workload", workload, "--threads", str(threads),
+           "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps),
+           "--repeats", str(args.repeats)]
+    env = dict(os.environ, KERAS_BACKEND="swift")
+    if processes > 1:
+        env.update(BENCH_DIST="1", OMPI_ALLOW_RUN_AS_ROOT="1",
+                   OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+        # Each rank's threads stay on the cores it was given: bind none, so two
+        # 1-thread ranks take the 2 cores between them.
+        cmd = [shutil.which("mpirun"), "--oversubscribe", "--bind-to", "none",
+               "-np", str(processes)] + cmd
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX):])
+    raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workloads", default="mlp,convnet")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup-steps", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--workload", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args)
+    if shutil.which("mpirun") is None:
+        raise SystemExit("bench/distributed.py needs mpirun (apt-get install openmpi-bin)")
+
+    print(f"load average before: {os.getloadavg()}")
+    rows = []
+    for workload in args.workloads.split(","):
+        one = run(workload, 1, 2, args)
+        two = run(workload, 2, 1, args)
+        rows.append({"workload": workload, "1x2": one, "2x1": two})
+    print(f"load average after: {os.getloadavg()}")
+    print(f"\nms per step of a global batch of {BATCH} (median of {args.repeats} epochs of "
+          f"{args.steps} steps); MPI share: rank 0's time in MPI calls / step time")
+    print(f"{'workload':10} {'1 proc x 2 thr':>15} {'2 proc x 1 thr':>15} {'speedup':>8} {'MPI share':>10}")
+    for r in rows:
+        a, b = r["1x2"]["ms_per_step"], r["2x1"]["ms_per_step"]
+        print(f"{r['workload']:10} {a:15.2f} {b:15.2f} {a / b:8.2f} "
+              f"{r['2x1']['mpi_share'] * 100:9.1f}%")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
