@@ -78,17 +78,16 @@ if MODE == "train":
     history = model.fit(x, y, batch_size=60, epochs=3, shuffle=False, verbose=0)
     ev = model.evaluate(x, y, batch_size=60, verbose=0)
     pred = model.predict(x, batch_size=60, verbose=0)
-    save(model, history, evaluate=np.array(ev), predict=pred,
-         accuracy=np.array(history.history["accuracy"]))
-elif MODE == "shuffled":
     # Shuffled batches: the ranks must still agree (same seed, same order).
-    model = make_model()
-    model.fit(x, y, batch_size=60, epochs=2, shuffle=True, verbose=0)
-    save(model)
-elif MODE in ("kill", "hang"):
+    shuffled = make_model()
+    shuffled.fit(x, y, batch_size=60, epochs=2, shuffle=True, verbose=0)
+    save(model, history, evaluate=np.array(ev), predict=pred,
+         accuracy=np.array(history.history["accuracy"]),
+         shuffled=np.concatenate([w.ravel() for w in shuffled.get_weights()]))
+elif MODE == "hang":
     model = make_model()
     model.fit(x, y, batch_size=60, epochs=3, shuffle=False, verbose=0,
-              callbacks=[Die(1, MODE)])
+              callbacks=[Die(1, "hang")])
 elif MODE in ("resume_die", "resume"):
     model = make_model()
     callbacks = [keras.callbacks.BackupAndRestore(os.path.join(OUT, "backup"))]
@@ -97,10 +96,37 @@ elif MODE in ("resume_die", "resume"):
     history = model.fit(x, y, batch_size=60, epochs=3, shuffle=False, verbose=0,
                         callbacks=callbacks)
     save(model, history)
-elif MODE == "model_parallel":
+elif MODE == "api":
+    # The backend module as Keras sees it in a job of several processes, then a
+    # LayoutMap that would shard: NotImplementedError, never an unsharded model.
     from keras.distribution import DeviceMesh, LayoutMap, ModelParallel, TensorLayout
+    from keras.src.backend import distribution_lib as backend_dl
 
     devices = keras.distribution.list_devices()
+    n = len(devices)
+    mismatched = []
+    for kwargs in ({"num_processes": n + 1}, {"process_id": (RANK + 1) % n},
+                   {"job_addresses": ",".join(["h"] * (n + 1))}):
+        try:
+            keras.distribution.initialize(**kwargs)
+        except ValueError as e:
+            mismatched.append(str(e))
+    # Agreeing arguments are accepted (MPI's launcher already joined the processes).
+    keras.distribution.initialize(",".join(["h"] * n), n, RANK)
+    mesh = DeviceMesh((n,), ("batch",), devices)
+    data_layout = TensorLayout(("batch", None), mesh)
+    batch = np.ones((2, 3), "float32")
+    api = {
+        "devices": np.array(devices),
+        "device_count": np.array(keras.distribution.get_device_count()),
+        "processes": np.array([backend_dl.num_processes(), backend_dl.process_id()]),
+        "mesh_ranks": mesh.backend_mesh.ranks,
+        "replicas": np.array(keras.distribution.DataParallel().num_model_replicas),
+        "data_input_kept": np.array(
+            backend_dl.distribute_data_input(batch, data_layout, "batch") is batch
+        ),
+        "mismatched": np.array(mismatched),
+    }
     mesh = DeviceMesh((1, len(devices)), ("batch", "model"), devices)
     layout_map = LayoutMap(mesh)
     layout_map[".*dense.*kernel"] = (None, "model")
@@ -118,6 +144,6 @@ elif MODE == "model_parallel":
         )
     except NotImplementedError as e:
         errors.append(str(e))
-    np.savez(os.path.join(OUT, f"{MODE}_{RANK}.npz"), errors=np.array(errors))
+    np.savez(os.path.join(OUT, f"{MODE}_{RANK}.npz"), errors=np.array(errors), **api)
 else:
     raise SystemExit(f"unknown mode {MODE}")

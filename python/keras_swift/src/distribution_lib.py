@@ -106,9 +106,9 @@ def initialize(job_addresses=None, num_processes=None, process_id=None):
         raise ValueError(
             f"process_id={process_id}, but MPI gave this process rank {rank}."
         )
-    _COMM = world
-    if size > 1:
+    if size > 1 and _COMM is None:
         _abort_on_uncaught_exception(world)
+    _COMM = world
     _initialize_rng(world)
 
 
