@@ -20,8 +20,6 @@ import warnings
 
 import numpy as np
 
-from keras.src.backend.common import global_state
-
 # Set by initialize(): the world communicator (None: one process, no MPI).
 _COMM = None
 # The environment variables the MPI launchers set (Open MPI, then the PMI of MPICH /
@@ -296,6 +294,8 @@ def distribute_data_input(per_process_batch, layout, batch_dim_name):
 def check_variable(variable, value):
     """Called as a variable is created under a distribution: its layout must
     replicate it."""
+    from keras.src.backend.common import global_state
+
     distribution = global_state.get_global_attribute("distribution")
     if distribution is None:
         return
