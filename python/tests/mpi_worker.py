@@ -81,9 +81,30 @@ if MODE == "train":
     # Shuffled batches: the ranks must still agree (same seed, same order).
     shuffled = make_model()
     shuffled.fit(x, y, batch_size=60, epochs=2, shuffle=True, verbose=0)
+    # Row-sparse gradients (Embedding) and an AUC metric (confusion counts).
+    keras.utils.set_random_seed(3)
+    tokens = rng.integers(0, 50, (250, 6))
+    embedding = keras.Sequential([
+        keras.Input((6,), dtype="int32"), keras.layers.Embedding(50, 8),
+        keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    embedding.compile(optimizer="adam", loss="binary_crossentropy",
+                      metrics=[keras.metrics.AUC()], jit_compile=JIT)
+    embedding_history = embedding.fit(tokens, y % 2, batch_size=60, epochs=2,
+                                      shuffle=False, verbose=0)
+    # BatchNormalization: each rank normalises its own rows, the moving statistics are
+    # averaged, so the ranks agree (one process differs: it normalises whole batches).
+    keras.utils.set_random_seed(5)
+    batchnorm = keras.Sequential([keras.Input((12,)), keras.layers.Dense(8),
+                                  keras.layers.BatchNormalization(), keras.layers.Dense(4)])
+    batchnorm.compile(optimizer="sgd", loss="mse", jit_compile=JIT)
+    batchnorm.fit(x, np.eye(4)[y], batch_size=60, epochs=1, shuffle=False, verbose=0)
     save(model, history, evaluate=np.array(ev), predict=pred,
          accuracy=np.array(history.history["accuracy"]),
-         shuffled=np.concatenate([w.ravel() for w in shuffled.get_weights()]))
+         shuffled=np.concatenate([w.ravel() for w in shuffled.get_weights()]),
+         embedding=np.concatenate([w.ravel() for w in embedding.get_weights()]),
+         embedding_auc=np.array(embedding_history.history["auc"]),
+         batchnorm=np.concatenate([w.ravel() for w in batchnorm.get_weights()]))
 elif MODE == "hang":
     model = make_model()
     model.fit(x, y, batch_size=60, epochs=3, shuffle=False, verbose=0,

@@ -148,6 +148,9 @@ def test_data_parallel_equals_one_process(ranks, jit, reference, tmp_path):
         np.testing.assert_allclose(result["predict"], reference["predict"], rtol=1e-5, atol=1e-6)
         # Shuffled: every rank saw the same order (so weights agree bit for bit).
         np.testing.assert_array_equal(result["shuffled"], results[0]["shuffled"])
+        np.testing.assert_allclose(result["embedding"], reference["embedding"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(result["embedding_auc"], reference["embedding_auc"], rtol=1e-5)
+        np.testing.assert_array_equal(result["batchnorm"], results[0]["batchnorm"])
 
 
 @needs_mpi

@@ -31,7 +31,8 @@ Active when the current distribution spans several processes
   ``mpirun`` end the others.
 
 Layers whose training forward pass depends on the whole batch (BatchNormalization's
-batch statistics) see the local share only, as with Horovod without SyncBatchNorm.
+batch statistics) see the local share only, as with Horovod without SyncBatchNorm; the
+moving statistics they update are averaged over the processes after each step function.
 """
 
 import os
@@ -100,7 +101,6 @@ class DataParallelRun:
         self.size = comm.Get_size()
         self.collectives = Collectives(comm)
         self._recv = {}
-        self._grad_layout = None
 
     # -- batches --------------------------------------------------------------
     def sharder(self, x, batch_size):
@@ -134,13 +134,11 @@ class DataParallelRun:
                 "DataParallel cuts the built-in train_step at its gradients to average "
                 "them, and cannot do so inside a custom one."
             )
+        split = _SplitStep(model)
         grad_step = model._compiled_step(
-            lambda data: self._gradients(model, data), "train_step (gradients)",
-            optimizer=True,
+            split.gradients, "train_step (gradients)", optimizer=True
         )
-        apply_step = model._compiled_step(
-            lambda data: self._apply(model, data), "train_step (apply)", optimizer=True
-        )
+        apply_step = model._compiled_step(split.apply, "train_step (apply)", optimizer=True)
 
         def train_function(data):
             before = self._metric_state(model)
@@ -151,43 +149,19 @@ class DataParallelRun:
                 else:
                     # No rows here (a last batch smaller than the number of
                     # processes): this process adds nothing to the sums.
-                    packed = self._zero_buffers()
+                    packed = split.zero_buffers()
                 apply_step(self.allreduce_sum(packed, "gradient allreduce"))
-            return self._reduce_metrics(model, before, logs)
+            # Non-trainable state a train step updates from its rows (BatchNormalization's
+            # moving statistics) is averaged, so every rank holds the same model.
+            averaged = [
+                v
+                for v in model.non_trainable_variables
+                if np.dtype(v.dtype).kind == "f"
+            ]
+            return self._reduce_metrics(model, before, logs, averaged)
 
         train_function.compiled = grad_step if model.jit_compile else None
         return train_function
-
-    def _gradients(self, model, data):
-        x, y, sample_weight, y_pred, loss, grads, trainable = model._loss_and_gradients(
-            data
-        )
-        n = _rows(data)
-        model._loss_tracker.update_state(loss, sample_weight=n)
-        logs = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        present = tuple(g is not None for g in grads)
-        layout = _GradientLayout(trainable, present)
-        if self._grad_layout is None:
-            self._grad_layout = layout
-        elif self._grad_layout.key != layout.key:
-            raise NotImplementedError(
-                "keras_swift: the trainable variables, or which of them get a gradient, "
-                "changed between batches under multi-process DataParallel."
-            )
-        return layout.pack(grads, n), logs
-
-    def _apply(self, model, sums):
-        grads = self._grad_layout.unpack(sums)
-        model.optimizer.apply(grads, list(model.trainable_weights))
-        return ()
-
-    def _zero_buffers(self):
-        if self._grad_layout is None:
-            raise ValueError(
-                "The first batch of this process has no rows: give every process at "
-                "least one row of each batch (batch size >= number of processes)."
-            )
-        return [np.zeros(size + 1, dtype) for dtype, size in self._grad_layout.buffers]
 
     def allreduce_sum(self, tensors, what):
         """Sum of each tensor over the processes, into numpy buffers reused from step
@@ -210,25 +184,32 @@ class DataParallelRun:
     def _metric_state(self, model):
         return [np.array(convert_to_numpy(v.value), copy=True) for v in model.metrics_variables]
 
-    def _reduce_metrics(self, model, before, logs):
+    def _reduce_metrics(self, model, before, logs, averaged=()):
         """Make every metric variable ``before`` plus the sum over processes of its
-        change during this step function; the logs are then the global results."""
+        change during this step function (the logs are then the global results), and
+        each variable of ``averaged`` its mean over processes. One allreduce."""
         from mpi4py import MPI
 
         variables = model.metrics_variables
-        if variables:
-            delta = np.concatenate(
-                [
-                    (np.asarray(convert_to_numpy(v.value), np.float64) - b).ravel()
-                    for v, b in zip(variables, before)
-                ]
-            )
+        parts = [
+            (np.asarray(convert_to_numpy(v.value), np.float64) - b).ravel()
+            for v, b in zip(variables, before)
+        ]
+        parts += [
+            np.asarray(convert_to_numpy(v.value), np.float64).ravel() / self.size
+            for v in averaged
+        ]
+        if parts:
+            total = np.concatenate(parts)
             with self.collectives.guard("metrics allreduce"):
-                self.comm.Allreduce(MPI.IN_PLACE, delta, op=MPI.SUM)
+                self.comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
             offset = 0
             for v, b in zip(variables, before):
-                size = b.size
-                v.assign((b + delta[offset : offset + size].reshape(b.shape)).astype(b.dtype))
+                v.assign((b + total[offset : offset + b.size].reshape(b.shape)).astype(b.dtype))
+                offset += b.size
+            for v in averaged:
+                size = int(np.prod(v.shape))
+                v.assign(total[offset : offset + size].reshape(v.shape).astype(v.dtype))
                 offset += size
         metric_logs = model.get_metrics_result()
         if logs is None or (isinstance(logs, dict) and set(logs) == set(metric_logs)):
@@ -277,6 +258,47 @@ class DataParallelRun:
             return callbacks, verbose
         kept = [c for c in (callbacks or []) if not isinstance(c, _WRITERS)]
         return kept, 0
+
+
+class _SplitStep:
+    """One model's train step cut at its gradients: ``gradients(batch)`` gives the packed
+    gradients and the logs, ``apply(summed)`` the optimizer update. The packing is fixed
+    by the first call (a traced or eager run: replays do not run this code)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.layout = None
+
+    def gradients(self, data):
+        model = self.model
+        x, y, sample_weight, y_pred, loss, grads, trainable = model._loss_and_gradients(
+            data
+        )
+        n = _rows(data)
+        model._loss_tracker.update_state(loss, sample_weight=n)
+        logs = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        layout = _GradientLayout(trainable, tuple(g is not None for g in grads))
+        if self.layout is None:
+            self.layout = layout
+        elif self.layout.key != layout.key:
+            raise NotImplementedError(
+                "keras_swift: the trainable variables, or which of them get a gradient, "
+                "changed between batches under multi-process DataParallel."
+            )
+        return layout.pack(grads, n), logs
+
+    def apply(self, sums):
+        grads = self.layout.unpack(sums)
+        self.model.optimizer.apply(grads, list(self.model.trainable_weights))
+        return ()
+
+    def zero_buffers(self):
+        if self.layout is None:
+            raise ValueError(
+                "The first batch of this process has no rows: give every process at "
+                "least one row of each batch (batch size >= number of processes)."
+            )
+        return [np.zeros(size + 1, dtype) for dtype, size in self.layout.buffers]
 
 
 class _GradientLayout:
