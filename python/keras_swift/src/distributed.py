@@ -142,6 +142,16 @@ class DataParallelRun:
 
         def train_function(data):
             before = self._metric_state(model)
+            # Non-trainable state the step updates from its rows (BatchNormalization's
+            # moving statistics) is averaged, so every rank holds the same model. Which
+            # variables: those the first step assigned (an assignment swaps the stored
+            # tensor), so frozen weights are never read or sent.
+            tracked = split.averaged
+            if tracked is None:
+                tracked = [
+                    v for v in model.non_trainable_variables if np.dtype(v.dtype).kind == "f"
+                ]
+            held = [v._value for v in tracked]
             logs = None
             for batch in data:
                 if _rows(batch):
@@ -151,14 +161,10 @@ class DataParallelRun:
                     # processes): this process adds nothing to the sums.
                     packed = split.zero_buffers()
                 apply_step(self.allreduce_sum(packed, "gradient allreduce"))
-            # Non-trainable state a train step updates from its rows (BatchNormalization's
-            # moving statistics) is averaged, so every rank holds the same model.
-            averaged = [
-                v
-                for v in model.non_trainable_variables
-                if np.dtype(v.dtype).kind == "f"
-            ]
-            return self._reduce_metrics(model, before, logs, averaged)
+            if split.averaged is None:
+                split.averaged = [v for v, h in zip(tracked, held) if v._value is not h]
+                held = [h for v, h in zip(tracked, held) if v._value is not h]
+            return self._reduce_metrics(model, before, logs, split.averaged, held)
 
         train_function.compiled = grad_step if model.jit_compile else None
         return train_function
@@ -184,10 +190,11 @@ class DataParallelRun:
     def _metric_state(self, model):
         return [np.array(convert_to_numpy(v.value), copy=True) for v in model.metrics_variables]
 
-    def _reduce_metrics(self, model, before, logs, averaged=()):
+    def _reduce_metrics(self, model, before, logs, averaged=(), held=()):
         """Make every metric variable ``before`` plus the sum over processes of its
         change during this step function (the logs are then the global results), and
-        each variable of ``averaged`` its mean over processes. One allreduce."""
+        each variable of ``averaged`` its value ``held`` before the step function plus
+        the mean of its change over processes. One allreduce."""
         from mpi4py import MPI
 
         variables = model.metrics_variables
@@ -195,9 +202,10 @@ class DataParallelRun:
             (np.asarray(convert_to_numpy(v.value), np.float64) - b).ravel()
             for v, b in zip(variables, before)
         ]
+        start = [np.asarray(convert_to_numpy(h), np.float64) for h in held]
         parts += [
-            np.asarray(convert_to_numpy(v.value), np.float64).ravel() / self.size
-            for v in averaged
+            (np.asarray(convert_to_numpy(v.value), np.float64) - h).ravel() / self.size
+            for v, h in zip(averaged, start)
         ]
         if parts:
             total = np.concatenate(parts)
@@ -207,10 +215,9 @@ class DataParallelRun:
             for v, b in zip(variables, before):
                 v.assign((b + total[offset : offset + b.size].reshape(b.shape)).astype(b.dtype))
                 offset += b.size
-            for v in averaged:
-                size = int(np.prod(v.shape))
-                v.assign(total[offset : offset + size].reshape(v.shape).astype(v.dtype))
-                offset += size
+            for v, h in zip(averaged, start):
+                v.assign((h + total[offset : offset + h.size].reshape(h.shape)).astype(v.dtype))
+                offset += h.size
         metric_logs = model.get_metrics_result()
         if logs is None or (isinstance(logs, dict) and set(logs) == set(metric_logs)):
             return metric_logs
@@ -268,6 +275,8 @@ class _SplitStep:
     def __init__(self, model):
         self.model = model
         self.layout = None
+        # The non-trainable variables the step assigns (set by the first step function).
+        self.averaged = None
 
     def gradients(self, data):
         model = self.model
