@@ -50,7 +50,6 @@ from keras_swift.src import distribution_lib
 from keras_swift.src.core import convert_to_numpy
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.sparse import IndexedSlices
-from keras_swift.src.tensor import SwiftTensor
 
 DEFAULT_TIMEOUT_S = 300.0
 # Callbacks that write files: only rank 0 runs them.
