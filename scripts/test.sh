@@ -11,6 +11,12 @@ if ! pkg-config --exists openblas hdf5 2>/dev/null; then
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq libopenblas-dev libhdf5-dev pkg-config >/dev/null
 fi
+# Open MPI for the multi-process keras.distribution tests (python/tests/test_distribution_mpi.py).
+if ! command -v mpirun >/dev/null 2>&1; then
+    sudo=$(command -v sudo || true)
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq openmpi-bin libopenmpi-dev >/dev/null
+fi
 
 venv=.venv-test
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

@@ -23,6 +23,7 @@ from keras.src.random.seed_generator import global_seed_generator
 from keras.src.trainers.epoch_iterator import EpochIterator as _EpochIterator
 from keras.src.utils import traceback_utils
 from keras.src.utils.python_utils import pythonify_logs
+from keras_swift.src import distributed
 from keras_swift.src.compiled import CompiledStep
 from keras_swift.src.core import convert_to_numpy
 from keras_swift.src.engine import _C
@@ -42,11 +43,31 @@ class EpochIterator(_EpochIterator):
 
     The numpy iterator passes scipy / jax / TensorFlow sparse matrices
     through unchanged (they have no ``__array__``); the jax backend's
-    iterator converts them to BCOO the same way.
+    iterator converts them to BCOO the same way. Under multi-process DataParallel each
+    process keeps its share of every global batch (``distributed``).
     """
+
+    def __init__(self, *args, **kwargs):
+        run = distributed.current()
+        self._shard = None
+        if run is not None:
+            x = kwargs["x"] if "x" in kwargs else args[0]
+            self._shard = run.sharder(x, kwargs.get("batch_size"))
+        if self._shard is None:
+            super().__init__(*args, **kwargs)
+            return
+        # Keras's adapters ask for a tf.data.Dataset under a multi-process distribution
+        # that shards; the shares are taken here from the global batches instead.
+        run.distribution.auto_shard_dataset = False
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            run.distribution.auto_shard_dataset = True
 
     def _get_iterator(self):
         for batch in super()._get_iterator():
+            if self._shard is not None:
+                batch = self._shard(batch)
             yield tree.map_structure(from_foreign, batch, none_is_leaf=False)
 
 
@@ -59,6 +80,19 @@ class Trainer(_BaseTrainer):
 
     # -- single steps --------------------------------------------------------
     def train_step(self, data):
+        x, y, sample_weight, y_pred, loss, grads, trainable_weights = (
+            self._loss_and_gradients(data)
+        )
+        self._loss_tracker.update_state(loss, sample_weight=_batch_size(x))
+        if trainable_weights:
+            self.optimizer.apply(grads, trainable_weights)
+        else:
+            warnings.warn("The model does not have any trainable weights.")
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _loss_and_gradients(self, data):
+        """The forward pass, the loss and its gradients: the part of ``train_step`` before
+        the optimizer (multi-process training averages the gradients in between)."""
         x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
         trainable_weights = list(self.trainable_weights)
         leaves = [v._value for v in trainable_weights]
@@ -85,13 +119,7 @@ class Trainer(_BaseTrainer):
                 grads = gradient_with_row_reads(scaled_loss, leaves, reads)
         finally:
             _C.tape_pop()
-
-        self._loss_tracker.update_state(loss, sample_weight=_batch_size(x))
-        if trainable_weights:
-            self.optimizer.apply(grads, trainable_weights)
-        else:
-            warnings.warn("The model does not have any trainable weights.")
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return x, y, sample_weight, y_pred, loss, grads, trainable_weights
 
     def test_step(self, data):
         x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
@@ -132,6 +160,10 @@ class Trainer(_BaseTrainer):
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
             return self.train_function
+        run = distributed.current()
+        if run is not None:
+            self.train_function = run.make_train_function(self, Trainer.train_step)
+            return self.train_function
         train_step = self._compiled_step(self.train_step, "train_step", optimizer=True)
 
         def train_function(data):
@@ -155,6 +187,9 @@ class Trainer(_BaseTrainer):
                 logs = test_step(batch)
             return logs
 
+        run = distributed.current()
+        if run is not None:
+            test_function = run.make_test_function(self, test_step)
         test_function.compiled = test_step if self.jit_compile else None
         self.test_function = test_function
         return self.test_function
@@ -230,6 +265,9 @@ class Trainer(_BaseTrainer):
         self._symbolic_build(iterator=epoch_iterator)
         epoch_iterator.reset()
 
+        run = distributed.current()
+        if run is not None:
+            callbacks, verbose = run.callbacks_for_rank(callbacks, verbose)
         if not isinstance(callbacks, callbacks_module.CallbackList):
             callbacks = callbacks_module.CallbackList(
                 callbacks,
@@ -245,6 +283,10 @@ class Trainer(_BaseTrainer):
         training_logs = {}
         self.make_train_function()
         callbacks.on_train_begin()
+        if run is not None:
+            # After BackupAndRestore has restored rank 0's state (only rank 0 runs it).
+            run.broadcast_variables(self._state_to_broadcast())
+            self._initial_epoch = run.broadcast(self._initial_epoch, "initial epoch")
         initial_epoch = self._initial_epoch or initial_epoch
         logs = {}
         for epoch in range(initial_epoch, epochs):
@@ -289,6 +331,8 @@ class Trainer(_BaseTrainer):
 
             callbacks.on_epoch_end(epoch, epoch_logs)
             training_logs = epoch_logs
+            if run is not None:
+                self.stop_training = run.broadcast(self.stop_training, "stop_training")
             if self.stop_training:
                 break
 
@@ -336,6 +380,11 @@ class Trainer(_BaseTrainer):
         self._symbolic_build(iterator=epoch_iterator)
         epoch_iterator.reset()
 
+        run = distributed.current()
+        if run is not None:
+            callbacks, verbose = run.callbacks_for_rank(callbacks, verbose)
+            if not use_cached_eval_dataset:
+                run.broadcast_variables(self._state_to_broadcast())
         if not isinstance(callbacks, callbacks_module.CallbackList):
             callbacks = callbacks_module.CallbackList(
                 callbacks,
@@ -376,6 +425,10 @@ class Trainer(_BaseTrainer):
             steps_per_execution=self.steps_per_execution,
         )
 
+        run = distributed.current()
+        if run is not None:
+            callbacks, verbose = run.callbacks_for_rank(callbacks, verbose)
+            run.broadcast_variables(self._state_to_broadcast())
         if not isinstance(callbacks, callbacks_module.CallbackList):
             callbacks = callbacks_module.CallbackList(
                 callbacks,
@@ -395,6 +448,8 @@ class Trainer(_BaseTrainer):
             callbacks.on_predict_batch_begin(begin_step)
             batch_outputs = self.predict_function(data)
             batch_outputs = tree.map_structure(convert_to_numpy, batch_outputs)
+            if run is not None:
+                batch_outputs = run.gather_batch(batch_outputs)
             if outputs is None:
                 outputs = tree.map_structure(lambda o: [o], batch_outputs)
             else:
@@ -414,6 +469,12 @@ class Trainer(_BaseTrainer):
                 "Received empty input."
             )
         return tree.map_structure_up_to(batch_outputs, np.concatenate, outputs)
+
+    def _state_to_broadcast(self):
+        state = list(self.variables)
+        if self.optimizer is not None:
+            state += list(self.optimizer.variables)
+        return state
 
     def train_on_batch(
         self,

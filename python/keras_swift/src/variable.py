@@ -13,6 +13,7 @@ recorded and never alias the previous value.
 
 from keras.src.backend.common.variables import Variable as KerasVariable
 from keras_swift.src import control_flow
+from keras_swift.src import distribution_lib
 from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.engine import op
 
@@ -28,6 +29,8 @@ def detached_leaf(value, requires_grad):
 class Variable(KerasVariable):
     def _initialize(self, value):
         value = convert_to_tensor(value, dtype=self._dtype)
+        # A distribution whose layout would shard this variable raises here.
+        distribution_lib.check_variable(self, value)
         self._value = detached_leaf(value, self.trainable)
 
     def _direct_assign(self, value):
