@@ -103,6 +103,9 @@ final class EpilogueTests: XCTestCase {
         let ints = try cast(try tensor([3, 4], 9), to: .int32)
         try check("matmul", [ints, ints.transposedForTest()], bias: try cast(try tensor([3], 10), to: .int32), .none)
         try check("matmul", [try tensor([5], 11), w], bias: try tensor([3], 12), .relu)
+        // No products: the output is the activated bias.
+        try check("matmul", [try tensor([3, 0], 13), try tensor([0, 2], 14)], bias: try tensor([2], 15), .sigmoid)
+        try check("conv", [try tensor([1, 5, 5, 0], 16), try tensor([3, 3, 0, 4], 17)], bias: try tensor([4], 18), .tanh)
         XCTAssertThrowsError(try op("matmul", [x, w], ["activation": .string("softmax")]))
     }
 
