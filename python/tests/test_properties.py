@@ -497,6 +497,8 @@ GRAD_CASES = {
     "top_k": dict(inputs=[(2, 5)], attrs={"k": 2}, outputs=[0]),
     "matmul": dict(inputs=[(2, 3), (3, 4)]),
     "conv": dict(inputs=[(1, 5, 5, 2), (3, 3, 2, 3)], attrs={"padding": "same"}),
+    "dot_product_attention": dict(inputs=[(1, 2, 3, 4), (1, 2, 5, 4), (1, 2, 5, 3)],
+                                  attrs={"scale": 0.5, "causal": True}),
     "conv2d": dict(inputs=[(1, 5, 5, 2), (3, 3, 2, 3)], attrs={"strides": [2, 2]}),
     "inv": dict(inputs=[(3, 3)], shift=2.0),
     "det": dict(inputs=[(3, 3)], shift=2.0),
