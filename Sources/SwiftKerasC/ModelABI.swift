@@ -10,35 +10,15 @@ import Glibc
 import Darwin
 #endif
 
-private let errorKey: pthread_key_t = {
-    var key = pthread_key_t()
-    pthread_key_create(&key) { free($0) }
-    return key
-}()
-
-private let emptyMessage: UnsafeMutablePointer<CChar> = strdup("")
-
-private func setError(_ message: String) {
-    if let old = pthread_getspecific(errorKey) { free(old) }
-    pthread_setspecific(errorKey, strdup(message))
-}
 
 private func guarded(_ body: () throws -> Void) -> te_status {
-    do {
-        try body()
-        return TE_OK
-    } catch let e as EngineError {
-        setError(e.message)
-        switch e {
-        case .value: return TE_ERR_VALUE
-        case .type: return TE_ERR_TYPE
-        case .index: return TE_ERR_INDEX
-        case .notImplemented: return TE_ERR_NOT_IMPLEMENTED
-        case .internal: return TE_ERR_INTERNAL
-        }
-    } catch {
-        setError("\(error)")
-        return TE_ERR_INTERNAL
+    switch ThreadError.catching(body) {
+    case nil: return TE_OK
+    case .value: return TE_ERR_VALUE
+    case .type: return TE_ERR_TYPE
+    case .index: return TE_ERR_INDEX
+    case .notImplemented: return TE_ERR_NOT_IMPLEMENTED
+    case .internal: return TE_ERR_INTERNAL
     }
 }
 
@@ -72,7 +52,7 @@ private func resultBox(_ r: OpaquePointer?) -> ResultBox? {
 
 @_cdecl("te_model_last_error")
 public func te_model_last_error() -> UnsafePointer<CChar>? {
-    UnsafePointer(pthread_getspecific(errorKey)?.assumingMemoryBound(to: CChar.self) ?? emptyMessage)
+    ThreadError.message
 }
 
 @_cdecl("te_model_load")

@@ -11,18 +11,6 @@ import Darwin
 
 private let abiVersion: UInt32 = 1
 
-private let errorKey: pthread_key_t = {
-    var key = pthread_key_t()
-    pthread_key_create(&key) { free($0) }
-    return key
-}()
-
-private let emptyMessage: UnsafeMutablePointer<CChar> = strdup("")
-
-private func setError(_ message: String) {
-    if let old = pthread_getspecific(errorKey) { free(old) }
-    pthread_setspecific(errorKey, strdup(message))
-}
 
 /// The header's te_status codes, as the Int32 every entry point returns.
 private enum Status {
@@ -33,21 +21,13 @@ private enum Status {
 
 /// Runs `body`, mapping any error to a status and the thread-local message.
 func guarded(_ body: () throws -> Void) -> Int32 {
-    do {
-        try body()
-        return Status.ok
-    } catch let e as EngineError {
-        setError(e.message)
-        switch e {
-        case .value: return Status.value
-        case .type: return Status.type
-        case .index: return Status.index
-        case .notImplemented: return Status.notImplemented
-        case .internal: return Status.internal
-        }
-    } catch {
-        setError("\(error)")
-        return Status.internal
+    switch ThreadError.catching(body) {
+    case nil: return Status.ok
+    case .value: return Status.value
+    case .type: return Status.type
+    case .index: return Status.index
+    case .notImplemented: return Status.notImplemented
+    case .internal: return Status.internal
     }
 }
 
@@ -64,10 +44,7 @@ func handle(_ t: Tensor) -> OpaquePointer {
 public func te_abi_version() -> UInt32 { abiVersion }
 
 @_cdecl("te_last_error")
-public func te_last_error() -> UnsafePointer<CChar> {
-    if let p = pthread_getspecific(errorKey) { return UnsafePointer(p.assumingMemoryBound(to: CChar.self)) }
-    return UnsafePointer(emptyMessage)
-}
+public func te_last_error() -> UnsafePointer<CChar> { ThreadError.message }
 
 @_cdecl("te_set_num_threads")
 public func te_set_num_threads(_ n: Int32) { Threading.numThreads = Int(n) }
@@ -288,7 +265,7 @@ private func gradient(_ target: OpaquePointer?, _ seed: OpaquePointer?, _ source
 
 @_cdecl("te_set_last_error")
 public func te_set_last_error(_ message: UnsafePointer<CChar>?) {
-    setError(message.map { String(cString: $0) } ?? "")
+    ThreadError.set(message.map { String(cString: $0) } ?? "")
 }
 
 public typealias VJPCallback = @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafeMutablePointer<OpaquePointer?>?, Int32) -> Int32
