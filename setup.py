@@ -262,20 +262,50 @@ def _install_lib(lib, dest):
             _log("`strip` not found; shipping an unstripped engine library")
 
 
+# The C SDK inside the installed package: _swiftkeras.get_include() holds the
+# header, get_lib() the library (the extension's own directory), and this
+# pkg-config file names both relative to itself, so it stays right wherever
+# the package is installed.
+PKGCONFIG_NAME = "tensor_engine.pc"
+PKGCONFIG = """\
+prefix=${{pcfiledir}}/..
+includedir=${{prefix}}/include
+libdir=${{prefix}}
+
+Name: tensor_engine
+Description: C ABI of the keras-swift tensor engine (tensor_engine.h)
+Version: {version}
+Cflags: -I${{includedir}}
+Libs: -L${{libdir}} -lTensorEngineC -Wl,-rpath,${{libdir}}
+"""
+
+
 class BuildPy(build_py):
-    """build_py that also ships the import hook's .pth at the site-packages root."""
+    """build_py that also ships the import hook's .pth at the site-packages root
+    and the C SDK (header, pkg-config file) inside ``_swiftkeras``."""
+
+    def _sdk_outputs(self):
+        pkg = os.path.join(self.build_lib, "_swiftkeras")
+        return [os.path.join(pkg, "include", "tensor_engine.h"),
+                os.path.join(pkg, "pkgconfig", PKGCONFIG_NAME)]
 
     def run(self):
         super().run()
         src = os.path.join(PY_DIR, HOOK_PTH)
         if os.path.isfile(src):
             self.copy_file(src, os.path.join(self.build_lib, HOOK_PTH))
+        header, pc = self._sdk_outputs()
+        self.mkpath(os.path.dirname(header))
+        self.copy_file(os.path.join(ENGINE_HEADER_DIR, "tensor_engine.h"), header)
+        self.mkpath(os.path.dirname(pc))
+        with open(pc, "w") as f:
+            f.write(PKGCONFIG.format(version=self.distribution.get_version()))
 
     def get_outputs(self, include_bytecode=1):
         outputs = super().get_outputs(include_bytecode)
         if os.path.isfile(os.path.join(PY_DIR, HOOK_PTH)):
             outputs.append(os.path.join(self.build_lib, HOOK_PTH))
-        return outputs
+        return outputs + self._sdk_outputs()
 
 
 class BuildExt(build_ext):

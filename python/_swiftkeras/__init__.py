@@ -45,6 +45,32 @@ except ImportError as e:
 
 
 
+def get_include():
+    """Directory holding ``tensor_engine.h``, the engine's C ABI, for C/C++
+    programs and other languages' bindings built against this installation
+    (``-I$(python -c 'import _swiftkeras; print(_swiftkeras.get_include())')``)."""
+    import os
+
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
+
+
+def get_lib():
+    """Directory holding ``libTensorEngineC.so`` (link with ``-L<it>
+    -lTensorEngineC -Wl,-rpath,<it>``; on x86-64 the loader picks the
+    ``glibc-hwcaps/x86-64-v3`` build below it on CPUs that have AVX2/FMA)."""
+    import os
+
+    return os.path.dirname(os.path.abspath(__file__))
+
+
+def get_pkgconfig_dir():
+    """Directory of ``tensor_engine.pc``, for ``PKG_CONFIG_PATH``
+    (``pkg-config --cflags --libs tensor_engine``)."""
+    import os
+
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "pkgconfig")
+
+
 def op_schemas():
     """Every engine op's schema, by name: inputs, outputs, attributes (type,
     default or what leaving it out means, choices), input dtypes, complex
@@ -65,7 +91,10 @@ __all__ = [
     "abi_version",
     "engine_library",
     "from_buffer",
+    "get_include",
+    "get_lib",
     "get_num_threads",
+    "get_pkgconfig_dir",
     "get_tensor_class",
     "gradient",
     "op",
