@@ -344,12 +344,39 @@ class BuildExt(build_ext):
             stale = os.path.join(hwcaps_dir, level, ENGINE_LIB)
             if level not in dests and os.path.exists(stale):
                 os.unlink(stale)
+        self._write_build_info(dests, prebuilt)
         for ext in self.extensions:
             ext.library_dirs.append(os.path.dirname(dests[None]))
         super().run()
 
+    def _build_info_path(self):
+        return os.path.join(os.path.dirname(self.get_ext_fullpath("_swiftkeras._C")), "_build.py")
+
+    def _write_build_info(self, dests, prebuilt):
+        """_swiftkeras/_build.py: how this engine was built, for show_config()."""
+        if prebuilt:
+            toolchain = f"prebuilt ({prebuilt})"
+        else:
+            try:
+                toolchain = subprocess.run(
+                    [_find_swift(), "--version"], capture_output=True, text=True, check=True,
+                ).stdout.strip().splitlines()[0]
+            except (OSError, subprocess.CalledProcessError, IndexError):
+                toolchain = "unknown"
+        info = {
+            "toolchain": toolchain,
+            "variants": ", ".join(["baseline"] + [v for v in dests if v]),
+            "configuration": "release, static Swift stdlib, only te_* exported",
+        }
+        path = self._build_info_path()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write('"""Written by setup.py at build time (show_config reads it)."""\n\n')
+            f.write(f"BUILD = {info!r}\n")
+
     def get_outputs(self):
-        return super().get_outputs() + list(self._engine_dests().values())
+        return (super().get_outputs() + list(self._engine_dests().values())
+                + [self._build_info_path()])
 
 
 def _py_modules():

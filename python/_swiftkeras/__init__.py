@@ -45,6 +45,24 @@ except ImportError as e:
 
 
 
+def _threads_from_env():
+    # One setting for the engine's pool (GEMM included: OpenBLAS is held to
+    # the calling thread) that works before any Keras code runs.
+    import os
+
+    value = os.environ.get("KERAS_SWIFT_NUM_THREADS", "").strip()
+    if not value:
+        return
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(
+            f"KERAS_SWIFT_NUM_THREADS must be a positive integer, got {value!r}"
+        )
+    set_num_threads(int(value))
+
+
+_threads_from_env()
+
+
 def get_include():
     """Directory holding ``tensor_engine.h``, the engine's C ABI, for C/C++
     programs and other languages' bindings built against this installation
