@@ -386,7 +386,8 @@ def _py_modules():
 
 EXT_SRC_DIR = os.path.join(PY_DIR, "_swiftkeras", "src")
 # One file per area of the binding; module.c lists them.
-EXT_SOURCES = ["module.c", "tensor.c", "attrs.c", "opcall.c", "dispatch.c", "tape.c", "graph.c"]
+EXT_SOURCES = ["module.c", "tensor.c", "attrs.c", "opcall.c", "dispatch.c", "tape.c", "graph.c",
+               "dlpack.c"]
 
 native = Extension(
     "_swiftkeras._C",

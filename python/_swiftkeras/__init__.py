@@ -22,6 +22,7 @@ try:
     from ._C import abi_version
     from ._C import engine_library
     from ._C import from_buffer
+    from ._C import from_dlpack
     from ._C import get_num_threads
     from ._C import get_tensor_class
     from ._C import gradient
@@ -109,6 +110,7 @@ __all__ = [
     "abi_version",
     "engine_library",
     "from_buffer",
+    "from_dlpack",
     "get_include",
     "get_lib",
     "get_num_threads",
