@@ -160,9 +160,8 @@ def _swift_build_args(variant):
         common += ["-Xswiftc", "-Xcc", "-Xswiftc", f"-march={variant}"]
     debug_info = []
     if os.environ.get("KERAS_SWIFT_NO_STRIP", "") in ("", "0"):
-        # The shipped library is stripped, so SwiftPM's release -g only cost
-        # time: debug info was about a tenth of the compile and most of the
-        # 48 MB unstripped library.
+        # The shipped library is stripped, so SwiftPM's release -g only made
+        # the unstripped library 48 MB (the compile time hardly changed).
         debug_info = ["-Xswiftc", "-gnone"]
     cmd = [
         swift, "build", *common,
