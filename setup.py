@@ -12,6 +12,7 @@
        so the wheel runs without a Swift toolchain and cannot clash with another
        Swift runtime loaded into the same process;
     2. on x86-64, builds it a second time for x86-64-v3 (AVX2, FMA, BMI2),
+       at the same time as the first (each build keeps about one core busy),
        which glibc's loader picks on its own on a CPU that has them: the copy
        in ``_swiftkeras/glibc-hwcaps/x86-64-v3/`` shadows the baseline one in
        ``_swiftkeras/`` (glibc 2.33 or newer; an older loader ignores it);
@@ -40,7 +41,7 @@ Environment variables:
 ``KERAS_SWIFT_HWCAPS``
     The glibc-hwcaps variants to build besides the baseline, comma-separated
     (default on x86-64: ``x86-64-v3``; empty: baseline only, which halves
-    the build time of a development install).
+    the CPU time of a development install; the variants build side by side).
 ``KERAS_SWIFT_NO_STRIP=1``
     Ship the library with its symbol table (for debugging; about 2.5x larger).
 """
@@ -133,8 +134,8 @@ def _hwcaps_variants():
     return variants
 
 
-def build_engine(variant=None):
-    """Run SwiftPM and return the path of the built libTensorEngineC.so.
+def _swift_build_args(variant):
+    """(swift, common SwiftPM arguments, the build command) for one engine build.
 
     ``variant`` names an x86-64 micro-architecture level (``x86-64-v3``) to
     compile for, in a scratch directory of its own; None is the baseline.
@@ -157,6 +158,11 @@ def build_engine(variant=None):
         # does not contract a * b + c into an FMA unless the source asks, so
         # both builds compute the same bits (python/tests/test_hwcaps.py).
         common += ["-Xswiftc", "-Xcc", "-Xswiftc", f"-march={variant}"]
+    debug_info = []
+    if os.environ.get("KERAS_SWIFT_NO_STRIP", "") in ("", "0"):
+        # The shipped library is stripped, so SwiftPM's release -g only made
+        # the unstripped library 48 MB (the compile time hardly changed).
+        debug_info = ["-Xswiftc", "-gnone"]
     cmd = [
         swift, "build", *common,
         "--product", ENGINE_PRODUCT,
@@ -166,28 +172,77 @@ def build_engine(variant=None):
         # whatever SwiftPM version runs.
         "--static-swift-stdlib",
         "-Xswiftc", "-static-stdlib",
+        *debug_info,
         # Keep the archive symbols of the static runtime out of the dynamic
         # symbol table, then export the ABI alone.
         "-Xlinker", "--exclude-libs=ALL",
         "-Xlinker", f"--version-script={version_script}",
         *_build_jobs(),
     ]
-    _log(f"building the Swift engine ({variant or 'baseline'}): " + " ".join(cmd))
+    return swift, common, cmd
+
+
+def _run_swift(cmd, what):
     try:
         subprocess.run(cmd, cwd=ROOT, check=True)
     except FileNotFoundError as e:
-        raise ExecError(f"cannot run {swift!r}: {e}") from e
+        raise ExecError(f"cannot run {cmd[0]!r}: {e}") from e
     except subprocess.CalledProcessError as e:
-        raise ExecError(f"swift build failed with exit status {e.returncode}") from e
+        raise ExecError(f"{what} failed with exit status {e.returncode}") from e
 
-    bin_dir = subprocess.run(
-        [swift, "build", *common, "--show-bin-path"],
-        cwd=ROOT, check=True, capture_output=True, text=True,
-    ).stdout.strip().splitlines()[-1]
-    lib = os.path.join(bin_dir, ENGINE_LIB)
-    if not os.path.isfile(lib):
-        raise ExecError(f"swift build succeeded but {lib} does not exist")
-    return lib
+
+def build_engines(variants):
+    """Build the engine for each of ``variants`` (None: the baseline) and
+    return {variant: path of its libTensorEngineC.so}.
+
+    Each build is one whole-module compile of TensorEngine that keeps about
+    one core busy (SIL optimization is serial and the LLVM half barely
+    overlapped), so the builds run side by side: on 2 cores the two-variant
+    install takes about as long as one build.
+    """
+    jobs = {v: _swift_build_args(v) for v in variants}
+    # Dependency resolution writes Package.resolved in the source tree: one
+    # build at a time for that step, then the compiles in parallel.
+    for v, (swift, common, _) in jobs.items():
+        _run_swift([swift, "package", *common, "resolve"], "swift package resolve")
+    procs = {}
+    for v, (_, _, cmd) in jobs.items():
+        _log(f"building the Swift engine ({v or 'baseline'}): " + " ".join(cmd))
+        log = open(os.path.join(cmd[cmd.index("--scratch-path") + 1], "build.log"), "w+")
+        try:
+            procs[v] = (subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), log)
+        except FileNotFoundError as e:
+            log.close()
+            for p, _ in procs.values():
+                p.kill()
+            raise ExecError(f"cannot run {cmd[0]!r}: {e}") from e
+    failed = []
+    for v, (p, log) in procs.items():
+        rc = p.wait()
+        log.seek(0)
+        output = log.read()
+        log.close()
+        # Only a failure's output is worth a screen: warnings of a
+        # successful build would drown pip's own messages.
+        if rc != 0:
+            sys.stdout.write(output[-20000:])
+            failed.append(f"{v or 'baseline'} (exit status {rc})")
+        else:
+            _log(f"built the Swift engine ({v or 'baseline'})")
+    if failed:
+        raise ExecError("swift build failed: " + ", ".join(failed))
+
+    libs = {}
+    for v, (swift, common, _) in jobs.items():
+        bin_dir = subprocess.run(
+            [swift, "build", *common, "--show-bin-path"],
+            cwd=ROOT, check=True, capture_output=True, text=True,
+        ).stdout.strip().splitlines()[-1]
+        lib = os.path.join(bin_dir, ENGINE_LIB)
+        if not os.path.isfile(lib):
+            raise ExecError(f"swift build succeeded but {lib} does not exist")
+        libs[v] = lib
+    return libs
 
 
 def _install_lib(lib, dest):
@@ -206,20 +261,50 @@ def _install_lib(lib, dest):
             _log("`strip` not found; shipping an unstripped engine library")
 
 
+# The C SDK inside the installed package: _swiftkeras.get_include() holds the
+# header, get_lib() the library (the extension's own directory), and this
+# pkg-config file names both relative to itself, so it stays right wherever
+# the package is installed.
+PKGCONFIG_NAME = "tensor_engine.pc"
+PKGCONFIG = """\
+prefix=${{pcfiledir}}/..
+includedir=${{prefix}}/include
+libdir=${{prefix}}
+
+Name: tensor_engine
+Description: C ABI of the keras-swift tensor engine (tensor_engine.h)
+Version: {version}
+Cflags: -I${{includedir}}
+Libs: -L${{libdir}} -lTensorEngineC -Wl,-rpath,${{libdir}}
+"""
+
+
 class BuildPy(build_py):
-    """build_py that also ships the import hook's .pth at the site-packages root."""
+    """build_py that also ships the import hook's .pth at the site-packages root
+    and the C SDK (header, pkg-config file) inside ``_swiftkeras``."""
+
+    def _sdk_outputs(self):
+        pkg = os.path.join(self.build_lib, "_swiftkeras")
+        return [os.path.join(pkg, "include", "tensor_engine.h"),
+                os.path.join(pkg, "pkgconfig", PKGCONFIG_NAME)]
 
     def run(self):
         super().run()
         src = os.path.join(PY_DIR, HOOK_PTH)
         if os.path.isfile(src):
             self.copy_file(src, os.path.join(self.build_lib, HOOK_PTH))
+        header, pc = self._sdk_outputs()
+        self.mkpath(os.path.dirname(header))
+        self.copy_file(os.path.join(ENGINE_HEADER_DIR, "tensor_engine.h"), header)
+        self.mkpath(os.path.dirname(pc))
+        with open(pc, "w") as f:
+            f.write(PKGCONFIG.format(version=self.distribution.get_version()))
 
     def get_outputs(self, include_bytecode=1):
         outputs = super().get_outputs(include_bytecode)
         if os.path.isfile(os.path.join(PY_DIR, HOOK_PTH)):
             outputs.append(os.path.join(self.build_lib, HOOK_PTH))
-        return outputs
+        return outputs + self._sdk_outputs()
 
 
 class BuildExt(build_ext):
@@ -244,13 +329,13 @@ class BuildExt(build_ext):
         if prebuilt and not os.path.isfile(prebuilt):
             raise ExecError(f"KERAS_SWIFT_ENGINE_LIB={prebuilt!r} is not a file")
         dests = self._engine_dests()
+        if prebuilt:
+            _log(f"using prebuilt engine {prebuilt}")
+            libs = {None: prebuilt}
+        else:
+            libs = build_engines(list(dests))
         for variant, dest in dests.items():
-            if variant is None and prebuilt:
-                _log(f"using prebuilt engine {prebuilt}")
-                lib = prebuilt
-            else:
-                lib = build_engine(variant)
-            _install_lib(lib, dest)
+            _install_lib(libs[variant], dest)
         # A variant left from an earlier build with other settings would
         # shadow the baseline just built.
         hwcaps_dir = os.path.join(os.path.dirname(dests[None]), "glibc-hwcaps")
@@ -258,12 +343,39 @@ class BuildExt(build_ext):
             stale = os.path.join(hwcaps_dir, level, ENGINE_LIB)
             if level not in dests and os.path.exists(stale):
                 os.unlink(stale)
+        self._write_build_info(dests, prebuilt)
         for ext in self.extensions:
             ext.library_dirs.append(os.path.dirname(dests[None]))
         super().run()
 
+    def _build_info_path(self):
+        return os.path.join(os.path.dirname(self.get_ext_fullpath("_swiftkeras._C")), "_build.py")
+
+    def _write_build_info(self, dests, prebuilt):
+        """_swiftkeras/_build.py: how this engine was built, for show_config()."""
+        if prebuilt:
+            toolchain = f"prebuilt ({prebuilt})"
+        else:
+            try:
+                toolchain = subprocess.run(
+                    [_find_swift(), "--version"], capture_output=True, text=True, check=True,
+                ).stdout.strip().splitlines()[0]
+            except (OSError, subprocess.CalledProcessError, IndexError):
+                toolchain = "unknown"
+        info = {
+            "toolchain": toolchain,
+            "variants": ", ".join(["baseline"] + [v for v in dests if v]),
+            "configuration": "release, static Swift stdlib, only te_* exported",
+        }
+        path = self._build_info_path()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write('"""Written by setup.py at build time (show_config reads it)."""\n\n')
+            f.write(f"BUILD = {info!r}\n")
+
     def get_outputs(self):
-        return super().get_outputs() + list(self._engine_dests().values())
+        return (super().get_outputs() + list(self._engine_dests().values())
+                + [self._build_info_path()])
 
 
 def _py_modules():
@@ -273,7 +385,8 @@ def _py_modules():
 
 EXT_SRC_DIR = os.path.join(PY_DIR, "_swiftkeras", "src")
 # One file per area of the binding; module.c lists them.
-EXT_SOURCES = ["module.c", "tensor.c", "attrs.c", "opcall.c", "dispatch.c", "tape.c", "graph.c"]
+EXT_SOURCES = ["module.c", "tensor.c", "attrs.c", "opcall.c", "dispatch.c", "tape.c", "graph.c",
+               "dlpack.c"]
 
 native = Extension(
     "_swiftkeras._C",

@@ -73,6 +73,25 @@ public func te_tensor_create(_ dtype: Int32, _ shape: UnsafePointer<Int64>?, _ n
     }
 }
 
+@_cdecl("te_tensor_wrap")
+public func te_tensor_wrap(_ dtype: Int32, _ shape: UnsafePointer<Int64>?, _ ndim: Int32, _ data: UnsafeRawPointer?,
+                           _ nbytes: Int64, _ release: te_release_fn?, _ ctx: UnsafeMutableRawPointer?,
+                           _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    guarded {
+        guard let out = out else { throw EngineError.value("null output pointer") }
+        out.pointee = nil
+        guard let dt = DType(rawValue: dtype) else { throw EngineError.type("unknown dtype code \(dtype)") }
+        guard ndim >= 0, ndim <= 64 else { throw EngineError.value("rank \(ndim) is out of range [0, 64]") }
+        guard ndim == 0 || shape != nil else { throw EngineError.value("null shape pointer") }
+        guard let data = data else { throw EngineError.value("null data pointer") }
+        let dims = (0..<Int(ndim)).map { Int(shape![$0]) }
+        let t = try Tensor(wrapping: data, byteCount: Int(nbytes), shape: dims, dtype: dt) {
+            release?(ctx)
+        }
+        out.pointee = handle(t)
+    }
+}
+
 @_cdecl("te_tensor_retain")
 public func te_tensor_retain(_ h: OpaquePointer?) -> OpaquePointer? {
     guard let h = h else { return nil }

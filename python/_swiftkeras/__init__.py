@@ -22,6 +22,7 @@ try:
     from ._C import abi_version
     from ._C import engine_library
     from ._C import from_buffer
+    from ._C import from_dlpack
     from ._C import get_num_threads
     from ._C import get_tensor_class
     from ._C import gradient
@@ -45,6 +46,50 @@ except ImportError as e:
 
 
 
+def _threads_from_env():
+    # One setting for the engine's pool (GEMM included: OpenBLAS is held to
+    # the calling thread) that works before any Keras code runs.
+    import os
+
+    value = os.environ.get("KERAS_SWIFT_NUM_THREADS", "").strip()
+    if not value:
+        return
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(
+            f"KERAS_SWIFT_NUM_THREADS must be a positive integer, got {value!r}"
+        )
+    set_num_threads(int(value))
+
+
+_threads_from_env()
+
+
+def get_include():
+    """Directory holding ``tensor_engine.h``, the engine's C ABI, for C/C++
+    programs and other languages' bindings built against this installation
+    (``-I$(python -c 'import _swiftkeras; print(_swiftkeras.get_include())')``)."""
+    import os
+
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
+
+
+def get_lib():
+    """Directory holding ``libTensorEngineC.so`` (link with ``-L<it>
+    -lTensorEngineC -Wl,-rpath,<it>``; on x86-64 the loader picks the
+    ``glibc-hwcaps/x86-64-v3`` build below it on CPUs that have AVX2/FMA)."""
+    import os
+
+    return os.path.dirname(os.path.abspath(__file__))
+
+
+def get_pkgconfig_dir():
+    """Directory of ``tensor_engine.pc``, for ``PKG_CONFIG_PATH``
+    (``pkg-config --cflags --libs tensor_engine``)."""
+    import os
+
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "pkgconfig")
+
+
 def op_schemas():
     """Every engine op's schema, by name: inputs, outputs, attributes (type,
     default or what leaving it out means, choices), input dtypes, complex
@@ -65,7 +110,11 @@ __all__ = [
     "abi_version",
     "engine_library",
     "from_buffer",
+    "from_dlpack",
+    "get_include",
+    "get_lib",
     "get_num_threads",
+    "get_pkgconfig_dir",
     "get_tensor_class",
     "gradient",
     "op",

@@ -6,7 +6,9 @@ interpreters that skip ``.pth`` files (``python -S``/``-I``, embedding).
 
 ``GradientTape``, ``value_and_grad`` and ``grad`` (custom training; see
 ``keras_swift.autodiff``) load on first use: Keras imports this package
-while it picks its backend, so importing Keras from here would be circular.
+while it picks its backend, so importing Keras from here would be circular. ``show_config()`` prints the loaded engine build, CPU
+features, OpenBLAS and Keras versions; ``set_num_threads(n)`` (or
+``KERAS_SWIFT_NUM_THREADS=n`` before import) sizes the engine's thread pool.
 """
 
 __version__ = "0.1.0"
@@ -23,6 +25,8 @@ except ImportError:  # the hook ships separately; the backend works without it
 
 
 _AUTODIFF = ("GradientTape", "grad", "value_and_grad")
+# keras_swift.config: the build and machine (show_config) and the thread count.
+_CONFIG = ("show_config", "set_num_threads", "get_num_threads")
 
 
 def __getattr__(name):
@@ -30,8 +34,12 @@ def __getattr__(name):
         from keras_swift import autodiff
 
         return getattr(autodiff, name)
+    if name in _CONFIG:
+        from keras_swift import config
+
+        return getattr(config, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_AUTODIFF))
+    return sorted(list(globals()) + list(_AUTODIFF) + list(_CONFIG))

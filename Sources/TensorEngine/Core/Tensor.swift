@@ -5,11 +5,20 @@ import Glibc
 import Darwin
 #endif
 
-/// Reference-counted, 64-byte-aligned bytes, recycled through `BufferPool`.
+/// Reference-counted, 64-byte-aligned bytes, recycled through `BufferPool`, or memory the
+/// engine borrows from its caller (`init(external:)`).
 public final class Storage {
     public let pointer: UnsafeMutableRawPointer
     public let byteCount: Int
     private let capacity: Int
+    /// Hands borrowed memory back to its owner (DLPack's deleter, a Python reference) in
+    /// place of the pool. Such memory may be shared with the caller: no kernel may write
+    /// into storage it did not allocate for its own output, and code that ever reuses an
+    /// input's buffer in place must check `isExternal` first.
+    private let releaseExternal: (() -> Void)?
+
+    /// Whether the bytes belong to someone else (see `releaseExternal`).
+    public var isExternal: Bool { releaseExternal != nil }
 
     convenience init(byteCount: Int, zeroed: Bool = true) throws {
         let (ptr, cap) = try Storage.buffer(byteCount)
@@ -22,6 +31,20 @@ public final class Storage {
         self.pointer = pointer
         self.byteCount = byteCount
         self.capacity = capacity
+        self.releaseExternal = nil
+    }
+
+    /// Borrows `byteCount` bytes at `pointer` (64-byte aligned, as kernels and C callers of
+    /// `te_tensor_data` expect of any storage) until the last tensor on them goes, then
+    /// calls `release`, on whichever thread drops that tensor.
+    init(external pointer: UnsafeMutableRawPointer, byteCount: Int, release: @escaping () -> Void) throws {
+        guard Int(bitPattern: pointer) % 64 == 0 else {
+            throw EngineError.value("external memory at \(pointer) is not 64-byte aligned")
+        }
+        self.pointer = pointer
+        self.byteCount = byteCount
+        self.capacity = 0
+        self.releaseExternal = release
     }
 
     /// A pooled buffer of at least `byteCount` bytes and its capacity (for `release`).
@@ -32,7 +55,13 @@ public final class Storage {
         return try BufferPool.shared.allocate(byteCount)
     }
 
-    deinit { BufferPool.shared.release(pointer, capacity) }
+    deinit {
+        if let releaseExternal {
+            releaseExternal()
+        } else {
+            BufferPool.shared.release(pointer, capacity)
+        }
+    }
 }
 
 /// A size-bucketed cache of freed buffers. Training allocates the same shapes every step;
@@ -295,6 +324,26 @@ public final class Tensor {
             }
             storage.pointer.copyMemory(from: src, byteCount: byteCount)
         }
+    }
+
+    /// A tensor over host memory it does not own, without a copy (DLPack and buffers coming
+    /// in): `release` runs once the last tensor sharing it is gone. The memory must stay
+    /// valid and unchanged until then; the engine only reads it.
+    public convenience init(wrapping pointer: UnsafeRawPointer, byteCount: Int, shape: [Int], dtype: DType,
+                            release: @escaping () -> Void) throws {
+        let n = try SizeCheck("wrapped \(dtype) memory").count(shape, itemSize: dtype.itemSize)
+        guard n * dtype.itemSize == byteCount else {
+            throw EngineError.value("expected \(n * dtype.itemSize) bytes for shape \(shape) of \(dtype), got \(byteCount)")
+        }
+        let storage = try Storage(external: UnsafeMutableRawPointer(mutating: pointer), byteCount: byteCount,
+                                  release: release)
+        self.init(storage: storage, shape: shape, dtype: dtype, count: n)
+    }
+
+    /// Whether this tensor's bytes are borrowed from outside the engine (`init(wrapping:)`).
+    public var isExternal: Bool {
+        if case .dense(let s) = backing { return s.isExternal }
+        return false
     }
 
     /// A tensor holding `values` with the given shape (default: 1-D).

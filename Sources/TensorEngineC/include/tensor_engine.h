@@ -92,6 +92,13 @@ int32_t te_get_num_threads(void);
 /* Tensors. data may be NULL (zero-filled); otherwise nbytes are copied. */
 te_status te_tensor_create(int32_t dtype, const int64_t *shape, int32_t ndim,
                            const void *data, int64_t nbytes, te_tensor *out);
+/* A tensor over caller-owned memory, without a copy (DLPack, buffers): nbytes at
+ * data (64-byte aligned, C-contiguous, row-major), which the engine only reads and
+ * which must stay valid and unchanged until release(ctx) runs, once, when the last
+ * tensor sharing it is released (on whichever thread releases it; release may be
+ * NULL). On failure nothing is kept and release is not called. */
+te_status te_tensor_wrap(int32_t dtype, const int64_t *shape, int32_t ndim, const void *data,
+                         int64_t nbytes, void (*release)(void *ctx), void *ctx, te_tensor *out);
 te_tensor te_tensor_retain(te_tensor t);
 void te_tensor_release(te_tensor t);
 int32_t te_tensor_dtype(te_tensor t);

@@ -113,6 +113,10 @@ int init_opcall(PyObject *m);
 int init_dispatch(PyObject *m);
 int init_tape(PyObject *m);
 int init_graph(PyObject *m);
+int init_dlpack(PyObject *m);
+
+/* dlpack.c: Tensor's __dlpack__ and __dlpack_device__ (TensorType's methods). */
+extern PyMethodDef tensor_dlpack_methods[];
 
 #pragma GCC visibility pop
 

@@ -24,6 +24,7 @@
  *   dispatch.c  Dispatch, the sparse-or-dense callable
  *   tape.c      tapes, gradient() and custom gradients
  *   graph.c     traces and graphs (compiled steps)
+ *   dlpack.c    DLPack out (Tensor.__dlpack__) and in (from_dlpack)
  */
 #include "internal.h"
 
@@ -215,7 +216,7 @@ PyInit__C(void)
         return NULL;
     }
     if (init_tensor(m) < 0 || init_opcall(m) < 0 || init_dispatch(m) < 0 ||
-        init_tape(m) < 0 || init_graph(m) < 0 ||
+        init_tape(m) < 0 || init_graph(m) < 0 || init_dlpack(m) < 0 ||
         PyModule_AddIntConstant(m, "ABI_VERSION", TE_ABI_VERSION) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -380,6 +380,7 @@ PyTypeObject TensorType = {
     .tp_weaklistoffset = offsetof(TensorObject, weaklist),
     .tp_repr = (reprfunc)Tensor_repr,
     .tp_getset = Tensor_getset,
+    .tp_methods = tensor_dlpack_methods,
     .tp_as_buffer = &Tensor_as_buffer,
 };
 

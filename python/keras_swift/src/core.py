@@ -333,6 +333,16 @@ def _stack_nested(x, dtype):
     return convert_to_tensor(x, dtype)
 
 
+def _from_dlpack(x):
+    """``x`` through DLPack, or None where the engine cannot take it that way
+    (another device, a dtype DLPack or the engine lacks): the general path
+    below then tries numpy."""
+    try:
+        return _C.from_dlpack(x)
+    except BufferError:
+        return None
+
+
 def convert_to_tensor(x, dtype=None, sparse=None, ragged=None):
     # Inside the backend a SparseTensor becomes dense unless `sparse=True`
     # (the dense op code expects engine tensors); the exported
@@ -357,6 +367,13 @@ def convert_to_tensor(x, dtype=None, sparse=None, ragged=None):
             "dtype. It doesn't have any actual numerical value. You cannot "
             f"convert it to a swift tensor. Received: x={x}"
         )
+    if not isinstance(x, np.ndarray) and hasattr(x, "__dlpack__"):
+        # JAX, PyTorch...: shared, not copied, where DLPack's layout allows.
+        t = _from_dlpack(x)
+        if t is not None:
+            if dtype is None or t.dtype == dtype:
+                return t
+            return op("cast", t, dtype=_check_engine_dtype(dtype))
     if type(x) in (bool, int, float, complex):
         dtype = _check_engine_dtype(dtype or _scalar_dtype(x))
         return from_numpy(np.asarray(x, dtype=NUMPY_DTYPES[dtype]), dtype)

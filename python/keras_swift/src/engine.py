@@ -73,8 +73,30 @@ def numpy_view(t):
     return a
 
 
+def _immutable_memory(a):
+    """Whether nothing can ever write to ``a``'s memory: every array down its
+    base chain is read-only and the chain ends at an immutable owner (bytes,
+    or an engine tensor, as ``numpy_view`` returns). A read-only array that
+    owns its memory does not count: it may be made writeable again."""
+    b = a
+    while isinstance(b, np.ndarray):
+        if b.flags.writeable:
+            return False
+        b = b.base
+    if isinstance(b, memoryview):
+        if not b.readonly:
+            return False
+        b = b.obj
+    return isinstance(b, (bytes, _C.Tensor))
+
+
 def from_numpy(a, dtype):
-    """Copy a numpy array (already of ``dtype``'s numpy type) into the engine."""
+    """A numpy array (already of ``dtype``'s numpy type) as an engine tensor:
+    its memory shared when no one can write to it (see ``_immutable_memory``)
+    and it is C-contiguous and 64-byte aligned, else a copy."""
+    if (dtype not in BITS_DTYPES and a.size and a.flags.c_contiguous
+            and a.ctypes.data % 64 == 0 and _immutable_memory(a)):
+        return _C.from_dlpack(a, copy=False)
     if not a.flags.c_contiguous:  # (np.ascontiguousarray would make 0-d 1-d)
         a = a.copy(order="C")
     if dtype in BITS_DTYPES:
