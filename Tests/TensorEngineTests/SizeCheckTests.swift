@@ -63,6 +63,9 @@ final class SizeCheckTests: XCTestCase {
         assertValueError({ try stack([deep, deep]) }, mentions: "rank")
         assertValueError({ try full([1 << 40, 1 << 40], value: 1) }, mentions: "full")
         assertValueError({ try eye(1 << 40, 1 << 40) }, mentions: "eye")
+        // An empty tensor whose long axis holds 2^41 empty slices (a fuzz finding: unique
+        // sized its sort order by them).
+        assertValueError({ try unique(try Tensor(zeros: [0, 1 << 41], dtype: .bool), axis: -1) }, mentions: "unique")
         let img = try Tensor([Float](repeating: 1, count: 48), shape: [1, 4, 4, 3])
         let w = try Tensor([Float](repeating: 1, count: 324), shape: [3, 3, 3, 12])
         assertValueError({ try conv(img, w, padding: "same", dilation: [1 << 62]) }, mentions: "conv")

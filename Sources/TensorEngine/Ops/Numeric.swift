@@ -162,6 +162,9 @@ public func unique(_ x0: Tensor, axis: Int? = nil, size: Int? = nil, fill: Doubl
         moved = try transpose(x0, perm)
     }
     let rows = ax == nil ? x0.count : x0.shape[ax!]
+    // The sort order and the inverse hold an entry per row, even where the rows are empty
+    // (a (0, 2^41) tensor along its last axis).
+    try SizeCheck("unique").fits(rows, itemSize: MemoryLayout<Int>.size)
     let width = rows == 0 ? 0 : moved.count / rows
     var keys = moved
     if keys.dtype.isHalf { keys = try cast(keys, to: .float32) }
