@@ -65,7 +65,10 @@ final class SizeCheckTests: XCTestCase {
         assertValueError({ try eye(1 << 40, 1 << 40) }, mentions: "eye")
         // An empty tensor whose long axis holds 2^41 empty slices (a fuzz finding: unique
         // sized its sort order by them).
-        assertValueError({ try unique(try Tensor(zeros: [0, 1 << 41], dtype: .bool), axis: -1) }, mentions: "unique")
+        let emptyButLong = try Tensor(zeros: [0, 1 << 41], dtype: .bool)
+        assertValueError({ try unique(emptyButLong, axis: -1) }, mentions: "unique")
+        XCTAssertEqual(try pad(emptyButLong, [0, 0, 4, 0]).shape, [0, (1 << 41) + 4])
+        assertValueError({ try pad(emptyButLong, [1, 0, 0, 0]) }, mentions: "pad")
         let img = try Tensor([Float](repeating: 1, count: 48), shape: [1, 4, 4, 3])
         let w = try Tensor([Float](repeating: 1, count: 324), shape: [3, 3, 3, 12])
         assertValueError({ try conv(img, w, padding: "same", dilation: [1 << 62]) }, mentions: "conv")
