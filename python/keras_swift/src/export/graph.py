@@ -42,6 +42,9 @@ TRACE_DYNAMIC = 11
 BATCH = None
 # Engine ops that may carry a bias input and an `activation` attribute (an epilogue).
 EPILOGUE_OPS = ("conv", "matmul")
+# Graph steps that only mark values for gradients (a variable's assigned value becomes a
+# leaf): nothing to compute in an exported graph, which takes no gradient.
+_TAPE_STEPS = ("set_requires_grad", "tape_push", "tape_pop")
 
 
 class Trace:
@@ -165,6 +168,8 @@ class GraphWalk:
     def walk(self):
         schemas = _schema_defaults()
         for n in self.desc["nodes"]:
+            if n["kind"] in _TAPE_STEPS:
+                continue
             if n["kind"] != "op":
                 raise NotImplementedError(
                     f"{self.TARGET} export: the traced inference graph holds a {n['kind']} "

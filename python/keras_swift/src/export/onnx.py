@@ -70,7 +70,7 @@ _SAME = {
     "negative": "Neg", "abs": "Abs", "sign": "Sign", "relu": "Relu", "exp": "Exp",
     "log": "Log", "sqrt": "Sqrt", "tanh": "Tanh", "sigmoid": "Sigmoid", "erf": "Erf",
     "floor": "Floor", "ceil": "Ceil", "reciprocal": "Reciprocal", "sin": "Sin", "cos": "Cos",
-    "softplus": "Softplus", "softsign": "Softsign", "round": "Round",
+    "softplus": "Softplus", "softsign": "Softsign", "round": "Round", "stop_gradient": "Identity",
 }
 _COMPARE = {
     "equal": "Equal", "less": "Less", "less_equal": "LessOrEqual",

@@ -133,7 +133,7 @@ def _table(tf):
         "softplus": m.softplus, "softsign": tf.nn.softsign, "round": m.round,
         "square": m.square, "rsqrt": m.rsqrt, "relu6": tf.nn.relu6, "silu": tf.nn.silu,
         # tf.nn.selu's constants are Keras's.
-        "selu": tf.nn.selu, "expm1": m.expm1, "log1p": m.log1p,
+        "selu": tf.nn.selu, "expm1": m.expm1, "log1p": m.log1p, "stop_gradient": tf.stop_gradient,
     }
 
 

@@ -1,0 +1,207 @@
+"""model.export(format="tf_saved_model") and keras.export.ExportArchive on the swift
+backend, checked by reloading the SavedModel with TensorFlow (skipped without it)."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import keras
+from keras import layers
+
+from keras_swift.src.export import graph as export_graph
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "swift", reason="swift backend only")
+needs_tf = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                              reason="needs tensorflow")
+
+# Batch sizes unlike the trace's, so a batch dimension frozen into the graph fails.
+RUN_BATCHES = (3, 1)
+assert export_graph.TRACE_BATCH not in RUN_BATCHES
+
+
+def _rand(*shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def _flat(x):
+    if isinstance(x, dict):
+        return [x[k] for k in sorted(x)]
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _check(model, tmp_path, make_inputs):
+    """Export ``model``, reload it with TensorFlow and compare its ``serve`` endpoint with
+    ``model.predict`` at each of ``RUN_BATCHES``."""
+    import tensorflow as tf
+
+    path = str(tmp_path / "saved")
+    model.export(path, format="tf_saved_model", verbose=False)
+    reloaded = tf.saved_model.load(path)
+    assert len(reloaded.variables) == len(model.variables)
+    for batch in RUN_BATCHES:
+        inputs = make_inputs(batch)
+        expected = _flat(model.predict(inputs, verbose=0))
+        got = _flat(reloaded.serve(inputs))
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected):
+            assert g.shape == e.shape
+            np.testing.assert_allclose(np.asarray(g), e, rtol=1e-5, atol=1e-5)
+    return path
+
+
+@needs_tf
+def test_mlp(tmp_path):
+    model = keras.Sequential([
+        keras.Input((12,)),
+        layers.Dense(16, activation="relu"),
+        layers.Dropout(0.3),
+        layers.Dense(8, activation="gelu"),
+        layers.Dense(4, activation="softmax"),
+    ])
+    _check(model, tmp_path, lambda n: _rand(n, 12))
+
+
+@needs_tf
+def test_convnet_with_batchnorm(tmp_path):
+    model = keras.Sequential([
+        keras.Input((10, 10, 3)),
+        layers.Conv2D(6, 3, padding="same", activation="relu"),
+        layers.BatchNormalization(),
+        layers.DepthwiseConv2D(3, strides=2, padding="same"),
+        layers.MaxPooling2D(2),
+        layers.ZeroPadding2D(1),
+        layers.Conv2D(4, 3, groups=2, padding="valid", activation="sigmoid"),
+        layers.AveragePooling2D(2, padding="same"),
+        layers.Flatten(),
+        layers.Dense(5),
+    ])
+    x = _rand(16, 10, 10, 3, seed=1)
+    # Moving statistics away from their initial values, so inference normalisation matters.
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(x, _rand(16, 5, seed=2), epochs=1, batch_size=8, verbose=0)
+    _check(model, tmp_path, lambda n: x[:n])
+
+
+@needs_tf
+@pytest.mark.parametrize("layer", [layers.LSTM, layers.GRU])
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_recurrent(tmp_path, layer, go_backwards):
+    model = keras.Sequential([
+        keras.Input((5, 3)),
+        layer(4, return_sequences=True, go_backwards=go_backwards),
+        layer(3),
+    ])
+    _check(model, tmp_path, lambda n: _rand(n, 5, 3, seed=6))
+
+
+@needs_tf
+def test_two_inputs_two_outputs(tmp_path):
+    a = keras.Input((6,), name="a")
+    b = keras.Input((4,), name="b")
+    h = layers.Concatenate()([layers.Dense(5, activation="elu")(a), b])
+    h = layers.LayerNormalization()(h)
+    out1 = layers.Dense(3, name="out1")(h)
+    out2 = layers.Dense(2, activation="sigmoid", name="out2")(layers.Reshape((3, 3))(h)[:, 0])
+    model = keras.Model([a, b], [out1, out2])
+    _check(model, tmp_path, lambda n: [_rand(n, 6, seed=3), _rand(n, 4, seed=4)])
+
+
+@needs_tf
+def test_embedding_and_dict_inputs(tmp_path):
+    ids = keras.Input((5,), dtype="int32", name="ids")
+    extra = keras.Input((2,), name="extra")
+    h = layers.GlobalAveragePooling1D()(layers.Embedding(11, 4)(ids))
+    model = keras.Model({"ids": ids, "extra": extra}, layers.Dense(2)(layers.Concatenate()([h, extra])))
+    ids_data = np.random.default_rng(5).integers(0, 11, size=(8, 5)).astype("int32")
+    _check(model, tmp_path, lambda n: {"ids": ids_data[:n], "extra": _rand(n, 2, seed=5)})
+
+
+@needs_tf
+@pytest.mark.parametrize("causal", [False, True])
+def test_multi_head_attention(tmp_path, causal):
+    q = keras.Input((5, 8))
+    kv = keras.Input((5, 8))
+    out = layers.MultiHeadAttention(num_heads=2, key_dim=4)(q, kv, use_causal_mask=causal)
+    model = keras.Model([q, kv], layers.GlobalAveragePooling1D()(out))
+    _check(model, tmp_path, lambda n: [_rand(n, 5, 8, seed=7), _rand(n, 5, 8, seed=8)])
+
+
+@needs_tf
+def test_export_archive_endpoints_state_and_collections(tmp_path):
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((4,)), layers.Dense(3), layers.BatchNormalization()])
+    model.predict(_rand(2, 4), verbose=0)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    spec = [keras.InputSpec(shape=(None, 4), dtype="float32")]
+    archive.add_endpoint("infer", lambda x: model(x, training=False), input_signature=spec)
+    archive.add_endpoint("train", lambda x: model(x, training=True), input_signature=spec)
+    archive.add_variable_collection("dense_weights", model.layers[0].weights)
+    before = [np.asarray(v) for v in model.non_trainable_variables]
+    path = str(tmp_path / "archive")
+    archive.write_out(path, verbose=False)
+    # Tracing the training endpoint left the model's moving statistics as they were.
+    for b, v in zip(before, model.non_trainable_variables):
+        np.testing.assert_array_equal(b, np.asarray(v))
+
+    reloaded = tf.saved_model.load(path)
+    x = _rand(RUN_BATCHES[0], 4, seed=9)
+    np.testing.assert_allclose(reloaded.infer(x).numpy(), model.predict(x, verbose=0), atol=1e-5)
+    assert len(reloaded.dense_weights) == 2
+    assert len(reloaded.trainable_variables) == len(model.trainable_variables)
+    # The training endpoint normalises with the batch's statistics and updates the
+    # reloaded moving mean as the model's own training call does.
+    np.testing.assert_allclose(reloaded.train(x).numpy(), np.asarray(model(x, training=True)), atol=1e-5)
+    assert len(reloaded.non_trainable_variables) == len(model.non_trainable_variables) == 2
+    for copy, v in zip(reloaded.non_trainable_variables, model.non_trainable_variables):
+        assert not np.allclose(copy.numpy(), before[0 if "mean" in v.name else 1])
+        np.testing.assert_allclose(copy.numpy(), np.asarray(v), atol=1e-6)
+    assert "serving_default" in reloaded.signatures
+
+
+@needs_tf
+def test_tfsm_layer_under_tensorflow(tmp_path):
+    """The SavedModel loads as a ``keras.layers.TFSMLayer`` in a tensorflow-backend
+    process (TFSMLayer needs that backend)."""
+    model = keras.Sequential([keras.Input((5, 3)), layers.GRU(4), layers.Dense(2)])
+    x = _rand(RUN_BATCHES[0], 5, 3, seed=10)
+    path = str(tmp_path / "saved")
+    model.export(path, format="tf_saved_model", verbose=False)
+    np.save(tmp_path / "x.npy", x)
+    code = textwrap.dedent(f"""
+        import json, numpy as np, keras
+        layer = keras.layers.TFSMLayer({path!r}, call_endpoint="serve")
+        y = keras.ops.convert_to_numpy(layer(np.load({str(tmp_path / 'x.npy')!r})))
+        print(json.dumps(y.tolist()))
+    """)
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = np.asarray(json.loads(out.stdout.strip().splitlines()[-1]), dtype="float32")
+    np.testing.assert_allclose(got, model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+@needs_tf
+def test_unsupported_op_names_it(tmp_path):
+    class Cumulative(layers.Layer):
+        def call(self, x):
+            return keras.ops.cumsum(x, axis=1)
+
+    model = keras.Sequential([keras.Input((4,)), Cumulative()])
+    with pytest.raises(NotImplementedError, match="TensorFlow export .* 'cumsum'"):
+        model.export(str(tmp_path / "m"), format="tf_saved_model", verbose=False)
+
+
+def test_without_tensorflow_the_error_names_the_package(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    model = keras.Sequential([keras.Input((4,)), layers.Dense(2)])
+    with pytest.raises(ImportError, match="pip install tensorflow-cpu"):
+        model.export(str(tmp_path / "m"), format="tf_saved_model", verbose=False)
