@@ -374,6 +374,28 @@ class _Lowering(GraphWalk):
             logits = tf.where(keep, logits, tf.constant(-np.inf, logits.dtype))
         return tf.linalg.matmul(tf.nn.softmax(logits, axis=-1), v)
 
+    # Random samples: TensorFlow's stateless samplers, a pure function of the same seed as
+    # the engine's (the seed generator's state is a variable the SavedModel advances), so
+    # each call draws anew. Their bits are TensorFlow's, not the engine's Philox stream.
+
+    def _random(self, sampler, names, outs, attrs, **params):
+        tf = self.tf
+        seed = names[0] if names else tf.constant(listify(attrs["seed"]))
+        shape = self.shape_tensor(self.full_target(listify(attrs["shape"]), outs))
+        return sampler(shape, seed=tf.cast(seed, tf.int64), dtype=self.tf_dtype(outs[0]), **params)
+
+    def op_random_uniform(self, names, ins, outs, attrs):
+        return self._random(self.tf.random.stateless_uniform, names, outs, attrs,
+                            minval=float(attrs["minval"]), maxval=float(attrs["maxval"]))
+
+    def op_random_normal(self, names, ins, outs, attrs):
+        return self._random(self.tf.random.stateless_normal, names, outs, attrs,
+                            mean=float(attrs["mean"]), stddev=float(attrs["stddev"]))
+
+    def op_random_truncated_normal(self, names, ins, outs, attrs):
+        return self._random(self.tf.random.stateless_truncated_normal, names, outs, attrs,
+                            mean=float(attrs["mean"]), stddev=float(attrs["stddev"]))
+
     # Convolution and pooling (channels-last, as the engine).
 
     def op_conv(self, names, ins, outs, attrs):
