@@ -205,3 +205,25 @@ def test_without_tensorflow_the_error_names_the_package(tmp_path, monkeypatch):
     model = keras.Sequential([keras.Input((4,)), layers.Dense(2)])
     with pytest.raises(ImportError, match="pip install tensorflow-cpu"):
         model.export(str(tmp_path / "m"), format="tf_saved_model", verbose=False)
+
+
+@needs_tf
+def test_litert(tmp_path):
+    import tensorflow as tf
+
+    model = keras.Sequential([
+        keras.Input((6, 3)),
+        layers.Conv1D(4, 3, padding="same", activation="relu"),
+        layers.LSTM(5, return_sequences=True),
+        layers.GRU(3),
+        layers.Dense(2, activation="softmax"),
+    ])
+    path = str(tmp_path / "model.tflite")
+    model.export(path, format="litert", verbose=False)
+    interpreter = tf.lite.Interpreter(model_path=path)
+    runner = interpreter.get_signature_runner("serving_default")
+    (name,) = interpreter.get_signature_list()["serving_default"]["inputs"]
+    for batch in RUN_BATCHES:
+        x = _rand(batch, 6, 3, seed=batch)
+        (got,) = runner(**{name: x}).values()
+        np.testing.assert_allclose(got, model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)

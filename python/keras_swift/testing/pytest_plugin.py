@@ -104,11 +104,13 @@ the tensor or list of tensors ``x``, taken on the swift tape) and
 
 Export tests run on swift
 -------------------------
-``export/saved_model_test.py`` and ``export/onnx_test.py`` skip every backend but
-tensorflow, jax and torch (reasons "`export_saved_model` only currently supports ...",
-"Export only currently supports the TF and JAX backends", "`export_onnx` only ...");
-the swift backend exports both formats, so those class-level skipifs admit swift too
-(``_ADMIT_SWIFT``). Their per-backend skips (jax2tf arguments, TF-only lookup tables)
+``export/saved_model_test.py``, ``export/onnx_test.py`` and ``export/openvino_test.py``
+skip every backend but tensorflow, jax and torch (and openvino) (reasons
+"`export_saved_model` only currently supports ...", "Export only currently supports the
+TF and JAX backends", "`export_onnx` only ...", "`export_openvino` only ..."); the swift
+backend exports these formats, so those class-level skipifs admit swift too
+(``_ADMIT_SWIFT``). The LiteRT tests stay skipped: they gate on the tensorflow backend by
+``!=`` tests throughout, module level included. Their per-backend skips (jax2tf arguments, TF-only lookup tables)
 are left as they are.
 
 Importing this plugin also installs keras_swift_hook when it is available, so
@@ -150,6 +152,7 @@ _TEST_MODULE_PATHS = {
     ("keras", "src", "quantizers", "quantizers_test.py"): "keras.src.quantizers.quantizers_test",
     ("keras", "src", "export", "saved_model_test.py"): "keras.src.export.saved_model_test",
     ("keras", "src", "export", "onnx_test.py"): "keras.src.export.onnx_test",
+    ("keras", "src", "export", "openvino_test.py"): "keras.src.export.openvino_test",
 }
 
 # Functions whose backend chain gets a swift branch built from its jax branch
@@ -192,6 +195,7 @@ _ADMIT_SWIFT = {
     "keras.src.quantizers.quantizers_test": ("custom_gradient",),
     "keras.src.export.saved_model_test": ("`export_saved_model` only", "Export only currently"),
     "keras.src.export.onnx_test": ("`export_onnx` only",),
+    "keras.src.export.openvino_test": ("`export_openvino` only",),
 }
 _CUSTOM_GRADIENT_TESTS = {
     "keras.src.quantizers.quantizers_test": ("test_fake_quant_with_min_max_vars",),

@@ -433,16 +433,21 @@ class _Lowering(GraphWalk):
     op_max_pool2d = op_max_pool
     op_avg_pool2d = op_avg_pool
 
-    # Recurrent layers: the step of Keras's cell under tf.scan over time.
+    # Recurrent layers: Keras's cell, unrolled over the traced number of steps (a recurrent
+    # layer keeps its traced length, as in ONNX), so LiteRT gets builtin ops only where a
+    # tf.scan would need its Flex delegate for the TensorList ops.
 
-    def _scan(self, step, x, states, go_backwards):
+    def _unroll(self, step, x, states, go_backwards):
         tf = self.tf
-        steps = tf.transpose(x, [1, 0, 2])
+        steps = tf.unstack(x, axis=1)
         if go_backwards:
             # Keras returns the steps in the order it ran them (reversed).
-            steps = tf.reverse(steps, [0])
-        runs = tf.scan(step, steps, initializer=tuple(states))
-        return [tf.transpose(runs[0], [1, 0, 2])] + [r[-1] for r in runs]
+            steps = steps[::-1]
+        outputs = []
+        for x_t in steps:
+            states = step(states, x_t)
+            outputs.append(states[0])
+        return [tf.stack(outputs, axis=1)] + list(states)
 
     def op_lstm(self, names, ins, outs, attrs):
         tf = self.tf
@@ -457,7 +462,7 @@ class _Lowering(GraphWalk):
             c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
             return tf.sigmoid(o) * tf.tanh(c), c
 
-        return self._scan(step, projected, [h0, c0], attrs.get("go_backwards", False))
+        return self._unroll(step, projected, (h0, c0), attrs.get("go_backwards", False))
 
     def op_gru(self, names, ins, outs, attrs):
         tf = self.tf
@@ -485,4 +490,4 @@ class _Lowering(GraphWalk):
             candidate = tf.tanh(x_h + r * h_h)
             return (z * h + (1 - z) * candidate,)
 
-        return self._scan(step, projected, [h0], attrs.get("go_backwards", False))
+        return self._unroll(step, projected, (h0,), attrs.get("go_backwards", False))
