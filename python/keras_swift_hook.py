@@ -4,7 +4,9 @@ Keras 3.13-3.15 pick backend classes with name-based if-chains that end in
 ``else: raise`` (``backend/__init__.py``, ``models/model.py``,
 ``layers/layer.py``, ``export/saved_model.py``, ``export/onnx.py``; ``_PATCHERS`` below lists
 them), so any other name fails at ``import keras``. (One more entry there only keeps
-``import keras`` from loading jax: ``_patch_orbax_checkpoint``.) Rather than
+``import keras`` from loading jax: ``_patch_orbax_checkpoint``; and three let the
+LiteRT and OpenVINO exporters take swift down their TensorFlow/JAX path, by adding
+``"swift"`` to one backend-name test each: ``_admission_patcher``.) Rather than
 forking or editing the installed Keras, this module puts a finder at the front
 of ``sys.meta_path``. When the configured backend is ``"swift"`` and one of the
 modules holding such a chain is imported, the finder hands Keras's own source

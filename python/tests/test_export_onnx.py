@@ -11,6 +11,9 @@ from keras import layers  # noqa: E402
 
 from keras_swift.src import export as swift_export  # noqa: E402
 
+import export_models  # noqa: E402
+from export_models import rand as _rand  # noqa: E402
+
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "swift", reason="swift backend only")
 
 # A batch size unlike the trace's, so a batch dimension frozen into the graph fails.
@@ -38,48 +41,21 @@ def _check(model, tmp_path, inputs, **kwargs):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
 
 
-def _rand(*shape, seed=0):
-    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+def _check_built(built, tmp_path, **kwargs):
+    model, make_inputs = built
+    _check(model, tmp_path, make_inputs(RUN_BATCH), **kwargs)
 
 
 def test_mlp(tmp_path):
-    model = keras.Sequential([
-        keras.Input((12,)),
-        layers.Dense(16, activation="relu"),
-        layers.Dropout(0.3),
-        layers.Dense(8, activation="tanh"),
-        layers.Dense(4, activation="softmax"),
-    ])
-    _check(model, tmp_path, [_rand(RUN_BATCH, 12)])
+    _check_built(export_models.mlp(), tmp_path)
 
 
 def test_convnet_with_batchnorm(tmp_path):
-    model = keras.Sequential([
-        keras.Input((10, 10, 3)),
-        layers.Conv2D(6, 3, padding="same", activation="relu"),
-        layers.BatchNormalization(),
-        layers.MaxPooling2D(2),
-        layers.Conv2D(4, 3, strides=2, padding="valid"),
-        layers.AveragePooling2D(2, padding="same"),
-        layers.Flatten(),
-        layers.Dense(5),
-    ])
-    x = _rand(16, 10, 10, 3, seed=1)
-    # Moving statistics away from their initial values, so inference normalisation matters.
-    model.compile(optimizer="sgd", loss="mse")
-    model.fit(x, _rand(16, 5, seed=2), epochs=1, batch_size=8, verbose=0)
-    _check(model, tmp_path, [x[:RUN_BATCH]])
+    _check_built(export_models.convnet_with_batchnorm(), tmp_path)
 
 
 def test_two_inputs_two_outputs(tmp_path):
-    a = keras.Input((6,), name="a")
-    b = keras.Input((4,), name="b")
-    h = layers.Concatenate()([layers.Dense(5, activation="gelu")(a), b])
-    h = layers.LayerNormalization()(h)
-    out1 = layers.Dense(3, name="out1")(h)
-    out2 = layers.Dense(2, activation="sigmoid", name="out2")(layers.Reshape((3, 3))(h)[:, 0])
-    model = keras.Model([a, b], [out1, out2])
-    _check(model, tmp_path, [_rand(RUN_BATCH, 6, seed=3), _rand(RUN_BATCH, 4, seed=4)])
+    _check_built(export_models.two_inputs_two_outputs(), tmp_path)
 
 
 def test_embedding(tmp_path):
@@ -96,12 +72,7 @@ def test_embedding(tmp_path):
 @pytest.mark.parametrize("layer", [layers.LSTM, layers.GRU])
 @pytest.mark.parametrize("go_backwards", [False, True])
 def test_recurrent(tmp_path, layer, go_backwards):
-    model = keras.Sequential([
-        keras.Input((5, 3)),
-        layer(4, return_sequences=True, go_backwards=go_backwards),
-        layer(3),
-    ])
-    _check(model, tmp_path, [_rand(RUN_BATCH, 5, 3, seed=6)])
+    _check_built(export_models.recurrent(layer, go_backwards), tmp_path)
 
 
 def test_unsupported_op_names_it(tmp_path):
@@ -126,19 +97,9 @@ def test_graph_control_flow_names_itself(tmp_path):
         model.export(str(tmp_path / "m.onnx"), format="onnx", verbose=False)
 
 
-def test_multi_head_attention(tmp_path):
-    q = keras.Input((5, 8))
-    kv = keras.Input((6, 8))
-    out = layers.MultiHeadAttention(num_heads=2, key_dim=4)(q, kv)
-    model = keras.Model([q, kv], layers.GlobalAveragePooling1D()(out))
-    _check(model, tmp_path, [_rand(RUN_BATCH, 5, 8, seed=7), _rand(RUN_BATCH, 6, 8, seed=8)])
-
-
-def test_causal_self_attention(tmp_path):
-    x = keras.Input((6, 8))
-    out = layers.MultiHeadAttention(num_heads=2, key_dim=4)(x, x, use_causal_mask=True)
-    model = keras.Model(x, layers.Flatten()(out))
-    _check(model, tmp_path, [_rand(RUN_BATCH, 6, 8, seed=9)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_multi_head_attention(tmp_path, causal):
+    _check_built(export_models.multi_head_attention(causal), tmp_path)
 
 
 def test_activations_conv1d_and_pooling(tmp_path):

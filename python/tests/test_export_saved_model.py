@@ -1,5 +1,6 @@
-"""model.export(format="tf_saved_model") and keras.export.ExportArchive on the swift
-backend, checked by reloading the SavedModel with TensorFlow (skipped without it)."""
+"""model.export(format="tf_saved_model"/"litert"/"openvino") and keras.export.ExportArchive
+on the swift backend, checked by running the result with TensorFlow, its LiteRT
+interpreter or OpenVINO (each test skips without what it needs)."""
 
 import importlib.util
 import json
@@ -16,6 +17,9 @@ from keras import layers
 
 from keras_swift.src.export import graph as export_graph
 
+import export_models
+from export_models import rand as _rand
+
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "swift", reason="swift backend only")
 needs_tf = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
                               reason="needs tensorflow")
@@ -25,19 +29,16 @@ RUN_BATCHES = (3, 1)
 assert export_graph.TRACE_BATCH not in RUN_BATCHES
 
 
-def _rand(*shape, seed=0):
-    return np.random.default_rng(seed).normal(size=shape).astype("float32")
-
-
 def _flat(x):
     if isinstance(x, dict):
         return [x[k] for k in sorted(x)]
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-def _check(model, tmp_path, make_inputs):
+def _check(model, make_inputs, tmp_path):
     """Export ``model``, reload it with TensorFlow and compare its ``serve`` endpoint with
-    ``model.predict`` at each of ``RUN_BATCHES``."""
+    ``model.predict`` at each of ``RUN_BATCHES``. ``make_inputs(n)``: a dict, or a list
+    of one array per model input."""
     import tensorflow as tf
 
     path = str(tmp_path / "saved")
@@ -46,6 +47,8 @@ def _check(model, tmp_path, make_inputs):
     assert len(reloaded.variables) == len(model.variables)
     for batch in RUN_BATCHES:
         inputs = make_inputs(batch)
+        if isinstance(inputs, list) and len(inputs) == 1:
+            inputs = inputs[0]
         expected = _flat(model.predict(inputs, verbose=0))
         got = _flat(reloaded.serve(inputs))
         assert len(got) == len(expected)
@@ -57,59 +60,24 @@ def _check(model, tmp_path, make_inputs):
 
 @needs_tf
 def test_mlp(tmp_path):
-    model = keras.Sequential([
-        keras.Input((12,)),
-        layers.Dense(16, activation="relu"),
-        layers.Dropout(0.3),
-        layers.Dense(8, activation="gelu"),
-        layers.Dense(4, activation="softmax"),
-    ])
-    _check(model, tmp_path, lambda n: _rand(n, 12))
+    _check(*export_models.mlp(), tmp_path)
 
 
 @needs_tf
 def test_convnet_with_batchnorm(tmp_path):
-    model = keras.Sequential([
-        keras.Input((10, 10, 3)),
-        layers.Conv2D(6, 3, padding="same", activation="relu"),
-        layers.BatchNormalization(),
-        layers.DepthwiseConv2D(3, strides=2, padding="same"),
-        layers.MaxPooling2D(2),
-        layers.ZeroPadding2D(1),
-        layers.Conv2D(4, 3, groups=2, padding="valid", activation="sigmoid"),
-        layers.AveragePooling2D(2, padding="same"),
-        layers.Flatten(),
-        layers.Dense(5),
-    ])
-    x = _rand(16, 10, 10, 3, seed=1)
-    # Moving statistics away from their initial values, so inference normalisation matters.
-    model.compile(optimizer="sgd", loss="mse")
-    model.fit(x, _rand(16, 5, seed=2), epochs=1, batch_size=8, verbose=0)
-    _check(model, tmp_path, lambda n: x[:n])
+    _check(*export_models.convnet_with_batchnorm(), tmp_path)
 
 
 @needs_tf
 @pytest.mark.parametrize("layer", [layers.LSTM, layers.GRU])
 @pytest.mark.parametrize("go_backwards", [False, True])
 def test_recurrent(tmp_path, layer, go_backwards):
-    model = keras.Sequential([
-        keras.Input((5, 3)),
-        layer(4, return_sequences=True, go_backwards=go_backwards),
-        layer(3),
-    ])
-    _check(model, tmp_path, lambda n: _rand(n, 5, 3, seed=6))
+    _check(*export_models.recurrent(layer, go_backwards), tmp_path)
 
 
 @needs_tf
 def test_two_inputs_two_outputs(tmp_path):
-    a = keras.Input((6,), name="a")
-    b = keras.Input((4,), name="b")
-    h = layers.Concatenate()([layers.Dense(5, activation="elu")(a), b])
-    h = layers.LayerNormalization()(h)
-    out1 = layers.Dense(3, name="out1")(h)
-    out2 = layers.Dense(2, activation="sigmoid", name="out2")(layers.Reshape((3, 3))(h)[:, 0])
-    model = keras.Model([a, b], [out1, out2])
-    _check(model, tmp_path, lambda n: [_rand(n, 6, seed=3), _rand(n, 4, seed=4)])
+    _check(*export_models.two_inputs_two_outputs(), tmp_path)
 
 
 @needs_tf
@@ -119,17 +87,13 @@ def test_embedding_and_dict_inputs(tmp_path):
     h = layers.GlobalAveragePooling1D()(layers.Embedding(11, 4)(ids))
     model = keras.Model({"ids": ids, "extra": extra}, layers.Dense(2)(layers.Concatenate()([h, extra])))
     ids_data = np.random.default_rng(5).integers(0, 11, size=(8, 5)).astype("int32")
-    _check(model, tmp_path, lambda n: {"ids": ids_data[:n], "extra": _rand(n, 2, seed=5)})
+    _check(model, lambda n: {"ids": ids_data[:n], "extra": _rand(n, 2, seed=5)}, tmp_path)
 
 
 @needs_tf
 @pytest.mark.parametrize("causal", [False, True])
 def test_multi_head_attention(tmp_path, causal):
-    q = keras.Input((5, 8))
-    kv = keras.Input((5, 8))
-    out = layers.MultiHeadAttention(num_heads=2, key_dim=4)(q, kv, use_causal_mask=causal)
-    model = keras.Model([q, kv], layers.GlobalAveragePooling1D()(out))
-    _check(model, tmp_path, lambda n: [_rand(n, 5, 8, seed=7), _rand(n, 5, 8, seed=8)])
+    _check(*export_models.multi_head_attention(causal), tmp_path)
 
 
 @needs_tf
@@ -227,3 +191,22 @@ def test_litert(tmp_path):
         x = _rand(batch, 6, 3, seed=batch)
         (got,) = runner(**{name: x}).values()
         np.testing.assert_allclose(got, model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+@needs_tf
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="needs openvino")
+def test_openvino(tmp_path):
+    import openvino as ov
+
+    model = keras.Sequential([
+        keras.Input((8, 8, 2)),
+        layers.Conv2D(3, 3, activation="relu"),
+        layers.GlobalAveragePooling2D(),
+        layers.Dense(2),
+    ])
+    path = str(tmp_path / "model.xml")
+    model.export(path, format="openvino", verbose=False)
+    compiled = ov.Core().compile_model(path, "CPU")
+    for batch in RUN_BATCHES:
+        x = _rand(batch, 8, 8, 2, seed=batch)
+        np.testing.assert_allclose(compiled(x)[0], model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
