@@ -2,19 +2,19 @@
 
 import numpy as np
 import pytest
+from swift_env import require_swift
 
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-import keras  # noqa: E402
+keras = require_swift()
+
 from keras import layers  # noqa: E402
 
 from keras_swift.src import export as swift_export  # noqa: E402
 
 import export_models  # noqa: E402
 from export_models import rand as _rand  # noqa: E402
-
-pytestmark = pytest.mark.skipif(keras.backend.backend() != "swift", reason="swift backend only")
 
 # A batch size unlike the trace's, so a batch dimension frozen into the graph fails.
 RUN_BATCH = 3

@@ -11,16 +11,17 @@ import textwrap
 
 import numpy as np
 import pytest
+from swift_env import require_swift
 
-import keras
-from keras import layers
+keras = require_swift()
 
-from keras_swift.src.export import graph as export_graph
+from keras import layers  # noqa: E402
 
-import export_models
-from export_models import rand as _rand
+from keras_swift.src.export import graph as export_graph  # noqa: E402
 
-pytestmark = pytest.mark.skipif(keras.backend.backend() != "swift", reason="swift backend only")
+import export_models  # noqa: E402
+from export_models import rand as _rand  # noqa: E402
+
 needs_tf = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
                               reason="needs tensorflow")
 
