@@ -68,3 +68,20 @@ def multi_head_attention(causal):
     out = layers.MultiHeadAttention(num_heads=2, key_dim=4)(q, kv, use_causal_mask=causal)
     model = keras.Model([q, kv], layers.Flatten()(out))
     return model, lambda n: [rand(n, 5, 8, seed=7), rand(n, 6, 8, seed=8)]
+
+
+def dynamic_dims():
+    """A model whose image size and sequence length are left ``None``, and a function
+    building its inputs for a batch size and each of two other (height, width, steps)."""
+    image = keras.Input((None, None, 3), name="image")
+    text = keras.Input((None, 4), name="text")
+    h = layers.Conv2D(5, 3, strides=2, padding="same", activation="relu")(image)
+    h = layers.GlobalAveragePooling2D()(layers.MaxPooling2D(2, padding="same")(h))
+    t = layers.GlobalMaxPooling1D()(layers.Dense(3)(text))
+    model = keras.Model([image, text], layers.Dense(2)(layers.Concatenate()([h, t])))
+
+    def inputs(n):
+        for hh, ww, steps in [(9, 6, 2), (16, 17, 5)]:
+            yield [rand(n, hh, ww, 3, seed=hh), rand(n, steps, 4, seed=ww)]
+
+    return model, inputs

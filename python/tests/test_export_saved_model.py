@@ -98,6 +98,19 @@ def test_multi_head_attention(tmp_path, causal):
 
 
 @needs_tf
+def test_dynamic_spatial_and_sequence_dims(tmp_path):
+    import tensorflow as tf
+
+    model, inputs = export_models.dynamic_dims()
+    path = str(tmp_path / "saved")
+    model.export(path, format="tf_saved_model", verbose=False)
+    reloaded = tf.saved_model.load(path)
+    for x in inputs(RUN_BATCHES[0]):
+        np.testing.assert_allclose(reloaded.serve(x).numpy(), model.predict(x, verbose=0),
+                                   rtol=1e-5, atol=1e-5)
+
+
+@needs_tf
 def test_export_archive_endpoints_state_and_collections(tmp_path):
     import tensorflow as tf
 
