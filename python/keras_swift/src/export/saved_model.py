@@ -22,6 +22,7 @@ import inspect
 
 import numpy as np
 
+from keras.src import backend
 from keras.src import tree
 from keras.src.export.saved_model_export_archive import (
     SavedModelExportArchive as KerasSavedModelExportArchive,
@@ -87,8 +88,7 @@ class SavedModelExportArchive(KerasSavedModelExportArchive):
 
     def add_variable_collection(self, name, variables):
         if isinstance(variables, (list, tuple, set)):
-            from keras.src import backend
-
+            # Keras's own method stores them as they are; the SavedModel needs tf.Variables.
             variables = [self._convert_to_tf_variable(v) if isinstance(v, backend.Variable) else v
                          for v in variables]
         super().add_variable_collection(name, variables)
