@@ -4,7 +4,9 @@ Keras 3.13-3.15 pick backend classes with name-based if-chains that end in
 ``else: raise`` (``backend/__init__.py``, ``models/model.py``,
 ``layers/layer.py``, ``export/saved_model.py``, ``export/onnx.py``; ``_PATCHERS`` below lists
 them), so any other name fails at ``import keras``. (One more entry there only keeps
-``import keras`` from loading jax: ``_patch_orbax_checkpoint``.) Rather than
+``import keras`` from loading jax: ``_patch_orbax_checkpoint``; and three let the
+LiteRT and OpenVINO exporters take swift down their TensorFlow/JAX path, by adding
+``"swift"`` to one backend-name test each: ``_admission_patcher``.) Rather than
 forking or editing the installed Keras, this module puts a finder at the front
 of ``sys.meta_path``. When the configured backend is ``"swift"`` and one of the
 modules holding such a chain is imported, the finder hands Keras's own source
@@ -603,6 +605,76 @@ def _patch_export_onnx(tree, filename):
     return f"{EXPORT_MODULE}.{ONNX_FUNCTION}"
 
 
+def _backend_set_test(node):
+    """The backend names of a test ``backend() [not] in (...)`` (a tuple of strings) or
+    ``backend() != "name"``, else ``None``."""
+    import ast
+
+    if not (
+        isinstance(node, ast.Compare)
+        and len(node.ops) == 1
+        and isinstance(node.left, ast.Call)
+        and getattr(node.left.func, "attr", getattr(node.left.func, "id", None)) == "backend"
+    ):
+        return None
+    op, right = node.ops[0], node.comparators[0]
+    if isinstance(op, ast.NotEq) and isinstance(right, ast.Constant) and isinstance(right.value, str):
+        return (right.value,)
+    if isinstance(op, (ast.In, ast.NotIn)) and isinstance(right, ast.Tuple) and all(
+        isinstance(e, ast.Constant) and isinstance(e.value, str) for e in right.elts
+    ):
+        return tuple(e.value for e in right.elts)
+    return None
+
+
+def _admission_patcher(what, function_name, backends):
+    """Patch the one test ``backend() [not] in backends`` (or ``!= backends[0]``) in
+    ``function_name`` to name swift too: the function then takes the path those backends
+    take (which, for these targets, goes through the SavedModel export archive this
+    package provides)."""
+
+    def patch(tree, filename):
+        import ast
+
+        fns = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function_name]
+        tests = [
+            (n, _backend_set_test(n))
+            for fn in fns
+            for n in ast.walk(fn)
+            if _backend_set_test(n) is not None
+        ]
+        if any(BACKEND_NAME in names for _, names in tests):
+            return None
+        matching = [n for n, names in tests if set(names) == set(backends)]
+        if len(fns) != 1 or len(matching) != 1:
+            raise KerasStructureError(
+                f"keras_swift_hook cannot admit {BACKEND_NAME!r} to the {what} in {filename}: "
+                f"expected one function {function_name} with one test of the backend against "
+                f"{backends}, found {len(fns)} functions and {len(matching)} tests."
+            )
+        node = matching[0]
+        names = tuple(backends) + (BACKEND_NAME,)
+        if isinstance(node.ops[0], ast.NotEq):
+            node.ops = [ast.NotIn()]
+        node.comparators = [
+            ast.copy_location(
+                ast.Tuple(elts=[ast.copy_location(ast.Constant(n), node) for n in names], ctx=ast.Load()),
+                node,
+            )
+        ]
+        return f"{function_name}: {what} admits {BACKEND_NAME!r}"
+
+    return patch
+
+
+def _combined(*patchers):
+    def patch(tree, filename):
+        changes = [c for c in (p(tree, filename) for p in patchers) if c is not None]
+        return "; ".join(changes) or None
+
+    return patch
+
+
 ORBAX_TARGET = "keras.src.callbacks.orbax_checkpoint"
 
 
@@ -633,7 +705,14 @@ def _patch_orbax_checkpoint(tree, filename):
 
 _PATCHERS = {
     "keras.src.backend": _patch_backend_package,
-    "keras.src.models.model": _class_patcher("Trainer class", TRAINER_MODULE, TRAINER_CLASS),
+    # Model.export refuses LiteRT for backends but tensorflow and torch, and export_litert
+    # for all but tensorflow (whose path, Keras's SavedModel archive then TFLiteConverter,
+    # swift's archive serves); export_openvino converts the archive's concrete function
+    # for tensorflow and jax.
+    "keras.src.models.model": _combined(
+        _class_patcher("Trainer class", TRAINER_MODULE, TRAINER_CLASS),
+        _admission_patcher("LiteRT format check", "export", ("tensorflow", "torch")),
+    ),
     "keras.src.layers.layer": _class_patcher(
         "layer mixin",
         LAYER_MODULE,
@@ -652,6 +731,10 @@ _PATCHERS = {
     OPTIMIZER_TARGET: _patch_optimizer,
     ONNX_TARGET: _patch_export_onnx,
     ORBAX_TARGET: _patch_orbax_checkpoint,
+    "keras.src.export.litert": _admission_patcher("LiteRT exporter", "export_litert", ("tensorflow",)),
+    "keras.src.export.openvino": _admission_patcher(
+        "OpenVINO exporter", "export_openvino", ("tensorflow", "jax")
+    ),
 }
 
 

@@ -2,16 +2,19 @@
 
 import numpy as np
 import pytest
+from swift_env import require_swift
 
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-import keras  # noqa: E402
+keras = require_swift()
+
 from keras import layers  # noqa: E402
 
 from keras_swift.src import export as swift_export  # noqa: E402
 
-pytestmark = pytest.mark.skipif(keras.backend.backend() != "swift", reason="swift backend only")
+import export_models  # noqa: E402
+from export_models import rand as _rand  # noqa: E402
 
 # A batch size unlike the trace's, so a batch dimension frozen into the graph fails.
 RUN_BATCH = 3
@@ -38,48 +41,21 @@ def _check(model, tmp_path, inputs, **kwargs):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
 
 
-def _rand(*shape, seed=0):
-    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+def _check_built(built, tmp_path, **kwargs):
+    model, make_inputs = built
+    _check(model, tmp_path, make_inputs(RUN_BATCH), **kwargs)
 
 
 def test_mlp(tmp_path):
-    model = keras.Sequential([
-        keras.Input((12,)),
-        layers.Dense(16, activation="relu"),
-        layers.Dropout(0.3),
-        layers.Dense(8, activation="tanh"),
-        layers.Dense(4, activation="softmax"),
-    ])
-    _check(model, tmp_path, [_rand(RUN_BATCH, 12)])
+    _check_built(export_models.mlp(), tmp_path)
 
 
 def test_convnet_with_batchnorm(tmp_path):
-    model = keras.Sequential([
-        keras.Input((10, 10, 3)),
-        layers.Conv2D(6, 3, padding="same", activation="relu"),
-        layers.BatchNormalization(),
-        layers.MaxPooling2D(2),
-        layers.Conv2D(4, 3, strides=2, padding="valid"),
-        layers.AveragePooling2D(2, padding="same"),
-        layers.Flatten(),
-        layers.Dense(5),
-    ])
-    x = _rand(16, 10, 10, 3, seed=1)
-    # Moving statistics away from their initial values, so inference normalisation matters.
-    model.compile(optimizer="sgd", loss="mse")
-    model.fit(x, _rand(16, 5, seed=2), epochs=1, batch_size=8, verbose=0)
-    _check(model, tmp_path, [x[:RUN_BATCH]])
+    _check_built(export_models.convnet_with_batchnorm(), tmp_path)
 
 
 def test_two_inputs_two_outputs(tmp_path):
-    a = keras.Input((6,), name="a")
-    b = keras.Input((4,), name="b")
-    h = layers.Concatenate()([layers.Dense(5, activation="gelu")(a), b])
-    h = layers.LayerNormalization()(h)
-    out1 = layers.Dense(3, name="out1")(h)
-    out2 = layers.Dense(2, activation="sigmoid", name="out2")(layers.Reshape((3, 3))(h)[:, 0])
-    model = keras.Model([a, b], [out1, out2])
-    _check(model, tmp_path, [_rand(RUN_BATCH, 6, seed=3), _rand(RUN_BATCH, 4, seed=4)])
+    _check_built(export_models.two_inputs_two_outputs(), tmp_path)
 
 
 def test_embedding(tmp_path):
@@ -96,12 +72,7 @@ def test_embedding(tmp_path):
 @pytest.mark.parametrize("layer", [layers.LSTM, layers.GRU])
 @pytest.mark.parametrize("go_backwards", [False, True])
 def test_recurrent(tmp_path, layer, go_backwards):
-    model = keras.Sequential([
-        keras.Input((5, 3)),
-        layer(4, return_sequences=True, go_backwards=go_backwards),
-        layer(3),
-    ])
-    _check(model, tmp_path, [_rand(RUN_BATCH, 5, 3, seed=6)])
+    _check_built(export_models.recurrent(layer, go_backwards), tmp_path)
 
 
 def test_unsupported_op_names_it(tmp_path):
@@ -126,19 +97,9 @@ def test_graph_control_flow_names_itself(tmp_path):
         model.export(str(tmp_path / "m.onnx"), format="onnx", verbose=False)
 
 
-def test_multi_head_attention(tmp_path):
-    q = keras.Input((5, 8))
-    kv = keras.Input((6, 8))
-    out = layers.MultiHeadAttention(num_heads=2, key_dim=4)(q, kv)
-    model = keras.Model([q, kv], layers.GlobalAveragePooling1D()(out))
-    _check(model, tmp_path, [_rand(RUN_BATCH, 5, 8, seed=7), _rand(RUN_BATCH, 6, 8, seed=8)])
-
-
-def test_causal_self_attention(tmp_path):
-    x = keras.Input((6, 8))
-    out = layers.MultiHeadAttention(num_heads=2, key_dim=4)(x, x, use_causal_mask=True)
-    model = keras.Model(x, layers.Flatten()(out))
-    _check(model, tmp_path, [_rand(RUN_BATCH, 6, 8, seed=9)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_multi_head_attention(tmp_path, causal):
+    _check_built(export_models.multi_head_attention(causal), tmp_path)
 
 
 def test_activations_conv1d_and_pooling(tmp_path):
@@ -188,19 +149,13 @@ def test_input_signature_with_a_fixed_batch_still_exports_a_dynamic_one(tmp_path
 
 
 def test_dynamic_spatial_and_sequence_dims(tmp_path):
-    image = keras.Input((None, None, 3), name="image")
-    text = keras.Input((None, 4), name="text")
-    h = layers.Conv2D(5, 3, strides=2, padding="same", activation="relu")(image)
-    h = layers.MaxPooling2D(2, padding="same")(h)
-    h = layers.GlobalAveragePooling2D()(h)
-    t = layers.GlobalMaxPooling1D()(layers.Dense(3)(text))
-    model = keras.Model([image, text], layers.Dense(2)(layers.Concatenate()([h, t])))
-    model.predict([_rand(1, 8, 8, 3), _rand(1, 3, 4)], verbose=0)
+    model, inputs = export_models.dynamic_dims()
+    # Keras's ONNX exporter wants a model that has been called.
+    model.predict(next(inputs(1)), verbose=0)
     path = str(tmp_path / "model.onnx")
     model.export(path, format="onnx", verbose=False)
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    for (hh, ww, steps) in [(9, 6, 2), (16, 17, 5)]:
-        x = [_rand(RUN_BATCH, hh, ww, 3, seed=hh), _rand(RUN_BATCH, steps, 4, seed=ww)]
+    for x in inputs(RUN_BATCH):
         got = session.run(None, dict(zip([i.name for i in session.get_inputs()], x)))[0]
         np.testing.assert_allclose(got, model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
 

@@ -90,7 +90,7 @@ Custom-gradient tests run on swift
 reason="... doesn't support `custom_gradient`.")``; the swift backend does
 support ``ops.custom_gradient``. In that file only, every ``skipif`` whose
 reason names ``custom_gradient`` gets ``"swift"`` appended to its backend
-tuple (``_CUSTOM_GRADIENT_SKIPS``).
+tuple (``_ADMIT_SWIFT``).
 
 That test builds its ``test_op``, and the dense/einsum_dense
 ``test_quantize_float8`` tests their ``train_one_step`` (float8 delayed
@@ -101,6 +101,17 @@ the jax block, as for the sparse helpers above, in which ``jax.grad`` is
 ``_JaxShim.grad`` (the gradient of the scalar ``f(x, ...)`` with respect to
 the tensor or list of tensors ``x``, taken on the swift tape) and
 ``jax.jit`` the identity. The expected outputs and gradients are untouched.
+
+Export tests run on swift
+-------------------------
+``export/saved_model_test.py``, ``export/onnx_test.py`` and ``export/openvino_test.py``
+skip every backend but tensorflow, jax and torch (and openvino) (reasons
+"`export_saved_model` only currently supports ...", "Export only currently supports the
+TF and JAX backends", "`export_onnx` only ...", "`export_openvino` only ..."); the swift
+backend exports these formats, so those class-level skipifs admit swift too
+(``_ADMIT_SWIFT``). The LiteRT tests stay skipped: they gate on the tensorflow backend by
+``!=`` tests throughout, module level included. Their per-backend skips (jax2tf arguments, TF-only lookup tables)
+are left as they are.
 
 Importing this plugin also installs keras_swift_hook when it is available, so
 ``pytest -p keras_swift.testing.pytest_plugin`` works without the .pth file.
@@ -139,6 +150,9 @@ _TEST_MODULE_PATHS = {
     ("keras", "src", "layers", "reshaping", "permute_test.py"): "keras.src.layers.reshaping.permute_test",
     ("keras", "src", "optimizers", "optimizer_sparse_test.py"): "keras.src.optimizers.optimizer_sparse_test",
     ("keras", "src", "quantizers", "quantizers_test.py"): "keras.src.quantizers.quantizers_test",
+    ("keras", "src", "export", "saved_model_test.py"): "keras.src.export.saved_model_test",
+    ("keras", "src", "export", "onnx_test.py"): "keras.src.export.onnx_test",
+    ("keras", "src", "export", "openvino_test.py"): "keras.src.export.openvino_test",
 }
 
 # Functions whose backend chain gets a swift branch built from its jax branch
@@ -174,7 +188,15 @@ _SPARSENESS_CLASSIFIERS = {"keras.src.ops.numpy_test": ("sparseness",)}
 # Modules whose custom_gradient skipifs admit swift, and the test functions
 # whose per-backend gradient block gets a swift copy of the jax block (see
 # "Custom-gradient tests run on swift" above).
-_CUSTOM_GRADIENT_SKIPS = ("keras.src.quantizers.quantizers_test",)
+# Per module, the words of the skip reasons naming a capability swift has: those
+# ``skipif(backend.backend() not in (...))`` admit swift (the export tests: see "Export
+# tests run on swift" above).
+_ADMIT_SWIFT = {
+    "keras.src.quantizers.quantizers_test": ("custom_gradient",),
+    "keras.src.export.saved_model_test": ("`export_saved_model` only", "Export only currently"),
+    "keras.src.export.onnx_test": ("`export_onnx` only",),
+    "keras.src.export.openvino_test": ("`export_openvino` only",),
+}
 _CUSTOM_GRADIENT_TESTS = {
     "keras.src.quantizers.quantizers_test": ("test_fake_quant_with_min_max_vars",),
     "keras.src.layers.core.dense_test": ("test_quantize_float8",),
@@ -640,9 +662,9 @@ def _patch_sparse_helpers(module_name, tree, filename):
         )
 
 
-def _custom_gradient_skipif_backends(decorator):
-    """The backend tuple of ``skipif(backend.backend() not in (...),
-    reason=...custom_gradient...)``, else None."""
+def _admitting_skipif_backends(decorator, reason_words):
+    """The backend tuple of ``skipif(backend.backend() not in (...), reason=...)`` whose
+    reason holds one of ``reason_words``, else None."""
     import ast
 
     if not (
@@ -654,7 +676,7 @@ def _custom_gradient_skipif_backends(decorator):
         return None
     reason = next((k.value for k in decorator.keywords if k.arg == "reason"), None)
     if reason is None or not any(
-        isinstance(n, ast.Constant) and "custom_gradient" in str(n.value)
+        isinstance(n, ast.Constant) and any(w in str(n.value) for w in reason_words)
         for n in ast.walk(reason)
     ):
         return None
@@ -670,17 +692,17 @@ def _custom_gradient_skipif_backends(decorator):
 
 
 def _patch_custom_gradient_tests(module_name, tree, filename):
-    """Let the custom_gradient tests run on swift (see above)."""
+    """Let the custom_gradient and export tests run on swift (see above)."""
     import ast
     import warnings
 
-    if module_name in _CUSTOM_GRADIENT_SKIPS:
+    if module_name in _ADMIT_SWIFT:
         admitted = 0
         for fn in ast.walk(tree):
-            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 continue
             for decorator in fn.decorator_list:
-                backends = _custom_gradient_skipif_backends(decorator)
+                backends = _admitting_skipif_backends(decorator, _ADMIT_SWIFT[module_name])
                 if backends is None or any(
                     isinstance(e, ast.Constant) and e.value == SWIFT for e in backends.elts
                 ):
@@ -689,8 +711,8 @@ def _patch_custom_gradient_tests(module_name, tree, filename):
                 admitted += 1
         if not admitted:
             warnings.warn(
-                f"keras_swift plugin: {filename}: found no custom_gradient "
-                "skipif to admit swift to; those tests stay skipped."
+                f"keras_swift plugin: {filename}: found no skipif naming "
+                f"{list(_ADMIT_SWIFT[module_name])} to admit swift to; those tests stay skipped."
             )
     tests = _CUSTOM_GRADIENT_TESTS.get(module_name, ())
     patched = {fn.name for fn in _functions_named(tree, tests) if _add_swift_branches(fn)}

@@ -295,6 +295,42 @@ def test_custom_gradient_patch_is_targeted(plugin):
     assert "swift" not in patched("keras.src.layers.merging.merging_test")
 
 
+FAKE_EXPORT_TEST = """
+    import pytest
+    from keras.src import backend
+
+
+    @pytest.mark.skipif(
+        backend.backend() not in ("tensorflow", "jax", "torch"),
+        reason="`export_saved_model` only currently supports the tensorflow backend.",
+    )
+    class ExportSavedModelTest:
+        @pytest.mark.skipif(backend.backend() != "jax", reason="jax2tf only")
+        def test_jax_only(self):
+            pass
+
+
+    @pytest.mark.skipif(
+        backend.backend() not in ("tensorflow", "jax"),
+        reason="Needs lookup tables",
+    )
+    class LookupTest:
+        pass
+"""
+
+
+def test_export_skips_admit_swift(plugin):
+    import ast
+
+    tree = ast.parse(textwrap.dedent(FAKE_EXPORT_TEST))
+    plugin._patch_custom_gradient_tests("keras.src.export.saved_model_test", tree, "saved_model_test.py")
+    source = ast.unparse(tree)
+    exported, lookup = source.split("class LookupTest")
+    assert "('tensorflow', 'jax', 'torch', 'swift')" in exported
+    # A per-backend skip and one whose reason names another capability stay.
+    assert "backend.backend() != 'jax'" in exported and "swift" not in lookup
+
+
 def test_plugin_runs_custom_gradient_test_on_swift(tmp_path):
     # Upstream skips it on swift; the plugin admits swift to the skipif and
     # gives test_op a swift block copied from the jax one (jax.grad on the

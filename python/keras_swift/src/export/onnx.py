@@ -1,7 +1,7 @@
-"""Model export for the swift backend.
+"""ONNX export for the swift backend.
 
-ONNX (``model.export(path, format="onnx")``; ``keras_swift_hook`` routes Keras's
-``export_onnx`` here): the model's inference call ``model(inputs, training=False)`` is
+``model.export(path, format="onnx")`` (``keras_swift_hook`` routes Keras's ``export_onnx``
+here): the model's inference call ``model(inputs, training=False)`` is
 traced into an engine graph on a sample batch, the graph is read back with
 ``_C.graph_describe`` and every engine op is lowered to ONNX nodes with the ``onnx``
 helper API. Variables are not graph inputs while tracing, so the engine records them as
@@ -9,26 +9,12 @@ constants; they become initializers. The default opset is ``DEFAULT_OPSET`` (18,
 newest whose ops these lowerings use; from 18 the ``Reduce*`` ops take their axes as an
 input, before it an attribute); ``opset_version`` may ask for ``MIN_OPSET`` (13) or newer.
 
-Batch size: dim 0 of every input and output is the symbolic ``"batch"``. The trace runs
-on ``TRACE_BATCH`` rows. A ``reshape`` of a value computed from the inputs lets the run
-infer the first target dim that ``TRACE_BATCH`` divides (einsum folds the batch into
-other dims), or takes dim 0 from the run's batch when the target already has a -1; a
-``full`` whose dim 0 is ``TRACE_BATCH`` takes the run's batch; ``broadcast_to`` keeps
-the input's sizes; slices that run to the end of an axis stay open-ended. A reshape
-target with a static size that ``TRACE_BATCH`` (13) divides before the dim holding the
-batch would be mistaken for it.
-
-Other dynamic dimensions (``None`` in the signature past dim 0) are traced at
-``TRACE_DYNAMIC`` and named in the ONNX inputs; the ops that follow them at run time are
-the elementwise ones, matmul, convolution and pooling, reductions and concatenation (as
-in convnets with global pooling and dense layers over sequences). A reshape, ``full`` or
-recurrent layer over such a dim keeps its traced size, and ONNX Runtime rejects other
-sizes there.
+Batch size: dim 0 of every input and output is the symbolic ``"batch"``; other
+dimensions the signature leaves dynamic (``None``) are named in the ONNX inputs. How the
+traced shapes in op attributes follow them is ``graph``'s docstring. ONNX Runtime rejects
+other sizes where a reshape, ``full`` or recurrent layer kept a traced size.
 
 An op with no lowering raises ``NotImplementedError`` naming it.
-
-SavedModel export is not available: Keras's ``export_saved_model`` converts the model
-through TensorFlow, JAX or PyTorch tracing.
 """
 
 import math
@@ -36,36 +22,14 @@ import math
 import numpy as np
 
 from keras.src import tree
-from keras.src.backend import standardize_dtype
 
-from keras_swift.src.core import convert_to_tensor
 from keras_swift.src.engine import _C
+from keras_swift.src.export.graph import BATCH, GraphWalk, listify as _listify
+from keras_swift.src.export.graph import per_dim as _per_dim
+from keras_swift.src.export.graph import trace
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 13
-# Rows of the sample batch the trace runs on. Odd and unusual so that a static dimension
-# of the model rarely equals it (such a dim in a reshape of a batch-dependent value would
-# be taken for the batch).
-TRACE_BATCH = 13
-# The traced size of another dimension the signature leaves dynamic (None).
-TRACE_DYNAMIC = 11
-
-_UNSUPPORTED = (
-    "`export_saved_model` only currently supports the tensorflow, jax and torch "
-    "backends. The swift backend cannot export a SavedModel: save the model "
-    "with `model.save(...)` (.keras) and export it from one of those backends."
-)
-
-
-class SavedModelExportArchive:
-    def track(self, resource):
-        raise NotImplementedError(_UNSUPPORTED)
-
-    def add_endpoint(self, name, fn, input_signature=None, **kwargs):
-        raise NotImplementedError(_UNSUPPORTED)
-
-    def track_and_add_endpoint(self, name, resource, input_signature, **kwargs):
-        raise NotImplementedError(_UNSUPPORTED)
 
 
 def export_onnx(model, filepath, input_signature, opset_version=None):
@@ -85,22 +49,9 @@ def export_onnx(model, filepath, input_signature, opset_version=None):
     if opset < MIN_OPSET:
         raise ValueError(f"The swift backend exports ONNX opset {MIN_OPSET} or newer, got {opset}.")
 
-    flat_specs = tree.flatten(input_signature)
-    names = _input_names(flat_specs)
-    sample = [_sample_input(spec) for spec in flat_specs]
-
-    _C.trace_begin()
-    try:
-        for t in sample:
-            _C.trace_input(t)
-        args = tree.pack_sequence_as(input_signature, sample)
-        result = model(args[0], training=False) if len(args) == 1 else model(*args, training=False)
-        outputs = [convert_to_tensor(t) for t in tree.flatten(result)]
-        graph = _C.trace_end(outputs)
-    except BaseException:
-        _C.trace_abort()
-        raise
-    model_proto = _Lowering(onnx, graph, sample, names, flat_specs).build(opset)
+    names = _input_names(tree.flatten(input_signature))
+    traced = trace(lambda *args: model(*args, training=False), input_signature)
+    model_proto = _Lowering(onnx, traced, names, tree.flatten(input_signature)).build(opset)
     onnx.checker.check_model(model_proto)
     onnx.save(model_proto, str(filepath))
 
@@ -112,18 +63,6 @@ def _input_names(specs):
     return names
 
 
-def _sample_input(spec):
-    # Dim 0 is the batch, symbolic in the ONNX model, whatever size the signature gives.
-    shape = [TRACE_BATCH if i == 0 else (TRACE_DYNAMIC if d is None else d)
-             for i, d in enumerate(spec.shape)]
-    dtype = standardize_dtype(getattr(spec, "dtype", None) or "float32")
-    if "int" in dtype:
-        data = np.zeros(shape, dtype=dtype)
-    else:
-        data = np.random.default_rng(0).uniform(-1, 1, shape).astype(dtype)
-    return convert_to_tensor(data, dtype=dtype)
-
-
 # Engine op -> ONNX op for those that map one to one with no attributes.
 _SAME = {
     "add": "Add", "subtract": "Sub", "multiply": "Mul", "divide": "Div", "power": "Pow",
@@ -131,10 +70,8 @@ _SAME = {
     "negative": "Neg", "abs": "Abs", "sign": "Sign", "relu": "Relu", "exp": "Exp",
     "log": "Log", "sqrt": "Sqrt", "tanh": "Tanh", "sigmoid": "Sigmoid", "erf": "Erf",
     "floor": "Floor", "ceil": "Ceil", "reciprocal": "Reciprocal", "sin": "Sin", "cos": "Cos",
-    "softplus": "Softplus", "softsign": "Softsign", "round": "Round",
+    "softplus": "Softplus", "softsign": "Softsign", "round": "Round", "stop_gradient": "Identity",
 }
-# Engine ops that may carry a bias input and an `activation` attribute (an epilogue).
-_EPILOGUE_OPS = ("conv", "matmul")
 _COMPARE = {
     "equal": "Equal", "less": "Less", "less_equal": "LessOrEqual",
     "greater": "Greater", "greater_equal": "GreaterOrEqual",
@@ -146,30 +83,25 @@ _REDUCE = {"sum": "ReduceSum", "mean": "ReduceMean", "max": "ReduceMax", "min": 
 _SELU_ALPHA, _SELU_SCALE = 1.6732632423543772, 1.0507009873554805
 
 
-class _Lowering:
-    def __init__(self, onnx, graph, sample, names, specs):
+class _Lowering(GraphWalk):
+    TARGET = "ONNX"
+
+    def __init__(self, onnx, traced, names, specs):
+        super().__init__(traced.graph, range(len(names)))
         self.onnx = onnx
         self.helper = onnx.helper
-        self.desc = _C.graph_describe(graph)
-        self.graph = graph
         self.input_names = names
         self.specs = specs
         # Whether the signature leaves a dimension other than the batch dynamic.
         self.dynamic = any(d is None for spec in specs for d in list(spec.shape)[1:])
         self.nodes = []
         self.initializers = []
-        self.name = {}  # engine value id -> ONNX tensor name
-        self.value = {}  # engine value id -> the value the trace computed (for specs)
-        self.batch = set()  # value ids computed from the inputs
         self.counter = 0
         for i, entry in enumerate(self.desc["inputs"]):
-            self.name[entry["value"]] = names[i]
-            self.value[entry["value"]] = sample[i]
-            self.batch.add(entry["value"])
+            self.bind(entry["value"], names[i], traced.sample[i])
         for i, entry in enumerate(self.desc["constants"]):
-            t = _C.graph_constant(graph, i)
-            self.value[entry["value"]] = t
-            self.name[entry["value"]] = self.initializer(np.asarray(t), "const")
+            t = _C.graph_constant(self.graph, i)
+            self.bind(entry["value"], self.initializer(np.asarray(t), "const"), t)
         self._batch_size = None
 
     # -- building blocks ------------------------------------------------------------
@@ -195,12 +127,6 @@ class _Lowering:
         self.nodes.append(self.helper.make_node(op, inputs, outs, name=self.fresh("n"), **attrs))
         return outs[0] if n_out == 1 and outputs is None else outs
 
-    def dtype(self, v):
-        return np.dtype(self.value[v].dtype)
-
-    def shape(self, v):
-        return list(self.value[v].shape)
-
     def onnx_type(self, dtype):
         return self.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
 
@@ -216,9 +142,9 @@ class _Lowering:
             self._batch_size = self.node("Slice", [shape, self.ints([0]), self.ints([1])])
         return self._batch_size
 
-    def dynamic_shape(self, shape, dependent):
-        """``shape`` as an int64 tensor, dim 0 the run's batch size where it stands for it."""
-        if dependent and shape and shape[0] == TRACE_BATCH:
+    def shape_tensor(self, shape):
+        """A symbolic shape (``graph``) as an int64 tensor."""
+        if shape and shape[0] is BATCH:
             if len(shape) == 1:
                 return self.batch_size()
             return self.node("Concat", [self.batch_size(), self.ints(shape[1:])], axis=0)
@@ -234,59 +160,30 @@ class _Lowering:
 
     def build(self, opset):
         self.opset = opset
-        schemas = _schema_defaults()
-        for n in self.desc["nodes"]:
-            if n["kind"] != "op":
-                raise NotImplementedError(
-                    f"ONNX export: the traced inference graph holds a {n['kind']} step, "
-                    "which has no ONNX form."
-                )
-            op = n["op"]
-            attrs = dict(schemas.get(op, {}))
-            attrs.update({k: a["value"] for k, a in n["attrs"].items()})
-            ins, outs = n["inputs"], n["outputs"]
-            # Replaying the op gives each output's dtype and shape as traced.
-            results = _C.op(
-                op, *[self.value[v] for v in ins], **{k: a["value"] for k, a in n["attrs"].items()}
-            )
-            if not isinstance(results, tuple):
-                results = (results,)
-            for v, r in zip(outs, results):
-                self.value[v] = r
-            if any(v in self.batch for v in ins):
-                self.batch.update(outs)
-            lower = getattr(self, "op_" + op, None)
-            if lower is None and op not in _SAME and op not in _COMPARE and op not in _LOGICAL \
-                    and op not in _REDUCE:
-                raise NotImplementedError(
-                    f"ONNX export on the swift backend has no lowering for the engine op "
-                    f"'{op}' (used by this model)."
-                )
-            names = [self.name[v] for v in ins]
-            # A conv or matmul the engine fused with its bias and activation (the graph pass
-            # of Epilogue.swift) goes back to the three ONNX nodes.
-            bias = None
-            activation = attrs.pop("activation", "none") if op in _EPILOGUE_OPS else "none"
-            if op in _EPILOGUE_OPS and len(ins) > 2:
-                bias, names, ins = (names[2], ins[2]), names[:2], ins[:2]
-            if lower is not None:
-                result = lower(names, ins, outs, attrs)
-            elif op in _REDUCE:
-                result = self.reduce(_REDUCE[op], names[0], attrs)
-            elif op in _COMPARE or op in _LOGICAL:
-                result = self.compare(op, names, ins)
-            else:
+        self.walk()
+        return self.finish(opset)
+
+    def lowering(self, op):
+        lower = getattr(self, "op_" + op, None)
+        if lower is not None:
+            return lower
+        if op in _REDUCE:
+            return lambda names, ins, outs, attrs: self.reduce(_REDUCE[op], names[0], attrs)
+        if op in _COMPARE or op in _LOGICAL:
+            return lambda names, ins, outs, attrs: self.compare(op, names, ins)
+        if op in _SAME:
+            def same(names, ins, outs, attrs):
                 out_dtype = self.dtype(outs[0])
                 args = [self.cast(nm, self.dtype(v), out_dtype) for nm, v in zip(names, ins)]
-                result = self.node(_SAME[op], args)
-            if bias is not None:
-                result = self.node("Add", [result, self.cast(bias[0], self.dtype(bias[1]), self.dtype(outs[0]))])
-            if activation != "none":
-                result = self.node(_SAME[activation], [result])
-            result = result if isinstance(result, list) else [result]
-            for v, r in zip(outs, result):
-                self.name[v] = r
-        return self.finish(opset)
+                return self.node(_SAME[op], args)
+            return same
+        return None
+
+    def add_bias(self, result, bias, bias_id, out_id):
+        return self.node("Add", [result, self.cast(bias, self.dtype(bias_id), self.dtype(out_id))])
+
+    def activate(self, activation, result):
+        return self.node(_SAME[activation], [result])
 
     def finish(self, opset):
         h = self.helper
@@ -430,31 +327,19 @@ class _Lowering:
     # Shapes.
 
     def op_reshape(self, names, ins, outs, attrs):
-        shape = _listify(attrs["shape"])
-        if ins[0] in self.batch and -1 not in shape:
-            # The batch may be folded into any dim (einsum's reshapes): let the run infer
-            # the first dim the traced batch divides.
-            for d, n in enumerate(shape):
-                if n and n % TRACE_BATCH == 0:
-                    return self.node("Reshape", [names[0], self.ints(shape[:d] + [-1] + shape[d + 1:])])
-        return self.node("Reshape", [names[0], self.dynamic_shape(shape, ins[0] in self.batch)])
+        target = self.reshape_target(_listify(attrs["shape"]), ins[0])
+        return self.node("Reshape", [names[0], self.shape_tensor(target)])
 
     def op_broadcast_to(self, names, ins, outs, attrs):
-        shape = _listify(attrs["shape"])
-        # Expand broadcasts both ways: a 1 keeps the input's size, batch-sized or not.
-        in_shape = self.shape(ins[0])
-        lead = len(shape) - len(in_shape)
-        shape = [1 if d >= lead and in_shape[d - lead] == n else n for d, n in enumerate(shape)]
+        # Expand broadcasts both ways: a 1 keeps the input's size.
+        shape = self.broadcast_target(_listify(attrs["shape"]), ins[0])
         return self.node("Expand", [names[0], self.ints(shape)])
 
     def op_full(self, names, ins, outs, attrs):
-        shape = _listify(attrs["shape"])
+        shape = self.full_target(_listify(attrs["shape"]), outs)
         dt = self.dtype(outs[0])
         value = self.onnx.numpy_helper.from_array(np.asarray([attrs.get("value", 0.0)], dtype=dt))
-        dependent = bool(self.batch) and shape and shape[0] == TRACE_BATCH
-        if dependent:
-            self.batch.update(outs)
-        return self.node("ConstantOfShape", [self.dynamic_shape(shape, dependent)], value=value)
+        return self.node("ConstantOfShape", [self.shape_tensor(shape)], value=value)
 
     def op_transpose(self, names, ins, outs, attrs):
         perm = attrs.get("perm")
@@ -487,16 +372,10 @@ class _Lowering:
         return self.node("Concat", parts, axis=axis)
 
     def op_strided_slice(self, names, ins, outs, attrs):
-        shape = self.shape(ins[0])
         begin, end, strides = (_listify(attrs[k]) for k in ("begin", "end", "strides"))
         big = np.iinfo(np.int64).max
-        ends = []
-        for d, (b, e, s) in enumerate(zip(begin, end, strides)):
-            if s > 0 and e >= shape[d]:
-                e = big  # to the end of the axis, whatever its size in the run
-            elif s < 0 and e < 0:
-                e = -big
-            ends.append(e)
+        ends = [e if e is not None else (big if s > 0 else -big)
+                for e, s in zip(self.slice_ends(ins[0], begin, end, strides), strides)]
         axes = list(range(len(begin)))
         return self.node("Slice", [names[0], self.ints(begin), self.ints(ends), self.ints(axes),
                                    self.ints(strides)])
@@ -647,26 +526,3 @@ class _Lowering:
     def op_gru(self, names, ins, outs, attrs):
         # Keras (reset_after) gates z, r, h as ONNX; its bias rows are input and recurrent.
         return self._recurrent("GRU", names, ins, attrs, 3, None, 2)
-
-
-def _listify(v):
-    return [int(x) for x in v] if isinstance(v, (list, tuple)) else [int(v)]
-
-
-def _per_dim(v, n):
-    v = _listify(v)
-    return v * n if len(v) == 1 else v
-
-
-_DEFAULTS = None
-
-
-def _schema_defaults():
-    """Per op, its attributes' defaults from the engine's schema."""
-    global _DEFAULTS
-    if _DEFAULTS is None:
-        _DEFAULTS = {
-            name: {a["name"]: a["default"] for a in schema["attrs"] if "default" in a}
-            for name, schema in _C.op_schemas().items()
-        }
-    return _DEFAULTS
