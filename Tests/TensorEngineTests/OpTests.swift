@@ -330,6 +330,40 @@ final class OpTests: XCTestCase {
         XCTAssertThrowsError(try adamUpdate(variable: xi, grad: xi, m: xi, v: xi, alpha: 1, beta1: 0.9, beta2: 0.9, epsilon: 0))
     }
 
+    /// The float32 kernel runs four lanes at a time then a scalar tail: every element of
+    /// both must match the float64 formula rounded to float32.
+    func testAdamUpdateFloat32LanesAndTail() throws {
+        let n = 11
+        let x = try f64([n], seed: 64), g = try f64([n], seed: 65), m = try f64([n], seed: 66)
+        let v = try f64([n], seed: 67, lo: 0, hi: 1)
+        let (alpha, b1, b2, eps) = (0.01, 0.9, 0.999, 1e-7)
+        let (nx, nm, nv) = try adamUpdate(variable: try cast(x, to: .float32), grad: try cast(g, to: .float32),
+                                          m: try cast(m, to: .float32), v: try cast(v, to: .float32),
+                                          alpha: alpha, beta1: b1, beta2: b2, epsilon: eps)
+        XCTAssertEqual(nx.dtype, .float32)
+        let (rx, rm, rv) = try adamUpdate(variable: x, grad: g, m: m, v: v, alpha: alpha, beta1: b1, beta2: b2, epsilon: eps)
+        for (got, want) in [(nx, rx), (nm, rm), (nv, rv)] {
+            for i in 0..<n { XCTAssertEqual(got.doubles()[i], want.doubles()[i], accuracy: 1e-5, "element \(i)") }
+        }
+    }
+
+    /// Max pooling sends each gradient to the first maximum of its window only (ties
+    /// included), and overlapping windows add their gradients up.
+    func testMaxPoolGradientGoesToTheFirstMaximum() throws {
+        // One image, 1x4 pixels, 2 channels; pool 1x2, stride 1: windows {0,1}, {1,2}, {2,3}.
+        let x = try reshape(try Tensor([3, 1, 3, 5, 2, 5, 2, 4] as [Double]), [1, 1, 4, 2])
+        x.requiresGrad = true
+        Tape.push()
+        let y = try pool2d(.max, x, poolSize: [1, 2], strides: [1, 1])
+        let w = try reshape(try Tensor([1, 10, 100, 1000, 10000, 100000] as [Double]), [1, 1, 3, 2])
+        let gx = try Tape.gradient(of: try sum(try multiply(y, w)), wrt: [x])[0]!
+        try Tape.pop()
+        x.requiresGrad = false
+        // Channel 0 (3, 3, 2, 2): windows pick pixel 0 (tie, first), pixel 1, pixel 2 (tie, first).
+        // Channel 1 (1, 5, 5, 4): pixel 1, pixel 1 (tie with pixel 2, first), pixel 2.
+        XCTAssertEqual(gx.doubles(), [1, 0, 100, 10 + 1000, 10000, 100000, 0, 0])
+    }
+
     func testFloat8Casts() throws {
         let x = try Tensor([1.0, -2.5, 448, 500, 0.001953125, 0.0009765625, 1e-6, 0.3, Double.nan] as [Double])
         let e4 = try cast(x, to: .float8_e4m3fn)

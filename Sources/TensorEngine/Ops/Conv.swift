@@ -65,12 +65,24 @@ private struct TapWalk {
         }
     }
 
-    /// The input column output pixel `ox` reads at kernel column `kx`, nil in the padding.
+    /// The output pixels whose input column at kernel column `kx` lies inside the row (not in
+    /// the padding); output pixel `ox` reads input column `ox * sx + firstX(kx)`.
     @inline(__always)
-    func inputX(_ ox: Int, _ kx: Int) -> Int? {
-        let ix = ox * sx - px + kx * dx
-        return ix >= 0 && ix < w ? ix : nil
+    func inside(_ kx: Int) -> Range<Int> {
+        let shift = kx * dx - px  // ix = ox * sx + shift
+        // ceil(a / sx) for a > 0, without forming a + sx (a stride may be near Int.max).
+        func ceilDiv(_ a: Int) -> Int { a <= 0 ? 0 : (a - 1) / sx + 1 }
+        let lo = Swift.min(ceilDiv(-shift), ow)
+        return lo..<Swift.max(Swift.min(ceilDiv(w - shift), ow), lo)
     }
+
+    /// Input elements between the input columns of neighbouring output pixels of `inside`
+    /// (0 where there is one pixel: a stride may be too large to multiply out).
+    @inline(__always)
+    func step(_ inside: Range<Int>, channels c: Int) -> Int { inside.count > 1 ? sx * c : 0 }
+
+    @inline(__always)
+    func firstX(_ kx: Int) -> Int { kx * dx - px }
 }
 
 /// Columns (kernel position, group channel) for output lines [l0, l1) and group `gi`; a line
@@ -83,15 +95,20 @@ private func im2col<T: BLASFloat>(_ x: UnsafePointer<T>, _ g: ConvGeometry, _ gi
         for r in range {
             let lineCols = cols + r * ow * kk
             walk.forEachTap(line: l0 + r) { tap, row, kx in
-                var dst = lineCols + tap * cg
-                for ox in 0..<ow {
-                    if let row = row, let ix = walk.inputX(ox, kx) {
-                        copyChannels(x0 + (row + ix) * c, dst, cg)
+                // Per tap: zeros left and right of the row, a strided copy between, with no
+                // per-pixel tests (they were most of the time of a 1-channel conv).
+                let dst = lineCols + tap * cg
+                let inside = row == nil ? 0..<0 : walk.inside(kx)
+                for ox in 0..<inside.lowerBound { zeroChannels(dst + ox * kk, cg) }
+                if let row = row, !inside.isEmpty {
+                    let src = x0 + (row + inside.lowerBound * walk.sx + walk.firstX(kx)) * c, step = walk.step(inside, channels: c)
+                    if cg == 1 {
+                        for (j, ox) in inside.enumerated() { dst[ox * kk] = src[j * step] }
                     } else {
-                        zeroChannels(dst, cg)
+                        for (j, ox) in inside.enumerated() { copyChannels(src + j * step, dst + ox * kk, cg) }
                     }
-                    dst += kk
                 }
+                for ox in inside.upperBound..<ow { zeroChannels(dst + ox * kk, cg) }
             }
         }
     }
@@ -109,13 +126,12 @@ private func col2im<T: BLASFloat>(_ cols: UnsafePointer<T>, _ g: ConvGeometry, _
                 let lineCols = cols + (li * lines + l) * ow * kk
                 walk.forEachTap(line: (n0 + li) * lines + l) { tap, row, kx in
                     guard let row = row else { return }
-                    var src = lineCols + tap * cg
-                    for ox in 0..<ow {
-                        if let ix = walk.inputX(ox, kx) {
-                            let dst = dx0 + (row + ix) * c
-                            for ch in 0..<cg { dst[ch] += src[ch] }
-                        }
-                        src += kk
+                    let inside = walk.inside(kx), src = lineCols + tap * cg
+                    guard !inside.isEmpty else { return }
+                    let dst = dx0 + (row + inside.lowerBound * walk.sx + walk.firstX(kx)) * c, step = walk.step(inside, channels: c)
+                    for (j, ox) in inside.enumerated() {
+                        let d = dst + j * step, s = src + ox * kk
+                        for ch in 0..<cg { d[ch] += s[ch] }
                     }
                 }
             }

@@ -40,6 +40,14 @@ func mapUnary<F: UnaryKernel>(_ x: Tensor, _ out: Tensor, _ f: F) {
     parallelFor(out.count, streaming: f is Streaming) { r in for i in r { po[i] = f(px[i]) } }
 }
 
+/// out = g · f(a, b) over same-shaped contiguous operands: a VJP's incoming gradient times
+/// its derivative, the product `multiply` would form, without the derivative's buffer.
+@inline(__always)
+func mapScaled<F: BinaryKernel>(_ g: Tensor, _ a: Tensor, _ b: Tensor, _ out: Tensor, _ f: F) where F.A: FloatElem, F.B == F.A, F.R == F.A {
+    let pg = g.pointer(F.R.self), pa = a.pointer(F.A.self), pb = b.pointer(F.B.self), po = out.pointer(F.R.self)
+    parallelFor(out.count, streaming: f is Streaming) { r in for i in r { po[i] = pg[i] * f(pa[i], pb[i]) } }
+}
+
 /// out = f(a, b) with numpy broadcasting; `out` already has the broadcast shape.
 @inline(__always)
 func mapBinary<F: BinaryKernel>(_ a: Tensor, _ b: Tensor, _ out: Tensor, _ f: F) {
@@ -932,26 +940,32 @@ func unaryVJP(_ op: UnaryOp, _ g: Tensor, x: Tensor, y out: Tensor) throws -> Te
     if Tape.shouldRecord([g, x, out]), let d = try differentiableDerivative(op, x, out) {
         return try multiply(g, d)
     }
+    // g · f'(x, y) in one pass where g matches x (every VJP but a broadcast one): a
+    // derivative buffer and a second pass over it were half of relu's backward.
+    let fused = g.shape == x.shape && g.dtype == x.dtype
     let d = try Tensor(empty: x.shape, dtype: x.dtype)
     struct D: FloatVisitor {
-        let op: UnaryOp, x: Tensor, y: Tensor, d: Tensor
+        let op: UnaryOp, x: Tensor, y: Tensor, g: Tensor?, d: Tensor
         func visit<T: FloatElem>(_: T.Type) throws {
+            func run<F: BinaryKernel>(_ f: F) where F.A: FloatElem, F.B == F.A, F.R == F.A {
+                if let g { mapScaled(g, x, y, d, f) } else { mapBinary(x, y, d, f) }
+            }
             // The per-element switch of Derivative blocks vectorisation: hot ops get functors.
             switch op {
-            case .tanh: mapBinary(x, y, d, TanhGrad<T>())
-            case .sigmoid: mapBinary(x, y, d, SigmoidGrad<T>())
-            case .exp: mapBinary(x, y, d, ExpGrad<T>())
-            case .sqrt: mapBinary(x, y, d, SqrtGrad<T>())
-            case .relu: mapBinary(x, y, d, ReluGrad<T>())
-            case .gelu(approximate: true) where T.self == Float.self: mapBinary(x, y, d, GeluTanhGradF32())
-            case .gelu(approximate: false) where T.self == Float.self: mapBinary(x, y, d, GeluErfGradF32())
-            case .erf where T.self == Float.self: mapBinary(x, y, d, ErfGradF32())
-            default: mapBinary(x, y, d, Derivative<T>(op: op))
+            case .tanh: run(TanhGrad<T>())
+            case .sigmoid: run(SigmoidGrad<T>())
+            case .exp: run(ExpGrad<T>())
+            case .sqrt: run(SqrtGrad<T>())
+            case .relu: run(ReluGrad<T>())
+            case .gelu(approximate: true) where T.self == Float.self: run(GeluTanhGradF32())
+            case .gelu(approximate: false) where T.self == Float.self: run(GeluErfGradF32())
+            case .erf where T.self == Float.self: run(ErfGradF32())
+            default: run(Derivative<T>(op: op))
             }
         }
     }
-    try dispatchFloat(x.dtype, D(op: op, x: x, y: out, d: d))
-    return try multiply(g, d)
+    try dispatchFloat(x.dtype, D(op: op, x: x, y: out, g: fused ? g : nil, d: d))
+    return fused ? d : try multiply(g, d)
 }
 
 /// dy/dx of `op` (y = op(x)) in recorded engine ops, so that it differentiates again; nil
