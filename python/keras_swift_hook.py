@@ -51,6 +51,7 @@ TRAINER_MODULE, TRAINER_CLASS = "keras_swift.src.trainer", "Trainer"
 LAYER_MODULE, LAYER_CLASS = "keras_swift.src.layer", "BackendLayer"
 EXPORT_MODULE, EXPORT_CLASS = "keras_swift.src.export", "SavedModelExportArchive"
 OPTIMIZER_MODULE, OPTIMIZER_CLASS = "keras_swift.src.optimizer", "BackendOptimizer"
+TF_SEED_MODULE, TF_SEED_FUNCTION = "keras_swift.src.tf_seed", "set_tensorflow_seed"
 
 OPTIMIZER_TARGET = "keras.src.optimizers.optimizer"
 
@@ -703,6 +704,41 @@ def _patch_orbax_checkpoint(tree, filename):
     return None
 
 
+RNG_TARGET = "keras.src.utils.rng_utils"
+
+
+def _patch_rng_utils(tree, filename):
+    """Seed TensorFlow without importing it in ``keras.utils.set_random_seed``.
+
+    Keras 3.15 imports TensorFlow there whenever it is installed (``if tf.available:
+    tf.random.set_seed(seed)``), to seed ``tf.data``: about 700 MB of resident memory in
+    a swift process that may never use it. TF_SEED_MODULE seeds it now if it is already
+    imported, else when it is. Only that one ``if`` in ``set_random_seed`` is touched; a
+    Keras without it is left as it is.
+    """
+    import ast
+
+    def seeds_tf(stmt):
+        return (
+            isinstance(stmt, ast.If)
+            and ast.unparse(stmt.test) == "tf.available"
+            and not stmt.orelse
+            and [ast.unparse(b) for b in stmt.body] == ["tf.random.set_seed(seed)"]
+        )
+
+    for fn in tree.body:
+        if isinstance(fn, ast.FunctionDef) and fn.name == "set_random_seed":
+            for i, stmt in enumerate(fn.body):
+                if seeds_tf(stmt):
+                    fn.body[i:i + 1] = _snippet(
+                        f"from {TF_SEED_MODULE} import {TF_SEED_FUNCTION} as _keras_swift_seed_tf\n"
+                        "_keras_swift_seed_tf(seed)\n",
+                        stmt,
+                    )
+                    return f"TensorFlow seeded by {TF_SEED_MODULE} (no import)"
+    return None
+
+
 _PATCHERS = {
     "keras.src.backend": _patch_backend_package,
     # Model.export refuses LiteRT for backends but tensorflow and torch, and export_litert
@@ -731,6 +767,7 @@ _PATCHERS = {
     OPTIMIZER_TARGET: _patch_optimizer,
     ONNX_TARGET: _patch_export_onnx,
     ORBAX_TARGET: _patch_orbax_checkpoint,
+    RNG_TARGET: _patch_rng_utils,
     "keras.src.export.litert": _admission_patcher("LiteRT exporter", "export_litert", ("tensorflow",)),
     "keras.src.export.openvino": _admission_patcher(
         "OpenVINO exporter", "export_openvino", ("tensorflow", "jax")

@@ -365,6 +365,15 @@ def test_orbax_callback_imports_no_jax(hook):
     assert hook.patch_tree("keras.src.callbacks.orbax_checkpoint", tree, "x.py") is None
 
 
+def test_set_random_seed_does_not_import_tensorflow(hook):
+    change, source = patched(hook, "keras.src.utils.rng_utils", "utils/rng_utils.py")
+    assert change and "set_tensorflow_seed" in source
+    body = source.split("def set_random_seed", 1)[1].split("\ndef ", 1)[0]
+    assert "tf.available" not in body and "np.random.seed(seed)" in body
+    tree = ast.parse(source)
+    assert hook.patch_tree("keras.src.utils.rng_utils", tree, "x.py") is None
+
+
 def test_hook_leaves_test_modules_alone(hook):
     # Test modules are patched by the pytest plugin, not by the start-up hook.
     assert patched(hook, "keras.src.trainers.trainer_test", "trainers/trainer_test.py")[0] is None
