@@ -41,7 +41,9 @@ let (xTest, yTest) = (try take(all, testRows, axis: 0), try take(allLabels, test
 
 let model = try Model(inputShape: [8, 8, 1], layers: [
     .conv2D(16, kernelSize: [3, 3], padding: "same", activation: "relu"),
-    .batchNormalization(),
+    // Momentum 0.9 (Keras's default is 0.99): 40 steps an epoch are too few for the slower
+    // moving averages to settle, and inference uses them.
+    .batchNormalization(momentum: 0.9),
     .maxPooling2D(),
     .conv2D(32, kernelSize: [3, 3], padding: "same", activation: "relu"),
     .maxPooling2D(),

@@ -287,6 +287,14 @@ public final class Model {
         }
     }
 
+    /// The config to save: a model compiled in Swift drops the compile_config Keras wrote, since
+    /// the file carries no optimizer state for it (Keras loads the model uncompiled).
+    private var savedConfig: [String: Any] {
+        var entry = config
+        if compiled != nil { entry["compile_config"] = nil }
+        return entry
+    }
+
     /// Writes a `.keras` file (config.json, metadata.json, model.weights.h5) Keras 3 loads.
     public func save(_ path: String) throws {
         guard path.hasSuffix(".keras") else { throw EngineError.value("save writes .keras files, got '\(path)'") }
@@ -297,7 +305,7 @@ public final class Model {
         }
         let metadata: [String: Any] = ["keras_version": "3.15.1", "date_saved": ISO8601DateFormatter().string(from: Date())]
         try Zip.write(path, [("metadata.json", try JSONSerialization.data(withJSONObject: metadata)),
-                             ("config.json", try JSONSerialization.data(withJSONObject: config)),
+                             ("config.json", try JSONSerialization.data(withJSONObject: savedConfig)),
                              ("model.weights.h5", h5)], compress: true)
     }
 }

@@ -246,8 +246,10 @@ final class ProgressBar: Callback {
         return String(format: "%.0fs", shown) + " " + step
     }
 
+    /// Through print's buffer (flushed), so the lines interleave with the program's own prints.
     private func write(_ s: String) {
-        FileHandle.standardOutput.write(s.data(using: .utf8)!)
+        print(s, terminator: "")
+        fflush(stdout)
     }
 
     func onEpochBegin(_ model: Model, epoch: Int) throws {
@@ -259,7 +261,7 @@ final class ProgressBar: Callback {
     func onBatchEnd(_ model: Model, batch: Int, logs: Logs) throws {
         guard interactive, batch + 1 < steps, Date().timeIntervalSince(lastDraw) > 0.05 else { return }
         lastDraw = Date()
-        let count = String(batch + 1).padding(toLength: String(steps).count, withPad: " ", startingAt: 0)
+        let done = String(batch + 1), count = String(repeating: " ", count: String(steps).count - done.count) + done
         write("\r\(count)/\(steps) \(bar(batch + 1)) \(timing(batch + 1)) - \(format(logs))\u{1B}[K")
     }
 
