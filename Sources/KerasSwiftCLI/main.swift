@@ -81,6 +81,8 @@ struct Fit: ParsableCommand {
     var initialize = false
     @Option var seed = 0
     @Option(name: .shortAndLong, help: "Where to write the trained .keras model.") var output: String
+    @Option(name: .customLong("history"), help: "Write each epoch's logs and wall seconds (epoch_s) here as JSON.")
+    var historyPath: String?
 
     func makeOptimizer() throws -> Optimizer {
         let o: KerasOptimizer
@@ -104,9 +106,18 @@ struct Fit: ParsableCommand {
             if initialize { try m.initializeWeights(seed: seed) }
             try m.compile(optimizer: try makeOptimizer(), loss: try Loss(loss),
                           metrics: metrics.split(separator: ",").map { String($0) })
-            try m.fit(x: try xs.map { try NumPy.load($0) }, y: try ys.map { try NumPy.load($0) }, batchSize: batchSize,
-                      epochs: epochs, validationSplit: validationSplit, shuffle: !noShuffle, seed: UInt64(seed))
+            var started = Date(), seconds: [Double] = []
+            let timer = LambdaCallback(onEpochBegin: { _, _ in started = Date() },
+                                       onEpochEnd: { _, _, _ in seconds.append(Date().timeIntervalSince(started)) })
+            let history = try m.fit(x: try xs.map { try NumPy.load($0) }, y: try ys.map { try NumPy.load($0) },
+                                    batchSize: batchSize, epochs: epochs, callbacks: [timer], validationSplit: validationSplit,
+                                    shuffle: !noShuffle, seed: UInt64(seed))
             try m.save(output)
+            if let path = historyPath {
+                var logs: [String: Any] = history.history
+                logs["epoch_s"] = seconds
+                try JSONSerialization.data(withJSONObject: logs).write(to: URL(fileURLWithPath: path))
+            }
         } catch let e as EngineError {
             throw Failure(description: e.message)
         }

@@ -107,9 +107,10 @@ public final class Conv: KerasLayer {
             x = try pad(x, [0, 0, reach, 0, 0, 0])
             mode = "valid"
         }
-        var y = try conv(x, kernel.value, strides: strides, padding: mode, dilation: dilation, groups: groups)
-        if let b = bias { y = try add(y, b.value) }
-        return [try activation(y)]
+        let fused = activation.epilogue
+        let y = try conv(x, kernel.value, bias: bias?.value, activation: fused ?? .none, strides: strides, padding: mode,
+                         dilation: dilation, groups: groups)
+        return [fused == nil ? try activation(y) : y]
     }
 }
 

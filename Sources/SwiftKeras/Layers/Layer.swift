@@ -60,9 +60,8 @@ public final class Dense: KerasLayer, Layer {
     override public var weights: [Parameter] { parameters }
 
     public func callAsFunction(_ x: Tensor, training: Bool = false) throws -> Tensor {
-        var y = try matmul(x, kernel.value)
-        if let b = bias { y = try add(y, b.value) }
-        return try activation(y)
+        if let e = activation.epilogue { return try matmul(x, kernel.value, bias: bias?.value, activation: e) }
+        return try activation(try matmul(x, kernel.value, bias: bias?.value, activation: .none))
     }
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {

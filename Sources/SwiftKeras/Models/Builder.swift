@@ -213,7 +213,7 @@ public final class FunctionalLayer {
     /// value[, key]); returns its outputs.
     public func callAsFunction(_ inputs: [KerasTensor]) throws -> [KerasTensor] {
         guard let g = inputs.first?.graph, inputs.allSatisfy({ $0.graph === g }) else {
-            throw EngineError.value("\(spec.className): inputs must come from one model under construction")
+            throw EngineError.value("\(spec.className): inputs must come from one model under construction (create later inputs with Input(shape:graph: firstInput))")
         }
         let history: [Any] = inputs.map { t in
             ["class_name": "__keras_tensor__",
