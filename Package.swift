@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "SwiftKerasC", type: .dynamic, targets: ["SwiftKerasC"]),
         .executable(name: "keras-swift", targets: ["KerasSwiftCLI"]),
         .executable(name: "DigitsMLP", targets: ["DigitsMLP"]),
+        .executable(name: "DigitsConvnet", targets: ["DigitsConvnet"]),
         .executable(name: "run-graph", targets: ["RunGraph"]),
     ],
     dependencies: [
@@ -55,6 +56,7 @@ let package = Package(
             path: "Examples/DigitsMLP",
             exclude: ["digits.bin"]
         ),
+        .executableTarget(name: "DigitsConvnet", dependencies: ["SwiftKeras", "TensorEngine"], path: "Examples/DigitsConvnet"),
         .executableTarget(
             name: "RunGraph",
             dependencies: ["TensorEngine", .product(name: "ArgumentParser", package: "swift-argument-parser")],

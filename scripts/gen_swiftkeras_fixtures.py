@@ -1,8 +1,15 @@
 """Regenerates Tests/SwiftKerasTests/Fixtures: small models saved by Python Keras (JAX backend),
 an input for each and Keras's predictions, which the SwiftKeras tests must match within 1e-5.
 
-    KERAS_BACKEND=jax python scripts/gen_swiftkeras_fixtures.py
+    KERAS_BACKEND=jax python scripts/gen_swiftkeras_fixtures.py            # everything
+    KERAS_BACKEND=jax python scripts/gen_swiftkeras_fixtures.py training   # optimizers.json, fit_*
+
+"training" writes only what the training tests read: a few optimizer steps of every optimizer
+(optimizers.json) and models fitted by Keras (fit_<name>: the untrained .keras, the data, the
+weights and losses after fit), without touching the inference fixtures.
 """
+import json
+import sys
 import os
 import pathlib
 
@@ -224,5 +231,98 @@ def main():
     mlp_model.save_weights(OUT / "mlp.weights.h5")
 
 
+OPTIMIZER_CASES = {
+    "sgd": lambda: keras.optimizers.SGD(learning_rate=0.1),
+    "sgd_momentum": lambda: keras.optimizers.SGD(learning_rate=0.1, momentum=0.9),
+    "sgd_nesterov": lambda: keras.optimizers.SGD(learning_rate=0.1, momentum=0.9, nesterov=True),
+    "adam": lambda: keras.optimizers.Adam(learning_rate=0.01),
+    "adam_amsgrad": lambda: keras.optimizers.Adam(learning_rate=0.01, amsgrad=True),
+    "adamw": lambda: keras.optimizers.AdamW(learning_rate=0.01),
+    "rmsprop": lambda: keras.optimizers.RMSprop(learning_rate=0.01),
+    "rmsprop_centered_momentum": lambda: keras.optimizers.RMSprop(learning_rate=0.01, momentum=0.5, centered=True),
+    "adagrad": lambda: keras.optimizers.Adagrad(learning_rate=0.1),
+    "nadam": lambda: keras.optimizers.Nadam(learning_rate=0.01),
+    "lion": lambda: keras.optimizers.Lion(learning_rate=0.01),
+    "adam_clipnorm": lambda: keras.optimizers.Adam(learning_rate=0.01, clipnorm=0.5),
+    "sgd_clipvalue": lambda: keras.optimizers.SGD(learning_rate=0.1, clipvalue=0.3),
+    "sgd_global_clipnorm": lambda: keras.optimizers.SGD(learning_rate=0.1, global_clipnorm=0.5),
+    "adam_weight_decay": lambda: keras.optimizers.Adam(learning_rate=0.01, weight_decay=0.1),
+    "sgd_exponential_decay": lambda: keras.optimizers.SGD(learning_rate=keras.optimizers.schedules.ExponentialDecay(
+        0.1, decay_steps=2, decay_rate=0.5)),
+    "sgd_cosine_warmup": lambda: keras.optimizers.SGD(learning_rate=keras.optimizers.schedules.CosineDecay(
+        0.01, decay_steps=3, alpha=0.1, warmup_target=0.1, warmup_steps=2)),
+    "sgd_piecewise": lambda: keras.optimizers.SGD(learning_rate=keras.optimizers.schedules.PiecewiseConstantDecay(
+        [1, 2], [0.1, 0.05, 0.01])),
+}
+
+
+def optimizer_steps():
+    """Five steps of each optimizer on two variables with fixed gradients."""
+    rng = np.random.default_rng(11)
+    start = [rng.normal(size=(2, 3)).astype("float32"), rng.normal(size=(3,)).astype("float32")]
+    grads = [[rng.normal(size=v.shape).astype("float32") for v in start] for _ in range(5)]
+    out = {"start": [v.tolist() for v in start], "grads": [[g.tolist() for g in step] for step in grads], "cases": {}}
+    for name, make in OPTIMIZER_CASES.items():
+        opt = make()
+        variables = [keras.Variable(v) for v in start]
+        values = []
+        for step in grads:
+            opt.apply(step, variables)
+            values.append([np.asarray(v).tolist() for v in variables])
+        out["cases"][name] = values
+    (OUT / "optimizers.json").write_text(json.dumps(out))
+
+
+def fit_convnet():
+    return keras.Sequential([
+        keras.Input((6, 6, 2)),
+        layers.Conv2D(3, 3, padding="same", activation="relu"),
+        layers.BatchNormalization(),
+        layers.MaxPooling2D(2),
+        layers.Flatten(),
+        layers.Dense(3, activation="softmax"),
+    ], name="fit_convnet")
+
+
+def fit_rnn():
+    inp = keras.Input((5, 3))
+    h = layers.LSTM(4, return_sequences=True)(inp)
+    h = layers.GRU(3)(h)
+    return keras.Model(inp, layers.Dense(2)(h), name="fit_rnn")
+
+
+def fit_fixtures():
+    """Models fitted by Keras without shuffling, so Swift's fit on the same data, batches and
+    start weights must end at the same weights."""
+    rng = np.random.default_rng(5)
+    keras.utils.set_random_seed(5)
+    cases = [
+        (fit_convnet, keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy",
+         rng.normal(size=(10, 6, 6, 2)).astype("float32"), (np.arange(10) % 3).astype("int32"),
+         {"class_weight": {0: 1.0, 1: 2.0, 2: 0.5}}),
+        (fit_rnn, keras.optimizers.RMSprop(0.01, momentum=0.5), "mse",
+         rng.normal(size=(10, 5, 3)).astype("float32"), rng.normal(size=(10, 2)).astype("float32"),
+         {"sample_weight": rng.uniform(0.5, 1.5, size=(10,)).astype("float32")}),
+    ]
+    for build, optimizer, loss, x, y, extra in cases:
+        name = build.__name__
+        model = build()
+        model.save(OUT / f"{name}.keras")
+        np.save(OUT / f"{name}.x.npy", x)
+        np.save(OUT / f"{name}.y.npy", y)
+        if "sample_weight" in extra:
+            np.save(OUT / f"{name}.sw.npy", extra["sample_weight"])
+        model.compile(optimizer=optimizer, loss=loss)
+        history = model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0, **extra)
+        model.save_weights(OUT / f"{name}.after.weights.h5")
+        (OUT / f"{name}.losses.json").write_text(json.dumps(history.history["loss"]))
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["training"]:
+        optimizer_steps()
+        fit_fixtures()
+    else:
+        main()
+        optimizer_steps()
+        fit_fixtures()

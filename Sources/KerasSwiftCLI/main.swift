@@ -7,8 +7,8 @@ import TensorEngine
 struct KerasSwift: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keras-swift",
-        abstract: "Run Keras 3 .keras models with the keras-swift engine (no Python).",
-        subcommands: [Predict.self, Summary.self]
+        abstract: "Run and train Keras 3 .keras models with the keras-swift engine (no Python).",
+        subcommands: [Predict.self, Fit.self, Summary.self]
     )
 }
 
@@ -56,6 +56,68 @@ struct Summary: ParsableCommand {
     func run() throws {
         do {
             print(try Model.load(model).summary(), terminator: "")
+        } catch let e as EngineError {
+            throw Failure(description: e.message)
+        }
+    }
+}
+
+struct Fit: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a model (its weights as saved, or fresh with --init) on .npy data; save the result as .keras.")
+
+    @Argument(help: "The .keras model file.") var model: String
+    @Option(name: .customLong("x"), help: "One .npy per model input, in order (repeat the option).") var xs: [String]
+    @Option(name: .customLong("y"), help: "One .npy per model output, in order (repeat the option).") var ys: [String]
+    @Option(help: "A Keras loss name (sparse_categorical_crossentropy, mse, ...).") var loss: String
+    @Option(help: "sgd, adam, adamw, rmsprop, adagrad, nadam or lion (Keras's defaults).") var optimizer = "adam"
+    @Option(name: .customLong("lr"), help: "Learning rate (default: the optimizer's).") var learningRate: Double?
+    @Option var epochs = 1
+    @Option(name: .customLong("batch-size")) var batchSize = 32
+    @Option(name: .customLong("validation-split")) var validationSplit = 0.0
+    @Option(help: "Metric names, comma-separated.") var metrics = ""
+    @Flag(name: .customLong("no-shuffle")) var noShuffle = false
+    @Flag(name: .customLong("init"), help: "Start from fresh weights (Keras's initializers) instead of the saved ones.")
+    var initialize = false
+    @Option var seed = 0
+    @Option(name: .shortAndLong, help: "Where to write the trained .keras model.") var output: String
+    @Option(name: .customLong("history"), help: "Write each epoch's logs and wall seconds (epoch_s) here as JSON.")
+    var historyPath: String?
+
+    func makeOptimizer() throws -> Optimizer {
+        let o: KerasOptimizer
+        switch optimizer.lowercased() {
+        case "sgd": o = SGD()
+        case "adam": o = Adam()
+        case "adamw": o = AdamW()
+        case "rmsprop": o = RMSprop()
+        case "adagrad": o = Adagrad()
+        case "nadam": o = Nadam()
+        case "lion": o = Lion()
+        default: throw Failure(description: "unknown optimizer '\(optimizer)'")
+        }
+        if let lr = learningRate { o.learningRate = lr }
+        return o
+    }
+
+    func run() throws {
+        do {
+            let m = try Model.load(model)
+            if initialize { try m.initializeWeights(seed: seed) }
+            try m.compile(optimizer: try makeOptimizer(), loss: try Loss(loss),
+                          metrics: metrics.split(separator: ",").map { String($0) })
+            var started = Date(), seconds: [Double] = []
+            let timer = LambdaCallback(onEpochBegin: { _, _ in started = Date() },
+                                       onEpochEnd: { _, _, _ in seconds.append(Date().timeIntervalSince(started)) })
+            let history = try m.fit(x: try xs.map { try NumPy.load($0) }, y: try ys.map { try NumPy.load($0) },
+                                    batchSize: batchSize, epochs: epochs, callbacks: [timer], validationSplit: validationSplit,
+                                    shuffle: !noShuffle, seed: UInt64(seed))
+            try m.save(output)
+            if let path = historyPath {
+                var logs: [String: Any] = history.history
+                logs["epoch_s"] = seconds
+                try JSONSerialization.data(withJSONObject: logs).write(to: URL(fileURLWithPath: path))
+            }
         } catch let e as EngineError {
             throw Failure(description: e.message)
         }

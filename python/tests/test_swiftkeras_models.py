@@ -166,3 +166,49 @@ def test_c_example_predicts_like_keras(trained, predict_model_exe, name, tmp_pat
     missing = subprocess.run([str(predict_model_exe), str(tmp_path / "nope.keras"), str(tmp_path), *map(str, inputs)],
                              capture_output=True, text=True)
     assert missing.returncode == 1 and "nope.keras" in missing.stderr
+
+
+@pytest.mark.parametrize("name", ["convnet", "recurrent", "attention"])
+def test_models_trained_by_swift_load_in_keras(trained, name, tmp_path):
+    """`keras-swift fit` trains a Keras-saved model from fresh weights (BatchNorm's moving
+    statistics, LSTM/GRU/Bidirectional, MultiHeadAttention) with no Python; Keras loads the
+    result and predicts what `keras-swift predict` predicts."""
+    _require(CLI, "the keras-swift tool")
+    path, inputs, _ = trained[name]
+    rng = np.random.default_rng(1)
+    model = keras.models.load_model(path)
+    x = _data(model, rng, 24)[0]
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", rng.integers(0, 3, size=(24,)).astype("int32"))
+    out = tmp_path / "swift_trained.keras"
+    run = subprocess.run([str(CLI), "fit", str(path), "--x", str(tmp_path / "x.npy"), "--y", str(tmp_path / "y.npy"),
+                          "--loss", "sparse_categorical_crossentropy", "--metrics", "accuracy", "--epochs", "2",
+                          "--batch-size", "8", "--init", "--seed", "3", "-o", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "Epoch 2/2" in run.stdout and "accuracy:" in run.stdout
+    loaded = keras.models.load_model(out)
+    before = [np.asarray(w) for w in model.weights]
+    after = [np.asarray(w) for w in loaded.weights]
+    assert any(not np.allclose(a, b) for a, b in zip(before, after)), "fit left every weight as it was"
+    if name == "convnet":
+        bn = next(layer for layer in loaded.layers if isinstance(layer, layers.BatchNormalization))
+        assert not np.allclose(np.asarray(bn.moving_mean), 0), "moving mean never updated"
+    pred = tmp_path / "pred.npy"
+    subprocess.run([str(CLI), "predict", str(out), str(inputs[0]), "-o", str(pred)], check=True)
+    np.testing.assert_allclose(loaded.predict(np.load(inputs[0]), verbose=0), np.load(pred), atol=1e-5, rtol=0)
+
+
+def test_swift_digits_convnet_example_loads_in_keras(tmp_path):
+    """Examples/DigitsConvnet builds and trains a convnet with SwiftKeras layers and saves a
+    .keras file; Keras loads it and predicts what Swift predicted."""
+    exe = SWIFT_BIN_DIR / "DigitsConvnet"
+    _require(exe, "the DigitsConvnet example")
+    out = tmp_path / "digits.keras"
+    run = subprocess.run([str(exe), "--epochs", "2", "-o", str(out), "--export", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "test accuracy" in run.stdout
+    model = keras.models.load_model(out)
+    assert [type(layer).__name__ for layer in model.layers][:3] == ["Conv2D", "BatchNormalization", "MaxPooling2D"]
+    got = model.predict(np.load(tmp_path / "x_test.npy"), verbose=0)
+    np.testing.assert_allclose(got, np.load(tmp_path / "y_swift.npy"), atol=1e-5, rtol=0)

@@ -42,6 +42,17 @@ public enum Activation: Equatable {
         }
     }
 
+    /// The activation as a GEMM/convolution epilogue (applied in the product's blocks), where the engine has it.
+    var epilogue: EpilogueActivation? {
+        switch self {
+        case .linear: return EpilogueActivation.none
+        case .relu: return .relu
+        case .sigmoid: return .sigmoid
+        case .tanh: return .tanh
+        default: return nil
+        }
+    }
+
     public var name: String {
         switch self {
         case .linear: return "linear"

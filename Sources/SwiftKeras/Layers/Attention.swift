@@ -66,6 +66,7 @@ public final class MultiHeadAttention: KerasLayer {
         guard inputs.count >= 2 && inputs.count <= 3 else {
             throw EngineError.value("MultiHeadAttention '\(name)' takes (query, value[, key]), got \(inputs.count) tensors")
         }
+        try refuseDropoutInTraining(options, ["dropout"])
         let qIn = inputs[0], vIn = inputs[1]
         let kIn = inputs.count == 3 ? inputs[2] : options.tensors["key"] ?? vIn
         if (options.values["return_attention_scores"] as? Bool) == true {

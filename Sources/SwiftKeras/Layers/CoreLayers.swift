@@ -43,7 +43,28 @@ public final class InputLayer: KerasLayer {
 
 /// Layers that only act in training (noise, regularisation): the identity at inference.
 public final class Identity: KerasLayer {
-    override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] { [try one(inputs)] }
+    private var calls = 0
+
+    override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
+        let x = try one(inputs)
+        guard options.training else { return [x] }
+        let seed = (config["seed"] as? NSNumber)?.intValue ?? 0
+        switch className {
+        case "Identity": return [x]
+        case "GaussianNoise":
+            calls += 1
+            let stddev = (config["stddev"] as? NSNumber)?.doubleValue ?? 0
+            return [try add(x, try random(.normal(0, stddev), shape: x.shape, dtype: x.dtype, seed: [seed, calls]))]
+        case "GaussianDropout":
+            calls += 1
+            let rate = (config["rate"] as? NSNumber)?.doubleValue ?? 0
+            guard rate > 0 else { return [x] }
+            let noise = try random(.normal(1, (rate / (1 - rate)).squareRoot()), shape: x.shape, dtype: x.dtype, seed: [seed, calls])
+            return [try multiply(x, noise)]
+        default:
+            throw EngineError.notImplemented("\(className) '\(name)': its training behaviour is not in SwiftKeras yet")
+        }
+    }
 }
 
 /// Conv1D/2D/3D, channels last: kernel (*kernel_size, in / groups, filters), bias (filters).
@@ -86,9 +107,10 @@ public final class Conv: KerasLayer {
             x = try pad(x, [0, 0, reach, 0, 0, 0])
             mode = "valid"
         }
-        var y = try conv(x, kernel.value, strides: strides, padding: mode, dilation: dilation, groups: groups)
-        if let b = bias { y = try add(y, b.value) }
-        return [try activation(y)]
+        let fused = activation.epilogue
+        let y = try conv(x, kernel.value, bias: bias?.value, activation: fused ?? .none, strides: strides, padding: mode,
+                         dilation: dilation, groups: groups)
+        return [fused == nil ? try activation(y) : y]
     }
 }
 
@@ -153,7 +175,28 @@ private func alongAxes(_ v: Tensor, _ axes: [Int], _ x: Tensor) throws -> Tensor
 /// BatchNormalization at inference: (x - moving_mean) / sqrt(moving_variance + epsilon) * gamma + beta.
 public final class BatchNormalization: KerasLayer {
     public let gamma: Parameter?, beta: Parameter?, movingMean: Parameter, movingVariance: Parameter
-    let epsilon: Double, axes: [Int]
+    let epsilon: Double, axes: [Int], momentum: Double
+
+    /// Training: normalize with the batch's mean and (biased) variance over every axis but the
+    /// feature axes, and move the moving statistics toward them by (1 - momentum).
+    private func normalizeWithBatch(_ x: Tensor) throws -> Tensor {
+        let reduced = (0..<x.rank).filter { !axes.contains($0) }
+        let (m, v) = try moments(x, axes: reduced, keepdims: true)
+        try Tape.paused {
+            let featureShape = movingMean.value.shape, dt = movingMean.value.dtype
+            let keep = try scalar(momentum, dt), moveBy = try scalar(1 - momentum, dt)
+            func moved(_ old: Tensor, _ batch: Tensor) throws -> Tensor {
+                let b = try cast(try reshape(stopGradient(batch), featureShape), to: dt)
+                return try add(try multiply(old, keep), try multiply(b, moveBy))
+            }
+            movingMean.value = try moved(movingMean.value, m)
+            movingVariance.value = try moved(movingVariance.value, v)
+        }
+        var y = try multiply(try subtract(x, m), try unary(.rsqrt, try add(v, try scalar(epsilon, x.dtype))))
+        if let g = gamma { y = try multiply(y, try alongAxes(g.value, axes, x)) }
+        if let b = beta { y = try add(y, try alongAxes(b.value, axes, x)) }
+        return y
+    }
 
     public required init(_ c: LayerConfig) throws {
         let shape = try c.buildShape()
@@ -163,6 +206,7 @@ public final class BatchNormalization: KerasLayer {
             return d
         }
         epsilon = try c.double("epsilon", 1e-3)
+        momentum = try c.double("momentum", 0.99)
         gamma = try c.bool("scale", true) ? Parameter("gamma", try ones(dims)) : nil
         beta = try c.bool("center", true) ? Parameter("beta", try zeros(dims)) : nil
         movingMean = Parameter("moving_mean", try zeros(dims), trainable: false)
@@ -174,6 +218,8 @@ public final class BatchNormalization: KerasLayer {
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
         let x = try one(inputs)
+        // A frozen layer (trainable false) keeps its moving statistics in training, as Keras's.
+        if options.training && (config["trainable"] as? Bool ?? true) { return [try normalizeWithBatch(x)] }
         var inv = try unary(.rsqrt, try add(movingVariance.value, try scalar(epsilon, movingVariance.value.dtype)))
         if let g = gamma { inv = try multiply(inv, g.value) }
         var shift = try negative(try multiply(movingMean.value, inv))

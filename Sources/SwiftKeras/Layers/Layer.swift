@@ -60,9 +60,8 @@ public final class Dense: KerasLayer, Layer {
     override public var weights: [Parameter] { parameters }
 
     public func callAsFunction(_ x: Tensor, training: Bool = false) throws -> Tensor {
-        var y = try matmul(x, kernel.value)
-        if let b = bias { y = try add(y, b.value) }
-        return try activation(y)
+        if let e = activation.epilogue { return try matmul(x, kernel.value, bias: bias?.value, activation: e) }
+        return try activation(try matmul(x, kernel.value, bias: bias?.value, activation: .none))
     }
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
@@ -85,7 +84,7 @@ public final class Dropout: KerasLayer, Layer {
 
     required init(_ c: LayerConfig) throws {
         rate = try c.double("rate")
-        seed = 0
+        seed = try c.int("seed", 0)
         try super.init(c)
     }
 
@@ -94,11 +93,17 @@ public final class Dropout: KerasLayer, Layer {
     public func callAsFunction(_ x: Tensor, training: Bool = false) throws -> Tensor {
         guard training && rate > 0 else { return x }
         calls += 1
-        let u = try random(.uniform(0, 1), shape: x.shape, dtype: x.dtype, seed: [seed, calls])
+        // SpatialDropout drops whole channels: one draw per (sample, channel), broadcast.
+        var shape = x.shape
+        if className.hasPrefix("SpatialDropout"), x.rank >= 3 {
+            for a in 1..<(x.rank - 1) { shape[a] = 1 }
+        }
+        let u = try random(.uniform(0, 1), shape: shape, dtype: x.dtype, seed: [seed, calls])
         let keep = try cast(try binary(.greaterEqual, u, try scalar(rate, x.dtype)), to: x.dtype)
         return try multiply(x, try multiply(keep, try scalar(1 / (1 - rate), x.dtype)))
     }
 
-    /// Inference only through the model graph: dropout is the identity there.
-    override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] { [try one(inputs)] }
+    override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
+        [try self(try one(inputs), training: options.training)]
+    }
 }

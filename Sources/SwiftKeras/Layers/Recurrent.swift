@@ -31,7 +31,8 @@ public class RecurrentLayer: KerasLayer {
     override public var weights: [Parameter] { [kernel, recurrentKernel] + (bias.map { [$0] } ?? []) }
     override public var weightGroups: [(path: String, weights: [Parameter])] { [("vars", []), ("cell/vars", weights)] }
 
-    func sequence(_ inputs: [Tensor]) throws -> Tensor {
+    func sequence(_ inputs: [Tensor], _ options: CallOptions) throws -> Tensor {
+        try refuseDropoutInTraining(options, ["dropout", "recurrent_dropout"])
         guard inputs.count == 1 else {
             throw EngineError.notImplemented("\(className) '\(name)': initial states as inputs are not in SwiftKeras yet")
         }
@@ -65,7 +66,7 @@ public final class LSTM: RecurrentLayer {
     }
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
-        let x = try sequence(inputs)
+        let x = try sequence(inputs, options)
         let h0 = try initialState(x)
         let r = try lstm(x, h0: h0, c0: h0, kernel: kernel.value, recurrentKernel: recurrentKernel.value,
                          bias: bias?.value, goBackwards: goBackwards)
@@ -84,7 +85,7 @@ public final class GRU: RecurrentLayer {
     }
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
-        let x = try sequence(inputs)
+        let x = try sequence(inputs, options)
         let r = try gru(x, h0: try initialState(x), kernel: kernel.value, recurrentKernel: recurrentKernel.value,
                         bias: bias?.value, goBackwards: goBackwards)
         return finish(r.outputs, last: r.h, states: [r.h])
@@ -103,7 +104,7 @@ public final class SimpleRNN: RecurrentLayer {
     }
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
-        let x = try sequence(inputs)
+        let x = try sequence(inputs, options)
         let (b, steps, u) = (x.shape[0], x.shape[1], units)
         var projected = try matmul(x, kernel.value)
         if let bias { projected = try add(projected, bias.value) }

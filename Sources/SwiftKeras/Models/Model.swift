@@ -37,6 +37,12 @@ public final class Model {
     /// The config entry Keras wrote ({"module", "class_name", "config", ...}).
     public let config: [String: Any]
 
+    /// Set by `compile`; `fit` and `evaluate` use them.
+    public internal(set) var optimizer: Optimizer?
+    var compiled: Compiled?
+    /// A callback sets this to end `fit` after the current epoch.
+    public var stopTraining = false
+
     private let byName: [String: KerasLayer]
     private let nodes: [String: [GraphNode]]
     private let inputRefs: [TensorRef]
@@ -178,19 +184,23 @@ public final class Model {
     // MARK: Running
 
     /// The model's outputs for one tensor per input (batch first).
-    public func predict(_ xs: [Tensor]) throws -> [Tensor] {
+    public func predict(_ xs: [Tensor]) throws -> [Tensor] { try self(xs, training: false) }
+
+    /// The model's outputs; `training` switches Dropout, BatchNormalization (batch statistics,
+    /// moving averages updated) and the noise layers to their training behaviour.
+    public func callAsFunction(_ xs: [Tensor], training: Bool = false) throws -> [Tensor] {
         var memo: [TensorRef: Tensor] = [:]
-        return try run(xs, &memo)
+        return try run(xs, &memo, training: training)
     }
 
     /// Runs the graph, leaving every tensor it computed in `memo`.
-    func run(_ xs: [Tensor], _ memo: inout [TensorRef: Tensor]) throws -> [Tensor] {
+    func run(_ xs: [Tensor], _ memo: inout [TensorRef: Tensor], training: Bool = false) throws -> [Tensor] {
         guard xs.count == inputs.count else {
             throw EngineError.value("model '\(name)' takes \(inputs.count) input(s), got \(xs.count)")
         }
         for (ref, (layer, x)) in zip(inputRefs, zip(inputs, xs)) { memo[ref] = try layer.accept(x) }
         var active: Set<TensorRef> = []
-        return try outputRefs.map { try value($0, &memo, &active) }
+        return try outputRefs.map { try value($0, &memo, &active, training) }
     }
 
     /// The inbound tensors of each call of a layer ("name[node][index]"), for summary().
@@ -205,7 +215,8 @@ public final class Model {
         return ys[0]
     }
 
-    private func value(_ ref: TensorRef, _ memo: inout [TensorRef: Tensor], _ active: inout Set<TensorRef>) throws -> Tensor {
+    private func value(_ ref: TensorRef, _ memo: inout [TensorRef: Tensor], _ active: inout Set<TensorRef>,
+                       _ training: Bool) throws -> Tensor {
         if let t = memo[ref] { return t }
         guard let layer = byName[ref.layer] else { throw EngineError.value("model graph names the unknown layer '\(ref.layer)'") }
         guard let calls = nodes[ref.layer], ref.node >= 0, ref.node < calls.count else {
@@ -216,10 +227,10 @@ public final class Model {
         defer { active.remove(key) }
         let node = calls[ref.node]
         if layer is InputLayer { throw EngineError.value("input '\(ref.layer)' is not an input of model '\(name)'") }
-        let args = try node.args.map { try value($0, &memo, &active) }
-        var options = CallOptions()
+        let args = try node.args.map { try value($0, &memo, &active, training) }
+        var options = CallOptions(training: training)
         options.values = node.kwargValues
-        for (k, r) in node.kwargTensors { options.tensors[k] = try value(r, &memo, &active) }
+        for (k, r) in node.kwargTensors { options.tensors[k] = try value(r, &memo, &active, training) }
         let outs = try layer.call(args, options)
         for (i, t) in outs.enumerated() { memo[TensorRef(layer: ref.layer, node: ref.node, index: i)] = t }
         guard let t = memo[ref] else {
@@ -276,6 +287,14 @@ public final class Model {
         }
     }
 
+    /// The config to save: a model compiled in Swift drops the compile_config Keras wrote, since
+    /// the file carries no optimizer state for it (Keras loads the model uncompiled).
+    private var savedConfig: [String: Any] {
+        var entry = config
+        if compiled != nil { entry["compile_config"] = nil }
+        return entry
+    }
+
     /// Writes a `.keras` file (config.json, metadata.json, model.weights.h5) Keras 3 loads.
     public func save(_ path: String) throws {
         guard path.hasSuffix(".keras") else { throw EngineError.value("save writes .keras files, got '\(path)'") }
@@ -286,7 +305,7 @@ public final class Model {
         }
         let metadata: [String: Any] = ["keras_version": "3.15.1", "date_saved": ISO8601DateFormatter().string(from: Date())]
         try Zip.write(path, [("metadata.json", try JSONSerialization.data(withJSONObject: metadata)),
-                             ("config.json", try JSONSerialization.data(withJSONObject: config)),
+                             ("config.json", try JSONSerialization.data(withJSONObject: savedConfig)),
                              ("model.weights.h5", h5)], compress: true)
     }
 }
@@ -315,7 +334,9 @@ public final class ModelLayer: KerasLayer {
 
     override public var weightGroups: [(path: String, weights: [Parameter])] { model.weightGroups }
 
-    override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] { try model.predict(inputs) }
+    override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
+        try model(inputs, training: options.training)
+    }
 }
 
 extension Model {

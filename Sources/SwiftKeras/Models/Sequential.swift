@@ -40,13 +40,9 @@ public final class Sequential {
         }
         guard batchSize > 0, epochs >= 0 else { throw EngineError.value("batchSize must be positive and epochs non-negative") }
         let n = x.shape[0]
-        var order = Array(0..<n), rng = seed &+ 0x9E37_79B9_7F4A_7C15
         var history: [Double] = []
         for epoch in 0..<epochs {
-            for i in stride(from: n - 1, to: 0, by: -1) {
-                rng = rng &* 6364136223846793005 &+ 1442695040888963407
-                order.swapAt(i, Int((rng >> 33) % UInt64(i + 1)))
-            }
+            let order = shuffledOrder(n, seed: seed, epoch: epoch)
             var total = 0.0, batches = 0
             for start in stride(from: 0, to: n, by: batchSize) {
                 let idx = try Tensor(order[start..<min(n, start + batchSize)].map { Int64($0) })

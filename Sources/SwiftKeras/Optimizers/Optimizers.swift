@@ -1,74 +1,354 @@
+import Foundation
 import TensorEngine
 
 /// Updates parameters from their gradients. Runs outside any tape.
 public protocol Optimizer: AnyObject {
     func apply(_ gradients: [Tensor?], to parameters: [Parameter]) throws
+    /// The learning rate the next step uses (a schedule's value at the current step).
+    var learningRate: Double { get set }
 }
 
-/// Stochastic gradient descent with optional momentum.
-public final class SGD: Optimizer {
-    public var learningRate: Double
-    public let momentum: Double
-    private var velocity: [ObjectIdentifier: Tensor] = [:]
+/// A learning rate as a function of the optimizer's step count (Keras's
+/// `LearningRateSchedule`, called with `optimizer.iterations` before the step).
+public protocol LearningRateSchedule {
+    func callAsFunction(_ step: Int) -> Double
+}
 
-    public init(learningRate: Double = 0.01, momentum: Double = 0) {
-        self.learningRate = learningRate
-        self.momentum = momentum
+/// initial * rate^(step / decaySteps), the exponent floored when `staircase`.
+public struct ExponentialDecay: LearningRateSchedule {
+    public let initialLearningRate: Double, decaySteps: Int, decayRate: Double, staircase: Bool
+
+    public init(initialLearningRate: Double, decaySteps: Int, decayRate: Double, staircase: Bool = false) {
+        precondition(decaySteps > 0, "ExponentialDecay: decaySteps must be positive")
+        self.initialLearningRate = initialLearningRate
+        self.decaySteps = decaySteps
+        self.decayRate = decayRate
+        self.staircase = staircase
+    }
+
+    public func callAsFunction(_ step: Int) -> Double {
+        var p = Double(step) / Double(decaySteps)
+        if staircase { p = p.rounded(.down) }
+        return initialLearningRate * Foundation.pow(decayRate, p)
+    }
+}
+
+/// Keras's CosineDecay: an optional linear warmup to `warmupTarget`, then a half cosine from
+/// the peak down to alpha * peak over `decaySteps`.
+public struct CosineDecay: LearningRateSchedule {
+    public let initialLearningRate: Double, decaySteps: Int, alpha: Double
+    public let warmupTarget: Double?, warmupSteps: Int
+
+    public init(initialLearningRate: Double, decaySteps: Int, alpha: Double = 0, warmupTarget: Double? = nil, warmupSteps: Int = 0) {
+        precondition(decaySteps > 0, "CosineDecay: decaySteps must be positive")
+        self.initialLearningRate = initialLearningRate
+        self.decaySteps = decaySteps
+        self.alpha = alpha
+        self.warmupTarget = warmupTarget
+        self.warmupSteps = warmupSteps
+    }
+
+    public func callAsFunction(_ step: Int) -> Double {
+        var peak = initialLearningRate, s = Double(step)
+        if let target = warmupTarget, warmupSteps > 0 {
+            if step < warmupSteps { return initialLearningRate + (target - initialLearningRate) * s / Double(warmupSteps) }
+            peak = target
+            s -= Double(warmupSteps)
+        }
+        let fraction = min(s, Double(decaySteps)) / Double(decaySteps)
+        let cosine = 0.5 * (1 + cos(Double.pi * fraction))
+        return peak * ((1 - alpha) * cosine + alpha)
+    }
+}
+
+/// values[0] up to and including boundaries[0], values[i] in (boundaries[i-1], boundaries[i]],
+/// values.last after the last boundary.
+public struct PiecewiseConstantDecay: LearningRateSchedule {
+    public let boundaries: [Int], values: [Double]
+
+    public init(boundaries: [Int], values: [Double]) {
+        precondition(values.count == boundaries.count + 1, "PiecewiseConstantDecay needs one more value than boundaries")
+        self.boundaries = boundaries
+        self.values = values
+    }
+
+    public func callAsFunction(_ step: Int) -> Double {
+        values[boundaries.firstIndex { step <= $0 } ?? boundaries.count]
+    }
+}
+
+/// What every Keras optimizer does around its update rule (keras/src/optimizers/base_optimizer.py):
+/// gradients clipped (clipnorm per gradient, else global_clipnorm, else clipvalue), decoupled
+/// weight decay var -= var * weightDecay * lr, the rule, then iterations += 1. The rule sees the
+/// learning rate of the step before the increment, and `iterations` as Keras's (so step t + 1).
+open class KerasOptimizer: Optimizer {
+    /// A constant rate; setting it (ReduceLROnPlateau does) replaces any schedule.
+    public var learningRate: Double {
+        get { schedule.map { $0(iterations) } ?? constantRate }
+        set { constantRate = newValue; schedule = nil }
+    }
+    public private(set) var schedule: LearningRateSchedule?
+    private var constantRate: Double
+    public var clipnorm: Double?, clipvalue: Double?, globalClipnorm: Double?
+    public var weightDecay: Double?
+    /// Steps taken (Keras's `optimizer.iterations`).
+    public private(set) var iterations = 0
+    /// Per-parameter state (momenta, accumulators), created on a parameter's first step.
+    var slots: [ObjectIdentifier: [Tensor]] = [:]
+
+    init(learningRate: Double, schedule: LearningRateSchedule?, clipnorm: Double?, clipvalue: Double?,
+         globalClipnorm: Double?, weightDecay: Double?) {
+        constantRate = learningRate
+        self.schedule = schedule
+        self.clipnorm = clipnorm
+        self.clipvalue = clipvalue
+        self.globalClipnorm = globalClipnorm
+        self.weightDecay = weightDecay
+    }
+
+    /// The slots a parameter's rule keeps, initialised.
+    func makeSlots(_ p: Tensor) throws -> [Tensor] { [] }
+
+    /// Once per step before the per-parameter updates (Nadam's running product).
+    func beginStep() {}
+
+    /// One parameter's update: the new value and the new slots. `t` = iterations + 1.
+    func update(_ p: Tensor, _ g: Tensor, lr: Double, t: Double, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
+        throw EngineError.internal("\(type(of: self)) has no update rule")
     }
 
     public func apply(_ gradients: [Tensor?], to parameters: [Parameter]) throws {
+        guard gradients.count == parameters.count else {
+            throw EngineError.value("optimizer got \(gradients.count) gradients for \(parameters.count) parameters")
+        }
+        let lr = learningRate
         try Tape.paused {
-            for (g, p) in zip(gradients, parameters) {
-                guard let g = g else { continue }
-                let lr = try scalar(learningRate, p.value.dtype)
-                var step = try multiply(g, lr)
-                if momentum > 0 {
-                    let key = ObjectIdentifier(p)
-                    let v = try subtract(try multiply(velocity[key] ?? zerosLike(p.value), try scalar(momentum, p.value.dtype)), step)
-                    velocity[key] = v
-                    step = try negative(v)
+            let grads = try clipped(gradients)
+            if let wd = weightDecay, wd != 0 {
+                for (g, p) in zip(grads, parameters) where g != nil {
+                    p.value = try subtract(p.value, try multiply(p.value, try scalar(wd * lr, p.value.dtype)))
                 }
-                p.value = try subtract(p.value, step)
+            }
+            beginStep()
+            let t = Double(iterations + 1)
+            for (g, p) in zip(grads, parameters) {
+                guard let g = g else { continue }
+                let key = ObjectIdentifier(p)
+                let state = try slots[key] ?? makeSlots(p.value)
+                let grad = g.dtype == p.value.dtype ? g : try cast(g, to: p.value.dtype)
+                let (value, next) = try update(p.value, grad, lr: lr, t: t, slots: state)
+                slots[key] = next
+                p.value = value
             }
         }
+        iterations += 1
+    }
+
+    private func clipped(_ grads: [Tensor?]) throws -> [Tensor?] {
+        if let c = clipnorm, c > 0 {
+            return try grads.map { g in
+                guard let g = g else { return nil }
+                let norm = try sqrt(try sum(try square(g))).double(at: 0)
+                return norm > c ? try multiply(g, try scalar(c / norm, g.dtype)) : g
+            }
+        }
+        if let c = globalClipnorm, c > 0 {
+            var total = 0.0
+            for g in grads.compactMap({ $0 }) { total += try sum(try square(try cast(g, to: .float64))).double(at: 0) }
+            let norm = total.squareRoot()
+            // Keras's scale: c * min(1 / norm, 1 / c), NaN for a non-finite norm.
+            let scale = norm.isFinite ? c * min(1 / norm, 1 / c) : .nan
+            return try grads.map { g in try g.map { try multiply($0, try scalar(scale, $0.dtype)) } }
+        }
+        if let v = clipvalue, v > 0 {
+            return try grads.map { g in try g.map { try clip($0, min: -v, max: v) } }
+        }
+        return grads
     }
 }
 
-/// Adam (Kingma & Ba), with Keras's defaults and epsilon placement.
-public final class Adam: Optimizer {
-    public var learningRate: Double
-    public let beta1: Double, beta2: Double, epsilon: Double
-    private var iterations = 0
-    private var m: [ObjectIdentifier: Tensor] = [:], v: [ObjectIdentifier: Tensor] = [:]
+private func s(_ v: Double, _ like: Tensor) throws -> Tensor { try scalar(v, like.dtype) }
 
-    public init(learningRate: Double = 0.001, beta1: Double = 0.9, beta2: Double = 0.999, epsilon: Double = 1e-7) {
-        self.learningRate = learningRate
+/// Keras's SGD: m = momentum * m - lr * g; var += m (Nesterov: var += momentum * m - lr * g).
+public final class SGD: KerasOptimizer {
+    public let momentum: Double, nesterov: Bool
+
+    public init(learningRate: Double = 0.01, momentum: Double = 0, nesterov: Bool = false, schedule: LearningRateSchedule? = nil,
+                clipnorm: Double? = nil, clipvalue: Double? = nil, globalClipnorm: Double? = nil, weightDecay: Double? = nil) {
+        self.momentum = momentum
+        self.nesterov = nesterov
+        super.init(learningRate: learningRate, schedule: schedule, clipnorm: clipnorm, clipvalue: clipvalue,
+                   globalClipnorm: globalClipnorm, weightDecay: weightDecay)
+    }
+
+    override func makeSlots(_ p: Tensor) throws -> [Tensor] { momentum != 0 ? [try zerosLike(p)] : [] }
+
+    override func update(_ p: Tensor, _ g: Tensor, lr: Double, t: Double, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
+        let step = try multiply(g, try s(lr, p))
+        guard momentum != 0 else { return (try subtract(p, step), []) }
+        let m = try subtract(try multiply(slots[0], try s(momentum, p)), step)
+        let delta = nesterov ? try subtract(try multiply(m, try s(momentum, p)), step) : m
+        return (try add(p, delta), [m])
+    }
+}
+
+/// Keras's Adam: m, v running moments; var -= m * lr * sqrt(1 - b2^t) / (1 - b1^t) / (sqrt(v) + eps)
+/// (AMSGrad keeps the running maximum of v). AdamW is Adam with decoupled weight decay.
+public class Adam: KerasOptimizer {
+    public let beta1: Double, beta2: Double, epsilon: Double, amsgrad: Bool
+
+    public init(learningRate: Double = 0.001, beta1: Double = 0.9, beta2: Double = 0.999, epsilon: Double = 1e-7,
+                amsgrad: Bool = false, schedule: LearningRateSchedule? = nil, clipnorm: Double? = nil, clipvalue: Double? = nil,
+                globalClipnorm: Double? = nil, weightDecay: Double? = nil) {
         self.beta1 = beta1
         self.beta2 = beta2
         self.epsilon = epsilon
+        self.amsgrad = amsgrad
+        super.init(learningRate: learningRate, schedule: schedule, clipnorm: clipnorm, clipvalue: clipvalue,
+                   globalClipnorm: globalClipnorm, weightDecay: weightDecay)
     }
 
-    public func apply(_ gradients: [Tensor?], to parameters: [Parameter]) throws {
-        iterations += 1
-        let t = Double(iterations)
-        let alpha = learningRate * (1 - pow(beta2, t)).squareRoot() / (1 - pow(beta1, t))
-        try Tape.paused {
-            for (g, p) in zip(gradients, parameters) {
-                guard let g = g else { continue }
-                let dt = p.value.dtype, key = ObjectIdentifier(p)
-                let m1 = try add(try multiply(m[key] ?? zerosLike(p.value), try scalar(beta1, dt)), try multiply(g, try scalar(1 - beta1, dt)))
-                let v1 = try add(try multiply(v[key] ?? zerosLike(p.value), try scalar(beta2, dt)), try multiply(try square(g), try scalar(1 - beta2, dt)))
-                m[key] = m1
-                v[key] = v1
-                let step = try divide(try multiply(m1, try scalar(alpha, dt)), try add(try sqrt(v1), try scalar(epsilon, dt)))
-                p.value = try subtract(p.value, step)
-            }
+    override func makeSlots(_ p: Tensor) throws -> [Tensor] { try (0..<(amsgrad ? 3 : 2)).map { _ in try zerosLike(p) } }
+
+    override func update(_ p: Tensor, _ g: Tensor, lr: Double, t: Double, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
+        let alpha = lr * (1 - Foundation.pow(beta2, t)).squareRoot() / (1 - Foundation.pow(beta1, t))
+        if !amsgrad && (p.dtype == .float32 || p.dtype == .float64) {
+            // The engine's fused step: one pass instead of a dozen ops, each a pass and an allocation.
+            let (x, m, v) = try adamUpdate(variable: p, grad: g, m: slots[0], v: slots[1], alpha: alpha,
+                                           beta1: beta1, beta2: beta2, epsilon: epsilon)
+            return (x, [m, v])
         }
+        let m = try add(slots[0], try multiply(try subtract(g, slots[0]), try s(1 - beta1, p)))
+        var v = try add(slots[1], try multiply(try subtract(try square(g), slots[1]), try s(1 - beta2, p)))
+        var next = [m, v]
+        if amsgrad {
+            v = try maximum(slots[2], v)
+            next.append(v)
+        }
+        let step = try divide(try multiply(m, try s(alpha, p)), try add(try sqrt(v), try s(epsilon, p)))
+        return (try subtract(p, step), next)
+    }
+}
+
+/// Adam with Keras's AdamW default weight decay, 0.004.
+public final class AdamW: Adam {
+    public init(learningRate: Double = 0.001, weightDecay: Double = 0.004, beta1: Double = 0.9, beta2: Double = 0.999,
+                epsilon: Double = 1e-7, amsgrad: Bool = false, schedule: LearningRateSchedule? = nil, clipnorm: Double? = nil,
+                clipvalue: Double? = nil, globalClipnorm: Double? = nil) {
+        super.init(learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon, amsgrad: amsgrad, schedule: schedule,
+                   clipnorm: clipnorm, clipvalue: clipvalue, globalClipnorm: globalClipnorm, weightDecay: weightDecay)
+    }
+}
+
+/// Keras's RMSprop: v = rho v + (1 - rho) g²; increment = lr g / sqrt(v (- mean_g²) + eps);
+/// with momentum, m = momentum m + increment and var -= m.
+public final class RMSprop: KerasOptimizer {
+    public let rho: Double, momentum: Double, epsilon: Double, centered: Bool
+
+    public init(learningRate: Double = 0.001, rho: Double = 0.9, momentum: Double = 0, epsilon: Double = 1e-7, centered: Bool = false,
+                schedule: LearningRateSchedule? = nil, clipnorm: Double? = nil, clipvalue: Double? = nil,
+                globalClipnorm: Double? = nil, weightDecay: Double? = nil) {
+        self.rho = rho
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.centered = centered
+        super.init(learningRate: learningRate, schedule: schedule, clipnorm: clipnorm, clipvalue: clipvalue,
+                   globalClipnorm: globalClipnorm, weightDecay: weightDecay)
     }
 
-    private func pow(_ b: Double, _ e: Double) -> Double {
-        var r = 1.0
-        for _ in 0..<Int(e) { r *= b }
-        return r
+    // [velocity, momentum, average gradient]
+    override func makeSlots(_ p: Tensor) throws -> [Tensor] { try (0..<3).map { _ in try zerosLike(p) } }
+
+    override func update(_ p: Tensor, _ g: Tensor, lr: Double, t: Double, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
+        let v = try add(try multiply(slots[0], try s(rho, p)), try multiply(try square(g), try s(1 - rho, p)))
+        var avg = slots[2], denom = try add(v, try s(epsilon, p))
+        if centered {
+            avg = try add(try multiply(avg, try s(rho, p)), try multiply(g, try s(1 - rho, p)))
+            denom = try add(try subtract(v, try square(avg)), try s(epsilon, p))
+        }
+        let increment = try divide(try multiply(g, try s(lr, p)), try sqrt(denom))
+        if momentum > 0 {
+            let m = try add(try multiply(slots[1], try s(momentum, p)), increment)
+            return (try subtract(p, m), [v, m, avg])
+        }
+        return (try subtract(p, increment), [v, slots[1], avg])
+    }
+}
+
+/// Keras's Adagrad: acc += g²; var -= lr g / sqrt(acc + eps), acc starting at 0.1.
+public final class Adagrad: KerasOptimizer {
+    public let initialAccumulatorValue: Double, epsilon: Double
+
+    public init(learningRate: Double = 0.001, initialAccumulatorValue: Double = 0.1, epsilon: Double = 1e-7,
+                schedule: LearningRateSchedule? = nil, clipnorm: Double? = nil, clipvalue: Double? = nil,
+                globalClipnorm: Double? = nil, weightDecay: Double? = nil) {
+        self.initialAccumulatorValue = initialAccumulatorValue
+        self.epsilon = epsilon
+        super.init(learningRate: learningRate, schedule: schedule, clipnorm: clipnorm, clipvalue: clipvalue,
+                   globalClipnorm: globalClipnorm, weightDecay: weightDecay)
+    }
+
+    override func makeSlots(_ p: Tensor) throws -> [Tensor] {
+        [try add(try zerosLike(p), try s(initialAccumulatorValue, p))]
+    }
+
+    override func update(_ p: Tensor, _ g: Tensor, lr: Double, t: Double, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
+        let acc = try add(slots[0], try square(g))
+        let step = try divide(try multiply(g, try s(lr, p)), try sqrt(try add(acc, try s(epsilon, p))))
+        return (try subtract(p, step), [acc])
+    }
+}
+
+/// Keras 3's Nadam: Adam with Nesterov momentum and the momentum schedule
+/// u_t = b1 (1 - 0.5 * 0.96^t), whose running product the optimizer keeps.
+public final class Nadam: KerasOptimizer {
+    public let beta1: Double, beta2: Double, epsilon: Double
+    private var uProduct = 1.0
+
+    public init(learningRate: Double = 0.001, beta1: Double = 0.9, beta2: Double = 0.999, epsilon: Double = 1e-7,
+                schedule: LearningRateSchedule? = nil, clipnorm: Double? = nil, clipvalue: Double? = nil,
+                globalClipnorm: Double? = nil, weightDecay: Double? = nil) {
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        super.init(learningRate: learningRate, schedule: schedule, clipnorm: clipnorm, clipvalue: clipvalue,
+                   globalClipnorm: globalClipnorm, weightDecay: weightDecay)
+    }
+
+    private func u(_ t: Double) -> Double { beta1 * (1 - 0.5 * Foundation.pow(0.96, t)) }
+
+    override func beginStep() { uProduct *= u(Double(iterations + 1)) }
+
+    override func makeSlots(_ p: Tensor) throws -> [Tensor] { [try zerosLike(p), try zerosLike(p)] }
+
+    override func update(_ p: Tensor, _ g: Tensor, lr: Double, t: Double, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
+        let ut = u(t), ut1 = u(t + 1), productNext = uProduct * ut1
+        let m = try add(slots[0], try multiply(try subtract(g, slots[0]), try s(1 - beta1, p)))
+        let v = try add(slots[1], try multiply(try subtract(try square(g), slots[1]), try s(1 - beta2, p)))
+        let mHat = try add(try multiply(m, try s(ut1 / (1 - productNext), p)), try multiply(g, try s((1 - ut) / (1 - uProduct), p)))
+        let vHat = try divide(v, try s(1 - Foundation.pow(beta2, t), p))
+        let step = try divide(try multiply(mHat, try s(lr, p)), try add(try sqrt(vHat), try s(epsilon, p)))
+        return (try subtract(p, step), [m, v])
+    }
+}
+
+/// Lion (Chen et al.): var -= lr sign(b1 m + (1 - b1) g); m = b2 m + (1 - b2) g.
+public final class Lion: KerasOptimizer {
+    public let beta1: Double, beta2: Double
+
+    public init(learningRate: Double = 0.001, beta1: Double = 0.9, beta2: Double = 0.99, schedule: LearningRateSchedule? = nil,
+                clipnorm: Double? = nil, clipvalue: Double? = nil, globalClipnorm: Double? = nil, weightDecay: Double? = nil) {
+        self.beta1 = beta1
+        self.beta2 = beta2
+        super.init(learningRate: learningRate, schedule: schedule, clipnorm: clipnorm, clipvalue: clipvalue,
+                   globalClipnorm: globalClipnorm, weightDecay: weightDecay)
+    }
+
+    override func makeSlots(_ p: Tensor) throws -> [Tensor] { [try zerosLike(p)] }
+
+    override func update(_ p: Tensor, _ g: Tensor, lr: Double, t: Double, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
+        let direction = try unary(.sign, try add(try multiply(slots[0], try s(beta1, p)), try multiply(g, try s(1 - beta1, p))))
+        let m = try add(try multiply(slots[0], try s(beta2, p)), try multiply(g, try s(1 - beta2, p)))
+        return (try subtract(p, try multiply(direction, try s(lr, p))), [m])
     }
 }

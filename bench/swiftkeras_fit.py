@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""SwiftKeras ``fit`` (no Python in the loop) next to the Python backend's ``fit``.
+
+Workload: bench/mlp_fit.py's: Dense 784-512-512-10 (relu, relu, softmax), Adam(1e-3),
+sparse categorical cross-entropy, batch 128, on its synthetic data. Both sides start from an
+untrained model and run ``1 + --epochs`` epochs; the first is excluded from the timing.
+
+- SwiftKeras: the ``keras-swift fit`` command (Sources/KerasSwiftCLI) on a .keras file of the
+  untrained model and the data as .npy; its ``--history`` JSON gives each epoch's wall time.
+- Python: ``bench/mlp_fit.py --backends swift`` (Keras on the swift backend), same settings.
+
+Build the command line in release first (``swift build -c release --product keras-swift``) and
+point ``--cli`` at it. Rounds alternate the two sides; the report gives the median samples/s:
+
+    python bench/swiftkeras_fit.py --cli .build/release/keras-swift --samples 20000 --epochs 2 --rounds 2
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _common import activate_swift  # noqa: E402
+from mlp_fit import make_data  # noqa: E402
+
+
+def write_inputs(folder, samples, seed):
+    """The data as .npy and the untrained model as .keras (written by Keras on the swift backend)."""
+    import numpy as np
+
+    os.environ.setdefault("KERAS_BACKEND", "swift")
+    activate_swift()
+    import keras
+
+    x, y = make_data(samples, seed)
+    np.save(folder / "x.npy", x)
+    np.save(folder / "y.npy", y)
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input((784,)),
+        keras.layers.Dense(512, activation="relu"),
+        keras.layers.Dense(512, activation="relu"),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.save(folder / "mlp.keras")
+
+
+def swiftkeras_round(cli, folder, args):
+    history = folder / "history.json"
+    cmd = [str(cli), "fit", str(folder / "mlp.keras"), "--x", str(folder / "x.npy"), "--y", str(folder / "y.npy"),
+           "--loss", "sparse_categorical_crossentropy", "--optimizer", "adam", "--lr", "0.001",
+           "--batch-size", str(args.batch_size), "--epochs", str(1 + args.epochs), "-o", str(folder / "trained.keras"),
+           "--history", str(history)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=args.timeout)
+    logs = json.loads(history.read_text())
+    timed = logs["epoch_s"][1:]
+    return {"samples_per_s": args.samples * len(timed) / sum(timed), "epoch_s": [round(t, 3) for t in timed],
+            "loss": logs["loss"]}
+
+
+def python_round(folder, args):
+    out = folder / "python.json"
+    cmd = [sys.executable, str(HERE / "mlp_fit.py"), "--backends", "swift", "--samples", str(args.samples),
+           "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--json", str(out)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=args.timeout)
+    result = json.loads(out.read_text())["results"]["swift"]
+    return {"samples_per_s": result["samples_per_s"], "epoch_s": result["epoch_s"], "loss": result["loss"]}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cli", type=Path, default=HERE.parent / ".build" / "release" / "keras-swift")
+    parser.add_argument("--samples", type=int, default=20000)
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs (one more runs first, untimed)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--json", type=Path, help="write the raw results here")
+    args = parser.parse_args(argv)
+    if not args.cli.exists():
+        parser.error(f"{args.cli} does not exist: swift build -c release --product keras-swift, or pass --cli")
+    results = {"swiftkeras": [], "python": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_inputs(folder, args.samples, args.seed)
+        for r in range(args.rounds):
+            for side in (("python", "swiftkeras") if r % 2 == 0 else ("swiftkeras", "python")):
+                res = swiftkeras_round(args.cli, folder, args) if side == "swiftkeras" else python_round(folder, args)
+                results[side].append(res)
+                print(f"round {r + 1} {side}: {res['samples_per_s']:.0f} samples/s, epochs {res['epoch_s']} s",
+                      file=sys.stderr, flush=True)
+    med = {side: statistics.median(r["samples_per_s"] for r in rs) for side, rs in results.items()}
+    print(f"MLP fit, {args.samples} samples, batch {args.batch_size}, {args.epochs} timed epochs, {args.rounds} rounds")
+    for side, label in (("swiftkeras", "SwiftKeras fit (keras-swift fit)"), ("python", "Keras fit, swift backend")):
+        print(f"  {label:<36}{med[side]:>9.0f} samples/s")
+    print(f"  SwiftKeras / Python: {med['swiftkeras'] / med['python']:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "median_samples_per_s": med, "settings": vars(args)},
+                                        indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
