@@ -65,24 +65,19 @@ private struct TapWalk {
         }
     }
 
-    /// The output pixels whose input column at kernel column `kx` lies inside the row (not in
-    /// the padding); output pixel `ox` reads input column `ox * sx + firstX(kx)`.
+    /// At kernel column `kx` of the input row starting at element `row` (pixel index times
+    /// channels is the caller's): the output pixels whose input lies inside the row (not in
+    /// the padding), the input pixel the first of them reads, and the pixels between the
+    /// inputs of neighbouring ones (0 for one pixel: a stride may be too large to multiply out).
     @inline(__always)
-    func inside(_ kx: Int) -> Range<Int> {
-        let shift = kx * dx - px  // ix = ox * sx + shift
+    func run(row: Int, kx: Int) -> (pixels: Range<Int>, first: Int, step: Int) {
+        let shift = kx * dx - px  // output pixel ox reads input column ox * sx + shift
         // ceil(a / sx) for a > 0, without forming a + sx (a stride may be near Int.max).
         func ceilDiv(_ a: Int) -> Int { a <= 0 ? 0 : (a - 1) / sx + 1 }
         let lo = Swift.min(ceilDiv(-shift), ow)
-        return lo..<Swift.max(Swift.min(ceilDiv(w - shift), ow), lo)
+        let pixels = lo..<Swift.max(Swift.min(ceilDiv(w - shift), ow), lo)
+        return pixels.isEmpty ? (pixels, 0, 0) : (pixels, row + lo * sx + shift, pixels.count > 1 ? sx : 0)
     }
-
-    /// Input elements between the input columns of neighbouring output pixels of `inside`
-    /// (0 where there is one pixel: a stride may be too large to multiply out).
-    @inline(__always)
-    func step(_ inside: Range<Int>, channels c: Int) -> Int { inside.count > 1 ? sx * c : 0 }
-
-    @inline(__always)
-    func firstX(_ kx: Int) -> Int { kx * dx - px }
 }
 
 /// Columns (kernel position, group channel) for output lines [l0, l1) and group `gi`; a line
@@ -98,15 +93,13 @@ private func im2col<T: BLASFloat>(_ x: UnsafePointer<T>, _ g: ConvGeometry, _ gi
                 // Per tap: zeros left and right of the row, a strided copy between, with no
                 // per-pixel tests (they were most of the time of a 1-channel conv).
                 let dst = lineCols + tap * cg
-                let inside = row == nil ? 0..<0 : walk.inside(kx)
+                let (inside, first, step) = row.map { walk.run(row: $0, kx: kx) } ?? (0..<0, 0, 0)
                 for ox in 0..<inside.lowerBound { zeroChannels(dst + ox * kk, cg) }
-                if let row = row, !inside.isEmpty {
-                    let src = x0 + (row + inside.lowerBound * walk.sx + walk.firstX(kx)) * c, step = walk.step(inside, channels: c)
-                    if cg == 1 {
-                        for (j, ox) in inside.enumerated() { dst[ox * kk] = src[j * step] }
-                    } else {
-                        for (j, ox) in inside.enumerated() { copyChannels(src + j * step, dst + ox * kk, cg) }
-                    }
+                let src = x0 + first * c, stride = step * c
+                if cg == 1 {
+                    for (j, ox) in inside.enumerated() { dst[ox * kk] = src[j * stride] }
+                } else {
+                    for (j, ox) in inside.enumerated() { copyChannels(src + j * stride, dst + ox * kk, cg) }
                 }
                 for ox in inside.upperBound..<ow { zeroChannels(dst + ox * kk, cg) }
             }
@@ -126,11 +119,10 @@ private func col2im<T: BLASFloat>(_ cols: UnsafePointer<T>, _ g: ConvGeometry, _
                 let lineCols = cols + (li * lines + l) * ow * kk
                 walk.forEachTap(line: (n0 + li) * lines + l) { tap, row, kx in
                     guard let row = row else { return }
-                    let inside = walk.inside(kx), src = lineCols + tap * cg
-                    guard !inside.isEmpty else { return }
-                    let dst = dx0 + (row + inside.lowerBound * walk.sx + walk.firstX(kx)) * c, step = walk.step(inside, channels: c)
+                    let (inside, first, step) = walk.run(row: row, kx: kx)
+                    let src = lineCols + tap * cg, dst = dx0 + first * c, stride = step * c
                     for (j, ox) in inside.enumerated() {
-                        let d = dst + j * step, s = src + ox * kk
+                        let d = dst + j * stride, s = src + ox * kk
                         for ch in 0..<cg { d[ch] += s[ch] }
                     }
                 }
