@@ -54,7 +54,8 @@ Environment variables:
     x86-64 CPU (one more whole engine build and ~14 MB per level). Empty:
     the baseline alone.
 ``KERAS_SWIFT_NO_STRIP=1``
-    Ship the library with its symbol table (for debugging; about 2.5x larger).
+    Ship the library and the extension with their symbol tables (for
+    debugging; about 2.5x larger).
 """
 
 import os
@@ -290,12 +291,18 @@ def _install_lib(lib, dest):
         os.unlink(dest)  # never write through a file a running process maps
     shutil.copyfile(lib, dest)
     os.chmod(dest, 0o755)
-    if os.environ.get("KERAS_SWIFT_NO_STRIP", "") in ("", "0"):
-        strip = shutil.which("strip")
-        if strip:
-            subprocess.run([strip, "--strip-unneeded", dest], check=True)
-        else:
-            _log("`strip` not found; shipping an unstripped engine library")
+    _strip(dest)
+
+
+def _strip(path):
+    """Drops the symbol table and debug info (KERAS_SWIFT_NO_STRIP=1 keeps them)."""
+    if os.environ.get("KERAS_SWIFT_NO_STRIP", "") not in ("", "0"):
+        return
+    strip = shutil.which("strip")
+    if strip:
+        subprocess.run([strip, "--strip-unneeded", path], check=True)
+    else:
+        _log(f"`strip` not found; shipping {os.path.basename(path)} unstripped")
 
 
 # The C SDK inside the installed package: _swiftkeras.get_include() holds the
@@ -387,6 +394,9 @@ class BuildExt(build_ext):
         for ext in self.extensions:
             ext.library_dirs.append(top_dir)
         super().run()
+        # Python's own CFLAGS carry -g: unstripped, the extension is 3.5x larger.
+        for ext in self.extensions:
+            _strip(self.get_ext_fullpath(ext.name))
 
     def _build_info_path(self):
         return os.path.join(os.path.dirname(self.get_ext_fullpath("_swiftkeras._C")), "_build.py")
