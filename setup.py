@@ -11,11 +11,16 @@
        standard library linked statically and only the ``te_*`` C ABI exported,
        so the wheel runs without a Swift toolchain and cannot clash with another
        Swift runtime loaded into the same process;
-    2. on x86-64, builds it a second time for x86-64-v3 (AVX2, FMA, BMI2),
-       at the same time as the first (each build keeps about one core busy),
-       which glibc's loader picks on its own on a CPU that has them: the copy
-       in ``_swiftkeras/glibc-hwcaps/x86-64-v3/`` shadows the baseline one in
-       ``_swiftkeras/`` (glibc 2.33 or newer; an older loader ignores it);
+    2. on x86-64, for which CPUs depends on ``KERAS_SWIFT_HWCAPS``: by
+       default (``host``) one build for the best level this CPU runs
+       (x86-64-v3: AVX2, FMA, BMI2, where it has them; the baseline
+       otherwise), which is what a source install needs; for a wheel
+       to distribute (``KERAS_SWIFT_HWCAPS=x86-64-v3``, what
+       ``scripts/build_wheel.sh`` sets) the baseline plus an x86-64-v3 build,
+       side by side, which glibc's loader picks on its own on a CPU that has
+       them: the copy in ``_swiftkeras/glibc-hwcaps/x86-64-v3/`` shadows the
+       baseline one in ``_swiftkeras/`` (glibc 2.33 or newer; an older loader
+       ignores it);
     3. copies (and strips) each ``libTensorEngineC.so`` into place;
     4. compiles the extension ``_swiftkeras._C`` (the C files in
        ``python/_swiftkeras/src/``) against ``Sources/TensorEngineC/include``,
@@ -39,11 +44,18 @@ Environment variables:
     Path of a prebuilt ``libTensorEngineC.so`` to ship instead of running
     ``swift build`` (alone: no x86-64-v3 variant is built with it).
 ``KERAS_SWIFT_HWCAPS``
-    The glibc-hwcaps variants to build besides the baseline, comma-separated
-    (default on x86-64: ``x86-64-v3``; empty: baseline only, which halves
-    the CPU time of a development install; the variants build side by side).
+    Which engine builds to make on x86-64 (ignored elsewhere: baseline only).
+    ``host`` (the default): one build, for the highest of ``HOST_LEVELS``
+    this CPU has (``/proc/cpuinfo``), in ``_swiftkeras/`` itself; the
+    package then runs on CPUs of that level only (``_swiftkeras`` refuses to
+    load elsewhere, naming the missing features). A comma-separated list of
+    levels (``x86-64-v3``): the baseline plus one build per level in
+    ``_swiftkeras/glibc-hwcaps/<level>/``, for a wheel that runs on any
+    x86-64 CPU (one more whole engine build and ~14 MB per level). Empty:
+    the baseline alone.
 ``KERAS_SWIFT_NO_STRIP=1``
-    Ship the library with its symbol table (for debugging; about 2.5x larger).
+    Ship the library and the extension with their symbol tables (for
+    debugging; about 2.5x larger).
 """
 
 import os
@@ -69,9 +81,11 @@ HOOK_MODULE = "keras_swift_hook"
 HOOK_PTH = "keras_swift_hook.pth"
 # glibc-hwcaps subdirectory names the loader knows on x86-64, in its order.
 X86_64_LEVELS = ("x86-64-v2", "x86-64-v3", "x86-64-v4")
-# v3 (AVX2 and FMA) covers x86-64 CPUs since Haswell and Zen; each level
-# built is one more full engine build on every install.
-DEFAULT_HWCAPS = "x86-64-v3"
+# What KERAS_SWIFT_HWCAPS=host may pick, lowest first. v3 (AVX2 and FMA)
+# covers x86-64 CPUs since Haswell and Zen and is the level the engine's
+# kernels are tested at besides the baseline (python/tests/test_hwcaps.py).
+HOST_LEVELS = ("x86-64-v3",)
+DEFAULT_HWCAPS = "host"
 
 # Only the C ABI leaves the library. Everything else (TensorEngine's Swift
 # symbols and the statically linked Swift runtime) stays local.
@@ -120,18 +134,42 @@ def _write_if_changed(path, text):
         f.write(text)
 
 
-def _hwcaps_variants():
-    """The glibc-hwcaps subdirectories to build an engine for, besides the baseline."""
+def _load_cpu_module():
+    # The package's own CPU-level rules (python/_swiftkeras/_cpu.py), loaded by
+    # path: the package is not importable before it is built.
+    import importlib.util
+
+    path = os.path.join(ROOT, PY_DIR, "_swiftkeras", "_cpu.py")
+    spec = importlib.util.spec_from_file_location("_swiftkeras_cpu", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _engine_plan():
+    """{level the build is compiled for (None: the baseline): its directory
+    relative to ``_swiftkeras/``}, from KERAS_SWIFT_HWCAPS."""
     if platform.machine() not in ("x86_64", "AMD64"):
-        return []
-    names = os.environ.get("KERAS_SWIFT_HWCAPS", DEFAULT_HWCAPS)
+        return {None: ""}
+    names = os.environ.get("KERAS_SWIFT_HWCAPS", DEFAULT_HWCAPS).strip()
+    if names == "host":
+        cpu = _load_cpu_module()
+        level = cpu.host_level(HOST_LEVELS, cpu.cpu_flags())
+        _log(f"KERAS_SWIFT_HWCAPS=host: one engine, for {level or 'baseline x86-64'}"
+             " (this CPU's level; set KERAS_SWIFT_HWCAPS=x86-64-v3 for a wheel that"
+             " runs on any x86-64 CPU)")
+        return {level: ""}
     variants = [v.strip() for v in names.split(",") if v.strip()]
     for v in variants:
         if v not in X86_64_LEVELS:
             raise ExecError(
-                f"KERAS_SWIFT_HWCAPS: {v!r} is not one of {', '.join(X86_64_LEVELS)}"
+                f"KERAS_SWIFT_HWCAPS: {v!r} is not 'host' or one of "
+                f"{', '.join(X86_64_LEVELS)}"
             )
-    return variants
+    plan = {None: ""}
+    for v in variants:
+        plan[v] = os.path.join("glibc-hwcaps", v)
+    return plan
 
 
 def _swift_build_args(variant):
@@ -253,12 +291,18 @@ def _install_lib(lib, dest):
         os.unlink(dest)  # never write through a file a running process maps
     shutil.copyfile(lib, dest)
     os.chmod(dest, 0o755)
-    if os.environ.get("KERAS_SWIFT_NO_STRIP", "") in ("", "0"):
-        strip = shutil.which("strip")
-        if strip:
-            subprocess.run([strip, "--strip-unneeded", dest], check=True)
-        else:
-            _log("`strip` not found; shipping an unstripped engine library")
+    _strip(dest)
+
+
+def _strip(path):
+    """Drops the symbol table and debug info (KERAS_SWIFT_NO_STRIP=1 keeps them)."""
+    if os.environ.get("KERAS_SWIFT_NO_STRIP", "") not in ("", "0"):
+        return
+    strip = shutil.which("strip")
+    if strip:
+        subprocess.run([strip, "--strip-unneeded", path], check=True)
+    else:
+        _log(f"`strip` not found; shipping {os.path.basename(path)} unstripped")
 
 
 # The C SDK inside the installed package: _swiftkeras.get_include() holds the
@@ -311,13 +355,16 @@ class BuildExt(build_ext):
     """build_ext that first builds the Swift engine and places it by the extension."""
 
     def _engine_dests(self):
-        """{variant or None: where its library goes}; the baseline sits by the extension."""
+        """{level compiled for (None: baseline): where its library goes}; the
+        first entry sits by the extension, the others under glibc-hwcaps/."""
+        if os.environ.get("KERAS_SWIFT_ENGINE_LIB"):
+            plan = {None: ""}
+        else:
+            if not hasattr(self, "_plan"):
+                self._plan = _engine_plan()
+            plan = self._plan
         ext_dir = os.path.dirname(self.get_ext_fullpath("_swiftkeras._C"))
-        dests = {None: os.path.join(ext_dir, ENGINE_LIB)}
-        if not os.environ.get("KERAS_SWIFT_ENGINE_LIB"):
-            for v in _hwcaps_variants():
-                dests[v] = os.path.join(ext_dir, "glibc-hwcaps", v, ENGINE_LIB)
-        return dests
+        return {level: os.path.join(ext_dir, sub, ENGINE_LIB) for level, sub in plan.items()}
 
     def run(self):
         if not sys.platform.startswith("linux"):
@@ -336,17 +383,20 @@ class BuildExt(build_ext):
             libs = build_engines(list(dests))
         for variant, dest in dests.items():
             _install_lib(libs[variant], dest)
+        top_dir = os.path.dirname(next(iter(dests.values())))
         # A variant left from an earlier build with other settings would
-        # shadow the baseline just built.
-        hwcaps_dir = os.path.join(os.path.dirname(dests[None]), "glibc-hwcaps")
+        # shadow the engine just built.
         for level in X86_64_LEVELS:
-            stale = os.path.join(hwcaps_dir, level, ENGINE_LIB)
-            if level not in dests and os.path.exists(stale):
+            stale = os.path.join(top_dir, "glibc-hwcaps", level, ENGINE_LIB)
+            if stale not in dests.values() and os.path.exists(stale):
                 os.unlink(stale)
         self._write_build_info(dests, prebuilt)
         for ext in self.extensions:
-            ext.library_dirs.append(os.path.dirname(dests[None]))
+            ext.library_dirs.append(top_dir)
         super().run()
+        # Python's own CFLAGS carry -g: unstripped, the extension is 3.5x larger.
+        for ext in self.extensions:
+            _strip(self.get_ext_fullpath(ext.name))
 
     def _build_info_path(self):
         return os.path.join(os.path.dirname(self.get_ext_fullpath("_swiftkeras._C")), "_build.py")
@@ -362,15 +412,22 @@ class BuildExt(build_ext):
                 ).stdout.strip().splitlines()[0]
             except (OSError, subprocess.CalledProcessError, IndexError):
                 toolchain = "unknown"
+        levels = list(dests)
+        variants = ", ".join(level or "baseline" for level in levels)
+        if len(levels) == 1 and levels[0]:
+            variants += " only (this CPU's level: KERAS_SWIFT_HWCAPS=host)"
         info = {
             "toolchain": toolchain,
-            "variants": ", ".join(["baseline"] + [v for v in dests if v]),
+            "variants": variants,
             "configuration": "release, static Swift stdlib, only te_* exported",
         }
         path = self._build_info_path()
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
             f.write('"""Written by setup.py at build time (show_config reads it)."""\n\n')
+            f.write("# What the libTensorEngineC.so beside _C was compiled for (None: the\n"
+                    "# baseline); _swiftkeras checks the CPU has it before loading it.\n")
+            f.write(f"LEVEL = {levels[0]!r}\n")
             f.write(f"BUILD = {info!r}\n")
 
     def get_outputs(self):

@@ -16,7 +16,9 @@ if [ -n "${KERAS_SWIFT_RAW_WHEEL:-}" ]; then  # a wheel built already (scripts/t
 else
     raw=build/wheel-raw
     rm -rf "$raw"
-    "$python" -m pip wheel -q --no-deps -w "$raw" .
+    # For any x86-64 CPU: the baseline engine plus the x86-64-v3 one glibc's loader picks
+    # where the CPU has it (a plain `pip install .` builds for its own CPU alone; setup.py).
+    KERAS_SWIFT_HWCAPS=${KERAS_SWIFT_HWCAPS-x86-64-v3} "$python" -m pip wheel -q --no-deps -w "$raw" .
     wheel=$(ls "$raw"/keras_swift-*.whl)
 fi
 tools=build/wheel-tools

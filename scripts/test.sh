@@ -37,10 +37,11 @@ LSAN_OPTIONS=suppressions=$PWD/Tests/lsan-suppressions.txt swift test --skip-bui
 swift build --build-tests --sanitize=thread --scratch-path .build-tsan
 TSAN_OPTIONS=suppressions=$PWD/Tests/tsan-suppressions.txt swift test --skip-build --sanitize=thread --scratch-path .build-tsan
 
-# One engine build serves the venv and the self-contained wheel checked at the end.
+# One engine build serves the venv and the self-contained wheel checked at the end: both
+# variants, as scripts/build_wheel.sh builds them, so test_hwcaps.py compares the two.
 echo "== build and install keras-swift"
 rm -rf build/wheel-raw
-"$venv/bin/pip" wheel -q --no-deps -w build/wheel-raw .
+KERAS_SWIFT_HWCAPS=x86-64-v3 "$venv/bin/pip" wheel -q --no-deps -w build/wheel-raw .
 "$venv/bin/pip" install -q --force-reinstall --no-deps build/wheel-raw/keras_swift-*.whl
 
 echo "== Python tests"

@@ -16,6 +16,9 @@ venv=$(mktemp -d)/venv
 "$venv/bin/pip" install -q "$wheel" scikit-learn
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')
 echo "== $wheel: $(du -sk "$site/_swiftkeras" "$site"/keras_swift.libs | awk '{s+=$1} END {printf "%.1f MB", s/1024}') installed (_swiftkeras + keras_swift.libs)"
+if [ "$(uname -m)" = x86_64 ] && [ ! -f "$site/_swiftkeras/glibc-hwcaps/x86-64-v3/libTensorEngineC.so" ]; then
+    echo "the wheel lacks the x86-64-v3 engine (build it with scripts/build_wheel.sh)"; exit 1
+fi
 for lib in "$site"/_swiftkeras/libTensorEngineC.so "$site"/_swiftkeras/glibc-hwcaps/*/libTensorEngineC.so; do
     [ -f "$lib" ] || continue
     resolved=$(readlink -f "$(ldd "$lib" | awk '/libopenblas/ {print $3}')")

@@ -2,14 +2,42 @@
 
 The package is a thin shell around the C extension ``_swiftkeras._C``, which
 links ``libTensorEngineC.so`` (shipped next to it and found through an
-``$ORIGIN`` rpath; on x86-64, a second build for x86-64-v3 sits in
-``glibc-hwcaps/x86-64-v3/`` and the loader prefers it on CPUs with AVX2 and
-FMA: ``engine_library()`` says which one loaded).
+``$ORIGIN`` rpath; in a wheel built for distribution on x86-64, a second build
+for x86-64-v3 sits in ``glibc-hwcaps/x86-64-v3/`` and the loader prefers it on
+CPUs with AVX2 and FMA: ``engine_library()`` says which one loaded; a source
+install holds one engine, built for its CPU's level).
 
 It lives outside the ``keras*`` namespace on purpose: ``keras.config.set_backend``
 purges ``keras*`` modules from ``sys.modules``, and a C extension cannot be
 initialised twice in one process.
 """
+
+
+def _check_cpu_level():
+    # A source install builds one engine for the installing CPU's level
+    # (setup.py, KERAS_SWIFT_HWCAPS=host); copied to an older CPU it would die
+    # of an illegal instruction on the first vector kernel, so say why first.
+    try:
+        from ._build import LEVEL
+    except ImportError:  # a source checkout not built yet, or an older build
+        return
+    if LEVEL is None:
+        return
+    from ._cpu import cpu_flags
+    from ._cpu import missing_flags
+
+    flags = cpu_flags()
+    missing = [] if flags is None else missing_flags(LEVEL, flags)
+    if missing:
+        raise ImportError(
+            f"this keras-swift engine was compiled for {LEVEL} (the CPU it was "
+            f"installed on), and this CPU lacks {', '.join(missing)}. Reinstall "
+            "here, or build with KERAS_SWIFT_HWCAPS=x86-64-v3 (a baseline engine "
+            "plus an x86-64-v3 one the loader picks where the CPU has it)."
+        )
+
+
+_check_cpu_level()
 
 try:
     from ._C import *  # noqa: F401,F403

@@ -37,7 +37,13 @@ def _engine_variant(path):
     parts = os.path.normpath(path).split(os.sep)
     if len(parts) >= 3 and parts[-3] == "glibc-hwcaps":
         return parts[-2]
-    return "baseline"
+    # The copy beside the extension: the baseline, unless a source install
+    # built it for its CPU's level alone (setup.py, KERAS_SWIFT_HWCAPS=host).
+    try:
+        from _swiftkeras._build import LEVEL
+    except ImportError:
+        LEVEL = None
+    return LEVEL or "baseline"
 
 
 def _cpu_flags():

@@ -20,7 +20,12 @@ def test_show_config_names_the_loaded_build(capsys):
     engine = info["engine"]
     assert engine["library"] == C.engine_library()
     assert os.path.isfile(engine["library"])
-    expect = "x86-64-v3" if "glibc-hwcaps" in engine["library"] else "baseline"
+    if "glibc-hwcaps" in engine["library"]:
+        expect = "x86-64-v3"
+    else:
+        from _swiftkeras import _build
+
+        expect = getattr(_build, "LEVEL", None) or "baseline"
     assert engine["variant"] == expect
     assert engine["threads"] == C.get_num_threads()
     assert info["keras"] == keras.__version__

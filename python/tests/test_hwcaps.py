@@ -1,6 +1,7 @@
 """The x86-64-v3 engine build computes what the baseline build computes.
 
-On x86-64 the package ships two builds of the engine from the same sources:
+On x86-64 a wheel built for distribution (``KERAS_SWIFT_HWCAPS=x86-64-v3``,
+scripts/build_wheel.sh) ships two builds of the engine from the same sources:
 ``_swiftkeras/libTensorEngineC.so`` (baseline SSE2) and
 ``_swiftkeras/glibc-hwcaps/x86-64-v3/libTensorEngineC.so`` (AVX2, FMA), which
 glibc's loader prefers on a CPU that has them. Every other test runs on
@@ -10,6 +11,10 @@ an FMA unless the source asks. The float32 polynomial kernels (exp, tanh, sigmoi
 erf, gelu, power, and softmax and the RNN gates through them) ask where the CPU
 has FMA, so float32 results may differ in the last bits (a few ulp); float64,
 integer and boolean results agree bit for bit.
+
+A source install (``KERAS_SWIFT_HWCAPS=host``, the default) holds one build, for
+its CPU's level: the last tests check that choice and the import-time refusal
+of an engine compiled for a level the CPU lacks.
 """
 
 import os
@@ -117,8 +122,8 @@ def _run(tmp_path, tag, env_extra):
 
 def test_x86_64_v3_build_matches_baseline(tmp_path):
     if not os.path.isfile(V3):
-        pytest.skip("no glibc-hwcaps/x86-64-v3 engine installed (not x86-64, or built "
-                    "with KERAS_SWIFT_HWCAPS empty)")
+        pytest.skip("no glibc-hwcaps/x86-64-v3 engine installed (not x86-64, or not built "
+                    "with KERAS_SWIFT_HWCAPS=x86-64-v3: a source install builds one engine)")
     if os.path.realpath(C.engine_library()) != os.path.realpath(V3):
         pytest.skip(f"this CPU loads the baseline engine ({C.engine_library()})")
     # LD_LIBRARY_PATH is searched before the extension's $ORIGIN runpath, so a
@@ -149,3 +154,74 @@ def test_x86_64_v3_build_matches_baseline(tmp_path):
             bits = np.max(np.abs(a - b)) if a.dtype.kind in "fc" else None
             differ.append(f"{name} (max |diff| {bits})")
     assert not differ, "x86-64-v3 and baseline builds differ on: " + ", ".join(differ)
+
+
+def test_cpu_level_rules():
+    from _swiftkeras import _cpu
+
+    v3 = set(_cpu.LEVEL_FLAGS["x86-64-v3"])
+    assert _cpu.host_level(("x86-64-v3",), v3) == "x86-64-v3"
+    assert _cpu.host_level(("x86-64-v2", "x86-64-v3"), v3) == "x86-64-v3"
+    assert _cpu.host_level(("x86-64-v2", "x86-64-v3"), v3 - {"fma"}) == "x86-64-v2"
+    assert _cpu.host_level(("x86-64-v3",), v3 - {"avx2"}) is None
+    assert _cpu.host_level(("x86-64-v3",), None) is None  # no /proc/cpuinfo: baseline
+    assert _cpu.missing_flags("x86-64-v3", v3 - {"bmi2", "avx"}) == ["avx", "bmi2"]
+    # Each level includes the one below it, as the psABI defines them.
+    assert set(_cpu.LEVEL_FLAGS["x86-64-v2"]) < v3 < set(_cpu.LEVEL_FLAGS["x86-64-v4"])
+
+
+def test_cpu_flags_reads_the_flags_line(tmp_path):
+    from _swiftkeras import _cpu
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n\nprocessor\t: 1\n")
+    assert _cpu.cpu_flags(str(info)) == {"fpu", "sse2", "avx2", "fma"}
+    assert _cpu.cpu_flags(str(tmp_path / "absent")) is None
+
+
+def test_installed_engine_level_runs_here():
+    from _swiftkeras import _build
+    from _swiftkeras import _cpu
+
+    level = getattr(_build, "LEVEL", None)
+    if level is None:
+        pytest.skip("the engine beside the extension is the baseline build")
+    assert _cpu.missing_flags(level, _cpu.cpu_flags() or set()) == []
+    # One engine, loaded from beside the extension: no glibc-hwcaps copy shadows it.
+    assert os.path.realpath(C.engine_library()) == os.path.realpath(BASELINE)
+    assert not os.path.exists(os.path.join(PKG_DIR, "glibc-hwcaps", level, "libTensorEngineC.so"))
+
+
+# Loads _swiftkeras as if its engine had been built for x86-64-v3 on a CPU whose
+# /proc/cpuinfo shows none of that level's features.
+FOREIGN_CPU = textwrap.dedent(
+    """
+    import importlib.util, sys, types
+    spec = importlib.util.find_spec("_swiftkeras")
+    pkg = importlib.util.module_from_spec(spec)
+    sys.modules["_swiftkeras"] = pkg
+    build = types.ModuleType("_swiftkeras._build")
+    build.LEVEL = "x86-64-v3"
+    sys.modules["_swiftkeras._build"] = build
+    cpu_spec = importlib.util.spec_from_file_location(
+        "_swiftkeras._cpu", spec.submodule_search_locations[0] + "/_cpu.py")
+    cpu = importlib.util.module_from_spec(cpu_spec)
+    cpu_spec.loader.exec_module(cpu)
+    cpu.cpu_flags = lambda path="/proc/cpuinfo": {"fpu", "sse2"}
+    sys.modules["_swiftkeras._cpu"] = cpu
+    try:
+        spec.loader.exec_module(pkg)
+    except ImportError as e:
+        print(e)
+        sys.exit(3)
+    print("loaded")
+    """
+)
+
+
+def test_engine_for_a_level_the_cpu_lacks_is_refused():
+    proc = subprocess.run([sys.executable, "-c", FOREIGN_CPU], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 3, proc.stdout + proc.stderr[-3000:]
+    assert "compiled for x86-64-v3" in proc.stdout
+    assert "avx2" in proc.stdout and "KERAS_SWIFT_HWCAPS" in proc.stdout
