@@ -106,7 +106,9 @@ final class FitMatchesKerasTests: XCTestCase {
         }
         let losses = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: fixture("\(name).losses.json")))) as! [Double]
         XCTAssertEqual(history["loss"].count, losses.count, file: file, line: line)
-        for (a, b) in zip(history["loss"], losses) { XCTAssertEqual(a, b, accuracy: 1e-5, file: file, line: line) }
+        // Float32 sums in another order than Keras's (a one-row product runs as GEMV) drift
+        // ~1e-5 over two epochs; a wrong class weight moves the loss by ~6e-3.
+        for (a, b) in zip(history["loss"], losses) { XCTAssertEqual(a, b, accuracy: 5e-5, file: file, line: line) }
     }
 
     /// Conv2D, BatchNormalization (batch statistics, moving averages), pooling; Adam; class weights.

@@ -100,6 +100,26 @@ final class OpTests: XCTestCase {
         XCTAssertThrowsError(try matmul(try zeros([2, 3]), try zeros([4, 2])))
     }
 
+    /// Products with one row or one column run as GEMV (`BLASFloat.product`), forward and in
+    /// the VJPs' transposed products; values against loops, gradients against differences.
+    func testOneRowAndOneColumnProducts() throws {
+        for (m, k, n) in [(1, 5, 4), (3, 5, 1), (1, 5, 1), (1, 70, 300)] {
+            for dt in [DType.float32, .float64] {
+                let a = try cast(try f64([m, k], seed: 3, lo: -2, hi: 2), to: dt)
+                let b = try cast(try f64([k, n], seed: 4, lo: -2, hi: 2), to: dt)
+                let c = try matmul(a, b).doubles(), av = a.doubles(), bv = b.doubles()
+                for i in 0..<m { for j in 0..<n {
+                    var s = 0.0
+                    for p in 0..<k { s += av[i * k + p] * bv[p * n + j] }
+                    XCTAssertEqual(c[i * n + j], s, accuracy: 1e-4, "\(m)x\(k)x\(n) \(dt)")
+                } }
+            }
+            try checkGradient("matmul \(m)x\(k)x\(n)", [try f64([m, k], seed: 5), try f64([k, n], seed: 6)]) {
+                try matmul($0[0], $0[1])
+            }
+        }
+    }
+
     func testSlicingAndGather() throws {
         let x = try Tensor((0..<12).map { Float($0) }, shape: [3, 4])
         XCTAssertEqual(try stridedSlice(x, begin: [2, 3], end: [-1, 0], strides: [-2, -2]).array(Float.self), [11, 9, 3, 1])

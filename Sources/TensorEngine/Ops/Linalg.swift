@@ -54,8 +54,8 @@ func gemm(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false, 
                 // Small products (attention heads): one thread per run of batch entries.
                 parallelFor(offA.count, cost: m * n * k) { r in
                     for i in r {
-                        T.blasGEMM(transA: transA, transB: transB, m: m, n: n, k: k, a: pa + offA[i], lda: lda,
-                                   b: pb + offB[i], ldb: ldb, beta: 0, c: pc + i * m * n, ldc: n)
+                        T.product(transA: transA, transB: transB, m: m, n: n, k: k, a: pa + offA[i], lda: lda,
+                                  b: pb + offB[i], ldb: ldb, beta: 0, c: pc + i * m * n, ldc: n)
                         epilogue?.apply(pc + i * m * n, rows: m, width: n, ld: n)
                     }
                 }
@@ -163,9 +163,35 @@ protocol BLASFloat: FloatElem, BinaryFloatingPoint {
     static func blasGEMM(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                          a: UnsafePointer<Self>, lda: Int, b: UnsafePointer<Self>, ldb: Int,
                          beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int)
+    /// y = op(A) x + beta y, A (rows x cols) row-major; one OpenBLAS call.
+    static func blasGEMV(trans: Bool, rows: Int, cols: Int, a: UnsafePointer<Self>, lda: Int,
+                         x: UnsafePointer<Self>, incx: Int, beta: Self, y: UnsafeMutablePointer<Self>, incy: Int)
 }
 
 extension BLASFloat {
+    /// One product of `gemm`'s blocks: a matrix-vector product where C is one row or one
+    /// column. OpenBLAS 0.3.21's GEMM packs the whole matrix operand even then, which was
+    /// most of a one-sample Dense layer's time (reading and writing its weights once more).
+    static func product(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Self>, lda: Int,
+                        b: UnsafePointer<Self>, ldb: Int, beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int) {
+        guard k > 0, m == 1 || n == 1 else {
+            return blasGEMM(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                            beta: beta, c: c, ldc: ldc)
+        }
+        // GEMM's beta = 0 never reads C (it may hold anything); say so to GEMV by zeroing it.
+        let (len, incy) = m == 1 ? (n, 1) : (m, ldc)
+        if beta == 0 { for i in 0..<len { c[i * incy] = 0 } }
+        if m == 1 {
+            // C (1 x n) = a (1 x k) op(B): op(B)^T a; B is k x n (n x k when transposed).
+            blasGEMV(trans: !transB, rows: transB ? n : k, cols: transB ? k : n, a: b, lda: ldb,
+                     x: a, incx: transA ? lda : 1, beta: beta, y: c, incy: 1)
+        } else {
+            // C (m x 1) = op(A) b (k x 1); A is m x k (k x m when transposed).
+            blasGEMV(trans: transA, rows: transA ? k : m, cols: transA ? m : k, a: a, lda: lda,
+                     x: b, incx: transB ? 1 : ldb, beta: beta, y: c, incy: ldc)
+        }
+    }
+
     /// C = op(A) op(B) + beta C on the worker pool: C is cut into blocks of rows (of columns
     /// when it is wider than tall), twice as many as threads, that the threads claim one
     /// by one, so a thread the OS delays holds up one block, not half the product. Each
@@ -184,11 +210,11 @@ extension BLASFloat {
                 for block in range {
                     let lo = block * size, len = Swift.min(size, extent - lo)
                     if byRows {
-                        blasGEMM(transA: transA, transB: transB, m: len, n: n, k: k, a: transA ? a + lo : a + lo * lda,
+                        product(transA: transA, transB: transB, m: len, n: n, k: k, a: transA ? a + lo : a + lo * lda,
                                  lda: lda, b: b, ldb: ldb, beta: beta, c: c + lo * ldc, ldc: ldc)
                         epilogue?.apply(c + lo * ldc, rows: len, width: n, ld: ldc)
                     } else {
-                        blasGEMM(transA: transA, transB: transB, m: m, n: len, k: k, a: a, lda: lda,
+                        product(transA: transA, transB: transB, m: m, n: len, k: k, a: a, lda: lda,
                                  b: transB ? b + lo * ldb : b + lo, ldb: ldb, beta: beta, c: c + lo, ldc: ldc)
                         epilogue?.apply(c + lo, rows: m, width: len, ld: ldc, column: lo)
                     }
@@ -196,7 +222,7 @@ extension BLASFloat {
             }
             if ran { return }
         }
-        blasGEMM(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+        product(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
         epilogue?.apply(c, rows: m, width: n, ld: ldc)
     }
 }
@@ -207,6 +233,11 @@ extension Float: BLASFloat {
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
+    static func blasGEMV(trans: Bool, rows: Int, cols: Int, a: UnsafePointer<Float>, lda: Int,
+                         x: UnsafePointer<Float>, incx: Int, beta: Float, y: UnsafeMutablePointer<Float>, incy: Int) {
+        cblas_sgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, Int32(rows), Int32(cols), 1, a, Int32(lda),
+                    x, Int32(incx), beta, y, Int32(incy))
+    }
 }
 
 extension Double: BLASFloat {
@@ -214,6 +245,11 @@ extension Double: BLASFloat {
                          b: UnsafePointer<Double>, ldb: Int, beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int) {
         cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+    static func blasGEMV(trans: Bool, rows: Int, cols: Int, a: UnsafePointer<Double>, lda: Int,
+                         x: UnsafePointer<Double>, incx: Int, beta: Double, y: UnsafeMutablePointer<Double>, incy: Int) {
+        cblas_dgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, Int32(rows), Int32(cols), 1, a, Int32(lda),
+                    x, Int32(incx), beta, y, Int32(incy))
     }
 }
 
