@@ -239,6 +239,75 @@ def test_heaviside_of_nan_is_nan():
     np.testing.assert_array_equal(_np(ops.heaviside(x, np.float32(np.inf))), np.heaviside(x, np.float32(np.inf)))
 
 
+def _with_non_finite(shape, seed):
+    x = np.random.default_rng(seed).standard_normal(shape).astype("float32")
+    flat = x.reshape(-1)
+    for i, v in zip(np.random.default_rng(seed + 1).choice(flat.size, 6, replace=False),
+                    [np.nan, np.nan, np.inf, -np.inf, np.nan, -np.inf]):
+        flat[i] = v
+    return x
+
+
+def _np_max_pool(x, k, s, padding):
+    """Channels-last max pooling in numpy, whose max propagates NaN."""
+    spatial = x.ndim - 2
+    if padding == "same":
+        pads = []
+        for n in x.shape[1:-1]:
+            total = max((-(-n // s) - 1) * s + k - n, 0)
+            pads.append((total // 2, total - total // 2))
+        x = np.pad(x, [(0, 0)] + pads + [(0, 0)], constant_values=-np.inf)
+    axes = tuple(range(1, 1 + spatial))
+    w = np.lib.stride_tricks.sliding_window_view(x, (k,) * spatial, axis=axes)
+    return w[(slice(None),) + (slice(None, None, s),) * spatial].max(axis=tuple(range(-spatial, 0)))
+
+
+def _np_adaptive_max_pool(x, out):
+    """torch's bins [floor(i n / o), ceil((i + 1) n / o)) over each spatial axis."""
+    for axis in range(1, x.ndim - 1):
+        n = x.shape[axis]
+        parts = [np.take(x, range(i * n // out, -(-(i + 1) * n // out)), axis=axis).max(axis=axis, keepdims=True)
+                 for i in range(out)]
+        x = np.concatenate(parts, axis=axis)
+    return x
+
+
+# Every max/min-family kernel against numpy, on inputs holding NaN and infinities: a NaN in a
+# window, segment or row makes that result NaN. Generic float code once picked
+# FloatingPoint.maximum (which drops a NaN) over the engine's NaN-propagating one.
+NAN_CASES = {
+    **{f"max_pool{d}d_{p}": (lambda d=d, p=p: _with_non_finite((2,) + (7,) * d + (3,), d),
+                             lambda x, p=p: ops.max_pool(x, 3, 2, padding=p),
+                             lambda x, p=p: _np_max_pool(x, 3, 2, p))
+       for d in (1, 2, 3) for p in ("valid", "same")},
+    "adaptive_max_pool": (lambda: _with_non_finite((2, 9, 9, 3), 7), lambda x: ops.adaptive_max_pool(x, 4),
+                          lambda x: _np_adaptive_max_pool(x, 4)),
+    "max": (lambda: _with_non_finite((5, 40), 8), lambda x: ops.max(x, axis=1), lambda x: x.max(axis=1)),
+    "min": (lambda: _with_non_finite((40, 5), 9), lambda x: ops.min(x, axis=0), lambda x: x.min(axis=0)),
+    "maximum": (lambda: _with_non_finite((1000,), 10), lambda x: ops.maximum(x, 0.5), lambda x: np.maximum(x, 0.5)),
+    "minimum": (lambda: _with_non_finite((1000,), 11), lambda x: ops.minimum(x[::-1].copy(), x),
+                lambda x: np.minimum(x[::-1], x)),
+    "segment_max": (lambda: _with_non_finite((30,), 12), lambda x: ops.segment_max(x, np.arange(30) // 3, num_segments=10),
+                    lambda x: x.reshape(10, 3).max(axis=1)),
+    "segment_min": (lambda: _with_non_finite((30,), 13), lambda x: ops.segment_min(x, np.arange(30) // 3, num_segments=10),
+                    lambda x: x.reshape(10, 3).min(axis=1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NAN_CASES))
+def test_max_family_propagates_nan_as_numpy(name):
+    make, ours, reference = NAN_CASES[name]
+    x = make()
+    np.testing.assert_array_equal(_np(ours(x)), reference(x))
+
+
+def test_sparsemax_of_a_row_with_nan_or_inf_is_nan():
+    x = np.array([[np.nan, 1, 2], [np.inf, 1, 2], [-np.inf, 1, 2], [1, 2, 3.5]], "float32")
+    y = _np(ops.sparsemax(x))
+    assert np.isnan(y[:2]).all()
+    np.testing.assert_allclose(y[2:], [[0, 0, 1], [0, 0, 1]])
+
+
 def test_searchsorted_and_digitize_sort_nan_last():
     seq = np.array([1.0, 2.0, np.nan], "float32")
     v = np.array([np.nan, 1.5, 3.0, 1.0, 2.0], "float32")
@@ -347,3 +416,48 @@ def test_unknown_device_is_refused(name):
 def test_cpu_device_works(name):
     with keras.device(name):
         assert float(_np(ops.sum(ops.ones(3)))) == 3.0
+
+
+# ---------------------------------------------------------------------------
+# Non-finite and extreme values through LAPACK: some routines report a NaN or an infinity as
+# an "illegal argument" (geev's balancing, gesdd), which must never surface as an internal
+# error. Every LAPACK-backed op, both dtypes, one entry or all entries extreme.
+# ---------------------------------------------------------------------------
+
+LAPACK_OPS = {  # name: (extra input, attributes)
+    "inv": (None, {}), "det": (None, {}), "slogdet": (None, {}), "lu_factor": (None, {}),
+    "cholesky": (None, {}), "qr": (None, {}), "eig": (None, {}), "eigh": (None, {}),
+    "svd": (None, {}), "solve": ("rhs", {}), "solve_triangular": ("rhs", {"lower": True}),
+    "lstsq": ("rhs", {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAPACK_OPS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_lapack_ops_of_extreme_values_never_raise_internal_errors(name, dtype):
+    extra, attrs = LAPACK_OPS[name]
+    big = np.finfo(dtype).max
+    specials = [np.nan, np.inf, -np.inf, big, -big, np.finfo(dtype).tiny]
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 5):
+        base = rng.standard_normal((n, n)).astype(dtype)
+        for value in specials:
+            for where in ("one", "all"):
+                a = base.copy()
+                if where == "one":
+                    a[n // 2, (n + 1) // 2 % n] = value
+                else:
+                    a[...] = value
+                inputs = [_C.from_buffer(np.ascontiguousarray(a), dtype)]
+                if extra:
+                    inputs.append(_C.from_buffer(np.ones((n, 2), dtype), dtype))
+                try:
+                    outs = _C.op(name, *inputs, **attrs)
+                except ValueError:
+                    continue  # singular, not positive definite: a user error, named
+                outs = outs if isinstance(outs, tuple) else (outs,)
+                seen = np.tril(a) if name == "eigh" else a  # eigh reads the lower triangle
+                if name in ("eig", "eigh", "svd") and not np.isfinite(seen).all():
+                    # The decompositions of a matrix with a NaN or an infinity are NaN, as jax's.
+                    for o in outs:
+                        assert np.isnan(np.asarray(memoryview(o))).all(), (name, n, value, where)

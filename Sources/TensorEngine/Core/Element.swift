@@ -90,9 +90,11 @@ public protocol NumElem: TensorElement, Comparable {
     static func neg(_ a: Self) -> Self
     static func abs(_ a: Self) -> Self
     static func sign(_ a: Self) -> Self
-    /// NaN-propagating max/min (numpy's maximum/minimum).
-    static func maximum(_ a: Self, _ b: Self) -> Self
-    static func minimum(_ a: Self, _ b: Self) -> Self
+    /// NaN-propagating max/min (numpy's maximum/minimum). Not named `maximum`: in code generic
+    /// over floats, that name also finds `FloatingPoint.maximum`, which drops a NaN, and the
+    /// compiler picked that one silently (max pooling ignored NaN).
+    static func maxOrNaN(_ a: Self, _ b: Self) -> Self
+    static func minOrNaN(_ a: Self, _ b: Self) -> Self
     var isNaNValue: Bool { get }
     /// Sum of n contiguous values (floats: blocked and lane-parallel, so it vectorises and
     /// keeps float32 accuracy on long rows; ints: wrapping).
@@ -135,8 +137,8 @@ extension NumElem where Self: FixedWidthInteger {
     @inline(__always) public static func neg(_ a: Self) -> Self { 0 &- a }
     @inline(__always) public static func abs(_ a: Self) -> Self { a < 0 ? 0 &- a : a }
     @inline(__always) public static func sign(_ a: Self) -> Self { a > 0 ? 1 : (a < 0 ? 0 &- 1 : 0) }
-    @inline(__always) public static func maximum(_ a: Self, _ b: Self) -> Self { a > b ? a : b }
-    @inline(__always) public static func minimum(_ a: Self, _ b: Self) -> Self { a < b ? a : b }
+    @inline(__always) public static func maxOrNaN(_ a: Self, _ b: Self) -> Self { a > b ? a : b }
+    @inline(__always) public static func minOrNaN(_ a: Self, _ b: Self) -> Self { a < b ? a : b }
     @inline(__always) public var isNaNValue: Bool { false }
     @inline(__always) public static func sumRow(_ p: UnsafePointer<Self>, _ n: Int) -> Self {
         var acc: Self = 0
@@ -208,8 +210,8 @@ extension NumElem where Self: FloatElem {
     @inline(__always) public static func neg(_ a: Self) -> Self { -a }
     @inline(__always) public static func abs(_ a: Self) -> Self { Swift.abs(a) }
     @inline(__always) public static func sign(_ a: Self) -> Self { a > 0 ? 1 : (a < 0 ? -1 : a) }
-    @inline(__always) public static func maximum(_ a: Self, _ b: Self) -> Self { (a > b || a.isNaN) ? a : b }
-    @inline(__always) public static func minimum(_ a: Self, _ b: Self) -> Self { (a < b || a.isNaN) ? a : b }
+    @inline(__always) public static func maxOrNaN(_ a: Self, _ b: Self) -> Self { (a > b || a.isNaN) ? a : b }
+    @inline(__always) public static func minOrNaN(_ a: Self, _ b: Self) -> Self { (a < b || a.isNaN) ? a : b }
     @inline(__always) public var isNaNValue: Bool { isNaN }
     @inline(__always) public static func sumRow(_ p: UnsafePointer<Self>, _ n: Int) -> Self {
         // 16 independent lanes per block of 1024, blocks combined in Double.

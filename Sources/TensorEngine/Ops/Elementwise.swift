@@ -210,8 +210,8 @@ struct Sub<T: NumElem>: BinaryKernel, Streaming { @inline(__always) func callAsF
 struct Mul<T: NumElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.mul(a, b) } }
 struct Div<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.div(a, b) } }
 struct Pow<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.pow(a, b) } }
-struct Max<T: NumElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.maximum(a, b) } }
-struct Min<T: NumElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.minimum(a, b) } }
+struct Max<T: NumElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.maxOrNaN(a, b) } }
+struct Min<T: NumElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.minOrNaN(a, b) } }
 struct FloorDiv<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.floorDiv(a, b) } }
 struct Mod<T: NumElem>: BinaryKernel { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> T { T.mod(a, b) } }
 struct Eq<T: NumElem>: BinaryKernel, Streaming { @inline(__always) func callAsFunction(_ a: T, _ b: T) -> Bool { a == b } }

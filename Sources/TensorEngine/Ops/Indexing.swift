@@ -172,8 +172,8 @@ public func scatterND(_ base0: Tensor, _ indices: Tensor, _ updates0: Tensor, re
                     switch reduction {
                     case .add: po[d] = T.add(po[d], v)
                     case .update: po[d] = v
-                    case .max: po[d] = T.maximum(po[d], v)
-                    case .min: po[d] = T.minimum(po[d], v)
+                    case .max: po[d] = T.maxOrNaN(po[d], v)
+                    case .min: po[d] = T.minOrNaN(po[d], v)
                     case .mul: po[d] = T.mul(po[d], v)
                     }
                 }

@@ -492,9 +492,9 @@ public func eig(_ x0: Tensor) throws -> (values: Tensor, vectors: Tensor) {
                 transposeCopy(x.pointer(T.self) + b * n * n, n, n, a)
                 let ow = pw.bindMemory(to: (T, T).self, capacity: batch * n) + b * n
                 let ov = pv.bindMemory(to: (T, T).self, capacity: batch * n * n) + b * n * n
-                // geev rejects NaN input as an illegal argument (and prints to stderr);
-                // the eigenpairs of such a matrix are NaN, as jax returns them.
-                if (0..<(n * n)).contains(where: { a[$0].isNaN }) {
+                // geev rejects a NaN, and its balancing an infinity, as an illegal argument
+                // (and prints to stderr); the eigenpairs of such a matrix are NaN, as jax's.
+                if !allFinite(UnsafePointer(a), n * n) {
                     ow.update(repeating: (.nan, .nan), count: n)
                     ov.update(repeating: (.nan, .nan), count: n * n)
                     continue
@@ -539,7 +539,15 @@ public func eigh(_ x0: Tensor) throws -> (values: Tensor, vectors: Tensor) {
             let a = UnsafeMutablePointer<T>.allocate(capacity: Swift.max(n * n, 1))
             defer { a.deallocate() }
             for b in 0..<batch where n > 0 {
-                transposeCopy(x.pointer(T.self) + b * n * n, n, n, a)
+                let src = x.pointer(T.self) + b * n * n
+                // syevd reads the lower triangle; with a NaN or an infinity there, it fails to
+                // converge or returns some finite vectors. The eigenpairs are NaN, as jax's.
+                guard (0..<n).allSatisfy({ i in allFinite(src + i * n, i + 1) }) else {
+                    (w.pointer(T.self) + b * n).update(repeating: .nan, count: n)
+                    (v.pointer(T.self) + b * n * n).update(repeating: .nan, count: n * n)
+                    continue
+                }
+                transposeCopy(src, n, n, a)
                 let info = T.syevd(Int32(n), a, w.pointer(T.self) + b * n)
                 if info != 0 { throw lapackFailure("eigh", info) }
                 transposeCopy(UnsafePointer(a), n, n, v.pointer(T.self) + b * n * n)

@@ -188,7 +188,7 @@ private func windowPool(_ kind: PoolKind, _ x: Tensor, into out: Tensor, inSize:
                     for ch in 0..<c { d[ch] = isMax ? -T.infinity : 0 }
                     for iz in lo[0][oz]..<hi[0][oz] { for iy in lo[1][oy]..<hi[1][oy] { for ix in lo[2][ox]..<hi[2][ox] {
                         let s = px + (((img * inSize[0] + iz) * inSize[1] + iy) * inSize[2] + ix) * c
-                        if isMax { for ch in 0..<c { d[ch] = T.maximum(d[ch], s[ch]) } } else { for ch in 0..<c { d[ch] += s[ch] } }
+                        if isMax { for ch in 0..<c { d[ch] = T.maxOrNaN(d[ch], s[ch]) } } else { for ch in 0..<c { d[ch] += s[ch] } }
                     } } }
                     if !isMax {
                         let count = (hi[0][oz] - lo[0][oz]) * (hi[1][oy] - lo[1][oy]) * (hi[2][ox] - lo[2][ox])
@@ -435,6 +435,12 @@ public func sparsemax(_ x0: Tensor, axis: Int = -1) throws -> Tensor {
                         for row in range {
                             let s = px + row * r, d = po + row * r
                             for i in 0..<r { z[i] = s[i] }
+                            // A NaN or +inf leaves no projection (and `>` no order to sort by):
+                            // the row is NaN, as softmax's is.
+                            guard !z.contains(where: { $0.isNaN || $0 == .infinity }) else {
+                                d.update(repeating: .nan, count: r)
+                                continue
+                            }
                             z.sort(by: >)
                             // Support size k: the largest j with 1 + j*z_j > sum of the top j.
                             var cum: T = 0, kept: T = 0, k = 0
@@ -443,7 +449,7 @@ public func sparsemax(_ x0: Tensor, axis: Int = -1) throws -> Tensor {
                                 if 1 + T(j + 1) * z[j] > cum { k = j + 1; kept = cum }
                             }
                             let tau = (kept - 1) / T(Swift.max(k, 1))
-                            for i in 0..<r { d[i] = T.maximum(s[i] - tau, 0) }
+                            for i in 0..<r { d[i] = T.maxOrNaN(s[i] - tau, 0) }
                         }
                     }
                 }

@@ -75,8 +75,8 @@ public func reduce(_ op: ReduceOp, _ x0: Tensor, axes axes0: [Int]? = nil, keepd
             @inline(__always) func combine(_ a: T, _ b: T) -> T {
                 switch op {
                 case .prod: return T.mul(a, b)
-                case .max: return T.maximum(a, b)
-                case .min: return T.minimum(a, b)
+                case .max: return T.maxOrNaN(a, b)
+                case .min: return T.minOrNaN(a, b)
                 default: return T.add(a, b)
                 }
             }
