@@ -1,8 +1,9 @@
 """Models trained and saved by Keras on the swift backend run with no Python: through the
 `keras-swift` command line (Sources/KerasSwiftCLI) and from C through the model ABI
 (Examples/c/predict_model.c against libSwiftKerasC, te_model.h), predicting what Keras
-predicts within 1e-5. scripts/test.sh builds both into .build-test/debug; set
-KERAS_SWIFT_BIN_DIR to use another build."""
+predicts within 1e-5. Built into .build-test/debug by `swift build`; set KERAS_SWIFT_BIN_DIR to
+use another build (scripts/test.sh uses its AddressSanitizer build, and sets
+KERAS_SWIFT_BIN_SANITIZE=address so that the C program links the same ASan runtime)."""
 
 import os
 import shutil
@@ -21,6 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 HEADER_DIR = REPO / "Sources" / "TensorEngineC" / "include"
 SWIFT_BIN_DIR = Path(os.environ.get("KERAS_SWIFT_BIN_DIR", REPO / ".build-test" / "debug"))
 CLI = SWIFT_BIN_DIR / "keras-swift"
+# An ASan build's library needs its executable built with Swift's clang and -fsanitize=address.
+SANITIZE = os.environ.get("KERAS_SWIFT_BIN_SANITIZE")
 
 
 def _mlp():
@@ -143,12 +146,13 @@ def test_keras_swift_summary_and_errors(trained, tmp_path):
 
 @pytest.fixture(scope="module")
 def predict_model_exe(tmp_path_factory):
-    cc = shutil.which("cc") or shutil.which("gcc")
+    cc = shutil.which("clang") if SANITIZE else shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler")
     _require(SWIFT_BIN_DIR / "libSwiftKerasC.so", "the SwiftKerasC library")
     exe = tmp_path_factory.mktemp("c") / "predict_model"
-    subprocess.run([cc, "-O1", "-Wall", "-Werror", str(REPO / "Examples" / "c" / "predict_model.c"), f"-I{HEADER_DIR}",
+    sanitize = [f"-fsanitize={SANITIZE}"] if SANITIZE else []
+    subprocess.run([cc, "-O1", "-Wall", "-Werror", *sanitize, str(REPO / "Examples" / "c" / "predict_model.c"), f"-I{HEADER_DIR}",
                     f"-L{SWIFT_BIN_DIR}", "-lSwiftKerasC", "-lpthread", f"-Wl,-rpath,{SWIFT_BIN_DIR}", "-o", str(exe)],
                    check=True)
     return exe
