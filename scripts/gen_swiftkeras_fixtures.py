@@ -225,7 +225,7 @@ def main():
             np.save(OUT / f"{name}.in{i}.npy", x)
         for i, y in enumerate(ys):
             np.save(OUT / f"{name}.out{i}.npy", np.asarray(y))
-    for name in ("mlp", "convnet", "rnn", "two_in_two_out", "attention"):
+    for name in ("mlp", "convnet", "rnn", "two_in_two_out", "attention", "misc", "more", "einsum"):
         write_gradients(name)
     mlp_model = keras.models.load_model(OUT / "mlp.keras")
     mlp_model.save_weights(OUT / "mlp.weights.h5")

@@ -77,6 +77,11 @@ final class KerasFileTests: XCTestCase {
     func testGradientsRecurrent() throws { try checkGradients("rnn") }
     func testGradientsTwoInputsTwoOutputs() throws { try checkGradients("two_in_two_out") }
     func testGradientsMultiHeadAttention() throws { try checkGradients("attention") }
+    /// Every other layer class of the fixtures: the merges, 3-D and depthwise/separable/transposed
+    /// convolutions, cropping, upsampling, GroupNorm, PReLU, Normalization, EinsumDense.
+    func testGradientsRemainingLayers() throws { try checkGradients("misc") }
+    func testGradientsDepthwiseSeparableTransposedConvolutionsAndFriends() throws { try checkGradients("more") }
+    func testGradientsEinsumDense() throws { try checkGradients("einsum") }
 
     /// One loaded model serves several threads at once (the C ABI promises it), and models
     /// load on several threads at once (HDF5 calls are serialised).
