@@ -43,6 +43,9 @@ final class KerasFileTests: XCTestCase {
     func testRemainingLayers() throws { try checkFixture("misc") }
     func testDepthwiseSeparableTransposedConvolutionsAndFriends() throws { try checkFixture("more") }
     func testEinsumDense() throws { try checkFixture("einsum") }
+    /// 3-D transposed convolution, cropping, upsampling and max pooling; the layers that are the
+    /// identity at inference (spatial, Gaussian and alpha dropout, ActivityRegularization, Identity).
+    func testRestOfTheLayerClasses() throws { try checkFixture("rest") }
 
     /// Gradients through the rebuilt layers (the engine's VJPs) against JAX's through Keras's:
     /// d sum_k sum(output_k * R_k) / d (every trainable weight, every float input).
@@ -82,6 +85,7 @@ final class KerasFileTests: XCTestCase {
     func testGradientsRemainingLayers() throws { try checkGradients("misc") }
     func testGradientsDepthwiseSeparableTransposedConvolutionsAndFriends() throws { try checkGradients("more") }
     func testGradientsEinsumDense() throws { try checkGradients("einsum") }
+    func testGradientsRestOfTheLayerClasses() throws { try checkGradients("rest") }
 
     /// One loaded model serves several threads at once (the C ABI promises it), and models
     /// load on several threads at once (HDF5 calls are serialised).
