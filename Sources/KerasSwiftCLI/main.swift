@@ -25,11 +25,28 @@ struct Predict: ParsableCommand {
     @Argument(help: "One .npy file per model input, in order.") var inputs: [String]
     @Option(name: .shortAndLong, help: "Where to write the prediction (.npy, or .npz for several outputs).")
     var output: String
+    @Option(name: .customLong("time"), help: ArgumentHelp(
+        "Also run the prediction N more times and print the wall time per call (median, 10th and 90th percentile) to stderr.",
+        valueName: "N"))
+    var timedCalls = 0
 
     func run() throws {
         do {
             let m = try Model.load(model)
-            let ys = try m.predict(try inputs.map { try NumPy.load($0) })
+            let xs = try inputs.map { try NumPy.load($0) }
+            let ys = try m.predict(xs)
+            if timedCalls > 0 {
+                var seconds: [Double] = []
+                for _ in 0..<timedCalls {
+                    let start = DispatchTime.now().uptimeNanoseconds
+                    _ = try m.predict(xs)
+                    seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                }
+                seconds.sort()
+                let us = { (q: Double) in String(format: "%.1f", seconds[Int(q * Double(seconds.count - 1))] * 1e6) }
+                FileHandle.standardError.write(Data(
+                    "predict: \(timedCalls) calls, median \(us(0.5)) us, p10 \(us(0.1)) us, p90 \(us(0.9)) us\n".utf8))
+            }
             if output.hasSuffix(".npz") {
                 // Arrays are named after the output layers; a layer with several outputs numbers them.
                 let names = m.outputNames
