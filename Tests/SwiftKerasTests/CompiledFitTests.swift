@@ -3,6 +3,16 @@ import XCTest
 @testable import SwiftKeras
 import TensorEngine
 
+/// A layer defined outside SwiftKeras that reads a value on the host mid-step: a replay would
+/// reuse the first batch's scale, so the step must not be compiled.
+final class HostMeanScale: KerasLayer {
+    override func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
+        let x = try one(inputs)
+        let m = try mean(x).double(at: 0)
+        return [try Ops.multiply(x, try Ops.scalar(1 / (1 + abs(m)), x.dtype))]
+    }
+}
+
 /// `fit` with compiled steps (the default) against `fit` with `jitCompile: false`: the same
 /// model, data and batches must give the same losses and weights (moving statistics and
 /// optimizer state included), and the compiled run must have replayed its programs.
@@ -108,5 +118,11 @@ final class CompiledFitTests: XCTestCase {
                              optimizer: { Adam(learningRate: 0.01) }, expectCompiled: false)
         XCTAssertTrue(m2.jitFallbackReason?.contains("outside the engine's op registry") ?? false, m2.jitFallbackReason ?? "")
         XCTAssertEqual(m2.compiledTrainStep?.traces, 1)
+        // A layer of another module is not traced at all.
+        LayerRegistry.register("HostMeanScale", HostMeanScale.self)
+        let m3 = try compare([.dense(8, activation: "relu"), LayerSpec("HostMeanScale"), .dense(3, activation: "softmax")],
+                             optimizer: { Adam(learningRate: 0.01) }, expectCompiled: false)
+        XCTAssertTrue(m3.jitFallbackReason?.contains("defined outside SwiftKeras") ?? false, m3.jitFallbackReason ?? "")
+        XCTAssertEqual(m3.compiledTrainStep?.traces, 0)
     }
 }

@@ -180,7 +180,7 @@ final class CompiledTrainStep {
     static func layerBlocker(_ model: Model) -> String? {
         for layer in model.allLayers where !layer.compilesInTrainStep {
             return "layer '\(layer.name)' is a \(String(reflecting: type(of: layer))), defined outside SwiftKeras "
-                + "(its call may read values on the host); override compilesInTrainStep to compile it"
+                + "(its call may read values on the host; it may say otherwise with compilesInTrainStep)"
         }
         return nil
     }
