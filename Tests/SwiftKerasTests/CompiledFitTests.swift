@@ -83,8 +83,8 @@ final class CompiledFitTests: XCTestCase {
     }
 
     func testMLPWithAdam() throws {
-        try compare([.dense(16, activation: "relu"), .dense(16, activation: "tanh"), .dense(3, activation: "softmax")],
-                    optimizer: { Adam(learningRate: 0.01) })
+        try compare([.dense(16, activation: "relu"), .layerNormalization(), .dense(16, activation: "tanh"),
+                     .dense(3, activation: "softmax")], optimizer: { Adam(learningRate: 0.01) })
     }
 
     /// Dropout's draws (a new seed each call: a step input) and BatchNormalization's moving statistics.
@@ -113,11 +113,14 @@ final class CompiledFitTests: XCTestCase {
         let m1 = try compare([.dense(8, activation: "relu"), .dense(3, activation: "softmax")],
                              optimizer: { Adam(learningRate: 0.01, clipnorm: 0.5) }, expectCompiled: false)
         XCTAssertTrue(m1.jitFallbackReason?.contains("clipnorm") ?? false, m1.jitFallbackReason ?? "")
-        // LayerNormalization computes with the engine's typed functions, unrecorded.
-        let m2 = try compare([.dense(8, activation: "relu"), .layerNormalization(), .dense(3, activation: "softmax")],
-                             optimizer: { Adam(learningRate: 0.01) }, expectCompiled: false)
+        // GaussianNoise draws with the engine's typed functions, unrecorded.
+        let m2 = try compare([.dense(8, activation: "relu"), LayerSpec("GaussianNoise", ["stddev": 0.1, "seed": 1]),
+                              .dense(3, activation: "softmax")], optimizer: { Adam(learningRate: 0.01) }, expectCompiled: false)
         XCTAssertTrue(m2.jitFallbackReason?.contains("outside the engine's op registry") ?? false, m2.jitFallbackReason ?? "")
         XCTAssertEqual(m2.compiledTrainStep?.traces, 1)
+        // At inference GaussianNoise passes its input through: evaluate and predict compile.
+        XCTAssertNil(m2.compiledInference?.eagerReason)
+        XCTAssertGreaterThan(m2.compiledInference?.replays ?? 0, 0)
         // A layer of another module is not traced at all.
         LayerRegistry.register("HostMeanScale", HostMeanScale.self)
         let m3 = try compare([.dense(8, activation: "relu"), LayerSpec("HostMeanScale"), .dense(3, activation: "softmax")],

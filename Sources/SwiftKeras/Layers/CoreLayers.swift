@@ -252,18 +252,18 @@ public final class LayerNormalization: KerasLayer {
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
         let x = try one(inputs)
-        let eps = try scalar(epsilon, x.dtype)
+        let eps = try Ops.scalar(epsilon, x.dtype)
         var y: Tensor
         if rms {
             // Keras's (deprecated) rms_scaling divides the uncentred input by the standard deviation.
-            let v = try moments(x, axes: rawAxes, keepdims: true).variance
-            y = try multiply(x, try unary(.rsqrt, try add(v, eps)))
+            let v = try Ops.moments(x, axes: rawAxes, keepdims: true).variance
+            y = try Ops.multiply(x, try Ops.unary("rsqrt", try Ops.add(v, eps)))
         } else {
-            let (m, v) = try moments(x, axes: rawAxes, keepdims: true)
-            y = try multiply(try subtract(x, m), try unary(.rsqrt, try add(v, eps)))
+            let (m, v) = try Ops.moments(x, axes: rawAxes, keepdims: true)
+            y = try Ops.multiply(try Ops.subtract(x, m), try Ops.unary("rsqrt", try Ops.add(v, eps)))
         }
-        if let g = gamma { y = try multiply(y, try alongAxes(g.value, rawAxes, x)) }
-        if let b = beta { y = try add(y, try alongAxes(b.value, rawAxes, x)) }
+        if let g = gamma { y = try Ops.multiply(y, try alongAxes(g.value, rawAxes, x)) }
+        if let b = beta { y = try Ops.add(y, try alongAxes(b.value, rawAxes, x)) }
         return [y]
     }
 }
