@@ -9,6 +9,10 @@ untrained model and run ``1 + --epochs`` epochs; the first is excluded from the 
   untrained model and the data as .npy; its ``--history`` JSON gives each epoch's wall time.
 - Python: ``bench/mlp_fit.py --backends swift`` (Keras on the swift backend), same settings.
 
+With ``--with-eager`` a third side runs ``keras-swift fit --no-jit-compile`` (SwiftKeras's
+eager steps), for the compiled step's before/after in one run; ``--baseline-cli`` adds
+another build's command line (an older commit's) as one more side.
+
 Build the command line in release first (``swift build -c release --product keras-swift``) and
 point ``--cli`` at it. Rounds alternate the two sides; the report gives the median samples/s:
 
@@ -52,9 +56,11 @@ def write_inputs(folder, samples, seed):
     model.save(folder / "mlp.keras")
 
 
-def swiftkeras_round(cli, folder, args):
+def swiftkeras_round(cli, folder, args, eager=False):
+    # The baseline's history file must not be one a previous side left.
+    (folder / "history.json").unlink(missing_ok=True)
     history = folder / "history.json"
-    cmd = [str(cli), "fit", str(folder / "mlp.keras"), "--x", str(folder / "x.npy"), "--y", str(folder / "y.npy"),
+    cmd = [str(cli), "fit", *(["--no-jit-compile"] if eager else []), str(folder / "mlp.keras"), "--x", str(folder / "x.npy"), "--y", str(folder / "y.npy"),
            "--loss", "sparse_categorical_crossentropy", "--optimizer", "adam", "--lr", "0.001",
            "--batch-size", str(args.batch_size), "--epochs", str(1 + args.epochs), "-o", str(folder / "trained.keras"),
            "--history", str(history)]
@@ -84,24 +90,42 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--json", type=Path, help="write the raw results here")
+    parser.add_argument("--with-eager", action="store_true", help="also run SwiftKeras with eager steps (--no-jit-compile)")
+    parser.add_argument("--baseline-cli", type=Path, help="also run this keras-swift build (another commit's)")
     args = parser.parse_args(argv)
     if not args.cli.exists():
         parser.error(f"{args.cli} does not exist: swift build -c release --product keras-swift, or pass --cli")
-    results = {"swiftkeras": [], "python": []}
+    sides = ["python", "swiftkeras"] + (["swiftkeras_eager"] if args.with_eager else []) \
+        + (["swiftkeras_baseline"] if args.baseline_cli else [])
+    results = {side: [] for side in sides}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_inputs(folder, args.samples, args.seed)
         for r in range(args.rounds):
-            for side in (("python", "swiftkeras") if r % 2 == 0 else ("swiftkeras", "python")):
-                res = swiftkeras_round(args.cli, folder, args) if side == "swiftkeras" else python_round(folder, args)
+            for side in (sides if r % 2 == 0 else sides[::-1]):
+                if side == "python":
+                    res = python_round(folder, args)
+                elif side == "swiftkeras_baseline":
+                    res = swiftkeras_round(args.baseline_cli, folder, args)
+                else:
+                    res = swiftkeras_round(args.cli, folder, args, eager=side == "swiftkeras_eager")
                 results[side].append(res)
                 print(f"round {r + 1} {side}: {res['samples_per_s']:.0f} samples/s, epochs {res['epoch_s']} s",
                       file=sys.stderr, flush=True)
     med = {side: statistics.median(r["samples_per_s"] for r in rs) for side, rs in results.items()}
     print(f"MLP fit, {args.samples} samples, batch {args.batch_size}, {args.epochs} timed epochs, {args.rounds} rounds")
-    for side, label in (("swiftkeras", "SwiftKeras fit (keras-swift fit)"), ("python", "Keras fit, swift backend")):
-        print(f"  {label:<36}{med[side]:>9.0f} samples/s")
+    labels = (("swiftkeras", "SwiftKeras fit (keras-swift fit)"), ("swiftkeras_eager", "SwiftKeras fit, eager steps"),
+              ("swiftkeras_baseline", "SwiftKeras fit, --baseline-cli"), ("python", "Keras fit, swift backend"))
+    for side, label in labels:
+        if side in med:
+            print(f"  {label:<36}{med[side]:>9.0f} samples/s")
     print(f"  SwiftKeras / Python: {med['swiftkeras'] / med['python']:.2f}x")
+    if "swiftkeras_eager" in med:
+        print(f"  SwiftKeras eager / Python: {med['swiftkeras_eager'] / med['python']:.2f}x; "
+              f"compiled / eager: {med['swiftkeras'] / med['swiftkeras_eager']:.2f}x")
+    if "swiftkeras_baseline" in med:
+        print(f"  SwiftKeras baseline / Python: {med['swiftkeras_baseline'] / med['python']:.2f}x; "
+              f"compiled / baseline: {med['swiftkeras'] / med['swiftkeras_baseline']:.2f}x")
     if args.json:
         args.json.write_text(json.dumps({"results": results, "median_samples_per_s": med, "settings": vars(args)},
                                         indent=2, default=str) + "\n")

@@ -97,6 +97,8 @@ struct Fit: ParsableCommand {
     @Flag(name: .customLong("init"), help: "Start from fresh weights (Keras's initializers) instead of the saved ones.")
     var initialize = false
     @Option var seed = 0
+    @Flag(name: .customLong("no-jit-compile"), help: "Run each train step eagerly instead of as a compiled program.")
+    var noJitCompile = false
     @Option(name: .shortAndLong, help: "Where to write the trained .keras model.") var output: String
     @Option(name: .customLong("history"), help: "Write each epoch's logs and wall seconds (epoch_s) here as JSON.")
     var historyPath: String?
@@ -122,7 +124,7 @@ struct Fit: ParsableCommand {
             let m = try Model.load(model)
             if initialize { try m.initializeWeights(seed: seed) }
             try m.compile(optimizer: try makeOptimizer(), loss: try Loss(loss),
-                          metrics: metrics.split(separator: ",").map { String($0) })
+                          metrics: metrics.split(separator: ",").map { String($0) }, jitCompile: !noJitCompile)
             var started = Date(), seconds: [Double] = []
             let timer = LambdaCallback(onEpochBegin: { _, _ in started = Date() },
                                        onEpochEnd: { _, _, _ in seconds.append(Date().timeIntervalSince(started)) })

@@ -79,28 +79,28 @@ public enum Activation: Equatable {
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         switch self {
         case .linear: return x
-        case .relu: return try TensorEngine.relu(x)
-        case .sigmoid: return try TensorEngine.sigmoid(x)
-        case .tanh: return try TensorEngine.tanh(x)
-        case .softmax: return try TensorEngine.softmax(x, axis: -1)
-        case .logSoftmax: return try TensorEngine.softmax(x, axis: -1, log: true)
-        case .gelu: return try unary(.gelu(approximate: false), x)
-        case .elu: return try unary(.elu(alpha: 1), x)
-        case .selu: return try unary(.selu, x)
-        case .swish: return try unary(.silu, x)
-        case .softplus: return try unary(.softplus, x)
-        case .softsign: return try unary(.softsign, x)
-        case .exponential: return try exp(x)
+        case .relu: return try Ops.unary("relu", x)
+        case .sigmoid: return try Ops.unary("sigmoid", x)
+        case .tanh: return try Ops.tanh(x)
+        case .softmax: return try Ops.softmax(x, axis: -1)
+        case .logSoftmax: return try Ops.softmax(x, axis: -1, log: true)
+        case .gelu: return try Ops.gelu(x, approximate: false)
+        case .elu: return try Ops.elu(x, alpha: 1)
+        case .selu: return try Ops.unary("selu", x)
+        case .swish: return try Ops.unary("silu", x)
+        case .softplus: return try Ops.unary("softplus", x)
+        case .softsign: return try Ops.unary("softsign", x)
+        case .exponential: return try Ops.exp(x)
         // Keras 3: hard_sigmoid(x) = relu6(x + 3) / 6.
         case .hardSigmoid: return try hardSigmoid(x)
-        case .hardSwish: return try multiply(x, try hardSigmoid(x))
-        case .leakyRelu: return try unary(.leakyRelu(slope: 0.2), x)
-        case .relu6: return try unary(.relu6, x)
-        case .mish: return try multiply(x, try TensorEngine.tanh(try unary(.softplus, x)))
+        case .hardSwish: return try Ops.multiply(x, try hardSigmoid(x))
+        case .leakyRelu: return try Ops.leakyRelu(x, slope: 0.2)
+        case .relu6: return try Ops.unary("relu6", x)
+        case .mish: return try Ops.multiply(x, try Ops.tanh(try Ops.unary("softplus", x)))
         }
     }
 
     private func hardSigmoid(_ x: Tensor) throws -> Tensor {
-        try divide(try unary(.relu6, try add(x, try scalar(3, x.dtype))), try scalar(6, x.dtype))
+        try Ops.divide(try Ops.unary("relu6", try Ops.add(x, try Ops.scalar(3, x.dtype))), try Ops.scalar(6, x.dtype))
     }
 }

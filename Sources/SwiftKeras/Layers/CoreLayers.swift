@@ -35,7 +35,7 @@ public final class InputLayer: KerasLayer {
             let want = "(" + batchShape.map { $0.map(String.init) ?? "None" }.joined(separator: ", ") + ")"
             throw EngineError.value("input '\(name)' expects shape \(want), got \(x.shape)")
         }
-        return x.dtype == dtype ? x : try cast(x, to: dtype)
+        return try Ops.cast(x, to: dtype)
     }
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] { [try accept(try one(inputs))] }
@@ -108,8 +108,8 @@ public final class Conv: KerasLayer {
             mode = "valid"
         }
         let fused = activation.epilogue
-        let y = try conv(x, kernel.value, bias: bias?.value, activation: fused ?? .none, strides: strides, padding: mode,
-                         dilation: dilation, groups: groups)
+        let y = try Ops.conv(x, kernel.value, bias: bias?.value, activation: fused ?? .none, strides: strides, padding: mode,
+                             dilation: dilation, groups: groups)
         return [fused == nil ? try activation(y) : y]
     }
 }
@@ -129,7 +129,7 @@ public final class Pooling: KerasLayer {
     }
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
-        [try pool(kind, try one(inputs), poolSize: size, strides: strides, padding: padding)]
+        [try Ops.pool(kind, try one(inputs), poolSize: size, strides: strides, padding: padding)]
     }
 }
 
@@ -147,7 +147,7 @@ public final class GlobalPooling: KerasLayer {
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
         let x = try one(inputs)
         guard x.rank >= 3 else { throw EngineError.value("\(className) '\(name)' needs (batch, *spatial, channels), got \(x.shape)") }
-        return [try reduce(op, x, axes: Array(1..<(x.rank - 1)), keepdims: keepdims)]
+        return [try Ops.reduce(op, x, axes: Array(1..<(x.rank - 1)), keepdims: keepdims)]
     }
 }
 
@@ -169,7 +169,7 @@ private func alongAxes(_ v: Tensor, _ axes: [Int], _ x: Tensor) throws -> Tensor
     if axes == [x.rank - 1] { return v }
     var shape = Array(repeating: 1, count: x.rank)
     for a in axes { shape[a] = x.shape[a] }
-    return try reshape(v, shape)
+    return try Ops.reshape(v, shape)
 }
 
 /// BatchNormalization at inference: (x - moving_mean) / sqrt(moving_variance + epsilon) * gamma + beta.
@@ -181,20 +181,20 @@ public final class BatchNormalization: KerasLayer {
     /// feature axes, and move the moving statistics toward them by (1 - momentum).
     private func normalizeWithBatch(_ x: Tensor) throws -> Tensor {
         let reduced = (0..<x.rank).filter { !axes.contains($0) }
-        let (m, v) = try moments(x, axes: reduced, keepdims: true)
+        let (m, v) = try Ops.moments(x, axes: reduced, keepdims: true)
         try Tape.paused {
             let featureShape = movingMean.value.shape, dt = movingMean.value.dtype
-            let keep = try scalar(momentum, dt), moveBy = try scalar(1 - momentum, dt)
+            let keep = try Ops.scalar(momentum, dt), moveBy = try Ops.scalar(1 - momentum, dt)
             func moved(_ old: Tensor, _ batch: Tensor) throws -> Tensor {
-                let b = try cast(try reshape(stopGradient(batch), featureShape), to: dt)
-                return try add(try multiply(old, keep), try multiply(b, moveBy))
+                let b = try Ops.cast(try Ops.reshape(try Ops.stopGradient(batch), featureShape), to: dt)
+                return try Ops.add(try Ops.multiply(old, keep), try Ops.multiply(b, moveBy))
             }
             movingMean.value = try moved(movingMean.value, m)
             movingVariance.value = try moved(movingVariance.value, v)
         }
-        var y = try multiply(try subtract(x, m), try unary(.rsqrt, try add(v, try scalar(epsilon, x.dtype))))
-        if let g = gamma { y = try multiply(y, try alongAxes(g.value, axes, x)) }
-        if let b = beta { y = try add(y, try alongAxes(b.value, axes, x)) }
+        var y = try Ops.multiply(try Ops.subtract(x, m), try Ops.unary("rsqrt", try Ops.add(v, try Ops.scalar(epsilon, x.dtype))))
+        if let g = gamma { y = try Ops.multiply(y, try alongAxes(g.value, axes, x)) }
+        if let b = beta { y = try Ops.add(y, try alongAxes(b.value, axes, x)) }
         return y
     }
 
@@ -220,11 +220,11 @@ public final class BatchNormalization: KerasLayer {
         let x = try one(inputs)
         // A frozen layer (trainable false) keeps its moving statistics in training, as Keras's.
         if options.training && (config["trainable"] as? Bool ?? true) { return [try normalizeWithBatch(x)] }
-        var inv = try unary(.rsqrt, try add(movingVariance.value, try scalar(epsilon, movingVariance.value.dtype)))
-        if let g = gamma { inv = try multiply(inv, g.value) }
-        var shift = try negative(try multiply(movingMean.value, inv))
-        if let b = beta { shift = try add(shift, b.value) }
-        return [try add(try multiply(x, try alongAxes(inv, axes, x)), try alongAxes(shift, axes, x))]
+        var inv = try Ops.unary("rsqrt", try Ops.add(movingVariance.value, try Ops.scalar(epsilon, movingVariance.value.dtype)))
+        if let g = gamma { inv = try Ops.multiply(inv, g.value) }
+        var shift = try Ops.negative(try Ops.multiply(movingMean.value, inv))
+        if let b = beta { shift = try Ops.add(shift, b.value) }
+        return [try Ops.add(try Ops.multiply(x, try alongAxes(inv, axes, x)), try alongAxes(shift, axes, x))]
     }
 }
 
@@ -252,18 +252,18 @@ public final class LayerNormalization: KerasLayer {
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
         let x = try one(inputs)
-        let eps = try scalar(epsilon, x.dtype)
+        let eps = try Ops.scalar(epsilon, x.dtype)
         var y: Tensor
         if rms {
             // Keras's (deprecated) rms_scaling divides the uncentred input by the standard deviation.
-            let v = try moments(x, axes: rawAxes, keepdims: true).variance
-            y = try multiply(x, try unary(.rsqrt, try add(v, eps)))
+            let v = try Ops.moments(x, axes: rawAxes, keepdims: true).variance
+            y = try Ops.multiply(x, try Ops.unary("rsqrt", try Ops.add(v, eps)))
         } else {
-            let (m, v) = try moments(x, axes: rawAxes, keepdims: true)
-            y = try multiply(try subtract(x, m), try unary(.rsqrt, try add(v, eps)))
+            let (m, v) = try Ops.moments(x, axes: rawAxes, keepdims: true)
+            y = try Ops.multiply(try Ops.subtract(x, m), try Ops.unary("rsqrt", try Ops.add(v, eps)))
         }
-        if let g = gamma { y = try multiply(y, try alongAxes(g.value, rawAxes, x)) }
-        if let b = beta { y = try add(y, try alongAxes(b.value, rawAxes, x)) }
+        if let g = gamma { y = try Ops.multiply(y, try alongAxes(g.value, rawAxes, x)) }
+        if let b = beta { y = try Ops.add(y, try alongAxes(b.value, rawAxes, x)) }
         return [y]
     }
 }
@@ -272,7 +272,7 @@ public final class Flatten: KerasLayer {
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
         let x = try one(inputs)
         guard x.rank >= 1 else { throw EngineError.value("Flatten '\(name)' needs a batch dimension") }
-        return [try reshape(x, [x.shape[0], x.shape.dropFirst().reduce(1, *)])]
+        return [try Ops.reshape(x, [x.shape[0], x.shape.dropFirst().reduce(1, *)])]
     }
 }
 
@@ -290,7 +290,7 @@ public final class Reshape: KerasLayer {
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
         let x = try one(inputs)
         guard x.rank >= 1 else { throw EngineError.value("Reshape '\(name)' needs a batch dimension") }
-        return [try reshape(x, [x.shape[0]] + target)]
+        return [try Ops.reshape(x, [x.shape[0]] + target)]
     }
 }
 

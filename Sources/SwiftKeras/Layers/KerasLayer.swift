@@ -138,6 +138,14 @@ open class KerasLayer {
         throw EngineError.notImplemented("\(className) '\(name)' cannot be called")
     }
 
+    /// Whether `fit` may compile a train step through this layer (CompiledStep.swift). A
+    /// compiled step replays the registry ops the layer's call ran, with no host code between
+    /// them: a layer defined outside SwiftKeras is trusted to allow that only when it says
+    /// so, since its call may read values on the host (which a replay would not redo). Its
+    /// ops must go through `OpRegistry.call` to be recorded; a typed engine call's result
+    /// would make the step run eagerly anyway.
+    open var compilesInTrainStep: Bool { String(reflecting: type(of: self)).hasPrefix("SwiftKeras.") }
+
     /// Training with a dropout rate the layer's call does not apply would silently train a
     /// different model: refused instead.
     func refuseDropoutInTraining(_ options: CallOptions, _ keys: [String]) throws {

@@ -60,8 +60,8 @@ public final class Dense: KerasLayer, Layer {
     override public var weights: [Parameter] { parameters }
 
     public func callAsFunction(_ x: Tensor, training: Bool = false) throws -> Tensor {
-        if let e = activation.epilogue { return try matmul(x, kernel.value, bias: bias?.value, activation: e) }
-        return try activation(try matmul(x, kernel.value, bias: bias?.value, activation: .none))
+        if let e = activation.epilogue { return try Ops.matmul(x, kernel.value, bias: bias?.value, activation: e) }
+        return try activation(try Ops.matmul(x, kernel.value, bias: bias?.value, activation: .none))
     }
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
@@ -92,15 +92,19 @@ public final class Dropout: KerasLayer, Layer {
 
     public func callAsFunction(_ x: Tensor, training: Bool = false) throws -> Tensor {
         guard training && rate > 0 else { return x }
-        calls += 1
         // SpatialDropout drops whole channels: one draw per (sample, channel), broadcast.
         var shape = x.shape
         if className.hasPrefix("SpatialDropout"), x.rank >= 3 {
             for a in 1..<(x.rank - 1) { shape[a] = 1 }
         }
-        let u = try random(.uniform(0, 1), shape: shape, dtype: x.dtype, seed: [seed, calls])
-        let keep = try cast(try binary(.greaterEqual, u, try scalar(rate, x.dtype)), to: x.dtype)
-        return try multiply(x, try multiply(keep, try scalar(1 / (1 - rate), x.dtype)))
+        // The seed advances once per call: a step input, so a compiled step draws anew each step.
+        let seedPair = try StepInputs.value {
+            self.calls += 1
+            return try Tensor([Int64(self.seed), Int64(self.calls)])
+        }
+        let u = try Ops.randomUniform(0, 1, shape: shape, dtype: x.dtype, seed: seedPair)
+        let keep = try Ops.cast(try Ops.binary(.greaterEqual, u, try Ops.scalar(rate, x.dtype)), to: x.dtype)
+        return try Ops.multiply(x, try Ops.multiply(keep, try Ops.scalar(1 / (1 - rate), x.dtype)))
     }
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {

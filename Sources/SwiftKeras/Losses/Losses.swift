@@ -31,14 +31,14 @@ public enum Loss {
     public func callAsFunction(_ yTrue: Tensor, _ yPred: Tensor, sampleWeight: Tensor? = nil) throws -> Tensor {
         var values = try perSample(yTrue, yPred)
         let count = Double(values.count)
-        if let w = sampleWeight { values = try multiply(values, try Loss.broadcastWeight(w, to: values)) }
-        return try divide(try sum(values), try scalar(Swift.max(count, 1), values.dtype))
+        if let w = sampleWeight { values = try Ops.multiply(values, try Loss.broadcastWeight(w, to: values)) }
+        return try Ops.divide(try Ops.sum(values), try Ops.scalar(Swift.max(count, 1), values.dtype))
     }
 
     /// A (batch,) weight shaped to multiply (batch, ...) values.
     static func broadcastWeight(_ w: Tensor, to values: Tensor) throws -> Tensor {
-        var w = w.dtype == values.dtype ? w : try cast(w, to: values.dtype)
-        while w.rank < values.rank { w = try expandDims(w, axis: -1) }
+        var w = w.dtype == values.dtype ? w : try Ops.cast(w, to: values.dtype)
+        while w.rank < values.rank { w = try Ops.expandDims(w, axis: -1) }
         return w
     }
 
@@ -47,44 +47,44 @@ public enum Loss {
         case .sparseCategoricalCrossentropy(let fromLogits):
             var labels = yTrue
             // Keras accepts (batch, 1) labels for (batch, classes) predictions.
-            if labels.rank == yPred.rank, labels.shape.last == 1 { labels = try squeeze(labels, axes: [-1]) }
+            if labels.rank == yPred.rank, labels.shape.last == 1 { labels = try Ops.squeeze(labels, axes: [-1]) }
             guard labels.shape == Array(yPred.shape.dropLast()) else {
                 throw EngineError.value("sparse_categorical_crossentropy: labels \(yTrue.shape) do not match predictions \(yPred.shape)")
             }
             let logp = try logProbabilities(yPred, fromLogits: fromLogits)
-            let index = try expandDims(try cast(labels, to: .int64), axis: -1)
-            return try negative(try squeeze(try takeAlongAxis(logp, index, axis: -1), axes: [-1]))
+            let index = try Ops.expandDims(try Ops.cast(labels, to: .int64), axis: -1)
+            return try Ops.negative(try Ops.squeeze(try Ops.takeAlongAxis(logp, index, axis: -1), axes: [-1]))
         case .categoricalCrossentropy(let fromLogits):
             try sameShape(yTrue, yPred, "categorical_crossentropy")
             let logp = try logProbabilities(yPred, fromLogits: fromLogits)
-            return try negative(try sum(try multiply(try cast(yTrue, to: logp.dtype), logp), axes: [-1]))
+            return try Ops.negative(try Ops.sum(try Ops.multiply(try Ops.cast(yTrue, to: logp.dtype), logp), axes: [-1]))
         case .binaryCrossentropy(let fromLogits):
             try sameShape(yTrue, yPred, "binary_crossentropy")
-            let y = try cast(yTrue, to: yPred.dtype), one = try scalar(1, yPred.dtype)
+            let y = try Ops.cast(yTrue, to: yPred.dtype), one = try Ops.scalar(1, yPred.dtype)
             let logP: Tensor, logNotP: Tensor
             if fromLogits {
-                logP = try negative(try unary(.softplus, try negative(yPred)))
-                logNotP = try negative(try unary(.softplus, yPred))
+                logP = try Ops.negative(try Ops.unary("softplus", try Ops.negative(yPred)))
+                logNotP = try Ops.negative(try Ops.unary("softplus", yPred))
             } else {
-                let p = try clip(yPred, min: 1e-7, max: 1 - 1e-7)
-                logP = try log(p)
-                logNotP = try log(try subtract(one, p))
+                let p = try Ops.clip(yPred, min: 1e-7, max: 1 - 1e-7)
+                logP = try Ops.log(p)
+                logNotP = try Ops.log(try Ops.subtract(one, p))
             }
-            let bce = try add(try multiply(y, logP), try multiply(try subtract(one, y), logNotP))
-            return try negative(try mean(bce, axes: [-1]))
+            let bce = try Ops.add(try Ops.multiply(y, logP), try Ops.multiply(try Ops.subtract(one, y), logNotP))
+            return try Ops.negative(try Ops.mean(bce, axes: [-1]))
         case .meanSquaredError:
             try sameShape(yTrue, yPred, "mean_squared_error")
-            return try mean(try square(try subtract(yPred, try cast(yTrue, to: yPred.dtype))), axes: [-1])
+            return try Ops.mean(try Ops.square(try Ops.subtract(yPred, try Ops.cast(yTrue, to: yPred.dtype))), axes: [-1])
         case .meanAbsoluteError:
             try sameShape(yTrue, yPred, "mean_absolute_error")
-            return try mean(try unary(.abs, try subtract(yPred, try cast(yTrue, to: yPred.dtype))), axes: [-1])
+            return try Ops.mean(try Ops.unary("abs", try Ops.subtract(yPred, try Ops.cast(yTrue, to: yPred.dtype))), axes: [-1])
         case .huber(let delta):
             try sameShape(yTrue, yPred, "huber")
-            let e = try unary(.abs, try subtract(yPred, try cast(yTrue, to: yPred.dtype)))
-            let d = try scalar(delta, e.dtype), half = try scalar(0.5, e.dtype)
-            let quadratic = try multiply(half, try square(e))
-            let linear = try subtract(try multiply(d, e), try multiply(half, try square(d)))
-            return try mean(try `where`(try binary(.lessEqual, e, d), quadratic, linear), axes: [-1])
+            let e = try Ops.unary("abs", try Ops.subtract(yPred, try Ops.cast(yTrue, to: yPred.dtype)))
+            let d = try Ops.scalar(delta, e.dtype), half = try Ops.scalar(0.5, e.dtype)
+            let quadratic = try Ops.multiply(half, try Ops.square(e))
+            let linear = try Ops.subtract(try Ops.multiply(d, e), try Ops.multiply(half, try Ops.square(d)))
+            return try Ops.mean(try Ops.`where`(try Ops.binary(.lessEqual, e, d), quadratic, linear), axes: [-1])
         }
     }
 
@@ -93,10 +93,10 @@ public enum Loss {
     }
 
     private func logProbabilities(_ y: Tensor, fromLogits: Bool) throws -> Tensor {
-        if fromLogits { return try softmax(y, axis: -1, log: true) }
+        if fromLogits { return try Ops.softmax(y, axis: -1, log: true) }
         // Keras renormalises probabilities and clips them away from 0 and 1 before the log.
-        let p = try divide(y, try sum(y, axes: [-1], keepdims: true))
-        return try log(try clip(p, min: 1e-7, max: 1 - 1e-7))
+        let p = try Ops.divide(y, try Ops.sum(y, axes: [-1], keepdims: true))
+        return try Ops.log(try Ops.clip(p, min: 1e-7, max: 1 - 1e-7))
     }
 
     /// Whether the loss takes integer class labels (what "accuracy" resolves against).

@@ -40,6 +40,13 @@ public final class Model {
     /// Set by `compile`; `fit` and `evaluate` use them.
     public internal(set) var optimizer: Optimizer?
     var compiled: Compiled?
+    /// `fit`'s compiled step (nil when compiled with jitCompile false).
+    var compiledTrainStep: CompiledTrainStep?
+    /// `evaluate`'s and `predict(_:batchSize:)`'s compiled batches (nil when compiled with jitCompile false).
+    var compiledInference: CompiledInference?
+    /// Why `fit` (or else `evaluate` and `predict`) runs eagerly although compiled with
+    /// jitCompile (nil while they compile, or before the first step).
+    public var jitFallbackReason: String? { compiledTrainStep?.eagerReason ?? compiledInference?.eagerReason }
     /// A callback sets this to end `fit` after the current epoch.
     public var stopTraining = false
 
@@ -201,6 +208,14 @@ public final class Model {
         for (ref, (layer, x)) in zip(inputRefs, zip(inputs, xs)) { memo[ref] = try layer.accept(x) }
         var active: Set<TensorRef> = []
         return try outputRefs.map { try value($0, &memo, &active, training) }
+    }
+
+    /// Every layer the model runs: its inputs and layers, and those of the models nested in it.
+    var allLayers: [KerasLayer] {
+        inputs.map { $0 as KerasLayer } + layers.flatMap { layer -> [KerasLayer] in
+            guard let nested = layer as? ModelLayer else { return [layer] }
+            return [layer] + nested.model.allLayers
+        }
     }
 
     /// The inbound tensors of each call of a layer ("name[node][index]"), for summary().

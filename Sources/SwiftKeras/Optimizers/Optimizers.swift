@@ -112,37 +112,82 @@ open class KerasOptimizer: Optimizer {
     /// Once per step before the per-parameter updates (Nadam's running product).
     func beginStep() {}
 
-    /// One parameter's update: the new value and the new slots. `t` = iterations + 1.
-    func update(_ p: Tensor, _ g: Tensor, lr: Double, t: Double, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
+    /// One parameter's update: the new value and the new slots. The learning rate and
+    /// anything else that changes from step to step come from `stepScalar`, so a compiled
+    /// step reads each step's value.
+    func update(_ p: Tensor, _ g: Tensor, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
         throw EngineError.internal("\(type(of: self)) has no update rule")
     }
+
+    /// `value()` for this step as a 0-d tensor of `dtype` (a compiled step's input: see
+    /// StepInputs). `name` tells this optimizer's values apart; `value` reads the optimizer's
+    /// state as it is before the step (`iterations` not yet advanced).
+    func stepScalar(_ name: String, _ dtype: DType, _ value: @escaping () -> Double) throws -> Tensor {
+        try StepInputs.scalar("\(ObjectIdentifier(self)).\(name)", dtype, value)
+    }
+
+    /// This step's learning rate.
+    func lr(_ dtype: DType) throws -> Tensor { try stepScalar("lr", dtype) { self.learningRate } }
+
+    /// Keras's `iterations + 1`, the step number the rules see.
+    var stepNumber: Double { Double(iterations + 1) }
 
     public func apply(_ gradients: [Tensor?], to parameters: [Parameter]) throws {
         guard gradients.count == parameters.count else {
             throw EngineError.value("optimizer got \(gradients.count) gradients for \(parameters.count) parameters")
         }
-        let lr = learningRate
         try Tape.paused {
             let grads = try clipped(gradients)
             if let wd = weightDecay, wd != 0 {
                 for (g, p) in zip(grads, parameters) where g != nil {
-                    p.value = try subtract(p.value, try multiply(p.value, try scalar(wd * lr, p.value.dtype)))
+                    let decay = try stepScalar("decay", p.value.dtype) { (self.weightDecay ?? wd) * self.learningRate }
+                    p.value = try Ops.subtract(p.value, try Ops.multiply(p.value, decay))
                 }
             }
             beginStep()
-            let t = Double(iterations + 1)
             for (g, p) in zip(grads, parameters) {
                 guard let g = g else { continue }
                 let key = ObjectIdentifier(p)
                 let state = try slots[key] ?? makeSlots(p.value)
-                let grad = g.dtype == p.value.dtype ? g : try cast(g, to: p.value.dtype)
-                let (value, next) = try update(p.value, grad, lr: lr, t: t, slots: state)
+                let grad = try Ops.cast(g, to: p.value.dtype)
+                let (value, next) = try update(p.value, grad, slots: state)
                 slots[key] = next
                 p.value = value
             }
         }
         iterations += 1
     }
+
+    // MARK: compiled steps
+
+    /// Why a step with this optimizer cannot be compiled (nil when it can).
+    var compileBlocker: String? {
+        if let c = clipnorm, c > 0 { return "clipnorm compares each gradient's norm on the host" }
+        if let c = globalClipnorm, c > 0 { return "global_clipnorm reads the gradients' norm on the host" }
+        return nil
+    }
+
+    /// The options a traced step builds in (its ops differ with them): part of its signature.
+    var tracedOptions: String { "\(weightDecay.map { $0 != 0 } ?? false),\(clipvalue.map(String.init(describing:)) ?? "-")" }
+
+    /// Creates the slots of every parameter that has none yet (an eager step creates them on
+    /// a parameter's first gradient), so that a traced step finds all its state already there.
+    func createSlots(_ parameters: [Parameter]) throws {
+        for p in parameters where slots[ObjectIdentifier(p)] == nil { slots[ObjectIdentifier(p)] = try makeSlots(p.value) }
+    }
+
+    /// Each slot of each parameter, as state a compiled step reads and replaces.
+    func slotRefs(_ parameters: [Parameter]) -> [StateRef] {
+        parameters.flatMap { p -> [StateRef] in
+            let key = ObjectIdentifier(p)
+            return (slots[key] ?? []).indices.map { i in
+                StateRef(get: { self.slots[key]![i] }, set: { self.slots[key]![i] = $0 })
+            }
+        }
+    }
+
+    /// What `apply` does on the host after the updates, for a step a program replayed.
+    func finishReplayedStep() { iterations += 1 }
 
     private func clipped(_ grads: [Tensor?]) throws -> [Tensor?] {
         if let c = clipnorm, c > 0 {
@@ -161,13 +206,14 @@ open class KerasOptimizer: Optimizer {
             return try grads.map { g in try g.map { try multiply($0, try scalar(scale, $0.dtype)) } }
         }
         if let v = clipvalue, v > 0 {
-            return try grads.map { g in try g.map { try clip($0, min: -v, max: v) } }
+            return try grads.map { g in try g.map { try Ops.clip($0, min: -v, max: v) } }
         }
         return grads
     }
 }
 
-private func s(_ v: Double, _ like: Tensor) throws -> Tensor { try scalar(v, like.dtype) }
+/// A hyperparameter fixed for the optimizer's life, as a 0-d tensor of `like`'s dtype.
+private func s(_ v: Double, _ like: Tensor) throws -> Tensor { try Ops.scalar(v, like.dtype) }
 
 /// Keras's SGD: m = momentum * m - lr * g; var += m (Nesterov: var += momentum * m - lr * g).
 public final class SGD: KerasOptimizer {
@@ -183,12 +229,12 @@ public final class SGD: KerasOptimizer {
 
     override func makeSlots(_ p: Tensor) throws -> [Tensor] { momentum != 0 ? [try zerosLike(p)] : [] }
 
-    override func update(_ p: Tensor, _ g: Tensor, lr: Double, t: Double, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
-        let step = try multiply(g, try s(lr, p))
-        guard momentum != 0 else { return (try subtract(p, step), []) }
-        let m = try subtract(try multiply(slots[0], try s(momentum, p)), step)
-        let delta = nesterov ? try subtract(try multiply(m, try s(momentum, p)), step) : m
-        return (try add(p, delta), [m])
+    override func update(_ p: Tensor, _ g: Tensor, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
+        let step = try Ops.multiply(g, try lr(p.dtype))
+        guard momentum != 0 else { return (try Ops.subtract(p, step), []) }
+        let m = try Ops.subtract(try Ops.multiply(slots[0], try s(momentum, p)), step)
+        let delta = nesterov ? try Ops.subtract(try Ops.multiply(m, try s(momentum, p)), step) : m
+        return (try Ops.add(p, delta), [m])
     }
 }
 
@@ -210,23 +256,26 @@ public class Adam: KerasOptimizer {
 
     override func makeSlots(_ p: Tensor) throws -> [Tensor] { try (0..<(amsgrad ? 3 : 2)).map { _ in try zerosLike(p) } }
 
-    override func update(_ p: Tensor, _ g: Tensor, lr: Double, t: Double, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
-        let alpha = lr * (1 - Foundation.pow(beta2, t)).squareRoot() / (1 - Foundation.pow(beta1, t))
+    override func update(_ p: Tensor, _ g: Tensor, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
+        let alpha = try stepScalar("alpha", p.dtype) {
+            let t = self.stepNumber
+            return self.learningRate * (1 - Foundation.pow(self.beta2, t)).squareRoot() / (1 - Foundation.pow(self.beta1, t))
+        }
         if !amsgrad && (p.dtype == .float32 || p.dtype == .float64) {
             // The engine's fused step: one pass instead of a dozen ops, each a pass and an allocation.
-            let (x, m, v) = try adamUpdate(variable: p, grad: g, m: slots[0], v: slots[1], alpha: alpha,
-                                           beta1: beta1, beta2: beta2, epsilon: epsilon)
+            let (x, m, v) = try Ops.adamUpdate(variable: p, grad: g, m: slots[0], v: slots[1], alpha: alpha,
+                                               beta1: beta1, beta2: beta2, epsilon: epsilon)
             return (x, [m, v])
         }
-        let m = try add(slots[0], try multiply(try subtract(g, slots[0]), try s(1 - beta1, p)))
-        var v = try add(slots[1], try multiply(try subtract(try square(g), slots[1]), try s(1 - beta2, p)))
+        let m = try Ops.add(slots[0], try Ops.multiply(try Ops.subtract(g, slots[0]), try s(1 - beta1, p)))
+        var v = try Ops.add(slots[1], try Ops.multiply(try Ops.subtract(try Ops.square(g), slots[1]), try s(1 - beta2, p)))
         var next = [m, v]
         if amsgrad {
-            v = try maximum(slots[2], v)
+            v = try Ops.maximum(slots[2], v)
             next.append(v)
         }
-        let step = try divide(try multiply(m, try s(alpha, p)), try add(try sqrt(v), try s(epsilon, p)))
-        return (try subtract(p, step), next)
+        let step = try Ops.divide(try Ops.multiply(m, alpha), try Ops.add(try Ops.sqrt(v), try s(epsilon, p)))
+        return (try Ops.subtract(p, step), next)
     }
 }
 
@@ -259,19 +308,19 @@ public final class RMSprop: KerasOptimizer {
     // [velocity, momentum, average gradient]
     override func makeSlots(_ p: Tensor) throws -> [Tensor] { try (0..<3).map { _ in try zerosLike(p) } }
 
-    override func update(_ p: Tensor, _ g: Tensor, lr: Double, t: Double, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
-        let v = try add(try multiply(slots[0], try s(rho, p)), try multiply(try square(g), try s(1 - rho, p)))
-        var avg = slots[2], denom = try add(v, try s(epsilon, p))
+    override func update(_ p: Tensor, _ g: Tensor, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
+        let v = try Ops.add(try Ops.multiply(slots[0], try s(rho, p)), try Ops.multiply(try Ops.square(g), try s(1 - rho, p)))
+        var avg = slots[2], denom = try Ops.add(v, try s(epsilon, p))
         if centered {
-            avg = try add(try multiply(avg, try s(rho, p)), try multiply(g, try s(1 - rho, p)))
-            denom = try add(try subtract(v, try square(avg)), try s(epsilon, p))
+            avg = try Ops.add(try Ops.multiply(avg, try s(rho, p)), try Ops.multiply(g, try s(1 - rho, p)))
+            denom = try Ops.add(try Ops.subtract(v, try Ops.square(avg)), try s(epsilon, p))
         }
-        let increment = try divide(try multiply(g, try s(lr, p)), try sqrt(denom))
+        let increment = try Ops.divide(try Ops.multiply(g, try lr(p.dtype)), try Ops.sqrt(denom))
         if momentum > 0 {
-            let m = try add(try multiply(slots[1], try s(momentum, p)), increment)
-            return (try subtract(p, m), [v, m, avg])
+            let m = try Ops.add(try Ops.multiply(slots[1], try s(momentum, p)), increment)
+            return (try Ops.subtract(p, m), [v, m, avg])
         }
-        return (try subtract(p, increment), [v, slots[1], avg])
+        return (try Ops.subtract(p, increment), [v, slots[1], avg])
     }
 }
 
@@ -289,13 +338,13 @@ public final class Adagrad: KerasOptimizer {
     }
 
     override func makeSlots(_ p: Tensor) throws -> [Tensor] {
-        [try add(try zerosLike(p), try s(initialAccumulatorValue, p))]
+        [try Ops.add(try zerosLike(p), try s(initialAccumulatorValue, p))]
     }
 
-    override func update(_ p: Tensor, _ g: Tensor, lr: Double, t: Double, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
-        let acc = try add(slots[0], try square(g))
-        let step = try divide(try multiply(g, try s(lr, p)), try sqrt(try add(acc, try s(epsilon, p))))
-        return (try subtract(p, step), [acc])
+    override func update(_ p: Tensor, _ g: Tensor, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
+        let acc = try Ops.add(slots[0], try Ops.square(g))
+        let step = try Ops.divide(try Ops.multiply(g, try lr(p.dtype)), try Ops.sqrt(try Ops.add(acc, try s(epsilon, p))))
+        return (try Ops.subtract(p, step), [acc])
     }
 }
 
@@ -319,16 +368,21 @@ public final class Nadam: KerasOptimizer {
 
     override func beginStep() { uProduct *= u(Double(iterations + 1)) }
 
+    // Its per-step factors are typed scalars, not step inputs: a trace would freeze them.
+    override var compileBlocker: String? {
+        super.compileBlocker ?? "Nadam keeps its momentum schedule's running product on the host"
+    }
+
     override func makeSlots(_ p: Tensor) throws -> [Tensor] { [try zerosLike(p), try zerosLike(p)] }
 
-    override func update(_ p: Tensor, _ g: Tensor, lr: Double, t: Double, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
-        let ut = u(t), ut1 = u(t + 1), productNext = uProduct * ut1
-        let m = try add(slots[0], try multiply(try subtract(g, slots[0]), try s(1 - beta1, p)))
-        let v = try add(slots[1], try multiply(try subtract(try square(g), slots[1]), try s(1 - beta2, p)))
-        let mHat = try add(try multiply(m, try s(ut1 / (1 - productNext), p)), try multiply(g, try s((1 - ut) / (1 - uProduct), p)))
-        let vHat = try divide(v, try s(1 - Foundation.pow(beta2, t), p))
-        let step = try divide(try multiply(mHat, try s(lr, p)), try add(try sqrt(vHat), try s(epsilon, p)))
-        return (try subtract(p, step), [m, v])
+    override func update(_ p: Tensor, _ g: Tensor, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
+        let t = stepNumber, ut = u(t), ut1 = u(t + 1), productNext = uProduct * ut1
+        let m = try Ops.add(slots[0], try Ops.multiply(try Ops.subtract(g, slots[0]), try s(1 - beta1, p)))
+        let v = try Ops.add(slots[1], try Ops.multiply(try Ops.subtract(try Ops.square(g), slots[1]), try s(1 - beta2, p)))
+        let mHat = try Ops.add(try Ops.multiply(m, try TensorEngine.scalar(ut1 / (1 - productNext), p.dtype)), try Ops.multiply(g, try TensorEngine.scalar((1 - ut) / (1 - uProduct), p.dtype)))
+        let vHat = try Ops.divide(v, try TensorEngine.scalar(1 - Foundation.pow(beta2, t), p.dtype))
+        let step = try Ops.divide(try Ops.multiply(mHat, try lr(p.dtype)), try Ops.add(try Ops.sqrt(vHat), try s(epsilon, p)))
+        return (try Ops.subtract(p, step), [m, v])
     }
 }
 
@@ -346,9 +400,9 @@ public final class Lion: KerasOptimizer {
 
     override func makeSlots(_ p: Tensor) throws -> [Tensor] { [try zerosLike(p)] }
 
-    override func update(_ p: Tensor, _ g: Tensor, lr: Double, t: Double, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
-        let direction = try unary(.sign, try add(try multiply(slots[0], try s(beta1, p)), try multiply(g, try s(1 - beta1, p))))
-        let m = try add(try multiply(slots[0], try s(beta2, p)), try multiply(g, try s(1 - beta2, p)))
-        return (try subtract(p, try multiply(direction, try s(lr, p))), [m])
+    override func update(_ p: Tensor, _ g: Tensor, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
+        let direction = try Ops.unary("sign", try Ops.add(try Ops.multiply(slots[0], try s(beta1, p)), try Ops.multiply(g, try s(1 - beta1, p))))
+        let m = try Ops.add(try Ops.multiply(slots[0], try s(beta2, p)), try Ops.multiply(g, try s(1 - beta2, p)))
+        return (try Ops.subtract(p, try Ops.multiply(direction, try lr(p.dtype))), [m])
     }
 }

@@ -64,11 +64,16 @@ extension Model {
 
     /// Sets the optimizer, one loss for every output (or one per output), and metrics by
     /// Keras's names ("accuracy", "mae", "auc", "precision", ...), computed for each output.
-    public func compile(optimizer: Optimizer, loss: Loss, metrics: [String] = []) throws {
-        try compile(optimizer: optimizer, losses: Array(repeating: loss, count: outputCount), metrics: metrics)
+    /// With `jitCompile` (Keras's `jit_compile`), `fit` traces its train step once per batch
+    /// signature and replays it (CompiledStep.swift); a step that cannot be compiled runs
+    /// eagerly, with one warning naming the cause.
+    public func compile(optimizer: Optimizer, loss: Loss, metrics: [String] = [], jitCompile: Bool = true) throws {
+        try compile(optimizer: optimizer, losses: Array(repeating: loss, count: outputCount), metrics: metrics,
+                    jitCompile: jitCompile)
     }
 
-    public func compile(optimizer: Optimizer, losses: [Loss], lossWeights: [Double]? = nil, metrics: [String] = []) throws {
+    public func compile(optimizer: Optimizer, losses: [Loss], lossWeights: [Double]? = nil, metrics: [String] = [],
+                        jitCompile: Bool = true) throws {
         guard losses.count == outputCount else {
             throw EngineError.value("model '\(name)' has \(outputCount) output(s), compile got \(losses.count) loss(es)")
         }
@@ -89,6 +94,8 @@ extension Model {
         _ = try compiled.makeMetrics(outputNames)  // unknown names fail here, not in fit
         self.optimizer = optimizer
         self.compiled = compiled
+        compiledTrainStep = jitCompile ? CompiledTrainStep() : nil
+        compiledInference = jitCompile ? CompiledInference() : nil
     }
 
     var outputCount: Int { outputNames.count }
@@ -130,19 +137,35 @@ extension Model {
     /// One gradient step on a batch; returns the weighted loss and the (detached) outputs.
     func trainStep(_ xs: [Tensor], _ ys: [Tensor], sampleWeight: Tensor?, optimizer: Optimizer, compiled: Compiled,
                    parameters: [Parameter]) throws -> (loss: Double, outputs: [Tensor]) {
+        if let step = compiledTrainStep {
+            return try step.step(self, xs, ys, sampleWeight: sampleWeight, optimizer: optimizer, compiled: compiled,
+                                 parameters: parameters)
+        }
+        let (loss, outs) = try trainStepTensors(xs, ys, sampleWeight: sampleWeight, optimizer: optimizer, compiled: compiled,
+                                                parameters: parameters)
+        return (try loss.double(at: 0), outs.map(stopGradient))
+    }
+
+    /// The step itself, eager (or being traced): the weighted loss and the outputs, as tensors.
+    func trainStepTensors(_ xs: [Tensor], _ ys: [Tensor], sampleWeight: Tensor?, optimizer: Optimizer, compiled: Compiled,
+                          parameters: [Parameter]) throws -> (loss: Tensor, outputs: [Tensor]) {
         Tape.push()
-        defer { try? Tape.pop() }
+        var pushed = true
+        defer { if pushed { try? Tape.pop() } }
         let outs = try self(xs, training: true)
         var total: Tensor?
         for (k, out) in outs.enumerated() {
             var l = try compiled.losses[k](ys[k], out, sampleWeight: sampleWeight)
-            if compiled.lossWeights[k] != 1 { l = try multiply(l, try scalar(compiled.lossWeights[k], l.dtype)) }
-            total = try total.map { try add($0, l) } ?? l
+            if compiled.lossWeights[k] != 1 { l = try Ops.multiply(l, try Ops.scalar(compiled.lossWeights[k], l.dtype)) }
+            total = try total.map { try Ops.add($0, l) } ?? l
         }
         guard let loss = total else { throw EngineError.value("model '\(name)' has no outputs") }
         let grads = try Tape.gradient(of: loss, wrt: parameters.map { $0.value })
+        // Popped before the update (which runs untaped): a trace must end with no tape it pushed.
+        pushed = false
+        try Tape.pop()
         try optimizer.apply(grads, to: parameters)
-        return (try loss.double(at: 0), outs.map(stopGradient))
+        return (loss, outs)
     }
 
     /// Trains for `epochs`, Keras's `fit`: mini-batches of `batchSize` (reshuffled each epoch
@@ -256,11 +279,18 @@ extension Model {
         try Tape.paused {
             for start in stride(from: 0, to: n, by: batchSize) {
                 let idx = try arange(start: Double(start), stop: Double(min(n, start + batchSize)), dtype: .int64)
-                let by = try rows(y, idx), bw = try sampleWeight.map { try take($0, idx, axis: 0) }
-                let outs = try self(try rows(x, idx), training: false)
+                let xb = try rows(x, idx), by = try rows(y, idx), bw = try sampleWeight.map { try take($0, idx, axis: 0) }
+                // The losses, then the outputs.
+                let body = { () throws -> [Tensor] in
+                    let outs = try self(xb, training: false)
+                    return try outs.enumerated().map { k, out in try compiled.losses[k](by[k], out, sampleWeight: bw) } + outs
+                }
+                let results = try compiledInference.map { try $0.run(self, xb + by + (bw.map { [$0] } ?? []), kind: "evaluate", body) }
+                    ?? body()
+                let outs = Array(results.dropFirst(outputCount))
                 var total = 0.0
                 for (k, out) in outs.enumerated() {
-                    total += compiled.lossWeights[k] * (try compiled.losses[k](by[k], out, sampleWeight: bw).double(at: 0))
+                    total += compiled.lossWeights[k] * (try results[k].double(at: 0))
                     for m in metrics[k] { try m.update(by[k], out, sampleWeight: bw) }
                 }
                 lossTracker.add(total, weight: Double(idx.count))
@@ -281,7 +311,8 @@ extension Model {
         try Tape.paused {
             for start in stride(from: 0, to: n, by: batchSize) {
                 let idx = try arange(start: Double(start), stop: Double(min(n, start + batchSize)), dtype: .int64)
-                parts.append(try predict(try rows(xs, idx)))
+                let xb = try rows(xs, idx)
+                parts.append(try compiledInference.map { try $0.run(self, xb, kind: "predict") { try self.predict(xb) } } ?? predict(xb))
             }
         }
         guard let first = parts.first else { return try predict(xs) }

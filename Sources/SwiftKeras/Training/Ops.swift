@@ -1,0 +1,138 @@
+import TensorEngine
+
+/// The engine ops SwiftKeras's training path calls, through the op registry.
+///
+/// The engine's typed functions (`add`, `matmul`, ...) run their kernels directly; only a
+/// registry call is recorded by a trace (Tracer.swift). A compiled train step replays what
+/// the trace recorded, so every op whose result the step depends on must come through here:
+/// a typed call on that path would leave its result behind as a constant of the program,
+/// which the compiled step refuses (CompiledStep.swift), running eagerly instead. Outside a
+/// trace these are the typed functions plus a registry lookup; the results are the same.
+enum Ops {
+    private static func call(_ name: String, _ inputs: [Tensor], _ attrs: Attrs = Attrs()) throws -> Tensor {
+        let outs = try OpRegistry.call(name, inputs, attrs)
+        guard let first = outs.first else { throw EngineError.internal("op \(name) returned no output") }
+        return first
+    }
+
+    static func binary(_ op: BinaryOp, _ a: Tensor, _ b: Tensor) throws -> Tensor { try call(op.rawValue, [a, b]) }
+    static func add(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binary(.add, a, b) }
+    static func subtract(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binary(.subtract, a, b) }
+    static func multiply(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binary(.multiply, a, b) }
+    static func divide(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binary(.divide, a, b) }
+    static func maximum(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binary(.maximum, a, b) }
+
+    /// A one-input op of the registry's unary table ("relu", "log", "rsqrt", ...).
+    static func unary(_ name: String, _ x: Tensor) throws -> Tensor { try call(name, [x]) }
+    static func negative(_ x: Tensor) throws -> Tensor { try unary("negative", x) }
+    static func square(_ x: Tensor) throws -> Tensor { try unary("square", x) }
+    static func sqrt(_ x: Tensor) throws -> Tensor { try unary("sqrt", x) }
+    static func log(_ x: Tensor) throws -> Tensor { try unary("log", x) }
+    static func exp(_ x: Tensor) throws -> Tensor { try unary("exp", x) }
+    static func tanh(_ x: Tensor) throws -> Tensor { try unary("tanh", x) }
+
+    static func gelu(_ x: Tensor, approximate: Bool) throws -> Tensor {
+        try call("gelu", [x], Attrs(["approximate": .bool(approximate)]))
+    }
+    static func elu(_ x: Tensor, alpha: Double) throws -> Tensor { try call("elu", [x], Attrs(["alpha": .float(alpha)])) }
+    static func leakyRelu(_ x: Tensor, slope: Double) throws -> Tensor {
+        try call("leaky_relu", [x], Attrs(["negative_slope": .float(slope)]))
+    }
+
+    /// A 0-d tensor holding `v`: recorded as a `full` op, so a trace holds no constant for it.
+    /// Only for values fixed for the life of the step; a value that changes from step to
+    /// step is a `StepInputs` value.
+    static func scalar(_ v: Double, _ dtype: DType) throws -> Tensor {
+        try call("full", [], Attrs(["shape": .ints([]), "value": .float(v), "dtype": .string(dtype.name)]))
+    }
+
+    static func cast(_ x: Tensor, to dtype: DType) throws -> Tensor {
+        x.dtype == dtype ? x : try call("cast", [x], Attrs(["dtype": .string(dtype.name)]))
+    }
+    static func reshape(_ x: Tensor, _ shape: [Int]) throws -> Tensor { try call("reshape", [x], Attrs(["shape": .ints(shape)])) }
+    static func stopGradient(_ x: Tensor) throws -> Tensor { try call("stop_gradient", [x]) }
+
+    /// x without the size-1 axes `axes` (negative from the end).
+    static func squeeze(_ x: Tensor, axes: [Int]) throws -> Tensor {
+        let drop = Set(axes.map { $0 < 0 ? $0 + x.rank : $0 })
+        for a in drop where a < 0 || a >= x.rank || x.shape[a] != 1 {
+            throw EngineError.value("squeeze: axis \(a) of shape \(x.shape) is not of size 1")
+        }
+        return try reshape(x, x.shape.indices.filter { !drop.contains($0) }.map { x.shape[$0] })
+    }
+
+    /// x with a new size-1 axis at `axis` (negative counts from the end of the result).
+    static func expandDims(_ x: Tensor, axis: Int) throws -> Tensor {
+        let a = axis < 0 ? axis + x.rank + 1 : axis
+        guard a >= 0 && a <= x.rank else { throw EngineError.value("expand_dims: axis \(axis) out of range for rank \(x.rank)") }
+        var shape = x.shape
+        shape.insert(1, at: a)
+        return try reshape(x, shape)
+    }
+
+    private static func reduceAttrs(_ axes: [Int]?, _ keepdims: Bool) -> Attrs {
+        var a = Attrs(["keepdims": .bool(keepdims)])
+        if let axes = axes { a.set("axes", .ints(axes)) }
+        return a
+    }
+    static func sum(_ x: Tensor, axes: [Int]? = nil, keepdims: Bool = false) throws -> Tensor {
+        try call("sum", [x], reduceAttrs(axes, keepdims))
+    }
+    static func mean(_ x: Tensor, axes: [Int]? = nil, keepdims: Bool = false) throws -> Tensor {
+        try call("mean", [x], reduceAttrs(axes, keepdims))
+    }
+    static func reduce(_ op: ReduceOp, _ x: Tensor, axes: [Int]?, keepdims: Bool) throws -> Tensor {
+        try call(op.rawValue, [x], reduceAttrs(axes, keepdims))
+    }
+    static func moments(_ x: Tensor, axes: [Int], keepdims: Bool) throws -> (mean: Tensor, variance: Tensor) {
+        let r = try OpRegistry.call("moments", [x], reduceAttrs(axes, keepdims))
+        guard r.count == 2 else { throw EngineError.internal("moments returned \(r.count) outputs") }
+        return (r[0], r[1])
+    }
+
+    static func softmax(_ x: Tensor, axis: Int = -1, log: Bool = false) throws -> Tensor {
+        try call(log ? "log_softmax" : "softmax", [x], Attrs(["axis": .int(axis)]))
+    }
+    static func takeAlongAxis(_ x: Tensor, _ indices: Tensor, axis: Int) throws -> Tensor {
+        try call("take_along_axis", [x, indices], Attrs(["axis": .int(axis)]))
+    }
+    static func clip(_ x: Tensor, min lo: Double, max hi: Double) throws -> Tensor {
+        try call("clip", [x], Attrs(["min": .float(lo), "max": .float(hi)]))
+    }
+    static func `where`(_ c: Tensor, _ x: Tensor, _ y: Tensor) throws -> Tensor { try call("where", [c, x, y]) }
+
+    static func matmul(_ a: Tensor, _ b: Tensor, bias: Tensor?, activation: EpilogueActivation) throws -> Tensor {
+        try call("matmul", [a, b] + (bias.map { [$0] } ?? []), Attrs(["activation": .string(activation.rawValue)]))
+    }
+
+    static func conv(_ x: Tensor, _ kernel: Tensor, bias: Tensor?, activation: EpilogueActivation, strides: [Int], padding: String,
+                     dilation: [Int], groups: Int) throws -> Tensor {
+        try call("conv", [x, kernel] + (bias.map { [$0] } ?? []),
+                 Attrs(["strides": .ints(strides), "padding": .string(padding), "dilation": .ints(dilation), "groups": .int(groups),
+                        "activation": .string(activation.rawValue)]))
+    }
+    static func pool(_ kind: PoolKind, _ x: Tensor, poolSize: [Int], strides: [Int], padding: String) throws -> Tensor {
+        try call(kind == .max ? "max_pool" : "avg_pool", [x],
+                 Attrs(["pool_size": .ints(poolSize), "strides": .ints(strides), "padding": .string(padding)]))
+    }
+
+    /// Uniform samples in [lo, hi), a pure function of `seed` (two integers, a tensor so that
+    /// a compiled step reads each step's seed).
+    static func randomUniform(_ lo: Double, _ hi: Double, shape: [Int], dtype: DType, seed: Tensor) throws -> Tensor {
+        try call("random_uniform", [seed], Attrs(["shape": .ints(shape), "dtype": .string(dtype.name),
+                                                  "minval": .float(lo), "maxval": .float(hi)]))
+    }
+    static func randomNormal(_ mean: Double, _ stddev: Double, shape: [Int], dtype: DType, seed: Tensor) throws -> Tensor {
+        try call("random_normal", [seed], Attrs(["shape": .ints(shape), "dtype": .string(dtype.name),
+                                                 "mean": .float(mean), "stddev": .float(stddev)]))
+    }
+
+    /// The engine's fused Adam step with α_t given as a 0-d tensor.
+    static func adamUpdate(variable x: Tensor, grad g: Tensor, m: Tensor, v: Tensor, alpha: Tensor,
+                           beta1: Double, beta2: Double, epsilon: Double) throws -> (Tensor, Tensor, Tensor) {
+        let r = try OpRegistry.call("adam_update", [x, g, m, v, alpha],
+                                    Attrs(["beta1": .float(beta1), "beta2": .float(beta2), "epsilon": .float(epsilon)]))
+        guard r.count == 3 else { throw EngineError.internal("adam_update returned \(r.count) outputs") }
+        return (r[0], r[1], r[2])
+    }
+}
