@@ -33,9 +33,21 @@ final class CompiledFitTests: XCTestCase {
     @discardableResult
     private func compare(_ layers: [LayerSpec], optimizer: () -> Optimizer, loss: Loss = .sparseCategoricalCrossentropy(fromLogits: false),
                          epochs: Int = 3, expectCompiled: Bool = true, file: StaticString = #filePath, line: UInt = #line) throws -> Model {
-        let (x, y) = try data(seed: 4)
-        let compiled = try Model(inputShape: [8], layers: layers, seed: 9)
-        let eager = try Model(inputShape: [8], layers: layers, seed: 9)
+        try compare({ try Model(inputShape: [8], layers: layers, seed: 9) }, optimizer: optimizer, loss: loss, epochs: epochs,
+                    expectCompiled: expectCompiled, file: file, line: line)
+    }
+
+    /// The same for any model `build` makes (called twice); `ids` feeds it the features as
+    /// token ids in 0..<10 instead of floats.
+    @discardableResult
+    private func compare(_ build: () throws -> Model, ids: Bool = false, optimizer: () -> Optimizer,
+                         loss: Loss = .sparseCategoricalCrossentropy(fromLogits: false), epochs: Int = 3, expectCompiled: Bool = true,
+                         file: StaticString = #filePath, line: UInt = #line) throws -> Model {
+        let (features, y) = try data(seed: 4)
+        let x = ids ? try cast(try TensorEngine.minimum(try multiply(features, features), try scalar(9, .float32)), to: .int32)
+            : features
+        let compiled = try build()
+        let eager = try build()
         for (p, q) in zip(eager.weights, compiled.weights) { p.value = q.value }
         try compiled.compile(optimizer: optimizer(), loss: loss, metrics: ["accuracy"])
         try eager.compile(optimizer: optimizer(), loss: loss, metrics: ["accuracy"], jitCompile: false)
@@ -105,6 +117,27 @@ final class CompiledFitTests: XCTestCase {
             AdamW(learningRate: 0.01, weightDecay: 0.05,
                   schedule: PiecewiseConstantDecay(boundaries: [4, 10], values: [0.02, 0.01, 0.001]))
         }, loss: .sparseCategoricalCrossentropy(fromLogits: true))
+    }
+
+    /// A functional model through the merge layers and Concatenate.
+    func testMergeLayersAndConcatenate() throws {
+        try compare({
+            let x = try Input(shape: [8], name: "x")
+            let h = try LayerSpec.dense(6, activation: "relu")(x)
+            let (a, b) = (try LayerSpec.dense(6, activation: "tanh")(h), try LayerSpec.dense(6)(h))
+            let merged = try [LayerSpec("Add"), LayerSpec("Subtract"), LayerSpec("Multiply"), LayerSpec("Average"),
+                              LayerSpec("Maximum"), LayerSpec("Minimum")].map { try $0(a, b) }
+            let joined = try LayerSpec("Concatenate", ["axis": -1])(merged[0], merged[1], merged[2], merged[3], merged[4], merged[5])
+            return try Model(inputs: [x], outputs: [try LayerSpec.dense(3, activation: "softmax")(joined)], name: "merges", seed: 9)
+        }, optimizer: { Adam(learningRate: 0.01) })
+    }
+
+    /// Embedding's gather, and its gradient (a scatter-add into the table).
+    func testEmbedding() throws {
+        try compare({
+            try Model(inputShape: [8], inputDType: .int32, layers: [LayerSpec("Embedding", ["input_dim": 10, "output_dim": 4]),
+                                                                    LayerSpec("Flatten"), .dense(3, activation: "softmax")], seed: 9)
+        }, ids: true, optimizer: { Adam(learningRate: 0.01) })
     }
 
     /// What cannot be compiled runs eagerly (the same results), saying why.

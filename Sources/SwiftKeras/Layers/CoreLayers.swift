@@ -415,7 +415,7 @@ public final class Embedding: KerasLayer {
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
         let ids = try one(inputs)
-        return [try take(embeddings.value, ids.dtype.isInteger ? ids : try cast(ids, to: .int64), axis: 0)]
+        return [try Ops.take(embeddings.value, ids.dtype.isInteger ? ids : try Ops.cast(ids, to: .int64), axis: 0)]
     }
 }
 
@@ -454,7 +454,7 @@ public final class Concatenate: KerasLayer {
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
         guard !inputs.isEmpty else { throw EngineError.value("Concatenate '\(name)' got no inputs") }
-        return [try concatenate(inputs, axis: axis)]
+        return [try Ops.concatenate(inputs, axis: axis)]
     }
 }
 
@@ -466,17 +466,17 @@ public final class Merge: KerasLayer {
         }
         if className == "Subtract" {
             guard inputs.count == 2 else { throw EngineError.value("Subtract '\(name)' takes exactly 2 inputs") }
-            return [try subtract(inputs[0], inputs[1])]
+            return [try Ops.subtract(inputs[0], inputs[1])]
         }
         let op: (Tensor, Tensor) throws -> Tensor
         switch className {
-        case "Multiply": op = multiply
-        case "Maximum": op = maximum
-        case "Minimum": op = minimum
-        default: op = add
+        case "Multiply": op = Ops.multiply
+        case "Maximum": op = Ops.maximum
+        case "Minimum": op = Ops.minimum
+        default: op = Ops.add
         }
         var y = try inputs.dropFirst().reduce(first, op)
-        if className == "Average" { y = try divide(y, try scalar(Double(inputs.count), y.dtype)) }
+        if className == "Average" { y = try Ops.divide(y, try Ops.scalar(Double(inputs.count), y.dtype)) }
         return [y]
     }
 }

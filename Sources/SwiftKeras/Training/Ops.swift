@@ -21,6 +21,15 @@ enum Ops {
     static func multiply(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binary(.multiply, a, b) }
     static func divide(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binary(.divide, a, b) }
     static func maximum(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binary(.maximum, a, b) }
+    static func minimum(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binary(.minimum, a, b) }
+
+    static func concatenate(_ xs: [Tensor], axis: Int) throws -> Tensor {
+        try call("concatenate", xs, Attrs(["axis": .int(axis)]))
+    }
+    /// Slices of `x` at `indices` along `axis` (an out-of-range index is an error).
+    static func take(_ x: Tensor, _ indices: Tensor, axis: Int) throws -> Tensor {
+        try call("take", [x, indices], Attrs(["axis": .int(axis)]))
+    }
 
     /// A one-input op of the registry's unary table ("relu", "log", "rsqrt", ...).
     static func unary(_ name: String, _ x: Tensor) throws -> Tensor { try call(name, [x]) }
