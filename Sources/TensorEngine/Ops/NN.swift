@@ -176,7 +176,7 @@ private func windowPool(_ kind: PoolKind, _ x: Tensor, into out: Tensor, inSize:
     let cells = outSize.reduce(1, *)
     if out.count == 0 { return out }
     struct Fwd: FloatVisitor {
-        let isMax: Bool, x: Tensor, out: Tensor, n: Int, c: Int, cells: Int, outSize: [Int], inSize: [Int], lo: [[Int]], hi: [[Int]]
+        let isMax: Bool, x: Tensor, out: Tensor, n: Int, c: Int, outSize: [Int], inSize: [Int], lo: [[Int]], hi: [[Int]]
         func visit<T: FloatElem>(_: T.Type) throws {
             let px = x.pointer(T.self), po = out.pointer(T.self)
             let (c, isMax) = (self.c, self.isMax)
@@ -225,7 +225,7 @@ private func windowPool(_ kind: PoolKind, _ x: Tensor, into out: Tensor, inSize:
             }
         }
     }
-    try dispatchFloat(x.dtype, Fwd(isMax: kind == .max, x: x, out: out, n: n, c: c, cells: cells, outSize: outSize, inSize: inSize, lo: lo, hi: hi))
+    try dispatchFloat(x.dtype, Fwd(isMax: kind == .max, x: x, out: out, n: n, c: c, outSize: outSize, inSize: inSize, lo: lo, hi: hi))
     Tape.record(out, [x]) { gy0 in
         let gy = try cast(gy0, to: x.dtype)
         let dx = try zerosLike(x)
