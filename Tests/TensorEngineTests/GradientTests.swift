@@ -103,6 +103,46 @@ final class GradientTests: XCTestCase {
                           tolerance: 1e-2) { try matmul($0[0], $0[1]) }
     }
 
+    /// A VJP learns which of its inputs are tracked (`Tape.needsInputGrad`), and the ops that
+    /// skip an untracked input's gradient still give the tracked ones exactly.
+    func testNeedsInputGrad() throws {
+        let x = try f64([3, 4], seed: 30), w = try f64([4, 2], seed: 31), c = try f64([2], seed: 32)
+        var seen: [[Bool]] = []
+        Tape.push()
+        defer { try? Tape.pop() }
+        w.requiresGrad = true
+        let y = Tape.recordCustom(try Tape.paused { try add(try matmul(x, w), c) }, inputs: [x, w, c]) { g in
+            seen.append((0..<3).map(Tape.needsInputGrad))
+            return [nil, try matmul(try transpose(x, [1, 0]), g), nil]
+        }
+        let gw = try Tape.gradient(of: try sum(y), wrt: [w])[0]
+        XCTAssertEqual(seen, [[false, true, false]])
+        XCTAssertEqual(try gw?.doubles(), try matmul(try transpose(x, [1, 0]), try full([3, 2], value: 1, dtype: .float64)).doubles())
+        XCTAssertTrue(Tape.needsInputGrad(0), "outside a backward pass every input counts")
+
+        // matmul, its epilogue form and conv with an untracked first operand.
+        let bias = try f64([2], seed: 33)
+        bias.requiresGrad = true
+        let s1 = try sum(try multiply(try matmul(x, w, bias: bias, activation: .tanh), try f64([3, 2], seed: 34)))
+        let (gw1, gb1) = try { let g = try Tape.gradient(of: s1, wrt: [w, bias]); return (g[0]!, g[1]!) }()
+        let xt = try f64([3, 4], seed: 30)
+        xt.requiresGrad = true
+        let s2 = try sum(try multiply(try matmul(xt, w, bias: bias, activation: .tanh), try f64([3, 2], seed: 34)))
+        let g2 = try Tape.gradient(of: s2, wrt: [w, bias, xt])
+        XCTAssertEqual(try gw1.doubles(), try g2[0]!.doubles())
+        XCTAssertEqual(try gb1.doubles(), try g2[1]!.doubles())
+        XCTAssertNotNil(g2[2])
+
+        let img = try f64([2, 5, 5, 3], seed: 35), k = try f64([3, 3, 3, 4], seed: 36)
+        k.requiresGrad = true
+        let gk = try Tape.gradient(of: try sum(try conv(img, k, padding: "same")), wrt: [k])[0]!
+        let imgT = try f64([2, 5, 5, 3], seed: 35)
+        imgT.requiresGrad = true
+        let gBoth = try Tape.gradient(of: try sum(try conv(imgT, k, padding: "same")), wrt: [k, imgT])
+        XCTAssertEqual(try gk.doubles(), try gBoth[0]!.doubles())
+        XCTAssertEqual(gBoth[1]?.shape, [2, 5, 5, 3])
+    }
+
     func testCustomGradient() throws {
         // A custom VJP equal to the true derivative must pass the finite-difference check.
         try checkGradient("custom square", [try f64([2, 3], seed: 40)]) { xs in

@@ -33,6 +33,8 @@ final class TapeState {
     // every op (Tape.record reads both).
     @exclusivity(unchecked) var tapes: [[TapeNode]] = []
     @exclusivity(unchecked) var paused = 0
+    /// While a VJP runs in `backpropagate`: which of its node's inputs are tracked.
+    @exclusivity(unchecked) var inputsTracked: [Bool]?
 }
 
 private let tapeKey: pthread_key_t = {
@@ -77,6 +79,17 @@ public enum Tape {
         s.paused += 1
         defer { s.paused -= 1 }
         return try body()
+    }
+
+    /// Whether the VJP running now must produce the gradient of its node's input `i` (the
+    /// index in the array it returns): false for an input that is not tracked, whose gradient
+    /// the backward pass would drop anyway — as torch's `ctx.needs_input_grad`. A VJP whose
+    /// inputs' gradients cost a kernel each checks it: the first Dense or Conv layer's input
+    /// gradient is a whole GEMM or convolution, about a fifth of an MLP's training step. True
+    /// outside a backward pass.
+    public static func needsInputGrad(_ i: Int) -> Bool {
+        guard let tracked = currentTapeState().inputsTracked, i < tracked.count else { return true }
+        return tracked[i]
     }
 
     static func isTracked(_ t: Tensor) -> Bool {
@@ -185,10 +198,14 @@ public enum Tape {
         }
         let sourceKeys = Set(sources.map(key))
         grads[key(target)] = seedGrad
+        let state = currentTapeState()
+        let outerTracked = state.inputsTracked
+        defer { state.inputsTracked = outerTracked }
         for node in nodes.reversed() {
             let k = ObjectIdentifier(node)
             guard let g = grads[k], let backward = node.backward else { continue }
             if !sourceKeys.contains(k) { grads[k] = nil }
+            state.inputsTracked = node.inputs.map(isTracked)
             let inputGrads = try backward(g)
             for (input, ig) in zip(node.inputs, inputGrads) {
                 guard let ig = ig, isTracked(input) else { continue }

@@ -226,11 +226,14 @@ private func recordConv(_ out: Tensor, x: Tensor, w: Tensor, g: ConvGeometry, tr
 
 private func convVJP(_ gy0: Tensor, x: Tensor, w: Tensor, g: ConvGeometry, transposed: Bool) throws -> [Tensor?] {
     let gy = try cast(gy0, to: x.dtype)
+    let (wantX, wantW) = (Tape.needsInputGrad(0), Tape.needsInputGrad(1))
     if transposed {
         // out = conv^T(x, w): dx = conv(gy, w), dw = kernelGrad(gy, x)
-        return [try runConv(.forward, g, gy, w, outShape: x.shape), try runConv(.kernelGrad, g, gy, x, outShape: w.shape)]
+        return [wantX ? try runConv(.forward, g, gy, w, outShape: x.shape) : nil,
+                wantW ? try runConv(.kernelGrad, g, gy, x, outShape: w.shape) : nil]
     }
-    return [try runConv(.inputGrad, g, gy, w, outShape: x.shape), try runConv(.kernelGrad, g, x, gy, outShape: w.shape)]
+    return [wantX ? try runConv(.inputGrad, g, gy, w, outShape: x.shape) : nil,
+            wantW ? try runConv(.kernelGrad, g, x, gy, outShape: w.shape) : nil]
 }
 
 private func convOperands(_ x0: Tensor, _ w0: Tensor, _ name: String) throws -> (Tensor, Tensor, Int) {

@@ -108,7 +108,7 @@ func recordEpilogue(_ y: Tensor, _ inputs: [Tensor], bias: Tensor?, activation: 
     Tape.record(y, inputs + (bias.map { [$0] } ?? [])) { g in
         let gz = try activation.unaryOp.map { try unaryVJP($0, g, x: y, y: y) } ?? g
         var grads = try base(gz)
-        if let b = bias { grads.append(try sumToShape(gz, b.shape)) }
+        if let b = bias { grads.append(Tape.needsInputGrad(inputs.count) ? try sumToShape(gz, b.shape) : nil) }
         return grads
     }
 }

@@ -142,11 +142,13 @@ public func matmul(_ a0: Tensor, _ b0: Tensor, bias: Tensor?, activation: Epilog
 private func matmulVJP(_ g: Tensor, _ a: Tensor, _ b: Tensor) throws -> [Tensor?] {
     // Under create_graph the backward pass is itself recorded, so it must go through
     // matmul; otherwise gemm's transpose flags save the transposed copies.
+    let (wantA, wantB) = (Tape.needsInputGrad(0), Tape.needsInputGrad(1))
     if Tape.shouldRecord([g, a, b]) {
-        return [try sumToShape(try matmul(g, try matrixTranspose(b)), a.shape),
-                try sumToShape(try matmul(try matrixTranspose(a), g), b.shape)]
+        return [wantA ? try sumToShape(try matmul(g, try matrixTranspose(b)), a.shape) : nil,
+                wantB ? try sumToShape(try matmul(try matrixTranspose(a), g), b.shape) : nil]
     }
-    return [try sumToShape(try gemm(g, b, transB: true), a.shape), try sumToShape(try gemm(a, g, transA: true), b.shape)]
+    return [wantA ? try sumToShape(try gemm(g, b, transB: true), a.shape) : nil,
+            wantB ? try sumToShape(try gemm(a, g, transA: true), b.shape) : nil]
 }
 
 let linalgOps: [OpDef] = [
