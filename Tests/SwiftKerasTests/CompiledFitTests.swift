@@ -173,13 +173,20 @@ final class CompiledFitTests: XCTestCase {
 
     /// Self-attention with dropout on the attention probabilities.
     func testMultiHeadAttention() throws {
-        try compare({
+        let model = try compare({
             let x = try Input(shape: [8], name: "x")
             let h = try LayerSpec.reshape([4, 2])(x)
             let a = try LayerSpec("MultiHeadAttention", ["num_heads": 2, "key_dim": 3, "dropout": 0.25])(h, h)
             let y = try LayerSpec.dense(3, activation: "softmax")(try LayerSpec.flatten()(a))
             return try Model(inputs: [x], outputs: [y], name: "attention", seed: 9)
         }, optimizer: { Adam(learningRate: 0.01) })
+        // In training the dropout changes the outputs, anew each call; at inference it is off.
+        let (x, _) = try data(seed: 5)
+        let (t1, t2) = (try model([x], training: true)[0].doubles(), try model([x], training: true)[0].doubles())
+        let (i1, i2) = (try model([x])[0].doubles(), try model([x])[0].doubles())
+        XCTAssertNotEqual(t1, t2)
+        XCTAssertNotEqual(t1, i1)
+        XCTAssertEqual(i1, i2)
     }
 
     func testEinsumDense() throws {
@@ -256,6 +263,35 @@ final class CompiledFitTests: XCTestCase {
             let xs = try random(.normal(0, 1), shape: [5, 3, 4], seed: [2, 2])
             let a = try plain.call([xs], CallOptions(training: true))[0], b = try gated.call([xs], CallOptions(training: true))[0]
             XCTAssertLessThan(largestDifference(a, b), 1e-5, "\(cls): the gate-by-gate cell against the fused op")
+        }
+    }
+
+    /// AlphaDropout keeps a standard normal input's mean and variance (Keras's affine map);
+    /// GaussianDropout keeps the mean; each call draws anew.
+    func testNoiseStatistics() throws {
+        func layer(_ cls: String, _ config: [String: Any]) throws -> KerasLayer {
+            var c = config
+            c["name"] = cls.lowercased()
+            return try LayerRegistry.layer(from: ["class_name": cls, "config": c, "build_config": ["input_shape": [NSNull(), 1000]]])
+        }
+        let x = try random(.normal(0, 1), shape: [200, 1000], seed: [3, 3])
+        let training = CallOptions(training: true)
+        for (cls, rate) in [("AlphaDropout", 0.3), ("GaussianDropout", 0.3)] {
+            let l = try layer(cls, ["rate": rate, "seed": 11])
+            let y = try l.call([x], training)[0].doubles(), xs = x.doubles()
+            let mean = y.reduce(0, +) / Double(y.count)
+            let variance = y.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(y.count)
+            XCTAssertEqual(mean, xs.reduce(0, +) / Double(xs.count), accuracy: 0.01, cls)
+            if cls == "AlphaDropout" {
+                XCTAssertEqual(variance, 1, accuracy: 0.02, cls)
+                // The dropped units all hold a + b alpha' (one value), about 30% of them.
+                let alphaP = -1.6732632423543772848170429916717 * 1.0507009873554804934193349852946
+                let a = Foundation.pow((1 - rate) * (1 + rate * alphaP * alphaP), -0.5)
+                let dropped = y.filter { abs($0 - (a * alphaP - a * alphaP * rate)) < 1e-5 }.count
+                XCTAssertEqual(Double(dropped) / Double(y.count), rate, accuracy: 0.01, cls)
+            }
+            XCTAssertNotEqual(try l.call([x], training)[0].doubles(), y, "\(cls): a second call draws anew")
+            XCTAssertEqual(try l.call([x], CallOptions())[0].doubles(), xs, "\(cls) at inference")
         }
     }
 
