@@ -13,6 +13,11 @@ With ``--with-eager`` a third side runs ``keras-swift fit --no-jit-compile`` (Sw
 eager steps), for the compiled step's before/after in one run; ``--baseline-cli`` adds
 another build's command line (an older commit's) as one more side.
 
+With ``--workload lstm`` the model is bench/steps.py's LSTM workload instead (Embedding(20000,
+128) -> LSTM(64) -> Dense(1, sigmoid), Adam, binary cross-entropy, sequences of 200 tokens; use
+``--batch-size 64``); it has no Python side here (bench/steps.py times Keras's), so it needs
+``--no-python``.
+
 Build the command line in release first (``swift build -c release --product keras-swift``) and
 point ``--cli`` at it. Rounds alternate the two sides; the report gives the median samples/s:
 
@@ -34,26 +39,32 @@ sys.path.insert(0, str(HERE))
 from _common import activate_swift  # noqa: E402
 from mlp_fit import make_data  # noqa: E402
 
+LOSSES = {"mlp": "sparse_categorical_crossentropy", "lstm": "binary_crossentropy"}
 
-def write_inputs(folder, samples, seed):
+
+def write_inputs(folder, samples, seed, workload="mlp"):
     """The data as .npy and the untrained model as .keras (written by Keras on the swift backend)."""
     import numpy as np
 
     os.environ.setdefault("KERAS_BACKEND", "swift")
-    activate_swift()
+    if os.environ["KERAS_BACKEND"] == "swift":
+        activate_swift()
     import keras
 
-    x, y = make_data(samples, seed)
+    if workload == "lstm":
+        from steps import SEQ_LEN, VOCAB, make_data as steps_data
+
+        x, y = steps_data("lstm", samples, seed)
+        layers = [keras.Input((SEQ_LEN,), dtype="int32"), keras.layers.Embedding(VOCAB, 128), keras.layers.LSTM(64),
+                  keras.layers.Dense(1, activation="sigmoid")]
+    else:
+        x, y = make_data(samples, seed)
+        layers = [keras.Input((784,)), keras.layers.Dense(512, activation="relu"),
+                  keras.layers.Dense(512, activation="relu"), keras.layers.Dense(10, activation="softmax")]
     np.save(folder / "x.npy", x)
     np.save(folder / "y.npy", y)
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((784,)),
-        keras.layers.Dense(512, activation="relu"),
-        keras.layers.Dense(512, activation="relu"),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
-    model.save(folder / "mlp.keras")
+    keras.Sequential(layers).save(folder / "mlp.keras")
 
 
 def swiftkeras_round(cli, folder, args, eager=False):
@@ -61,7 +72,7 @@ def swiftkeras_round(cli, folder, args, eager=False):
     (folder / "history.json").unlink(missing_ok=True)
     history = folder / "history.json"
     cmd = [str(cli), "fit", *(["--no-jit-compile"] if eager else []), str(folder / "mlp.keras"), "--x", str(folder / "x.npy"), "--y", str(folder / "y.npy"),
-           "--loss", "sparse_categorical_crossentropy", "--optimizer", "adam", "--lr", "0.001",
+           "--loss", LOSSES[args.workload], "--optimizer", "adam", "--lr", "0.001",
            "--batch-size", str(args.batch_size), "--epochs", str(1 + args.epochs), "-o", str(folder / "trained.keras"),
            "--history", str(history)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=args.timeout)
@@ -92,15 +103,19 @@ def main(argv=None):
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--with-eager", action="store_true", help="also run SwiftKeras with eager steps (--no-jit-compile)")
     parser.add_argument("--baseline-cli", type=Path, help="also run this keras-swift build (another commit's)")
+    parser.add_argument("--workload", choices=sorted(LOSSES), default="mlp")
+    parser.add_argument("--no-python", action="store_true", help="leave out Keras's fit on the swift backend")
     args = parser.parse_args(argv)
+    if args.workload != "mlp" and not args.no_python:
+        parser.error(f"--workload {args.workload} has no Python side here: pass --no-python")
     if not args.cli.exists():
         parser.error(f"{args.cli} does not exist: swift build -c release --product keras-swift, or pass --cli")
-    sides = ["python", "swiftkeras"] + (["swiftkeras_eager"] if args.with_eager else []) \
+    sides = ([] if args.no_python else ["python"]) + ["swiftkeras"] + (["swiftkeras_eager"] if args.with_eager else []) \
         + (["swiftkeras_baseline"] if args.baseline_cli else [])
     results = {side: [] for side in sides}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        write_inputs(folder, args.samples, args.seed)
+        write_inputs(folder, args.samples, args.seed, args.workload)
         for r in range(args.rounds):
             for side in (sides if r % 2 == 0 else sides[::-1]):
                 if side == "python":
@@ -113,19 +128,18 @@ def main(argv=None):
                 print(f"round {r + 1} {side}: {res['samples_per_s']:.0f} samples/s, epochs {res['epoch_s']} s",
                       file=sys.stderr, flush=True)
     med = {side: statistics.median(r["samples_per_s"] for r in rs) for side, rs in results.items()}
-    print(f"MLP fit, {args.samples} samples, batch {args.batch_size}, {args.epochs} timed epochs, {args.rounds} rounds")
+    print(f"{args.workload.upper()} fit, {args.samples} samples, batch {args.batch_size}, {args.epochs} timed epochs, {args.rounds} rounds")
     labels = (("swiftkeras", "SwiftKeras fit (keras-swift fit)"), ("swiftkeras_eager", "SwiftKeras fit, eager steps"),
               ("swiftkeras_baseline", "SwiftKeras fit, --baseline-cli"), ("python", "Keras fit, swift backend"))
     for side, label in labels:
         if side in med:
             print(f"  {label:<36}{med[side]:>9.0f} samples/s")
-    print(f"  SwiftKeras / Python: {med['swiftkeras'] / med['python']:.2f}x")
-    if "swiftkeras_eager" in med:
-        print(f"  SwiftKeras eager / Python: {med['swiftkeras_eager'] / med['python']:.2f}x; "
-              f"compiled / eager: {med['swiftkeras'] / med['swiftkeras_eager']:.2f}x")
-    if "swiftkeras_baseline" in med:
-        print(f"  SwiftKeras baseline / Python: {med['swiftkeras_baseline'] / med['python']:.2f}x; "
-              f"compiled / baseline: {med['swiftkeras'] / med['swiftkeras_baseline']:.2f}x")
+    if "python" in med:
+        print(f"  SwiftKeras / Python: {med['swiftkeras'] / med['python']:.2f}x")
+    for side, label in (("swiftkeras_eager", "eager"), ("swiftkeras_baseline", "baseline")):
+        if side in med:
+            versus = f"SwiftKeras {label} / Python: {med[side] / med['python']:.2f}x; " if "python" in med else ""
+            print(f"  {versus}compiled / {label}: {med['swiftkeras'] / med[side]:.2f}x")
     if args.json:
         args.json.write_text(json.dumps({"results": results, "median_samples_per_s": med, "settings": vars(args)},
                                         indent=2, default=str) + "\n")

@@ -140,20 +140,183 @@ final class CompiledFitTests: XCTestCase {
         }, ids: true, optimizer: { Adam(learningRate: 0.01) })
     }
 
+    /// The 8 features as a sequence of 4 steps of 2.
+    private func sequenceModel(_ layers: [LayerSpec]) -> () throws -> Model {
+        { try Model(inputShape: [8], layers: [.reshape([4, 2])] + layers, seed: 9) }
+    }
+
+    private func rnn(_ cls: String, _ units: Int, _ extra: [String: Any] = [:]) -> LayerSpec {
+        var c: [String: Any] = ["units": units]
+        if cls == "GRU" { c["reset_after"] = true }
+        for (k, v) in extra { c[k] = v }
+        return LayerSpec(cls, c)
+    }
+
+    /// The fused LSTM op, its gate-by-gate cell (recurrent_dropout), and input dropout on both.
+    func testLSTM() throws {
+        try compare(sequenceModel([rnn("LSTM", 6, ["return_sequences": true, "dropout": 0.2]),
+                                   rnn("LSTM", 5, ["recurrent_dropout": 0.3, "dropout": 0.1, "go_backwards": true]),
+                                   .dense(3, activation: "softmax")]), optimizer: { Adam(learningRate: 0.01) })
+    }
+
+    func testGRUAndBidirectional() throws {
+        try compare(sequenceModel([.bidirectional(rnn("GRU", 4, ["return_sequences": true, "dropout": 0.2, "recurrent_dropout": 0.2])),
+                                   .bidirectional(rnn("GRU", 3, ["dropout": 0.1]), mergeMode: "sum"),
+                                   .dense(3, activation: "softmax")]), optimizer: { Adam(learningRate: 0.01) })
+    }
+
+    func testSimpleRNN() throws {
+        try compare(sequenceModel([rnn("SimpleRNN", 6, ["return_sequences": true]),
+                                   rnn("SimpleRNN", 5, ["dropout": 0.2, "recurrent_dropout": 0.2]),
+                                   .dense(3, activation: "softmax")]), optimizer: { Adam(learningRate: 0.01) })
+    }
+
+    /// Self-attention with dropout on the attention probabilities.
+    func testMultiHeadAttention() throws {
+        let model = try compare({
+            let x = try Input(shape: [8], name: "x")
+            let h = try LayerSpec.reshape([4, 2])(x)
+            let a = try LayerSpec("MultiHeadAttention", ["num_heads": 2, "key_dim": 3, "dropout": 0.25])(h, h)
+            let y = try LayerSpec.dense(3, activation: "softmax")(try LayerSpec.flatten()(a))
+            return try Model(inputs: [x], outputs: [y], name: "attention", seed: 9)
+        }, optimizer: { Adam(learningRate: 0.01) })
+        // In training the dropout changes the outputs, anew each call; at inference it is off.
+        let (x, _) = try data(seed: 5)
+        let (t1, t2) = (try model([x], training: true)[0].doubles(), try model([x], training: true)[0].doubles())
+        let (i1, i2) = (try model([x])[0].doubles(), try model([x])[0].doubles())
+        XCTAssertNotEqual(t1, t2)
+        XCTAssertNotEqual(t1, i1)
+        XCTAssertEqual(i1, i2)
+    }
+
+    func testEinsumDense() throws {
+        try compare(sequenceModel([LayerSpec("EinsumDense", ["equation": "abc,cd->abd", "output_shape": [4, 5], "bias_axes": "d",
+                                                             "activation": "relu"]),
+                                   LayerSpec("EinsumDense", ["equation": "...b,bc->...c", "output_shape": 3]),
+                                   .flatten(), .dense(3, activation: "softmax")]), optimizer: { Adam(learningRate: 0.01) })
+    }
+
+    /// The noise layers draw from step-input seeds: each step's draws differ, eager and compiled alike.
+    func testNoiseLayers() throws {
+        try compare(sequenceModel([LayerSpec("GaussianNoise", ["stddev": 0.1, "seed": 1]), LayerSpec("SpatialDropout1D", ["rate": 0.25]),
+                                   .flatten(), .dense(8, activation: "selu"), LayerSpec("GaussianDropout", ["rate": 0.2]),
+                                   LayerSpec("AlphaDropout", ["rate": 0.2, "seed": 5]), .dense(3, activation: "softmax")]),
+                    optimizer: { Adam(learningRate: 0.01) })
+    }
+
+    /// Gradient clipping on the engine's ops, and Nadam's schedule from step inputs.
+    func testClippingAndNadam() throws {
+        let layers: [LayerSpec] = [.dense(16, activation: "relu"), .dense(3, activation: "softmax")]
+        try compare(layers, optimizer: { SGD(learningRate: 0.1, momentum: 0.5, clipnorm: 0.5) })
+        try compare(layers, optimizer: { SGD(learningRate: 0.1, globalClipnorm: 0.3) })
+        try compare(layers, optimizer: { Adam(learningRate: 0.01, clipnorm: 0.5) })
+        try compare(layers, optimizer: { Nadam(learningRate: 0.01) })
+        try compare(layers, optimizer: { Nadam(learningRate: 0.01, clipvalue: 0.05) })
+    }
+
+    /// A recurrent layer built alone for (batch, 3, 4) inputs.
+    private func recurrentLayer(_ cls: String, _ config: [String: Any]) throws -> RecurrentLayer {
+        var c = config
+        c["name"] = "r"
+        let entry: [String: Any] = ["class_name": cls, "config": c, "build_config": ["input_shape": [NSNull(), 3, 4]]]
+        return try XCTUnwrap(try LayerRegistry.layer(from: entry) as? RecurrentLayer)
+    }
+
+    /// Keras's RNN dropout: one input mask and one state mask per sequence, reused at every
+    /// step, zeros at the rate and 1 / (1 - rate) elsewhere (the mean kept); a new draw per call.
+    func testRecurrentDropoutMasks() throws {
+        // h_t = x_t m + h_{t-1} r with identity kernels, x all ones: h_1 = m, h_2 = m + m r,
+        // h_3 = m + h_2 r (a new mask at step 3 would break the last).
+        let layer = try recurrentLayer("SimpleRNN", ["units": 4, "activation": "linear", "return_sequences": true, "use_bias": false,
+                                                     "dropout": 0.5, "recurrent_dropout": 0.25])
+        layer.kernel.value = try eye(4, 4)
+        layer.recurrentKernel.value = try eye(4, 4)
+        let x = try ones([2000, 3, 4])
+        var options = CallOptions(training: true)
+        let y1 = try layer.call([x], options)[0]
+        let h = (0..<3).map { t in try! reshape(try! stridedSlice(y1, begin: [0, t, 0], end: [2000, t + 1, 4], strides: [1, 1, 1]), [2000, 4]).doubles() }
+        let m = h[0]
+        XCTAssertEqual(Set(m), [0, 2], "input mask values")
+        XCTAssertEqual(m.reduce(0, +) / Double(m.count), 1, accuracy: 0.03, "mean of the input mask")
+        var rValues: [Double] = []
+        for i in m.indices where m[i] != 0 {
+            let r = (h[1][i] - m[i]) / m[i]
+            rValues.append(r)
+            XCTAssertEqual(h[2][i], m[i] + h[1][i] * r, accuracy: 1e-5, "step 3 reuses the state mask")
+        }
+        for r in rValues { XCTAssertTrue(abs(r) < 1e-6 || abs(r - 4.0 / 3) < 1e-5, "state mask value \(r)") }
+        XCTAssertEqual(rValues.reduce(0, +) / Double(rValues.count), 1, accuracy: 0.04, "mean of the state mask")
+        // A second call draws new masks; inference draws none.
+        let y2 = try layer.call([x], options)[0]
+        XCTAssertNotEqual(y1.doubles(), y2.doubles())
+        options.training = false
+        XCTAssertEqual(Set(try layer.call([x], options)[0].doubles()), [1, 2, 3])
+        // LSTM and GRU: the fused path (dropout only) and the gate-by-gate one agree with
+        // inference when the rates are 0 in effect (masks of ones at rate 0).
+        for cls in ["LSTM", "GRU"] {
+            let plain = try recurrentLayer(cls, ["units": 3, "reset_after": true])
+            let gated = try recurrentLayer(cls, ["units": 3, "reset_after": true, "recurrent_dropout": 1e-9])
+            for (p, q) in zip(plain.weights, gated.weights) {
+                let v = try random(.uniform(-0.5, 0.5), shape: p.value.shape, seed: [p.value.count, 1])
+                (p.value, q.value) = (v, v)
+            }
+            let xs = try random(.normal(0, 1), shape: [5, 3, 4], seed: [2, 2])
+            let a = try plain.call([xs], CallOptions(training: true))[0], b = try gated.call([xs], CallOptions(training: true))[0]
+            XCTAssertLessThan(largestDifference(a, b), 1e-5, "\(cls): the gate-by-gate cell against the fused op")
+        }
+    }
+
+    /// AlphaDropout keeps a standard normal input's mean and variance (Keras's affine map);
+    /// GaussianDropout keeps the mean; each call draws anew.
+    func testNoiseStatistics() throws {
+        func layer(_ cls: String, _ config: [String: Any]) throws -> KerasLayer {
+            var c = config
+            c["name"] = cls.lowercased()
+            return try LayerRegistry.layer(from: ["class_name": cls, "config": c, "build_config": ["input_shape": [NSNull(), 1000]]])
+        }
+        let x = try random(.normal(0, 1), shape: [200, 1000], seed: [3, 3])
+        let training = CallOptions(training: true)
+        for (cls, rate) in [("AlphaDropout", 0.3), ("GaussianDropout", 0.3)] {
+            let l = try layer(cls, ["rate": rate, "seed": 11])
+            let y = try l.call([x], training)[0].doubles(), xs = x.doubles()
+            let mean = y.reduce(0, +) / Double(y.count)
+            let variance = y.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(y.count)
+            XCTAssertEqual(mean, xs.reduce(0, +) / Double(xs.count), accuracy: 0.01, cls)
+            if cls == "AlphaDropout" {
+                XCTAssertEqual(variance, 1, accuracy: 0.02, cls)
+                // The dropped units all hold a + b alpha' (one value), about 30% of them.
+                let alphaP = -1.6732632423543772848170429916717 * 1.0507009873554804934193349852946
+                let a = Foundation.pow((1 - rate) * (1 + rate * alphaP * alphaP), -0.5)
+                let dropped = y.filter { abs($0 - (a * alphaP - a * alphaP * rate)) < 1e-5 }.count
+                XCTAssertEqual(Double(dropped) / Double(y.count), rate, accuracy: 0.01, cls)
+            }
+            XCTAssertNotEqual(try l.call([x], training)[0].doubles(), y, "\(cls): a second call draws anew")
+            XCTAssertEqual(try l.call([x], CallOptions())[0].doubles(), xs, "\(cls) at inference")
+        }
+    }
+
+    /// Two compiled steps draw different masks: a model whose loss is the dropout mask's mean
+    /// (a constant target) logs a different loss each step, as the eager step does.
+    func testCompiledStepsDrawNewMasks() throws {
+        let build = sequenceModel([rnn("SimpleRNN", 4, ["dropout": 0.5, "recurrent_dropout": 0.5]), .dense(3, activation: "softmax")])
+        let model = try build()
+        try model.compile(optimizer: SGD(learningRate: 0), loss: .sparseCategoricalCrossentropy(fromLogits: false))
+        let (x, y) = try data(seed: 4)
+        var losses: [Double] = []
+        for _ in 0..<4 {
+            let xb = try take(x, try Tensor((0..<8).map { Int32($0) }), axis: 0), yb = try take(y, try Tensor((0..<8).map { Int32($0) }), axis: 0)
+            let h = try model.fit(x: xb, y: yb, batchSize: 8, epochs: 1, verbose: .silent, shuffle: false)
+            losses.append(try XCTUnwrap(h["loss"].first))
+        }
+        let step = try XCTUnwrap(model.compiledTrainStep)
+        XCTAssertEqual(step.traces, 1)
+        XCTAssertEqual(step.replays, 3)
+        // The weights never move (learning rate 0): only the masks change the loss.
+        XCTAssertEqual(Set(losses).count, 4, "\(losses)")
+    }
+
     /// What cannot be compiled runs eagerly (the same results), saying why.
     func testFallsBackToEagerNamingTheCause() throws {
-        // clipnorm compares a norm on the host.
-        let m1 = try compare([.dense(8, activation: "relu"), .dense(3, activation: "softmax")],
-                             optimizer: { Adam(learningRate: 0.01, clipnorm: 0.5) }, expectCompiled: false)
-        XCTAssertTrue(m1.jitFallbackReason?.contains("clipnorm") ?? false, m1.jitFallbackReason ?? "")
-        // GaussianNoise draws with the engine's typed functions, unrecorded.
-        let m2 = try compare([.dense(8, activation: "relu"), LayerSpec("GaussianNoise", ["stddev": 0.1, "seed": 1]),
-                              .dense(3, activation: "softmax")], optimizer: { Adam(learningRate: 0.01) }, expectCompiled: false)
-        XCTAssertTrue(m2.jitFallbackReason?.contains("outside the engine's op registry") ?? false, m2.jitFallbackReason ?? "")
-        XCTAssertEqual(m2.compiledTrainStep?.traces, 1)
-        // At inference GaussianNoise passes its input through: evaluate and predict compile.
-        XCTAssertNil(m2.compiledInference?.eagerReason)
-        XCTAssertGreaterThan(m2.compiledInference?.replays ?? 0, 0)
         // A layer of another module is not traced at all.
         LayerRegistry.register("HostMeanScale", HostMeanScale.self)
         let m3 = try compare([.dense(8, activation: "relu"), LayerSpec("HostMeanScale"), .dense(3, activation: "softmax")],

@@ -57,44 +57,53 @@ public final class MultiHeadAttention: KerasLayer {
         guard x.rank == 3, x.shape[2] == c else {
             throw EngineError.value("MultiHeadAttention '\(name)' expects (batch, time, \(c)) inputs, got \(x.shape)")
         }
-        var y = try matmul(x, try reshape(p.kernel.value, [c, h * d]))
-        if let b = p.bias { y = try add(y, try reshape(b.value, [h * d])) }
-        return try transpose(try reshape(y, [x.shape[0], x.shape[1], h, d]), [0, 2, 1, 3])
+        let y = try Ops.matmul(x, try Ops.reshape(p.kernel.value, [c, h * d]), bias: try p.bias.map { try Ops.reshape($0.value, [h * d]) },
+                               activation: .none)
+        return try Ops.transpose(try Ops.reshape(y, [x.shape[0], x.shape[1], h, d]), [0, 2, 1, 3])
     }
+
+    private lazy var seeds = CallSeeds(config: config, name: name)
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
         guard inputs.count >= 2 && inputs.count <= 3 else {
             throw EngineError.value("MultiHeadAttention '\(name)' takes (query, value[, key]), got \(inputs.count) tensors")
         }
-        try refuseDropoutInTraining(options, ["dropout"])
         let qIn = inputs[0], vIn = inputs[1]
         let kIn = inputs.count == 3 ? inputs[2] : options.tensors["key"] ?? vIn
         if (options.values["return_attention_scores"] as? Bool) == true {
             throw EngineError.notImplemented("MultiHeadAttention '\(name)': return_attention_scores is not in SwiftKeras yet")
         }
-        let q = try multiply(try project(qIn, query), try scalar(1 / Double(keyDim).squareRoot(), qIn.dtype))
+        let q = try Ops.multiply(try project(qIn, query), try Ops.scalar(1 / Double(keyDim).squareRoot(), qIn.dtype))
         let k = try project(kIn, key), v = try project(vIn, value)
-        var scores = try matmul(q, try transpose(k, [0, 1, 3, 2]))  // (B, H, T, S)
+        var scores = try Ops.matmul(q, try Ops.transpose(k, [0, 1, 3, 2]), bias: nil, activation: .none)  // (B, H, T, S)
         var mask: Tensor?
         if let m = options.tensors["attention_mask"] {
-            mask = try cast(try expandDims(m, axis: -3), to: scores.dtype)
+            mask = try Ops.cast(try Ops.expandDims(m, axis: -3), to: scores.dtype)
         }
         if (options.values["use_causal_mask"] as? Bool) == true {
             let (t, s) = (scores.shape[2], scores.shape[3])
-            let causal = try triangle(try ones([t, s], dtype: scores.dtype), k: 0, upper: false)
-            mask = try mask.map { try multiply($0, causal) } ?? causal
+            let causal = try Ops.triangle(try Ops.full([t, s], 1, scores.dtype), k: 0, upper: false)
+            mask = try mask.map { try Ops.multiply($0, causal) } ?? causal
         }
         if let m = mask {
             // Keras's masked softmax adds a large negative number where the mask is 0.
-            let adder = try multiply(try subtract(try scalar(1, m.dtype), m), try scalar(-1e9, m.dtype))
-            scores = try add(scores, adder)
+            let adder = try Ops.multiply(try Ops.subtract(try Ops.scalar(1, m.dtype), m), try Ops.scalar(-1e9, m.dtype))
+            scores = try Ops.add(scores, adder)
         }
-        let attended = try matmul(try softmax(scores, axis: -1), v)  // (B, H, T, Dv)
+        var probabilities = try Ops.softmax(scores, axis: -1)
+        // Keras's dropout layer on the attention probabilities (a mask over (B, H, T, S)).
+        let rate = (config["dropout"] as? NSNumber)?.doubleValue ?? 0
+        if options.training && rate > 0 {
+            guard rate < 1 else { throw EngineError.value("MultiHeadAttention '\(name)': dropout must be below 1, got \(rate)") }
+            let m = try Ops.dropoutMask(rate: rate, shape: probabilities.shape, dtype: probabilities.dtype, seed: try seeds.next())
+            probabilities = try Ops.multiply(probabilities, m)
+        }
+        let attended = try Ops.matmul(probabilities, v, bias: nil, activation: .none)  // (B, H, T, Dv)
         let (b, t) = (qIn.shape[0], qIn.shape[1])
-        let merged = try reshape(try transpose(attended, [0, 2, 1, 3]), [b, t, heads * valueDim])
+        let merged = try Ops.reshape(try Ops.transpose(attended, [0, 2, 1, 3]), [b, t, heads * valueDim])
         let outFeatures = outputShape.reduce(1, *)
-        var y = try matmul(merged, try reshape(output.kernel.value, [heads * valueDim, outFeatures]))
-        if let bias = output.bias { y = try add(y, try reshape(bias.value, [outFeatures])) }
-        return [try reshape(y, [b, t] + outputShape)]
+        let y = try Ops.matmul(merged, try Ops.reshape(output.kernel.value, [heads * valueDim, outFeatures]),
+                               bias: try output.bias.map { try Ops.reshape($0.value, [outFeatures]) }, activation: .none)
+        return [try Ops.reshape(y, [b, t] + outputShape)]
     }
 }

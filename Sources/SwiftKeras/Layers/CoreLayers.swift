@@ -43,27 +43,47 @@ public final class InputLayer: KerasLayer {
 
 /// Layers that only act in training (noise, regularisation): the identity at inference.
 public final class Identity: KerasLayer {
-    private var calls = 0
+    private lazy var seeds = CallSeeds(seed: (config["seed"] as? NSNumber)?.intValue ?? 0)
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
         let x = try one(inputs)
         guard options.training else { return [x] }
-        let seed = (config["seed"] as? NSNumber)?.intValue ?? 0
+        let rate = (config["rate"] as? NSNumber)?.doubleValue ?? 0
         switch className {
         case "Identity": return [x]
         case "GaussianNoise":
-            calls += 1
             let stddev = (config["stddev"] as? NSNumber)?.doubleValue ?? 0
-            return [try add(x, try random(.normal(0, stddev), shape: x.shape, dtype: x.dtype, seed: [seed, calls]))]
+            return [try Ops.add(x, try Ops.randomNormal(0, stddev, shape: x.shape, dtype: x.dtype, seed: try seeds.next()))]
         case "GaussianDropout":
-            calls += 1
-            let rate = (config["rate"] as? NSNumber)?.doubleValue ?? 0
+            guard rate > 0 && rate < 1 else { return [x] }
+            let noise = try Ops.randomNormal(1, (rate / (1 - rate)).squareRoot(), shape: x.shape, dtype: x.dtype, seed: try seeds.next())
+            return [try Ops.multiply(x, noise)]
+        case "AlphaDropout":
             guard rate > 0 else { return [x] }
-            let noise = try random(.normal(1, (rate / (1 - rate)).squareRoot()), shape: x.shape, dtype: x.dtype, seed: [seed, calls])
-            return [try multiply(x, noise)]
+            return [try alphaDropout(x, rate: rate)]
         default:
             throw EngineError.notImplemented("\(className) '\(name)': its training behaviour is not in SwiftKeras yet")
         }
+    }
+
+    /// Keras's AlphaDropout: dropped units set to SELU's negative saturation, then an affine
+    /// map a x + b that keeps the mean and variance.
+    private func alphaDropout(_ x: Tensor, rate: Double) throws -> Tensor {
+        guard rate < 1 else { throw EngineError.value("AlphaDropout '\(name)': rate must be below 1, got \(rate)") }
+        var shape = x.shape
+        if let ns = config["noise_shape"] as? [Any] {
+            guard ns.count == x.rank else {
+                throw EngineError.value("AlphaDropout '\(name)': noise_shape \(ns) does not fit input \(x.shape)")
+            }
+            for (k, d) in ns.enumerated() { if let n = d as? NSNumber { shape[k] = n.intValue } }
+        }
+        let alphaP = -1.6732632423543772848170429916717 * 1.0507009873554804934193349852946
+        let u = try Ops.randomUniform(0, 1, shape: shape, dtype: x.dtype, seed: try seeds.next())
+        let kept = try Ops.cast(try Ops.binary(.greaterEqual, u, try Ops.scalar(rate, x.dtype)), to: x.dtype)
+        let a = Foundation.pow((1 - rate) * (1 + rate * alphaP * alphaP), -0.5), b = -a * alphaP * rate
+        let dropped = try Ops.multiply(try Ops.subtract(try Ops.scalar(1, x.dtype), kept), try Ops.scalar(alphaP, x.dtype))
+        let y = try Ops.add(try Ops.multiply(x, kept), dropped)
+        return try Ops.add(try Ops.multiply(y, try Ops.scalar(a, x.dtype)), try Ops.scalar(b, x.dtype))
     }
 }
 

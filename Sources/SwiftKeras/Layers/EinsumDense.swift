@@ -19,7 +19,7 @@ func einsum(_ a: Tensor, _ aLabels: [Character], _ b: Tensor, _ bLabels: [Charac
     func drop(_ t: Tensor, _ labels: [Character], _ other: [Character]) throws -> (Tensor, [Character]) {
         let gone = labels.indices.filter { !other.contains(labels[$0]) && !out.contains(labels[$0]) }
         guard !gone.isEmpty else { return (t, labels) }
-        return (try sum(t, axes: gone), labels.enumerated().filter { !gone.contains($0.offset) }.map { $0.element })
+        return (try Ops.sum(t, axes: gone), labels.enumerated().filter { !gone.contains($0.offset) }.map { $0.element })
     }
     let (x, xl) = try drop(a, aLabels, bLabels), (w, wl) = try drop(b, bLabels, aLabels)
     let batch = xl.filter { wl.contains($0) && out.contains($0) }
@@ -27,12 +27,12 @@ func einsum(_ a: Tensor, _ aLabels: [Character], _ b: Tensor, _ bLabels: [Charac
     let freeX = xl.filter { !wl.contains($0) }, freeW = wl.filter { !xl.contains($0) }
     func prod(_ ls: [Character]) -> Int { ls.reduce(1) { $0 * (size[$1] ?? 1) } }
     func arrange(_ t: Tensor, _ labels: [Character], _ order: [Character]) throws -> Tensor {
-        try transpose(t, order.compactMap { labels.firstIndex(of: $0) })
+        try Ops.transpose(t, order.compactMap { labels.firstIndex(of: $0) })
     }
-    let x3 = try reshape(try arrange(x, xl, batch + freeX + contracted), [prod(batch), prod(freeX), prod(contracted)])
-    let w3 = try reshape(try arrange(w, wl, batch + contracted + freeW), [prod(batch), prod(contracted), prod(freeW)])
+    let x3 = try Ops.reshape(try arrange(x, xl, batch + freeX + contracted), [prod(batch), prod(freeX), prod(contracted)])
+    let w3 = try Ops.reshape(try arrange(w, wl, batch + contracted + freeW), [prod(batch), prod(contracted), prod(freeW)])
     let result = batch + freeX + freeW
-    let y = try reshape(try matmul(x3, w3), result.map { size[$0] ?? 1 })
+    let y = try Ops.reshape(try Ops.matmul(x3, w3, bias: nil, activation: .none), result.map { size[$0] ?? 1 })
     return try arrange(y, result, out)
 }
 
@@ -139,7 +139,7 @@ public final class EinsumDense: KerasLayer {
         let xl = leftElided ? extra + inputSpec : inputSpec + extra
         let ol = leftElided ? extra + outputSpec : outputSpec + extra
         var y = try einsum(x, xl, kernel.value, weightSpec, ol)
-        if let b = bias { y = try add(y, b.value) }
+        if let b = bias { y = try Ops.add(y, b.value) }
         return [try activation(y)]
     }
 }

@@ -146,15 +146,6 @@ open class KerasLayer {
     /// would make the step run eagerly anyway.
     open var compilesInTrainStep: Bool { String(reflecting: type(of: self)).hasPrefix("SwiftKeras.") }
 
-    /// Training with a dropout rate the layer's call does not apply would silently train a
-    /// different model: refused instead.
-    func refuseDropoutInTraining(_ options: CallOptions, _ keys: [String]) throws {
-        guard options.training else { return }
-        for k in keys where ((config[k] as? NSNumber)?.doubleValue ?? 0) > 0 {
-            throw EngineError.notImplemented("\(className) '\(name)': training with \(k) > 0 is not in SwiftKeras yet")
-        }
-    }
-
     func one(_ inputs: [Tensor]) throws -> Tensor {
         guard inputs.count == 1 else {
             throw EngineError.value("\(className) '\(name)' takes one input, got \(inputs.count)")

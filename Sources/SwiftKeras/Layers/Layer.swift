@@ -102,9 +102,7 @@ public final class Dropout: KerasLayer, Layer {
             self.calls += 1
             return try Tensor([Int64(self.seed), Int64(self.calls)])
         }
-        let u = try Ops.randomUniform(0, 1, shape: shape, dtype: x.dtype, seed: seedPair)
-        let keep = try Ops.cast(try Ops.binary(.greaterEqual, u, try Ops.scalar(rate, x.dtype)), to: x.dtype)
-        return try Ops.multiply(x, try Ops.multiply(keep, try Ops.scalar(1 / (1 - rate), x.dtype)))
+        return try Ops.multiply(x, try Ops.dropoutMask(rate: rate, shape: shape, dtype: x.dtype, seed: seedPair))
     }
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {

@@ -2,11 +2,15 @@ import Foundation
 import TensorEngine
 
 /// What LSTM, GRU and SimpleRNN share: the cell's three weights (kept under "cell/vars" as
-/// Keras saves them), return_sequences / return_state / go_backwards.
+/// Keras saves them), return_sequences / return_state / go_backwards, and Keras's RNN dropout:
+/// in training, one mask per sequence on the inputs (`dropout`) and one on the previous state
+/// (`recurrent_dropout`), drawn once per call and reused at every timestep.
 public class RecurrentLayer: KerasLayer {
     public let kernel: Parameter, recurrentKernel: Parameter, bias: Parameter?
     public let units: Int
     let returnSequences: Bool, returnState: Bool, goBackwards: Bool
+    let dropout: Double, recurrentDropout: Double
+    private lazy var seeds = CallSeeds(config: config, name: name)
 
     /// `gates` blocks of `units` columns per weight; `biasShape` for a given units count.
     init(_ c: LayerConfig, gates: Int, biasShape: [Int]) throws {
@@ -14,6 +18,9 @@ public class RecurrentLayer: KerasLayer {
         returnSequences = try c.bool("return_sequences", false)
         returnState = try c.bool("return_state", false)
         goBackwards = try c.bool("go_backwards", false)
+        // Keras clips the rates to [0, 1]; a rate of 1 it treats as no dropout (0 < rate < 1).
+        dropout = min(1, max(0, try c.double("dropout", 0)))
+        recurrentDropout = min(1, max(0, try c.double("recurrent_dropout", 0)))
         if try c.bool("stateful", false) {
             throw EngineError.notImplemented("\(c.className) '\(c.name)': stateful recurrent layers are not in SwiftKeras yet")
         }
@@ -31,8 +38,7 @@ public class RecurrentLayer: KerasLayer {
     override public var weights: [Parameter] { [kernel, recurrentKernel] + (bias.map { [$0] } ?? []) }
     override public var weightGroups: [(path: String, weights: [Parameter])] { [("vars", []), ("cell/vars", weights)] }
 
-    func sequence(_ inputs: [Tensor], _ options: CallOptions) throws -> Tensor {
-        try refuseDropoutInTraining(options, ["dropout", "recurrent_dropout"])
+    func sequence(_ inputs: [Tensor]) throws -> Tensor {
         guard inputs.count == 1 else {
             throw EngineError.notImplemented("\(className) '\(name)': initial states as inputs are not in SwiftKeras yet")
         }
@@ -43,7 +49,47 @@ public class RecurrentLayer: KerasLayer {
         return x
     }
 
-    func initialState(_ x: Tensor) throws -> Tensor { try zeros([x.shape[0], units], dtype: x.dtype) }
+    func initialState(_ x: Tensor) throws -> Tensor { try Ops.full([x.shape[0], units], 0, x.dtype) }
+
+    /// This call's dropout masks: `count` (B, F) masks on the inputs and `count` (B, U) masks on
+    /// the state, each list empty where its rate is 0 or not in training. Keras draws one mask
+    /// shared by every gate, or one per gate where the cell runs gate by gate (its
+    /// implementation 1, forced by recurrent_dropout); all come from one draw here, sliced.
+    func dropoutMasks(_ x: Tensor, training: Bool, count: Int) throws -> (input: [Tensor], state: [Tensor]) {
+        let useInput = training && dropout > 0 && dropout < 1
+        let useState = training && recurrentDropout > 0 && recurrentDropout < 1
+        guard useInput || useState else { return ([], []) }
+        let (b, f, u) = (x.shape[0], x.shape[2], units)
+        let nIn = useInput ? count * f : 0, nState = useState ? count * u : 0
+        let draws = try Ops.randomUniform(0, 1, shape: [b, nIn + nState], dtype: x.dtype, seed: try seeds.next())
+        func masks(_ at: Int, _ width: Int, _ rate: Double) throws -> [Tensor] {
+            try (0..<count).map { k in try Ops.keepMask(try Ops.slice(draws, axis: 1, at + k * width, at + (k + 1) * width), rate: rate) }
+        }
+        return (useInput ? try masks(0, f, dropout) : [], useState ? try masks(nIn, u, recurrentDropout) : [])
+    }
+
+    /// x with a (B, F) mask applied at every timestep.
+    func masked(_ x: Tensor, _ mask: Tensor?) throws -> Tensor {
+        guard let m = mask else { return x }
+        return try Ops.multiply(x, try Ops.expandDims(m, axis: 1))
+    }
+
+    /// Time step `t` of a (B, T, C) tensor, as (B, C).
+    func timeStep(_ x: Tensor, _ t: Int) throws -> Tensor {
+        try Ops.reshape(try Ops.slice(x, axis: 1, t, t + 1), [x.shape[0], x.shape[2]])
+    }
+
+    /// Columns [k U, (k + 1) U) of a weight or bias (gate k's block).
+    func gateBlock(_ w: Tensor, _ k: Int) throws -> Tensor { try Ops.slice(w, axis: w.rank - 1, k * units, (k + 1) * units) }
+
+    /// Runs `step` over the timesteps in processing order; the stacked outputs and the last.
+    func unrolled(_ x: Tensor, _ step: (Int) throws -> Tensor) throws -> (outputs: Tensor, last: Tensor) {
+        let steps = x.shape[1]
+        guard steps > 0 else { throw EngineError.value("\(className) '\(name)': a sequence of length 0") }
+        var outs: [Tensor] = []
+        for i in 0..<steps { outs.append(try step(goBackwards ? steps - 1 - i : i)) }
+        return (try Ops.stack(outs, axis: 1), outs[steps - 1])
+    }
 
     /// Keras's outputs: the sequence (in processing order) or the last output, then the states.
     func finish(_ outputs: Tensor, last: Tensor, states: [Tensor]) -> [Tensor] {
@@ -66,11 +112,36 @@ public final class LSTM: RecurrentLayer {
     }
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
-        let x = try sequence(inputs, options)
+        let x = try sequence(inputs)
         let h0 = try initialState(x)
-        let r = try lstm(x, h0: h0, c0: h0, kernel: kernel.value, recurrentKernel: recurrentKernel.value,
-                         bias: bias?.value, goBackwards: goBackwards)
-        return finish(r.outputs, last: r.h, states: [r.h, r.c])
+        // recurrent_dropout needs the state masked inside the loop: Keras then runs the cell
+        // gate by gate (its implementation 1) instead of the fused kernel, and so does this.
+        let gateByGate = options.training && recurrentDropout > 0 && recurrentDropout < 1
+        let (inMasks, stateMasks) = try dropoutMasks(x, training: options.training, count: gateByGate ? 4 : 1)
+        guard gateByGate else {
+            let r = try Ops.lstm(try masked(x, inMasks.first), h0: h0, c0: h0, kernel: kernel.value,
+                                 recurrentKernel: recurrentKernel.value, bias: bias?.value, goBackwards: goBackwards)
+            return finish(r.outputs, last: r.h, states: [r.h, r.c])
+        }
+        // Gates i, f, c, o: each its own input projection (over the whole sequence) and recurrent block.
+        let projections = try (0..<4).map { k -> Tensor in
+            let b = try bias.map { try gateBlock($0.value, k) }
+            return try Ops.matmul(try masked(x, inMasks.isEmpty ? nil : inMasks[k]), try gateBlock(kernel.value, k), bias: b,
+                                  activation: .none)
+        }
+        let recurrent = try (0..<4).map { try gateBlock(recurrentKernel.value, $0) }
+        var (h, c) = (h0, h0)
+        let run = try unrolled(x) { t in
+            let z = try (0..<4).map { k in
+                let hk = stateMasks.isEmpty ? h : try Ops.multiply(h, stateMasks[k])
+                return try Ops.add(try timeStep(projections[k], t), try Ops.matmul(hk, recurrent[k], bias: nil, activation: .none))
+            }
+            let (i, f, o) = (try Ops.sigmoid(z[0]), try Ops.sigmoid(z[1]), try Ops.sigmoid(z[3]))
+            c = try Ops.add(try Ops.multiply(f, c), try Ops.multiply(i, try Ops.tanh(z[2])))
+            h = try Ops.multiply(o, try Ops.tanh(c))
+            return h
+        }
+        return finish(run.outputs, last: run.last, states: [h, c])
     }
 }
 
@@ -85,10 +156,40 @@ public final class GRU: RecurrentLayer {
     }
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
-        let x = try sequence(inputs, options)
-        let r = try gru(x, h0: try initialState(x), kernel: kernel.value, recurrentKernel: recurrentKernel.value,
-                        bias: bias?.value, goBackwards: goBackwards)
-        return finish(r.outputs, last: r.h, states: [r.h])
+        let x = try sequence(inputs)
+        let h0 = try initialState(x)
+        let gateByGate = options.training && recurrentDropout > 0 && recurrentDropout < 1
+        let (inMasks, stateMasks) = try dropoutMasks(x, training: options.training, count: gateByGate ? 3 : 1)
+        guard gateByGate else {
+            let r = try Ops.gru(try masked(x, inMasks.first), h0: h0, kernel: kernel.value, recurrentKernel: recurrentKernel.value,
+                                bias: bias?.value, goBackwards: goBackwards)
+            return finish(r.outputs, last: r.h, states: [r.h])
+        }
+        // Keras's GRU cell, implementation 1 with reset_after: gates z, r, h; the bias's rows
+        // are the input and the recurrent biases.
+        let (inputBias, recurrentBias) = try bias.map { b -> (Tensor?, Tensor?) in
+            (try Ops.reshape(try Ops.slice(b.value, axis: 0, 0, 1), [3 * units]),
+             try Ops.reshape(try Ops.slice(b.value, axis: 0, 1, 2), [3 * units]))
+        } ?? (nil, nil)
+        let projections = try (0..<3).map { k -> Tensor in
+            try Ops.matmul(try masked(x, inMasks.isEmpty ? nil : inMasks[k]), try gateBlock(kernel.value, k),
+                           bias: try inputBias.map { try gateBlock($0, k) }, activation: .none)
+        }
+        let recurrent = try (0..<3).map { try gateBlock(recurrentKernel.value, $0) }
+        let recBias = try (0..<3).map { k in try recurrentBias.map { try gateBlock($0, k) } }
+        var h = h0
+        let run = try unrolled(x) { t in
+            let inner = try (0..<3).map { k in
+                try Ops.matmul(try Ops.multiply(h, stateMasks[k]), recurrent[k], bias: recBias[k], activation: .none)
+            }
+            let z = try Ops.sigmoid(try Ops.add(try timeStep(projections[0], t), inner[0]))
+            let r = try Ops.sigmoid(try Ops.add(try timeStep(projections[1], t), inner[1]))
+            let hh = try Ops.tanh(try Ops.add(try timeStep(projections[2], t), try Ops.multiply(r, inner[2])))
+            // h = z h + (1 - z) hh
+            h = try Ops.add(try Ops.multiply(z, h), try Ops.multiply(try Ops.subtract(try Ops.scalar(1, z.dtype), z), hh))
+            return h
+        }
+        return finish(run.outputs, last: run.last, states: [h])
     }
 }
 
@@ -104,20 +205,16 @@ public final class SimpleRNN: RecurrentLayer {
     }
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
-        let x = try sequence(inputs, options)
-        let (b, steps, u) = (x.shape[0], x.shape[1], units)
-        var projected = try matmul(x, kernel.value)
-        if let bias { projected = try add(projected, bias.value) }
+        let x = try sequence(inputs)
+        let (inMasks, stateMasks) = try dropoutMasks(x, training: options.training, count: 1)
+        let projected = try Ops.matmul(try masked(x, inMasks.first), kernel.value, bias: bias?.value, activation: .none)
         var h = try initialState(x)
-        var outputs: [Tensor] = []
-        for i in 0..<steps {
-            let t = goBackwards ? steps - 1 - i : i
-            let xt = try reshape(try stridedSlice(projected, begin: [0, t, 0], end: [b, t + 1, u], strides: [1, 1, 1]), [b, u])
-            h = try activation(try add(xt, try matmul(h, recurrentKernel.value)))
-            outputs.append(h)
+        let run = try unrolled(x) { t in
+            let prev = try stateMasks.first.map { try Ops.multiply(h, $0) } ?? h
+            h = try activation(try Ops.add(try timeStep(projected, t), try Ops.matmul(prev, recurrentKernel.value, bias: nil, activation: .none)))
+            return h
         }
-        let seq = outputs.isEmpty ? try zeros([b, 0, u], dtype: x.dtype) : try stack(outputs, axis: 1)
-        return finish(seq, last: h, states: [h])
+        return finish(run.outputs, last: run.last, states: [h])
     }
 }
 
@@ -168,14 +265,13 @@ public final class Bidirectional: KerasLayer {
         var yr = try backward.call(inputs, options)[0]
         if backward.returnSequences {
             // Keras flips the backward layer's sequence back into input order before merging.
-            let steps = yr.shape[1]
-            yr = try take(yr, try Tensor((0..<steps).reversed().map { Int64($0) }), axis: 1)
+            yr = try Ops.reversed(yr, axis: 1)
         }
         switch mergeMode {
-        case "concat": return [try concatenate([y, yr], axis: -1)]
-        case "sum": return [try add(y, yr)]
-        case "mul": return [try multiply(y, yr)]
-        case "ave": return [try divide(try add(y, yr), try scalar(2, y.dtype))]
+        case "concat": return [try Ops.concatenate([y, yr], axis: -1)]
+        case "sum": return [try Ops.add(y, yr)]
+        case "mul": return [try Ops.multiply(y, yr)]
+        case "ave": return [try Ops.divide(try Ops.add(y, yr), try Ops.scalar(2, y.dtype))]
         case nil: return [y, yr]
         default: throw EngineError.value("Bidirectional '\(name)': unknown merge_mode '\(mergeMode ?? "")'")
         }

@@ -109,8 +109,10 @@ open class KerasOptimizer: Optimizer {
     /// The slots a parameter's rule keeps, initialised.
     func makeSlots(_ p: Tensor) throws -> [Tensor] { [] }
 
-    /// Once per step before the per-parameter updates (Nadam's running product).
-    func beginStep() {}
+    /// Once per step after the per-parameter updates, before `iterations` advances, eager or
+    /// replayed (Nadam's running product). Values a step reads are step scalars, which run
+    /// before a replay: they compute from the state as it was before the step.
+    func endStep() {}
 
     /// One parameter's update: the new value and the new slots. The learning rate and
     /// anything else that changes from step to step come from `stepScalar`, so a compiled
@@ -144,7 +146,6 @@ open class KerasOptimizer: Optimizer {
                     p.value = try Ops.subtract(p.value, try Ops.multiply(p.value, decay))
                 }
             }
-            beginStep()
             for (g, p) in zip(grads, parameters) {
                 guard let g = g else { continue }
                 let key = ObjectIdentifier(p)
@@ -155,20 +156,20 @@ open class KerasOptimizer: Optimizer {
                 p.value = value
             }
         }
+        endStep()
         iterations += 1
     }
 
     // MARK: compiled steps
 
     /// Why a step with this optimizer cannot be compiled (nil when it can).
-    var compileBlocker: String? {
-        if let c = clipnorm, c > 0 { return "clipnorm compares each gradient's norm on the host" }
-        if let c = globalClipnorm, c > 0 { return "global_clipnorm reads the gradients' norm on the host" }
-        return nil
-    }
+    var compileBlocker: String? { nil }
 
     /// The options a traced step builds in (its ops differ with them): part of its signature.
-    var tracedOptions: String { "\(weightDecay.map { $0 != 0 } ?? false),\(clipvalue.map(String.init(describing:)) ?? "-")" }
+    var tracedOptions: String {
+        func show(_ v: Double?) -> String { v.map(String.init(describing:)) ?? "-" }
+        return "\(weightDecay.map { $0 != 0 } ?? false),\(show(clipvalue)),\(show(clipnorm)),\(show(globalClipnorm))"
+    }
 
     /// Creates the slots of every parameter that has none yet (an eager step creates them on
     /// a parameter's first gradient), so that a traced step finds all its state already there.
@@ -187,24 +188,15 @@ open class KerasOptimizer: Optimizer {
     }
 
     /// What `apply` does on the host after the updates, for a step a program replayed.
-    func finishReplayedStep() { iterations += 1 }
+    func finishReplayedStep() {
+        endStep()
+        iterations += 1
+    }
 
     private func clipped(_ grads: [Tensor?]) throws -> [Tensor?] {
-        if let c = clipnorm, c > 0 {
-            return try grads.map { g in
-                guard let g = g else { return nil }
-                let norm = try sqrt(try sum(try square(g))).double(at: 0)
-                return norm > c ? try multiply(g, try scalar(c / norm, g.dtype)) : g
-            }
-        }
-        if let c = globalClipnorm, c > 0 {
-            var total = 0.0
-            for g in grads.compactMap({ $0 }) { total += try sum(try square(try cast(g, to: .float64))).double(at: 0) }
-            let norm = total.squareRoot()
-            // Keras's scale: c * min(1 / norm, 1 / c), NaN for a non-finite norm.
-            let scale = norm.isFinite ? c * min(1 / norm, 1 / c) : .nan
-            return try grads.map { g in try g.map { try multiply($0, try scalar(scale, $0.dtype)) } }
-        }
+        // On the engine's ops, not the host: a compiled step computes the norms each step.
+        if let c = clipnorm, c > 0 { return try grads.map { g in try g.map { try Ops.clipByNorm($0, c) } } }
+        if let c = globalClipnorm, c > 0 { return try Ops.clipByGlobalNorm(grads, c) }
         if let v = clipvalue, v > 0 {
             return try grads.map { g in try g.map { try Ops.clip($0, min: -v, max: v) } }
         }
@@ -366,21 +358,25 @@ public final class Nadam: KerasOptimizer {
 
     private func u(_ t: Double) -> Double { beta1 * (1 - 0.5 * Foundation.pow(0.96, t)) }
 
-    override func beginStep() { uProduct *= u(Double(iterations + 1)) }
-
-    // Its per-step factors are typed scalars, not step inputs: a trace would freeze them.
-    override var compileBlocker: String? {
-        super.compileBlocker ?? "Nadam keeps its momentum schedule's running product on the host"
-    }
+    override func endStep() { uProduct *= u(stepNumber) }
 
     override func makeSlots(_ p: Tensor) throws -> [Tensor] { [try zerosLike(p), try zerosLike(p)] }
 
     override func update(_ p: Tensor, _ g: Tensor, slots: [Tensor]) throws -> (Tensor, [Tensor]) {
-        let t = stepNumber, ut = u(t), ut1 = u(t + 1), productNext = uProduct * ut1
+        // The step's factors from the running product before it (uProduct advances in endStep).
+        let mFactor = try stepScalar("nadam_m", p.dtype) {
+            let t = self.stepNumber
+            return self.u(t + 1) / (1 - self.uProduct * self.u(t) * self.u(t + 1))
+        }
+        let gFactor = try stepScalar("nadam_g", p.dtype) {
+            let t = self.stepNumber
+            return (1 - self.u(t)) / (1 - self.uProduct * self.u(t))
+        }
+        let vFactor = try stepScalar("nadam_v", p.dtype) { 1 - Foundation.pow(self.beta2, self.stepNumber) }
         let m = try Ops.add(slots[0], try Ops.multiply(try Ops.subtract(g, slots[0]), try s(1 - beta1, p)))
         let v = try Ops.add(slots[1], try Ops.multiply(try Ops.subtract(try Ops.square(g), slots[1]), try s(1 - beta2, p)))
-        let mHat = try Ops.add(try Ops.multiply(m, try TensorEngine.scalar(ut1 / (1 - productNext), p.dtype)), try Ops.multiply(g, try TensorEngine.scalar((1 - ut) / (1 - uProduct), p.dtype)))
-        let vHat = try Ops.divide(v, try TensorEngine.scalar(1 - Foundation.pow(beta2, t), p.dtype))
+        let mHat = try Ops.add(try Ops.multiply(m, mFactor), try Ops.multiply(g, gFactor))
+        let vHat = try Ops.divide(v, vFactor)
         let step = try Ops.divide(try Ops.multiply(mHat, try lr(p.dtype)), try Ops.add(try Ops.sqrt(vHat), try s(epsilon, p)))
         return (try Ops.subtract(p, step), [m, v])
     }

@@ -7,8 +7,8 @@ import TensorEngine
 //
 // The program's inputs are the state the step reads (every model weight, the optimizer's
 // slots), the batch, and the host values that change from step to step (a learning rate
-// from a schedule, Adam's α_t, a dropout layer's seed), declared where the step reads them
-// (`StepInputs`). Its outputs are the loss, the model's outputs (for the metrics) and the
+// from a schedule, Adam's α_t, Nadam's momentum factors, a dropout layer's seed), declared
+// where the step reads them (`StepInputs`). Its outputs are the loss, the model's outputs (for the metrics) and the
 // new value of every piece of state the step replaced; a replay assigns those, and redoes
 // the step's host-side bookkeeping (the optimizer's step count; the step inputs' producers
 // advance their own counters).
@@ -18,8 +18,9 @@ import TensorEngine
 // cause: the tracer's own reasons (a custom gradient, ...), a tensor the program would
 // hold as a constant (a result computed by a typed engine call rather than through the
 // registry, so not recorded: see Ops.swift; a replay would reuse the first step's value),
-// an optimizer that reads values on the host (clipnorm) or keeps host state per step,
-// a layer from outside SwiftKeras (its call may read values on the host).
+// an optimizer from outside SwiftKeras, a layer from outside SwiftKeras (its call may read
+// values on the host). Random draws (Dropout, the RNNs' masks, the noise layers) take their
+// seeds as step inputs (`CallSeeds`), so every replay draws anew.
 
 /// Host values a step reads that change from step to step. Outside a trace, `value` is
 /// `make()`; while a step is traced, the value is also declared a program input and `make`
@@ -55,6 +56,35 @@ final class StepInputs {
     /// A 0-d tensor of `dtype` holding `value()`.
     static func scalar(_ key: String, _ dtype: DType, _ value: @escaping () -> Double) throws -> Tensor {
         try self.value("\(key):\(dtype.name)") { try TensorEngine.scalar(value(), dtype) }
+    }
+}
+
+/// A layer's random draws in training: the seed pair (seed, n) for its n-th call, read as a
+/// step input, so that a compiled step draws anew every step as an eager one does.
+final class CallSeeds {
+    let seed: Int
+    private var calls = 0
+
+    init(seed: Int) { self.seed = seed }
+
+    /// The config's "seed", else one derived from the layer's name: two unseeded layers of one
+    /// model then draw different masks (FNV-1a, stable across runs, unlike `hashValue`).
+    convenience init(config: [String: Any], name: String) {
+        if let s = config["seed"] as? NSNumber {
+            self.init(seed: s.intValue)
+        } else {
+            var h: UInt32 = 2166136261
+            for b in name.utf8 { h = (h ^ UInt32(b)) &* 16777619 }
+            self.init(seed: Int(h))
+        }
+    }
+
+    /// This call's seed pair (advances the count once per call, traced or replayed).
+    func next() throws -> Tensor {
+        try StepInputs.value {
+            self.calls += 1
+            return try Tensor([Int64(self.seed), Int64(self.calls)])
+        }
     }
 }
 

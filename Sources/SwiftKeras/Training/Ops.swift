@@ -136,6 +136,87 @@ enum Ops {
                                                  "mean": .float(mean), "stddev": .float(stddev)]))
     }
 
+    // MARK: recurrent, attention, einsum and noise layers; gradient clipping
+
+    /// All outputs of a multi-output registry op, checked against `count`.
+    private static func callAll(_ name: String, _ inputs: [Tensor], _ attrs: Attrs, count: Int) throws -> [Tensor] {
+        let r = try OpRegistry.call(name, inputs, attrs)
+        guard r.count == count else { throw EngineError.internal("\(name) returned \(r.count) outputs, not \(count)") }
+        return r
+    }
+
+    /// A tensor of `shape` filled with `value` (recorded, so a trace holds no constant for it).
+    static func full(_ shape: [Int], _ value: Double, _ dtype: DType) throws -> Tensor {
+        try call("full", [], Attrs(["shape": .ints(shape), "value": .float(value), "dtype": .string(dtype.name)]))
+    }
+    static func transpose(_ x: Tensor, _ perm: [Int]) throws -> Tensor { try call("transpose", [x], Attrs(["perm": .ints(perm)])) }
+    static func stack(_ xs: [Tensor], axis: Int) throws -> Tensor { try call("stack", xs, Attrs(["axis": .int(axis)])) }
+    static func stridedSlice(_ x: Tensor, begin: [Int], end: [Int], strides: [Int]) throws -> Tensor {
+        try call("strided_slice", [x], Attrs(["begin": .ints(begin), "end": .ints(end), "strides": .ints(strides)]))
+    }
+    /// x[..., lo..<hi, ...] along `axis`.
+    static func slice(_ x: Tensor, axis: Int, _ lo: Int, _ hi: Int) throws -> Tensor {
+        var begin = Array(repeating: 0, count: x.rank), end = x.shape
+        begin[axis] = lo
+        end[axis] = hi
+        return try stridedSlice(x, begin: begin, end: end, strides: Array(repeating: 1, count: x.rank))
+    }
+    /// x with `axis` reversed.
+    static func reversed(_ x: Tensor, axis: Int) throws -> Tensor {
+        var begin = Array(repeating: 0, count: x.rank), end = x.shape, strides = Array(repeating: 1, count: x.rank)
+        (begin[axis], end[axis], strides[axis]) = (x.shape[axis] - 1, -1, -1)
+        return try stridedSlice(x, begin: begin, end: end, strides: strides)
+    }
+    static func triangle(_ x: Tensor, k: Int, upper: Bool) throws -> Tensor {
+        try call("triangle", [x], Attrs(["k": .int(k), "upper": .bool(upper)]))
+    }
+    static func sigmoid(_ x: Tensor) throws -> Tensor { try unary("sigmoid", x) }
+
+    /// The engine's fused LSTM over (B, T, F): outputs (B, T, U) in processing order, last h and c.
+    static func lstm(_ x: Tensor, h0: Tensor, c0: Tensor, kernel: Tensor, recurrentKernel: Tensor, bias: Tensor?,
+                     goBackwards: Bool) throws -> (outputs: Tensor, h: Tensor, c: Tensor) {
+        let r = try callAll("lstm", [x, h0, c0, kernel, recurrentKernel] + (bias.map { [$0] } ?? []),
+                            Attrs(["go_backwards": .bool(goBackwards)]), count: 3)
+        return (r[0], r[1], r[2])
+    }
+    /// The engine's fused GRU (reset_after): outputs (B, T, U) in processing order and the last h.
+    static func gru(_ x: Tensor, h0: Tensor, kernel: Tensor, recurrentKernel: Tensor, bias: Tensor?,
+                    goBackwards: Bool) throws -> (outputs: Tensor, h: Tensor) {
+        let r = try callAll("gru", [x, h0, kernel, recurrentKernel] + (bias.map { [$0] } ?? []),
+                            Attrs(["go_backwards": .bool(goBackwards)]), count: 2)
+        return (r[0], r[1])
+    }
+
+    /// Keras's dropout of a tensor of ones: 1 / (1 - rate) where a uniform draw is >= rate, 0 elsewhere.
+    static func dropoutMask(rate: Double, shape: [Int], dtype: DType, seed: Tensor) throws -> Tensor {
+        try keepMask(try randomUniform(0, 1, shape: shape, dtype: dtype, seed: seed), rate: rate)
+    }
+    /// The same from uniform draws `u` already made.
+    static func keepMask(_ u: Tensor, rate: Double) throws -> Tensor {
+        let keep = try cast(try binary(.greaterEqual, u, try scalar(rate, u.dtype)), to: u.dtype)
+        return try multiply(keep, try scalar(1 / (1 - rate), u.dtype))
+    }
+
+    /// Keras's clip_by_norm: g * c / max(‖g‖, c).
+    static func clipByNorm(_ g: Tensor, _ c: Double) throws -> Tensor {
+        let norm = try sqrt(try sum(try square(g)))
+        return try divide(try multiply(g, try scalar(c, g.dtype)), try maximum(norm, try scalar(c, g.dtype)))
+    }
+    /// Keras's clip_by_global_norm: each g * c * min(1 / ‖all‖, 1 / c), NaN for a non-finite norm.
+    static func clipByGlobalNorm(_ grads: [Tensor?], _ c: Double) throws -> [Tensor?] {
+        let present = grads.compactMap { $0 }
+        guard let dt = present.first?.dtype else { return grads }
+        var total = try scalar(0, dt)
+        for g in present { total = try add(total, try cast(try sum(try square(g)), to: dt)) }
+        let norm = try sqrt(total)
+        let bounded = try multiply(try minimum(try divide(try scalar(1, dt), norm), try scalar(1 / c, dt)), try scalar(c, dt))
+        // norm - norm is 0, or NaN when the norm is not finite (Keras's trick).
+        let scale = try add(bounded, try subtract(norm, norm))
+        return try grads.map { g in try g.map { try multiply($0, try cast(scale, to: $0.dtype)) } }
+    }
+
+    // MARK: optimizers
+
     /// The engine's fused Adam step with α_t given as a 0-d tensor.
     static func adamUpdate(variable x: Tensor, grad g: Tensor, m: Tensor, v: Tensor, alpha: Tensor,
                            beta1: Double, beta2: Double, epsilon: Double) throws -> (Tensor, Tensor, Tensor) {
