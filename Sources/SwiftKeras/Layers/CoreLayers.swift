@@ -51,6 +51,8 @@ public final class Identity: KerasLayer {
         let seed = (config["seed"] as? NSNumber)?.intValue ?? 0
         switch className {
         case "Identity": return [x]
+        // Its penalty on x is added by fit and evaluate (Regularization in Regularizers.swift).
+        case "ActivityRegularization": return [x]
         case "GaussianNoise":
             calls += 1
             let stddev = (config["stddev"] as? NSNumber)?.doubleValue ?? 0

@@ -65,7 +65,27 @@ public final class Model {
         let weights = TemporaryFile(suffix: ".h5")
         try Zip.read(archive, "model.weights.h5", in: path).write(to: URL(fileURLWithPath: weights.path))
         try model.loadWeights(weights.path)
+        try model.restoreCompile(weightsPath: weights.path, in: path)
         return model
+    }
+
+    /// Keras's compile_from_config and optimizer state: a compile_config SwiftKeras cannot
+    /// follow (an optimizer, loss or metric it lacks) leaves the model uncompiled with one
+    /// warning, as Keras does when compile fails on load.
+    private func restoreCompile(weightsPath: String, in path: String) throws {
+        guard let c = config["compile_config"] as? [String: Any] else { return }
+        do {
+            try compile(fromKeras: c)
+            if let keras = optimizer as? KerasOptimizer { try keras.load(from: try H5File.open(weightsPath), trainableWeights, path: path) }
+        } catch {
+            optimizer = nil
+            compiled = nil
+            compiledTrainStep = nil
+            compiledInference = nil
+            let reason = (error as? EngineError)?.message ?? "\(error)"
+            FileHandle.standardError.write(Data(("SwiftKeras: '\(path)' loads uncompiled: its compile_config needs \(reason), "
+                                                 + "which SwiftKeras cannot restore; call compile to train it\n").utf8))
+        }
     }
 
     /// Rebuilds a model (with zero weights) from a config.json object.
@@ -247,6 +267,7 @@ public final class Model {
         options.values = node.kwargValues
         for (k, r) in node.kwargTensors { options.tensors[k] = try value(r, &memo, &active, training) }
         let outs = try layer.call(args, options)
+        try ActivityLosses.current?.record(layer, outs)
         for (i, t) in outs.enumerated() { memo[TensorRef(layer: ref.layer, node: ref.node, index: i)] = t }
         guard let t = memo[ref] else {
             throw EngineError.value("layer '\(ref.layer)' has \(outs.count) output(s), the graph wants #\(ref.index)")
@@ -293,34 +314,50 @@ public final class Model {
     }
 
     /// Writes the weights as Keras's `.weights.h5` layout.
-    public func saveWeights(_ path: String) throws {
+    public func saveWeights(_ path: String) throws { try saveWeights(path, optimizer: nil) }
+
+    /// The weights, and with `optimizer` its variables (a `.keras` file's model.weights.h5).
+    private func saveWeights(_ path: String, optimizer: KerasOptimizer?) throws {
         let file = try H5File.create(path)
         try file.makeGroups("layers")
         for (group, params) in weightGroups {
             try file.makeGroups(group)
             for (i, p) in params.enumerated() { try file.write("\(group)/\(i)", p.value) }
         }
+        try optimizer?.save(to: file, trainableWeights)
     }
 
-    /// The config to save: a model compiled in Swift drops the compile_config Keras wrote, since
-    /// the file carries no optimizer state for it (Keras loads the model uncompiled).
-    private var savedConfig: [String: Any] {
+    /// The config to save and whether the optimizer's state goes with it: a model compiled in
+    /// Swift writes its compile_config (Keras loads it compiled); one whose compile Keras
+    /// cannot express (an optimizer or schedule defined outside SwiftKeras) is saved
+    /// uncompiled, with a warning.
+    private func savedConfig() -> (entry: [String: Any], optimizer: KerasOptimizer?) {
         var entry = config
-        if compiled != nil { entry["compile_config"] = nil }
-        return entry
+        guard compiled != nil else { return (entry, nil) }
+        do {
+            entry["compile_config"] = try compileConfig()
+            return (entry, optimizer as? KerasOptimizer)
+        } catch {
+            entry["compile_config"] = nil
+            let reason = (error as? EngineError)?.message ?? "\(error)"
+            FileHandle.standardError.write(Data("SwiftKeras: model '\(name)' is saved uncompiled: \(reason)\n".utf8))
+            return (entry, nil)
+        }
     }
 
-    /// Writes a `.keras` file (config.json, metadata.json, model.weights.h5) Keras 3 loads.
+    /// Writes a `.keras` file (config.json, metadata.json, model.weights.h5) Keras 3 loads,
+    /// compiled (with the optimizer's state) when the model is.
     public func save(_ path: String) throws {
         guard path.hasSuffix(".keras") else { throw EngineError.value("save writes .keras files, got '\(path)'") }
         let weights = TemporaryFile(suffix: ".h5")
-        try saveWeights(weights.path)
+        let (entry, optimizer) = savedConfig()
+        try saveWeights(weights.path, optimizer: optimizer)
         guard let h5 = FileManager.default.contents(atPath: weights.path) else {
             throw EngineError.value("cannot read back the weights written to \(weights.path)")
         }
         let metadata: [String: Any] = ["keras_version": "3.15.1", "date_saved": ISO8601DateFormatter().string(from: Date())]
         try Zip.write(path, [("metadata.json", try JSONSerialization.data(withJSONObject: metadata)),
-                             ("config.json", try JSONSerialization.data(withJSONObject: savedConfig)),
+                             ("config.json", try JSONSerialization.data(withJSONObject: entry)),
                              ("model.weights.h5", h5)], compress: true)
     }
 }
