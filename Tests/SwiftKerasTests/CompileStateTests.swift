@@ -204,6 +204,33 @@ final class CompileStateTests: XCTestCase {
         XCTAssertFalse(try H5File.open(plain).exists("optimizer"))
     }
 
+    /// Two outputs: a loss, weight and metric list per output, by Keras's compile_config lists.
+    func testTwoOutputsRoundTrip() throws {
+        let x = try Input(shape: [6], name: "x")
+        let h = try LayerSpec.dense(8, activation: "relu")(x)
+        let model = try Model(inputs: [x], outputs: [try LayerSpec.dense(3, activation: "softmax", name: "cls")(h),
+                                                     try LayerSpec.dense(1, name: "reg")(h)], name: "two", seed: 2)
+        try model.compile(optimizer: RMSprop(learningRate: 0.01), losses: [.sparseCategoricalCrossentropy(fromLogits: false), .huber(delta: 2)],
+                          lossWeights: [1, 0.5], metrics: ["accuracy"])
+        let (features, y) = try blobs(seed: 3)
+        let target = try reshape(try sum(features, axes: [1]), [40, 1])
+        try model.fit(x: [features], y: [y, target], batchSize: 10, epochs: 1, verbose: .silent)
+        let path = try tempPath("two.keras")
+        try model.save(path)
+        let loaded = try Model.load(path)
+        let c = try XCTUnwrap(loaded.compiled)
+        XCTAssertEqual(c.losses.map { $0.name }, ["sparse_categorical_crossentropy", "huber"])
+        if case .huber(let d) = c.losses[1] { XCTAssertEqual(d, 2) } else { XCTFail("\(c.losses[1])") }
+        XCTAssertEqual(c.lossWeights, [1, 0.5])
+        XCTAssertEqual(c.metricNames, [["accuracy"], ["accuracy"]])
+        let (a, b) = (try model.evaluate(x: [features], y: [y, target]), try loaded.evaluate(x: [features], y: [y, target]))
+        XCTAssertEqual(a.keys.sorted(), b.keys.sorted())
+        for (k, v) in a { XCTAssertEqual(b[k] ?? .nan, v, accuracy: 1e-6, k) }
+        let h1 = try model.fit(x: [features], y: [y, target], batchSize: 10, epochs: 1, verbose: .silent, seed: 4)
+        let h2 = try loaded.fit(x: [features], y: [y, target], batchSize: 10, epochs: 1, verbose: .silent, seed: 4)
+        XCTAssertEqual(h1["loss"][0], h2["loss"][0], accuracy: 1e-6)
+    }
+
     /// A compile_config naming what SwiftKeras lacks: loaded uncompiled (one warning), never an error.
     func testUnknownOptimizerLoadsUncompiled() throws {
         let model = try build()

@@ -73,7 +73,8 @@ public final class Model {
     /// follow (an optimizer, loss or metric it lacks) leaves the model uncompiled with one
     /// warning, as Keras does when compile fails on load.
     private func restoreCompile(weightsPath: String, in path: String) throws {
-        guard let c = config["compile_config"] as? [String: Any] else { return }
+        // An uncompiled model's file holds null or {} (Keras skips both).
+        guard let c = config["compile_config"] as? [String: Any], !c.isEmpty else { return }
         do {
             try compile(fromKeras: c)
             if let keras = optimizer as? KerasOptimizer { try keras.load(from: try H5File.open(weightsPath), trainableWeights, path: path) }
@@ -83,8 +84,7 @@ public final class Model {
             compiledTrainStep = nil
             compiledInference = nil
             let reason = (error as? EngineError)?.message ?? "\(error)"
-            FileHandle.standardError.write(Data(("SwiftKeras: '\(path)' loads uncompiled: its compile_config needs \(reason), "
-                                                 + "which SwiftKeras cannot restore; call compile to train it\n").utf8))
+            FileHandle.standardError.write(Data("SwiftKeras: '\(path)' loads uncompiled (call compile to train it): \(reason)\n".utf8))
         }
     }
 

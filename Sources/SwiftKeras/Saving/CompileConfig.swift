@@ -21,7 +21,7 @@ private func unwrap(_ v: Any, _ what: String) throws -> (name: String, config: [
     }
     if c == "function", let f = d["config"] as? String { return (f, [:]) }
     if let module = d["module"] as? String, !module.hasPrefix("keras") && module != "builtins" {
-        throw EngineError.notImplemented("the custom Python \(what) \(module).\(c)")
+        throw EngineError.notImplemented("the custom Python \(what) \(module).\(c) cannot run in Swift")
     }
     return (c, d["config"] as? [String: Any] ?? [:])
 }
@@ -30,6 +30,13 @@ private func double(_ c: [String: Any], _ key: String, _ fallback: Double) throw
     guard let v = c[key], !(v is NSNull) else { return fallback }
     guard let n = v as? NSNumber else { throw EngineError.value("compile_config: '\(key)' should be a number, got \(v)") }
     return n.doubleValue
+}
+
+/// A non-negative whole number (a step count), 0 when absent.
+private func count(_ c: [String: Any], _ key: String) throws -> Int {
+    let n = try double(c, key, 0)
+    guard n.isFinite, n >= 0, n < 1e15, n == n.rounded() else { throw EngineError.value("compile_config: '\(key)' should be a step count, got \(n)") }
+    return Int(n)
 }
 
 private func optionalDouble(_ c: [String: Any], _ key: String) throws -> Double? {
@@ -58,10 +65,9 @@ private func scheduleConfig(_ s: LearningRateSchedule) throws -> [String: Any] {
 
 private func makeSchedule(from v: [String: Any]) throws -> LearningRateSchedule {
     let (name, c) = try unwrap(v, "learning-rate schedule")
-    func int(_ key: String) throws -> Int { Int(try double(c, key, .nan)) }
     func positive(_ key: String) throws -> Int {
         let n = try double(c, key, .nan)
-        guard n.isFinite, n > 0 else { throw EngineError.value("compile_config: \(name) needs a positive \(key)") }
+        guard n.isFinite, n > 0, n < 1e15 else { throw EngineError.value("compile_config: \(name) needs a positive \(key)") }
         return Int(n)
     }
     switch name {
@@ -71,14 +77,14 @@ private func makeSchedule(from v: [String: Any]) throws -> LearningRateSchedule 
     case "CosineDecay":
         return CosineDecay(initialLearningRate: try double(c, "initial_learning_rate", .nan), decaySteps: try positive("decay_steps"),
                            alpha: try double(c, "alpha", 0), warmupTarget: try optionalDouble(c, "warmup_target"),
-                           warmupSteps: Int(try double(c, "warmup_steps", 0)))
+                           warmupSteps: try count(c, "warmup_steps"))
     case "PiecewiseConstantDecay":
         let b = (c["boundaries"] as? [Any] ?? []).compactMap { ($0 as? NSNumber)?.intValue }
         let values = (c["values"] as? [Any] ?? []).compactMap { ($0 as? NSNumber)?.doubleValue }
         guard values.count == b.count + 1 else { throw EngineError.value("compile_config: PiecewiseConstantDecay needs one more value than boundaries") }
         return PiecewiseConstantDecay(boundaries: b, values: values)
     default:
-        throw EngineError.notImplemented("the learning-rate schedule \(name)")
+        throw EngineError.notImplemented("the learning-rate schedule \(name) is not in SwiftKeras yet")
     }
 }
 
@@ -121,7 +127,7 @@ extension KerasOptimizer {
         let (name, c) = try unwrap(v, "optimizer")
         for (key, off) in [("use_ema", false as Any), ("loss_scale_factor", NSNull()), ("gradient_accumulation_steps", NSNull())] {
             if let set = c[key], !(set is NSNull), !((set as? Bool) == false && off is Bool) {
-                throw EngineError.notImplemented("the optimizer option \(key)=\(set)")
+                throw EngineError.notImplemented("the optimizer option \(key)=\(set) is not in SwiftKeras yet")
             }
         }
         var rate = 0.001, sched: LearningRateSchedule?
@@ -160,7 +166,7 @@ extension KerasOptimizer {
             o = Lion(learningRate: rate, beta1: try d("beta_1", 0.9), beta2: try d("beta_2", 0.99), schedule: sched, clipnorm: cn,
                      clipvalue: cv, globalClipnorm: gc, weightDecay: wd)
         default:
-            throw EngineError.notImplemented("the optimizer \(name)")
+            throw EngineError.notImplemented("the optimizer \(name) is not in SwiftKeras yet")
         }
         return o
     }
@@ -182,7 +188,7 @@ extension KerasOptimizer {
         try createSlots(parameters)
         // Keras's iterations is an int32 variable on JAX, which writes the files compared against.
         var refs = [VariableRef(get: { try TensorEngine.scalar(Double(self.iterations), .int32) },
-                                set: { self.iterations = Int(try $0.double(at: 0)) })]
+                                set: { self.iterations = try count(["iterations": $0.double(at: 0)], "iterations") })]
         if schedule == nil {
             refs.append(VariableRef(get: { try TensorEngine.scalar(self.learningRate, .float32) },
                                     set: { self.learningRate = try $0.double(at: 0) }))
@@ -271,11 +277,11 @@ extension Loss {
             return
         }
         if let r = c["reduction"] as? String, r != "sum_over_batch_size" {
-            throw EngineError.notImplemented("the loss \(name) with reduction '\(r)'")
+            throw EngineError.notImplemented("the loss \(name) with reduction '\(r)' is not in SwiftKeras yet")
         }
-        if try double(c, "label_smoothing", 0) != 0 { throw EngineError.notImplemented("the loss \(name) with label_smoothing") }
-        if let a = c["axis"] as? NSNumber, a.intValue != -1 { throw EngineError.notImplemented("the loss \(name) with axis \(a)") }
-        if let i = c["ignore_class"], !(i is NSNull) { throw EngineError.notImplemented("the loss \(name) with ignore_class") }
+        if try double(c, "label_smoothing", 0) != 0 { throw EngineError.notImplemented("the loss \(name) with label_smoothing is not in SwiftKeras yet") }
+        if let a = c["axis"] as? NSNumber, a.intValue != -1 { throw EngineError.notImplemented("the loss \(name) with axis \(a) is not in SwiftKeras yet") }
+        if let i = c["ignore_class"], !(i is NSNull) { throw EngineError.notImplemented("the loss \(name) with ignore_class is not in SwiftKeras yet") }
         let logits = c["from_logits"] as? Bool ?? false
         switch snake {
         case "sparse_categorical_crossentropy": self = .sparseCategoricalCrossentropy(fromLogits: logits)
@@ -296,7 +302,7 @@ private func metricName(_ v: Any) throws -> String {
                  "CategoricalAccuracy": "categorical_accuracy", "BinaryAccuracy": "binary_accuracy", "Accuracy": "accuracy"]
     // Only the default options: SwiftKeras's metrics by name take none.
     guard let name = known[className], c.keys.allSatisfy({ ["name", "dtype"].contains($0) }) else {
-        throw EngineError.notImplemented("the metric \(className) with config \(c)")
+        throw EngineError.notImplemented("the metric \(className) with options \(c.keys.sorted()) is not in SwiftKeras yet")
     }
     return name
 }
@@ -308,7 +314,7 @@ extension Model {
     func compileConfig() throws -> [String: Any]? {
         guard let compiled = compiled, let optimizer = optimizer else { return nil }
         guard let keras = optimizer as? KerasOptimizer else {
-            throw EngineError.notImplemented("the optimizer \(type(of: optimizer)) is not a Keras optimizer")
+            throw EngineError.notImplemented("the optimizer \(type(of: optimizer)) is not one of Keras's")
         }
         let single = outputCount == 1
         let losses = compiled.losses.map { $0.kerasConfig }
@@ -343,7 +349,7 @@ extension Model {
         }
         // A list of losses is per output; a list of metrics is per output when it holds lists.
         let losses = try perOutput(c["loss"], "losses", isList: { _ in true }).map { v -> Loss in
-            guard let v = v, !(v is NSNull) else { throw EngineError.notImplemented("an output without a loss") }
+            guard let v = v, !(v is NSNull) else { throw EngineError.notImplemented("an output without a loss is not in SwiftKeras yet") }
             return try Loss(keras: v)
         }
         let weights = try perOutput(c["loss_weights"], "loss weights", isList: { _ in true }).map { v -> Double in
@@ -356,7 +362,7 @@ extension Model {
             return try (v as? [Any] ?? [v]).map(metricName)
         }
         if let w = c["weighted_metrics"], !(w is NSNull), !((w as? [Any])?.isEmpty ?? false) {
-            throw EngineError.notImplemented("weighted_metrics")
+            throw EngineError.notImplemented("weighted_metrics are not in SwiftKeras yet")
         }
         let jit = (c["jit_compile"] as? Bool) ?? true
         try compile(optimizer: optimizer, losses: losses, lossWeights: weights, metrics: metrics[0], jitCompile: jit)

@@ -36,10 +36,11 @@ private func number(_ c: [String: Any], _ key: String, _ fallback: Double, _ wha
 private func axes(_ c: [String: Any], _ what: String) throws -> [Int] {
     guard let v = c["axis"], !(v is NSNull) else { return [0] }
     if let n = v as? NSNumber { return [n.intValue] }
-    guard let a = v as? [Any], let ints = Optional(a.compactMap { ($0 as? NSNumber)?.intValue }), ints.count == a.count else {
+    let ints = (v as? [Any])?.compactMap { ($0 as? NSNumber)?.intValue }
+    guard let list = ints, list.count == (v as? [Any])?.count else {
         throw EngineError.value("\(what): 'axis' should be an integer or a list of integers, got \(v)")
     }
-    return ints
+    return list
 }
 
 /// A penalty on a weight (added to the loss) or on a layer's output (activity regularization).
