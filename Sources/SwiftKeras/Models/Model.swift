@@ -220,14 +220,21 @@ public final class Model {
         return try run(xs, &memo, training: training)
     }
 
+    /// The outputs, with the activity penalties of the layers `activity` names collected into it.
+    func callAsFunction(_ xs: [Tensor], training: Bool, activity: ActivityLosses?) throws -> [Tensor] {
+        var memo: [TensorRef: Tensor] = [:]
+        return try run(xs, &memo, training: training, activity: activity)
+    }
+
     /// Runs the graph, leaving every tensor it computed in `memo`.
-    func run(_ xs: [Tensor], _ memo: inout [TensorRef: Tensor], training: Bool = false) throws -> [Tensor] {
+    func run(_ xs: [Tensor], _ memo: inout [TensorRef: Tensor], training: Bool = false,
+             activity: ActivityLosses? = nil) throws -> [Tensor] {
         guard xs.count == inputs.count else {
             throw EngineError.value("model '\(name)' takes \(inputs.count) input(s), got \(xs.count)")
         }
         for (ref, (layer, x)) in zip(inputRefs, zip(inputs, xs)) { memo[ref] = try layer.accept(x) }
         var active: Set<TensorRef> = []
-        return try outputRefs.map { try value($0, &memo, &active, training) }
+        return try outputRefs.map { try value($0, &memo, &active, training, activity) }
     }
 
     /// Every layer the model runs: its inputs and layers, and those of the models nested in it.
@@ -251,7 +258,7 @@ public final class Model {
     }
 
     private func value(_ ref: TensorRef, _ memo: inout [TensorRef: Tensor], _ active: inout Set<TensorRef>,
-                       _ training: Bool) throws -> Tensor {
+                       _ training: Bool, _ activity: ActivityLosses?) throws -> Tensor {
         if let t = memo[ref] { return t }
         guard let layer = byName[ref.layer] else { throw EngineError.value("model graph names the unknown layer '\(ref.layer)'") }
         guard let calls = nodes[ref.layer], ref.node >= 0, ref.node < calls.count else {
@@ -262,12 +269,13 @@ public final class Model {
         defer { active.remove(key) }
         let node = calls[ref.node]
         if layer is InputLayer { throw EngineError.value("input '\(ref.layer)' is not an input of model '\(name)'") }
-        let args = try node.args.map { try value($0, &memo, &active, training) }
+        let args = try node.args.map { try value($0, &memo, &active, training, activity) }
         var options = CallOptions(training: training)
+        options.activity = activity
         options.values = node.kwargValues
-        for (k, r) in node.kwargTensors { options.tensors[k] = try value(r, &memo, &active, training) }
+        for (k, r) in node.kwargTensors { options.tensors[k] = try value(r, &memo, &active, training, activity) }
         let outs = try layer.call(args, options)
-        try ActivityLosses.current?.record(layer, outs)
+        try activity?.record(layer, outs)
         for (i, t) in outs.enumerated() { memo[TensorRef(layer: ref.layer, node: ref.node, index: i)] = t }
         guard let t = memo[ref] else {
             throw EngineError.value("layer '\(ref.layer)' has \(outs.count) output(s), the graph wants #\(ref.index)")
@@ -387,7 +395,7 @@ public final class ModelLayer: KerasLayer {
     override public var weightGroups: [(path: String, weights: [Parameter])] { model.weightGroups }
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
-        try model(inputs, training: options.training)
+        try model(inputs, training: options.training, activity: options.activity)
     }
 }
 

@@ -239,23 +239,19 @@ struct Regularization {
 }
 
 /// The activity penalties of one forward pass, collected as the model runs its layers
-/// (nested models included), on the thread that runs it.
+/// (nested models included: CallOptions carries it into them).
 final class ActivityLosses {
-    private static let key = "SwiftKeras.ActivityLosses"
     let regularizers: [ObjectIdentifier: Regularizer]
     private(set) var losses: [Tensor] = []
 
     init(_ regularizers: [ObjectIdentifier: Regularizer]) { self.regularizers = regularizers }
 
-    static var current: ActivityLosses? { Thread.current.threadDictionary[key] as? ActivityLosses }
-
-    /// Runs `body` collecting into a fresh collector (none when there is nothing to collect).
-    static func collecting<R>(_ regularizers: [ObjectIdentifier: Regularizer], _ body: () throws -> R) throws -> (R, [Tensor]) {
-        guard !regularizers.isEmpty else { return (try body(), []) }
-        let outer = current, c = ActivityLosses(regularizers)
-        Thread.current.threadDictionary[key] = c
-        defer { Thread.current.threadDictionary[key] = outer }
-        return (try body(), c.losses)
+    /// The model's outputs and the penalties of the layers `regularizers` names.
+    static func run(_ model: Model, _ xs: [Tensor], training: Bool,
+                    _ regularizers: [ObjectIdentifier: Regularizer]) throws -> ([Tensor], [Tensor]) {
+        guard !regularizers.isEmpty else { return (try model(xs, training: training), []) }
+        let c = ActivityLosses(regularizers)
+        return (try model(xs, training: training, activity: c), c.losses)
     }
 
     /// Keras's Layer.__call__: the layer's penalty on each output, divided by the batch size.

@@ -147,7 +147,7 @@ extension Model {
         Tape.push()
         var pushed = true
         defer { if pushed { try? Tape.pop() } }
-        let (outs, activity) = try ActivityLosses.collecting(compiled.regularization.activity) { try self(xs, training: true) }
+        let (outs, activity) = try ActivityLosses.run(self, xs, training: true, compiled.regularization.activity)
         var total: Tensor?
         for (k, out) in outs.enumerated() {
             var l = try compiled.losses[k](ys[k], out, sampleWeight: sampleWeight)
@@ -281,7 +281,7 @@ extension Model {
                 // The losses, the regularization penalty (Keras's evaluate reports it too), then the outputs.
                 let regularized = !compiled.regularization.isEmpty
                 let body = { () throws -> [Tensor] in
-                    let (outs, activity) = try ActivityLosses.collecting(compiled.regularization.activity) { try self(xb, training: false) }
+                    let (outs, activity) = try ActivityLosses.run(self, xb, training: false, compiled.regularization.activity)
                     let losses = try outs.enumerated().map { k, out in try compiled.losses[k](by[k], out, sampleWeight: bw) }
                     let penalty = regularized ? [try compiled.regularization.penalty(activity) ?? Ops.scalar(0, .float32)] : []
                     return losses + penalty + outs
