@@ -297,9 +297,11 @@ extension Loss {
 private func metricName(_ v: Any) throws -> String {
     if let s = v as? String { return s }
     let (className, c) = try unwrap(v, "metric")
+    if (v as? [String: Any])?["class_name"] as? String == "function" { return className }  // keras.metrics.mae, ...
     let known = ["MeanAbsoluteError": "mean_absolute_error", "MeanSquaredError": "mean_squared_error", "AUC": "auc",
                  "Precision": "precision", "Recall": "recall", "SparseCategoricalAccuracy": "sparse_categorical_accuracy",
-                 "CategoricalAccuracy": "categorical_accuracy", "BinaryAccuracy": "binary_accuracy", "Accuracy": "accuracy"]
+                 "CategoricalAccuracy": "categorical_accuracy", "BinaryAccuracy": "binary_accuracy"]
+    // (keras.metrics.Accuracy counts exact equality, not what the name "accuracy" resolves to: not mapped.)
     // Only the default options: SwiftKeras's metrics by name take none.
     guard let name = known[className], c.keys.allSatisfy({ ["name", "dtype"].contains($0) }) else {
         throw EngineError.notImplemented("the metric \(className) with options \(c.keys.sorted()) is not in SwiftKeras yet")
