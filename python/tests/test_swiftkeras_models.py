@@ -272,7 +272,8 @@ def test_compiled_model_continues_in_swift_as_in_keras(tmp_path, opt):
 
     loaded = keras.models.load_model(out)
     assert loaded.compiled and type(loaded.optimizer) is type(model.optimizer)
-    assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    # Keras numbers an optimizer's name per process ("adam_6"); Swift writes the class's ("adam").
+    assert {**loaded.optimizer.get_config(), "name": None} == {**model.optimizer.get_config(), "name": None}
     assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) == 9
     for a, b in zip(loaded.weights, model.weights):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-4, err_msg=a.path)
