@@ -86,8 +86,9 @@ struct Fit: ParsableCommand {
     @Argument(help: "The .keras model file.") var model: String
     @Option(name: .customLong("x"), help: "One .npy per model input, in order (repeat the option).") var xs: [String]
     @Option(name: .customLong("y"), help: "One .npy per model output, in order (repeat the option).") var ys: [String]
-    @Option(help: "A Keras loss name (sparse_categorical_crossentropy, mse, ...).") var loss: String
-    @Option(help: "sgd, adam, adamw, rmsprop, adagrad, nadam or lion (Keras's defaults).") var optimizer = "adam"
+    @Option(help: "A Keras loss name (sparse_categorical_crossentropy, mse, ...); without it, the model trains as saved compiled (its optimizer state included).")
+    var loss: String?
+    @Option(help: "sgd, adam, adamw, rmsprop, adagrad, nadam or lion (Keras's defaults; adam with --loss).") var optimizer: String?
     @Option(name: .customLong("lr"), help: "Learning rate (default: the optimizer's).") var learningRate: Double?
     @Option var epochs = 1
     @Option(name: .customLong("batch-size")) var batchSize = 32
@@ -105,7 +106,7 @@ struct Fit: ParsableCommand {
 
     func makeOptimizer() throws -> Optimizer {
         let o: KerasOptimizer
-        switch optimizer.lowercased() {
+        switch (optimizer ?? "adam").lowercased() {
         case "sgd": o = SGD()
         case "adam": o = Adam()
         case "adamw": o = AdamW()
@@ -113,7 +114,7 @@ struct Fit: ParsableCommand {
         case "adagrad": o = Adagrad()
         case "nadam": o = Nadam()
         case "lion": o = Lion()
-        default: throw Failure(description: "unknown optimizer '\(optimizer)'")
+        default: throw Failure(description: "unknown optimizer '\(optimizer ?? "")'")
         }
         if let lr = learningRate { o.learningRate = lr }
         return o
@@ -123,8 +124,18 @@ struct Fit: ParsableCommand {
         do {
             let m = try Model.load(model)
             if initialize { try m.initializeWeights(seed: seed) }
-            try m.compile(optimizer: try makeOptimizer(), loss: try Loss(loss),
-                          metrics: metrics.split(separator: ",").map { String($0) }, jitCompile: !noJitCompile)
+            if let loss = loss {
+                try m.compile(optimizer: try makeOptimizer(), loss: try Loss(loss),
+                              metrics: metrics.split(separator: ",").map { String($0) }, jitCompile: !noJitCompile)
+            } else {
+                guard let saved = m.optimizer else {
+                    throw Failure(description: "'\(model)' was saved uncompiled (or with a compile SwiftKeras cannot restore): give --loss")
+                }
+                guard optimizer == nil, metrics.isEmpty, !noJitCompile else {
+                    throw Failure(description: "--optimizer, --metrics and --no-jit-compile need --loss (they compile afresh)")
+                }
+                if let lr = learningRate { saved.learningRate = lr }
+            }
             var started = Date(), seconds: [Double] = []
             let timer = LambdaCallback(onEpochBegin: { _, _ in started = Date() },
                                        onEpochEnd: { _, _, _ in seconds.append(Date().timeIntervalSince(started)) })

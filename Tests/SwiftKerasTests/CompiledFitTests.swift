@@ -315,6 +315,23 @@ final class CompiledFitTests: XCTestCase {
         XCTAssertEqual(Set(losses).count, 4, "\(losses)")
     }
 
+    /// Weight and activity penalties in the loss, constraints projecting after each update:
+    /// all recorded by the trace (their ops go through the registry).
+    func testRegularizersAndConstraints() throws {
+        func k(_ c: String, _ config: [String: Any]) -> [String: Any] { ["class_name": c, "config": config] }
+        try compare([
+            LayerSpec("Dense", ["units": 16, "activation": "relu", "kernel_regularizer": k("L1L2", ["l1": 0.001, "l2": 0.01]),
+                                "bias_regularizer": k("L2", ["l2": 0.01]), "activity_regularizer": k("L1", ["l1": 0.001]),
+                                "kernel_constraint": k("MaxNorm", ["max_value": 0.5, "axis": 0])]),
+            LayerSpec("ActivityRegularization", ["l1": 0.01, "l2": 0.001]),
+            LayerSpec("Dense", ["units": 8, "activation": "tanh", "kernel_regularizer": k("OrthogonalRegularizer", ["factor": 0.1]),
+                                "kernel_constraint": k("MinMaxNorm", ["min_value": 0.2, "max_value": 0.6, "rate": 0.5])]),
+            LayerSpec("Dense", ["units": 3, "activation": "softmax",
+                                "kernel_regularizer": k("OrthogonalRegularizer", ["factor": 0.1, "mode": "columns"]),
+                                "kernel_constraint": k("UnitNorm", ["axis": 0]), "bias_constraint": k("NonNeg", [:])]),
+        ], optimizer: { Adam(learningRate: 0.01) })
+    }
+
     /// What cannot be compiled runs eagerly (the same results), saying why.
     func testFallsBackToEagerNamingTheCause() throws {
         // A layer of another module is not traced at all.

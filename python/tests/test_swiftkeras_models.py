@@ -216,3 +216,89 @@ def test_swift_digits_convnet_example_loads_in_keras(tmp_path):
     assert [type(layer).__name__ for layer in model.layers][:3] == ["Conv2D", "BatchNormalization", "MaxPooling2D"]
     got = model.predict(np.load(tmp_path / "x_test.npy"), verbose=0)
     np.testing.assert_allclose(got, np.load(tmp_path / "y_swift.npy"), atol=1e-5, rtol=0)
+
+
+def _regularized():
+    reg, con = keras.regularizers, keras.constraints
+    return keras.Sequential([
+        keras.Input((6,)),
+        layers.Dense(8, activation="relu", kernel_regularizer=reg.L1L2(0.001, 0.01), bias_regularizer=reg.L2(0.01),
+                     activity_regularizer=reg.L1(0.01), kernel_constraint=con.MaxNorm(0.8)),
+        layers.ActivityRegularization(l1=0.001, l2=0.01),
+        layers.Dense(6, activation="tanh", kernel_regularizer=reg.OrthogonalRegularizer(0.05),
+                     kernel_constraint=con.MinMaxNorm(0.2, 0.9, rate=0.5)),
+        layers.BatchNormalization(gamma_regularizer=reg.L2(0.02), beta_constraint=con.NonNeg()),
+        layers.Dense(3, activation="softmax", kernel_constraint=con.UnitNorm(), bias_constraint=con.NonNeg()),
+    ])
+
+
+OPTIMIZERS = {
+    "adam_schedule": lambda: keras.optimizers.Adam(keras.optimizers.schedules.ExponentialDecay(0.02, decay_steps=3,
+                                                                                               decay_rate=0.8)),
+    "rmsprop_centered": lambda: keras.optimizers.RMSprop(0.01, momentum=0.5, centered=True),
+}
+
+
+@pytest.mark.parametrize("opt", list(OPTIMIZERS))
+def test_compiled_model_continues_in_swift_as_in_keras(tmp_path, opt):
+    """A model Keras compiled and trained (weight and activity regularizers, constraints, an
+    optimizer with a learning-rate schedule or variable) continues training in `keras-swift
+    fit` from its saved compile state as it continues in Keras: the same epoch losses
+    (penalties included), and the file Swift saves loads compiled in Keras with the same
+    weights and optimizer variables."""
+    _require(CLI, "the keras-swift tool")
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(24, 6)).astype("float32")
+    y = rng.integers(0, 3, size=(24,)).astype("int32")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    model = _regularized()
+    model.compile(optimizer=OPTIMIZERS[opt](), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    model.save(tmp_path / "a.keras")
+    want = model.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0).history
+
+    out, hist = tmp_path / "b.keras", tmp_path / "h.json"
+    run = subprocess.run([str(CLI), "fit", str(tmp_path / "a.keras"), "--x", str(tmp_path / "x.npy"), "--y",
+                          str(tmp_path / "y.npy"), "--epochs", "2", "--batch-size", "8", "--no-shuffle", "-o", str(out),
+                          "--history", str(hist)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "uncompiled" not in run.stderr and "eagerly" not in run.stderr, run.stderr
+    import json
+    got = json.loads(hist.read_text())
+    np.testing.assert_allclose(got["loss"], want["loss"], rtol=0, atol=5e-5)
+    np.testing.assert_allclose(got["accuracy"], want["accuracy"], rtol=0, atol=1e-6)
+
+    loaded = keras.models.load_model(out)
+    assert loaded.compiled and type(loaded.optimizer) is type(model.optimizer)
+    # Keras numbers an optimizer's name per process ("adam_6"); Swift writes the class's ("adam").
+    assert {**loaded.optimizer.get_config(), "name": None} == {**model.optimizer.get_config(), "name": None}
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) == 9
+    for a, b in zip(loaded.weights, model.weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-4, err_msg=a.path)
+    assert len(loaded.optimizer.variables) == len(model.optimizer.variables)
+    for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-5, err_msg=b.path)
+    # One more step in Keras from each: the same loss.
+    a = loaded.train_on_batch(x[:8], y[:8])
+    b = model.train_on_batch(x[:8], y[:8])
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
+
+
+def test_compile_swift_cannot_restore_loads_uncompiled(tmp_path):
+    """A compile_config naming an optimizer SwiftKeras lacks: `keras-swift fit` without --loss
+    says so (one warning naming it, then a clear error), with --loss it trains."""
+    _require(CLI, "the keras-swift tool")
+    model = keras.Sequential([keras.Input((3,)), layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.Adafactor(), loss="mse")
+    model.save(tmp_path / "m.keras")
+    np.save(tmp_path / "x.npy", np.ones((4, 3), "float32"))
+    np.save(tmp_path / "y.npy", np.ones((4, 2), "float32"))
+    args = [str(CLI), "fit", str(tmp_path / "m.keras"), "--x", str(tmp_path / "x.npy"), "--y", str(tmp_path / "y.npy"),
+            "-o", str(tmp_path / "o.keras")]
+    run = subprocess.run(args, capture_output=True, text=True)
+    assert run.returncode == 1 and "Adafactor" in run.stderr and "give --loss" in run.stderr, run.stderr
+    run = subprocess.run(args + ["--loss", "mse"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert type(keras.models.load_model(tmp_path / "o.keras").optimizer).__name__ == "Adam"

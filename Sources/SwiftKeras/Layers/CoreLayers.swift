@@ -51,6 +51,8 @@ public final class Identity: KerasLayer {
         let rate = (config["rate"] as? NSNumber)?.doubleValue ?? 0
         switch className {
         case "Identity": return [x]
+        // Its penalty on x is added by fit and evaluate (Regularization in Regularizers.swift).
+        case "ActivityRegularization": return [x]
         case "GaussianNoise":
             let stddev = (config["stddev"] as? NSNumber)?.doubleValue ?? 0
             return [try Ops.add(x, try Ops.randomNormal(0, stddev, shape: x.shape, dtype: x.dtype, seed: try seeds.next()))]

@@ -91,6 +91,8 @@ public struct CallOptions {
     public var training = false
     public var tensors: [String: Tensor] = [:]
     public var values: [String: Any] = [:]
+    /// Where a nested model's layers add their activity penalties (fit and evaluate set it).
+    var activity: ActivityLosses?
 
     public init(training: Bool = false) { self.training = training }
 }

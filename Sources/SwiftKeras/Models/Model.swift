@@ -65,7 +65,27 @@ public final class Model {
         let weights = TemporaryFile(suffix: ".h5")
         try Zip.read(archive, "model.weights.h5", in: path).write(to: URL(fileURLWithPath: weights.path))
         try model.loadWeights(weights.path)
+        try model.restoreCompile(weightsPath: weights.path, in: path)
         return model
+    }
+
+    /// Keras's compile_from_config and optimizer state: a compile_config SwiftKeras cannot
+    /// follow (an optimizer, loss or metric it lacks) leaves the model uncompiled with one
+    /// warning, as Keras does when compile fails on load.
+    private func restoreCompile(weightsPath: String, in path: String) throws {
+        // An uncompiled model's file holds null or {} (Keras skips both).
+        guard let c = config["compile_config"] as? [String: Any], !c.isEmpty else { return }
+        do {
+            try compile(fromKeras: c)
+            if let keras = optimizer as? KerasOptimizer { try keras.load(from: try H5File.open(weightsPath), trainableWeights, path: path) }
+        } catch {
+            optimizer = nil
+            compiled = nil
+            compiledTrainStep = nil
+            compiledInference = nil
+            let reason = (error as? EngineError)?.message ?? "\(error)"
+            FileHandle.standardError.write(Data("SwiftKeras: '\(path)' loads uncompiled (call compile to train it): \(reason)\n".utf8))
+        }
     }
 
     /// Rebuilds a model (with zero weights) from a config.json object.
@@ -200,14 +220,21 @@ public final class Model {
         return try run(xs, &memo, training: training)
     }
 
+    /// The outputs, with the activity penalties of the layers `activity` names collected into it.
+    func callAsFunction(_ xs: [Tensor], training: Bool, activity: ActivityLosses?) throws -> [Tensor] {
+        var memo: [TensorRef: Tensor] = [:]
+        return try run(xs, &memo, training: training, activity: activity)
+    }
+
     /// Runs the graph, leaving every tensor it computed in `memo`.
-    func run(_ xs: [Tensor], _ memo: inout [TensorRef: Tensor], training: Bool = false) throws -> [Tensor] {
+    func run(_ xs: [Tensor], _ memo: inout [TensorRef: Tensor], training: Bool = false,
+             activity: ActivityLosses? = nil) throws -> [Tensor] {
         guard xs.count == inputs.count else {
             throw EngineError.value("model '\(name)' takes \(inputs.count) input(s), got \(xs.count)")
         }
         for (ref, (layer, x)) in zip(inputRefs, zip(inputs, xs)) { memo[ref] = try layer.accept(x) }
         var active: Set<TensorRef> = []
-        return try outputRefs.map { try value($0, &memo, &active, training) }
+        return try outputRefs.map { try value($0, &memo, &active, training, activity) }
     }
 
     /// Every layer the model runs: its inputs and layers, and those of the models nested in it.
@@ -231,7 +258,7 @@ public final class Model {
     }
 
     private func value(_ ref: TensorRef, _ memo: inout [TensorRef: Tensor], _ active: inout Set<TensorRef>,
-                       _ training: Bool) throws -> Tensor {
+                       _ training: Bool, _ activity: ActivityLosses?) throws -> Tensor {
         if let t = memo[ref] { return t }
         guard let layer = byName[ref.layer] else { throw EngineError.value("model graph names the unknown layer '\(ref.layer)'") }
         guard let calls = nodes[ref.layer], ref.node >= 0, ref.node < calls.count else {
@@ -242,11 +269,13 @@ public final class Model {
         defer { active.remove(key) }
         let node = calls[ref.node]
         if layer is InputLayer { throw EngineError.value("input '\(ref.layer)' is not an input of model '\(name)'") }
-        let args = try node.args.map { try value($0, &memo, &active, training) }
+        let args = try node.args.map { try value($0, &memo, &active, training, activity) }
         var options = CallOptions(training: training)
+        options.activity = activity
         options.values = node.kwargValues
-        for (k, r) in node.kwargTensors { options.tensors[k] = try value(r, &memo, &active, training) }
+        for (k, r) in node.kwargTensors { options.tensors[k] = try value(r, &memo, &active, training, activity) }
         let outs = try layer.call(args, options)
+        try activity?.record(layer, outs)
         for (i, t) in outs.enumerated() { memo[TensorRef(layer: ref.layer, node: ref.node, index: i)] = t }
         guard let t = memo[ref] else {
             throw EngineError.value("layer '\(ref.layer)' has \(outs.count) output(s), the graph wants #\(ref.index)")
@@ -293,34 +322,50 @@ public final class Model {
     }
 
     /// Writes the weights as Keras's `.weights.h5` layout.
-    public func saveWeights(_ path: String) throws {
+    public func saveWeights(_ path: String) throws { try saveWeights(path, optimizer: nil) }
+
+    /// The weights, and with `optimizer` its variables (a `.keras` file's model.weights.h5).
+    private func saveWeights(_ path: String, optimizer: KerasOptimizer?) throws {
         let file = try H5File.create(path)
         try file.makeGroups("layers")
         for (group, params) in weightGroups {
             try file.makeGroups(group)
             for (i, p) in params.enumerated() { try file.write("\(group)/\(i)", p.value) }
         }
+        try optimizer?.save(to: file, trainableWeights)
     }
 
-    /// The config to save: a model compiled in Swift drops the compile_config Keras wrote, since
-    /// the file carries no optimizer state for it (Keras loads the model uncompiled).
-    private var savedConfig: [String: Any] {
+    /// The config to save and whether the optimizer's state goes with it: a model compiled in
+    /// Swift writes its compile_config (Keras loads it compiled); one whose compile Keras
+    /// cannot express (an optimizer or schedule defined outside SwiftKeras) is saved
+    /// uncompiled, with a warning.
+    private func savedConfig() -> (entry: [String: Any], optimizer: KerasOptimizer?) {
         var entry = config
-        if compiled != nil { entry["compile_config"] = nil }
-        return entry
+        guard compiled != nil else { return (entry, nil) }
+        do {
+            entry["compile_config"] = try compileConfig()
+            return (entry, optimizer as? KerasOptimizer)
+        } catch {
+            entry["compile_config"] = nil
+            let reason = (error as? EngineError)?.message ?? "\(error)"
+            FileHandle.standardError.write(Data("SwiftKeras: model '\(name)' is saved uncompiled: \(reason)\n".utf8))
+            return (entry, nil)
+        }
     }
 
-    /// Writes a `.keras` file (config.json, metadata.json, model.weights.h5) Keras 3 loads.
+    /// Writes a `.keras` file (config.json, metadata.json, model.weights.h5) Keras 3 loads,
+    /// compiled (with the optimizer's state) when the model is.
     public func save(_ path: String) throws {
         guard path.hasSuffix(".keras") else { throw EngineError.value("save writes .keras files, got '\(path)'") }
         let weights = TemporaryFile(suffix: ".h5")
-        try saveWeights(weights.path)
+        let (entry, optimizer) = savedConfig()
+        try saveWeights(weights.path, optimizer: optimizer)
         guard let h5 = FileManager.default.contents(atPath: weights.path) else {
             throw EngineError.value("cannot read back the weights written to \(weights.path)")
         }
         let metadata: [String: Any] = ["keras_version": "3.15.1", "date_saved": ISO8601DateFormatter().string(from: Date())]
         try Zip.write(path, [("metadata.json", try JSONSerialization.data(withJSONObject: metadata)),
-                             ("config.json", try JSONSerialization.data(withJSONObject: savedConfig)),
+                             ("config.json", try JSONSerialization.data(withJSONObject: entry)),
                              ("model.weights.h5", h5)], compress: true)
     }
 }
@@ -350,7 +395,7 @@ public final class ModelLayer: KerasLayer {
     override public var weightGroups: [(path: String, weights: [Parameter])] { model.weightGroups }
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
-        try model(inputs, training: options.training)
+        try model(inputs, training: options.training, activity: options.activity)
     }
 }
 

@@ -92,7 +92,7 @@ open class KerasOptimizer: Optimizer {
     public var clipnorm: Double?, clipvalue: Double?, globalClipnorm: Double?
     public var weightDecay: Double?
     /// Steps taken (Keras's `optimizer.iterations`).
-    public private(set) var iterations = 0
+    public internal(set) var iterations = 0
     /// Per-parameter state (momenta, accumulators), created on a parameter's first step.
     var slots: [ObjectIdentifier: [Tensor]] = [:]
 
@@ -344,7 +344,7 @@ public final class Adagrad: KerasOptimizer {
 /// u_t = b1 (1 - 0.5 * 0.96^t), whose running product the optimizer keeps.
 public final class Nadam: KerasOptimizer {
     public let beta1: Double, beta2: Double, epsilon: Double
-    private var uProduct = 1.0
+    var uProduct = 1.0
 
     public init(learningRate: Double = 0.001, beta1: Double = 0.9, beta2: Double = 0.999, epsilon: Double = 1e-7,
                 schedule: LearningRateSchedule? = nil, clipnorm: Double? = nil, clipvalue: Double? = nil,

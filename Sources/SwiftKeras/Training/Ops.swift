@@ -225,4 +225,9 @@ enum Ops {
         guard r.count == 3 else { throw EngineError.internal("adam_update returned \(r.count) outputs") }
         return (r[0], r[1], r[2])
     }
+
+    // Regularizers and constraints (Regularizers.swift).
+
+    /// x with its axes reversed (a matrix transposed).
+    static func transpose(_ x: Tensor) throws -> Tensor { try call("transpose", [x]) }
 }

@@ -7,6 +7,8 @@ struct Compiled {
     var lossWeights: [Double]
     var metricNames: [[String]]
     var outputUnits: [Int?]
+    /// The layers' weight and activity regularizers and weight constraints.
+    var regularization = Regularization()
 
     /// Fresh metric instances (one set per fit epoch or evaluate call), named as Keras names
     /// them: "accuracy", or "<output>_accuracy" when the model has several outputs.
@@ -81,16 +83,9 @@ extension Model {
         guard weights.count == outputCount else {
             throw EngineError.value("model '\(name)': \(weights.count) loss weights for \(outputCount) output(s)")
         }
-        for layer in layers {
-            for (k, v) in layer.config where k.hasSuffix("_regularizer") || k.hasSuffix("_constraint") {
-                if !(v is NSNull) {
-                    throw EngineError.notImplemented("layer '\(layer.name)': \(k) is not applied by SwiftKeras's fit yet")
-                }
-            }
-        }
         let units = try outputUnits()
         let compiled = Compiled(losses: losses, lossWeights: weights, metricNames: Array(repeating: metrics, count: outputCount),
-                                outputUnits: units)
+                                outputUnits: units, regularization: try Regularization(self))
         _ = try compiled.makeMetrics(outputNames)  // unknown names fail here, not in fit
         self.optimizer = optimizer
         self.compiled = compiled
@@ -152,19 +147,22 @@ extension Model {
         Tape.push()
         var pushed = true
         defer { if pushed { try? Tape.pop() } }
-        let outs = try self(xs, training: true)
+        let (outs, activity) = try ActivityLosses.run(self, xs, training: true, compiled.regularization.activity)
         var total: Tensor?
         for (k, out) in outs.enumerated() {
             var l = try compiled.losses[k](ys[k], out, sampleWeight: sampleWeight)
             if compiled.lossWeights[k] != 1 { l = try Ops.multiply(l, try Ops.scalar(compiled.lossWeights[k], l.dtype)) }
             total = try total.map { try Ops.add($0, l) } ?? l
         }
-        guard let loss = total else { throw EngineError.value("model '\(name)' has no outputs") }
+        guard var loss = total else { throw EngineError.value("model '\(name)' has no outputs") }
+        if let extra = try compiled.regularization.penalty(activity) { loss = try Ops.add(loss, try Ops.cast(extra, to: loss.dtype)) }
         let grads = try Tape.gradient(of: loss, wrt: parameters.map { $0.value })
         // Popped before the update (which runs untaped): a trace must end with no tape it pushed.
         pushed = false
         try Tape.pop()
         try optimizer.apply(grads, to: parameters)
+        // Keras projects the constrained weights after the update, every step.
+        try compiled.regularization.applyConstraints(parameters)
         return (loss, outs)
     }
 
@@ -280,15 +278,18 @@ extension Model {
             for start in stride(from: 0, to: n, by: batchSize) {
                 let idx = try arange(start: Double(start), stop: Double(min(n, start + batchSize)), dtype: .int64)
                 let xb = try rows(x, idx), by = try rows(y, idx), bw = try sampleWeight.map { try take($0, idx, axis: 0) }
-                // The losses, then the outputs.
+                // The losses, the regularization penalty (Keras's evaluate reports it too), then the outputs.
+                let regularized = !compiled.regularization.isEmpty
                 let body = { () throws -> [Tensor] in
-                    let outs = try self(xb, training: false)
-                    return try outs.enumerated().map { k, out in try compiled.losses[k](by[k], out, sampleWeight: bw) } + outs
+                    let (outs, activity) = try ActivityLosses.run(self, xb, training: false, compiled.regularization.activity)
+                    let losses = try outs.enumerated().map { k, out in try compiled.losses[k](by[k], out, sampleWeight: bw) }
+                    let penalty = regularized ? [try compiled.regularization.penalty(activity) ?? Ops.scalar(0, .float32)] : []
+                    return losses + penalty + outs
                 }
                 let results = try compiledInference.map { try $0.run(self, xb + by + (bw.map { [$0] } ?? []), kind: "evaluate", body) }
                     ?? body()
-                let outs = Array(results.dropFirst(outputCount))
-                var total = 0.0
+                let outs = Array(results.dropFirst(outputCount + (regularized ? 1 : 0)))
+                var total = regularized ? try results[outputCount].double(at: 0) : 0
                 for (k, out) in outs.enumerated() {
                     total += compiled.lossWeights[k] * (try results[k].double(at: 0))
                     for m in metrics[k] { try m.update(by[k], out, sampleWeight: bw) }
