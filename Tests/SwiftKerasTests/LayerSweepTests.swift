@@ -163,6 +163,14 @@ final class LayerSweepTests: XCTestCase {
         }
     }
 
+    /// A model nested in a model as a layer (a Sequential of a depthwise conv and GroupNormalization).
+    func testNestedModelTrainsCompiledAsEager() throws {
+        let inner = try Model(inputShape: [4, 2], layers: [LayerSpec("DepthwiseConv1D", ["kernel_size": 3, "padding": "same"]),
+                                                           LayerSpec("GroupNormalization", ["groups": 2])], name: "inner")
+        let nested = try XCTUnwrap(inner.config["config"] as? [String: Any])
+        try check("Sequential", Self.sequential([4, 2], [LayerSpec("Sequential", nested)]))
+    }
+
     /// Three steps of 4 rows (one trace, two replays) and a predict, compiled against eager.
     private func check(_ cls: String, _ recipe: Recipe) throws {
         let n = 12
