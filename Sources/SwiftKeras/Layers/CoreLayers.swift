@@ -126,7 +126,7 @@ public final class Conv: KerasLayer {
         if padding == "causal" {
             // Keras pads the front of the time axis by the kernel's dilated reach.
             let reach = dilation[0] * (kernel.value.shape[0] - 1)
-            x = try pad(x, [0, 0, reach, 0, 0, 0])
+            x = try Ops.pad(x, [0, 0, reach, 0, 0, 0])
             mode = "valid"
         }
         let fused = activation.epilogue
@@ -326,7 +326,7 @@ public final class Permute: KerasLayer {
     }
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
-        [try transpose(try one(inputs), [0] + dims)]
+        [try Ops.transpose(try one(inputs), [0] + dims)]
     }
 }
 
@@ -341,7 +341,7 @@ public final class RepeatVector: KerasLayer {
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
         let x = try one(inputs)
         guard x.rank == 2 else { throw EngineError.value("RepeatVector '\(name)' needs (batch, features), got \(x.shape)") }
-        return [try broadcastTo(try expandDims(x, axis: 1), [x.shape[0], n, x.shape[1]])]
+        return [try Ops.broadcastTo(try Ops.expandDims(x, axis: 1), [x.shape[0], n, x.shape[1]])]
     }
 }
 
@@ -371,13 +371,14 @@ public final class ReLU: KerasLayer {
         let x = try one(inputs)
         var y: Tensor
         if slope == 0 && threshold == 0 {
-            y = try relu(x)
+            y = try Ops.unary("relu", x)
         } else {
-            let t = try scalar(threshold, x.dtype)
-            let below = slope == 0 ? try zerosLike(x) : try multiply(try scalar(slope, x.dtype), try subtract(x, t))
-            y = try `where`(try binary(.greaterEqual, x, t), x, below)
+            let t = try Ops.scalar(threshold, x.dtype)
+            let below = slope == 0 ? try Ops.full(x.shape, 0, x.dtype)
+                : try Ops.multiply(try Ops.scalar(slope, x.dtype), try Ops.subtract(x, t))
+            y = try Ops.where(try Ops.binary(.greaterEqual, x, t), x, below)
         }
-        if let m = maxValue { y = try minimum(y, try scalar(m, x.dtype)) }
+        if let m = maxValue { y = try Ops.minimum(y, try Ops.scalar(m, x.dtype)) }
         return [y]
     }
 }
@@ -391,7 +392,7 @@ public final class LeakyReLU: KerasLayer {
     }
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
-        [try unary(.leakyRelu(slope: slope), try one(inputs))]
+        [try Ops.leakyRelu(try one(inputs), slope: slope)]
     }
 }
 
@@ -404,7 +405,7 @@ public final class ELU: KerasLayer {
     }
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
-        [try unary(.elu(alpha: alpha), try one(inputs))]
+        [try Ops.elu(try one(inputs), alpha: alpha)]
     }
 }
 
@@ -417,7 +418,7 @@ public final class SoftmaxLayer: KerasLayer {
     }
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
-        [try softmax(try one(inputs), axis: axis)]
+        [try Ops.softmax(try one(inputs), axis: axis)]
     }
 }
 
@@ -444,6 +445,8 @@ public final class Embedding: KerasLayer {
 /// Rescaling: x * scale + offset (scalars or per-channel lists).
 public final class Rescaling: KerasLayer {
     let scale: [Double], offset: [Double]
+    /// The per-channel lists as tensors (float64, cast to the input's dtype in the call).
+    private let scaleTensor: Parameter?, offsetTensor: Parameter?
 
     public required init(_ c: LayerConfig) throws {
         func values(_ key: String, _ fallback: Double) throws -> [Double] {
@@ -454,15 +457,19 @@ public final class Rescaling: KerasLayer {
         }
         scale = try values("scale", 1)
         offset = try values("offset", 0)
+        scaleTensor = scale.count == 1 ? nil : Parameter("scale", try Tensor(scale), trainable: false)
+        offsetTensor = offset.count == 1 ? nil : Parameter("offset", try Tensor(offset), trainable: false)
         try super.init(c)
     }
 
+    override var configTensors: [Parameter] { [scaleTensor, offsetTensor].compactMap { $0 } }
+
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
         var x = try one(inputs)
-        if !x.dtype.isFloatingPoint { x = try cast(x, to: .float32) }
-        let s = scale.count == 1 ? try scalar(scale[0], x.dtype) : try cast(try Tensor(scale), to: x.dtype)
-        let o = offset.count == 1 ? try scalar(offset[0], x.dtype) : try cast(try Tensor(offset), to: x.dtype)
-        return [try add(try multiply(x, s), o)]
+        if !x.dtype.isFloatingPoint { x = try Ops.cast(x, to: .float32) }
+        let s = try scaleTensor.map { try Ops.cast($0.value, to: x.dtype) } ?? Ops.scalar(scale[0], x.dtype)
+        let o = try offsetTensor.map { try Ops.cast($0.value, to: x.dtype) } ?? Ops.scalar(offset[0], x.dtype)
+        return [try Ops.add(try Ops.multiply(x, s), o)]
     }
 }
 
@@ -503,13 +510,13 @@ public final class Merge: KerasLayer {
     }
 }
 
-/// ZeroPadding1D/2D, channels last.
+/// ZeroPadding1D/2D/3D, channels last.
 public final class ZeroPadding: KerasLayer {
     let pads: [Int]
 
     public required init(_ c: LayerConfig) throws {
         try c.requireChannelsLast()
-        let rank = c.className == "ZeroPadding1D" ? 1 : 2
+        let rank = spatialRank(c.className)
         let v = c.raw["padding"]
         var p: [Int] = []
         if let n = v as? NSNumber {
@@ -529,6 +536,6 @@ public final class ZeroPadding: KerasLayer {
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
         let x = try one(inputs)
         guard x.rank == pads.count / 2 + 2 else { throw EngineError.value("\(className) '\(name)': input \(x.shape) has the wrong rank") }
-        return [try pad(x, [0, 0] + pads + [0, 0])]
+        return [try Ops.pad(x, [0, 0] + pads + [0, 0])]
     }
 }

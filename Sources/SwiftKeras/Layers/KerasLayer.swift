@@ -133,6 +133,11 @@ open class KerasLayer {
     /// the sub-layers Keras tracks as attributes.
     open var weightGroups: [(path: String, weights: [Parameter])] { [("vars", weights)] }
 
+    /// Tensors the call reads that are not weights, as Keras does not save them (values its
+    /// config holds). A compiled step or inference program takes them as inputs, as it takes
+    /// the weights, since it refuses to hold a constant (CompiledStep.swift).
+    var configTensors: [Parameter] { [] }
+
     open var parameterCount: Int { weightGroups.reduce(0) { $0 + $1.weights.reduce(0) { $0 + $1.value.count } } }
 
     /// The layer's outputs for a node's inputs (the flattened positional tensors).
@@ -185,7 +190,7 @@ public enum LayerRegistry {
         "MultiHeadAttention": MultiHeadAttention.self,
         "Concatenate": Concatenate.self, "Add": Merge.self, "Subtract": Merge.self, "Multiply": Merge.self,
         "Average": Merge.self, "Maximum": Merge.self, "Minimum": Merge.self,
-        "ZeroPadding1D": ZeroPadding.self, "ZeroPadding2D": ZeroPadding.self,
+        "ZeroPadding1D": ZeroPadding.self, "ZeroPadding2D": ZeroPadding.self, "ZeroPadding3D": ZeroPadding.self,
         "DepthwiseConv1D": DepthwiseConv.self, "DepthwiseConv2D": DepthwiseConv.self,
         "SeparableConv1D": SeparableConv.self, "SeparableConv2D": SeparableConv.self,
         "Conv1DTranspose": ConvTranspose.self, "Conv2DTranspose": ConvTranspose.self,

@@ -2,7 +2,7 @@ import Foundation
 import TensorEngine
 
 /// The spatial rank of a layer class named like "Conv2DTranspose" or "Cropping1D".
-private func spatialRank(_ className: String) -> Int {
+func spatialRank(_ className: String) -> Int {
     for r in 1...3 where className.contains("\(r)D") { return r }
     return 2
 }
@@ -34,10 +34,11 @@ public final class DepthwiseConv: KerasLayer {
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
         let x = try one(inputs)
         let s = kernel.value.shape, r = s.count
-        let grouped = try reshape(kernel.value, Array(s.prefix(r - 2)) + [1, s[r - 2] * s[r - 1]])
-        var y = try conv(x, grouped, strides: strides, padding: padding, dilation: dilation, groups: s[r - 2])
-        if let b = bias { y = try add(y, b.value) }
-        return [try activation(y)]
+        let grouped = try Ops.reshape(kernel.value, Array(s.prefix(r - 2)) + [1, s[r - 2] * s[r - 1]])
+        let fused = activation.epilogue
+        let y = try Ops.conv(x, grouped, bias: bias?.value, activation: fused ?? .none, strides: strides, padding: padding,
+                             dilation: dilation, groups: s[r - 2])
+        return [fused == nil ? try activation(y) : y]
     }
 }
 
@@ -67,11 +68,13 @@ public final class SeparableConv: KerasLayer {
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
         let x = try one(inputs)
         let s = depthwise.value.shape, r = s.count
-        let grouped = try reshape(depthwise.value, Array(s.prefix(r - 2)) + [1, s[r - 2] * s[r - 1]])
-        let d = try conv(x, grouped, strides: strides, padding: padding, dilation: dilation, groups: s[r - 2])
-        var y = try conv(d, pointwise.value)
-        if let b = bias { y = try add(y, b.value) }
-        return [try activation(y)]
+        let grouped = try Ops.reshape(depthwise.value, Array(s.prefix(r - 2)) + [1, s[r - 2] * s[r - 1]])
+        let d = try Ops.conv(x, grouped, bias: nil, activation: .none, strides: strides, padding: padding, dilation: dilation,
+                             groups: s[r - 2])
+        let ones = Array(repeating: 1, count: r - 2), fused = activation.epilogue
+        let y = try Ops.conv(d, pointwise.value, bias: bias?.value, activation: fused ?? .none, strides: ones, padding: "valid",
+                             dilation: ones, groups: 1)
+        return [fused == nil ? try activation(y) : y]
     }
 }
 
@@ -121,8 +124,8 @@ public final class ConvTranspose: KerasLayer {
             }
             before.append(k - 1 - left)
         }
-        var y = try convTranspose(x, kernel.value, strides: strides, padsBefore: before, outputSize: sizes, dilation: dilation)
-        if let b = bias { y = try add(y, b.value) }
+        var y = try Ops.convTranspose(x, kernel.value, strides: strides, padsBefore: before, outputSize: sizes, dilation: dilation)
+        if let b = bias { y = try Ops.add(y, b.value) }
         return [try activation(y)]
     }
 }
@@ -167,7 +170,7 @@ public final class Cropping: KerasLayer {
             begin[d + 1] = a
             end[d + 1] = x.shape[d + 1] - b
         }
-        return [try stridedSlice(x, begin: begin, end: end, strides: Array(repeating: 1, count: x.rank))]
+        return [try Ops.stridedSlice(x, begin: begin, end: end, strides: Array(repeating: 1, count: x.rank))]
     }
 }
 
@@ -189,7 +192,7 @@ public final class UpSampling: KerasLayer {
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
         var x = try one(inputs)
         guard x.rank == sizes.count + 2 else { throw EngineError.value("\(className) '\(name)': input \(x.shape) has the wrong rank") }
-        for (d, n) in sizes.enumerated() { x = try `repeat`(x, repeats: [n], axis: d + 1) }
+        for (d, n) in sizes.enumerated() { x = try Ops.repeat(x, n, axis: d + 1) }
         return [x]
     }
 }
@@ -215,7 +218,7 @@ public final class PReLU: KerasLayer {
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
         let x = try one(inputs)
-        return [try subtract(try relu(x), try multiply(alpha.value, try relu(try negative(x))))]
+        return [try Ops.subtract(try Ops.unary("relu", x), try Ops.multiply(alpha.value, try Ops.unary("relu", try Ops.negative(x))))]
     }
 }
 
@@ -249,16 +252,16 @@ public final class GroupNormalization: KerasLayer {
         guard x.rank >= 2, let channels = x.shape.last, channels % groups == 0 else {
             throw EngineError.value("GroupNormalization '\(name)': input \(x.shape) does not split into \(groups) groups")
         }
-        let grouped = try reshape(x, Array(x.shape.dropLast()) + [groups, channels / groups])
+        let grouped = try Ops.reshape(x, Array(x.shape.dropLast()) + [groups, channels / groups])
         let r = grouped.rank
         let axes = Array(1..<(r - 2)) + [r - 1]
-        let (m, v) = try moments(grouped, axes: axes, keepdims: true)
+        let (m, v) = try Ops.moments(grouped, axes: axes, keepdims: true)
         let perGroup = Array(repeating: 1, count: r - 2) + [groups, channels / groups]
-        var inv = try unary(.rsqrt, try add(v, try scalar(epsilon, v.dtype)))
-        if let g = gamma { inv = try multiply(inv, try reshape(g.value, perGroup)) }
-        var shift = try negative(try multiply(m, inv))
-        if let b = beta { shift = try add(shift, try reshape(b.value, perGroup)) }
-        return [try reshape(try add(try multiply(grouped, inv), shift), x.shape)]
+        var inv = try Ops.unary("rsqrt", try Ops.add(v, try Ops.scalar(epsilon, v.dtype)))
+        if let g = gamma { inv = try Ops.multiply(inv, try Ops.reshape(g.value, perGroup)) }
+        var shift = try Ops.negative(try Ops.multiply(m, inv))
+        if let b = beta { shift = try Ops.add(shift, try Ops.reshape(b.value, perGroup)) }
+        return [try Ops.reshape(try Ops.add(try Ops.multiply(grouped, inv), shift), x.shape)]
     }
 }
 
@@ -313,16 +316,17 @@ public final class Normalization: KerasLayer {
     }
 
     override public var weights: [Parameter] { count == nil ? [] : [mean, variance] + (count.map { [$0] } ?? []) }
+    // Keras keeps a mean and variance given in the config as constants, not weights.
+    override var configTensors: [Parameter] { count == nil ? [mean, variance] : [] }
 
     override public func call(_ inputs: [Tensor], _ options: CallOptions) throws -> [Tensor] {
-        var x = try one(inputs)
-        if x.dtype != .float32 { x = try cast(x, to: .float32) }
+        let x = try Ops.cast(try one(inputs), to: .float32)
         guard x.rank == broadcastShape.count else {
             throw EngineError.value("Normalization '\(name)': input \(x.shape) does not have rank \(broadcastShape.count)")
         }
-        let m = mean.value.rank == 0 ? mean.value : try reshape(mean.value, broadcastShape)
-        let v = variance.value.rank == 0 ? variance.value : try reshape(variance.value, broadcastShape)
-        let scale = try maximum(try sqrt(v), try scalar(1e-7, v.dtype))
-        return [invert ? try add(m, try multiply(x, scale)) : try divide(try subtract(x, m), scale)]
+        let m = mean.value.rank == 0 ? mean.value : try Ops.reshape(mean.value, broadcastShape)
+        let v = variance.value.rank == 0 ? variance.value : try Ops.reshape(variance.value, broadcastShape)
+        let scale = try Ops.maximum(try Ops.sqrt(v), try Ops.scalar(1e-7, v.dtype))
+        return [invert ? try Ops.add(m, try Ops.multiply(x, scale)) : try Ops.divide(try Ops.subtract(x, m), scale)]
     }
 }

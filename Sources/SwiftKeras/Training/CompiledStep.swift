@@ -215,10 +215,11 @@ final class CompiledTrainStep {
         return nil
     }
 
-    /// The state a step reads: every weight of the model, then the optimizer's slots.
+    /// The state a step reads: every weight of the model and the layers' config tensors, then the optimizer's slots.
     private static func state(_ model: Model, _ optimizer: KerasOptimizer, _ parameters: [Parameter]) -> [StateRef] {
         var seen = Set<ObjectIdentifier>()
-        let all = model.layers.flatMap { $0.weightGroups.flatMap { $0.weights } } + parameters
+        let all = model.layers.flatMap { $0.weightGroups.flatMap { $0.weights } } + model.allLayers.flatMap(\.configTensors)
+            + parameters
         let weights = all.filter { seen.insert(ObjectIdentifier($0)).inserted }
         return weights.map { p in StateRef(get: { p.value }, set: { p.value = $0 }) } + optimizer.slotRefs(parameters)
     }
@@ -261,7 +262,8 @@ final class CompiledInference {
         }
         layersChecked = true
         var seen = Set<ObjectIdentifier>()
-        let weights = model.layers.flatMap { $0.weightGroups.flatMap { $0.weights } }.filter { seen.insert(ObjectIdentifier($0)).inserted }
+        let weights = (model.layers.flatMap { $0.weightGroups.flatMap { $0.weights } } + model.allLayers.flatMap(\.configTensors))
+            .filter { seen.insert(ObjectIdentifier($0)).inserted }
         var firstAt: [ObjectIdentifier: Int] = [:], inputs: [Tensor] = [], pattern: [Int] = []
         for (i, t) in (weights.map { $0.value } + batch).enumerated() {
             if let j = firstAt[ObjectIdentifier(t)] { pattern.append(j); continue }

@@ -230,4 +230,22 @@ enum Ops {
 
     /// x with its axes reversed (a matrix transposed).
     static func transpose(_ x: Tensor) throws -> Tensor { try call("transpose", [x]) }
+
+    // MARK: padding, resampling, transposed-conv and the other shape layers
+
+    /// x padded with zeros by `pads` (before and after, per axis: 2 * rank ints).
+    static func pad(_ x: Tensor, _ pads: [Int]) throws -> Tensor { try call("pad", [x], Attrs(["pads": .ints(pads)])) }
+    /// Each slice of x along `axis` repeated `repeats` times in place (nearest upsampling).
+    static func `repeat`(_ x: Tensor, _ repeats: Int, axis: Int) throws -> Tensor {
+        try call("repeat", [x], Attrs(["repeats": .ints([repeats]), "axis": .int(axis)]))
+    }
+    static func broadcastTo(_ x: Tensor, _ shape: [Int]) throws -> Tensor {
+        try call("broadcast_to", [x], Attrs(["shape": .ints(shape)]))
+    }
+    /// The adjoint of `conv` with respect to its input, of spatial size `outputSize`.
+    static func convTranspose(_ x: Tensor, _ kernel: Tensor, strides: [Int], padsBefore: [Int], outputSize: [Int],
+                              dilation: [Int]) throws -> Tensor {
+        try call("conv_transpose", [x, kernel], Attrs(["strides": .ints(strides), "pads_before": .ints(padsBefore),
+                                                       "output_size": .ints(outputSize), "dilation": .ints(dilation)]))
+    }
 }
