@@ -47,45 +47,6 @@ final class KernelPathTests: XCTestCase {
         }
     }
 
-
-    /// The short-k float32 kernel (SmallKGEMM) for every k it takes, row counts around its
-    /// 4-row blocks and column counts around its 16- and 8-wide vectors, with leading
-    /// dimensions wider than the matrices, against the definition in double; and through
-    /// `gemm` (threaded blocks, the epilogue) and a 1-channel convolution.
-    func testSmallKGEMMMatchesTheDefinition() throws {
-        var rng: UInt64 = 7
-        func next() -> Float { rng = rng &* 6364136223846793005 &+ 1; return Float(Int(rng >> 40) % 19 - 9) / 8 }
-        for k in 1...SmallKGEMM.maxK {
-            for m in [4, 5, 7, 8, 11] {
-                for n in [1, 3, 8, 9, 15, 16, 17, 24, 33] {
-                    let (lda, ldb, ldc) = (k + 2, n + 3, n + 1)
-                    let a = (0..<(m * lda)).map { _ in next() }, b = (0..<(k * ldb)).map { _ in next() }
-                    var c = [Float](repeating: .nan, count: m * ldc)
-                    c.withUnsafeMutableBufferPointer { SmallKGEMM.run(m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: $0.baseAddress!, ldc: ldc) }
-                    for i in 0..<m { for j in 0..<ldc {
-                        guard j < n else { XCTAssertTrue(c[i * ldc + j].isNaN, "wrote past column n"); continue }
-                        var want = 0.0
-                        for p in 0..<k { want += Double(a[i * lda + p]) * Double(b[p * ldb + j]) }
-                        XCTAssertEqual(Double(c[i * ldc + j]), want, accuracy: 1e-4, "\(m)x\(n)x\(k) at (\(i), \(j))")
-                    } }
-                }
-            }
-        }
-        // Through gemm's threaded blocks with a bias and relu, and as a 1-channel 3x3 conv.
-        let saved = Threading.numThreads
-        defer { Threading.numThreads = saved }
-        Threading.numThreads = 2
-        let x = try cast(try f64([3000, 9], seed: 50), to: .float32), w = try cast(try f64([9, 32], seed: 51), to: .float32)
-        let bias = try cast(try f64([32], seed: 52), to: .float32)
-        let fused = try matmul(x, w, bias: bias, activation: .relu)
-        let reference = try cast(try unary(.relu, try add(try matmul(try cast(x, to: .float64), try cast(w, to: .float64)),
-                                                             try cast(bias, to: .float64))), to: .float32)
-        XCTAssertLessThan(try reduce(.max, try unary(.abs, try subtract(fused, reference))).double(at: 0), 1e-5)
-        let img = try cast(try f64([4, 12, 12, 1], seed: 53), to: .float32), kernel = try cast(try f64([3, 3, 1, 32], seed: 54), to: .float32)
-        let y32 = try conv(img, kernel, padding: "same")
-        let y64 = try conv(try cast(img, to: .float64), try cast(kernel, to: .float64), padding: "same")
-        XCTAssertLessThan(try reduce(.max, try unary(.abs, try subtract(try cast(y32, to: .float64), y64))).double(at: 0), 1e-5)
-    }
     /// WorkerPool: every index once, from nested calls and from several caller threads at
     /// a time (all but one run inline), with more workers than this machine may have cores.
     func testParallelForCoversEveryIndexOnceUnderConcurrentCallers() {

@@ -176,11 +176,6 @@ extension BLASFloat {
     /// most of a one-sample Dense layer's time (reading and writing its weights once more).
     static func product(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Self>, lda: Int,
                         b: UnsafePointer<Self>, ldb: Int, beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int) {
-        if k > 0, k <= SmallKGEMM.maxK, !transA, !transB, beta == 0, m >= 4, Self.self == Float.self {
-            return SmallKGEMM.run(m: m, n: n, k: k, a: UnsafeRawPointer(a).assumingMemoryBound(to: Float.self), lda: lda,
-                                  b: UnsafeRawPointer(b).assumingMemoryBound(to: Float.self), ldb: ldb,
-                                  c: UnsafeMutableRawPointer(c).assumingMemoryBound(to: Float.self), ldc: ldc)
-        }
         guard k > 0, m == 1 || n == 1 else {
             return blasGEMM(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
                             beta: beta, c: c, ldc: ldc)
@@ -231,92 +226,6 @@ extension BLASFloat {
         }
         product(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
         epilogue?.apply(c, rows: m, width: n, ld: ldc)
-    }
-}
-
-/// C = A B in float32 for a short inner dimension (k ≤ `maxK`), row-major, no transposes: the
-/// im2col product of a convolution over 1 or few input channels (a 3x3 kernel over one channel
-/// is k = 9) and a Dense layer over a few features. OpenBLAS 0.3.21 zeroes all of C (memset)
-/// before a beta = 0 product and packs both operands, which at such a k costs more than the
-/// multiply-adds: the MNIST convnet's first layer (128x28x28x1 → 32 channels) spent 11% of the
-/// predict step in that memset and 7% in the small-matrix kernel. Here each block of 4 rows by
-/// 16 columns of C is summed in registers and written once.
-enum SmallKGEMM {
-    static let maxK = 16
-    typealias V = SIMD8<Float>
-
-    @inline(__always)
-    private static func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
-    @inline(__always)
-    private static func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
-
-    static func run(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-                    c: UnsafeMutablePointer<Float>, ldc: Int) {
-        var i = 0
-        while i + 4 <= m {
-            let (a0, a1, a2, a3) = (a + i * lda, a + (i + 1) * lda, a + (i + 2) * lda, a + (i + 3) * lda)
-            let (c0, c1, c2, c3) = (c + i * ldc, c + (i + 1) * ldc, c + (i + 2) * ldc, c + (i + 3) * ldc)
-            var j = 0
-            while j + 16 <= n {
-                var (s00, s01, s10, s11) = (V(), V(), V(), V())
-                var (s20, s21, s30, s31) = (V(), V(), V(), V())
-                for p in 0..<k {
-                    let bp = b + p * ldb + j
-                    let (b0, b1) = (load(bp), load(bp + 8))
-                    let (x0, x1, x2, x3) = (V(repeating: a0[p]), V(repeating: a1[p]), V(repeating: a2[p]), V(repeating: a3[p]))
-                    s00 += x0 * b0; s01 += x0 * b1
-                    s10 += x1 * b0; s11 += x1 * b1
-                    s20 += x2 * b0; s21 += x2 * b1
-                    s30 += x3 * b0; s31 += x3 * b1
-                }
-                store(s00, c0 + j); store(s01, c0 + j + 8)
-                store(s10, c1 + j); store(s11, c1 + j + 8)
-                store(s20, c2 + j); store(s21, c2 + j + 8)
-                store(s30, c3 + j); store(s31, c3 + j + 8)
-                j += 16
-            }
-            while j + 8 <= n {
-                var (s0, s1, s2, s3) = (V(), V(), V(), V())
-                for p in 0..<k {
-                    let b0 = load(b + p * ldb + j)
-                    s0 += V(repeating: a0[p]) * b0; s1 += V(repeating: a1[p]) * b0
-                    s2 += V(repeating: a2[p]) * b0; s3 += V(repeating: a3[p]) * b0
-                }
-                store(s0, c0 + j); store(s1, c1 + j); store(s2, c2 + j); store(s3, c3 + j)
-                j += 8
-            }
-            if j < n { tail(rows: i..<(i + 4), from: j, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc) }
-            i += 4
-        }
-        if i < m { rows(i..<m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc) }
-    }
-
-    /// Rows one at a time (the last m mod 4).
-    private static func rows(_ r: Range<Int>, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>,
-                             ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        for i in r {
-            let ai = a + i * lda, ci = c + i * ldc
-            var j = 0
-            while j + 8 <= n {
-                var s = V()
-                for p in 0..<k { s += V(repeating: ai[p]) * load(b + p * ldb + j) }
-                store(s, ci + j)
-                j += 8
-            }
-            if j < n { tail(rows: i..<(i + 1), from: j, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc) }
-        }
-    }
-
-    /// Columns [j0, n) of the given rows, fewer than 8.
-    private static func tail(rows r: Range<Int>, from j0: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
-                             b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        for i in r {
-            for j in j0..<n {
-                var s: Float = 0
-                for p in 0..<k { s += a[i * lda + p] * b[p * ldb + j] }
-                c[i * ldc + j] = s
-            }
-        }
     }
 }
 
