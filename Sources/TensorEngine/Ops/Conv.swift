@@ -131,8 +131,9 @@ private func col2im<T: BLASFloat>(_ cols: UnsafePointer<T>, _ g: ConvGeometry, _
     }
 }
 
-/// Bytes of Winograd's transformed tiles per chunk.
-let convChunkBytes = 4 << 20
+/// Bytes of one Winograd task's transformed tiles and products (Winograd.swift): about one
+/// core's L2.
+let convChunkBytes = 1 << 20
 
 /// Bytes of im2col columns and GEMM output per chunk: both stay in cache between im2col and
 /// GEMM (a 1-channel 3x3 conv of 128x28x28 images to 32 channels, K = 9, ran 6.7 ms with

@@ -95,12 +95,12 @@ func winogradConv<T: BLASFloat>(_: T.Type, _ g: ConvGeometry, x: UnsafePointer<T
     let tiles = g.n * th * tw
     func origin(_ tile: Int) -> (img: Int, ty: Int, tx: Int) { (tile / (th * tw), (tile / tw) % th, tile % tw) }
     let size = MemoryLayout<T>.size
-    // The tiles whose transformed input fills about `chunkBytes`.
-    let chunk = Swift.max(1, Swift.min(tiles, chunkBytes / (16 * c * size)))
+    // Tiles per task: the task's transformed inputs V and products M stay in its core's cache
+    // between the input transform, the 16 GEMMs and the output transform.
+    let chunk = Swift.max(1, Swift.min(tiles, chunkBytes / (16 * (c + o) * size)))
+    let tasks = (tiles + chunk - 1) / chunk
 
     let u = try Tensor(empty: [16 * c * o], dtype: T.dtype), pu = u.pointer(T.self)
-    let v = try Tensor(empty: [16 * chunk * c], dtype: T.dtype), pv = v.pointer(T.self)
-    let m = try Tensor(empty: [16 * chunk * o], dtype: T.dtype), pm = m.pointer(T.self)
     let zeros = try Tensor(zeros: [c], dtype: T.dtype), pz = UnsafePointer(zeros.pointer(T.self))
 
     // U[k][c][o] = G g G^T, k = 4 r + s.
@@ -122,14 +122,18 @@ func winogradConv<T: BLASFloat>(_: T.Type, _ g: ConvGeometry, x: UnsafePointer<T
         }
     }
 
-    var t0 = 0
-    while t0 < tiles {
-        let t1 = Swift.min(tiles, t0 + chunk), count = t1 - t0
-        // V[k][t][c] = B^T d B for each tile's 4x4 input patch (zeros outside the image).
-        parallelFor(count, cost: 16 * c) { range in
-            let tmp = UnsafeMutablePointer<T>.allocate(capacity: 16 * c)
-            defer { tmp.deallocate() }
-            for t in range {
+    // One task runs a chunk of tiles start to end on one thread: the transforms and the 16
+    // single-threaded GEMMs. Splitting each step over the threads instead cost a wake-up and
+    // a wait per step, 18 per chunk, and sent V and M through the shared cache.
+    func run(_ range: Range<Int>) {
+        let pv = UnsafeMutablePointer<T>.allocate(capacity: 16 * chunk * c)
+        let pm = UnsafeMutablePointer<T>.allocate(capacity: 16 * chunk * o)
+        let tmp = UnsafeMutablePointer<T>.allocate(capacity: Swift.max(16 * c, 9 * o))
+        defer { pv.deallocate(); pm.deallocate(); tmp.deallocate() }
+        for task in range {
+            let t0 = task * chunk, count = Swift.min(tiles, t0 + chunk) - t0
+            // V[k][t][c] = B^T d B for each tile's 4x4 input patch (zeros outside the image).
+            for t in 0..<count {
                 let (img, ty, tx) = origin(t0 + t)
                 let iy0 = 2 * ty - g.pads[1], ix0 = 2 * tx - g.pads[2]
                 func at(_ i: Int, _ j: Int) -> UnsafePointer<T> {
@@ -147,18 +151,14 @@ func winogradConv<T: BLASFloat>(_: T.Type, _ g: ConvGeometry, x: UnsafePointer<T
                     inputLine(col(0), col(1), col(2), col(3), out(0), out(1), out(2), out(3), c)
                 }
             }
-        }
-        // M_k = V_k U_k: 16 GEMMs, none inside our own parallel loop.
-        for k in 0..<16 {
-            T.gemm(transA: false, transB: false, m: count, n: o, k: c, a: pv + k * chunk * c, lda: c,
-                   b: pu + k * c * o, ldb: o, beta: 0, c: pm + k * chunk * o, ldc: o)
-        }
-        // y tile = A^T M A; rows and columns past the output's edge go to scratch.
-        parallelFor(count, cost: 16 * o) { range in
-            let tmp = UnsafeMutablePointer<T>.allocate(capacity: 9 * o)
-            defer { tmp.deallocate() }
+            // M_k = V_k U_k.
+            for k in 0..<16 {
+                T.product(transA: false, transB: false, m: count, n: o, k: c, a: pv + k * chunk * c, lda: c,
+                          b: pu + k * c * o, ldb: o, beta: 0, c: pm + k * chunk * o, ldc: o)
+            }
+            // y tile = A^T M A; rows and columns past the output's edge go to scratch.
             let spill = tmp + 8 * o
-            for t in range {
+            for t in 0..<count {
                 let (img, ty, tx) = origin(t0 + t)
                 // Columns first: tmp[a][s] over r.
                 for s in 0..<4 {
@@ -176,7 +176,9 @@ func winogradConv<T: BLASFloat>(_: T.Type, _ g: ConvGeometry, x: UnsafePointer<T
                 }
             }
         }
-        t0 = t1
     }
-    withExtendedLifetime((u, v, m, zeros)) {}
+    // Tasks are claimed one by one, so a thread the OS delays holds up one task, not half.
+    let threads = Swift.min(Threading.numThreads, tasks)
+    if threads <= 1 || !WorkerPool.shared.run(tasks, chunk: 1, workers: threads - 1, run) { run(0..<tasks) }
+    withExtendedLifetime((u, zeros)) {}
 }
