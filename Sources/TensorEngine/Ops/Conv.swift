@@ -172,39 +172,56 @@ private struct ConvKernel: BLASVisitor {
             return try winogradPass(T.self, inputGrad: pass == .inputGrad, wg, x: a, w: b, y: out, epilogue: epilogue)
         }
         let ow = g.outSize[2], lines = g.n * g.linesPerImage
-        let chunk = chunkLines(g, MemoryLayout<T>.size, wholeImages: pass == .inputGrad)
-        // im2col writes every column entry (padding included) and the input-gradient GEMM
-        // runs with beta = 0, so the buffer needs no zeroing.
-        let cols = try Tensor(empty: [chunk * ow * g.kk], dtype: T.dtype)
-        let pc = cols.pointer(T.self)
-        for gi in 0..<g.groups {
-            var l0 = 0
-            while l0 < lines {
+        let unit = pass == .inputGrad ? g.linesPerImage : 1, threads = Threading.numThreads
+        var chunk = chunkLines(g, MemoryLayout<T>.size, wholeImages: pass == .inputGrad)
+        // Forward and input-gradient chunks write disjoint parts of their output, so each runs
+        // start to end on one thread (im2col, its GEMM and the epilogue or col2im, its columns
+        // in that core's cache), claimed one by one. Splitting each step over the threads
+        // instead cost a wake-up and a wait per step, two per chunk (28 for the MNIST convnet's
+        // first layer). At least two chunks per thread where the lines allow. The kernel
+        // gradient sums every chunk into one dW, so its chunks run in turn, each step threaded.
+        let byTask = pass != .kernelGrad && threads > 1
+        if byTask {
+            let units = lines / unit
+            chunk = Swift.max(unit, Swift.min(chunk, (units + 2 * threads - 1) / (2 * threads) * unit))
+        }
+        let tasks = (lines + chunk - 1) / chunk
+        func runChunks(_ range: Range<Int>) {
+            // im2col writes every column entry (padding included) and the input-gradient GEMM
+            // runs with beta = 0, so the buffer needs no zeroing.
+            let pc = UnsafeMutablePointer<T>.allocate(capacity: chunk * ow * g.kk)
+            defer { pc.deallocate() }
+            for task in range {
                 // rows: output pixels in the chunk; first: the chunk's first pixel.
-                let l1 = Swift.min(lines, l0 + chunk), rows = (l1 - l0) * ow, first = l0 * ow
-                switch pass {
-                case .forward:
-                    // y[:, group cols] = cols @ W[:, group cols]
-                    im2col(a.pointer(T.self), g, gi, l0, l1, pc)
-                    T.gemm(transA: false, transB: false, m: rows, n: g.og, k: g.kk, a: pc, lda: g.kk,
-                           b: b.pointer(T.self) + gi * g.og, ldb: g.o, beta: 0,
-                           c: out.pointer(T.self) + first * g.o + gi * g.og, ldc: g.o,
-                           epilogue: g.groups == 1 ? epilogue : nil)
-                case .inputGrad:
-                    // cols = dy[:, group] @ W[:, group]^T, then scatter into dx
-                    T.gemm(transA: false, transB: true, m: rows, n: g.kk, k: g.og,
-                           a: a.pointer(T.self) + first * g.o + gi * g.og, lda: g.o,
-                           b: b.pointer(T.self) + gi * g.og, ldb: g.o, beta: 0, c: pc, ldc: g.kk)
-                    col2im(pc, g, gi, l0 / g.linesPerImage, l1 / g.linesPerImage, out.pointer(T.self))
-                case .kernelGrad:
-                    // dW[:, group] += cols^T @ dy[:, group]
-                    im2col(a.pointer(T.self), g, gi, l0, l1, pc)
-                    T.gemm(transA: true, transB: false, m: g.kk, n: g.og, k: rows, a: pc, lda: g.kk,
-                           b: b.pointer(T.self) + first * g.o + gi * g.og, ldb: g.o, beta: 1,
-                           c: out.pointer(T.self) + gi * g.og, ldc: g.o)
+                let l0 = task * chunk, l1 = Swift.min(lines, l0 + chunk), rows = (l1 - l0) * ow, first = l0 * ow
+                for gi in 0..<g.groups {
+                    switch pass {
+                    case .forward:
+                        // y[:, group cols] = cols @ W[:, group cols]
+                        im2col(a.pointer(T.self), g, gi, l0, l1, pc)
+                        T.gemm(transA: false, transB: false, m: rows, n: g.og, k: g.kk, a: pc, lda: g.kk,
+                               b: b.pointer(T.self) + gi * g.og, ldb: g.o, beta: 0,
+                               c: out.pointer(T.self) + first * g.o + gi * g.og, ldc: g.o,
+                               epilogue: g.groups == 1 ? epilogue : nil)
+                    case .inputGrad:
+                        // cols = dy[:, group] @ W[:, group]^T, then scatter into dx
+                        T.gemm(transA: false, transB: true, m: rows, n: g.kk, k: g.og,
+                               a: a.pointer(T.self) + first * g.o + gi * g.og, lda: g.o,
+                               b: b.pointer(T.self) + gi * g.og, ldb: g.o, beta: 0, c: pc, ldc: g.kk)
+                        col2im(pc, g, gi, l0 / g.linesPerImage, l1 / g.linesPerImage, out.pointer(T.self))
+                    case .kernelGrad:
+                        // dW[:, group] += cols^T @ dy[:, group]
+                        im2col(a.pointer(T.self), g, gi, l0, l1, pc)
+                        T.gemm(transA: true, transB: false, m: g.kk, n: g.og, k: rows, a: pc, lda: g.kk,
+                               b: b.pointer(T.self) + first * g.o + gi * g.og, ldb: g.o, beta: 1,
+                               c: out.pointer(T.self) + gi * g.og, ldc: g.o)
+                    }
                 }
-                l0 = l1
             }
+        }
+        if !(byTask && tasks > 1
+             && WorkerPool.shared.run(tasks, chunk: 1, workers: Swift.min(threads, tasks) - 1, runChunks)) {
+            runChunks(0..<tasks)
         }
         // Grouped: each chunk wrote one group's channels; the bias spans them all.
         if g.groups > 1, let e = epilogue { e.apply(out.pointer(T.self), rows: out.count / g.o, width: g.o, ld: g.o) }
