@@ -1,25 +1,25 @@
 #!/usr/bin/env python3
 """SwiftKeras ``fit`` (no Python in the loop) next to the Python backend's ``fit``.
 
-Workload: bench/mlp_fit.py's: Dense 784-512-512-10 (relu, relu, softmax), Adam(1e-3),
-sparse categorical cross-entropy, batch 128, on its synthetic data. Both sides start from an
-untrained model and run ``1 + --epochs`` epochs; the first is excluded from the timing.
+Workloads (``--workload``), bench/steps.py's models and data: ``mlp`` (Dense 784-512-512-10,
+sparse categorical cross-entropy, batch 128), ``convnet`` (Keras's MNIST convnet, categorical
+cross-entropy, batch 128) and ``lstm`` (Embedding(20000, 128) -> LSTM(64) -> Dense(1, sigmoid),
+binary cross-entropy, sequences of 200 tokens; pass ``--batch-size 64``), all with Adam(1e-3).
+Both sides start from the same untrained model and run ``1 + --epochs`` epochs; the first is
+excluded from the timing.
 
 - SwiftKeras: the ``keras-swift fit`` command (Sources/KerasSwiftCLI) on a .keras file of the
   untrained model and the data as .npy; its ``--history`` JSON gives each epoch's wall time.
-- Python: ``bench/mlp_fit.py --backends swift`` (Keras on the swift backend), same settings.
+- Python: Keras's ``fit`` on the swift backend in a fresh process (this script with
+  ``--python-worker``), loading the same file and data, each epoch timed by a callback.
 
 With ``--with-eager`` a third side runs ``keras-swift fit --no-jit-compile`` (SwiftKeras's
 eager steps), for the compiled step's before/after in one run; ``--baseline-cli`` adds
-another build's command line (an older commit's) as one more side.
-
-With ``--workload lstm`` the model is bench/steps.py's LSTM workload instead (Embedding(20000,
-128) -> LSTM(64) -> Dense(1, sigmoid), Adam, binary cross-entropy, sequences of 200 tokens; use
-``--batch-size 64``); it has no Python side here (bench/steps.py times Keras's), so it needs
-``--no-python``.
+another build's command line (an older commit's) as one more side; ``--no-python`` leaves the
+Python side out.
 
 Build the command line in release first (``swift build -c release --product keras-swift``) and
-point ``--cli`` at it. Rounds alternate the two sides; the report gives the median samples/s:
+point ``--cli`` at it. Rounds alternate the sides; the report gives the median samples/s:
 
     python bench/swiftkeras_fit.py --cli .build/release/keras-swift --samples 20000 --epochs 2 --rounds 2
 """
@@ -37,9 +37,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _common import activate_swift  # noqa: E402
-from mlp_fit import make_data  # noqa: E402
 
-LOSSES = {"mlp": "sparse_categorical_crossentropy", "lstm": "binary_crossentropy"}
+LOSSES = {"mlp": "sparse_categorical_crossentropy", "convnet": "categorical_crossentropy", "lstm": "binary_crossentropy"}
 
 
 def write_inputs(folder, samples, seed, workload="mlp"):
@@ -51,20 +50,14 @@ def write_inputs(folder, samples, seed, workload="mlp"):
         activate_swift()
     import keras
 
-    if workload == "lstm":
-        from steps import SEQ_LEN, VOCAB, make_data as steps_data
+    import steps
 
-        x, y = steps_data("lstm", samples, seed)
-        layers = [keras.Input((SEQ_LEN,), dtype="int32"), keras.layers.Embedding(VOCAB, 128), keras.layers.LSTM(64),
-                  keras.layers.Dense(1, activation="sigmoid")]
-    else:
-        x, y = make_data(samples, seed)
-        layers = [keras.Input((784,)), keras.layers.Dense(512, activation="relu"),
-                  keras.layers.Dense(512, activation="relu"), keras.layers.Dense(10, activation="softmax")]
+    x, y = steps.make_data(workload, samples, seed)
+    keras.utils.set_random_seed(seed)
+    model = steps.build(workload)
     np.save(folder / "x.npy", x)
     np.save(folder / "y.npy", y)
-    keras.utils.set_random_seed(seed)
-    keras.Sequential(layers).save(folder / "mlp.keras")
+    model.save(folder / "mlp.keras")
 
 
 def swiftkeras_round(cli, folder, args, eager=False):
@@ -84,11 +77,40 @@ def swiftkeras_round(cli, folder, args, eager=False):
 
 def python_round(folder, args):
     out = folder / "python.json"
-    cmd = [sys.executable, str(HERE / "mlp_fit.py"), "--backends", "swift", "--samples", str(args.samples),
-           "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--json", str(out)]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=args.timeout)
-    result = json.loads(out.read_text())["results"]["swift"]
-    return {"samples_per_s": result["samples_per_s"], "epoch_s": result["epoch_s"], "loss": result["loss"]}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--python-worker", str(folder), "--workload", args.workload,
+           "--batch-size", str(args.batch_size), "--epochs", str(args.epochs)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=args.timeout,
+                   env={**os.environ, "KERAS_BACKEND": "swift"})
+    return json.loads(out.read_text())
+
+
+def python_worker(folder, args):
+    """Keras's fit on the swift backend, as a user would run it, on the files SwiftKeras reads."""
+    import time
+
+    import numpy as np
+
+    activate_swift()
+    import keras
+
+    x, y = np.load(folder / "x.npy"), np.load(folder / "y.npy")
+    model = keras.saving.load_model(folder / "mlp.keras", compile=False)
+    model.compile(optimizer=keras.optimizers.Adam(0.001), loss=LOSSES[args.workload])
+    times = []
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.start)
+
+    history = model.fit(x, y, batch_size=args.batch_size, epochs=1 + args.epochs, shuffle=True, verbose=0,
+                        callbacks=[EpochTimer()])
+    timed = times[1:]
+    result = {"samples_per_s": len(x) * len(timed) / sum(timed), "epoch_s": [round(t, 3) for t in timed],
+              "loss": history.history["loss"]}
+    (folder / "python.json").write_text(json.dumps(result) + "\n")
 
 
 def main(argv=None):
@@ -105,9 +127,11 @@ def main(argv=None):
     parser.add_argument("--baseline-cli", type=Path, help="also run this keras-swift build (another commit's)")
     parser.add_argument("--workload", choices=sorted(LOSSES), default="mlp")
     parser.add_argument("--no-python", action="store_true", help="leave out Keras's fit on the swift backend")
+    parser.add_argument("--python-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.workload != "mlp" and not args.no_python:
-        parser.error(f"--workload {args.workload} has no Python side here: pass --no-python")
+    if args.python_worker:
+        python_worker(args.python_worker, args)
+        return 0
     if not args.cli.exists():
         parser.error(f"{args.cli} does not exist: swift build -c release --product keras-swift, or pass --cli")
     sides = ([] if args.no_python else ["python"]) + ["swiftkeras"] + (["swiftkeras_eager"] if args.with_eager else []) \

@@ -54,13 +54,16 @@ public func adamUpdate(variable x: Tensor, grad g: Tensor, m: Tensor, v: Tensor,
 
 /// The float32 Adam step in SSE lanes: written out because the generic loop stays scalar (seven
 /// pointers LLVM cannot prove apart, and a square root that lowers to libm's errno-setting call),
-/// which made it 10x slower than the memory it streams.
+/// which made it 10x slower than the memory it streams. (`SIMD8<Float>.squareRoot()` lowers to
+/// the same call, lane by lane.) The divide and square root make it compute-bound: it is
+/// threaded from a few thousand elements, where as a streaming loop a 512x512 kernel's update
+/// ran on one thread.
 private func adamF32(_ x: Tensor, _ g: Tensor, _ m: Tensor, _ v: Tensor, _ nx: Tensor, _ nm: Tensor, _ nv: Tensor,
                      alpha a: Float, beta1: Float, beta2: Float, epsilon eps: Float) {
     let (px, pg, pm, pv) = (x.pointer(Float.self), g.pointer(Float.self), m.pointer(Float.self), v.pointer(Float.self))
     let (ox, om, ov) = (nx.pointer(Float.self), nm.pointer(Float.self), nv.pointer(Float.self))
     let c1 = 1 - beta1, c2 = 1 - beta2
-    parallelFor(x.count, streaming: true) { r in
+    parallelFor(x.count, cost: 8) { r in
         var i = r.lowerBound
         #if arch(x86_64)
         let (va, vc1, vc2, veps) = (_mm_set1_ps(a), _mm_set1_ps(c1), _mm_set1_ps(c2), _mm_set1_ps(eps))
