@@ -61,6 +61,22 @@ func parallelFor(_ n: Int, cost costPerItem: Int = 1, streaming: Bool = false, _
     }
 }
 
+/// Runs tasks 0..<n, each claimed by whichever thread is free (so a thread the OS delays holds
+/// up one task, not a share), for work split into tasks that each run start to end on one
+/// thread with their own scratch: `body` gets the tasks of one claim and allocates its
+/// scratch for them. Inline when one thread would do or the pool is taken. The first error
+/// a claim throws is rethrown here once every claim has ended.
+func forEachTask(_ n: Int, _ body: (Range<Int>) throws -> Void) throws {
+    guard n > 0 else { return }
+    let failure = Mutex<(any Error)?>(nil)
+    func run(_ r: Range<Int>) {
+        do { try body(r) } catch { failure.withLock { if $0 == nil { $0 = error } } }
+    }
+    let threads = Swift.min(Threading.threads, n)
+    if threads <= 1 || !WorkerPool.shared.run(n, chunk: 1, workers: threads - 1, run) { run(0..<n) }
+    if let error = failure.withLock({ $0 }) { throw error }
+}
+
 /// The threads behind `parallelFor`. A worker that finishes a job spins (yielding its core)
 /// for `spinNanoseconds` before it sleeps, so the next job, usually a few microseconds of
 /// Python later, finds it awake. libdispatch's `concurrentPerform` woke its worker too late

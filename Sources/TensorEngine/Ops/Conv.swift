@@ -186,11 +186,11 @@ private struct ConvKernel: BLASVisitor {
             chunk = Swift.max(unit, Swift.min(chunk, (units + 2 * threads - 1) / (2 * threads) * unit))
         }
         let tasks = (lines + chunk - 1) / chunk
-        func runChunks(_ range: Range<Int>) {
+        func runChunks(_ range: Range<Int>) throws {
             // im2col writes every column entry (padding included) and the input-gradient GEMM
             // runs with beta = 0, so the buffer needs no zeroing.
-            let pc = UnsafeMutablePointer<T>.allocate(capacity: chunk * ow * g.kk)
-            defer { pc.deallocate() }
+            let cols = try Tensor(empty: [chunk * ow * g.kk], dtype: T.dtype), pc = cols.pointer(T.self)
+            defer { withExtendedLifetime(cols) {} }
             for task in range {
                 // rows: output pixels in the chunk; first: the chunk's first pixel.
                 let l0 = task * chunk, l1 = Swift.min(lines, l0 + chunk), rows = (l1 - l0) * ow, first = l0 * ow
@@ -219,10 +219,7 @@ private struct ConvKernel: BLASVisitor {
                 }
             }
         }
-        if !(byTask && tasks > 1
-             && WorkerPool.shared.run(tasks, chunk: 1, workers: Swift.min(threads, tasks) - 1, runChunks)) {
-            runChunks(0..<tasks)
-        }
+        if byTask { try forEachTask(tasks, runChunks) } else { try runChunks(0..<tasks) }
         // Grouped: each chunk wrote one group's channels; the bias spans them all.
         if g.groups > 1, let e = epilogue { e.apply(out.pointer(T.self), rows: out.count / g.o, width: g.o, ld: g.o) }
     }

@@ -97,7 +97,9 @@ func winogradConv<T: BLASFloat>(_: T.Type, _ g: ConvGeometry, x: UnsafePointer<T
     let size = MemoryLayout<T>.size
     // Tiles per task: the task's transformed inputs V and products M stay in its core's cache
     // between the input transform, the 16 GEMMs and the output transform.
-    let chunk = Swift.max(1, Swift.min(tiles, chunkBytes / (16 * (c + o) * size)))
+    // At least two tasks per thread where that leaves 16 tiles a task.
+    let spread = (tiles + 2 * Threading.numThreads - 1) / (2 * Threading.numThreads)
+    let chunk = Swift.max(1, Swift.min(tiles, chunkBytes / (16 * (c + o) * size), Swift.max(16, spread)))
     let tasks = (tiles + chunk - 1) / chunk
 
     let u = try Tensor(empty: [16 * c * o], dtype: T.dtype), pu = u.pointer(T.self)
@@ -125,11 +127,10 @@ func winogradConv<T: BLASFloat>(_: T.Type, _ g: ConvGeometry, x: UnsafePointer<T
     // One task runs a chunk of tiles start to end on one thread: the transforms and the 16
     // single-threaded GEMMs. Splitting each step over the threads instead cost a wake-up and
     // a wait per step, 18 per chunk, and sent V and M through the shared cache.
-    func run(_ range: Range<Int>) {
-        let pv = UnsafeMutablePointer<T>.allocate(capacity: 16 * chunk * c)
-        let pm = UnsafeMutablePointer<T>.allocate(capacity: 16 * chunk * o)
-        let tmp = UnsafeMutablePointer<T>.allocate(capacity: Swift.max(16 * c, 9 * o))
-        defer { pv.deallocate(); pm.deallocate(); tmp.deallocate() }
+    func run(_ range: Range<Int>) throws {
+        let scratch = try [16 * chunk * c, 16 * chunk * o, Swift.max(16 * c, 9 * o)].map { try Tensor(empty: [$0], dtype: T.dtype) }
+        defer { withExtendedLifetime(scratch) {} }
+        let (pv, pm, tmp) = (scratch[0].pointer(T.self), scratch[1].pointer(T.self), scratch[2].pointer(T.self))
         for task in range {
             let t0 = task * chunk, count = Swift.min(tiles, t0 + chunk) - t0
             // V[k][t][c] = B^T d B for each tile's 4x4 input patch (zeros outside the image).
@@ -177,8 +178,6 @@ func winogradConv<T: BLASFloat>(_: T.Type, _ g: ConvGeometry, x: UnsafePointer<T
             }
         }
     }
-    // Tasks are claimed one by one, so a thread the OS delays holds up one task, not half.
-    let threads = Swift.min(Threading.numThreads, tasks)
-    if threads <= 1 || !WorkerPool.shared.run(tasks, chunk: 1, workers: threads - 1, run) { run(0..<tasks) }
+    try forEachTask(tasks, run)
     withExtendedLifetime((u, zeros)) {}
 }
