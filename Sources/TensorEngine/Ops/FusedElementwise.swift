@@ -86,6 +86,14 @@ enum ElementwiseFusion {
 
 extension FusedInstruction.Kernel {
     var isUnary: Bool { if case .unary = self { return true }; return false }
+
+    /// Whether the op's kernel is `Streaming` (a few instructions per element).
+    var isStreaming: Bool {
+        switch self {
+        case .unary(let op): return [.negative, .abs, .sign, .square, .relu].contains(op)
+        case .binary(let op): return [.add, .subtract, .multiply, .maximum, .minimum].contains(op)
+        }
+    }
 }
 
 /// The chain's results, by blocks where it can, else op by op.
@@ -196,8 +204,13 @@ private func runBlocks<T: FloatElem>(_: T.Type, _ inputs: [Tensor], _ program: [
         case .buffer: break
         }
     }
+    // Threaded as the ops themselves are: a chain of cheap ops (add, multiply, ...) streams
+    // memory and takes a second thread only past `Threading.streamingGrain`; each costlier op
+    // (divide, sqrt, exp, ...) counts as a unit of work towards `Threading.grain`. On an MLP's
+    // RMSprop update, two threads for the cheap chain were slower than one.
+    let heavy = program.indices.filter { scalars[base + $0] == nil && !program[$0].kernel.isStreaming }.count
     let blocks = (n + block - 1) / block
-    parallelFor(blocks, cost: block * program.count) { range in
+    parallelFor(blocks, cost: block * Swift.max(heavy, 1), streaming: heavy == 0) { range in
         withUnsafeTemporaryAllocation(of: T.self, capacity: Swift.max(buffers, 1) * block) { scratch in
             let scratch = scratch.baseAddress!
             var at = [UnsafeMutablePointer<T>](repeating: scratch, count: base + program.count)
