@@ -24,7 +24,7 @@ extension Program {
     /// Values whose identity matters beyond their contents: program outputs, values a
     /// set-requires-grad node flips and gradient sources (each gets its own gradient),
     /// anywhere, blocks included.
-    var pinnedValues: Set<Int> {
+    private var pinnedValues: Set<Int> {
         var pinned = Set(outputs.map(\.value))
         func visit(_ nodes: [GraphNode]) {
             for node in nodes {
