@@ -86,9 +86,10 @@ final class FusedElementwiseTests: XCTestCase {
 
     func testEveryFusableOpFusedEqualsTheOpsBitForBit() throws {
         let unary = ElementwiseFusion.unaryOps.keys.sorted(), binary = ElementwiseFusion.binaryOps.keys.sorted()
-        // Below one block, several blocks, and (for a few ops) past the threading grain.
-        for n in [0, 5, 3 * ElementwiseFusion.blockSize + 17, 40_001] {
-            let unary = n > 10_000 ? ["exp", "tanh", "sqrt", "relu", "sigmoid"] : unary
+        // Below one block, several blocks, and (for a few ops) past the threading grain (a
+        // chain with a costlier op such as exp or divide takes threads from 2^16 elements).
+        for n in [0, 5, 3 * ElementwiseFusion.blockSize + 17, 70_001] {
+            let unary = n > 40_000 ? ["exp", "tanh", "sqrt", "sigmoid"] : unary
             for dtype in [DType.float32, .float64] {
                 let x = try values(n, dtype, seed: 0), y = try values(n, dtype, seed: 5)
                 let s = try values(1, dtype, seed: 7, shape: []), t = try values(1, dtype, seed: 8, shape: [1])
@@ -112,6 +113,10 @@ final class FusedElementwiseTests: XCTestCase {
                 }
             }
         }
+        // A chain of cheap ops takes threads only past the streaming grain (2^19 elements on 2).
+        let big = try values(600_001, .float32, seed: 3), big2 = try values(600_001, .float32, seed: 4)
+        try check([("multiply", [.input(0), .input(2)]), ("subtract", [.step(0), .input(1)]), ("maximum", [.step(1), .input(0)])],
+                  [big, big2, try values(1, .float32, seed: 5, shape: [])], results: [2], blocked: true, "streaming chain")
         // Positive operands, so pow, log and sqrt take their main paths rather than NaN.
         let pos = try op("add", [try op("abs", [try values(5000, .float32, seed: 2)]), try Tensor([Float(0.25)], shape: [])])
         let e = try Tensor([Float(1.7)], shape: [])
