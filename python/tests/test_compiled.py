@@ -395,6 +395,27 @@ def test_optimizer_control_flow_compiles_and_equals_eager(optimizer):
     _assert_same_training(compiled, eager, h1, h2)
 
 
+@pytest.mark.parametrize("optimizer", [
+    lambda: keras.optimizers.SGD(0.05, momentum=0.9),
+    lambda: keras.optimizers.RMSprop(0.01),
+], ids=["sgd-momentum", "rmsprop"])
+def test_optimizer_update_chains_fuse_and_train_as_eager(optimizer):
+    # Keras updates each variable through a chain of elementwise ops, which the graph runs
+    # as fused_elementwise nodes (Program.fusingElementwise).
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(24, 12)).astype("float32")
+    y = rng.integers(0, 3, size=(24,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback
+        compiled, h1 = _fit_state(True, optimizer, x, y)
+    eager, h2 = _fit_state(False, optimizer, x, y)
+    step = compiled.train_function.compiled
+    assert step.eager_reason is None and step.graphs
+    for graph, *_ in step.graphs.values():
+        assert "fused_elementwise" in [n.get("op") for n in _swiftkeras.graph_describe(graph)["nodes"]]
+    _assert_same_training(compiled, eager, h1, h2)
+
+
 @pytest.mark.parametrize("policy", [None, "mixed_float16"])
 def test_loss_scaling_compiles_and_equals_eager_through_non_finite_steps(policy):
     rng = np.random.default_rng(9)

@@ -182,3 +182,28 @@ def test_graph_describe_and_constants():
         _C.graph_constant(graph, 1)
     with pytest.raises(TypeError):
         _C.graph_describe("not a graph")
+
+
+def _chain(x):
+    from keras import ops
+
+    y = ops.exp(x * 0.5) - ops.sqrt(ops.abs(x) + 1.0)
+    return ops.maximum(y, x) / (ops.square(x) + 2.0) + ops.tanh(y)
+
+
+def test_a_fused_elementwise_chain_lowers_to_its_ops(tmp_path):
+    from keras_swift.src.engine import _C
+
+    # The engine's graph runs the chain as fused_elementwise nodes (Program.fusingElementwise).
+    x = keras.ops.convert_to_tensor(_rand(2, 5, seed=13))
+    _C.trace_begin()
+    try:
+        _C.trace_input(x)
+        graph = _C.trace_end([_chain(x)])
+    except BaseException:
+        _C.trace_abort()
+        raise
+    assert "fused_elementwise" in [n["op"] for n in _C.graph_describe(graph)["nodes"]]
+    inp = keras.Input((5,))
+    model = keras.Model(inp, layers.Dense(4)(layers.Lambda(_chain)(inp)))
+    _check(model, tmp_path, [_rand(RUN_BATCH, 5, seed=14)])

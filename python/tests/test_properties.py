@@ -472,6 +472,9 @@ def _i(*rows):
 # float input and adds 3 I before the op (cholesky, eigh read one triangle).
 GRAD_CASES = {
     "cast": dict(attrs={"dtype": "float64"}),
+    # exp(x * y) + x, returning it and x * y.
+    "fused_elementwise": dict(inputs=[(2, 3), (2, 3)], attrs={
+        "ops": "multiply,exp,add", "operands": [0, 1, 2, -1, 3, 0], "results": [2, 0]}),
     "where": dict(inputs=[np.array([[True, False, True], [False, True, True]]), (2, 3), (2, 3)]),
     "clip": dict(attrs={"min": 0.3, "max": 0.7}),
     "reshape": dict(attrs={"shape": [3, 2]}),

@@ -227,6 +227,23 @@ public struct OpDef {
         runUnary = nil
     }
 
+    /// An op whose attributes decide how many outputs it has (`fused_elementwise`), named
+    /// `output...` in its schema. Not checked for missing gradients: where it records on a
+    /// tape it runs other registry ops, which are.
+    public init(_ name: String, inputs: [InputSpec], variadicOutputs output: String, attrs: [AttrSpec] = [],
+                dtypes: DTypeSet = .real, doc: String, _ run: @escaping ([Tensor], Attrs) throws -> [Tensor]) {
+        let s = OpSchema(name, inputs: inputs, outputs: [output + "..."], attrs: attrs, dtypes: dtypes, grad: .yes,
+                         doc: doc)
+        schema = s
+        self.run = { inputs, attrs in
+            var a = attrs
+            try s.check(inputs, &a)
+            return try run(inputs, a)
+        }
+        runOne = nil
+        runUnary = nil
+    }
+
     /// An op of one output.
     public init(_ name: String, inputs: [InputSpec], attrs: [AttrSpec] = [], dtypes: DTypeSet = .real,
                 grad: Differentiability = .yes, doc: String, _ run: @escaping ([Tensor], Attrs) throws -> Tensor) {
@@ -276,7 +293,7 @@ public enum OpRegistry {
             + numericOps + samplerOps
             + optimizerOps
             + nnExtraOps + ctcOps + rnnOps + attentionOps
-            + imageOps + complexOps
+            + imageOps + complexOps + fusedElementwiseOps
         return all
     }()
 

@@ -1,5 +1,5 @@
 // Graph passes run when a trace ends (`Program.optimized()`): constant folding, common
-// subexpressions, epilogue fusion, then dead code.
+// subexpressions, epilogue fusion, elementwise fusion, then dead code.
 //
 // Both rest on registry ops being pure functions of their inputs and attributes (random
 // ops read their seed as an input). Both work on the program's top-level node list only:
@@ -14,9 +14,11 @@
 // flag set is merged or folded (the caller, or a tape, tells those handles apart).
 
 extension Program {
-    /// Constant folding, common subexpressions, epilogue fusion and dead code, in that order.
+    /// Constant folding, common subexpressions, epilogue fusion, elementwise fusion and dead
+    /// code, in that order.
     public func optimized() throws -> Program {
-        try foldingConstants().eliminatingCommonSubexpressions().fusingEpilogues().eliminatingDeadCode()
+        try foldingConstants().eliminatingCommonSubexpressions().fusingEpilogues().fusingElementwise()
+            .eliminatingDeadCode()
     }
 
     /// Values whose identity matters beyond their contents: program outputs, values a
@@ -173,6 +175,113 @@ extension Program {
         if fused == 0 { return self }
         return try Program(valueCount: valueCount, inputs: inputs, outputs: outputs, constants: constants,
                            nodes: rewritten.compactMap { $0 })
+    }
+}
+
+extension Program {
+    /// The program with each run of top-level elementwise op nodes (`ElementwiseFusion`'s ops,
+    /// no attributes) that lie next to each other in the node list, split into the parts
+    /// connected by data flow within the run, made one `fused_elementwise` node per part of two
+    /// ops or more (FusedElementwise.swift), placed where the run was. A run lies within one
+    /// stretch (see the top of this file): any other node ends it. A part's values that are read
+    /// outside it, are program outputs or are pinned become the fused node's outputs; the others
+    /// are never materialised. The fused op checks shapes and dtypes when it runs and falls back
+    /// to the ops themselves, so the rewrite needs none.
+    public func fusingElementwise() throws -> Program {
+        let pinned = pinnedValues
+        var uses = [Int](repeating: 0, count: valueCount)
+        for node in nodes { for v in node.inputValues { uses[v] += 1 } }
+        for o in outputs { uses[o.value] += 1 }
+        guard let fusedIndex = OpRegistry.lookup("fused_elementwise") else { return self }
+        func fusable(_ node: GraphNode) -> Bool {
+            guard case .op(_, let name, let attrs, let ins, let outs) = node, outs.count == 1,
+                  ins.count == ElementwiseFusion.arity(name), attrs.values.isEmpty else { return false }
+            return true
+        }
+        var rewritten: [GraphNode] = []
+        var fused = 0
+        var n = 0
+        while n < nodes.count {
+            guard fusable(nodes[n]) else {
+                rewritten.append(nodes[n])
+                n += 1
+                continue
+            }
+            var end = n
+            while end < nodes.count, fusable(nodes[end]) { end += 1 }
+            let run = Array(nodes[n..<end])
+            n = end
+            // Parts by data flow: union-find over the run's nodes.
+            var parent = Array(run.indices)
+            func root(_ i: Int) -> Int {
+                var i = i
+                while parent[i] != i { parent[i] = parent[parent[i]]; i = parent[i] }
+                return i
+            }
+            var definedAt: [Int: Int] = [:]
+            for (i, node) in run.enumerated() {
+                for v in node.inputValues {
+                    if let d = definedAt[v] { parent[root(i)] = root(d) }
+                }
+                definedAt[node.outputValues[0]] = i
+            }
+            var parts: [Int: [Int]] = [:]
+            var order: [Int] = []
+            for i in run.indices {
+                let r = root(i)
+                if parts[r] == nil { order.append(r) }
+                parts[r, default: []].append(i)
+            }
+            for r in order {
+                let members = parts[r]!
+                guard members.count >= 2, let node = fusedNode(members.map { run[$0] }, uses: uses, pinned: pinned,
+                                                                 index: fusedIndex) else {
+                    rewritten += members.map { run[$0] }
+                    continue
+                }
+                rewritten.append(node)
+                fused += 1
+            }
+        }
+        if fused == 0 { return self }
+        return try Program(valueCount: valueCount, inputs: inputs, outputs: outputs, constants: constants,
+                           nodes: rewritten)
+    }
+
+    /// One `fused_elementwise` node for `part` (fusable op nodes, in program order), given each
+    /// value's number of readers in the program; nil when none of its values is needed outside.
+    private func fusedNode(_ part: [GraphNode], uses: [Int], pinned: Set<Int>, index: Int) -> GraphNode? {
+        var inputs: [Int] = []
+        var reference: [Int: Int] = [:]  // value -> position among the inputs, or instruction
+        var names: [String] = [], operands: [Int] = []
+        var readsInside: [Int: Int] = [:]
+        var defined: [Int] = []
+        for node in part {
+            guard case .op(_, let name, _, let ins, let outs) = node else { return nil }
+            for v in ins {
+                readsInside[v, default: 0] += 1
+                if reference[v] == nil, !defined.contains(v) {
+                    reference[v] = inputs.count
+                    inputs.append(v)
+                }
+            }
+            names.append(name)
+            defined.append(outs[0])
+            operands += [ins[0], ins.count > 1 ? ins[1] : -1]
+        }
+        // Instruction references come after the inputs, now that their count is known.
+        for (j, v) in defined.enumerated() { reference[v] = inputs.count + j }
+        let results = defined.indices.filter { j in
+            let v = defined[j]
+            return pinned.contains(v) || uses[v] > (readsInside[v] ?? 0)
+        }
+        if results.isEmpty { return nil }
+        var attrs = Attrs()
+        attrs.set("ops", .string(names.joined(separator: ",")))
+        attrs.set("operands", .ints(operands.map { $0 < 0 ? -1 : reference[$0]! }))
+        attrs.set("results", .ints(results))
+        return .op(index: index, name: "fused_elementwise", attrs: attrs, inputs: inputs,
+                   outputs: results.map { defined[$0] })
     }
 }
 

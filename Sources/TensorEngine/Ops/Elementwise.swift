@@ -471,20 +471,26 @@ struct ReluGrad<T: FloatElem>: BinaryKernel, Streaming { @inline(__always) func 
 func mapSqrtF32(_ x: Tensor, _ out: Tensor, reciprocal: Bool) {
     let px = x.pointer(Float.self), po = out.pointer(Float.self)
     parallelFor(out.count) { r in
-        var i = r.lowerBound
-        #if arch(x86_64)
-        let one = _mm_set1_ps(1)
-        while i + 4 <= r.upperBound {
-            let v = _mm_sqrt_ps(_mm_loadu_ps(px + i))
-            _mm_storeu_ps(po + i, reciprocal ? _mm_div_ps(one, v) : v)
-            i += 4
-        }
-        #endif
-        while i < r.upperBound {
-            let v = px[i].squareRoot()
-            po[i] = reciprocal ? 1 / v : v
-            i += 1
-        }
+        sqrtF32Loop(px + r.lowerBound, po + r.lowerBound, r.count, reciprocal: reciprocal)
+    }
+}
+
+/// `mapSqrtF32` over `n` elements from `x` (a fused chain's block runs it too, for the same bits).
+@inline(__always)
+func sqrtF32Loop(_ x: UnsafePointer<Float>, _ o: UnsafeMutablePointer<Float>, _ n: Int, reciprocal: Bool) {
+    var i = 0
+    #if arch(x86_64)
+    let one = _mm_set1_ps(1)
+    while i + 4 <= n {
+        let v = _mm_sqrt_ps(_mm_loadu_ps(x + i))
+        _mm_storeu_ps(o + i, reciprocal ? _mm_div_ps(one, v) : v)
+        i += 4
+    }
+    #endif
+    while i < n {
+        let v = x[i].squareRoot()
+        o[i] = reciprocal ? 1 / v : v
+        i += 1
     }
 }
 
@@ -496,18 +502,26 @@ func mapPowF32(_ a: Tensor, _ b: Tensor, _ out: Tensor) -> Bool {
     let pa = a.pointer(Float.self), pb = b.pointer(Float.self), po = out.pointer(Float.self)
     let sa = a.count == n ? 1 : 0, sb = b.count == n ? 1 : 0
     parallelFor(n, cost: 4) { r in
-        if sa == 1 && sb == 1 {
-            powLoop(pa + r.lowerBound, pb + r.lowerBound, po + r.lowerBound, r.count)
-        } else if sa == 1 {
-            powLoop(pa + r.lowerBound, scalar: pb[0], po + r.lowerBound, r.count)
-        } else {
-            powLoop(scalar: pa[0], pb + r.lowerBound, po + r.lowerBound, r.count)
-        }
-        if anyPowMiss(po + r.lowerBound, r.count) {
-            for i in r where po[i].bitPattern == VecMath.powMiss { po[i] = powf(pa[i * sa], pb[i * sb]) }
-        }
+        powF32Block(pa + r.lowerBound * sa, sa, pb + r.lowerBound * sb, sb, po + r.lowerBound, r.count)
     }
     return true
+}
+
+/// o = a ** b over `n` elements, each operand contiguous (stride 1) or one value (stride 0),
+/// not both one value: `VecMath.pow`, then powf for the lanes it left. `mapPowF32` runs it
+/// over each thread's range, a fused chain over each block.
+func powF32Block(_ a: UnsafePointer<Float>, _ sa: Int, _ b: UnsafePointer<Float>, _ sb: Int,
+                 _ o: UnsafeMutablePointer<Float>, _ n: Int) {
+    if sa == 1 && sb == 1 {
+        powLoop(a, b, o, n)
+    } else if sa == 1 {
+        powLoop(a, scalar: b[0], o, n)
+    } else {
+        powLoop(scalar: a[0], b, o, n)
+    }
+    if anyPowMiss(o, n) {
+        for i in 0..<n where o[i].bitPattern == VecMath.powMiss { o[i] = powf(a[i * sa], b[i * sb]) }
+    }
 }
 
 // Each loop in a function of its own, over 0..<n: written inline in the threaded closure

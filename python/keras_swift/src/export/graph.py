@@ -109,6 +109,31 @@ def trace(fn, input_signature, variables=()):
     return Trace(graph, state + sample, state_inputs, len(state), structure, len(outputs), assigned)
 
 
+def _unfused(nodes):
+    """``nodes`` with each ``fused_elementwise`` node (FusedElementwise.swift: a chain of
+    elementwise ops the engine runs block by block) written back as the ops it stands for.
+    The chain's values that the node does not output get ids of their own (tuples, which no
+    engine value id equals)."""
+    for k, n in enumerate(nodes):
+        if n["kind"] != "op" or n["op"] != "fused_elementwise":
+            yield n
+            continue
+        attrs = {name: a["value"] for name, a in n["attrs"].items()}
+        ops = attrs["ops"].split(",")
+        operands, ins = attrs["operands"], n["inputs"]
+        ids = [("fused", k, j) for j in range(len(ops))]
+        for j, v in zip(attrs["results"], n["outputs"]):
+            ids[j] = v
+
+        def ref(r):
+            return ins[r] if r < len(ins) else ids[r - len(ins)]
+
+        for j, op in enumerate(ops):
+            a, b = operands[2 * j], operands[2 * j + 1]
+            yield {"kind": "op", "op": op, "attrs": {},
+                   "inputs": [ref(a)] + ([ref(b)] if b >= 0 else []), "outputs": [ids[j]]}
+
+
 def _restore(variables, values):
     for v, t in zip(variables, values):
         if v._value is not t:
@@ -137,7 +162,8 @@ class GraphWalk:
     attrs) -> symbol or list of symbols``, where ``names`` are the inputs' symbols and
     ``ins``/``outs`` the engine value ids (for ``dtype``/``shape``). A conv or matmul the
     engine fused with its bias and activation (Epilogue.swift) is lowered as the bare op,
-    then ``add_bias`` and ``activate``.
+    then ``add_bias`` and ``activate``; a ``fused_elementwise`` chain as its ops, one by one
+    (``_unfused``).
     """
 
     TARGET = None
@@ -167,7 +193,7 @@ class GraphWalk:
 
     def walk(self):
         schemas = _schema_defaults()
-        for n in self.desc["nodes"]:
+        for n in _unfused(self.desc["nodes"]):
             if n["kind"] in _TAPE_STEPS:
                 continue
             if n["kind"] != "op":
