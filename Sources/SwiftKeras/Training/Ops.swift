@@ -15,6 +15,13 @@ enum Ops {
         return first
     }
 
+    /// All outputs of a multi-output registry op, checked against `count`.
+    private static func callAll(_ name: String, _ inputs: [Tensor], _ attrs: Attrs, count: Int) throws -> [Tensor] {
+        let r = try OpRegistry.call(name, inputs, attrs)
+        guard r.count == count else { throw EngineError.internal("\(name) returned \(r.count) outputs, not \(count)") }
+        return r
+    }
+
     static func binary(_ op: BinaryOp, _ a: Tensor, _ b: Tensor) throws -> Tensor { try call(op.rawValue, [a, b]) }
     static func add(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binary(.add, a, b) }
     static func subtract(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binary(.subtract, a, b) }
@@ -51,9 +58,7 @@ enum Ops {
     /// A 0-d tensor holding `v`: recorded as a `full` op, so a trace holds no constant for it.
     /// Only for values fixed for the life of the step; a value that changes from step to
     /// step is a `StepInputs` value.
-    static func scalar(_ v: Double, _ dtype: DType) throws -> Tensor {
-        try call("full", [], Attrs(["shape": .ints([]), "value": .float(v), "dtype": .string(dtype.name)]))
-    }
+    static func scalar(_ v: Double, _ dtype: DType) throws -> Tensor { try full([], v, dtype) }
 
     static func cast(_ x: Tensor, to dtype: DType) throws -> Tensor {
         x.dtype == dtype ? x : try call("cast", [x], Attrs(["dtype": .string(dtype.name)]))
@@ -94,8 +99,7 @@ enum Ops {
         try call(op.rawValue, [x], reduceAttrs(axes, keepdims))
     }
     static func moments(_ x: Tensor, axes: [Int], keepdims: Bool) throws -> (mean: Tensor, variance: Tensor) {
-        let r = try OpRegistry.call("moments", [x], reduceAttrs(axes, keepdims))
-        guard r.count == 2 else { throw EngineError.internal("moments returned \(r.count) outputs") }
+        let r = try callAll("moments", [x], reduceAttrs(axes, keepdims), count: 2)
         return (r[0], r[1])
     }
 
@@ -137,13 +141,6 @@ enum Ops {
     }
 
     // MARK: recurrent, attention, einsum and noise layers; gradient clipping
-
-    /// All outputs of a multi-output registry op, checked against `count`.
-    private static func callAll(_ name: String, _ inputs: [Tensor], _ attrs: Attrs, count: Int) throws -> [Tensor] {
-        let r = try OpRegistry.call(name, inputs, attrs)
-        guard r.count == count else { throw EngineError.internal("\(name) returned \(r.count) outputs, not \(count)") }
-        return r
-    }
 
     /// A tensor of `shape` filled with `value` (recorded, so a trace holds no constant for it).
     static func full(_ shape: [Int], _ value: Double, _ dtype: DType) throws -> Tensor {
@@ -220,9 +217,8 @@ enum Ops {
     /// The engine's fused Adam step with α_t given as a 0-d tensor.
     static func adamUpdate(variable x: Tensor, grad g: Tensor, m: Tensor, v: Tensor, alpha: Tensor,
                            beta1: Double, beta2: Double, epsilon: Double) throws -> (Tensor, Tensor, Tensor) {
-        let r = try OpRegistry.call("adam_update", [x, g, m, v, alpha],
-                                    Attrs(["beta1": .float(beta1), "beta2": .float(beta2), "epsilon": .float(epsilon)]))
-        guard r.count == 3 else { throw EngineError.internal("adam_update returned \(r.count) outputs") }
+        let r = try callAll("adam_update", [x, g, m, v, alpha],
+                            Attrs(["beta1": .float(beta1), "beta2": .float(beta2), "epsilon": .float(epsilon)]), count: 3)
         return (r[0], r[1], r[2])
     }
 

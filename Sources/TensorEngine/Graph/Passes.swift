@@ -43,6 +43,15 @@ extension Program {
         return pinned
     }
 
+    /// Each value's number of readers among the top-level nodes (a read inside a block counts
+    /// for the node that holds it) and the program's outputs.
+    private var readCounts: [Int] {
+        var uses = [Int](repeating: 0, count: valueCount)
+        for node in nodes { for v in node.inputValues { uses[v] += 1 } }
+        for o in outputs { uses[o.value] += 1 }
+        return uses
+    }
+
     /// Largest result (in elements) folded into a constant: the constant then lives as long
     /// as the program, and is written into its file.
     static let foldLimit = 1024
@@ -130,10 +139,7 @@ extension Program {
         for a in EpilogueActivation.allCases where a != .none {
             if let i = OpRegistry.lookup(a.rawValue) { activations[i] = a }
         }
-        let pinned = pinnedValues
-        var uses = [Int](repeating: 0, count: valueCount)
-        for node in nodes { for v in node.inputValues { uses[v] += 1 } }
-        for o in outputs { uses[o.value] += 1 }
+        let pinned = pinnedValues, uses = readCounts
         var stretch = [Int](repeating: 0, count: nodes.count)
         var current = 0
         for (n, node) in nodes.enumerated() {
@@ -188,10 +194,7 @@ extension Program {
     /// are never materialised. The fused op checks shapes and dtypes when it runs and falls back
     /// to the ops themselves, so the rewrite needs none.
     public func fusingElementwise() throws -> Program {
-        let pinned = pinnedValues
-        var uses = [Int](repeating: 0, count: valueCount)
-        for node in nodes { for v in node.inputValues { uses[v] += 1 } }
-        for o in outputs { uses[o.value] += 1 }
+        let pinned = pinnedValues, uses = readCounts
         guard let fusedIndex = OpRegistry.lookup("fused_elementwise") else { return self }
         func fusable(_ node: GraphNode) -> Bool {
             guard case .op(_, let name, let attrs, let ins, let outs) = node, outs.count == 1,
