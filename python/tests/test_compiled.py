@@ -88,6 +88,40 @@ def test_compiled_predict_equals_eager(build, shape):
     assert len(step.graphs) == 2
     np.testing.assert_allclose(model.predict_on_batch(x[:1]), eager.predict_on_batch(x[:1]), rtol=1e-5, atol=1e-6)
 
+def test_a_conv_and_its_max_pool_fuse_in_predict_and_train_as_the_ops():
+    # The MNIST convnet's layers in small: in predict each conv + bias + relu + pool is one
+    # node that never writes the conv's output; fit runs the same node under the tape.
+    def build():
+        return keras.Sequential([
+            keras.Input((12, 12, 1)),
+            layers.Conv2D(8, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(8, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(3, activation="softmax"),
+        ])
+
+    model, eager = build(), build()
+    eager.set_weights(model.get_weights())
+    model.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=True)
+    eager.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=False)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 12, 12, 1)).astype("float32")
+    y = np.eye(3, dtype="float32")[rng.integers(0, 3, 16)]
+    np.testing.assert_array_equal(model.predict(x, batch_size=8, verbose=0), eager.predict(x, batch_size=8, verbose=0))
+    (graph, *_), = _compiled(model).graphs.values()
+    ops_run = [n.get("op") for n in _swiftkeras.graph_describe(graph)["nodes"]]
+    assert "max_pool" not in ops_run
+    assert sum("max_pool_size" in n.get("attrs", {}) for n in _swiftkeras.graph_describe(graph)["nodes"]) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback
+        model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    eager.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(model.get_weights(), eager.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.predict(x, verbose=0), eager.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
 
 @pytest.mark.parametrize("build,shape", [(_mlp, (12,)), (_convnet, (8, 8, 2))])
 def test_compiled_evaluate_equals_eager(build, shape):

@@ -1,5 +1,5 @@
 // Graph passes run when a trace ends (`Program.optimized()`): constant folding, common
-// subexpressions, epilogue fusion, elementwise fusion, then dead code.
+// subexpressions, epilogue fusion, conv + max-pool fusion, elementwise fusion, then dead code.
 //
 // Both rest on registry ops being pure functions of their inputs and attributes (random
 // ops read their seed as an input). Both work on the program's top-level node list only:
@@ -14,17 +14,17 @@
 // flag set is merged or folded (the caller, or a tape, tells those handles apart).
 
 extension Program {
-    /// Constant folding, common subexpressions, epilogue fusion, elementwise fusion and dead
-    /// code, in that order.
+    /// Constant folding, common subexpressions, epilogue fusion, conv + max-pool fusion,
+    /// elementwise fusion and dead code, in that order.
     public func optimized() throws -> Program {
-        try foldingConstants().eliminatingCommonSubexpressions().fusingEpilogues().fusingElementwise()
+        try foldingConstants().eliminatingCommonSubexpressions().fusingEpilogues().fusingPools().fusingElementwise()
             .eliminatingDeadCode()
     }
 
     /// Values whose identity matters beyond their contents: program outputs, values a
     /// set-requires-grad node flips and gradient sources (each gets its own gradient),
     /// anywhere, blocks included.
-    private var pinnedValues: Set<Int> {
+    fileprivate var pinnedValues: Set<Int> {
         var pinned = Set(outputs.map(\.value))
         func visit(_ nodes: [GraphNode]) {
             for node in nodes {
@@ -45,7 +45,7 @@ extension Program {
 
     /// Each value's number of readers among the top-level nodes (a read inside a block counts
     /// for the node that holds it) and the program's outputs.
-    private var readCounts: [Int] {
+    fileprivate var readCounts: [Int] {
         var uses = [Int](repeating: 0, count: valueCount)
         for node in nodes { for v in node.inputValues { uses[v] += 1 } }
         for o in outputs { uses[o.value] += 1 }
@@ -139,36 +139,18 @@ extension Program {
         for a in EpilogueActivation.allCases where a != .none {
             if let i = OpRegistry.lookup(a.rawValue) { activations[i] = a }
         }
-        let pinned = pinnedValues, uses = readCounts
-        var stretch = [Int](repeating: 0, count: nodes.count)
-        var current = 0
-        for (n, node) in nodes.enumerated() {
-            if case .op = node {} else { current += 1 }
-            stretch[n] = current
-        }
-        // The node reading `v` (its only reader) in node `n`'s stretch, with its op and inputs.
-        func reader(of v: Int, after n: Int) -> (at: Int, index: Int, attrs: Attrs, inputs: [Int], outputs: [Int])? {
-            guard uses[v] == 1, !pinned.contains(v) else { return nil }
-            var j = n + 1
-            while j < nodes.count, stretch[j] == stretch[n] {
-                if case .op(let index, _, let attrs, let ins, let outs) = nodes[j], ins.contains(v) {
-                    return (j, index, attrs, ins, outs)
-                }
-                j += 1
-            }
-            return nil
-        }
+        let readers = SoleReaders(self)
         var rewritten = nodes.map { Optional($0) }
         var fused = 0
         for (n, node) in nodes.enumerated() {
             guard case .op(let index, let name, var attrs, let ins, let outs) = node, index == conv || index == matmul,
                   ins.count == 2, !attrs.has("activation"), outs.count == 1,
-                  let sum = reader(of: outs[0], after: n), sum.index == add, sum.inputs.count == 2, sum.outputs.count == 1
+                  let sum = readers.reader(of: outs[0], after: n), sum.index == add, sum.inputs.count == 2, sum.outputs.count == 1
             else { continue }
             let bias = sum.inputs[0] == outs[0] ? sum.inputs[1] : sum.inputs[0]
             guard bias != outs[0] else { continue }
             var last = sum.at, result = sum.outputs[0], activation = EpilogueActivation.none
-            if let act = reader(of: result, after: sum.at), let a = activations[act.index], act.attrs.values.isEmpty,
+            if let act = readers.reader(of: result, after: sum.at), let a = activations[act.index], act.attrs.values.isEmpty,
                act.inputs.count == 1, act.outputs.count == 1 {
                 (last, result, activation) = (act.at, act.outputs[0], a)
                 rewritten[sum.at] = nil
@@ -176,6 +158,72 @@ extension Program {
             attrs.set("activation", .string(activation.rawValue))
             rewritten[n] = nil
             rewritten[last] = .op(index: index, name: name, attrs: attrs, inputs: ins + [bias], outputs: [result])
+            fused += 1
+        }
+        if fused == 0 { return self }
+        return try Program(valueCount: valueCount, inputs: inputs, outputs: outputs, constants: constants,
+                           nodes: rewritten.compactMap { $0 })
+    }
+}
+
+/// Where each top-level value has its one reader: the fusion passes merge a node into its
+/// value's only reader, in the same stretch (see the top of this file), when the value is not
+/// pinned.
+private struct SoleReaders {
+    typealias Reader = (at: Int, index: Int, attrs: Attrs, inputs: [Int], outputs: [Int])
+    let nodes: [GraphNode], uses: [Int], pinned: Set<Int>
+    private var stretch: [Int] = []
+
+    init(_ program: Program) {
+        nodes = program.nodes
+        uses = program.readCounts
+        pinned = program.pinnedValues
+        var current = 0
+        for node in nodes {
+            if case .op = node {} else { current += 1 }
+            stretch.append(current)
+        }
+    }
+
+    /// The op node reading `v` (its only reader) in node `n`'s stretch.
+    func reader(of v: Int, after n: Int) -> Reader? {
+        guard uses[v] == 1, !pinned.contains(v) else { return nil }
+        var j = n + 1
+        while j < nodes.count, stretch[j] == stretch[n] {
+            if case .op(let index, _, let attrs, let ins, let outs) = nodes[j], ins.contains(v) {
+                return (j, index, attrs, ins, outs)
+            }
+            j += 1
+        }
+        return nil
+    }
+}
+
+extension Program {
+    /// The program with each top-level `conv` whose one reader is a `max_pool` of valid
+    /// padding made one conv node with `max_pool_size` (and `max_pool_strides`) attributes
+    /// (Conv.swift), placed where the pool was: it pools each chunk of images while the
+    /// convolution's output is in cache. The conv may carry its epilogue already. As with
+    /// epilogues, the fused op computes the two ops itself wherever its kernel cannot (a tape
+    /// recording, groups, the Winograd path), so the rewrite needs no shapes.
+    public func fusingPools() throws -> Program {
+        guard let conv = OpRegistry.lookup("conv"), let maxPool = OpRegistry.lookup("max_pool") else { return self }
+        let readers = SoleReaders(self)
+        var rewritten = nodes.map { Optional($0) }
+        var fused = 0
+        for (n, node) in nodes.enumerated() {
+            guard case .op(let index, let name, var attrs, let ins, let outs) = node, index == conv, outs.count == 1,
+                  !attrs.has("max_pool_size"), let pool = readers.reader(of: outs[0], after: n), pool.index == maxPool,
+                  pool.inputs == [outs[0]], pool.outputs.count == 1 else { continue }
+            let poolAttrs = pool.attrs.values
+            guard case .ints(let size)? = poolAttrs["pool_size"] else { continue }
+            if let padding = poolAttrs["padding"] {
+                guard case .string("valid") = padding else { continue }
+            }
+            attrs.set("max_pool_size", .ints(size))
+            if let strides = poolAttrs["strides"] { attrs.set("max_pool_strides", strides) }
+            rewritten[n] = nil
+            rewritten[pool.at] = .op(index: index, name: name, attrs: attrs, inputs: ins, outputs: pool.outputs)
             fused += 1
         }
         if fused == 0 { return self }

@@ -107,6 +107,30 @@ private func im2col<T: BLASFloat>(_ x: UnsafePointer<T>, _ g: ConvGeometry, _ gi
     }
 }
 
+/// im2col for a one-channel input, tap-major: `cols[tap][pixel]` for output lines [l0, l1),
+/// so that each tap's pixels are one contiguous run (a strided store per element, pixel-major,
+/// was a third of a 1-channel first layer's time); the GEMM reads it transposed.
+private func im2colOneChannel<T: BLASFloat>(_ x: UnsafePointer<T>, _ g: ConvGeometry, _ l0: Int, _ l1: Int,
+                                            _ cols: UnsafeMutablePointer<T>) {
+    let walk = TapWalk(g), ow = g.outSize[2], rows = (l1 - l0) * ow
+    parallelFor(l1 - l0, cost: ow * g.kk) { range in
+        for r in range {
+            walk.forEachTap(line: l0 + r) { tap, row, kx in
+                let dst = cols + tap * rows + r * ow
+                let (inside, first, step) = row.map { walk.run(row: $0, kx: kx) } ?? (0..<0, 0, 0)
+                for ox in 0..<inside.lowerBound { dst[ox] = 0 }
+                let src = x + first, d = dst + inside.lowerBound
+                if step == 1 {
+                    d.update(from: src, count: inside.count)
+                } else {
+                    for j in 0..<inside.count { d[j] = src[j * step] }
+                }
+                for ox in inside.upperBound..<ow { dst[ox] = 0 }
+            }
+        }
+    }
+}
+
 /// Adds columns back into the input-shaped buffer (the adjoint of im2col).
 private func col2im<T: BLASFloat>(_ cols: UnsafePointer<T>, _ g: ConvGeometry, _ gi: Int, _ n0: Int, _ n1: Int,
                                   _ dx: UnsafeMutablePointer<T>) {
@@ -161,8 +185,12 @@ private struct ConvKernel: BLASVisitor {
     let a: Tensor, b: Tensor, out: Tensor
     /// The forward pass's epilogue (Epilogue.swift): a bias and its activation, if any.
     var bias: Tensor? = nil, activation: EpilogueActivation? = nil
+    /// A max pool over the forward pass's output (`conv`'s `maxPool`): `out` is the pooled
+    /// result. Only for one group, off the Winograd path.
+    var pool: PoolWindows? = nil
     func visit<T: BLASFloat>(_: T.Type) throws {
         let epilogue = activation.map { Epilogue<T>(bias: bias.map { UnsafePointer($0.pointer(T.self)) }, activation: $0) }
+        if let pool = pool { return try pooledForward(T.self, pool, epilogue) }
         guard g.n > 0, g.kk > 0, g.rowsPerImage > 0 else {
             // No products (no input channels): the output is zeros, still to be finished.
             if let e = epilogue, g.o > 0 { e.apply(out.pointer(T.self), rows: out.count / g.o, width: g.o, ld: g.o) }
@@ -198,8 +226,8 @@ private struct ConvKernel: BLASVisitor {
                     switch pass {
                     case .forward:
                         // y[:, group cols] = cols @ W[:, group cols]
-                        im2col(a.pointer(T.self), g, gi, l0, l1, pc)
-                        T.gemm(transA: false, transB: false, m: rows, n: g.og, k: g.kk, a: pc, lda: g.kk,
+                        let tapMajor = im2colInto(pc, g, gi, l0, l1, T.self)
+                        T.gemm(transA: tapMajor, transB: false, m: rows, n: g.og, k: g.kk, a: pc, lda: tapMajor ? rows : g.kk,
                                b: b.pointer(T.self) + gi * g.og, ldb: g.o, beta: 0,
                                c: out.pointer(T.self) + first * g.o + gi * g.og, ldc: g.o,
                                epilogue: g.groups == 1 ? epilogue : nil)
@@ -222,6 +250,51 @@ private struct ConvKernel: BLASVisitor {
         if byTask { try forEachTask(tasks, runChunks) } else { try runChunks(0..<tasks) }
         // Grouped: each chunk wrote one group's channels; the bias spans them all.
         if g.groups > 1, let e = epilogue { e.apply(out.pointer(T.self), rows: out.count / g.o, width: g.o, ld: g.o) }
+    }
+
+    /// The forward pass's columns for output lines [l0, l1) and group `gi`; true when they are
+    /// tap-major (a one-channel input: `im2colOneChannel`).
+    private func im2colInto<T: BLASFloat>(_ cols: UnsafeMutablePointer<T>, _ g: ConvGeometry, _ gi: Int, _ l0: Int,
+                                          _ l1: Int, _: T.Type) -> Bool {
+        if g.c == 1 {
+            im2colOneChannel(a.pointer(T.self), g, l0, l1, cols)
+            return true
+        }
+        im2col(a.pointer(T.self), g, gi, l0, l1, cols)
+        return false
+    }
+
+    /// The forward pass with a max pool: chunks of whole images (a pooling window never
+    /// crosses one), each convolved into scratch and pooled from there while it is in the
+    /// core's cache, so the convolution's output is never written out: a first layer's output
+    /// is its largest tensor (11 MB for the MNIST convnet's 128 images), and writing it and
+    /// reading it back was most of that layer's time.
+    private func pooledForward<T: BLASFloat>(_: T.Type, _ pool: PoolWindows, _ epilogue: Epilogue<T>?) throws {
+        let perImage = Swift.max(1, g.rowsPerImage * (g.kk + g.o) * MemoryLayout<T>.size)
+        let threads = Threading.numThreads
+        var images = Swift.max(1, Swift.min(g.n, im2colChunkBytes / perImage))
+        if threads > 1 { images = Swift.max(1, Swift.min(images, (g.n + 2 * threads - 1) / (2 * threads))) }
+        let tasks = (g.n + images - 1) / images, ow = g.outSize[2]
+        let pooledRows = pool.outSize[0] * pool.outSize[1], pooledPerImage = pool.outSize.reduce(1, *) * g.o
+        let table = pool.table
+        func runChunks(_ range: Range<Int>) throws {
+            let cols = try Tensor(empty: [images * g.rowsPerImage * g.kk], dtype: T.dtype)
+            let convolved = try Tensor(empty: [images * g.rowsPerImage * g.o], dtype: T.dtype)
+            let pc = cols.pointer(T.self), py = convolved.pointer(T.self)
+            defer { withExtendedLifetime((cols, convolved)) {} }
+            for task in range {
+                let i0 = task * images, i1 = Swift.min(g.n, i0 + images)
+                let l0 = i0 * g.linesPerImage, l1 = i1 * g.linesPerImage
+                let rows = (l1 - l0) * ow, tapMajor = im2colInto(pc, g, 0, l0, l1, T.self)
+                T.gemm(transA: tapMajor, transB: false, m: rows, n: g.o, k: g.kk, a: pc, lda: tapMajor ? rows : g.kk,
+                       b: b.pointer(T.self), ldb: g.o, beta: 0, c: py, ldc: g.o, epilogue: epilogue)
+                table.withUnsafeBufferPointer { bounds in
+                    poolRows(isMax: true, UnsafePointer(py), out.pointer(T.self) + i0 * pooledPerImage,
+                             rows: 0..<((i1 - i0) * pooledRows), c: g.o, pool, bounds: bounds.baseAddress!)
+                }
+            }
+        }
+        if threads > 1 { try forEachTask(tasks, runChunks) } else { try runChunks(0..<tasks) }
     }
 }
 
@@ -269,17 +342,9 @@ private func spatialAttr(_ v: [Int], _ spatial: Int, _ name: String) throws -> [
     return spatial3(full, 1)
 }
 
-/// Convolution of x (N, *spatial, C) with kernel (*k, C / groups, O), "valid" or "same"
-/// padding (TensorFlow's split: the extra pad goes after), then `activation(y + bias)` when
-/// given (Epilogue.swift). Differentiable in all three.
-public func conv(_ x0: Tensor, _ w0: Tensor, bias: Tensor? = nil, activation: EpilogueActivation = .none,
-                 strides: [Int] = [1], padding: String = "valid", dilation: [Int] = [1], groups: Int = 1) throws -> Tensor {
-    let (x, w, spatial) = try convOperands(x0, w0, "conv")
-    if x.dtype.isHalf {
-        let r = try conv(try cast(x, to: .float32), try cast(w, to: .float32), strides: strides, padding: padding,
-                         dilation: dilation, groups: groups)
-        return try epilogueByOps(try cast(r, to: x.dtype), bias: bias, activation: activation)
-    }
+/// The geometry of `conv(x, w, ...)` (operands from `convOperands`), validated.
+private func convGeometry(_ x: Tensor, _ w: Tensor, _ spatial: Int, strides: [Int], padding: String, dilation: [Int],
+                          groups: Int) throws -> ConvGeometry {
     var g = ConvGeometry()
     g.n = x.shape[0]
     g.c = x.shape[x.rank - 1]
@@ -295,6 +360,55 @@ public func conv(_ x0: Tensor, _ w0: Tensor, bias: Tensor? = nil, activation: Ep
     for d in 0..<3 {
         (g.outSize[d], g.pads[d]) = try windowGeometry(g.inSize[d], g.kernel[d], g.strides[d], g.dilation[d], padding, op: "conv")
     }
+    return g
+}
+
+/// `conv` with `maxPool` in one kernel (`ConvKernel.pooledForward`), or nil where that kernel
+/// does not apply and the caller composes the two ops.
+private func convMaxPool(_ x0: Tensor, _ w0: Tensor, bias: Tensor?, activation: EpilogueActivation, strides: [Int],
+                         padding: String, dilation: [Int], groups: Int, size: [Int], poolStrides: [Int]) throws -> Tensor? {
+    let (x, w, spatial) = try convOperands(x0, w0, "conv")
+    guard !x.dtype.isHalf, groups == 1, !Tape.shouldRecord([x, w] + (bias.map { [$0] } ?? [])) else { return nil }
+    let g = try convGeometry(x, w, spatial, strides: strides, padding: padding, dilation: dilation, groups: groups)
+    let windows = try PoolWindows(inSize: g.outSize, spatial: spatial, poolSize: size, strides: poolStrides,
+                                  padding: "valid", op: "max_pool")
+    let epilogue = bias != nil || activation != .none
+    guard g.n > 0, g.kk > 0, g.rowsPerImage > 0, winogradGeometry(forward: true, g) == nil,
+          !epilogue || epilogueFits(bias: bias, dtype: x.dtype, channels: g.o, rank: spatial + 2) else { return nil }
+    let out = try Tensor(empty: [g.n] + Array(windows.outSize.suffix(spatial)) + [g.o], dtype: x.dtype)
+    if out.count > 0 {
+        try dispatchBLAS(x.dtype, ConvKernel(pass: .forward, g: g, a: x, b: w, out: out, bias: bias,
+                                             activation: epilogue ? activation : nil, pool: windows))
+    }
+    return out
+}
+
+/// Convolution of x (N, *spatial, C) with kernel (*k, C / groups, O), "valid" or "same"
+/// padding (TensorFlow's split: the extra pad goes after), then `activation(y + bias)` when
+/// given (Epilogue.swift). Differentiable in all three.
+///
+/// With `maxPool` (window sizes and strides: one value or one per spatial dim), the result
+/// is `pool(.max, that, ..., padding: "valid")`, computed without writing the convolution's
+/// output where the kernel can (no tape recording, one group, off the Winograd path).
+public func conv(_ x0: Tensor, _ w0: Tensor, bias: Tensor? = nil, activation: EpilogueActivation = .none,
+                 strides: [Int] = [1], padding: String = "valid", dilation: [Int] = [1], groups: Int = 1,
+                 maxPool: (size: [Int], strides: [Int])? = nil) throws -> Tensor {
+    if let mp = maxPool {
+        if let fused = try convMaxPool(x0, w0, bias: bias, activation: activation, strides: strides, padding: padding,
+                                       dilation: dilation, groups: groups, size: mp.size, poolStrides: mp.strides) {
+            return fused
+        }
+        let y = try conv(x0, w0, bias: bias, activation: activation, strides: strides, padding: padding,
+                         dilation: dilation, groups: groups)
+        return try pool(.max, y, poolSize: mp.size, strides: mp.strides)
+    }
+    let (x, w, spatial) = try convOperands(x0, w0, "conv")
+    if x.dtype.isHalf {
+        let r = try conv(try cast(x, to: .float32), try cast(w, to: .float32), strides: strides, padding: padding,
+                         dilation: dilation, groups: groups)
+        return try epilogueByOps(try cast(r, to: x.dtype), bias: bias, activation: activation)
+    }
+    let g = try convGeometry(x, w, spatial, strides: strides, padding: padding, dilation: dilation, groups: groups)
     let outShape = [g.n] + Array(g.outSize.suffix(spatial)) + [g.o]
     if bias != nil || activation != .none, epilogueFits(bias: bias, dtype: x.dtype, channels: g.o, rank: outShape.count) {
         let out = try runConv(.forward, g, x, w, outShape: outShape, bias: bias, activation: activation)
@@ -361,13 +475,18 @@ private let convPadding = AttrSpec.string("padding", default: "valid", choices: 
 
 let convOps: [OpDef] = [
     OpDef("conv", inputs: ["x", "kernel", "bias?"],
-          attrs: [convStrides, convPadding, convDilation, .int("groups", default: 1), epilogueActivationAttr],
+          attrs: [convStrides, convPadding, convDilation, .int("groups", default: 1), epilogueActivationAttr,
+                  .ints("max_pool_size", default: []), .ints("max_pool_strides", absent: "max_pool_size")],
           doc: "Convolution of x (N, *spatial, C) with kernel (*k, C/groups, O), 1-3 spatial dims; strides and "
             + "dilation: one int or one per spatial dim; groups = C is depthwise; then activation(y + bias) "
-            + "when given, applied as the output is written where it can be") { t, a in
-        try conv(t[0], t[1], bias: t.count > 2 ? t[2] : nil, activation: a.epilogueActivation(),
-                 strides: a.requiredInts("strides"), padding: a.string("padding"),
-                 dilation: a.requiredInts("dilation"), groups: a.int("groups"))
+            + "when given, applied as the output is written where it can be; then, when max_pool_size is given, "
+            + "a valid max pool (max_pool_strides default to it), without writing the convolution's output where "
+            + "it can") { t, a in
+        let poolSize = try a.requiredInts("max_pool_size")
+        return try conv(t[0], t[1], bias: t.count > 2 ? t[2] : nil, activation: a.epilogueActivation(),
+                        strides: a.requiredInts("strides"), padding: a.string("padding"),
+                        dilation: a.requiredInts("dilation"), groups: a.int("groups"),
+                        maxPool: poolSize.isEmpty ? nil : (poolSize, try a.ints("max_pool_strides") ?? poolSize))
     },
     OpDef("conv2d", inputs: ["x", "kernel"], attrs: [.ints("strides", default: [1, 1]), convPadding, .ints("dilation", default: [1, 1])],
           doc: "The 2-D form of conv: x (N, H, W, C), kernel (KH, KW, C, O)") { t, a in

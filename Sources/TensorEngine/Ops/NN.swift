@@ -143,89 +143,175 @@ public func pool(_ kind: PoolKind, _ x0: Tensor, poolSize: [Int], strides: [Int]
     guard (1...3).contains(spatial) else {
         throw EngineError.value("pooling expects input (N, *spatial, C) with 1 to 3 spatial dims, got \(x0.shape)")
     }
-    func per(_ v: [Int], _ name: String) throws -> [Int] {
-        let full = v.count == 1 ? repeatedInts(v[0], count: spatial) : v
-        guard full.count == spatial, full.allSatisfy({ $0 > 0 }) else {
-            throw EngineError.value("\(name) needs 1 or \(spatial) positive values, got \(v)")
-        }
-        return repeatedInts(1, count: 3 - spatial) + full
-    }
     if x0.dtype != computeDType(x0.dtype) {
         let r = try pool(kind, try cast(x0, to: .float32), poolSize: poolSize, strides: strides, padding: padding)
         return try cast(r, to: x0.dtype)
     }
     let x = x0
-    let k = try per(poolSize, "pool_size"), st = try per(strides, "strides")
     let inSize = repeatedInts(1, count: 3 - spatial) + Array(x.shape[1...spatial])
-    var outSize = [1, 1, 1], pads = [0, 0, 0]
-    for d in 0..<3 { (outSize[d], pads[d]) = try windowGeometry(inSize[d], k[d], st[d], 1, padding, op: "\(kind.rawValue)_pool") }
-    // Clipped window [lo, hi) of each output cell along each dimension.
-    let lo = (0..<3).map { d in (0..<outSize[d]).map { Swift.max(0, $0 * st[d] - pads[d]) } }
-    let hi = (0..<3).map { d in (0..<outSize[d]).map { Swift.max(lo[d][$0], Swift.min(inSize[d], $0 * st[d] - pads[d] + k[d])) } }
-    let out = try Tensor(empty: [x.shape[0]] + Array(outSize.suffix(spatial)) + [x.shape[x.rank - 1]], dtype: x.dtype)
-    return try windowPool(kind, x, into: out, inSize: inSize, outSize: outSize, lo: lo, hi: hi)
+    let w = try PoolWindows(inSize: inSize, spatial: spatial, poolSize: poolSize, strides: strides, padding: padding,
+                             op: "\(kind.rawValue)_pool")
+    let out = try Tensor(empty: [x.shape[0]] + Array(w.outSize.suffix(spatial)) + [x.shape[x.rank - 1]], dtype: x.dtype)
+    return try windowPool(kind, x, into: out, w)
 }
 
-/// The kernel of every pooling op: channels-last x (N, *inSize, C) → out (N, *outSize, C), output
-/// cell (z, y, x) reducing the box lo[d][i]..<hi[d][i] of each (3-padded) dimension d; an empty
-/// box gives -inf (max) or 0 (avg). Records the VJP: max sends each gradient to the first
-/// maximum of its box, avg spreads it evenly.
-private func windowPool(_ kind: PoolKind, _ x: Tensor, into out: Tensor, inSize: [Int], outSize: [Int],
-                        lo: [[Int]], hi: [[Int]]) throws -> Tensor {
-    let n = x.shape[0], c = x.shape[x.rank - 1]
-    let cells = outSize.reduce(1, *)
-    if out.count == 0 { return out }
-    struct Fwd: FloatVisitor {
-        let isMax: Bool, x: Tensor, out: Tensor, n: Int, c: Int, outSize: [Int], inSize: [Int], lo: [[Int]], hi: [[Int]]
-        func visit<T: FloatElem>(_: T.Type) throws {
-            let px = x.pointer(T.self), po = out.pointer(T.self)
-            let (c, isMax) = (self.c, self.isMax)
-            let (outZ, outY, outX) = (outSize[0], outSize[1], outSize[2])
-            let (inZ, inY, inX) = (inSize[0], inSize[1], inSize[2])
-            // The window bounds as one flat table (z, y, x after each other): nested arrays
-            // read in the inner loop cost a bounds check and a retain each, which made the
-            // kernel 10% of a convnet's predict step for 4-element windows.
-            let bounds = lo[0] + hi[0] + lo[1] + hi[1] + lo[2] + hi[2]
-            bounds.withUnsafeBufferPointer { b in
-                let (lz, hz, ly, hy, lx, hx) = (b.baseAddress!, b.baseAddress! + outZ, b.baseAddress! + 2 * outZ,
-                                                b.baseAddress! + 2 * outZ + outY, b.baseAddress! + 2 * (outZ + outY),
-                                                b.baseAddress! + 2 * (outZ + outY) + outX)
-                // One task item per output row (image, z, y): its cells walk x with no division.
-                parallelFor(n * outZ * outY, cost: outX * c * 8) { range in
-                    for row in range {
-                        let oy = row % outY, oz = (row / outY) % outZ, img = row / (outY * outZ)
-                        let (z0, z1, y0, y1) = (lz[oz], hz[oz], ly[oy], hy[oy])
-                        for ox in 0..<outX {
-                            let d = po + (row * outX + ox) * c
-                            let (x0, x1) = (lx[ox], hx[ox])
-                            var first = true
-                            for iz in z0..<z1 { for iy in y0..<y1 {
-                                var s = px + (((img * inZ + iz) * inY + iy) * inX + x0) * c
-                                for _ in x0..<x1 {
-                                    if first {
-                                        d.update(from: s, count: c)
-                                        first = false
-                                    } else if isMax {
-                                        for ch in 0..<c { d[ch] = T.maxOrNaN(d[ch], s[ch]) }
-                                    } else {
-                                        for ch in 0..<c { d[ch] += s[ch] }
-                                    }
-                                    s += c
-                                }
-                            } }
-                            if first {
-                                d.update(repeating: isMax ? -T.infinity : 0, count: c)
-                            } else if !isMax {
-                                let inv = 1 / T((z1 - z0) * (y1 - y0) * (x1 - x0))
-                                for ch in 0..<c { d[ch] *= inv }
-                            }
-                        }
+/// The windows of a pooling over (3-padded) spatial size `inSize`: the output size and, per
+/// output cell along each dimension d, the clipped box lo[d][i]..<hi[d][i].
+struct PoolWindows {
+    let inSize: [Int], outSize: [Int]
+    let lo: [[Int]], hi: [[Int]]
+
+    init(inSize: [Int], outSize: [Int], lo: [[Int]], hi: [[Int]]) {
+        (self.inSize, self.outSize, self.lo, self.hi) = (inSize, outSize, lo, hi)
+    }
+
+    /// `poolSize` and `strides`: one value or one per spatial dimension (the last `spatial`
+    /// of the 3-padded `inSize`).
+    init(inSize: [Int], spatial: Int, poolSize: [Int], strides: [Int], padding: String, op: String) throws {
+        func per(_ v: [Int], _ name: String) throws -> [Int] {
+            let full = v.count == 1 ? repeatedInts(v[0], count: spatial) : v
+            guard full.count == spatial, full.allSatisfy({ $0 > 0 }) else {
+                throw EngineError.value("\(name) needs 1 or \(spatial) positive values, got \(v)")
+            }
+            return repeatedInts(1, count: 3 - spatial) + full
+        }
+        let k = try per(poolSize, "pool_size"), st = try per(strides, "strides")
+        var pads = [0, 0, 0], out = [1, 1, 1]
+        for d in 0..<3 { (out[d], pads[d]) = try windowGeometry(inSize[d], k[d], st[d], 1, padding, op: op) }
+        let lo = (0..<3).map { d in (0..<out[d]).map { Swift.max(0, $0 * st[d] - pads[d]) } }
+        let hi = (0..<3).map { d in (0..<out[d]).map { Swift.max(lo[d][$0], Swift.min(inSize[d], $0 * st[d] - pads[d] + k[d])) } }
+        self.init(inSize: inSize, outSize: out, lo: lo, hi: hi)
+    }
+
+    /// The bounds as one flat table (z, y, x after each other), as `poolRows` reads them.
+    var table: [Int] { lo[0] + hi[0] + lo[1] + hi[1] + lo[2] + hi[2] }
+}
+
+/// Pools output rows `rows` (image, z, y) of channels-last `px` (images of `w.inSize`, `c`
+/// channels) into `po` (images of `w.outSize`). `bounds` is `w.table`: nested arrays read in
+/// the inner loop cost a bounds check and a retain each, which made the kernel 10% of a
+/// convnet's predict step for 4-element windows. Each cell walks x with no division.
+@inline(__always)
+func poolRows<T: FloatElem>(isMax: Bool, _ px: UnsafePointer<T>, _ po: UnsafeMutablePointer<T>, rows: Range<Int>,
+                            c: Int, _ w: PoolWindows, bounds b: UnsafePointer<Int>) {
+    let (outZ, outY, outX) = (w.outSize[0], w.outSize[1], w.outSize[2])
+    let (inZ, inY, inX) = (w.inSize[0], w.inSize[1], w.inSize[2])
+    let (lz, hz, ly, hy, lx, hx) = (b, b + outZ, b + 2 * outZ, b + 2 * outZ + outY, b + 2 * (outZ + outY),
+                                    b + 2 * (outZ + outY) + outX)
+    if isMax, T.self == Float.self, c % 8 == 0 {
+        // Channels a vector at a time from -inf, which gives the bits of the loop below
+        // (max(-inf, v) is v, NaN included): the per-cell copy call and scalar loop were as
+        // long as the conv GEMM they followed in a fused first layer. 32 channels at once run
+        // four independent compare-and-blend chains.
+        let px = UnsafeRawPointer(px).assumingMemoryBound(to: Float.self)
+        let po = UnsafeMutableRawPointer(po).assumingMemoryBound(to: Float.self)
+        return maxPoolRowsF32(px, po, rows: rows, c: c, w, bounds: b)
+    }
+    for row in rows {
+        let oy = row % outY, oz = (row / outY) % outZ, img = row / (outY * outZ)
+        let (z0, z1, y0, y1) = (lz[oz], hz[oz], ly[oy], hy[oy])
+        for ox in 0..<outX {
+            let d = po + (row * outX + ox) * c
+            let (x0, x1) = (lx[ox], hx[ox])
+            var first = true
+            for iz in z0..<z1 { for iy in y0..<y1 {
+                var s = px + (((img * inZ + iz) * inY + iy) * inX + x0) * c
+                for _ in x0..<x1 {
+                    if first {
+                        d.update(from: s, count: c)
+                        first = false
+                    } else if isMax {
+                        for ch in 0..<c { d[ch] = T.maxOrNaN(d[ch], s[ch]) }
+                    } else {
+                        for ch in 0..<c { d[ch] += s[ch] }
                     }
+                    s += c
+                }
+            } }
+            if first {
+                d.update(repeating: isMax ? -T.infinity : 0, count: c)
+            } else if !isMax {
+                let inv = 1 / T((z1 - z0) * (y1 - y0) * (x1 - x0))
+                for ch in 0..<c { d[ch] *= inv }
+            }
+        }
+    }
+}
+
+/// `poolRows` for max over float32, 8 channels (`c` a multiple of 8) at a time, or 32 as four
+/// independent chains (the blend's latency bound one chain). Concrete SIMD8: the same code
+/// generic over the vector type ran unspecialised, 200 times slower.
+@inline(__always)
+private func maxPoolRowsF32(_ px: UnsafePointer<Float>, _ po: UnsafeMutablePointer<Float>, rows: Range<Int>, c: Int,
+                            _ w: PoolWindows, bounds b: UnsafePointer<Int>) {
+    typealias V = SIMD8<Float>
+    @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+    @inline(__always) func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
+    // maxOrNaN(m, v): m where m > v or m is NaN, else v.
+    @inline(__always) func maxOrNaN(_ m: V, _ v: V) -> V { v.replacing(with: m, where: (m .> v) .| (m .!= m)) }
+    let (outZ, outY, outX) = (w.outSize[0], w.outSize[1], w.outSize[2])
+    let (inZ, inY, inX) = (w.inSize[0], w.inSize[1], w.inSize[2])
+    let (lz, hz, ly, hy, lx, hx) = (b, b + outZ, b + 2 * outZ, b + 2 * outZ + outY, b + 2 * (outZ + outY),
+                                    b + 2 * (outZ + outY) + outX)
+    let wide = c % 32 == 0
+    for row in rows {
+        let oy = row % outY, oz = (row / outY) % outZ, img = row / (outY * outZ)
+        let (z0, z1, y0, y1) = (lz[oz], hz[oz], ly[oy], hy[oy])
+        for ox in 0..<outX {
+            let d = po + (row * outX + ox) * c
+            let (x0, x1) = (lx[ox], hx[ox])
+            var block = 0
+            while block < c {
+                let start = -V(repeating: .infinity)
+                var (m0, m1, m2, m3) = (start, start, start, start)
+                for iz in z0..<z1 { for iy in y0..<y1 {
+                    var s = px + (((img * inZ + iz) * inY + iy) * inX + x0) * c + block
+                    for _ in x0..<x1 {
+                        m0 = maxOrNaN(m0, load(s))
+                        if wide {
+                            m1 = maxOrNaN(m1, load(s + 8))
+                            m2 = maxOrNaN(m2, load(s + 16))
+                            m3 = maxOrNaN(m3, load(s + 24))
+                        }
+                        s += c
+                    }
+                } }
+                store(m0, d + block)
+                if wide {
+                    store(m1, d + block + 8)
+                    store(m2, d + block + 16)
+                    store(m3, d + block + 24)
+                    block += 32
+                } else {
+                    block += 8
                 }
             }
         }
     }
-    try dispatchFloat(x.dtype, Fwd(isMax: kind == .max, x: x, out: out, n: n, c: c, outSize: outSize, inSize: inSize, lo: lo, hi: hi))
+}
+
+/// The kernel of every pooling op: channels-last x (N, *inSize, C) → out (N, *outSize, C), output
+/// cell (z, y, x) reducing its box of `w`; an empty box gives -inf (max) or 0 (avg). Records
+/// the VJP: max sends each gradient to the first maximum of its box, avg spreads it evenly.
+private func windowPool(_ kind: PoolKind, _ x: Tensor, into out: Tensor, _ w: PoolWindows) throws -> Tensor {
+    let n = x.shape[0], c = x.shape[x.rank - 1]
+    let (inSize, outSize, lo, hi) = (w.inSize, w.outSize, w.lo, w.hi)
+    let cells = outSize.reduce(1, *)
+    if out.count == 0 { return out }
+    struct Fwd: FloatVisitor {
+        let isMax: Bool, x: Tensor, out: Tensor, n: Int, c: Int, w: PoolWindows
+        func visit<T: FloatElem>(_: T.Type) throws {
+            let px = x.pointer(T.self), po = out.pointer(T.self)
+            let (c, isMax, w) = (self.c, self.isMax, self.w)
+            w.table.withUnsafeBufferPointer { b in
+                // One task item per output row (image, z, y).
+                parallelFor(n * w.outSize[0] * w.outSize[1], cost: w.outSize[2] * c * 8) { range in
+                    poolRows(isMax: isMax, px, po, rows: range, c: c, w, bounds: b.baseAddress!)
+                }
+            }
+        }
+    }
+    try dispatchFloat(x.dtype, Fwd(isMax: kind == .max, x: x, out: out, n: n, c: c, w: w))
     Tape.record(out, [x]) { gy0 in
         let gy = try cast(gy0, to: x.dtype)
         let dx = try zerosLike(x)
@@ -530,8 +616,8 @@ public func adaptivePool(_ kind: PoolKind, _ x0: Tensor, outputSize: [Int]) thro
         _ = try elementCount(outSize)
         if out.count == 0 { return out }
         let bins = (0..<3).map { d in (0..<outSize[d]).map { adaptiveBin($0, inSize[d], outSize[d]) } }
-        return try windowPool(kind, x, into: out, inSize: inSize, outSize: outSize,
-                              lo: bins.map { $0.map(\.0) }, hi: bins.map { $0.map(\.1) })
+        return try windowPool(kind, x, into: out, PoolWindows(inSize: inSize, outSize: outSize,
+                                                              lo: bins.map { $0.map(\.0) }, hi: bins.map { $0.map(\.1) }))
     }
 }
 

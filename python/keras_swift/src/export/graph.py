@@ -111,10 +111,20 @@ def trace(fn, input_signature, variables=()):
 
 def _unfused(nodes):
     """``nodes`` with each ``fused_elementwise`` node (FusedElementwise.swift: a chain of
-    elementwise ops the engine runs block by block) written back as the ops it stands for.
-    The chain's values that the node does not output get ids of their own (tuples, which no
-    engine value id equals)."""
+    elementwise ops the engine runs block by block) written back as the ops it stands for,
+    and each conv fused with its max pool (Conv.swift: ``max_pool_size``) as the conv, then
+    the pool. Values that the fused node does not output get ids of their own (tuples, which
+    no engine value id equals)."""
     for k, n in enumerate(nodes):
+        if n["kind"] == "op" and n["op"] == "conv" and "max_pool_size" in n["attrs"]:
+            attrs = dict(n["attrs"])
+            pool = {"pool_size": attrs.pop("max_pool_size"), "padding": {"value": "valid"}}
+            if "max_pool_strides" in attrs:
+                pool["strides"] = attrs.pop("max_pool_strides")
+            convolved = ("pooled", k)
+            yield {**n, "attrs": attrs, "outputs": [convolved]}
+            yield {"kind": "op", "op": "max_pool", "attrs": pool, "inputs": [convolved], "outputs": n["outputs"]}
+            continue
         if n["kind"] != "op" or n["op"] != "fused_elementwise":
             yield n
             continue
