@@ -192,10 +192,12 @@ final class OpTests: XCTestCase {
             g.outSize = [1, oh, ow]
             let want = directConv3x3(x, k, weights: nil, pad: pad).y
             for chunkBytes in [4 << 20, 5 * 16 * c * 8] {
-                let y = try Tensor(zeros: [n, oh, ow, o], dtype: .float64)
-                try winogradConv(Double.self, g, x: x.pointer(Double.self), w: k.pointer(Double.self),
-                                 y: y.pointer(Double.self), chunkBytes: chunkBytes)
-                assertNear(y, want, relative: 1e-12, "pad \(pad), chunk \(chunkBytes)")
+                for tile in [2, 4] {
+                    let y = try Tensor(zeros: [n, oh, ow, o], dtype: .float64)
+                    try winogradConv(Double.self, g, x: x.pointer(Double.self), w: k.pointer(Double.self),
+                                     y: y.pointer(Double.self), chunkBytes: chunkBytes, tile: tile)
+                    assertNear(y, want, relative: 1e-12, "pad \(pad), chunk \(chunkBytes), tile \(tile)")
+                }
             }
         }
         // Through conv2d and its VJP: the forward pass and dx (a Winograd pass of its own).
@@ -222,6 +224,24 @@ final class OpTests: XCTestCase {
         XCTAssertNotNil(winogradGeometry(forward: false, g))
         g.strides = [1, 2, 2]
         XCTAssertFalse(winogradApplies(g))
+    }
+
+    func testWinogradF4IsAccurateInFloat32() throws {
+        // F(4x4, 3x3)'s transforms scale by up to 8 and 1/24: in float32 the result stays
+        // within 1e-5 of the output's scale (the MNIST convnet's second layer).
+        let (n, h, w, c, o) = (2, 13, 13, 32, 64)
+        let x = try f64([n, h, w, c], seed: 31), k = try f64([3, 3, c, o], seed: 32)
+        let want = directConv3x3(x, k, weights: nil, pad: 0).y
+        var g = ConvGeometry()
+        (g.n, g.c, g.o, g.inSize, g.kernel, g.outSize) = (n, c, o, [1, h, w], [1, 3, 3], [1, h - 2, w - 2])
+        XCTAssertEqual(winogradTile(g), 4)
+        let (x32, k32) = (try cast(x, to: .float32), try cast(k, to: .float32))
+        let y = try Tensor(zeros: [n, h - 2, w - 2, o], dtype: .float32)
+        try winogradConv(Float.self, g, x: x32.pointer(Float.self), w: k32.pointer(Float.self), y: y.pointer(Float.self))
+        let got = y.doubles(), ref = want
+        let scale = ref.map(abs).max()!
+        let err = zip(got, ref).map { abs($0 - $1) }.max()!
+        XCTAssertLessThan(err / scale, 1e-5)
     }
 
     func testConvTransposeIsTheAdjointOfConv() throws {
