@@ -12,6 +12,10 @@
 // steps, requires-grad changes and control flow, where both would be recorded alike; and
 // no node whose outputs are program outputs, gradient sources or get their requires-grad
 // flag set is merged or folded (the caller, or a tape, tells those handles apart).
+//
+// A vjp node runs the TapeNodes one op node records at replay, so no pass merges, folds or
+// fuses an op node a vjp node names (another op would record other TapeNodes, or none); a
+// vjp node is no op, so it is never merged or folded itself, and ends a stretch.
 
 extension Program {
     /// Constant folding, common subexpressions, epilogue fusion, elementwise fusion and dead
@@ -43,6 +47,13 @@ extension Program {
         return pinned
     }
 
+    /// The op nodes (by first output) whose TapeNodes vjp nodes run.
+    var recordedForVJP: Set<Int> {
+        var ops = Set<Int>()
+        for node in nodes { if case .vjp(let step) = node { ops.insert(step.op) } }
+        return ops
+    }
+
     /// Each value's number of readers among the top-level nodes (a read inside a block counts
     /// for the node that holds it) and the program's outputs.
     private var readCounts: [Int] {
@@ -62,14 +73,14 @@ extension Program {
     /// translator reads their shapes (the ONNX exporter makes a `full` of the traced batch
     /// size follow the batch).
     public func foldingConstants() throws -> Program {
-        let pinned = pinnedValues
+        let pinned = pinnedValues, recorded = recordedForVJP
         var constantOf: [Int: Tensor] = [:]
         for c in constants { constantOf[c.value] = c.tensor }
         var kept: [GraphNode] = []
         var folded: [Constant] = []
         for node in nodes {
             guard case .op(let index, _, let attrs, let ins, let outs) = node, !ins.isEmpty,
-                  !outs.contains(where: pinned.contains),
+                  !outs.contains(where: pinned.contains), !recorded.contains(outs.first ?? -1),
                   let args = Optional(ins.compactMap { constantOf[$0] }), args.count == ins.count,
                   !args.contains(where: \.requiresGrad),
                   let results = try? OpRegistry.ops[index].run(args, attrs),
@@ -93,7 +104,7 @@ extension Program {
     /// attributes and inputs, in the same stretch: see the top of this file) dropped and
     /// its outputs read from the earlier node's.
     public func eliminatingCommonSubexpressions() throws -> Program {
-        let pinned = pinnedValues
+        let pinned = pinnedValues, recorded = recordedForVJP
         var replacement: [Int: Int] = [:]
         func resolve(_ v: Int) -> Int { replacement[v] ?? v }
         var seen: [String: [Int]] = [:]
@@ -101,7 +112,8 @@ extension Program {
         for node in nodes {
             let node = node.readingReplaced(resolve)
             switch node {
-            case .op(let index, _, let attrs, let ins, let outs) where !outs.contains(where: pinned.contains):
+            case .op(let index, _, let attrs, let ins, let outs)
+            where !outs.contains(where: pinned.contains) && !recorded.contains(outs.first ?? -1):
                 let key = "\(index)|\(ins)|" + attrs.values.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
                     .joined(separator: ",")
                 if let earlier = seen[key], earlier.count == outs.count {
@@ -139,7 +151,7 @@ extension Program {
         for a in EpilogueActivation.allCases where a != .none {
             if let i = OpRegistry.lookup(a.rawValue) { activations[i] = a }
         }
-        let pinned = pinnedValues, uses = readCounts
+        let pinned = pinnedValues, uses = readCounts, recorded = recordedForVJP
         var stretch = [Int](repeating: 0, count: nodes.count)
         var current = 0
         for (n, node) in nodes.enumerated() {
@@ -152,7 +164,7 @@ extension Program {
             var j = n + 1
             while j < nodes.count, stretch[j] == stretch[n] {
                 if case .op(let index, _, let attrs, let ins, let outs) = nodes[j], ins.contains(v) {
-                    return (j, index, attrs, ins, outs)
+                    return recorded.contains(outs.first ?? -1) ? nil : (j, index, attrs, ins, outs)
                 }
                 j += 1
             }
@@ -162,7 +174,7 @@ extension Program {
         var fused = 0
         for (n, node) in nodes.enumerated() {
             guard case .op(let index, let name, var attrs, let ins, let outs) = node, index == conv || index == matmul,
-                  ins.count == 2, !attrs.has("activation"), outs.count == 1,
+                  ins.count == 2, !attrs.has("activation"), outs.count == 1, !recorded.contains(outs[0]),
                   let sum = reader(of: outs[0], after: n), sum.index == add, sum.inputs.count == 2, sum.outputs.count == 1
             else { continue }
             let bias = sum.inputs[0] == outs[0] ? sum.inputs[1] : sum.inputs[0]
@@ -194,10 +206,10 @@ extension Program {
     /// are never materialised. The fused op checks shapes and dtypes when it runs and falls back
     /// to the ops themselves, so the rewrite needs none.
     public func fusingElementwise() throws -> Program {
-        let pinned = pinnedValues, uses = readCounts
+        let pinned = pinnedValues, uses = readCounts, recorded = recordedForVJP
         guard let fusedIndex = OpRegistry.lookup("fused_elementwise") else { return self }
         func fusable(_ node: GraphNode) -> Bool {
-            guard case .op(_, let name, let attrs, let ins, let outs) = node, outs.count == 1,
+            guard case .op(_, let name, let attrs, let ins, let outs) = node, outs.count == 1, !recorded.contains(outs[0]),
                   ins.count == ElementwiseFusion.arity(name), attrs.values.isEmpty else { return false }
             return true
         }
@@ -304,6 +316,9 @@ extension GraphNode {
         case .gradient(let t, let seed, let srcs, let createGraph, let outs):
             return .gradient(target: resolve(t), seed: seed.map(resolve), sources: srcs.map(resolve),
                              createGraph: createGraph, outputs: outs)
+        case .vjp(var step):
+            step.seeds = step.seeds.map { $0.map(resolve) }
+            return .vjp(step)
         case .cond(let selector, let branches, let outs):
             return .cond(selector: resolve(selector), branches: branches.map(block), outputs: outs)
         case .whileLoop(let initial, let params, let condition, let body, let outs, let maxIterations):
