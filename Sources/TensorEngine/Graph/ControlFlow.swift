@@ -152,8 +152,8 @@ struct ProgramValidator {
                 guard !released.contains(step.op) else {
                     throw EngineError.value("program: \(what) runs TapeNodes an earlier vjp node released")
                 }
-                guard step.tapeNodes >= 1, step.outputNodes.count == op.outputs, step.seeds.count == op.outputs,
-                      step.outputNodes.allSatisfy({ ($0 ?? 0) >= 0 && ($0 ?? 0) < step.tapeNodes }),
+                guard step.tapeNodes >= 0, step.outputNodes.count == op.outputs, step.seeds.count == op.outputs,
+                      step.outputNodes.allSatisfy({ ($0 ?? 0) >= 0 && (step.tapeNodes == 0 || ($0 ?? 0) < step.tapeNodes) }),
                       zip(step.seeds, step.outputNodes).allSatisfy({ $0.0 == nil || $0.1 != nil }),
                       step.targets.count == step.outputs.count, step.targets.allSatisfy({ $0 >= 0 && $0 < op.inputs }) else {
                     throw EngineError.value("program: \(what) is a malformed vjp node for an op of \(op.inputs) input(s) and \(op.outputs) output(s)")

@@ -14,8 +14,9 @@
 // flag set is merged or folded (the caller, or a tape, tells those handles apart).
 //
 // A vjp node runs the TapeNodes one op node records at replay, so no pass merges, folds or
-// fuses an op node a vjp node names (another op would record other TapeNodes, or none); a
-// vjp node is no op, so it is never merged or folded itself, and ends a stretch.
+// fuses an op node a vjp node names (another op would record other TapeNodes, or none),
+// except the epilogue fusion, which makes the ops' vjp nodes one for the fused op; a vjp
+// node is no op, so it is never merged or folded itself, and ends a stretch.
 
 extension Program {
     /// Constant folding, common subexpressions, epilogue fusion, elementwise fusion and dead
@@ -143,7 +144,11 @@ extension Program {
     /// the last of them was. The three must lie in one stretch (see the top of this file), and
     /// neither intermediate may be pinned. The fused op computes the same values, as the ops
     /// themselves wherever the kernel cannot (a bias that is not one row of channels, a tape
-    /// recording), so the rewrite needs no shapes.
+    /// recording), so the rewrite needs no shapes. Under a lowered gradient the ops' vjp
+    /// nodes become one for the fused op, in the place of the first (the activation's): the
+    /// fused op records one TapeNode whose VJP is the three ops' (or, where the kernel cannot
+    /// run, the ops' own nodes), and the gradients passed between the three were read by the
+    /// next vjp alone. Ops whose vjp nodes do not form such a chain stay apart.
     public func fusingEpilogues() throws -> Program {
         guard let conv = OpRegistry.lookup("conv"), let matmul = OpRegistry.lookup("matmul"),
               let add = OpRegistry.lookup("add") else { return self }
@@ -151,42 +156,87 @@ extension Program {
         for a in EpilogueActivation.allCases where a != .none {
             if let i = OpRegistry.lookup(a.rawValue) { activations[i] = a }
         }
-        let pinned = pinnedValues, uses = readCounts, recorded = recordedForVJP
+        let pinned = pinnedValues, uses = readCounts
         var stretch = [Int](repeating: 0, count: nodes.count)
         var current = 0
+        var vjpsOf: [Int: [Int]] = [:]
         for (n, node) in nodes.enumerated() {
             if case .op = node {} else { current += 1 }
             stretch[n] = current
+            if case .vjp(let step) = node { vjpsOf[step.op, default: []].append(n) }
         }
         // The node reading `v` (its only reader) in node `n`'s stretch, with its op and inputs.
         func reader(of v: Int, after n: Int) -> (at: Int, index: Int, attrs: Attrs, inputs: [Int], outputs: [Int])? {
             guard uses[v] == 1, !pinned.contains(v) else { return nil }
             var j = n + 1
             while j < nodes.count, stretch[j] == stretch[n] {
-                if case .op(let index, _, let attrs, let ins, let outs) = nodes[j], ins.contains(v) {
-                    return recorded.contains(outs.first ?? -1) ? nil : (j, index, attrs, ins, outs)
-                }
+                if case .op(let index, _, let attrs, let ins, let outs) = nodes[j], ins.contains(v) { return (j, index, attrs, ins, outs) }
                 j += 1
             }
             return nil
+        }
+        /// One op of a chain to fuse, outermost first: its first output, the input its
+        /// gradient passes to the next op's vjp (nil for the last), and where its other inputs
+        /// go among the fused op's.
+        typealias Link = (op: Int, passes: Int?, inputs: [Int: Int])
+        /// The chain's vjp nodes as one for the fused op yielding `result`: where it goes and
+        /// the nodes it replaces; nil when they do not form a chain.
+        func fusedVJP(_ chain: [Link], result: Int) -> (at: Int, step: VJPStep, replaced: [Int])? {
+            var found: [(at: Int, step: VJPStep)] = []
+            for link in chain {
+                let at = vjpsOf[link.op] ?? []
+                guard at.count <= 1 else { return nil }
+                guard let p = at.first, case .vjp(let step) = nodes[p] else { break }
+                found.append((p, step))
+            }
+            // A vjp exists for a prefix of the chain: an op's gradient reaches the one it reads.
+            guard let first = found.first, !chain[found.count...].contains(where: { vjpsOf[$0.op] != nil }),
+                  first.step.outputNodes == [0], found.allSatisfy({ $0.step.releases == first.step.releases })
+            else { return nil }
+            var targets: [Int] = [], outs: [Int] = []
+            for (k, f) in found.enumerated() {
+                let passed = f.step.targets.indices.filter { f.step.targets[$0] == chain[k].passes }
+                if k + 1 < found.count {
+                    let g = passed.count == 1 ? f.step.outputs[passed[0]] : -1
+                    guard g >= 0, uses[g] == 1, found[k + 1].step.seeds == [g] else { return nil }
+                } else if !passed.isEmpty {
+                    return nil
+                }
+                for (i, t) in f.step.targets.enumerated() where t != chain[k].passes {
+                    guard let fusedInput = chain[k].inputs[t] else { return nil }
+                    targets.append(fusedInput)
+                    outs.append(f.step.outputs[i])
+                }
+            }
+            let step = VJPStep(op: result, tapeNodes: 0, outputNodes: [0], seeds: first.step.seeds, targets: targets,
+                               outputs: outs, releases: first.step.releases)
+            return (first.at, step, found.dropFirst().map(\.at))
         }
         var rewritten = nodes.map { Optional($0) }
         var fused = 0
         for (n, node) in nodes.enumerated() {
             guard case .op(let index, let name, var attrs, let ins, let outs) = node, index == conv || index == matmul,
-                  ins.count == 2, !attrs.has("activation"), outs.count == 1, !recorded.contains(outs[0]),
+                  ins.count == 2, !attrs.has("activation"), outs.count == 1,
                   let sum = reader(of: outs[0], after: n), sum.index == add, sum.inputs.count == 2, sum.outputs.count == 1
             else { continue }
-            let bias = sum.inputs[0] == outs[0] ? sum.inputs[1] : sum.inputs[0]
+            let base = sum.inputs[0] == outs[0] ? 0 : 1
+            let bias = sum.inputs[1 - base]
             guard bias != outs[0] else { continue }
             var last = sum.at, result = sum.outputs[0], activation = EpilogueActivation.none
+            var chain: [Link] = [(sum.outputs[0], base, [1 - base: 2]), (outs[0], nil, [0: 0, 1: 1])]
             if let act = reader(of: result, after: sum.at), let a = activations[act.index], act.attrs.values.isEmpty,
                act.inputs.count == 1, act.outputs.count == 1 {
                 (last, result, activation) = (act.at, act.outputs[0], a)
-                rewritten[sum.at] = nil
+                chain.insert((act.outputs[0], 0, [:]), at: 0)
+            }
+            if chain.contains(where: { vjpsOf[$0.op] != nil }) {
+                guard let (at, step, replaced) = fusedVJP(chain, result: result) else { continue }
+                rewritten[at] = .vjp(step)
+                for p in replaced { rewritten[p] = nil }
             }
             attrs.set("activation", .string(activation.rawValue))
             rewritten[n] = nil
+            if last != sum.at { rewritten[sum.at] = nil }
             rewritten[last] = .op(index: index, name: name, attrs: attrs, inputs: ins + [bias], outputs: [result])
             fused += 1
         }

@@ -109,17 +109,19 @@ public enum GraphNode {
 public struct VJPStep: Equatable {
     /// The op node (at the top level, before this step), by its first output.
     public var op: Int
-    /// How many TapeNodes the op records (checked when it runs).
+    /// How many TapeNodes the op records (checked when it runs); 0 for a fused op, which
+    /// records one or the nodes of the ops it stands for.
     public var tapeNodes: Int
-    /// Per output of the op: the index among its TapeNodes of the one that output carries,
-    /// nil where it carries none of them (checked when the op runs).
+    /// Per output of the op: the index among its TapeNodes, counted from the last, of the
+    /// one that output carries, nil where it carries none of them (checked when the op runs).
     public var outputNodes: [Int?]
     /// Per output of the op: the value holding the gradient flowing into it, nil for none.
     public var seeds: [Int?]
     /// Per gradient this step gives: the index among the op's inputs of the input it is for
     /// (checked when the step runs).
     public var targets: [Int]
-    /// The gradients, in the order the tape's backward pass produces them.
+    /// The gradients. Those for one input are in the order the tape's backward pass gives
+    /// them; across inputs the order does not matter (each input's are summed on their own).
     public var outputs: [Int]
     /// Whether this is the last step to run the op's TapeNodes: they are released after it.
     public var releases: Bool
@@ -309,12 +311,12 @@ public final class Program {
             throw EngineError.internal("op \(name) returned \(results.count) outputs at replay, \(outs.count) when traced")
         }
         let recorded = state.tapes.count - 1 == tape ? state.tapes[tape].count - before : -1
-        guard recorded == capture.tapeNodes else {
+        guard recorded == capture.tapeNodes || (capture.tapeNodes == 0 && recorded > 0) else {
             throw EngineError.internal("op \(name) recorded \(recorded) tape node(s) at replay, \(capture.tapeNodes) when traced")
         }
         let nodes = Array(state.tapes[tape][before...])
         for (j, (r, at)) in zip(results, capture.outputNodes).enumerated() {
-            let carried = r.node.flatMap { n in nodes.firstIndex { $0 === n } }
+            let carried = r.node.flatMap { n in nodes.lastIndex { $0 === n } }.map { nodes.count - 1 - $0 }
             guard carried == at else {
                 throw EngineError.internal("output \(j) of op \(name) carries another tape node at replay than when traced")
             }
@@ -329,16 +331,18 @@ public final class Program {
         guard let op = captured[step.op] else { throw EngineError.internal("a vjp node runs before its op") }
         var seeds: [(TapeNode, Tensor)] = []
         for (v, at) in zip(step.seeds, step.outputNodes) {
-            if let v = v, let at = at { seeds.append((op.nodes[at], try BlockRunner.read(slots, v))) }
+            if let v = v, let at = at { seeds.append((op.nodes[op.nodes.count - 1 - at], try BlockRunner.read(slots, v))) }
         }
         let grads = try Tape.paused { try Tape.backpropagate(op: op.nodes, seeds: seeds) }
         guard grads.count == step.outputs.count else {
             throw EngineError.internal("a vjp gave \(grads.count) gradient(s) at replay, \(step.outputs.count) when traced")
         }
-        for (i, ((input, g), target)) in zip(grads, step.targets).enumerated() {
-            guard op.inputs[target] === input else {
-                throw EngineError.internal("gradient \(i) of a vjp is for another input at replay than when traced")
+        var given = [Bool](repeating: false, count: grads.count)
+        for (c, (input, g)) in grads.enumerated() {
+            guard let i = step.targets.indices.first(where: { !given[$0] && op.inputs[step.targets[$0]] === input }) else {
+                throw EngineError.internal("gradient \(c) of a vjp is for another input at replay than when traced")
             }
+            given[i] = true
             slots[step.outputs[i]] = g
         }
         if step.releases { for n in op.nodes { n.release() } }

@@ -92,7 +92,7 @@ public final class Tracer {
             let op: Int
             let nodes: [TapeNode]
             let inputs: [Tensor]
-            /// Per output: the index in `nodes` of the node it carries, if one.
+            /// Per output: the index in `nodes`, from the last, of the node it carries, if one.
             let outputNodes: [Int?]
         }
         let serial: Int
@@ -321,7 +321,7 @@ public final class Tracer {
         guard let op = op, frames.isEmpty else { return log.exact = false }
         let made = Array(currentTapeState().tapes[log.tape][log.mark..<end])
         log.mark = end
-        let outputNodes = outputs.map { o in o.node.flatMap { n in made.firstIndex { $0 === n } } }
+        let outputNodes = outputs.map { o in o.node.flatMap { n in made.lastIndex { $0 === n } }.map { made.count - 1 - $0 } }
         for n in made { log.groupOf[ObjectIdentifier(n)] = log.groups.count }
         log.groups.append(TapeLog.OpGroup(op: op, nodes: made, inputs: inputs, outputNodes: outputNodes))
     }
@@ -344,10 +344,17 @@ public final class Tracer {
         return true
     }
 
+    /// Whether gradients are lowered: `TE_GRAPH_LOWER_GRADIENTS=0` in the environment keeps
+    /// every one a `gradient` node (to compare the two, or to step around a lowering bug).
+    static let lowersGradients: Bool = {
+        guard let v = getenv("TE_GRAPH_LOWER_GRADIENTS") else { return true }
+        return String(cString: v) != "0"
+    }()
+
     /// `Tape.gradient` without create_graph, lowered into the trace's nodes (see the top of
     /// this file); nil when no trace is active or this gradient cannot be lowered.
     static func loweredGradient(_ target: Tensor, _ seed: Tensor?, _ sources: [Tensor]) throws -> [Tensor?]? {
-        guard let tr = current, tr.failure == nil, let log = tr.tapeLog, log.exact, tr.frames.isEmpty,
+        guard lowersGradients, let tr = current, tr.failure == nil, let log = tr.tapeLog, log.exact, tr.frames.isEmpty,
               tr.tapeDepth == 1, log.length() == log.mark, lowerable(log),
               let fullOp = OpRegistry.lookup("full"), let addOp = OpRegistry.lookup("add") else { return nil }
         var added: [GraphNode] = []
@@ -375,11 +382,12 @@ public final class Tracer {
                     var seeds: [(TapeNode, Tensor)] = []
                     var seedValues: [Int?] = []
                     for at in group.outputNodes {
-                        guard let at = at, let (g, v) = grads[ObjectIdentifier(group.nodes[at])] else {
+                        let node = at.map { group.nodes[group.nodes.count - 1 - $0] }
+                        guard let node = node, let (g, v) = grads[ObjectIdentifier(node)] else {
                             seedValues.append(nil)
                             continue
                         }
-                        seeds.append((group.nodes[at], g))
+                        seeds.append((node, g))
                         seedValues.append(v)
                     }
                     if seeds.isEmpty { continue }
