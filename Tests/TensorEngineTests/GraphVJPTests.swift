@@ -151,6 +151,20 @@ final class GraphVJPTests: XCTestCase {
         }
     }
 
+    func testVersion2FilesStillLoadAndRun() throws {
+        // A version 2 file is the same layout without vjp nodes.
+        let (opaque, _) = try trace(.typedCall)
+        var bytes = try opaque.serialized()
+        XCTAssertEqual(bytes[8], 3)
+        bytes[8] = 2
+        let old = try Program(serialized: bytes)
+        let a = try arguments(4, rowBias: true)
+        try assertBitwiseEqual(try old.run(inputs: a), try step(a, .typedCall), "version 2")
+        var lowered = try trace(.lowered).0.serialized()
+        lowered[8] = 2
+        XCTAssertThrowsError(try Program(serialized: lowered)) { XCTAssertTrue("\($0)".contains("node kind 7"), "\($0)") }
+    }
+
     func testCreateGraphStaysOneGradientNode() throws {
         let x = try leaf(Tensor([0.5, -1, 2] as [Float]))
         func secondDerivative(_ x: Tensor) throws -> Tensor {

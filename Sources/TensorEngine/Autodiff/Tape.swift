@@ -5,8 +5,9 @@ import Darwin
 #endif
 
 /// One recorded op application: the tracked inputs and how to map the output's gradient
-/// to theirs. Released (inputs and closure dropped) when its tape is popped, which also
-/// breaks the output → node → closure → output cycle.
+/// to theirs. Released (inputs and closure dropped) when its tape is popped, or by the last
+/// `vjp` node of a program that runs it (Program.swift), which also breaks the output →
+/// node → closure → output cycle.
 final class TapeNode {
     var inputs: [Tensor]
     var backward: ((Tensor) throws -> [Tensor?])?
