@@ -88,7 +88,7 @@ public final class Tracer {
     /// Which recorded op node made each TapeNode of a tape pushed at the top level.
     private final class TapeLog {
         struct OpGroup {
-            /// The op node's first output and position in the top-level node list.
+            /// The op node, by its first output.
             let op: Int
             let nodes: [TapeNode]
             let inputs: [Tensor]
