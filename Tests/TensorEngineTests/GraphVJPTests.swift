@@ -125,6 +125,25 @@ final class GraphVJPTests: XCTestCase {
         try assertBitwiseEqual(try loaded.run(inputs: a), try step(a), "loaded")
     }
 
+    func testVJPNodesNobodyReadsAreDeadCode() throws {
+        let (program, _) = try trace(.lowered)
+        // Only the loss and w2's gradient are read: the vjps below the second layer go.
+        let partial = try Program(valueCount: program.valueCount, inputs: program.inputs,
+                                  outputs: [program.outputs[0], program.outputs[3]], constants: program.constants,
+                                  nodes: program.nodes).eliminatingDeadCode()
+        let names = partial.nodes.compactMap { n -> String? in
+            guard case .vjp(let s) = n else { return nil }
+            return partial.nodes.lazy.compactMap { if case .op(_, let name, _, _, let outs) = $0, outs[0] == s.op { name } else { nil } }.first
+        }
+        // mean(h)'s vjp gives h's gradient alone, which nothing reads now.
+        XCTAssertEqual(names, ["add", "mean", "multiply", "subtract", "add", "matmul"])
+        let eager = try step(try arguments(2))
+        try assertBitwiseEqual(try partial.run(inputs: try arguments(2)), [eager[0], eager[3]], "partial")
+        let noGradient = try Program(valueCount: program.valueCount, inputs: program.inputs, outputs: [program.outputs[0]],
+                                     constants: program.constants, nodes: program.nodes).eliminatingDeadCode()
+        XCTAssertEqual(count(noGradient, isVJP), 0)
+    }
+
     func testAFusedEpilogueThatRunsAsItsOpsReplaysAsEager() throws {
         let (program, _) = try trace(.lowered, rowBias: false)
         let optimized = try program.optimized()

@@ -353,9 +353,9 @@ public final class Program {
     /// side effect. Tape push/pop and a create-graph gradient (which pops a tape) always
     /// stay; a vjp node none of whose gradients is read goes (its op's TapeNodes are then
     /// released by the tape's pop), and an op node stays while a kept vjp node runs the
-    /// TapeNodes it records; setting `requiresGrad` stays where a later node reads the value or it is an
-    /// input, constant or output (whose flag the caller sees) or defined outside the block
-    /// that sets it. Inside control flow the same holds per block; a cond drops the outputs
+    /// TapeNodes it records; setting `requiresGrad` stays where a later node reads the value
+    /// or it is an input, constant or output (whose flag the caller sees) or defined outside
+    /// the block that sets it. Inside control flow the same holds per block; a cond drops the outputs
     /// nothing reads (and its branches' results for them); a cond or loop none of whose
     /// outputs is read goes unless a block keeps a node for its side effect. Inputs stay
     /// (the signature is unchanged); constants no node reads any more are dropped.
