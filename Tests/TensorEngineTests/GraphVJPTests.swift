@@ -224,7 +224,7 @@ final class GraphVJPTests: XCTestCase {
         XCTAssertEqual(steps.filter(\.releases).count, 3, "sum, multiply and tanh, in the second gradient")
         XCTAssertEqual(steps.count, 5)
         for s in 0..<3 {
-            let x2 = try leaf(Tensor(values(3, s)) ), seed2 = try Tensor(values(3, s + 9))
+            let x2 = try leaf(Tensor(values(3, s))), seed2 = try Tensor(values(3, s + 9))
             try assertBitwiseEqual(try program.run(inputs: [x2, seed2]), try twice(x2, seed2), "step \(s)")
         }
     }
@@ -261,7 +261,8 @@ final class GraphVJPTests: XCTestCase {
         // The same program with one op's vjp expecting a TapeNode more than the op records.
         var nodes = program.nodes
         let at = try XCTUnwrap(nodes.firstIndex(where: isVJP))
-        guard case .vjp(var step) = nodes[at] else { return }
+        guard case .vjp(let original) = nodes[at] else { return }
+        var step = original
         step.tapeNodes += 1
         nodes[at] = .vjp(step)
         let broken = try Program(valueCount: program.valueCount, inputs: program.inputs, outputs: program.outputs,
@@ -269,7 +270,7 @@ final class GraphVJPTests: XCTestCase {
         XCTAssertThrowsError(try broken.run(inputs: try arguments(1))) { XCTAssertTrue("\($0)".contains("when traced"), "\($0)") }
         XCTAssertEqual(Tape.depth, 0, "the failed run popped its tape")
         // Malformed vjp nodes are rejected when the program is built.
-        step = { if case .vjp(let s) = program.nodes[at] { s } else { fatalError() } }()
+        step = original
         step.targets = step.targets.map { _ in 99 }
         nodes[at] = .vjp(step)
         XCTAssertThrowsError(try Program(valueCount: program.valueCount, inputs: program.inputs, outputs: program.outputs,
