@@ -206,6 +206,7 @@ public func te_op_call(_ op: Int32, _ inputs: UnsafePointer<OpaquePointer?>?, _ 
         nOutputs?.pointee = 0
         guard op >= 0, Int(op) < OpRegistry.ops.count else { throw EngineError.value("unknown op handle \(op)") }
         guard nInputs >= 0, nInputs == 0 || inputs != nil else { throw EngineError.value("bad input array") }
+        Tracer.opStarting()
         func oneOutput() throws -> UnsafeMutablePointer<OpaquePointer?> {
             guard maxOutputs >= 1, let outputs = outputs else {
                 throw EngineError.value("op \(OpRegistry.ops[Int(op)].name) returns 1 output, room for \(maxOutputs)")

@@ -249,7 +249,7 @@ final class GraphControlFlowTests: XCTestCase {
         let (cond, _) = try traceCond(true, try Tensor([1, 2] as [Float]))
         for program in [try loop.eliminatingDeadCode(), try cond.eliminatingDeadCode()] {
             let bytes = try program.serialized()
-            XCTAssertEqual(bytes[8], 2, "version 2")
+            XCTAssertEqual(bytes[8], 3, "version 3")
             let loaded = try Program(serialized: bytes)
             XCTAssertEqual(try loaded.serialized(), bytes)
             for n in stride(from: 0, to: bytes.count, by: 1) {

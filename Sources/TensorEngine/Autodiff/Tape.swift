@@ -5,8 +5,9 @@ import Darwin
 #endif
 
 /// One recorded op application: the tracked inputs and how to map the output's gradient
-/// to theirs. Released (inputs and closure dropped) when its tape is popped, which also
-/// breaks the output → node → closure → output cycle.
+/// to theirs. Released (inputs and closure dropped) when its tape is popped, or by the last
+/// `vjp` node of a program that runs it (Program.swift), which also breaks the output →
+/// node → closure → output cycle.
 final class TapeNode {
     var inputs: [Tensor]
     var backward: ((Tensor) throws -> [Tensor?])?
@@ -158,6 +159,7 @@ public enum Tape {
     /// intermediates (x*x in d(x*x*x)/dx), and a second derivative flows back through them.
     public static func gradient(of target: Tensor, seed: Tensor? = nil, wrt sources: [Tensor],
                                 createGraph: Bool = false) throws -> [Tensor?] {
+        if !createGraph, let grads = try Tracer.loweredGradient(target, seed, sources) { return grads }
         let grads = try gradientUntraced(of: target, seed: seed, wrt: sources, createGraph: createGraph)
         Tracer.gradientTaken(target, seed, sources, createGraph, grads)
         return grads
@@ -179,23 +181,61 @@ public enum Tape {
     /// `checkRecorded`: a non-zero gradient that is not tracked although its output gradient
     /// is came from a VJP running unrecorded kernels; under create_graph it would silently
     /// drop a derivative term, so it is an error instead.
-    private static func backpropagate(_ nodes: [TapeNode], _ target: Tensor, _ seed: Tensor?, _ sources: [Tensor],
-                                      checkRecorded: Bool) throws -> [Tensor?] {
-        let seedGrad: Tensor
+    /// The gradient seed: `seed`, checked, or ones of the target's shape and dtype.
+    static func seedGradient(_ target: Tensor, _ seed: Tensor?) throws -> Tensor {
         if let g = seed {
             guard g.shape == target.shape else {
                 throw EngineError.value("gradient seed shape \(g.shape) does not match target shape \(target.shape)")
             }
-            seedGrad = g
-        } else {
-            seedGrad = try full(target.shape, value: 1, dtype: target.dtype)
+            return g
         }
+        return try full(target.shape, value: 1, dtype: target.dtype)
+    }
+
+    /// Where `backpropagate` accumulates `t`'s gradient: a recorded tensor by its node, a
+    /// leaf by itself (both alive while it runs).
+    static func gradientKey(_ t: Tensor) -> ObjectIdentifier {
+        if let n = t.node, n.isLive { return ObjectIdentifier(n) }
+        return ObjectIdentifier(t)
+    }
+
+    /// `backpropagate` over the TapeNodes one op recorded (in tape order), seeded with the
+    /// gradients of those its outputs carry: the same VJP calls and additions, in the same
+    /// order. Gradients for the op's own intermediates are summed here; those for tensors
+    /// it did not make are returned, in the order `backpropagate` would add them, for the
+    /// caller to add (a lowered gradient does that with graph nodes). Runs with recording
+    /// paused by the caller, as `backpropagate` does.
+    static func backpropagate(op nodes: [TapeNode], seeds: [(TapeNode, Tensor)]) throws -> [(input: Tensor, grad: Tensor)] {
         var grads: [ObjectIdentifier: Tensor] = [:]
-        // Keys: a recorded tensor by its node, a leaf by itself (both alive here).
-        func key(_ t: Tensor) -> ObjectIdentifier {
-            if let n = t.node, n.isLive { return ObjectIdentifier(n) }
-            return ObjectIdentifier(t)
+        for (n, g) in seeds { grads[ObjectIdentifier(n)] = g }
+        let own = Set(nodes.map(ObjectIdentifier.init))
+        var out: [(input: Tensor, grad: Tensor)] = []
+        let state = currentTapeState()
+        let outerTracked = state.inputsTracked
+        defer { state.inputsTracked = outerTracked }
+        for node in nodes.reversed() {
+            let k = ObjectIdentifier(node)
+            guard let g = grads.removeValue(forKey: k), let backward = node.backward else { continue }
+            state.inputsTracked = node.inputs.map(isTracked)
+            let inputGrads = try backward(g)
+            for (input, ig) in zip(node.inputs, inputGrads) {
+                guard let ig = ig, isTracked(input) else { continue }
+                let ik = gradientKey(input)
+                guard own.contains(ik) else {
+                    out.append((input, ig))
+                    continue
+                }
+                if let prev = grads[ik] { grads[ik] = try add(prev, ig) } else { grads[ik] = ig }
+            }
         }
+        return out
+    }
+
+    private static func backpropagate(_ nodes: [TapeNode], _ target: Tensor, _ seed: Tensor?, _ sources: [Tensor],
+                                      checkRecorded: Bool) throws -> [Tensor?] {
+        let seedGrad = try seedGradient(target, seed)
+        var grads: [ObjectIdentifier: Tensor] = [:]
+        let key = gradientKey
         let sourceKeys = Set(sources.map(key))
         grads[key(target)] = seedGrad
         let state = currentTapeState()

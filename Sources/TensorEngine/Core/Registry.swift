@@ -308,6 +308,7 @@ public enum OpRegistry {
     /// Calls an op by name, as the C ABI and Python do.
     public static func call(_ name: String, _ inputs: [Tensor], _ attrs: Attrs = Attrs()) throws -> [Tensor] {
         guard let i = index[name] else { throw EngineError.value("unknown op '\(name)'") }
+        Tracer.opStarting()
         return Tracer.traced(Int32(i), try ops[i].run(inputs, attrs), inputs, attrs)
     }
 }

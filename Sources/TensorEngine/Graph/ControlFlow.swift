@@ -43,20 +43,33 @@ public struct GraphBlock {
     }
 }
 
+/// What a vjp node expects of the op whose TapeNodes it runs (`VJPStep`).
+struct OpCapture: Equatable {
+    let tapeNodes: Int
+    let outputNodes: [Int?]
+}
+
 /// The liveness plan of one block: what to drop when it starts and after each node, which of
 /// its results it defines itself (its node drops them once read), and its nodes' own blocks.
+/// At the top level, also the op nodes whose TapeNodes vjp nodes run, and the vjp node
+/// that runs each such op's last.
 final class BlockPlan {
     let freeAfter: [[Int]]
     let unusedAtEntry: [Int]
     let localResults: [Int]
     /// Per node: a cond's branches, a loop's condition and body; empty for other nodes.
     let children: [[BlockPlan]]
+    let captures: [Int: OpCapture]
+    let lastVJP: Set<Int>
 
-    init(freeAfter: [[Int]], unusedAtEntry: [Int], localResults: [Int], children: [[BlockPlan]]) {
+    init(freeAfter: [[Int]], unusedAtEntry: [Int], localResults: [Int], children: [[BlockPlan]],
+         captures: [Int: OpCapture] = [:], lastVJP: Set<Int> = []) {
         self.freeAfter = freeAfter
         self.unusedAtEntry = unusedAtEntry
         self.localResults = localResults
         self.children = children
+        self.captures = captures
+        self.lastVJP = lastVJP
     }
 }
 
@@ -115,15 +128,44 @@ struct ProgramValidator {
         }
         var children: [[BlockPlan]] = []
         var depth = startDepth
+        // This block's op nodes by first output: position, input and output counts, whether
+        // a tape was active; the vjp nodes' expectations of them and the last vjp of each.
+        var opAt: [Int: (n: Int, inputs: Int, outputs: Int, taped: Bool)] = [:]
+        var captures: [Int: OpCapture] = [:]
+        var lastVJPOf: [Int: Int] = [:]
+        var released = Set<Int>()
         for (n, node) in nodes.enumerated() {
             let what = "\(path)node \(n)"
             var kids: [BlockPlan] = []
             switch node {
-            case .op(let index, let name, _, let ins, _):
+            case .op(let index, let name, _, let ins, let outs):
                 guard index >= 0, index < OpRegistry.ops.count, OpRegistry.ops[index].name == name else {
                     throw EngineError.value("program: \(what) names op '\(name)' at index \(index), which the registry does not hold")
                 }
                 for v in ins { try use(v, what); read(v, at: n) }
+                if let first = outs.first { opAt[first] = (n, ins.count, outs.count, depth > 0) }
+            case .vjp(let step):
+                guard path.isEmpty else { throw EngineError.value("program: \(what) is a vjp node inside control flow") }
+                guard let op = opAt[step.op], op.taped else {
+                    throw EngineError.value("program: \(what) is a vjp node of value \(step.op), which no earlier op node under a tape defines first")
+                }
+                guard !released.contains(step.op) else {
+                    throw EngineError.value("program: \(what) runs TapeNodes an earlier vjp node released")
+                }
+                guard step.tapeNodes >= 0, step.outputNodes.count == op.outputs, step.seeds.count == op.outputs,
+                      step.outputNodes.allSatisfy({ ($0 ?? 0) >= 0 && (step.tapeNodes == 0 || ($0 ?? 0) < step.tapeNodes) }),
+                      zip(step.seeds, step.outputNodes).allSatisfy({ $0.0 == nil || $0.1 != nil }),
+                      step.targets.count == step.outputs.count, step.targets.allSatisfy({ $0 >= 0 && $0 < op.inputs }) else {
+                    throw EngineError.value("program: \(what) is a malformed vjp node for an op of \(op.inputs) input(s) and \(op.outputs) output(s)")
+                }
+                let capture = OpCapture(tapeNodes: step.tapeNodes, outputNodes: step.outputNodes)
+                guard captures[op.n].map({ $0 == capture }) ?? true else {
+                    throw EngineError.value("program: \(what) expects other TapeNodes of its op than an earlier vjp node")
+                }
+                captures[op.n] = capture
+                lastVJPOf[step.op] = n
+                if step.releases { released.insert(step.op) }
+                for v in node.inputValues { try use(v, what); read(v, at: n) }
             case .tapePush:
                 depth += 1
             case .tapePop:
@@ -195,7 +237,8 @@ struct ProgramValidator {
         for v in local where lastUse[v] >= 0 && !isResult.contains(v) { freeAfter[lastUse[v]].append(v) }
         let unused = entry.filter { lastUse[$0] < 0 && !isResult.contains($0) }
         if !path.isEmpty { for v in local { visible[v] = false } }
-        return (BlockPlan(freeAfter: freeAfter, unusedAtEntry: unused, localResults: localResults, children: children), freeReads)
+        return (BlockPlan(freeAfter: freeAfter, unusedAtEntry: unused, localResults: localResults, children: children,
+                          captures: captures, lastVJP: Set(lastVJPOf.values)), freeReads)
     }
 
     /// A loop's two blocks: the parameters are defined for both, and planned as the body's

@@ -48,8 +48,11 @@ private func jsonNodes(_ nodes: [GraphNode]) -> String {
             s += "{\"kind\":\"set_requires_grad\",\"value\":\(v),\"flag\":\(flag)}"
         case .gradient(let target, let seed, let sources, let createGraph, let outs):
             s += "{\"kind\":\"gradient\",\"target\":\(target),\"seed\":\(seed.map { String($0) } ?? "null")"
-            s += ",\"sources\":\(jsonInts(sources)),\"create_graph\":\(createGraph),\"outputs\":["
-            s += outs.map { $0.map { String($0) } ?? "null" }.joined(separator: ",") + "]}"
+            s += ",\"sources\":\(jsonInts(sources)),\"create_graph\":\(createGraph),\"outputs\":\(jsonOptionalInts(outs))}"
+        case .vjp(let step):
+            s += "{\"kind\":\"vjp\",\"op\":\(step.op),\"tape_nodes\":\(step.tapeNodes)"
+            s += ",\"output_nodes\":\(jsonOptionalInts(step.outputNodes)),\"seeds\":\(jsonOptionalInts(step.seeds))"
+            s += ",\"targets\":\(jsonInts(step.targets)),\"outputs\":\(jsonInts(step.outputs)),\"releases\":\(step.releases)}"
         case .cond(let selector, let branches, let outs):
             s += "{\"kind\":\"cond\",\"selector\":\(selector),\"branches\":["
             s += branches.map(jsonBlock).joined(separator: ",") + "],\"outputs\":\(jsonInts(outs))}"
@@ -72,6 +75,10 @@ private func jsonSpec(_ spec: TensorSpec) -> String {
 
 private func jsonInts(_ v: [Int]) -> String {
     "[" + v.map { String($0) }.joined(separator: ",") + "]"
+}
+
+private func jsonOptionalInts(_ v: [Int?]) -> String {
+    "[" + v.map { $0.map { String($0) } ?? "null" }.joined(separator: ",") + "]"
 }
 
 /// `{"type": ..., "value": ...}`, the type named as in the op schema.

@@ -12,6 +12,11 @@
 // steps, requires-grad changes and control flow, where both would be recorded alike; and
 // no node whose outputs are program outputs, gradient sources or get their requires-grad
 // flag set is merged or folded (the caller, or a tape, tells those handles apart).
+//
+// A vjp node runs the TapeNodes one op node records at replay, so no pass merges, folds or
+// fuses an op node a vjp node names (another op would record other TapeNodes, or none),
+// except the epilogue fusion, which makes the ops' vjp nodes one for the fused op; a vjp
+// node is no op, so it is never merged or folded itself, and ends a stretch.
 
 extension Program {
     /// Constant folding, common subexpressions, epilogue fusion, conv + max-pool fusion,
@@ -43,6 +48,13 @@ extension Program {
         return pinned
     }
 
+    /// The op nodes (by first output) whose TapeNodes vjp nodes run.
+    var recordedForVJP: Set<Int> {
+        var ops = Set<Int>()
+        for node in nodes { if case .vjp(let step) = node { ops.insert(step.op) } }
+        return ops
+    }
+
     /// Each value's number of readers among the top-level nodes (a read inside a block counts
     /// for the node that holds it) and the program's outputs.
     fileprivate var readCounts: [Int] {
@@ -62,14 +74,14 @@ extension Program {
     /// translator reads their shapes (the ONNX exporter makes a `full` of the traced batch
     /// size follow the batch).
     public func foldingConstants() throws -> Program {
-        let pinned = pinnedValues
+        let pinned = pinnedValues, recorded = recordedForVJP
         var constantOf: [Int: Tensor] = [:]
         for c in constants { constantOf[c.value] = c.tensor }
         var kept: [GraphNode] = []
         var folded: [Constant] = []
         for node in nodes {
             guard case .op(let index, _, let attrs, let ins, let outs) = node, !ins.isEmpty,
-                  !outs.contains(where: pinned.contains),
+                  !outs.contains(where: pinned.contains), !recorded.contains(outs.first ?? -1),
                   let args = Optional(ins.compactMap { constantOf[$0] }), args.count == ins.count,
                   !args.contains(where: \.requiresGrad),
                   let results = try? OpRegistry.ops[index].run(args, attrs),
@@ -93,7 +105,7 @@ extension Program {
     /// attributes and inputs, in the same stretch: see the top of this file) dropped and
     /// its outputs read from the earlier node's.
     public func eliminatingCommonSubexpressions() throws -> Program {
-        let pinned = pinnedValues
+        let pinned = pinnedValues, recorded = recordedForVJP
         var replacement: [Int: Int] = [:]
         func resolve(_ v: Int) -> Int { replacement[v] ?? v }
         var seen: [String: [Int]] = [:]
@@ -101,7 +113,8 @@ extension Program {
         for node in nodes {
             let node = node.readingReplaced(resolve)
             switch node {
-            case .op(let index, _, let attrs, let ins, let outs) where !outs.contains(where: pinned.contains):
+            case .op(let index, _, let attrs, let ins, let outs)
+            where !outs.contains(where: pinned.contains) && !recorded.contains(outs.first ?? -1):
                 let key = "\(index)|\(ins)|" + attrs.values.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
                     .joined(separator: ",")
                 if let earlier = seen[key], earlier.count == outs.count {
@@ -131,7 +144,11 @@ extension Program {
     /// the last of them was. The three must lie in one stretch (see the top of this file), and
     /// neither intermediate may be pinned. The fused op computes the same values, as the ops
     /// themselves wherever the kernel cannot (a bias that is not one row of channels, a tape
-    /// recording), so the rewrite needs no shapes.
+    /// recording), so the rewrite needs no shapes. Under a lowered gradient the ops' vjp
+    /// nodes become one for the fused op, in the place of the first (the activation's): the
+    /// fused op records one TapeNode whose VJP is the three ops' (or, where the kernel cannot
+    /// run, the ops' own nodes), and the gradients passed between the three were read by the
+    /// next vjp alone. Ops whose vjp nodes do not form such a chain stay apart.
     public func fusingEpilogues() throws -> Program {
         guard let conv = OpRegistry.lookup("conv"), let matmul = OpRegistry.lookup("matmul"),
               let add = OpRegistry.lookup("add") else { return self }
@@ -139,7 +156,48 @@ extension Program {
         for a in EpilogueActivation.allCases where a != .none {
             if let i = OpRegistry.lookup(a.rawValue) { activations[i] = a }
         }
-        let readers = SoleReaders(self)
+        let readers = SoleReaders(self), uses = readers.uses
+        var vjpsOf: [Int: [Int]] = [:]
+        for (n, node) in nodes.enumerated() {
+            if case .vjp(let step) = node { vjpsOf[step.op, default: []].append(n) }
+        }
+        /// One op of a chain to fuse, outermost first: its first output, the input its
+        /// gradient passes to the next op's vjp (nil for the last), and where its other inputs
+        /// go among the fused op's.
+        typealias Link = (op: Int, passes: Int?, inputs: [Int: Int])
+        /// The chain's vjp nodes as one for the fused op yielding `result`: where it goes and
+        /// the nodes it replaces; nil when they do not form a chain.
+        func fusedVJP(_ chain: [Link], result: Int) -> (at: Int, step: VJPStep, replaced: [Int])? {
+            var found: [(at: Int, step: VJPStep)] = []
+            for link in chain {
+                let at = vjpsOf[link.op] ?? []
+                guard at.count <= 1 else { return nil }
+                guard let p = at.first, case .vjp(let step) = nodes[p] else { break }
+                found.append((p, step))
+            }
+            // A vjp exists for a prefix of the chain: an op's gradient reaches the one it reads.
+            guard let first = found.first, !chain[found.count...].contains(where: { vjpsOf[$0.op] != nil }),
+                  first.step.outputNodes == [0], found.allSatisfy({ $0.step.releases == first.step.releases })
+            else { return nil }
+            var targets: [Int] = [], outs: [Int] = []
+            for (k, f) in found.enumerated() {
+                let passed = f.step.targets.indices.filter { f.step.targets[$0] == chain[k].passes }
+                if k + 1 < found.count {
+                    let g = passed.count == 1 ? f.step.outputs[passed[0]] : -1
+                    guard g >= 0, uses[g] == 1, found[k + 1].step.seeds == [g] else { return nil }
+                } else if !passed.isEmpty {
+                    return nil
+                }
+                for (i, t) in f.step.targets.enumerated() where t != chain[k].passes {
+                    guard let fusedInput = chain[k].inputs[t] else { return nil }
+                    targets.append(fusedInput)
+                    outs.append(f.step.outputs[i])
+                }
+            }
+            let step = VJPStep(op: result, tapeNodes: 0, outputNodes: [0], seeds: first.step.seeds, targets: targets,
+                               outputs: outs, releases: first.step.releases)
+            return (first.at, step, found.dropFirst().map(\.at))
+        }
         var rewritten = nodes.map { Optional($0) }
         var fused = 0
         for (n, node) in nodes.enumerated() {
@@ -147,16 +205,24 @@ extension Program {
                   ins.count == 2, !attrs.has("activation"), outs.count == 1,
                   let sum = readers.reader(of: outs[0], after: n), sum.index == add, sum.inputs.count == 2, sum.outputs.count == 1
             else { continue }
-            let bias = sum.inputs[0] == outs[0] ? sum.inputs[1] : sum.inputs[0]
+            let base = sum.inputs[0] == outs[0] ? 0 : 1
+            let bias = sum.inputs[1 - base]
             guard bias != outs[0] else { continue }
             var last = sum.at, result = sum.outputs[0], activation = EpilogueActivation.none
+            var chain: [Link] = [(sum.outputs[0], base, [1 - base: 2]), (outs[0], nil, [0: 0, 1: 1])]
             if let act = readers.reader(of: result, after: sum.at), let a = activations[act.index], act.attrs.values.isEmpty,
                act.inputs.count == 1, act.outputs.count == 1 {
                 (last, result, activation) = (act.at, act.outputs[0], a)
-                rewritten[sum.at] = nil
+                chain.insert((act.outputs[0], 0, [:]), at: 0)
+            }
+            if chain.contains(where: { vjpsOf[$0.op] != nil }) {
+                guard let (at, step, replaced) = fusedVJP(chain, result: result) else { continue }
+                rewritten[at] = .vjp(step)
+                for p in replaced { rewritten[p] = nil }
             }
             attrs.set("activation", .string(activation.rawValue))
             rewritten[n] = nil
+            if last != sum.at { rewritten[sum.at] = nil }
             rewritten[last] = .op(index: index, name: name, attrs: attrs, inputs: ins + [bias], outputs: [result])
             fused += 1
         }
@@ -205,16 +271,18 @@ extension Program {
     /// (Conv.swift), placed where the pool was: it pools each chunk of images while the
     /// convolution's output is in cache. The conv may carry its epilogue already. As with
     /// epilogues, the fused op computes the two ops itself wherever its kernel cannot (a tape
-    /// recording, groups, the Winograd path), so the rewrite needs no shapes.
+    /// recording, groups, the Winograd path), so the rewrite needs no shapes. Ops whose
+    /// TapeNodes vjp nodes run (a training step) stay apart: the kernel would not run there.
     public func fusingPools() throws -> Program {
         guard let conv = OpRegistry.lookup("conv"), let maxPool = OpRegistry.lookup("max_pool") else { return self }
-        let readers = SoleReaders(self)
+        let readers = SoleReaders(self), recorded = recordedForVJP
         var rewritten = nodes.map { Optional($0) }
         var fused = 0
         for (n, node) in nodes.enumerated() {
             guard case .op(let index, let name, var attrs, let ins, let outs) = node, index == conv, outs.count == 1,
-                  !attrs.has("max_pool_size"), let pool = readers.reader(of: outs[0], after: n), pool.index == maxPool,
-                  pool.inputs == [outs[0]], pool.outputs.count == 1 else { continue }
+                  !attrs.has("max_pool_size"), !recorded.contains(outs[0]), let pool = readers.reader(of: outs[0], after: n),
+                  pool.index == maxPool, pool.inputs == [outs[0]], pool.outputs.count == 1,
+                  !recorded.contains(pool.outputs[0]) else { continue }
             let poolAttrs = pool.attrs.values
             guard case .ints(let size)? = poolAttrs["pool_size"] else { continue }
             if let padding = poolAttrs["padding"] {
@@ -242,10 +310,10 @@ extension Program {
     /// are never materialised. The fused op checks shapes and dtypes when it runs and falls back
     /// to the ops themselves, so the rewrite needs none.
     public func fusingElementwise() throws -> Program {
-        let pinned = pinnedValues, uses = readCounts
+        let pinned = pinnedValues, uses = readCounts, recorded = recordedForVJP
         guard let fusedIndex = OpRegistry.lookup("fused_elementwise") else { return self }
         func fusable(_ node: GraphNode) -> Bool {
-            guard case .op(_, let name, let attrs, let ins, let outs) = node, outs.count == 1,
+            guard case .op(_, let name, let attrs, let ins, let outs) = node, outs.count == 1, !recorded.contains(outs[0]),
                   ins.count == ElementwiseFusion.arity(name), attrs.values.isEmpty else { return false }
             return true
         }
@@ -352,6 +420,9 @@ extension GraphNode {
         case .gradient(let t, let seed, let srcs, let createGraph, let outs):
             return .gradient(target: resolve(t), seed: seed.map(resolve), sources: srcs.map(resolve),
                              createGraph: createGraph, outputs: outs)
+        case .vjp(var step):
+            step.seeds = step.seeds.map { $0.map(resolve) }
+            return .vjp(step)
         case .cond(let selector, let branches, let outs):
             return .cond(selector: resolve(selector), branches: branches.map(block), outputs: outs)
         case .whileLoop(let initial, let params, let condition, let body, let outs, let maxIterations):

@@ -5,9 +5,16 @@
 // calls (op by index, its name, `Attrs`, input and output ids), the structural steps a
 // training step needs from the engine's tape (push, pop, setting a value's `requiresGrad`,
 // `gradient`), and control flow (`cond`, `whileLoop`) over nested blocks of nodes
-// (ControlFlow.swift). Replay runs the forward ops with a real tape
-// active and asks that tape for gradients, exactly as the eager step did; lowering the
-// VJPs into the graph is a later step.
+// (ControlFlow.swift). Replay runs the forward ops with a real tape active, so they record
+// their VJPs (TapeNodes) as in the eager step. A gradient taken during the trace is lowered
+// into the graph where every node on its tape was recorded by a registry op of the top
+// level (Tracer.swift): then the backward pass is explicit nodes, a seed, one `vjp` node per
+// op on the gradient's path (running the TapeNodes that op recorded at replay) and registry
+// `add`s that accumulate gradients in the order the tape would, so the values are those of
+// `Tape.gradient` bit for bit and the liveness plan sees the whole backward. The last `vjp`
+// of an op releases its TapeNodes, freeing the activations they hold during the backward
+// pass instead of at the tape's pop. Other gradients stay one opaque `gradient` node that
+// asks the tape, as the eager step did.
 //
 // A program is specialised on its inputs' dtypes and shapes (like `jax.jit`): `run`
 // rejects anything else. It is immutable once built; building it validates it (SSA order
@@ -54,6 +61,9 @@ public enum GraphNode {
     /// the gradient of `sources[i]`, nil where the trace got none (the source did not
     /// influence the target).
     case gradient(target: Int, seed: Int?, sources: [Int], createGraph: Bool, outputs: [Int?])
+    /// Part of a lowered gradient: runs the VJPs of the TapeNodes an earlier op node of the
+    /// top level recorded at this replay (see `VJPStep`).
+    case vjp(VJPStep)
     /// Runs `branches[k]`, k the scalar `selector`'s value (bool or integer) clamped to the
     /// branches; `outputs[i]` receives its `results[i]` (ControlFlow.swift).
     case cond(selector: Int, branches: [GraphBlock], outputs: [Int])
@@ -71,6 +81,7 @@ public enum GraphNode {
         case .tapePush, .tapePop: return []
         case .setRequiresGrad(let v, _): return [v]
         case .gradient(let t, let s, let srcs, _, _): return [t] + (s.map { [$0] } ?? []) + srcs
+        case .vjp(let step): return step.seeds.compactMap { $0 }
         case .cond(let selector, let branches, _):
             var seen: Set<Int> = [selector]
             return [selector] + branches.flatMap { $0.freeValues() }.filter { seen.insert($0).inserted }
@@ -85,10 +96,52 @@ public enum GraphNode {
         switch self {
         case .op(_, _, _, _, let outputs): return outputs
         case .gradient(_, _, _, _, let outputs): return outputs.compactMap { $0 }
+        case .vjp(let step): return step.outputs
         case .cond(_, _, let outputs), .whileLoop(_, _, _, _, let outputs, _): return outputs
         case .tapePush, .tapePop, .setRequiresGrad: return []
         }
     }
+}
+
+/// One op's share of a lowered gradient. The op node is named by its first output, which
+/// the step does not read: the op's TapeNodes hold what its VJPs need, and its outputs may
+/// be dropped as soon as the forward is done with them.
+public struct VJPStep: Equatable {
+    /// The op node (at the top level, before this step), by its first output.
+    public var op: Int
+    /// How many TapeNodes the op records (checked when it runs); 0 for a fused op, which
+    /// records one or the nodes of the ops it stands for.
+    public var tapeNodes: Int
+    /// Per output of the op: the index among its TapeNodes, counted from the last, of the
+    /// one that output carries, nil where it carries none of them (checked when the op runs).
+    public var outputNodes: [Int?]
+    /// Per output of the op: the value holding the gradient flowing into it, nil for none.
+    public var seeds: [Int?]
+    /// Per gradient this step gives: the index among the op's inputs of the input it is for
+    /// (checked when the step runs).
+    public var targets: [Int]
+    /// The gradients. Those for one input are in the order the tape's backward pass gives
+    /// them; across inputs the order does not matter (each input's are summed on their own).
+    public var outputs: [Int]
+    /// Whether this is the last step to run the op's TapeNodes: they are released after it.
+    public var releases: Bool
+
+    public init(op: Int, tapeNodes: Int, outputNodes: [Int?], seeds: [Int?], targets: [Int], outputs: [Int],
+                releases: Bool) {
+        self.op = op
+        self.tapeNodes = tapeNodes
+        self.outputNodes = outputNodes
+        self.seeds = seeds
+        self.targets = targets
+        self.outputs = outputs
+        self.releases = releases
+    }
+}
+
+/// The TapeNodes an op node recorded at one replay, and its inputs, until its last `vjp`.
+struct CapturedOp {
+    let nodes: [TapeNode]
+    let inputs: [Tensor]
 }
 
 /// A validated, replayable program. See the top of this file.
@@ -171,9 +224,16 @@ public final class Program {
             }
             for v in plan.unusedAtEntry { slots[v] = nil }
             let depth = Tape.depth
+            var captured: [Int: CapturedOp] = [:]
             do {
                 for (n, node) in nodes.enumerated() {
-                    try Program.execute(node, plan, n, &slots)
+                    if let capture = plan.captures[n] {
+                        try Program.runCapturing(node, capture, &captured, &slots)
+                    } else if case .vjp(let step) = node {
+                        try Program.runVJP(step, dropsCapture: plan.lastVJP.contains(n), &captured, &slots)
+                    } else {
+                        try Program.execute(node, plan, n, &slots)
+                    }
                     for v in plan.freeAfter[n] { slots[v] = nil }
                     observer?(n, slots)
                 }
@@ -219,6 +279,8 @@ public final class Program {
                 }
                 slots[v] = g
             }
+        case .vjp:
+            throw EngineError.internal("a vjp node ran outside the top level of its program")
         case .cond(let selector, let branches, let outs):
             try BlockRunner.cond(selector, branches, outs, plan.children[n], &slots)
         case .whileLoop(let initial, let params, let condition, let body, let outs, let maxIterations):
@@ -228,11 +290,72 @@ public final class Program {
         }
     }
 
+    /// Runs op node `node`, whose TapeNodes vjp nodes run later: takes them from the
+    /// innermost tape and checks they are the ones the trace saw (as many, and carried by
+    /// the same outputs), so a replay that diverges from its trace is an error, not a wrong
+    /// gradient.
+    static func runCapturing(_ node: GraphNode, _ capture: OpCapture, _ captured: inout [Int: CapturedOp],
+                             _ slots: inout [Tensor?]) throws {
+        guard case .op(let index, let name, let attrs, let ins, let outs) = node, let key = outs.first else {
+            throw EngineError.internal("a vjp node names a value that no op node defines")
+        }
+        let state = currentTapeState()
+        let tape = state.tapes.count - 1
+        guard tape >= 0 else {
+            throw EngineError.internal("op \(name) runs without a tape at replay but recorded a gradient when traced")
+        }
+        let before = state.tapes[tape].count
+        let inputs = try ins.map { try BlockRunner.read(slots, $0) }
+        let results = try OpRegistry.ops[index].run(inputs, attrs)
+        guard results.count == outs.count else {
+            throw EngineError.internal("op \(name) returned \(results.count) outputs at replay, \(outs.count) when traced")
+        }
+        let recorded = state.tapes.count - 1 == tape ? state.tapes[tape].count - before : -1
+        guard recorded == capture.tapeNodes || (capture.tapeNodes == 0 && recorded > 0) else {
+            throw EngineError.internal("op \(name) recorded \(recorded) tape node(s) at replay, \(capture.tapeNodes) when traced")
+        }
+        let nodes = Array(state.tapes[tape][before...])
+        for (j, (r, at)) in zip(results, capture.outputNodes).enumerated() {
+            let carried = r.node.flatMap { n in nodes.lastIndex { $0 === n } }.map { nodes.count - 1 - $0 }
+            guard carried == at else {
+                throw EngineError.internal("output \(j) of op \(name) carries another tape node at replay than when traced")
+            }
+        }
+        for (v, r) in zip(outs, results) { slots[v] = r }
+        captured[key] = CapturedOp(nodes: nodes, inputs: inputs)
+    }
+
+    /// Runs a vjp node on the TapeNodes its op captured, as `Tape.gradient` runs them.
+    static func runVJP(_ step: VJPStep, dropsCapture: Bool, _ captured: inout [Int: CapturedOp],
+                       _ slots: inout [Tensor?]) throws {
+        guard let op = captured[step.op] else { throw EngineError.internal("a vjp node runs before its op") }
+        var seeds: [(TapeNode, Tensor)] = []
+        for (v, at) in zip(step.seeds, step.outputNodes) {
+            if let v = v, let at = at { seeds.append((op.nodes[op.nodes.count - 1 - at], try BlockRunner.read(slots, v))) }
+        }
+        let grads = try Tape.paused { try Tape.backpropagate(op: op.nodes, seeds: seeds) }
+        guard grads.count == step.outputs.count else {
+            throw EngineError.internal("a vjp gave \(grads.count) gradient(s) at replay, \(step.outputs.count) when traced")
+        }
+        var given = [Bool](repeating: false, count: grads.count)
+        for (c, (input, g)) in grads.enumerated() {
+            guard let i = step.targets.indices.first(where: { !given[$0] && op.inputs[step.targets[$0]] === input }) else {
+                throw EngineError.internal("gradient \(c) of a vjp is for another input at replay than when traced")
+            }
+            given[i] = true
+            slots[step.outputs[i]] = g
+        }
+        if step.releases { for n in op.nodes { n.release() } }
+        if dropsCapture { captured[step.op] = nil }
+    }
+
     /// The program without nodes whose outputs reach no program output and that have no
     /// side effect. Tape push/pop and a create-graph gradient (which pops a tape) always
-    /// stay; setting `requiresGrad` stays where a later node reads the value or it is an
-    /// input, constant or output (whose flag the caller sees) or defined outside the block
-    /// that sets it. Inside control flow the same holds per block; a cond drops the outputs
+    /// stay; a vjp node none of whose gradients is read goes (its op's TapeNodes are then
+    /// released by the tape's pop), and an op node stays while a kept vjp node runs the
+    /// TapeNodes it records; setting `requiresGrad` stays where a later node reads the value
+    /// or it is an input, constant or output (whose flag the caller sees) or defined outside
+    /// the block that sets it. Inside control flow the same holds per block; a cond drops the outputs
     /// nothing reads (and its branches' results for them); a cond or loop none of whose
     /// outputs is read goes unless a block keeps a node for its side effect. Inputs stay
     /// (the signature is unchanged); constants no node reads any more are dropped.
@@ -242,6 +365,9 @@ public final class Program {
         for v in inputs.map(\.value) + constants.map(\.value) + outputs.map(\.value) { external[v] = true }
         var live = [Bool](repeating: false, count: valueCount)
         for o in outputs { live[o.value] = true }
+
+        // Op nodes (by first output) whose TapeNodes a kept vjp node runs.
+        var recordsForVJP = Set<Int>()
 
         /// The block's live nodes (its live values marked in `live` on entry) and whether one
         /// of them is kept for a side effect alone.
@@ -260,8 +386,15 @@ public final class Program {
                     let outer = nested && !definedHere.contains(v)
                     if live[v] || external[v] || outer { keep = node }
                     if outer { effect = true }
-                case .op, .gradient:
+                case .op(_, _, _, _, let outs):
+                    if outs.contains(where: { live[$0] }) || outs.first.map(recordsForVJP.contains) == true { keep = node }
+                case .gradient:
                     if node.outputValues.contains(where: { live[$0] }) { keep = node }
+                case .vjp(let step):
+                    if step.outputs.contains(where: { live[$0] }) {
+                        keep = node
+                        recordsForVJP.insert(step.op)
+                    }
                 case .cond(let selector, let branches, let outs):
                     let used = outs.indices.filter { live[outs[$0]] }
                     var newBranches: [GraphBlock] = []
@@ -322,6 +455,11 @@ public final class Program {
             case .gradient(let t, let seed, let srcs, let createGraph, let outs):
                 return .gradient(target: renumber(t), seed: seed.map(renumber), sources: srcs.map(renumber),
                                  createGraph: createGraph, outputs: outs.map { $0.map(renumber) })
+            case .vjp(var step):
+                step.op = renumber(step.op)
+                step.seeds = step.seeds.map { $0.map(renumber) }
+                step.outputs = step.outputs.map(renumber)
+                return .vjp(step)
             case .cond(let selector, let branches, let outs):
                 let s = renumber(selector)
                 let bs = branches.map(renumbered)

@@ -11,8 +11,9 @@ import Darwin
 
 extension Program {
     static let magic: [UInt8] = Array("TEGRAPH\0".utf8)
-    /// Version 2 added control flow (node kinds 5 and 6); version 1 files still load.
-    public static let formatVersion: UInt32 = 2
+    /// Version 2 added control flow (node kinds 5 and 6), version 3 vjp nodes (kind 7);
+    /// files of versions 1 and 2 still load.
+    public static let formatVersion: UInt32 = 3
     /// How deeply control flow may nest in a file (deeper is rejected, not recursed into).
     static let maxNesting = 64
     /// Stands for "no value" where a value id is optional.
@@ -52,7 +53,7 @@ extension Program {
         var r = ByteReader(bytes)
         guard try r.bytes(Program.magic.count) == Program.magic else { throw EngineError.value("not a program file (bad magic)") }
         let version = try r.u32()
-        guard version == 1 || version == Program.formatVersion else {
+        guard version >= 1 && version <= Program.formatVersion else {
             throw EngineError.value("program file version \(version) is not supported (this engine reads versions 1 to \(Program.formatVersion))")
         }
         // Each value is defined once, by a field of at least 4 bytes (its id).
@@ -77,7 +78,7 @@ extension Program {
             if requiresGrad { t.requiresGrad = true }
             constants.append(Constant(value: v, tensor: t))
         }
-        let nodes = try Program.readNodes(&r, nesting: version == 1 ? Program.maxNesting : 0)
+        let nodes = try Program.readNodes(&r, nesting: version == 1 ? Program.maxNesting : 0, version: version)
         guard r.atEnd else { throw EngineError.value("program file: \(r.remaining) unexpected bytes after the last node") }
         try self.init(valueCount: valueCount, inputs: inputs, outputs: outputs, constants: constants, nodes: nodes)
     }
@@ -113,6 +114,17 @@ extension Program {
                 try w.values(sources)
                 try w.count(outs.count)
                 for o in outs { try w.optionalValue(o) }
+            case .vjp(let step):
+                w.u8(7)
+                try w.value(step.op)
+                try w.count(step.tapeNodes)
+                try w.count(step.outputNodes.count)
+                for o in step.outputNodes { try w.optionalValue(o) }
+                try w.count(step.seeds.count)
+                for s in step.seeds { try w.optionalValue(s) }
+                try w.values(step.targets)
+                try w.values(step.outputs)
+                w.bool(step.releases)
             case .cond(let selector, let branches, let outs):
                 w.u8(5)
                 try w.value(selector)
@@ -136,7 +148,7 @@ extension Program {
         try w.values(block.results)
     }
 
-    static func readNodes(_ r: inout ByteReader, nesting: Int) throws -> [GraphNode] {
+    static func readNodes(_ r: inout ByteReader, nesting: Int, version: UInt32) throws -> [GraphNode] {
         var nodes: [GraphNode] = []
         for _ in 0..<(try r.count(elementSize: 1)) {
             switch try r.u8() {
@@ -167,17 +179,25 @@ extension Program {
                 if k == 5 {
                     let selector = try r.value()
                     // A branch takes at least its two counts.
-                    let branches = try (0..<r.count(elementSize: 8)).map { _ in try readBlock(&r, nesting: nesting + 1) }
+                    let branches = try (0..<r.count(elementSize: 8)).map { _ in try readBlock(&r, nesting: nesting + 1, version: version) }
                     nodes.append(.cond(selector: selector, branches: branches, outputs: try r.values()))
                 } else {
                     let initial = try r.values(), params = try r.values()
-                    let condition = try readBlock(&r, nesting: nesting + 1), body = try readBlock(&r, nesting: nesting + 1)
+                    let condition = try readBlock(&r, nesting: nesting + 1, version: version)
+                    let body = try readBlock(&r, nesting: nesting + 1, version: version)
                     let outs = try r.values()
                     let limit = try r.i64()
                     guard limit >= -1 else { throw EngineError.value("program file: bad iteration limit \(limit)") }
                     nodes.append(.whileLoop(initial: initial, parameters: params, condition: condition, body: body,
                                             outputs: outs, maxIterations: limit < 0 ? nil : limit))
                 }
+            case 7 where version >= 3:
+                let op = try r.value(), tapeNodes = Int(try r.u32())
+                let outputNodes = try (0..<r.count(elementSize: 4)).map { _ in try r.optionalValue() }
+                let seeds = try (0..<r.count(elementSize: 4)).map { _ in try r.optionalValue() }
+                let targets = try r.values(), outs = try r.values()
+                nodes.append(.vjp(VJPStep(op: op, tapeNodes: tapeNodes, outputNodes: outputNodes, seeds: seeds,
+                                          targets: targets, outputs: outs, releases: try r.bool())))
             case let k:
                 throw EngineError.value("program file: unknown node kind \(k)")
             }
@@ -185,8 +205,8 @@ extension Program {
         return nodes
     }
 
-    private static func readBlock(_ r: inout ByteReader, nesting: Int) throws -> GraphBlock {
-        let nodes = try readNodes(&r, nesting: nesting)
+    private static func readBlock(_ r: inout ByteReader, nesting: Int, version: UInt32) throws -> GraphBlock {
+        let nodes = try readNodes(&r, nesting: nesting, version: version)
         return GraphBlock(nodes: nodes, results: try r.values())
     }
 

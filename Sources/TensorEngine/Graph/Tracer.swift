@@ -8,6 +8,16 @@
 // tensor the trace meets that no recorded node produced and that was not declared with
 // `declareInput` becomes a constant of the program (kept by reference).
 //
+// A gradient (without create_graph) is lowered into graph nodes when the mapping from its
+// tape to the program is exact: the tape was pushed at the top level, no other tape is
+// pushed inside it, and every TapeNode on it was recorded by one registry op node of the
+// top level (the tracer notes the tape's length as each op starts and ends). Its backward
+// pass then runs here op by op, as `Tape.gradient` would, appending a seed, one `vjp` node
+// per op on the gradient's path and the `add`s that accumulate. Anything else (a typed call
+// outside the registry or control flow that recorded on the tape, a custom gradient, a
+// nested tape, create_graph) leaves the gradient one opaque `gradient` node. When the trace
+// ends, the vjp nodes of the last gradient taken on each tape release their op's TapeNodes.
+//
 // What cannot be replayed makes `end` fail with the reason instead of returning a program:
 // a custom (foreign) VJP, a tape popped or differentiated that was pushed before the trace
 // began, a tape left pushed, or running a program inside a trace.
@@ -67,6 +77,46 @@ public final class Tracer {
     private var shadowed: [(scope: Int, tensor: ObjectIdentifier, value: Int)] = []
     /// Control flow being recorded, innermost last.
     private var frames: [Frame] = []
+    /// The tape pushed at the top level and active now, while gradients on it can be lowered.
+    private var tapeLog: TapeLog?
+    /// How many tapes were pushed at the top level so far (a tape's serial number).
+    private var topTapes = 0
+    /// Per top-level tape: the vjp nodes (their positions in the top-level node list) of the
+    /// last gradient taken while it was active, empty when that gradient was not lowered.
+    private var lastGradient: [Int: [Int]] = [:]
+
+    /// Which recorded op node made each TapeNode of a tape pushed at the top level.
+    private final class TapeLog {
+        struct OpGroup {
+            /// The op node, by its first output.
+            let op: Int
+            let nodes: [TapeNode]
+            let inputs: [Tensor]
+            /// Per output: the index in `nodes`, from the last, of the node it carries, if one.
+            let outputNodes: [Int?]
+        }
+        let serial: Int
+        /// The tape's index in the thread's tape stack.
+        let tape: Int
+        /// TapeNodes accounted for (the tape's length after the last recorded op).
+        var mark = 0
+        /// False once a TapeNode not made by a recorded op of the top level is on the tape, or
+        /// a tape is pushed inside it.
+        var exact = true
+        var groups: [OpGroup] = []
+        var groupOf: [ObjectIdentifier: Int] = [:]
+
+        init(serial: Int, tape: Int) {
+            self.serial = serial
+            self.tape = tape
+        }
+
+        /// The tape's length now, or nil when it is not the innermost tape any more.
+        func length() -> Int? {
+            let s = currentTapeState()
+            return s.tapes.count - 1 == tape ? s.tapes[tape].count : nil
+        }
+    }
 
     /// A cond or loop being recorded.
     private final class Frame {
@@ -137,7 +187,18 @@ public final class Tracer {
             throw EngineError.notImplemented("the trace cannot be replayed: it ends with \(tr.tapeDepth) tape(s) it pushed still active")
         }
         let outs = outputs.map { Program.Output(value: tr.value(of: $0), spec: TensorSpec(of: $0)) }
-        return try Program(valueCount: tr.valueCount, inputs: tr.inputs, outputs: outs, constants: tr.constants, nodes: tr.nodes)
+        // The last gradient on a tape is the last to run its TapeNodes: no gradient walks
+        // them after it, so its vjp nodes release them (the tape's pop releases the rest).
+        var nodes = tr.nodes
+        for positions in tr.lastGradient.values {
+            for p in positions {
+                if case .vjp(var step) = nodes[p] {
+                    step.releases = true
+                    nodes[p] = .vjp(step)
+                }
+            }
+        }
+        return try Program(valueCount: tr.valueCount, inputs: tr.inputs, outputs: outs, constants: tr.constants, nodes: nodes)
     }
 
     /// Ends this thread's trace, if any, discarding it.
@@ -158,6 +219,13 @@ public final class Tracer {
         return output
     }
 
+    /// Called by the registry's entry points before an op runs: a TapeNode recorded since
+    /// the last traced op came from outside the registry.
+    @inlinable @inline(__always)
+    public static func opStarting() {
+        if let tr = current { tr.noteOpStart() }
+    }
+
     /// `traced` for an op of several outputs.
     @inlinable @inline(__always)
     public static func traced(_ op: Int32, _ outputs: [Tensor], _ inputs: @autoclosure () -> [Tensor],
@@ -170,6 +238,12 @@ public final class Tracer {
         guard let tr = current, tr.failure == nil else { return }
         tr.tapeDepth += 1
         tr.nodes.append(.tapePush)
+        if tr.tapeDepth == 1 && tr.frames.isEmpty {
+            tr.topTapes += 1
+            tr.tapeLog = TapeLog(serial: tr.topTapes, tape: currentTapeState().tapes.count - 1)
+        } else {
+            tr.tapeLog?.exact = false
+        }
     }
 
     static func tapePopped() {
@@ -180,6 +254,7 @@ public final class Tracer {
         }
         tr.tapeDepth -= 1
         tr.nodes.append(.tapePop)
+        if tr.tapeDepth == 0 { tr.tapeLog = nil }
     }
 
     static func requiresGradSet(_ t: Tensor, _ flag: Bool) {
@@ -199,6 +274,11 @@ public final class Tracer {
             return tr.fail("a gradient inside a cond branch or while_loop consumed a tape pushed outside it")
         }
         if createGraph { tr.tapeDepth -= 1 }
+        if let log = tr.tapeLog {
+            tr.lastGradient[log.serial] = []
+            // create_graph moved the tape's nodes onto the one beneath.
+            if createGraph { log.exact = false }
+        }
         let t = tr.value(of: target), s = seed.map { tr.value(of: $0) }, srcs = sources.map { tr.value(of: $0) }
         let outs = grads.map { $0.map(tr.name) }
         guard tr.failure == nil else { return }
@@ -225,6 +305,126 @@ public final class Tracer {
         guard failure == nil else { return }
         let outs = outputs.map(name)
         nodes.append(.op(index: op, name: OpRegistry.ops[op].name, attrs: attrs, inputs: ins, outputs: outs))
+        if let log = tapeLog, log.exact { attribute(log, op: outs.first, inputs, outputs) }
+    }
+
+    @usableFromInline
+    func noteOpStart() {
+        guard failure == nil, let log = tapeLog, log.exact else { return }
+        if log.length() != log.mark { log.exact = false }
+    }
+
+    /// Gives the TapeNodes recorded since the last op to the op just recorded.
+    private func attribute(_ log: TapeLog, op: Int?, _ inputs: [Tensor], _ outputs: [Tensor]) {
+        guard let end = log.length() else { return log.exact = false }
+        guard end > log.mark else { return }
+        guard let op = op, frames.isEmpty else { return log.exact = false }
+        let made = Array(currentTapeState().tapes[log.tape][log.mark..<end])
+        log.mark = end
+        let outputNodes = outputs.map { o in o.node.flatMap { n in made.lastIndex { $0 === n } }.map { made.count - 1 - $0 } }
+        for n in made { log.groupOf[ObjectIdentifier(n)] = log.groups.count }
+        log.groups.append(TapeLog.OpGroup(op: op, nodes: made, inputs: inputs, outputNodes: outputNodes))
+    }
+
+    /// Whether a gradient on `log`'s tape can be lowered: every tracked input a TapeNode
+    /// reads is either made inside its own op or one of that op's inputs (whose gradient
+    /// the graph then accumulates), and that input's own node, if any, is on the tape.
+    private static func lowerable(_ log: TapeLog) -> Bool {
+        for (g, group) in log.groups.enumerated() {
+            for node in group.nodes {
+                for t in node.inputs where Tape.isTracked(t) {
+                    if let n = t.node, n.isLive {
+                        guard let owner = log.groupOf[ObjectIdentifier(n)] else { return false }
+                        if owner == g { continue }
+                    }
+                    guard group.inputs.contains(where: { $0 === t }) else { return false }
+                }
+            }
+        }
+        return true
+    }
+
+    /// Whether gradients are lowered: `TE_GRAPH_LOWER_GRADIENTS=0` in the environment keeps
+    /// every one a `gradient` node (to compare the two, or to step around a lowering bug).
+    static let lowersGradients: Bool = {
+        guard let v = getenv("TE_GRAPH_LOWER_GRADIENTS") else { return true }
+        return String(cString: v) != "0"
+    }()
+
+    /// `Tape.gradient` without create_graph, lowered into the trace's nodes (see the top of
+    /// this file); nil when no trace is active or this gradient cannot be lowered.
+    static func loweredGradient(_ target: Tensor, _ seed: Tensor?, _ sources: [Tensor]) throws -> [Tensor?]? {
+        guard lowersGradients, let tr = current, tr.failure == nil, let log = tr.tapeLog, log.exact, tr.frames.isEmpty,
+              tr.tapeDepth == 1, log.length() == log.mark, lowerable(log),
+              let fullOp = OpRegistry.lookup("full"), let addOp = OpRegistry.lookup("add") else { return nil }
+        var added: [GraphNode] = []
+        var vjpAt: [Int] = []
+        // Per gradient key (Tape.gradientKey): the gradient so far and its value.
+        var grads: [ObjectIdentifier: (Tensor, Int)] = [:]
+        do {
+            let seedGrad: Tensor, seedValue: Int
+            if let seed = seed {
+                seedGrad = try Tape.seedGradient(target, seed)
+                seedValue = tr.value(of: seed)
+            } else {
+                // The registry's `full` is the function `Tape.gradient` seeds with.
+                var attrs = Attrs()
+                attrs.set("shape", .ints(target.shape))
+                attrs.set("value", .float(1))
+                attrs.set("dtype", .string(target.dtype.name))
+                seedGrad = try OpRegistry.ops[fullOp].run([], attrs)[0]
+                seedValue = tr.name(seedGrad)
+                added.append(.op(index: fullOp, name: "full", attrs: attrs, inputs: [], outputs: [seedValue]))
+            }
+            grads[Tape.gradientKey(target)] = (seedGrad, seedValue)
+            try Tape.paused {
+                for group in log.groups.reversed() {
+                    var seeds: [(TapeNode, Tensor)] = []
+                    var seedValues: [Int?] = []
+                    for at in group.outputNodes {
+                        let node = at.map { group.nodes[group.nodes.count - 1 - $0] }
+                        guard let node = node, let (g, v) = grads[ObjectIdentifier(node)] else {
+                            seedValues.append(nil)
+                            continue
+                        }
+                        seeds.append((node, g))
+                        seedValues.append(v)
+                    }
+                    if seeds.isEmpty { continue }
+                    let contributions = try Tape.backpropagate(op: group.nodes, seeds: seeds)
+                    var targets: [Int] = [], outs: [Int] = []
+                    var sums: [GraphNode] = []
+                    for (input, g) in contributions {
+                        guard let target = group.inputs.firstIndex(where: { $0 === input }) else {
+                            throw EngineError.internal("a lowered VJP gave a gradient for a tensor that is not its op's input")
+                        }
+                        let v = tr.name(g)
+                        targets.append(target)
+                        outs.append(v)
+                        let k = Tape.gradientKey(input)
+                        if let (prev, pv) = grads[k] {
+                            let sum = try OpRegistry.ops[addOp].run([prev, g], Attrs())[0]
+                            let sv = tr.name(sum)
+                            sums.append(.op(index: addOp, name: "add", attrs: Attrs(), inputs: [pv, v], outputs: [sv]))
+                            grads[k] = (sum, sv)
+                        } else {
+                            grads[k] = (g, v)
+                        }
+                    }
+                    vjpAt.append(added.count)
+                    added.append(.vjp(VJPStep(op: group.op, tapeNodes: group.nodes.count, outputNodes: group.outputNodes,
+                                              seeds: seedValues, targets: targets, outputs: outs, releases: false)))
+                    added += sums
+                }
+            }
+        } catch {
+            tr.fail("a gradient raised while it was being recorded: \(error)")
+            throw error
+        }
+        let base = tr.nodes.count
+        tr.nodes += added
+        tr.lastGradient[log.serial] = vjpAt.map { base + $0 }
+        return sources.map { grads[Tape.gradientKey($0)]?.0 }
     }
 
     private func fail(_ reason: String) {
