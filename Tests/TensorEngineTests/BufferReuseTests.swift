@@ -150,6 +150,57 @@ final class BufferReuseTests: XCTestCase {
         }
     }
 
+    /// A fused chain's attributes over `inputs` inputs: (op, operand references) per step.
+    private func chain(_ steps: [(String, Int, Int)], results: [Int]) -> Attrs {
+        var a = Attrs()
+        a.set("ops", .string(steps.map(\.0).joined(separator: ",")))
+        a.set("operands", .ints(steps.flatMap { [$0.1, $0.2] }))
+        a.set("results", .ints(results))
+        return a
+    }
+
+    func testAFusedChainWritesOnlyOverInputsNoLaterStepReads() throws {
+        let fused = OpRegistry.index["fused_elementwise"]!
+        let n = 5000
+        // t0 = exp(x); t1 = t0 + x: t0 may not take x (t1 reads it after), t1 may.
+        let attrs = chain([("exp", 0, -1), ("add", 1, 0)], results: [0, 1])
+        let x = try Tensor(values(n, 11), shape: [n])
+        let want = try OpRegistry.ops[fused].run([x], attrs).map { try $0.array(Float.self).map(\.bitPattern) }
+        let xp = x.storage.pointer
+        BufferReuse.offer([x])
+        let got = try OpRegistry.ops[fused].run([x], attrs)
+        BufferReuse.clear()
+        XCTAssertNotEqual(got[0].storage.pointer, xp)
+        XCTAssertEqual(got[1].storage.pointer, xp)
+        XCTAssertEqual(try got.map { try $0.array(Float.self).map(\.bitPattern) }, want)
+
+        // power re-reads its operands after writing: never over the one it reads last.
+        let pa = chain([("power", 0, 1)], results: [0])
+        let b = try Tensor(values(n, 12).map { $0 * 3 }, shape: [n])
+        let wantPow = try OpRegistry.ops[fused].run([x, b], pa)[0].array(Float.self).map(\.bitPattern)
+        BufferReuse.offer([x, b])
+        let pow = try OpRegistry.ops[fused].run([x, b], pa)[0]
+        BufferReuse.clear()
+        XCTAssertFalse([x.storage.pointer, b.storage.pointer].contains(pow.storage.pointer))
+        XCTAssertEqual(try pow.array(Float.self).map(\.bitPattern), wantPow)
+    }
+
+    func testAnOptimizedProgramWritesItsFusedChainOverADonatedInput() throws {
+        let n = 4096
+        let x = try Tensor(values(n, 13), shape: [n])
+        try Tracer.begin()
+        try Tracer.declareInput(x)
+        let y = try op("tanh", try op("add", try op("multiply", x, x), x))
+        let program = try Tracer.end(outputs: [y]).optimized()
+        XCTAssertTrue(program.nodes.contains { if case .op(_, "fused_elementwise", _, _, _) = $0 { true } else { false } })
+        let want = try y.array(Float.self).map(\.bitPattern)
+        var args = [try Tensor(values(n, 13), shape: [n])]
+        let xp = args[0].storage.pointer
+        let out = try program.run(consuming: &args)
+        XCTAssertEqual(out[0].storage.pointer, xp)
+        XCTAssertEqual(try out[0].array(Float.self).map(\.bitPattern), want)
+    }
+
     func testUniqueStorageCheck() throws {
         let t = try Tensor(values(8, 9), shape: [8])
         XCTAssertTrue(t.hasUniqueStorage())
