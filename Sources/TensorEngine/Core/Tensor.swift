@@ -224,8 +224,10 @@ public final class Tensor {
         case pending(source: Tensor)
         case copied(Storage)
     }
-    /// A var only so `hasUniqueStorage` can set it aside for a moment.
-    private var backing: Backing
+    /// A var only so `hasUniqueStorage` can set it aside for a moment, which it does while
+    /// its caller holds the only reference to the tensor: no access can overlap that one,
+    /// and the dynamic exclusivity checks would cost every read of `storage`.
+    @exclusivity(unchecked) private var backing: Backing
     private let deferred: Mutex<DeferredState>
     public let shape: [Int]
     public let dtype: DType
