@@ -155,3 +155,32 @@ def test_graph_run_donate_rejects_bad_arguments():
     assert inputs == [None]
     with pytest.raises(TypeError, match="expected a graph"):
         _swiftkeras.graph_run(object(), [_fresh()], [True])
+
+
+def test_a_failed_donating_run_gives_back_what_it_did_not_take(monkeypatch):
+    from keras_swift.src import compiled
+    from keras_swift.src.engine import _C
+
+    x, y = _data()
+    model = _model(True)
+    model.fit(x[:16], y[:16], batch_size=8, epochs=1, verbose=0, shuffle=False)
+    bias = model.trainable_variables[1]
+    kept = bias.value  # held here: not handed over
+    other = _exp_graph()
+
+    class Failing:
+        def __getattr__(self, name):
+            return getattr(_C, name)
+
+        @staticmethod
+        def graph_run(graph, inputs, donate=None):
+            # The engine takes the donated inputs, then rejects the call.
+            return _C.graph_run(other, inputs, donate)
+
+    monkeypatch.setattr(compiled, "_C", Failing())
+    with pytest.raises(ValueError, match="takes 1 input") as info:
+        model.fit(x[16:24], y[16:24], batch_size=8, epochs=1, verbose=0, shuffle=False)
+    assert bias._value is kept
+    lost = [v for v in model.trainable_variables + model.optimizer.variables if v._value is None]
+    assert lost, "the other assigned variables were donated"
+    assert any("handed their values to the failed step" in note for note in info.value.__notes__)
