@@ -253,7 +253,8 @@ te_status te_graph_run(te_graph graph, const te_tensor *inputs, int32_t n_inputs
 /* te_graph_run that takes over the caller's reference to each inputs[i] with
  * donate[i] != 0 (donate may be NULL: none). Once n_inputs >= 0 and inputs is
  * non-NULL (or n_inputs is 0), every such non-NULL handle is the engine's,
- * whatever the status: the caller must not use or release it again. Where the
+ * whatever the status: the caller must not use or release it again (a handle
+ * flagged twice gives up two references). Where the
  * engine then holds the only reference to a donated tensor and its storage
  * (no other handle, view, reshape or DLPack export shares it, and it wraps no
  * foreign memory), an op the graph runs after that input's last use may write
