@@ -55,6 +55,31 @@ public func te_graph_run(_ graph: OpaquePointer?, _ inputs: UnsafePointer<Opaque
     }
 }
 
+@_cdecl("te_graph_run_donating")
+public func te_graph_run_donating(_ graph: OpaquePointer?, _ inputs: UnsafePointer<OpaquePointer?>?, _ nInputs: Int32,
+                                  _ donate: UnsafePointer<UInt8>?, _ outputs: UnsafeMutablePointer<OpaquePointer?>?,
+                                  _ maxOutputs: Int32, _ nOutputs: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guarded {
+        nOutputs?.pointee = 0
+        guard nInputs >= 0, nInputs == 0 || inputs != nil else { throw EngineError.value("bad input array") }
+        // The donated references first, whatever fails next: the header promises they are
+        // the engine's once the array itself is valid.
+        var ins: [Tensor?] = (0..<Int(nInputs)).map { i in
+            guard let h = inputs![i], let d = donate, d[i] != 0 else { return nil }
+            return Unmanaged<Tensor>.fromOpaque(UnsafeRawPointer(h)).takeRetainedValue()
+        }
+        let p = try program(graph)
+        guard p.outputs.count <= Int(maxOutputs), p.outputs.isEmpty || outputs != nil else {
+            throw EngineError.value("the graph returns \(p.outputs.count) outputs, room for \(maxOutputs)")
+        }
+        var args = try ins.indices.map { i in try ins[i] ?? tensor(inputs![i]) }
+        ins.removeAll()
+        let results = try p.run(consuming: &args)
+        for (i, r) in results.enumerated() { outputs![i] = handle(r) }
+        nOutputs?.pointee = Int32(results.count)
+    }
+}
+
 @_cdecl("te_graph_save")
 public func te_graph_save(_ graph: OpaquePointer?, _ path: UnsafePointer<CChar>?) -> Int32 {
     guarded {

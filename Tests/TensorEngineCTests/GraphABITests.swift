@@ -215,6 +215,87 @@ final class GraphABITests: XCTestCase {
         XCTAssertNil(loaded)
     }
 
+    /// A handle whose tensor the test watches through `alive` (nil once the last reference went).
+    private func watched(_ values: [Float]) throws -> (OpaquePointer?, () -> Bool) {
+        let t = try Tensor(values, shape: [values.count])
+        weak var w = t
+        return (OpaquePointer(Unmanaged.passRetained(t).toOpaque()), { w != nil })
+    }
+
+    func testDonatedInputsAreTakenOver() throws {
+        let x = make(values(40, 7), [40])
+        defer { te_tensor_release(x) }
+        XCTAssertEqual(te_trace_begin(), 0)
+        XCTAssertEqual(te_trace_input(x), 0)
+        let z = try call("exp", x)
+        defer { te_tensor_release(z) }
+        var outs: [OpaquePointer?] = [z]
+        var graph: OpaquePointer? = nil
+        XCTAssertEqual(te_trace_end(&outs, 1, &graph), 0)
+        defer { te_graph_release(graph) }
+        func runDonating(_ g: OpaquePointer?, _ ins: [OpaquePointer?], _ donate: [UInt8]?, n: Int32? = nil,
+                         room: Int32 = 1) -> (Int32, OpaquePointer?) {
+            var out: OpaquePointer? = nil
+            var count: Int32 = 7
+            let st = ins.withUnsafeBufferPointer { i in
+                if let d = donate {
+                    return d.withUnsafeBufferPointer { te_graph_run_donating(g, i.baseAddress, n ?? Int32(ins.count), $0.baseAddress, &out, room, &count) }
+                }
+                return te_graph_run_donating(g, i.baseAddress, n ?? Int32(ins.count), nil, &out, room, &count)
+            }
+            XCTAssertEqual(count, st == 0 ? 1 : 0)
+            return (st, out)
+        }
+
+        // Donated and otherwise unreferenced: exp writes over it, and the engine releases it.
+        let (d, alive) = try watched(values(40, 7))
+        let data = te_tensor_data(d)
+        let (st, y) = runDonating(graph, [d], [1])
+        XCTAssertEqual(st, 0, String(cString: te_last_error()))
+        XCTAssertEqual(te_tensor_data(y), data, "the output took the donated buffer")
+        XCTAssertEqual(floats(y), floats(z))
+        XCTAssertFalse(alive(), "the engine released the donated reference")
+        te_tensor_release(y)
+
+        // Donated but also held by a second reference: only read.
+        let shared = make(values(40, 7), [40])
+        defer { te_tensor_release(shared) }
+        _ = te_tensor_retain(shared)  // the reference the call takes over
+        let (st2, y2) = runDonating(graph, [shared], [1])
+        XCTAssertEqual(st2, 0)
+        XCTAssertNotEqual(te_tensor_data(y2), te_tensor_data(shared))
+        XCTAssertEqual(floats(shared), values(40, 7))
+        te_tensor_release(y2)
+
+        // Not flagged (or no flags at all): as te_graph_run.
+        for flags in [[UInt8(0)], nil] {
+            let (st3, y3) = runDonating(graph, [x], flags)
+            XCTAssertEqual(st3, 0)
+            XCTAssertEqual(floats(x), values(40, 7))
+            te_tensor_release(y3)
+        }
+
+        // Errors hand nothing out, and a flagged handle is the engine's whatever the status.
+        let wrong = make([1, 2], [2])
+        defer { te_tensor_release(wrong) }
+        for (g, extra, room) in [(nil, false, Int32(1)), (graph, true, 1), (graph, false, 0)] {
+            let (h, alive) = try watched(values(40, 7))
+            let (st, out) = runDonating(g, extra ? [h, wrong] : [h], extra ? [1, 0] : [1], room: room)
+            XCTAssertEqual(st, 1)
+            XCTAssertNil(out)
+            XCTAssertFalse(alive(), "released on failure")
+        }
+        let (w, wrongAlive) = try watched([1, 2])
+        XCTAssertEqual(runDonating(graph, [w], [1]).0, 1, "wrong shape")
+        XCTAssertFalse(wrongAlive())
+        XCTAssertEqual(runDonating(graph, [nil], [1]).0, 1, "a null handle")
+        XCTAssertEqual(runDonating(graph, [x], [1], n: -1).0, 1, "a negative count takes nothing")
+        XCTAssertEqual(floats(x), values(40, 7))
+        var none: OpaquePointer? = nil
+        var n: Int32 = 0
+        XCTAssertEqual(te_graph_run_donating(graph, nil, 1, nil, &none, 1, &n), 1, "no input array")
+    }
+
     func testUnreplayableTraceIsNotImplemented() throws {
         let x = make([1, 2], [2])
         defer { te_tensor_release(x) }

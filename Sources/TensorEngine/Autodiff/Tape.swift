@@ -28,7 +28,8 @@ final class TapeNode {
 }
 
 /// Per-thread autodiff state: a stack of tapes and a pause counter (gradient computation and
-/// `stop_gradient` run with recording paused).
+/// `stop_gradient` run with recording paused); also the buffers a compiled program's runner
+/// offers the op it runs (`BufferReuse`).
 final class TapeState {
     // One per thread, so no two accesses can overlap; the dynamic exclusivity checks cost
     // every op (Tape.record reads both).
@@ -36,6 +37,7 @@ final class TapeState {
     @exclusivity(unchecked) var paused = 0
     /// While a VJP runs in `backpropagate`: which of its node's inputs are tracked.
     @exclusivity(unchecked) var inputsTracked: [Bool]?
+    @exclusivity(unchecked) var reusable: [Tensor] = []
 }
 
 private let tapeKey: pthread_key_t = {

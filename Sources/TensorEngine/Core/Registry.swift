@@ -208,10 +208,10 @@ public struct OpDef {
 
     /// An op of several outputs, named by `outputs`.
     public init(_ name: String, inputs: [InputSpec], outputs: [String], attrs: [AttrSpec] = [],
-                dtypes: DTypeSet = .real, grad: Differentiability = .yes, constantOutputs: [Int] = [], doc: String,
-                _ run: @escaping ([Tensor], Attrs) throws -> [Tensor]) {
+                dtypes: DTypeSet = .real, grad: Differentiability = .yes, constantOutputs: [Int] = [],
+                inPlace: InPlace = .none, doc: String, _ run: @escaping ([Tensor], Attrs) throws -> [Tensor]) {
         let s = OpSchema(name, inputs: inputs, outputs: outputs, attrs: attrs, dtypes: dtypes, grad: grad,
-                         constantOutputs: constantOutputs, doc: doc)
+                         constantOutputs: constantOutputs, inPlace: inPlace, doc: doc)
         schema = s
         self.run = { inputs, attrs in
             var a = attrs
@@ -231,9 +231,10 @@ public struct OpDef {
     /// `output...` in its schema. Not checked for missing gradients: where it records on a
     /// tape it runs other registry ops, which are.
     public init(_ name: String, inputs: [InputSpec], variadicOutputs output: String, attrs: [AttrSpec] = [],
-                dtypes: DTypeSet = .real, doc: String, _ run: @escaping ([Tensor], Attrs) throws -> [Tensor]) {
+                dtypes: DTypeSet = .real, inPlace: InPlace = .none, doc: String,
+                _ run: @escaping ([Tensor], Attrs) throws -> [Tensor]) {
         let s = OpSchema(name, inputs: inputs, outputs: [output + "..."], attrs: attrs, dtypes: dtypes, grad: .yes,
-                         doc: doc)
+                         inPlace: inPlace, doc: doc)
         schema = s
         self.run = { inputs, attrs in
             var a = attrs
@@ -246,8 +247,10 @@ public struct OpDef {
 
     /// An op of one output.
     public init(_ name: String, inputs: [InputSpec], attrs: [AttrSpec] = [], dtypes: DTypeSet = .real,
-                grad: Differentiability = .yes, doc: String, _ run: @escaping ([Tensor], Attrs) throws -> Tensor) {
-        let s = OpSchema(name, inputs: inputs, outputs: ["out"], attrs: attrs, dtypes: dtypes, grad: grad, doc: doc)
+                grad: Differentiability = .yes, inPlace: InPlace = .none, doc: String,
+                _ run: @escaping ([Tensor], Attrs) throws -> Tensor) {
+        let s = OpSchema(name, inputs: inputs, outputs: ["out"], attrs: attrs, dtypes: dtypes, grad: grad,
+                         inPlace: inPlace, doc: doc)
         self.init(s, { inputs, attrs in
             var a = attrs
             try s.check(inputs, &a)
@@ -259,8 +262,9 @@ public struct OpDef {
 
     /// An op of one input and one output.
     public init(unary name: String, attrs: [AttrSpec] = [], dtypes: DTypeSet = .real, grad: Differentiability = .yes,
-                doc: String, _ run: @escaping (Tensor, Attrs) throws -> Tensor) {
-        let s = OpSchema(name, inputs: ["x"], outputs: ["out"], attrs: attrs, dtypes: dtypes, grad: grad, doc: doc)
+                inPlace: InPlace = .none, doc: String, _ run: @escaping (Tensor, Attrs) throws -> Tensor) {
+        let s = OpSchema(name, inputs: ["x"], outputs: ["out"], attrs: attrs, dtypes: dtypes, grad: grad,
+                         inPlace: inPlace, doc: doc)
         self.init(s, { inputs, attrs in
             var a = attrs
             try s.check(inputs, &a)

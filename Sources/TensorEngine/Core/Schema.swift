@@ -155,6 +155,28 @@ public enum Differentiability: Sendable {
     case missing
 }
 
+/// Which of an op's inputs an output may be written over: the kernel writes output element
+/// i after its last read of that input's element i and reads no other of its elements, and
+/// the output has the input's shape and dtype. A compiled program uses it to hand an output
+/// the buffer of an input that dies at the op (Program.swift); the op takes it only where it
+/// asks `Tensor.output(shape:dtype:reusing:)` for that output's buffer.
+public enum InPlace: @unchecked Sendable {
+    case none
+    /// Output `output` over input `input`, for each pair.
+    case pairs([(output: Int, input: Int)])
+    /// Any output over any input of its shape (a fused elementwise chain, whose kernel picks).
+    case any
+
+    /// The input positions (of `inputCount`) some output may be written over.
+    func inputs(count inputCount: Int) -> [Int] {
+        switch self {
+        case .none: return []
+        case .any: return Array(0..<inputCount)
+        case .pairs(let p): return p.map(\.input).filter { $0 < inputCount }
+        }
+    }
+}
+
 /// Everything the registry knows about an op besides its kernel.
 public final class OpSchema: @unchecked Sendable {
     public let name: String
@@ -166,6 +188,7 @@ public final class OpSchema: @unchecked Sendable {
     public let grad: Differentiability
     /// Outputs whose gradient is zero by definition (slogdet's sign).
     public let constantOutputs: [Int]
+    public let inPlace: InPlace
     public let doc: String
 
     let minInputs: Int
@@ -173,9 +196,11 @@ public final class OpSchema: @unchecked Sendable {
     let requiredAttrs: Int
 
     public init(_ name: String, inputs: [InputSpec], outputs: [String], attrs: [AttrSpec],
-                dtypes: DTypeSet, grad: Differentiability, constantOutputs: [Int] = [], doc: String) {
+                dtypes: DTypeSet, grad: Differentiability, constantOutputs: [Int] = [], inPlace: InPlace = .none,
+                doc: String) {
         self.name = name
         self.constantOutputs = constantOutputs
+        self.inPlace = inPlace
         self.inputs = inputs
         self.outputs = outputs
         self.attrs = attrs

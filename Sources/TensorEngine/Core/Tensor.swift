@@ -224,7 +224,10 @@ public final class Tensor {
         case pending(source: Tensor)
         case copied(Storage)
     }
-    private let backing: Backing
+    /// A var only so `hasUniqueStorage` can set it aside for a moment, which it does while
+    /// its caller holds the only reference to the tensor: no access can overlap that one,
+    /// and the dynamic exclusivity checks would cost every read of `storage`.
+    @exclusivity(unchecked) private var backing: Backing
     private let deferred: Mutex<DeferredState>
     public let shape: [Int]
     public let dtype: DType
@@ -346,6 +349,41 @@ public final class Tensor {
         return false
     }
 
+    /// Whether this tensor's bytes may be overwritten without anyone seeing: dense (not a
+    /// deferred copy), not borrowed, and its storage held by this tensor alone (no reshape or
+    /// alias shares it). The caller holds the only reference to the tensor itself (checked
+    /// with `isKnownUniquelyReferenced`), so no other thread reads `backing` meanwhile.
+    func hasUniqueStorage() -> Bool {
+        guard case .dense(var s) = backing, !s.isExternal else { return false }
+        // The storage counted once, by `s`: the tensor's own reference is set aside.
+        backing = .dense(Tensor.placeholderStorage)
+        let unique = isKnownUniquelyReferenced(&s)
+        backing = .dense(s)
+        return unique
+    }
+
+    /// Stands in for a storage while `hasUniqueStorage` counts its references; never freed.
+    private static let placeholderStorage = Storage(
+        adopting: UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64), byteCount: 0, capacity: 64)
+
+    /// An op's output buffer: the storage of `candidate` where a compiled program's runner
+    /// offered it (an input dead after this op that nothing else can see, `BufferReuse`) and
+    /// it has this shape and dtype, else a new uninitialised tensor. Only for an op whose
+    /// schema declares the output may be written over that input (`InPlace`), and only at the
+    /// point where it allocates that output, never for scratch.
+    @inline(__always)
+    static func output(shape: [Int], dtype: DType, reusing candidate: Tensor) throws -> Tensor {
+        if let t = BufferReuse.claim(candidate, shape, dtype) { return t }
+        return try Tensor(empty: shape, dtype: dtype)
+    }
+
+    /// `output(shape:dtype:reusing:)` that may take either of two inputs' buffers.
+    @inline(__always)
+    static func output(shape: [Int], dtype: DType, reusing a: Tensor, _ b: Tensor) throws -> Tensor {
+        if let t = BufferReuse.claim(a, shape, dtype) ?? BufferReuse.claim(b, shape, dtype) { return t }
+        return try Tensor(empty: shape, dtype: dtype)
+    }
+
     /// A tensor holding `values` with the given shape (default: 1-D).
     public convenience init<T: TensorElement>(_ values: [T], shape: [Int]? = nil) throws {
         let s = shape ?? [values.count]
@@ -422,6 +460,45 @@ public final class Tensor {
         case .complex64: body(p, read(Complex<Float>.self))
         case .complex128: body(p, read(Complex<Double>.self))
         }
+    }
+}
+
+/// The inputs whose buffers the op running on this thread may write its outputs over: set by
+/// a compiled program's runner around one op node (Program.swift) after checking that no one
+/// else can see them, empty everywhere else. Per thread, in `TapeState`, which every op
+/// already fetches.
+enum BufferReuse {
+    /// Offers `tensors` to the op about to run on this thread.
+    static func offer(_ tensors: [Tensor]) {
+        currentTapeState().reusable = tensors
+    }
+
+    /// Withdraws whatever the op did not take.
+    static func clear() {
+        let s = currentTapeState()
+        if !s.reusable.isEmpty { s.reusable.removeAll() }
+    }
+
+    /// Runs `body` (ops an op runs on its own inputs, one by one) with nothing offered:
+    /// there an input still has readers after the inner op that would overwrite it.
+    static func withheld<R>(_ body: () throws -> R) rethrows -> R {
+        let s = currentTapeState()
+        guard !s.reusable.isEmpty else { return try body() }
+        let saved = s.reusable
+        s.reusable = []
+        defer { s.reusable = saved }
+        return try body()
+    }
+
+    /// A new tensor on `candidate`'s storage if it was offered and has this shape and dtype;
+    /// it is then withdrawn, so no second output takes it.
+    @inline(__always)
+    static func claim(_ candidate: Tensor, _ shape: [Int], _ dtype: DType) -> Tensor? {
+        let s = currentTapeState()
+        guard !s.reusable.isEmpty, candidate.dtype == dtype, candidate.shape == shape,
+              let k = s.reusable.firstIndex(where: { $0 === candidate }) else { return nil }
+        s.reusable.remove(at: k)
+        return Tensor(storage: candidate.storage, shape: shape, dtype: dtype, count: candidate.count)
     }
 }
 

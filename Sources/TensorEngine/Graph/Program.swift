@@ -19,7 +19,12 @@
 // A program is specialised on its inputs' dtypes and shapes (like `jax.jit`): `run`
 // rejects anything else. It is immutable once built; building it validates it (SSA order
 // and scoping, op indices, balanced tapes) and computes a liveness plan, so `run` drops each
-// intermediate right after its last use. `eliminatingDeadCode()` drops nodes whose
+// intermediate right after its last use, and from it a reuse plan: at each op node, the
+// inputs dying there that the op may write an output over (its schema's `InPlace`). At run
+// time such an input is offered to the op only if no one else can see it (its tensor and
+// storage referenced by the runner alone, dense, not borrowed, not kept by a recording
+// tape), so reuse is never observable; a caller's input qualifies only when the caller
+// gave up its reference (`run(consuming:)`). `eliminatingDeadCode()` drops nodes whose
 // outputs reach no program output and have no side effect.
 #if canImport(Glibc)
 import Glibc
@@ -171,6 +176,10 @@ public final class Program {
     /// The liveness plan (per node, the values whose last use it is; the inputs and
     /// constants nothing reads), with control-flow nodes' plans for their blocks.
     let plan: BlockPlan
+    /// Per top-level node: the values its op may write an output over (see the top of this
+    /// file). Never a constant (the program holds it) nor a program output (it is not dead);
+    /// so an output taking a buffer aliases nothing live.
+    let reusePlan: [[Int]]
     /// Runs of one program are serialised: a set-requires-grad node may change a constant's
     /// flag, which another thread's run would read.
     private let runLock = Mutex(())
@@ -182,6 +191,37 @@ public final class Program {
         self.constants = constants
         self.nodes = nodes
         plan = try Program.validateAndPlan(valueCount, inputs, outputs, constants, nodes)
+        reusePlan = Program.planReuse(nodes, plan, constants)
+    }
+
+    /// The reuse plan from the liveness plan: per op node, the inputs whose last reader it is
+    /// and that its schema lets an output be written over.
+    private static func planReuse(_ nodes: [GraphNode], _ plan: BlockPlan, _ constants: [Constant]) -> [[Int]] {
+        let isConstant = Set(constants.map(\.value))
+        return nodes.enumerated().map { n, node in
+            guard case .op(let index, _, _, let ins, _) = node else { return [] }
+            let dying = Set(plan.freeAfter[n])
+            var seen = Set<Int>()
+            return OpRegistry.ops[index].schema.inPlace.inputs(count: ins.count).map { ins[$0] }
+                .filter { dying.contains($0) && !isConstant.contains($0) && seen.insert($0).inserted }
+        }
+    }
+
+    /// Offers the op reading `ins` those of `values` (inputs dying at it) that no one but the
+    /// slots can see (`BufferReuse`); whether it offered any.
+    private static func offerDying(_ values: [Int], _ ins: [Int], _ slots: inout [Tensor?]) -> Bool {
+        // A recording tape keeps an op's inputs for its VJP, which would read them overwritten.
+        if Tape.shouldRecord(ins.compactMap { slots[$0] }) { return false }
+        var offered: [Tensor] = []
+        for v in values {
+            guard var t = slots[v] else { continue }
+            slots[v] = nil
+            if isKnownUniquelyReferenced(&t) && t.hasUniqueStorage() { offered.append(t) }
+            slots[v] = t
+        }
+        if offered.isEmpty { return false }
+        BufferReuse.offer(offered)
+        return true
     }
 
     /// Checks SSA order and scoping, op indices and names, balanced tapes and control-flow
@@ -199,9 +239,25 @@ public final class Program {
         try run(inputs: args, observer: nil)
     }
 
+    /// `run(inputs:)` taking over the references in `args`, which it empties (also on
+    /// failure): an input nothing else references once they are gone (a variable's old value
+    /// the caller is about to replace) may have its buffer written over by the program after
+    /// its last use. Inputs still referenced elsewhere are only read, as by `run(inputs:)`.
+    public func run(consuming args: inout [Tensor]) throws -> [Tensor] {
+        try run(consuming: &args, observer: nil)
+    }
+
     /// `observer` sees the value slots after each node has run and its dead values were
-    /// dropped (tests check liveness through it).
-    func run(inputs args: [Tensor], observer: ((Int, [Tensor?]) -> Void)?) throws -> [Tensor] {
+    /// dropped (tests check liveness through it). `reuse`: whether ops may write over dying
+    /// inputs' buffers (tests compare runs without).
+    func run(inputs args: [Tensor], observer: ((Int, [Tensor?]) -> Void)?, reuse: Bool = true) throws -> [Tensor] {
+        // A second reference to the caller's array: it keeps every input referenced.
+        var held = args
+        return try run(consuming: &held, observer: observer, reuse: reuse)
+    }
+
+    func run(consuming args: inout [Tensor], observer: ((Int, [Tensor?]) -> Void)?, reuse: Bool = true) throws -> [Tensor] {
+        defer { args.removeAll() }
         Tracer.programRunning()
         guard args.count == inputs.count else {
             throw EngineError.value("program takes \(inputs.count) input(s), got \(args.count)")
@@ -222,6 +278,7 @@ public final class Program {
                     slots[spec.value] = alias
                 }
             }
+            args.removeAll()
             for v in plan.unusedAtEntry { slots[v] = nil }
             let depth = Tape.depth
             var captured: [Int: CapturedOp] = [:]
@@ -231,6 +288,10 @@ public final class Program {
                         try Program.runCapturing(node, capture, &captured, &slots)
                     } else if case .vjp(let step) = node {
                         try Program.runVJP(step, dropsCapture: plan.lastVJP.contains(n), &captured, &slots)
+                    } else if reuse, !reusePlan[n].isEmpty, case .op(_, _, _, let ins, _) = node,
+                              Program.offerDying(reusePlan[n], ins, &slots) {
+                        defer { BufferReuse.clear() }
+                        try Program.execute(node, plan, n, &slots)
                     } else {
                         try Program.execute(node, plan, n, &slots)
                     }

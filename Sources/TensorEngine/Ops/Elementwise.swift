@@ -578,6 +578,10 @@ public enum BinaryOp: String, CaseIterable {
         }
     }
     var isLogical: Bool { self == .logicalAnd || self == .logicalOr || self == .logicalXor }
+    /// Whether the output may be written over an operand of its shape (`InPlace`): not for a
+    /// bool result, nor power, whose float32 kernel re-reads its operands after writing (the
+    /// lanes `VecMath.pow` leaves to powf).
+    var inPlace: Bool { !isComparison && !isLogical && self != .power }
     var floatOnly: Bool { self == .arctan2 || self == .nextafter }
 }
 
@@ -614,7 +618,8 @@ public func binary(_ op: BinaryOp, _ a0: Tensor, _ b0: Tensor) throws -> Tensor 
         return op.isComparison ? r : try cast(r, to: .bool)
     }
     let shape = try broadcastShapes(a.shape, b.shape)
-    let out = try Tensor(empty: shape, dtype: op.isComparison ? .bool : dt)
+    let out = op.inPlace ? try Tensor.output(shape: shape, dtype: dt, reusing: a, b)
+                         : try Tensor(empty: shape, dtype: op.isComparison ? .bool : dt)
     struct K: NumericVisitor {
         let op: BinaryOp, a: Tensor, b: Tensor, out: Tensor
         func visit<T: NumElem>(_: T.Type) throws {
@@ -902,7 +907,7 @@ public func unary(_ op: UnaryOp, _ x0: Tensor) throws -> Tensor {
             default: return try cast(try unary(op, try cast(x0, to: .int8)), to: .bool)
             }
         }
-        let out = try Tensor(empty: x0.shape, dtype: x0.dtype)
+        let out = try Tensor.output(shape: x0.shape, dtype: x0.dtype, reusing: x0)
         struct K: NumericVisitor {
             let op: UnaryOp, x: Tensor, out: Tensor
             func visit<T: NumElem>(_: T.Type) throws {
@@ -920,7 +925,7 @@ public func unary(_ op: UnaryOp, _ x0: Tensor) throws -> Tensor {
         return out
     }
     let x = x0
-    let out = try Tensor(empty: x.shape, dtype: x.dtype)
+    let out = try Tensor.output(shape: x.shape, dtype: x.dtype, reusing: x)
     struct K: FloatVisitor {
         let op: UnaryOp, x: Tensor, out: Tensor
         func visit<T: FloatElem>(_: T.Type) throws {
@@ -1193,20 +1198,24 @@ private let unaryTable: [(String, UnaryOp, String, Differentiability, Bool)] = [
 let elementwiseOps: [OpDef] = {
     var defs: [OpDef] = BinaryOp.allCases.map { op in
         OpDef(op.rawValue, inputs: ["a", "b"], dtypes: op.dtypes, grad: op.grad,
-              doc: op.doc + "; broadcasts, promotes") { t, _ in try binary(op, t[0], t[1]) }
+              inPlace: op.inPlace ? .pairs([(0, 0), (0, 1)]) : .none, doc: op.doc + "; broadcasts, promotes") { t, _ in try binary(op, t[0], t[1]) }
     }
     for (name, op, doc, grad, complex) in unaryTable {
-        defs.append(OpDef(unary: name, dtypes: complex ? .all : .real, grad: grad, doc: doc) { x, _ in try unary(op, x) })
+        defs.append(OpDef(unary: name, dtypes: complex ? .all : .real, grad: grad,
+                          inPlace: op.returnsBool ? .none : .pairs([(0, 0)]), doc: doc) { x, _ in try unary(op, x) })
     }
     defs += [
         OpDef(unary: "gelu", attrs: [.bool("approximate", default: true)],
+              inPlace: .pairs([(0, 0)]),
               doc: "Gaussian error linear unit (the tanh approximation when approximate)") { x, a in
             try unary(.gelu(approximate: a.bool("approximate")), x)
         },
-        OpDef(unary: "elu", attrs: [.float("alpha", default: 1)], doc: "x if x > 0 else alpha * (e ** x - 1)") { x, a in
+        OpDef(unary: "elu", attrs: [.float("alpha", default: 1)], inPlace: .pairs([(0, 0)]),
+              doc: "x if x > 0 else alpha * (e ** x - 1)") { x, a in
             try unary(.elu(alpha: a.float("alpha")), x)
         },
         OpDef(unary: "leaky_relu", attrs: [.float("negative_slope", default: 0.2)],
+              inPlace: .pairs([(0, 0)]),
               doc: "x if x >= 0 else negative_slope * x") { x, a in
             try unary(.leakyRelu(slope: a.float("negative_slope")), x)
         },

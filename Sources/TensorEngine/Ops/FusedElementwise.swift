@@ -101,12 +101,15 @@ extension FusedInstruction.Kernel {
 func fusedElementwise(_ inputs: [Tensor], _ attrs: Attrs) throws -> [Tensor] {
     let (program, results) = try ElementwiseFusion.instructions(attrs, inputCount: inputs.count)
     if let r = try fusedByBlocks(inputs, program, results) { return r }
-    var values = inputs
-    for ins in program {
-        let args = ins.b < 0 ? [values[ins.a]] : [values[ins.a], values[ins.b]]
-        values.append(try OpRegistry.ops[ins.op].run(args, Attrs())[0])
+    // One by one, an input may still be read after the op that would overwrite it.
+    return try BufferReuse.withheld {
+        var values = inputs
+        for ins in program {
+            let args = ins.b < 0 ? [values[ins.a]] : [values[ins.a], values[ins.b]]
+            values.append(try OpRegistry.ops[ins.op].run(args, Attrs())[0])
+        }
+        return results.map { values[inputs.count + $0] }
     }
-    return results.map { values[inputs.count + $0] }
 }
 
 /// The blocked evaluation, or nil where it does not apply (see the top of this file; tests
@@ -145,13 +148,34 @@ func fusedByBlocks(_ inputs: [Tensor], _ program: [FusedInstruction], _ results:
     // ops themselves.
     var scalars = [Tensor?](repeating: nil, count: base + program.count)
     for (i, t) in inputs.enumerated() where t.count == 1 { scalars[i] = t }
-    for (j, ins) in program.enumerated() where counts[base + j] == 1 {
-        let args = ins.b < 0 ? [scalars[ins.a]!] : [scalars[ins.a]!, scalars[ins.b]!]
-        scalars[base + j] = try OpRegistry.ops[ins.op].run(args, Attrs())[0]
+    try BufferReuse.withheld {
+        for (j, ins) in program.enumerated() where counts[base + j] == 1 {
+            let args = ins.b < 0 ? [scalars[ins.a]!] : [scalars[ins.a]!, scalars[ins.b]!]
+            scalars[base + j] = try OpRegistry.ops[ins.op].run(args, Attrs())[0]
+        }
+    }
+    // An output may take the buffer of an input no later instruction reads (a block of it
+    // is read before the output's block is written); of one its own instruction reads,
+    // unless that is power, whose kernel re-reads its operands after writing.
+    var lastRead = [Int](repeating: -1, count: base)
+    for (j, ins) in program.enumerated() {
+        for r in [ins.a, ins.b] where r >= 0 && r < base { lastRead[r] = j }
+    }
+    let lastIsPower = lastRead.map { j -> Bool in
+        if j >= 0, case .binary(.power) = program[j].kernel { return true }
+        return false
     }
     var outputOf = [Tensor?](repeating: nil, count: program.count)
     for j in results where outputOf[j] == nil {
-        outputOf[j] = try scalars[base + j] ?? Tensor(empty: shapes[base + j], dtype: dtype)
+        if let s = scalars[base + j] {
+            outputOf[j] = s
+            continue
+        }
+        var out: Tensor?
+        for i in 0..<base where out == nil && lastRead[i] <= j && !(lastRead[i] == j && lastIsPower[i]) {
+            out = BufferReuse.claim(inputs[i], shapes[base + j], dtype)
+        }
+        outputOf[j] = try out ?? Tensor(empty: shapes[base + j], dtype: dtype)
     }
     if n > 0 {
         if dtype == .float32 {
@@ -319,7 +343,7 @@ private func fusedBinary<T: FloatElem>(_ op: BinaryOp, _ a: UnsafeMutablePointer
 
 let fusedElementwiseOps: [OpDef] = [
     OpDef("fused_elementwise", inputs: ["inputs..."], variadicOutputs: "results",
-          attrs: [.string("ops"), .ints("operands"), .ints("results")], dtypes: .all,
+          attrs: [.string("ops"), .ints("operands"), .ints("results")], dtypes: .all, inPlace: .any,
           doc: "A chain of elementwise ops (Program.fusingElementwise) run block by block in cache; "
               + "ops: their names, comma-separated; operands: two references per op (input i, or "
               + "earlier op j as input count + j; -1 for a unary op's second); results: the ops it returns",

@@ -20,9 +20,11 @@ public func adamUpdate(variable x: Tensor, grad g: Tensor, m: Tensor, v: Tensor,
     guard x.dtype == .float32 || x.dtype == .float64 else {
         throw EngineError.type("adam_update needs float32 or float64 variables, got \(x.dtype)")
     }
-    let nx = try Tensor(empty: x.shape, dtype: x.dtype)
-    let nm = try Tensor(empty: x.shape, dtype: x.dtype)
-    let nv = try Tensor(empty: x.shape, dtype: x.dtype)
+    // Each element of x, m and v is read before its successor is written, so in a compiled
+    // step the successors may take their buffers (`InPlace`).
+    let nx = try Tensor.output(shape: x.shape, dtype: x.dtype, reusing: x)
+    let nm = try Tensor.output(shape: x.shape, dtype: x.dtype, reusing: m)
+    let nv = try Tensor.output(shape: x.shape, dtype: x.dtype, reusing: v)
     if x.dtype == .float32 {
         adamF32(x, g, m, v, nx, nm, nv, alpha: Float(alpha), beta1: Float(beta1), beta2: Float(beta2),
                 epsilon: Float(epsilon))
@@ -100,7 +102,7 @@ func scalarInput(_ t: Tensor, _ op: String, _ name: String) throws -> Double {
 let optimizerOps: [OpDef] = [
     OpDef("adam_update", inputs: ["variable", "grad", "m", "v", "alpha_t?"], outputs: ["variable", "m", "v"],
           attrs: [.float("alpha", absent: "the alpha_t input"), .float("beta1"), .float("beta2"), .float("epsilon")], grad: .no,
-          doc: "One fused Adam step; alpha = lr * sqrt(1 - beta2^t) / (1 - beta1^t), computed by the caller "
+          inPlace: .pairs([(0, 0), (1, 2), (2, 3)]), doc: "One fused Adam step; alpha = lr * sqrt(1 - beta2^t) / (1 - beta1^t), computed by the caller "
             + "(an attribute, or the alpha_t input when it changes per step in a compiled graph)") { t, a in
         let alpha: Double
         if t.count == 5 { alpha = try scalarInput(t[4], "adam_update", "alpha_t") }

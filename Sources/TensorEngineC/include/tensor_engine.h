@@ -250,6 +250,21 @@ te_status te_trace_block_abort(void);
  * popped again, also on failure. */
 te_status te_graph_run(te_graph graph, const te_tensor *inputs, int32_t n_inputs,
                        te_tensor *outputs, int32_t max_outputs, int32_t *n_outputs);
+/* te_graph_run that takes over the caller's reference to each inputs[i] with
+ * donate[i] != 0 (donate may be NULL: none). Once n_inputs >= 0 and inputs is
+ * non-NULL (or n_inputs is 0), every such non-NULL handle is the engine's,
+ * whatever the status: the caller must not use or release it again (a handle
+ * flagged twice gives up two references). Where the
+ * engine then holds the only reference to a donated tensor and its storage
+ * (no other handle, view, reshape or DLPack export shares it, and it wraps no
+ * foreign memory), an op the graph runs after that input's last use may write
+ * its output into the input's buffer (optimizer updates write a variable's new
+ * value over its old one; elementwise ops over a dying operand). Undonated
+ * inputs are only read, as by te_graph_run. Intermediates are reused the same
+ * way, whichever entry point runs the graph. */
+te_status te_graph_run_donating(te_graph graph, const te_tensor *inputs, int32_t n_inputs,
+                                const uint8_t *donate, te_tensor *outputs, int32_t max_outputs,
+                                int32_t *n_outputs);
 /* Writes the graph (ops by name, attributes, constants' bytes) to path. */
 te_status te_graph_save(te_graph graph, const char *path);
 /* Reads a graph written by te_graph_save. An unknown version or op, or a

@@ -320,20 +320,137 @@ PyDoc_STRVAR(trace_block_abort_doc,
 STATUS_FUNCTION(py_trace_block_abort, te_trace_block_abort)
 
 PyDoc_STRVAR(graph_run_doc,
-"graph_run(graph, inputs)\n--\n\n"
+"graph_run(graph, inputs, donate=None)\n--\n\n"
 "Run a graph on inputs (Tensors of the traced dtypes and shapes), without\n"
-"the GIL; returns its outputs as a tuple.");
+"the GIL; returns its outputs as a tuple.\n\n"
+"donate: flags, one per input (inputs must then be a list). A flagged\n"
+"Tensor that nothing but the list references is handed to the engine\n"
+"(te_graph_run_donating), which may write over its buffer once the graph\n"
+"no longer reads it: its list entry becomes None, whatever the outcome.\n"
+"A flagged Tensor referenced elsewhere stays in the list and is only read.");
+
+/* graph_run with donate flags: see graph_run_doc. */
+static PyObject *
+graph_run_donating(te_graph g, PyObject *inputs, PyObject *donate)
+{
+    if (!PyList_Check(inputs)) {
+        PyErr_Format(PyExc_TypeError, "graph_run(): inputs must be a list to donate, not %.200s",
+                     Py_TYPE(inputs)->tp_name);
+        return NULL;
+    }
+    /* The flags first: reading them may run Python code (a __bool__), which could
+     * change the list; nothing after this runs any until the wrappers go. */
+    PyObject *flags = PySequence_Fast(donate, "graph_run(): donate must be a sequence of flags");
+    if (flags == NULL) {
+        return NULL;
+    }
+    Py_ssize_t nf = PySequence_Fast_GET_SIZE(flags);
+    if (nf > INT32_MAX) {
+        Py_DECREF(flags);
+        PyErr_Format(PyExc_ValueError, "graph_run(): too many inputs (%zd)", nf);
+        return NULL;
+    }
+    uint8_t *want = PyMem_Calloc((size_t)(nf > 0 ? nf : 1), 1);
+    if (want == NULL) {
+        Py_DECREF(flags);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < nf; i++) {
+        int f = PyObject_IsTrue(PySequence_Fast_GET_ITEM(flags, i));
+        if (f < 0) {
+            Py_DECREF(flags);
+            PyMem_Free(want);
+            return NULL;
+        }
+        want[i] = (uint8_t)f;
+    }
+    Py_DECREF(flags);
+    Py_ssize_t n = PyList_GET_SIZE(inputs);
+    if (n != nf) {
+        PyMem_Free(want);
+        PyErr_Format(PyExc_ValueError, "graph_run(): %zd donate flags for %zd inputs", nf, n);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(inputs, i);
+        if (!Tensor_Check(item)) {
+            PyMem_Free(want);
+            PyErr_Format(PyExc_TypeError, "graph_run(): inputs[%zd] must be a Tensor, not %.200s", i,
+                         Py_TYPE(item)->tp_name);
+            return NULL;
+        }
+    }
+    int32_t cap = te_graph_num_outputs(g), n_out = 0;
+    te_tensor *outs = PyMem_New(te_tensor, (size_t)(cap > 0 ? cap : 1));
+    te_tensor *handles = PyMem_New(te_tensor, (size_t)(n > 0 ? n : 1));
+    PyObject *snapshot = PyList_AsTuple(inputs);
+    if (outs == NULL || handles == NULL || snapshot == NULL) {
+        PyMem_Free(want);
+        PyMem_Free(outs);
+        PyMem_Free(handles);
+        Py_XDECREF(snapshot);
+        return snapshot == NULL ? NULL : PyErr_NoMemory();
+    }
+    /* A flagged wrapper referenced only by the list (and the snapshot) gives its
+     * handle's reference to the engine; its list entry goes, and the wrapper with
+     * it before the GIL is released, so nothing (a weak reference either) can
+     * reach a wrapper without a handle. */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        TensorObject *t = (TensorObject *)PyTuple_GET_ITEM(snapshot, i);
+        handles[i] = t->handle;
+        if (want[i] && Py_REFCNT(t) == 2 && t->handle != NULL) {
+            t->handle = NULL;
+            PyList_SET_ITEM(inputs, i, Py_NewRef(Py_None));
+            Py_DECREF(t); /* the list's reference */
+        }
+        else {
+            want[i] = 0;
+        }
+    }
+    /* The undonated inputs stay referenced through the engine call; the donated
+     * wrappers go with the first snapshot (weak reference callbacks may run). */
+    PyObject *keep = PyList_AsTuple(inputs);
+    Py_DECREF(snapshot);
+    te_status st = TE_OK;
+    if (keep == NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (want[i]) {
+                te_tensor_release(handles[i]);
+            }
+        }
+        PyMem_Free(want);
+        PyMem_Free(outs);
+        PyMem_Free(handles);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    st = te_graph_run_donating(g, handles, (int32_t)n, want, outs, cap, &n_out);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(keep);
+    PyMem_Free(want);
+    PyMem_Free(handles);
+    if (st != TE_OK) {
+        PyMem_Free(outs);
+        return set_engine_error(st);
+    }
+    PyObject *result = wrap_outputs(outs, n_out);
+    PyMem_Free(outs);
+    return result;
+}
 
 static PyObject *
 py_graph_run(PyObject *mod, PyObject *args)
 {
-    PyObject *gobj, *inputs;
-    if (!PyArg_ParseTuple(args, "OO:graph_run", &gobj, &inputs)) {
+    PyObject *gobj, *inputs, *donate = Py_None;
+    if (!PyArg_ParseTuple(args, "OO|O:graph_run", &gobj, &inputs, &donate)) {
         return NULL;
     }
     te_graph g = graph_unwrap(gobj);
     if (g == NULL) {
         return NULL;
+    }
+    if (donate != Py_None) {
+        return graph_run_donating(g, inputs, donate);
     }
     te_tensor small[16];
     te_tensor *handles;

@@ -58,8 +58,13 @@ class CompiledStep:
         entry = self.graphs.get(sig)
         if entry is None:
             return self._trace(sig, data, batch, variables, values)
-        graph, out_struct, n_out, assigned = entry
-        outs = _C.graph_run(graph, _graph_inputs(values, batch))
+        graph, out_struct, n_out, assigned, donatable = entry
+        inputs = _graph_inputs(values, batch)
+        if donatable:
+            del prepared, values
+            outs = _run_donating(graph, inputs, variables, donatable)
+        else:
+            outs = _C.graph_run(graph, inputs)
         # The graph ends each assigned value as _direct_assign would (detached, flagged).
         for i, t in zip(assigned, outs[n_out:]):
             variables[i]._take_value(t)
@@ -112,6 +117,10 @@ class CompiledStep:
                 return result
             out_leaves = tree.flatten(result)
             assigned = [i for i, v in enumerate(variables) if v._value is not values[i]]
+            # A value the graph also returns (a result, or another variable's new value)
+            # is never donated.
+            returned = {id(t) for t in out_leaves + [variables[i]._value for i in assigned]}
+            donatable = [i for i in assigned if id(values[i]) not in returned]
             if not all(isinstance(t, SwiftTensor) for t in out_leaves):
                 _C.trace_abort()
                 self._give_up("the step returns a value that is not a tensor")
@@ -124,7 +133,7 @@ class CompiledStep:
         except BaseException:
             _C.trace_abort()
             raise
-        self.graphs[sig] = (graph, tree.map_structure(lambda _: 0, result), len(out_leaves), assigned)
+        self.graphs[sig] = (graph, tree.map_structure(lambda _: 0, result), len(out_leaves), assigned, donatable)
         return result
 
     def _give_up(self, reason):
@@ -135,6 +144,34 @@ class CompiledStep:
             "Pass jit_compile=False to compile() to silence this.",
             stacklevel=3,
         )
+
+
+def _run_donating(graph, inputs, variables, donatable):
+    """Runs ``graph`` on ``inputs`` (a list), donating the old values of the variables
+    in ``donatable`` (indices into ``variables``), which the step replaces: the engine
+    may then write their new values over the old buffers. A value is handed over only
+    where the inputs list holds its only reference once the variable lets go of it (a
+    value the caller kept, ``v.value`` in a list, is only read). On failure the
+    variables whose values were not handed over get them back; a donated value is gone."""
+    position = {id(t): k for k, t in enumerate(inputs)}
+    donate = [False] * len(inputs)
+    slot = {}
+    for i in donatable:
+        slot[i] = position[id(variables[i]._value)]
+        donate[slot[i]] = True
+        variables[i]._value = None
+    try:
+        return _C.graph_run(graph, inputs, donate)
+    except BaseException as e:
+        lost = 0
+        for i, k in slot.items():
+            if inputs[k] is None:
+                lost += 1
+            else:
+                variables[i]._value = inputs[k]
+        if lost:
+            e.add_note(f"keras_swift: {lost} variable(s) had handed their values to the failed step and hold none now")
+        raise
 
 
 def _is_array(x):
