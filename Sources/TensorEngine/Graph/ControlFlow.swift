@@ -142,7 +142,7 @@ struct ProgramValidator {
                 guard index >= 0, index < OpRegistry.ops.count, OpRegistry.ops[index].name == name else {
                     throw EngineError.value("program: \(what) names op '\(name)' at index \(index), which the registry does not hold")
                 }
-                for v in ins { try use(v, what); read(v, at: n) }
+                for v in ins { try use(v, "\(what) (op '\(name)')"); read(v, at: n) }
                 if let first = outs.first { opAt[first] = (n, ins.count, outs.count, depth > 0) }
             case .vjp(let step):
                 guard path.isEmpty else { throw EngineError.value("program: \(what) is a vjp node inside control flow") }
