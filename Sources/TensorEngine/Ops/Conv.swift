@@ -270,16 +270,20 @@ private struct ConvKernel: BLASVisitor {
     /// is its largest tensor (11 MB for the MNIST convnet's 128 images), and writing it and
     /// reading it back was most of that layer's time.
     private func pooledForward<T: BLASFloat>(_: T.Type, _ pool: PoolWindows, _ epilogue: Epilogue<T>?) throws {
-        let perImage = Swift.max(1, g.rowsPerImage * (g.kk + g.o) * MemoryLayout<T>.size)
+        // The convolution's output is never allocated whole, so its sizes are checked here.
+        let sizes = SizeCheck("conv (max_pool_size)")
+        let colsPerImage = try sizes.multiply(g.rowsPerImage, g.kk), outPerImage = try sizes.multiply(g.rowsPerImage, g.o)
+        let perImage = Swift.max(1, try sizes.multiply(try sizes.add(colsPerImage, outPerImage), MemoryLayout<T>.size))
         let threads = Threading.numThreads
         var images = Swift.max(1, Swift.min(g.n, im2colChunkBytes / perImage))
         if threads > 1 { images = Swift.max(1, Swift.min(images, (g.n + 2 * threads - 1) / (2 * threads))) }
         let tasks = (g.n + images - 1) / images, ow = g.outSize[2]
         let pooledRows = pool.outSize[0] * pool.outSize[1], pooledPerImage = pool.outSize.reduce(1, *) * g.o
         let table = pool.table
+        let colsCount = try sizes.multiply(images, colsPerImage), outCount = try sizes.multiply(images, outPerImage)
         func runChunks(_ range: Range<Int>) throws {
-            let cols = try Tensor(empty: [images * g.rowsPerImage * g.kk], dtype: T.dtype)
-            let convolved = try Tensor(empty: [images * g.rowsPerImage * g.o], dtype: T.dtype)
+            let cols = try Tensor(empty: [colsCount], dtype: T.dtype)
+            let convolved = try Tensor(empty: [outCount], dtype: T.dtype)
             let pc = cols.pointer(T.self), py = convolved.pointer(T.self)
             defer { withExtendedLifetime((cols, convolved)) {} }
             for task in range {
