@@ -161,6 +161,20 @@ final class EpilogueTests: XCTestCase {
         XCTAssertEqual(try want[0].array(Float.self), try got[0].array(Float.self))
     }
 
+    func testTwoProductsReadingOneAddFuseOnce() throws {
+        // h = x1 W1 + x2 W2 (Keras's two-input models): the add is one product's bias, once;
+        // taking it for both dropped the first product's node and read its value undefined.
+        let x1 = try tensor([3, 2], 1), w1 = try tensor([2, 4], 2), x2 = try tensor([3, 5], 3), w2 = try tensor([5, 4], 4)
+        try Tracer.begin()
+        for t in [x1, w1, x2, w2] { try Tracer.declareInput(t) }
+        let h = try op("relu", [try op("add", [try op("matmul", [x1, w1]), try op("matmul", [x2, w2])])])
+        let program = try Tracer.end(outputs: [h])
+        let fused = try program.optimized()
+        XCTAssertEqual(opNames(fused), ["matmul", "matmul"])
+        XCTAssertEqual(try fused.run(inputs: [x1, w1, x2, w2])[0].array(Float.self),
+                       try program.run(inputs: [x1, w1, x2, w2])[0].array(Float.self))
+    }
+
     func testThePassLeavesValuesThatAreReadElsewhere() throws {
         let x = try tensor([4, 6], 1), w = try tensor([6, 5], 2), b = try tensor([5], 3)
         // The sum is an output too: the relu stays apart (the bias still fuses).

@@ -200,10 +200,15 @@ extension Program {
         }
         var rewritten = nodes.map { Optional($0) }
         var fused = 0
+        // Adds (and activations) an earlier fusion took: in `matmul(a) + matmul(b)` both
+        // products read the one add, which only the first may take (the second would drop
+        // the first product's node and read its value as the bias).
+        var taken = Set<Int>()
         for (n, node) in nodes.enumerated() {
             guard case .op(let index, let name, var attrs, let ins, let outs) = node, index == conv || index == matmul,
                   ins.count == 2, !attrs.has("activation"), outs.count == 1,
-                  let sum = readers.reader(of: outs[0], after: n), sum.index == add, sum.inputs.count == 2, sum.outputs.count == 1
+                  let sum = readers.reader(of: outs[0], after: n), sum.index == add, sum.inputs.count == 2, sum.outputs.count == 1,
+                  !taken.contains(sum.at)
             else { continue }
             let base = sum.inputs[0] == outs[0] ? 0 : 1
             let bias = sum.inputs[1 - base]
@@ -221,6 +226,7 @@ extension Program {
                 for p in replaced { rewritten[p] = nil }
             }
             attrs.set("activation", .string(activation.rawValue))
+            taken.formUnion([sum.at, last])
             rewritten[n] = nil
             if last != sum.at { rewritten[sum.at] = nil }
             rewritten[last] = .op(index: index, name: name, attrs: attrs, inputs: ins + [bias], outputs: [result])
