@@ -233,6 +233,13 @@ public enum Tape {
         return out
     }
 
+    /// Per output of an op that recorded `nodes`: the index among them, counted from the
+    /// last, of the node the output carries, nil for none. A trace notes it and a replay
+    /// checks it (`VJPStep.outputNodes`).
+    static func carriedNodes(_ outputs: [Tensor], in nodes: [TapeNode]) -> [Int?] {
+        outputs.map { o in o.node.flatMap { n in nodes.lastIndex { $0 === n } }.map { nodes.count - 1 - $0 } }
+    }
+
     private static func backpropagate(_ nodes: [TapeNode], _ target: Tensor, _ seed: Tensor?, _ sources: [Tensor],
                                       checkRecorded: Bool) throws -> [Tensor?] {
         let seedGrad = try seedGradient(target, seed)

@@ -319,11 +319,7 @@ public final class Program {
         func read(_ v: Int) throws -> Tensor { try BlockRunner.read(slots, v) }
         switch node {
         case .op(let index, let name, let attrs, let ins, let outs):
-            let results = try OpRegistry.ops[index].run(try ins.map(read), attrs)
-            guard results.count == outs.count else {
-                throw EngineError.internal("op \(name) returned \(results.count) outputs at replay, \(outs.count) when traced")
-            }
-            for (v, r) in zip(outs, results) { slots[v] = r }
+            try runOp(index, name, attrs, ins, outs, &slots)
         case .tapePush:
             Tape.push()
         case .tapePop:
@@ -351,6 +347,20 @@ public final class Program {
         }
     }
 
+    /// Runs registry op `index` (`name`) on values `ins` and puts its results in `outs`;
+    /// returns the inputs it read and the results.
+    @discardableResult
+    static func runOp(_ index: Int, _ name: String, _ attrs: Attrs, _ ins: [Int], _ outs: [Int],
+                      _ slots: inout [Tensor?]) throws -> (inputs: [Tensor], results: [Tensor]) {
+        let inputs = try ins.map { try BlockRunner.read(slots, $0) }
+        let results = try OpRegistry.ops[index].run(inputs, attrs)
+        guard results.count == outs.count else {
+            throw EngineError.internal("op \(name) returned \(results.count) outputs at replay, \(outs.count) when traced")
+        }
+        for (v, r) in zip(outs, results) { slots[v] = r }
+        return (inputs, results)
+    }
+
     /// Runs op node `node`, whose TapeNodes vjp nodes run later: takes them from the
     /// innermost tape and checks they are the ones the trace saw (as many, and carried by
     /// the same outputs), so a replay that diverges from its trace is an error, not a wrong
@@ -366,23 +376,17 @@ public final class Program {
             throw EngineError.internal("op \(name) runs without a tape at replay but recorded a gradient when traced")
         }
         let before = state.tapes[tape].count
-        let inputs = try ins.map { try BlockRunner.read(slots, $0) }
-        let results = try OpRegistry.ops[index].run(inputs, attrs)
-        guard results.count == outs.count else {
-            throw EngineError.internal("op \(name) returned \(results.count) outputs at replay, \(outs.count) when traced")
-        }
+        let (inputs, results) = try runOp(index, name, attrs, ins, outs, &slots)
         let recorded = state.tapes.count - 1 == tape ? state.tapes[tape].count - before : -1
         guard recorded == capture.tapeNodes || (capture.tapeNodes == 0 && recorded > 0) else {
             throw EngineError.internal("op \(name) recorded \(recorded) tape node(s) at replay, \(capture.tapeNodes) when traced")
         }
         let nodes = Array(state.tapes[tape][before...])
-        for (j, (r, at)) in zip(results, capture.outputNodes).enumerated() {
-            let carried = r.node.flatMap { n in nodes.lastIndex { $0 === n } }.map { nodes.count - 1 - $0 }
+        for (j, (carried, at)) in zip(Tape.carriedNodes(results, in: nodes), capture.outputNodes).enumerated() {
             guard carried == at else {
                 throw EngineError.internal("output \(j) of op \(name) carries another tape node at replay than when traced")
             }
         }
-        for (v, r) in zip(outs, results) { slots[v] = r }
         captured[key] = CapturedOp(nodes: nodes, inputs: inputs)
     }
 

@@ -321,7 +321,7 @@ public final class Tracer {
         guard let op = op, frames.isEmpty else { return log.exact = false }
         let made = Array(currentTapeState().tapes[log.tape][log.mark..<end])
         log.mark = end
-        let outputNodes = outputs.map { o in o.node.flatMap { n in made.lastIndex { $0 === n } }.map { made.count - 1 - $0 } }
+        let outputNodes = Tape.carriedNodes(outputs, in: made)
         for n in made { log.groupOf[ObjectIdentifier(n)] = log.groups.count }
         log.groups.append(TapeLog.OpGroup(op: op, nodes: made, inputs: inputs, outputNodes: outputNodes))
     }

@@ -330,6 +330,16 @@ PyDoc_STRVAR(graph_run_doc,
 "A flagged Tensor referenced elsewhere stays in the list and is only read.");
 
 /* graph_run with donate flags: see graph_run_doc. */
+/* The result of a graph run that ended with status st and filled outs[0..n_out): its
+ * outputs as Tensors, or the engine's error. Frees outs. */
+static PyObject *
+run_result(te_status st, te_tensor *outs, int32_t n_out)
+{
+    PyObject *r = st == TE_OK ? wrap_outputs(outs, n_out) : set_engine_error(st);
+    PyMem_Free(outs);
+    return r;
+}
+
 static PyObject *
 graph_run_donating(te_graph g, PyObject *inputs, PyObject *donate)
 {
@@ -429,13 +439,7 @@ graph_run_donating(te_graph g, PyObject *inputs, PyObject *donate)
     Py_DECREF(keep);
     PyMem_Free(want);
     PyMem_Free(handles);
-    if (st != TE_OK) {
-        PyMem_Free(outs);
-        return set_engine_error(st);
-    }
-    PyObject *result = wrap_outputs(outs, n_out);
-    PyMem_Free(outs);
-    return result;
+    return run_result(st, outs, n_out);
 }
 
 static PyObject *
@@ -476,13 +480,7 @@ py_graph_run(PyObject *mod, PyObject *args)
     if (outs == NULL) {
         return PyErr_NoMemory();
     }
-    if (st != TE_OK) {
-        PyMem_Free(outs);
-        return set_engine_error(st);
-    }
-    PyObject *result = wrap_outputs(outs, n_out);
-    PyMem_Free(outs);
-    return result;
+    return run_result(st, outs, n_out);
 }
 
 PyDoc_STRVAR(graph_save_doc,
